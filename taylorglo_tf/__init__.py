@@ -1,0 +1,31 @@
+"""TaylorGLO-TF: loss-function discovery with multivariate Taylor expansions for Keras.
+
+``import taylorglo_tf`` stays light (no TensorFlow): the Keras-facing names are
+loaded on first use, so the coordinator can import the package's NumPy-only parts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported lazily, PEP 562)
+_LAZY = {
+    "TaylorGLOLoss": "taylorglo_tf.losses",
+    "BaikalLoss": "taylorglo_tf.losses",
+    "Poly1Loss": "taylorglo_tf.losses",
+    "TrainingProgress": "taylorglo_tf.losses",
+}
+_SUBMODULES = {"models", "data", "training", "losses", "taylor", "invariant", "plotting"}
+
+__all__ = sorted(set(_LAZY) | _SUBMODULES | {"__version__"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"taylorglo_tf.{name}")
+    raise AttributeError(f"module 'taylorglo_tf' has no attribute {name!r}")

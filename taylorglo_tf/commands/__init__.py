@@ -1,0 +1,1 @@
+"""Subcommands of the ``taylorglo`` CLI (one module each; no TensorFlow at import)."""
