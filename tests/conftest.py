@@ -1,0 +1,13 @@
+"""Test-suite settings shared by every test module.
+
+Set before anything imports TensorFlow: quiet logs, the TensorFlow backend for
+Keras, and a headless matplotlib.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests must never reach the network for datasets.
+os.environ.setdefault("TFDS_DATA_DIR", os.path.join(os.path.dirname(__file__), ".tfds-unused"))
