@@ -1,0 +1,118 @@
+"""Client-side gRPC channel to a coordinator: bearer token, optional TLS, size limits.
+
+Shared by the trainer, the client commands, ``taylorglo run`` and tests, so every
+client sends credentials the same way the coordinator's auth interceptor expects:
+``authorization: Bearer <token>`` metadata on every call.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+
+# The coordinator's limits (coordinator.server uses the same numbers): requests are
+# small (a spec, a report); responses may carry every candidate of an experiment.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+AUTH_METADATA_KEY = "authorization"
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into host and port; ValueError names a bad value."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"address {address!r} is not HOST:PORT (port 0..65535)")
+    return host.strip("[]"), int(port_text)
+
+
+def load_token(token_file: str | os.PathLike[str] | None = None, env: str = "TAYLORGLO_TOKEN") -> str | None:
+    """A bearer token from ``token_file`` (whitespace stripped) or else the environment variable ``env``.
+
+    Returns None when neither is set. An empty or unreadable file is an error
+    naming the file, so a misconfigured secret never silently means "no auth".
+    """
+    if token_file:
+        path = Path(token_file)
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read token file {str(path)!r}: {exc.strerror}") from exc
+        if not token:
+            raise ValueError(f"token file {str(path)!r} is empty")
+        return token
+    token = os.environ.get(env, "").strip()
+    return token or None
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call's metadata."""
+
+    def __init__(self, token: str):
+        self._pair = (AUTH_METADATA_KEY, f"Bearer {token}")
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = list(details.metadata or []) + [self._pair]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def _call(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    intercept_unary_unary = _call
+    intercept_unary_stream = _call
+    intercept_stream_unary = _call
+    intercept_stream_stream = _call
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+
+def connect(
+    address: str,
+    *,
+    token: str | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    tls_server_name: str | None = None,
+) -> grpc.Channel:
+    """Open a channel to the coordinator at ``address`` (``HOST:PORT``).
+
+    ``token``: bearer token sent on every call (trainer or client role).
+    ``tls_ca``: PEM file of the CA (or self-signed certificate) to trust; enables
+    TLS. ``tls_server_name`` overrides the name checked against the certificate
+    (e.g. when connecting by IP to a certificate issued for a host name).
+    Connecting is lazy: errors surface as ``grpc.RpcError`` on the first call.
+    """
+    parse_address(address)
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
+        ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+    ]
+    if tls_ca is not None:
+        try:
+            root = Path(tls_ca).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read TLS CA file {str(tls_ca)!r}: {exc.strerror}") from exc
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root), options)
+    else:
+        channel = grpc.insecure_channel(address, options)
+    if token:
+        channel = grpc.intercept_channel(channel, _BearerToken(token))
+    return channel

@@ -1,0 +1,87 @@
+from taylorglo_tf.rpc import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SubmitExperimentRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: _types_pb2.ExperimentSpec
+    def __init__(self, spec: _Optional[_Union[_types_pb2.ExperimentSpec, _Mapping]] = ...) -> None: ...
+
+class GetExperimentRequest(_message.Message):
+    __slots__ = ("experiment_id",)
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ("experiments",)
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[_types_pb2.Experiment]
+    def __init__(self, experiments: _Optional[_Iterable[_Union[_types_pb2.Experiment, _Mapping]]] = ...) -> None: ...
+
+class WatchExperimentRequest(_message.Message):
+    __slots__ = ("experiment_id",)
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
+
+class ProgressEvent(_message.Message):
+    __slots__ = ("kind", "experiment", "candidate", "generation")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ProgressEvent.Kind]
+        KIND_SNAPSHOT: _ClassVar[ProgressEvent.Kind]
+        KIND_CANDIDATE_FINISHED: _ClassVar[ProgressEvent.Kind]
+        KIND_GENERATION_FINISHED: _ClassVar[ProgressEvent.Kind]
+        KIND_EXPERIMENT_FINISHED: _ClassVar[ProgressEvent.Kind]
+    KIND_UNSPECIFIED: ProgressEvent.Kind
+    KIND_SNAPSHOT: ProgressEvent.Kind
+    KIND_CANDIDATE_FINISHED: ProgressEvent.Kind
+    KIND_GENERATION_FINISHED: ProgressEvent.Kind
+    KIND_EXPERIMENT_FINISHED: ProgressEvent.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    kind: ProgressEvent.Kind
+    experiment: _types_pb2.Experiment
+    candidate: _types_pb2.Candidate
+    generation: _types_pb2.GenerationSummary
+    def __init__(self, kind: _Optional[_Union[ProgressEvent.Kind, str]] = ..., experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ..., candidate: _Optional[_Union[_types_pb2.Candidate, _Mapping]] = ..., generation: _Optional[_Union[_types_pb2.GenerationSummary, _Mapping]] = ...) -> None: ...
+
+class CancelExperimentRequest(_message.Message):
+    __slots__ = ("experiment_id",)
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
+
+class GetResultRequest(_message.Message):
+    __slots__ = ("experiment_id",)
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
+
+class ExperimentResult(_message.Message):
+    __slots__ = ("experiment", "best_theta", "best_fitness", "generations", "candidates")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    BEST_THETA_FIELD_NUMBER: _ClassVar[int]
+    BEST_FITNESS_FIELD_NUMBER: _ClassVar[int]
+    GENERATIONS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    best_theta: _containers.RepeatedScalarFieldContainer[float]
+    best_fitness: float
+    generations: _containers.RepeatedCompositeFieldContainer[_types_pb2.GenerationSummary]
+    candidates: _containers.RepeatedCompositeFieldContainer[_types_pb2.Candidate]
+    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ..., best_theta: _Optional[_Iterable[float]] = ..., best_fitness: _Optional[float] = ..., generations: _Optional[_Iterable[_Union[_types_pb2.GenerationSummary, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[_types_pb2.Candidate, _Mapping]]] = ...) -> None: ...
