@@ -1,0 +1,458 @@
+"""The trainer's protocol loop: lease a candidate, evaluate it, report, repeat.
+
+The loop is generic over the evaluation, so the same code drives the Keras
+evaluator, the synthetic evaluator of the tests and the benchmark's sleeping
+trainers. No TensorFlow here.
+
+Contract for an evaluation function::
+
+    evaluate_fn(lease: worker_service_pb2.Lease, heartbeat: Heartbeat) -> Outcome
+
+- It runs in a background thread of the worker (one evaluation at a time).
+- It calls ``heartbeat(steps_done)`` as often as it likes (cheap: no RPC; a
+  background thread sends the actual Heartbeat RPCs every ``ttl_s / 3``).
+  ``heartbeat`` returns False when the evaluation should stop: the coordinator
+  answered ``keep_going = false`` (lease lost or experiment cancelled), or a
+  shutdown's grace period ran out. The evaluation then returns anything or
+  raises :class:`EvaluationStopped`; its outcome is not reported.
+- It returns an :class:`Outcome`; an exception is reported as status ERROR with
+  its traceback (the coordinator retries the candidate while attempts remain).
+
+Shutdown (``request_stop(grace_s)``, which the CLI wires to SIGTERM/SIGINT): no
+new lease is taken; the candidate in progress is finished and reported if that
+happens within the grace period, otherwise its lease is given back
+(ReturnLease, which costs the candidate no attempt) and ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import threading
+import time
+import traceback
+from typing import Any, Callable, Optional, Sequence
+
+import grpc
+
+from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+Heartbeat = Callable[[int], bool]
+"""``heartbeat(steps_done) -> keep_going``."""
+
+_STATUS_CODES = {
+    "ok": worker_service_pb2.EVALUATION_STATUS_OK,
+    "diverged": worker_service_pb2.EVALUATION_STATUS_DIVERGED,
+    "aborted": worker_service_pb2.EVALUATION_STATUS_ABORTED,
+    "error": worker_service_pb2.EVALUATION_STATUS_ERROR,
+}
+
+# Codes after which the same call may succeed later (coordinator restarting,
+# network blip, overload).
+RETRYABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+# Codes that no retry can fix: the trainer is misconfigured.
+FATAL_CODES = frozenset(
+    {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED}
+)
+
+ERROR_TEXT_LIMIT = 4000  # the coordinator keeps at most this many characters
+
+
+class EvaluationStopped(Exception):
+    """Raised by an evaluation function when ``heartbeat`` told it to stop."""
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot go on (bad credentials, incompatible coordinator)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one evaluation produced.
+
+    ``status`` is ``"ok"``, ``"diverged"``, ``"aborted"`` or ``"error"``;
+    ``fitness`` is the validation accuracy in [0, 1] (used when ``"ok"``);
+    ``wall_time_s`` in seconds; ``attempts`` counts the abort-and-retry attempts
+    made inside the trainer; ``error`` is the message for ``"error"``.
+    """
+
+    status: str = "ok"
+    fitness: float = 0.0
+    val_accuracy: float = 0.0
+    val_loss: float = 0.0
+    steps: int = 0
+    wall_time_s: float = 0.0
+    attempts: int = 1
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in _STATUS_CODES:
+            raise ValueError(f"Outcome.status must be one of {sorted(_STATUS_CODES)}, got {self.status!r}")
+        if not (math.isfinite(self.fitness) and 0.0 <= self.fitness <= 1.0):
+            raise ValueError(f"Outcome.fitness must be a finite number in [0, 1], got {self.fitness!r}")
+
+    @classmethod
+    def from_result(cls, result: Any) -> "Outcome":
+        """Converts an object with the fields of ``taylorglo_tf.training.EvaluationResult``."""
+        return cls(
+            status=str(result.status),
+            fitness=float(result.fitness),
+            val_accuracy=float(result.val_accuracy),
+            val_loss=float(result.val_loss),
+            steps=int(result.steps),
+            wall_time_s=float(result.wall_time_s),
+            attempts=int(result.attempts),
+        )
+
+    def to_request(self, lease_id: str, trainer_id: str) -> worker_service_pb2.ReportResultRequest:
+        """The ReportResult request for this outcome (non-finite metrics are sent as 0)."""
+
+        def finite(value: float) -> float:
+            return float(value) if math.isfinite(value) else 0.0
+
+        return worker_service_pb2.ReportResultRequest(
+            lease_id=lease_id,
+            trainer_id=trainer_id,
+            status=_STATUS_CODES[self.status],
+            fitness=self.fitness if self.status == "ok" else 0.0,
+            metrics=types_pb2.EvaluationMetrics(
+                val_accuracy=finite(self.val_accuracy),
+                val_loss=finite(self.val_loss),
+                steps=int(self.steps),
+                wall_time_s=finite(self.wall_time_s),
+                attempts=int(self.attempts),
+            ),
+            error=self.error[-ERROR_TEXT_LIMIT:],
+        )
+
+
+EvaluateFn = Callable[[worker_service_pb2.Lease, Heartbeat], Outcome]
+
+
+class Backoff:
+    """Exponential backoff with jitter: the n-th delay is uniform in [d/2, d],
+    d = min(maximum_s, initial_s * multiplier**n) seconds."""
+
+    def __init__(
+        self,
+        initial_s: float = 0.1,
+        maximum_s: float = 5.0,
+        multiplier: float = 2.0,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        if not (initial_s > 0 and maximum_s >= initial_s and multiplier >= 1):
+            raise ValueError(
+                f"Backoff needs 0 < initial_s <= maximum_s and multiplier >= 1, got "
+                f"initial_s={initial_s}, maximum_s={maximum_s}, multiplier={multiplier}"
+            )
+        self.initial_s, self.maximum_s, self.multiplier = initial_s, maximum_s, multiplier
+        self._rng = rng or random.Random()
+        self._failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum_s, self.initial_s * self.multiplier ** min(self._failures, 60))
+        self._failures += 1
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self._failures = 0
+
+
+class _Heartbeater:
+    """Sends Heartbeat RPCs for one lease from a background thread."""
+
+    def __init__(self, worker: "Worker", lease: worker_service_pb2.Lease) -> None:
+        self._worker = worker
+        self._lease = lease
+        self.steps_done = 0
+        self.lost = False  # the coordinator said keep_going = false
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{lease.lease_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _interval(self, ttl_s: float) -> float:
+        if self._worker.heartbeat_interval_s is not None:
+            return self._worker.heartbeat_interval_s
+        return max(0.05, (ttl_s if ttl_s > 0 else 30.0) / 3.0)
+
+    def _loop(self) -> None:
+        interval = self._interval(self._lease.ttl_s)
+        while not self._done.wait(interval):
+            request = worker_service_pb2.HeartbeatRequest(
+                lease_id=self._lease.lease_id,
+                trainer_id=self._worker.trainer_id,
+                steps_done=int(self.steps_done),
+            )
+            try:
+                response = self._worker._stub.Heartbeat(
+                    request, timeout=max(1.0, interval), metadata=self._worker.metadata
+                )
+            except grpc.RpcError as error:
+                code = error.code()
+                if code in RETRYABLE_CODES:
+                    # The coordinator may be restarting; keep training, retry soon.
+                    log.warning("heartbeat for %s failed (%s); retrying", self._lease.lease_id, code.name)
+                    interval = max(0.05, interval / 2)
+                    continue
+                log.warning("heartbeat for %s rejected (%s: %s); stopping", self._lease.lease_id, code.name, error.details())
+                self._mark_lost()
+                return
+            if not response.keep_going:
+                log.info("coordinator stopped lease %s (keep_going=false)", self._lease.lease_id)
+                self._mark_lost()
+                return
+            interval = self._interval(response.ttl_s)
+
+    def _mark_lost(self) -> None:
+        self.lost = True
+        self._worker._wake.set()
+
+
+class Worker:
+    """Leases candidates from a coordinator and evaluates them with ``evaluate_fn``.
+
+    ``channel`` is a ``grpc.Channel`` (see ``taylorglo_tf.connection.connect``);
+    ``trainer_id`` names this trainer in the coordinator's records (<= 200 chars).
+    ``wait_ms`` is the lease long-poll time. ``heartbeat_interval_s`` overrides
+    the default ``ttl_s / 3``. ``max_candidates`` makes ``run`` return after that
+    many reported evaluations. ``grace_s`` is the default shutdown grace period.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        evaluate_fn: EvaluateFn,
+        trainer_id: str,
+        *,
+        wait_ms: int = 10_000,
+        heartbeat_interval_s: Optional[float] = None,
+        max_candidates: Optional[int] = None,
+        grace_s: float = 30.0,
+        backoff: Optional[Backoff] = None,
+        rpc_timeout_s: float = 30.0,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        if not trainer_id or len(trainer_id) > 200:
+            raise ValueError(f"trainer_id must be 1..200 characters, got {trainer_id!r}")
+        if not 0 <= wait_ms <= 60_000:
+            raise ValueError(f"wait_ms must be in 0..60000, got {wait_ms}")
+        if max_candidates is not None and max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
+        if grace_s < 0:
+            raise ValueError(f"grace_s must be >= 0, got {grace_s}")
+        self._stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        self._evaluate_fn = evaluate_fn
+        self.trainer_id = trainer_id
+        self.wait_ms = wait_ms
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.max_candidates = max_candidates
+        self.grace_s = grace_s
+        self.rpc_timeout_s = rpc_timeout_s
+        self.metadata = tuple(metadata)
+        self._backoff = backoff or Backoff()
+        self._stop_requested = threading.Event()
+        self._stop_deadline = math.inf  # time.monotonic() after which the current lease is given back
+        self._wake = threading.Event()  # set by anything the main loop waits for
+        self.reported = 0  # evaluations reported (accepted or not)
+        self.returned = 0  # leases given back unfinished
+        # Time spent waiting for a lease vs evaluating, in seconds (for the benchmark).
+        self.lease_wait_s: list[float] = []
+        self.busy_s = 0.0
+
+    # -- control ---------------------------------------------------------------
+
+    def request_stop(self, grace_s: Optional[float] = None) -> None:
+        """Starts a graceful shutdown (safe to call from a signal handler or another thread)."""
+        grace = self.grace_s if grace_s is None else grace_s
+        self._stop_deadline = min(self._stop_deadline, time.monotonic() + grace)
+        self._stop_requested.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() >= self._stop_deadline
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleeps, waking early on a stop request."""
+        self._wake.clear()
+        if not self.stopping:
+            self._wake.wait(seconds)
+
+    # -- main loop -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Runs until stopped or ``max_candidates`` are reported; returns the number reported.
+
+        Raises :class:`WorkerError` when the coordinator rejects this trainer
+        (bad token, wrong role) or does not implement the worker API.
+        """
+        while not self.stopping:
+            if self.max_candidates is not None and self.reported >= self.max_candidates:
+                break
+            lease = self._lease()
+            if lease is not None:
+                self._process(lease)
+        return self.reported
+
+    def _check_fatal(self, error: grpc.RpcError, what: str) -> None:
+        if error.code() in FATAL_CODES:
+            raise WorkerError(f"{what} rejected by the coordinator: {error.code().name}: {error.details()}") from None
+
+    def _lease(self) -> Optional[worker_service_pb2.Lease]:
+        """One long-poll for a lease; None when none came (or a stop was requested)."""
+        request = worker_service_pb2.LeaseCandidateRequest(trainer_id=self.trainer_id, wait_ms=self.wait_ms)
+        started = time.monotonic()
+        self._wake.clear()
+        future = self._stub.LeaseCandidate.future(
+            request, timeout=self.wait_ms / 1000 + self.rpc_timeout_s, metadata=self.metadata
+        )
+        future.add_done_callback(lambda _: self._wake.set())
+        while not future.done():
+            if self.stopping and future.cancel():
+                return None
+            self._wake.wait(0.5)  # bounded, so signal handlers run promptly
+        try:
+            response = future.result()
+        except grpc.FutureCancelledError:
+            return None
+        except grpc.RpcError as error:
+            self._check_fatal(error, "LeaseCandidate")
+            delay = self._backoff.next_delay()
+            log.warning(
+                "cannot lease from the coordinator (%s: %s); retrying in %.2f s",
+                error.code().name, error.details(), delay,
+            )
+            self._sleep(delay)
+            return None
+        self._backoff.reset()
+        waited = time.monotonic() - started
+        if not response.HasField("lease"):
+            if waited < self.wait_ms / 1000 / 10:
+                # The coordinator answered at once without work: do not spin.
+                self._sleep(min(1.0, self.wait_ms / 1000) * random.uniform(0.5, 1.0))
+            return None
+        self.lease_wait_s.append(waited)
+        if self.stopping:
+            # Granted in the instant a stop was requested: hand it straight back.
+            self._return(response.lease, "trainer shutting down")
+            return None
+        return response.lease
+
+    def _process(self, lease: worker_service_pb2.Lease) -> None:
+        """Evaluates one lease with heartbeats, then reports or returns it."""
+        log.info(
+            "leased %s: experiment %s generation %d candidate %d (attempt %d)",
+            lease.lease_id, lease.experiment_id, lease.generation, lease.index, lease.attempt,
+        )
+        heartbeater = _Heartbeater(self, lease)
+
+        def heartbeat(steps_done: int) -> bool:
+            heartbeater.steps_done = int(steps_done)
+            return not (heartbeater.lost or (self.stopping and self._past_deadline()))
+
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["outcome"] = self._evaluate_fn(lease, heartbeat)
+            except EvaluationStopped:
+                box["stopped"] = True
+            except BaseException:  # report any failure; the coordinator retries
+                box["outcome"] = Outcome(status="error", error=traceback.format_exc())
+            finally:
+                self._wake.set()
+
+        started = time.monotonic()
+        self._wake.clear()
+        heartbeater.start()
+        thread = threading.Thread(target=target, name=f"evaluate-{lease.lease_id}", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                if self.stopping and self._past_deadline() and not heartbeater.lost:
+                    # The evaluation would not finish within the grace period.
+                    self._return(lease, "trainer shutting down")
+                    return
+                self._wake.clear()
+                if thread.is_alive():
+                    # Bounded waits keep signal handlers prompt; after a stop request,
+                    # wake at the deadline at the latest.
+                    self._wake.wait(min(0.5, max(0.0, self._stop_deadline - time.monotonic())))
+        finally:
+            heartbeater.stop()
+            self.busy_s += time.monotonic() - started
+        if heartbeater.lost or "stopped" in box:
+            log.info("lease %s stopped before finishing; not reported", lease.lease_id)
+            return
+        outcome = box["outcome"]
+        if not isinstance(outcome, Outcome):
+            outcome = Outcome(
+                status="error", error=f"evaluate_fn returned {type(outcome).__name__}, expected Outcome"
+            )
+        self._report(lease, outcome)
+
+    def _report(self, lease: worker_service_pb2.Lease, outcome: Outcome) -> None:
+        """Reports an outcome, retrying while the coordinator is unreachable."""
+        request = outcome.to_request(lease.lease_id, self.trainer_id)
+        backoff = Backoff(self._backoff.initial_s, self._backoff.maximum_s, self._backoff.multiplier)
+        while True:
+            try:
+                response = self._stub.ReportResult(request, timeout=self.rpc_timeout_s, metadata=self.metadata)
+            except grpc.RpcError as error:
+                self._check_fatal(error, "ReportResult")
+                code = error.code()
+                if code == grpc.StatusCode.INVALID_ARGUMENT and request.status != _STATUS_CODES["error"]:
+                    # Our result was malformed: report it as a trainer error so the
+                    # attempt counts instead of the candidate hanging until expiry.
+                    log.error("report for %s rejected: %s", lease.lease_id, error.details())
+                    request = Outcome(status="error", error=f"invalid report: {error.details()}").to_request(
+                        lease.lease_id, self.trainer_id
+                    )
+                    continue
+                if code not in RETRYABLE_CODES:
+                    log.error("report for %s failed (%s: %s); dropped", lease.lease_id, code.name, error.details())
+                    return
+                if self.stopping and self._past_deadline():
+                    log.error("report for %s not delivered before shutdown; the lease will expire", lease.lease_id)
+                    return
+                delay = backoff.next_delay()
+                log.warning("report for %s failed (%s); retrying in %.2f s", lease.lease_id, code.name, delay)
+                time.sleep(delay)
+                continue
+            self.reported += 1
+            if response.accepted:
+                log.info("reported %s: %s fitness %.4f", lease.lease_id, outcome.status, outcome.fitness)
+            else:
+                log.info("report for %s not accepted (%s)", lease.lease_id, response.reason)
+            return
+
+    def _return(self, lease: worker_service_pb2.Lease, reason: str) -> None:
+        """Gives a lease back unfinished (best effort: an unreturned lease expires anyway)."""
+        request = worker_service_pb2.ReturnLeaseRequest(
+            lease_id=lease.lease_id, trainer_id=self.trainer_id, reason=reason
+        )
+        for attempt in range(3):
+            try:
+                self._stub.ReturnLease(request, timeout=5.0, metadata=self.metadata)
+                self.returned += 1
+                log.info("returned lease %s (%s)", lease.lease_id, reason)
+                return
+            except grpc.RpcError as error:
+                if error.code() not in RETRYABLE_CODES:
+                    break
+                time.sleep(0.2 * (attempt + 1))
+        log.warning("could not return lease %s; it will expire on the coordinator", lease.lease_id)
