@@ -1,0 +1,22 @@
+"""Candidate evaluation: train a model with a loss for N steps, score it by validation accuracy.
+
+``Task`` and ``EvaluationResult`` are plain data (no TensorFlow); ``Evaluator`` and
+``evaluate`` import TensorFlow on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from taylorglo_tf.training.task import STATUSES, EvaluationResult, Task
+
+_LAZY = {"Evaluator": "taylorglo_tf.training.evaluator", "evaluate": "taylorglo_tf.training.evaluator"}
+
+__all__ = ["STATUSES", "EvaluationResult", "Evaluator", "Task", "evaluate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'taylorglo_tf.training' has no attribute {name!r}")

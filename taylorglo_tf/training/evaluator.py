@@ -1,0 +1,426 @@
+"""Partial training of a model with a candidate loss, scored by validation accuracy.
+
+A trainer evaluates thousands of candidates, mostly of one task, so an
+``Evaluator`` keeps per task (a *session*): the loaded splits, the validation
+pipeline, the model (built once; re-initialised by assigning the seed's initial
+variable values), the optimizer (its variables reset to their initial values) and
+the compiled train/eval steps. A candidate loss that differs from the previous
+one only in theta (``TaylorGLOLoss.set_theta``) is copied into the loss the
+compiled step closes over, so it runs without retracing.
+
+Determinism: with the same seed, an evaluation re-runs the same initial weights,
+dropout masks, data order and augmentation (the training pipeline is rebuilt from
+the cached arrays with that seed for every attempt). TensorFlow does not promise
+bitwise-equal float results across runs of multi-threaded CPU kernels (reduction
+order) unless ``tf.config.experimental.enable_op_determinism()`` is on, which we
+leave to the caller because it slows some ops; results then agree to rounding.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from taylorglo_tf.training.task import EvaluationResult, Task
+
+ProgressFn = Callable[[int, int], "bool | None"]
+
+# XLA on/off was measured with benchmarks/evaluation.py (docs/BENCHMARKS.md): on CPU
+# XLA is slower for these convnets, so it is off by default; GPUs may differ.
+DEFAULT_JIT_COMPILE = False
+_EVAL_BATCH = 512
+
+
+def _loss_signature(loss: Any) -> tuple[str, str, bool]:
+    """(class, config without theta, theta-settable) identifying a compiled step's loss."""
+    config = dict(loss.get_config())
+    settable = hasattr(loss, "set_theta") and hasattr(loss, "theta")
+    if settable:
+        config.pop("theta", None)
+    config.pop("name", None)
+    cls = type(loss)
+    return f"{cls.__module__}.{cls.__qualname__}", json.dumps(config, sort_keys=True, default=str), settable
+
+
+def _initial_seed(seed: int, attempt: int) -> int:
+    """Seed of an attempt: the task's seed first, then seeds derived from (seed, attempt)."""
+    if attempt == 1:
+        return seed
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+@dataclass
+class _CompiledLoss:
+    loss: Any
+    settable: bool
+    train_step: Any
+    eval_step: Any
+
+
+@dataclass
+class _Session:
+    """What one task's evaluations share."""
+
+    splits: Any
+    recipe: Any
+    batch_size: int
+    steps_per_epoch: int
+    augmentation: Any
+    model: Any
+    optimizer: Any
+    optimizer_initial: list[np.ndarray]
+    finite: tf.Variable
+    one_hot: bool
+    jit_compile: bool
+    initial_states: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    losses: dict[tuple, _CompiledLoss] = field(default_factory=dict)
+    datasets: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Evaluates candidate losses on tasks, reusing everything reusable between calls.
+
+    Args:
+        jit_compile: compile the train/eval steps with XLA (default: the measured
+            best on CPU, see ``DEFAULT_JIT_COMPILE``).
+        progress_every: steps between progress/divergence checks.
+        max_sessions: tasks kept warm at once (least recently used dropped).
+    """
+
+    def __init__(
+        self,
+        *,
+        jit_compile: bool | None = None,
+        progress_every: int = 10,
+        max_sessions: int = 2,
+    ) -> None:
+        if progress_every < 1:
+            raise ValueError(f"progress_every must be >= 1, got {progress_every!r}")
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions!r}")
+        self.jit_compile = DEFAULT_JIT_COMPILE if jit_compile is None else bool(jit_compile)
+        self.progress_every = int(progress_every)
+        self.max_sessions = int(max_sessions)
+        self._sessions: collections.OrderedDict[tuple, _Session] = collections.OrderedDict()
+        # seconds of the last evaluation, by phase (benchmarks read it)
+        self.last_timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ public
+
+    def evaluate(
+        self,
+        loss: Any,
+        task: Task,
+        progress: ProgressFn | None = None,
+        *,
+        test: bool = False,
+    ) -> EvaluationResult:
+        """Train ``task.model`` on ``task.dataset`` with ``loss`` and score it.
+
+        Runs the first ``task.steps`` optimizer steps of the model's recipe (whole
+        recipe when 0), then measures accuracy and mean loss on the validation
+        split (and the test split when ``test``). NaN/inf in the training loss or
+        the weights ends the attempt with status ``diverged`` (fitness 0). The
+        abort rule (accuracy below ``task.abort_threshold`` at epoch
+        ``task.abort_check_epoch``) retries with a fresh seed up to
+        ``task.max_attempts`` attempts, then reports ``aborted``.
+
+        ``progress(steps_done, total_steps)`` is called every ``progress_every``
+        steps and at the end of training; returning ``False`` stops the evaluation
+        with status ``aborted``.
+        """
+        if not isinstance(task, Task):
+            raise TypeError(f"task must be a training.Task, got {type(task).__name__}")
+        started = time.perf_counter()
+        session = self._session(task)
+        compiled = self._compiled_loss(session, loss)
+        total = task.steps or session.recipe.total_steps(session.steps_per_epoch)
+        check_step = math.ceil(task.abort_check_epoch * session.steps_per_epoch)
+        train_time = 0.0
+        attempt = 0
+        status = "aborted"
+        steps_done = 0
+        for attempt in range(1, task.max_attempts + 1):
+            seed = _initial_seed(task.seed, attempt)
+            self._reset(session, seed)
+            iterator = iter(self._train_dataset(session, seed))
+            status, steps_done, seconds = self._train(
+                session, compiled, iterator, total, check_step, task, progress
+            )
+            train_time += seconds
+            if status != "retry":
+                break
+        else:
+            status = "aborted"  # abort rule hit on every attempt
+        validation_started = time.perf_counter()
+        val_accuracy, val_loss = self._score(session, compiled, "val")
+        test_accuracy = test_loss = None
+        if test:
+            test_accuracy, test_loss = self._score(session, compiled, "test")
+        if status == "ok" and not self._weights_finite(session):
+            status = "diverged"
+        finished = time.perf_counter()
+        self.last_timings = {
+            "total_s": finished - started,
+            "train_steps_s": train_time,
+            "validation_s": finished - validation_started,
+        }
+        return EvaluationResult(
+            fitness=val_accuracy if status == "ok" else 0.0,
+            val_accuracy=val_accuracy,
+            val_loss=val_loss,
+            steps=steps_done,
+            wall_time_s=finished - started,
+            attempts=attempt,
+            status=status,
+            test_accuracy=test_accuracy,
+            test_loss=test_loss,
+        )
+
+    def trace_count(self) -> int:
+        """Total traces of all compiled steps so far (tests check for retracing)."""
+        return sum(
+            fn.experimental_get_tracing_count()
+            for session in self._sessions.values()
+            for compiled in session.losses.values()
+            for fn in (compiled.train_step, compiled.eval_step)
+        )
+
+    # ---------------------------------------------------------------- sessions
+
+    def _session(self, task: Task) -> _Session:
+        key = (
+            task.dataset,
+            task.data_dir,
+            task.fraction,
+            task.seed if task.fraction < 1.0 else None,  # the subset depends on the seed
+            task.model,
+            task.batch_size,
+            json.dumps(task.augmentation, sort_keys=True),
+        )
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            return self._sessions[key]
+        session = self._new_session(task)
+        self._sessions[key] = session
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+        return session
+
+    def _new_session(self, task: Task) -> _Session:
+        from taylorglo_tf import data, models
+
+        recipe = models.recipe(task.model)  # unknown names raise, naming the model
+        splits = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed)
+        batch_size = task.batch_size or recipe.batch_size
+        n_train = len(splits.y_train)
+        if n_train < batch_size:
+            raise ValueError(
+                f"task batch_size {batch_size} exceeds the {n_train} training examples of {task.dataset!r}"
+            )
+        steps_per_epoch = recipe.steps_per_epoch(n_train, batch_size)
+        augmentation_options = recipe.augmentation if task.augmentation is None else task.augmentation
+        augmentation = data.Augmentation.from_dict(dict(augmentation_options))
+        keras.utils.set_random_seed(task.seed)
+        model = models.build(task.model, input_shape=splits.input_shape, num_classes=splits.num_classes)
+        optimizer = recipe.optimizer(steps_per_epoch)
+        optimizer.build(model.trainable_variables)
+        session = _Session(
+            splits=splits,
+            recipe=recipe,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            augmentation=augmentation,
+            model=model,
+            optimizer=optimizer,
+            optimizer_initial=[v.numpy() for v in optimizer.variables],
+            finite=tf.Variable(True, trainable=False),
+            one_hot=True,
+            jit_compile=self.jit_compile,
+        )
+        session.initial_states[task.seed] = [v.numpy() for v in model.variables]
+        session.datasets["val"] = data.pipeline(
+            splits.x_val, splits.y_val, batch_size=_EVAL_BATCH, training=False
+        )
+        return session
+
+    def _train_dataset(self, session: _Session, seed: int):
+        """The training stream for one attempt, rebuilt so that the order depends only on ``seed``."""
+        from taylorglo_tf import data
+
+        dataset = data.pipeline(
+            session.splits.x_train,
+            session.splits.y_train,
+            batch_size=session.batch_size,
+            training=True,
+            augment=session.augmentation,
+            seed=seed,
+        )
+        if dataset.cardinality() != tf.data.INFINITE_CARDINALITY:
+            dataset = dataset.repeat()
+        return dataset
+
+    def _reset(self, session: _Session, seed: int) -> None:
+        """Seed's initial model variables (weights, dropout state), fresh optimizer state."""
+        if seed not in session.initial_states:
+            from taylorglo_tf import models
+
+            # A throwaway model gives the new seed's initialisation; the session's
+            # model (and its compiled steps) stay.
+            keras.utils.set_random_seed(seed)
+            fresh = models.build(
+                session.model.name,
+                input_shape=session.splits.input_shape,
+                num_classes=session.splits.num_classes,
+            )
+            session.initial_states[seed] = [v.numpy() for v in fresh.variables]
+            del fresh
+        for variable, value in zip(session.model.variables, session.initial_states[seed]):
+            variable.assign(value)
+        for variable, value in zip(session.optimizer.variables, session.optimizer_initial):
+            variable.assign(value)
+        session.finite.assign(True)
+
+    # ------------------------------------------------------------------ losses
+
+    def _compiled_loss(self, session: _Session, loss: Any) -> _CompiledLoss:
+        if not isinstance(loss, keras.losses.Loss):
+            raise TypeError(f"loss must be a keras.losses.Loss, got {type(loss).__name__}")
+        signature = _loss_signature(loss)
+        compiled = session.losses.get(signature)
+        if compiled is None:
+            # Own copy: the compiled step must not depend on the caller's object.
+            held = type(loss).from_config(loss.get_config())
+            compiled = _CompiledLoss(
+                loss=held,
+                settable=signature[2],
+                train_step=self._make_train_step(session, held),
+                eval_step=self._make_eval_step(session, held),
+            )
+            session.losses[signature] = compiled
+        if compiled.settable:
+            compiled.loss.set_theta(loss.theta)
+        return compiled
+
+    def _labels(self, session: _Session, y):
+        return tf.one_hot(tf.cast(y, tf.int32), session.splits.num_classes) if session.one_hot else y
+
+    def _make_train_step(self, session: _Session, loss_fn: Any):
+        model, optimizer, finite = session.model, session.optimizer, session.finite
+        labels = lambda y: self._labels(session, y)  # noqa: E731
+
+        def data_loss(y, predictions):
+            if isinstance(y, (tuple, list)):
+                # CutMix: (y_a, y_b, lam); the Taylor loss is not linear in the label,
+                # so mix the losses: lam * L(y_a) + (1 - lam) * L(y_b).
+                y_a, y_b, lam = y
+                weight = tf.broadcast_to(tf.cast(lam, tf.float32), tf.shape(y_a)[:1])
+                return loss_fn(labels(y_a), predictions, sample_weight=weight) + loss_fn(
+                    labels(y_b), predictions, sample_weight=1.0 - weight
+                )
+            return loss_fn(labels(y), predictions)
+
+        @tf.function(jit_compile=session.jit_compile, reduce_retracing=True)
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                predictions = model(x, training=True)
+                loss = tf.cast(data_loss(y, predictions), tf.float32)
+                total = loss
+                if model.losses:  # weight decay as kernel regularisers
+                    total = total + tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+            gradients = tape.gradient(total, model.trainable_variables)
+            optimizer.apply(gradients, model.trainable_variables)
+            finite.assign(tf.logical_and(finite, tf.math.is_finite(total)))
+            return loss
+
+        return train_step
+
+    def _make_eval_step(self, session: _Session, loss_fn: Any):
+        model = session.model
+
+        @tf.function(jit_compile=session.jit_compile, reduce_retracing=True)
+        def eval_step(x, y):
+            predictions = model(x, training=False)
+            y = tf.cast(y, tf.int64)
+            rows_finite = tf.reduce_all(tf.math.is_finite(predictions), axis=-1)
+            hits = tf.logical_and(tf.equal(tf.argmax(predictions, axis=-1), y), rows_finite)
+            batch = tf.cast(tf.shape(y)[0], tf.float32)
+            loss = tf.cast(loss_fn(self._labels(session, y), predictions), tf.float32)
+            return tf.reduce_sum(tf.cast(hits, tf.float32)), loss * batch
+
+        return eval_step
+
+    # ---------------------------------------------------------------- training
+
+    def _train(self, session, compiled, iterator, total, check_step, task, progress):
+        """Run one attempt: returns (status, steps done, seconds in train steps).
+
+        status is ``ok``, ``diverged``, ``aborted`` (stopped by ``progress``) or
+        ``retry`` (the abort rule fired).
+        """
+        step_fn = compiled.train_step
+        seconds = 0.0
+        for step in range(1, total + 1):
+            x, y = next(iterator)
+            started = time.perf_counter()
+            try:
+                step_fn(x, y)
+            except (tf.errors.InvalidArgumentError, FloatingPointError):
+                # e.g. a numerics check inside a loss or an XLA kernel
+                return "diverged", step, seconds + time.perf_counter() - started
+            seconds += time.perf_counter() - started
+            last = step == total
+            if step % self.progress_every == 0 or last:
+                if not bool(session.finite.numpy()):
+                    return "diverged", step, seconds
+                if progress is not None and progress(step, total) is False:
+                    return "aborted", step, seconds
+            if step == check_step:
+                accuracy, _ = self._score(session, compiled, "val")
+                if accuracy < task.abort_threshold:
+                    return "retry", step, seconds
+        if not bool(session.finite.numpy()):
+            return "diverged", total, seconds
+        return "ok", total, seconds
+
+    def _dataset(self, session: _Session, split: str):
+        if split not in session.datasets:
+            from taylorglo_tf import data
+
+            session.datasets[split] = data.pipeline(
+                getattr(session.splits, f"x_{split}"),
+                getattr(session.splits, f"y_{split}"),
+                batch_size=_EVAL_BATCH,
+                training=False,
+            )
+        return session.datasets[split]
+
+    def _score(self, session: _Session, compiled: _CompiledLoss, split: str) -> tuple[float, float]:
+        """(accuracy, mean loss) of the current model on ``split``."""
+        hits = 0.0
+        loss_sum = 0.0
+        count = 0
+        for x, y in self._dataset(session, split):
+            batch_hits, batch_loss = compiled.eval_step(x, y)
+            hits += float(batch_hits)
+            loss_sum += float(batch_loss)
+            count += int(y.shape[0])
+        if count == 0:
+            raise ValueError(f"the {split} split of the task's dataset is empty")
+        return hits / count, loss_sum / count
+
+    def _weights_finite(self, session: _Session) -> bool:
+        return all(bool(np.all(np.isfinite(v.numpy()))) for v in session.model.trainable_variables)
+
+
+def evaluate(loss: Any, task: Task, progress: ProgressFn | None = None) -> EvaluationResult:
+    """One-shot evaluation of ``loss`` on ``task`` (builds and discards an ``Evaluator``)."""
+    return Evaluator().evaluate(loss, task, progress)

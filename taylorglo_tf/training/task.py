@@ -1,0 +1,154 @@
+"""What one candidate evaluation trains (``Task``) and what it reports (``EvaluationResult``).
+
+Plain data with validation, no TensorFlow: the coordinator and the CLI build and
+check tasks without importing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal, Mapping
+
+Status = Literal["ok", "diverged", "aborted"]
+STATUSES: tuple[str, ...] = ("ok", "diverged", "aborted")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Task.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"Task.{name} must be a number in {bracket}{low}, {high}], got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A partial (or full) training run that scores a candidate loss.
+
+    Attributes:
+        dataset: data URI for ``taylorglo_tf.data.load`` (``digits``, ``tfds:mnist``,
+            ``idx:DIR``, ``npz:FILE``).
+        model: model-zoo name (``taylorglo_tf.models.names()``).
+        steps: optimizer steps to train; the first ``steps`` of the recipe's
+            schedule. 0 means the recipe's full length.
+        batch_size: training batch size; 0 means the recipe's.
+        fraction: fraction of the training split used (seeded), in (0, 1].
+        augmentation: ``data.Augmentation`` dict; ``None`` means the recipe's.
+        seed: seeds the model's initial weights, dropout and the data order.
+        abort_threshold: an attempt whose validation accuracy is below this at
+            ``abort_check_epoch`` is aborted and retried (paper: 0.15).
+        abort_check_epoch: epoch at which the rule is checked (paper: 10), in
+            epochs of ``training examples // batch_size`` steps; only runs at least
+            that long are checked.
+        max_attempts: attempts before giving up with status ``aborted`` (paper: 3).
+        data_dir: where datasets live (TFDS ``data_dir``; base of relative paths).
+    """
+
+    dataset: str = "digits"
+    model: str = "tiny"
+    steps: int = 200
+    batch_size: int = 0
+    fraction: float = 1.0
+    augmentation: Mapping[str, Any] | None = None
+    seed: int = 0
+    abort_threshold: float = 0.15
+    abort_check_epoch: float = 10.0
+    max_attempts: int = 3
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("dataset", "model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"Task.{name} must be a non-empty string, got {value!r}")
+        _check_int("steps", self.steps, 0)
+        _check_int("batch_size", self.batch_size, 0)
+        _check_real("fraction", self.fraction, 0.0, 1.0, low_open=True)
+        if self.augmentation is not None:
+            if not isinstance(self.augmentation, Mapping) or not all(
+                isinstance(k, str) for k in self.augmentation
+            ):
+                raise ValueError(
+                    f"Task.augmentation must be a mapping of option names or null, got {self.augmentation!r}"
+                )
+            object.__setattr__(self, "augmentation", dict(self.augmentation))
+        _check_int("seed", self.seed, 0)
+        _check_real("abort_threshold", self.abort_threshold, 0.0, 1.0)
+        _check_real("abort_check_epoch", self.abort_check_epoch, 0.0, 1e9, low_open=True)
+        _check_int("max_attempts", self.max_attempts, 1)
+        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
+            raise ValueError(f"Task.data_dir must be a non-empty string or null, got {self.data_dir!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-compatible form; ``Task.from_dict(t.to_dict()) == t``."""
+        d = dataclasses.asdict(self)
+        if self.augmentation is not None:
+            d["augmentation"] = dict(self.augmentation)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Task":
+        """Build a task from a mapping; unknown keys and bad values raise ValueError naming them."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a task must be a mapping of fields, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown Task field(s) {unknown}; known fields: {sorted(known)}")
+        values = dict(d)
+        # YAML writes 10 for 10.0; accept integral numbers for the real-valued fields.
+        for name in ("fraction", "abort_threshold", "abort_check_epoch"):
+            if isinstance(values.get(name), int) and not isinstance(values[name], bool):
+                values[name] = float(values[name])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Task":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """Outcome of one candidate evaluation.
+
+    Attributes:
+        fitness: validation accuracy when ``status == "ok"``, else 0.0.
+        val_accuracy: accuracy on the validation split (fraction in [0, 1]);
+            predictions with NaN/inf outputs count as wrong.
+        val_loss: mean of the evaluated loss over the validation split (may be NaN/inf).
+        steps: optimizer steps done in the reported (last) attempt.
+        wall_time_s: seconds for the whole evaluation, all attempts included.
+        attempts: attempts used (1 .. ``task.max_attempts``).
+        status: ``ok``, ``diverged`` (NaN/inf loss or weights) or ``aborted``
+            (abort rule exhausted, or stopped by the progress callback).
+        test_accuracy, test_loss: on the test split, only when asked for (comparisons).
+    """
+
+    fitness: float
+    val_accuracy: float
+    val_loss: float
+    steps: int
+    wall_time_s: float
+    attempts: int
+    status: Status
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"EvaluationResult.status must be one of {STATUSES}, got {self.status!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form; non-finite losses become ``None`` (strict JSON has no NaN)."""
+        d = dataclasses.asdict(self)
+        for key in ("val_loss", "test_loss"):
+            if d[key] is not None and not math.isfinite(d[key]):
+                d[key] = None
+        return d
