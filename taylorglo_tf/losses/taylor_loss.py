@@ -1,0 +1,276 @@
+"""``TaylorGLOLoss``: a loss given by a multivariate Taylor polynomial (paper eq. 3-5)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from taylorglo_tf import taylor
+from taylorglo_tf.losses._common import PACKAGE, full_precision_dtype, one_hot_labels, probabilities
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TaylorGLOLoss(keras.losses.Loss):
+    """TaylorGLO loss: ``L(x, y) = -(1/n) sum_{i=1..n} f(x_i, y_i[, t])``, averaged over the batch.
+
+    ``f`` is the trimmed Taylor expansion of :mod:`taylorglo_tf.taylor` with
+    parameters ``theta`` (centres first, then coefficients). With the defaults
+    (``order=3``, ``inputs=("x", "y")``, ``convention="paper"``) theta has 8
+    entries and the loss is the paper's eq. 5::
+
+        L = -(1/n) sum_i [ t2 (y-t1) + 1/2 t3 (y-t1)^2 + 1/6 t4 (y-t1)^3
+                           + t5 (x-t0)(y-t1) + 1/2 t6 (x-t0)(y-t1)^2 + 1/2 t7 (x-t0)^2 (y-t1) ]
+
+    ``x`` is the one-hot label (sparse integer labels are accepted too), ``y`` the
+    predicted probability (softmax of ``y_pred`` when ``from_logits``), ``t`` the
+    training progress in [0, 1] set by :meth:`set_progress` (or the
+    :class:`~taylorglo_tf.losses.TrainingProgress` callback).
+
+    Theta lives in a non-trainable float32 ``keras.Variable``: :meth:`set_theta`
+    changes the loss of an already compiled train step without retracing (TensorFlow
+    backend; on JAX a jitted step captures the value when traced). The loss always
+    computes in float32 (half-precision dtypes and mixed policies map to float32).
+    """
+
+    def __init__(
+        self,
+        theta: Sequence[float] | np.ndarray,
+        order: int = 3,
+        inputs: Sequence[str] = taylor.DEFAULT_INPUTS,
+        from_logits: bool = False,
+        convention: str = "paper",
+        reduction: str | None = "sum_over_batch_size",
+        name: str | None = "taylorglo",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=full_precision_dtype(dtype))
+        self.expansion = taylor.Expansion(tuple(inputs), int(order), trimmed=True)
+        self.order = int(order)
+        self.inputs = self.expansion.inputs
+        self.from_logits = bool(from_logits)
+        self.convention = taylor.check_convention(convention)
+        # 1/alpha! of each term (paper convention) or 1 (folded), applied to the coefficients in the graph.
+        self._term_scale = (
+            1.0 / self.expansion.factorials if self.convention == "paper" else np.ones_like(self.expansion.factorials)
+        )
+        self._theta64 = self._validated(theta)
+        self._theta_var = keras.Variable(
+            self._theta64.astype(np.float32), dtype="float32", trainable=False, autocast=False, name="taylorglo_theta"
+        )
+        self._progress = keras.Variable(0.0, dtype="float32", trainable=False, autocast=False, name="taylorglo_progress")
+
+    # -- parameters ---------------------------------------------------------------------------
+    @property
+    def theta(self) -> np.ndarray:
+        """A float64 copy of the parameters (``convention`` as constructed)."""
+        return self._theta64.copy()
+
+    @property
+    def theta_variable(self) -> keras.Variable:
+        """The float32 variable the graph reads theta from."""
+        return self._theta_var
+
+    def set_theta(self, theta: Sequence[float] | np.ndarray) -> None:
+        """Validate and assign new parameters; compiled steps see them without retracing."""
+        value = self._validated(theta)
+        self._theta_var.assign(value.astype(np.float32))
+        self._theta64 = value
+
+    @property
+    def progress(self) -> float:
+        return float(ops.convert_to_numpy(self._progress))
+
+    def set_progress(self, t: float) -> None:
+        """Set the training progress ``t`` in [0, 1] (read by the loss when ``"t"`` is an input)."""
+        value = float(t)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"training progress t={t!r} must lie in [0, 1]")
+        self._progress.assign(value)
+
+    def _validated(self, theta: Any) -> np.ndarray:
+        value = self.expansion.validate(theta)
+        if not np.all(np.isfinite(value.astype(np.float32))):
+            raise ValueError(f"theta {value.tolist()} overflows float32 (|entries| must stay below 3.4e38)")
+        return value
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        probs = probabilities(y_pred, self.from_logits)
+        labels = one_hot_labels(y_true, probs)
+        variables = {"x": labels, "y": probs, "t": self._progress}
+        f = self.polynomial([variables[name] for name in self.inputs])
+        return -ops.mean(f, axis=-1)
+
+    def polynomial(self, values: Sequence[Any]) -> Any:
+        """``f(z)`` with ``keras.ops``, by nested Horner schemes (one per variable, in ``inputs`` order)."""
+        theta = ops.cast(self._theta_var, self.dtype)
+        num_vars = self.expansion.num_vars
+        diffs = [ops.cast(z, self.dtype) - theta[j] for j, z in enumerate(values)]
+        coefficient = {
+            alpha: theta[num_vars + m] * float(self._term_scale[m])
+            for m, alpha in enumerate(self.expansion.multi_indices)
+        }
+        result = _horner(coefficient, diffs, (), self.order)
+        if result is None:  # unreachable: a trimmed expansion always has a y term
+            raise ValueError(f"the expansion {self.expansion.describe()} has no terms")
+        return result
+
+    # -- serialization -------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "dtype": self.dtype,
+                "theta": [float(v) for v in self._theta64],
+                "order": self.order,
+                "inputs": list(self.inputs),
+                "from_logits": self.from_logits,
+                "convention": self.convention,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "TaylorGLOLoss":
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+    # -- construction from an existing loss (paper Appendix F) --------------------------------
+    @classmethod
+    def from_loss(
+        cls,
+        loss_fn: Any,
+        center: Sequence[float] = (0.5, 0.5),
+        order: int = 3,
+        *,
+        inputs: Sequence[str] = ("x", "y"),
+        scale: float = 1.0,
+        convention: str = "paper",
+        **kwargs: Any,
+    ) -> "TaylorGLOLoss":
+        """The order-``k`` Taylor approximation of an existing loss around ``center`` (Appendix F).
+
+        ``loss_fn`` is either a per-class function ``f(x, y[, t])`` on scalar
+        float64 tensors (TensorFlow-differentiable), written in TaylorGLO's sign
+        convention ``L = -(1/n) sum_i f(x_i, y_i)``; or one of the package's
+        per-class losses (``BaikalLoss``, ``Poly1Loss``, ``TaylorGLOLoss``, which
+        expose ``per_class``); or Keras's ``CategoricalCrossentropy`` (without
+        label smoothing or logits) or the name ``"cross_entropy"``.
+
+        Cross-entropy and the ``1/n`` scaling: Keras computes
+        ``CCE = -sum_i x_i log y_i``, so its per-class term is ``f(x, y) = x log y``
+        and the TaylorGLO loss built from it approximates ``CCE / n`` (gradients
+        1/n of cross-entropy's, as in the paper's form). Pass ``scale=n`` to
+        approximate ``CCE`` itself (``f = scale * x log y``).
+
+        The coefficients are the partial derivatives ``d^alpha f(center)``,
+        computed by nested automatic differentiation, times ``scale``.
+        """
+        per_class = _per_class_function(loss_fn)
+        expansion = taylor.Expansion(tuple(inputs), int(order), trimmed=True)
+        centre = np.asarray(center, dtype=np.float64)
+        if centre.shape != (expansion.num_vars,) or not np.all(np.isfinite(centre)):
+            raise ValueError(f"center={tuple(center)} must hold {expansion.num_vars} finite numbers for inputs={expansion.inputs}")
+        derivatives = partial_derivatives(per_class, centre, int(order))
+        coeffs = np.array([derivatives[alpha] for alpha in expansion.multi_indices]) * float(scale)
+        if convention == "folded":
+            coeffs = coeffs / expansion.factorials
+        theta = np.concatenate([centre, coeffs])
+        return cls(theta, order=order, inputs=inputs, convention=convention, **kwargs)
+
+    def per_class(self, x: Any, y: Any, t: Any = 0.0) -> Any:
+        """``f(x, y[, t])`` on scalars or tensors (used by :meth:`from_loss`)."""
+        values = {"x": x, "y": y, "t": t}
+        return self.polynomial([values[name] for name in self.inputs])
+
+
+def _horner(coefficient: dict, diffs: list, prefix: tuple, remaining: int) -> Any:
+    """``sum_alpha c_alpha prod_j d_j^alpha_j`` over the multi-indices extending ``prefix``.
+
+    Horner's scheme in variable ``len(prefix)``: ``(..((P_r d + P_{r-1}) d + ..) d + P_0``
+    where ``P_p`` is the polynomial of the remaining variables under power ``p``.
+    Absent terms are ``None`` so no zeros are multiplied.
+    """
+    j = len(prefix)
+    if j == len(diffs):
+        return coefficient.get(prefix)
+    acc = None
+    for power in range(remaining, -1, -1):
+        if acc is not None:
+            acc = acc * diffs[j]
+        part = _horner(coefficient, diffs, prefix + (power,), remaining - power)
+        if part is not None:
+            acc = part if acc is None else acc + part
+    return acc
+
+
+def partial_derivatives(fn: Callable[..., Any], center: np.ndarray, order: int) -> dict[tuple[int, ...], float]:
+    """All partial derivatives ``d^alpha fn(center)``, ``|alpha| <= order``, by nested ``tf.GradientTape``.
+
+    The tapes are nested ``order`` deep; each level differentiates the previous
+    level's derivatives with the innermost tape still recording, so the outer tapes
+    see the derivative computations. Mixed partials are taken once (Schwarz).
+    """
+    import tensorflow as tf  # autodiff of an arbitrary per-class function needs a concrete backend
+
+    z = [tf.constant(float(c), dtype=tf.float64) for c in center]
+    tapes = [tf.GradientTape(persistent=True) for _ in range(order)]
+    for tape in tapes:
+        tape.__enter__()
+        tape.watch(z)
+    zero = (0,) * len(z)
+    try:
+        level = {zero: tf.convert_to_tensor(fn(*z), dtype=tf.float64)}
+    except BaseException:
+        for tape in reversed(tapes):
+            tape.__exit__(None, None, None)
+        raise
+    found = dict(level)
+    for depth in range(order):
+        tape = tapes[order - 1 - depth]
+        tape.__exit__(None, None, None)
+        next_level: dict[tuple[int, ...], Any] = {}
+        for alpha, value in level.items():
+            grads = tape.gradient(value, z, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            for j, grad in enumerate(grads):
+                beta = alpha[:j] + (alpha[j] + 1,) + alpha[j + 1 :]
+                next_level.setdefault(beta, grad)
+        level = next_level
+        found.update(level)
+    return {alpha: float(value.numpy()) for alpha, value in found.items()}
+
+
+def _cross_entropy_term(x: Any, y: Any) -> Any:
+    """Keras CCE's per-class term in TaylorGLO's sign convention: ``f(x, y) = x log y``."""
+    return x * ops.log(y)
+
+
+def _per_class_function(loss_fn: Any) -> Callable[..., Any]:
+    if isinstance(loss_fn, str):
+        if loss_fn in ("cross_entropy", "categorical_crossentropy"):
+            return _cross_entropy_term
+        raise ValueError(f"from_loss knows the loss name 'cross_entropy', not {loss_fn!r}")
+    if isinstance(loss_fn, keras.losses.CategoricalCrossentropy):
+        options = loss_fn.get_config()
+        if options.get("from_logits") or options.get("label_smoothing"):
+            raise ValueError(
+                "from_loss approximates CategoricalCrossentropy on probabilities without label smoothing; got "
+                f"from_logits={options.get('from_logits')}, label_smoothing={options.get('label_smoothing')}"
+            )
+        return _cross_entropy_term
+    per_class = getattr(loss_fn, "per_class", None)
+    if callable(per_class):
+        return per_class
+    if isinstance(loss_fn, keras.losses.Loss):
+        raise ValueError(
+            f"{type(loss_fn).__name__} has no per-class form; pass a function f(x, y) with "
+            "L = -(1/n) sum_i f(x_i, y_i) instead"
+        )
+    if callable(loss_fn):
+        return loss_fn
+    raise ValueError(f"from_loss needs a per-class function f(x, y) or a supported loss, got {loss_fn!r}")
