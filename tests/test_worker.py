@@ -1,0 +1,299 @@
+"""The trainer's protocol loop against a scripted in-process WorkerService."""
+
+from __future__ import annotations
+
+import math
+import random
+import socket
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import pytest
+
+from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
+from trainer.synthetic import SyntheticEvaluator, default_target, synthetic_fitness
+from trainer.worker import Backoff, EvaluationStopped, Outcome, Worker, WorkerError
+
+OK = worker_service_pb2.EVALUATION_STATUS_OK
+
+
+class ScriptedCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):
+    """Hands out queued thetas as leases and records every call."""
+
+    def __init__(self, thetas=(), ttl_s=30.0, failing_reports=0, abort_code=None):
+        self.queue = [list(t) for t in thetas]
+        self.ttl_s = ttl_s
+        self.failing_reports = failing_reports  # answer the first N reports UNAVAILABLE
+        self.abort_code = abort_code  # answer every call with this code
+        self.revoked: set[str] = set()  # leases answered keep_going = false
+        self.leases: dict[str, worker_service_pb2.Lease] = {}
+        self.heartbeats: list[worker_service_pb2.HeartbeatRequest] = []
+        self.reports: list[worker_service_pb2.ReportResultRequest] = []
+        self.report_calls = 0
+        self.returned: list[str] = []
+        self.lock = threading.Condition()
+
+    def LeaseCandidate(self, request, context):
+        if self.abort_code is not None:
+            context.abort(self.abort_code, "scripted rejection")
+        deadline = time.monotonic() + request.wait_ms / 1000
+        with self.lock:
+            while not self.queue and time.monotonic() < deadline:
+                self.lock.wait(deadline - time.monotonic())
+            if not self.queue:
+                return worker_service_pb2.LeaseCandidateResponse()
+            index = len(self.leases)
+            lease = worker_service_pb2.Lease(
+                lease_id=f"lease-{index}", experiment_id="exp", generation=0, index=index,
+                theta=self.queue.pop(0), attempt=1, ttl_s=self.ttl_s,
+                task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=100),
+            )
+            self.leases[lease.lease_id] = lease
+            return worker_service_pb2.LeaseCandidateResponse(lease=lease)
+
+    def Heartbeat(self, request, context):
+        with self.lock:
+            self.heartbeats.append(request)
+        return worker_service_pb2.HeartbeatResponse(
+            keep_going=request.lease_id not in self.revoked, ttl_s=self.ttl_s
+        )
+
+    def ReportResult(self, request, context):
+        with self.lock:
+            self.report_calls += 1
+            if self.report_calls <= self.failing_reports:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "scripted outage")
+            duplicate = any(r.lease_id == request.lease_id for r in self.reports)
+            if not duplicate:
+                self.reports.append(request)
+        return worker_service_pb2.ReportResultResponse(accepted=not duplicate)
+
+    def ReturnLease(self, request, context):
+        with self.lock:
+            self.returned.append(request.lease_id)
+        return worker_service_pb2.ReturnLeaseResponse(returned=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(servicer, port=0):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, port
+
+
+@pytest.fixture
+def coordinator():
+    servers = []
+
+    def start(servicer, port=0):
+        server, bound = _serve(servicer, port)
+        servers.append(server)
+        channel = grpc.insecure_channel(f"127.0.0.1:{bound}")
+        return channel
+
+    yield start
+    for server in servers:
+        server.stop(0)
+
+
+def _fast_worker(channel, evaluate_fn, **kwargs):
+    kwargs.setdefault("wait_ms", 200)
+    kwargs.setdefault("backoff", Backoff(0.01, 0.05))
+    return Worker(channel, evaluate_fn, "trainer-test", **kwargs)
+
+
+def _run_in_thread(worker):
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("n", worker.run()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_worker_reports_each_leased_candidate_with_its_synthetic_fitness(coordinator):
+    thetas = [[0.0] * 8, list(default_target(8)), [1.0] * 8]
+    fake = ScriptedCoordinator(thetas)
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), max_candidates=3)
+    assert worker.run() == 3
+    assert [r.lease_id for r in fake.reports] == ["lease-0", "lease-1", "lease-2"]
+    assert all(r.status == OK and r.trainer_id == "trainer-test" for r in fake.reports)
+    assert [r.fitness for r in fake.reports] == pytest.approx([synthetic_fitness(t) for t in thetas])
+    assert fake.reports[1].fitness == pytest.approx(1.0)
+    assert fake.reports[0].metrics.steps == 100
+
+
+def test_evaluation_exception_is_reported_as_error_with_its_traceback(coordinator):
+    def broken(lease, heartbeat):
+        raise FileNotFoundError("no dataset at idx:missing")
+
+    fake = ScriptedCoordinator([[0.0] * 8])
+    worker = _fast_worker(coordinator(fake), broken, max_candidates=1)
+    worker.run()
+    (report,) = fake.reports
+    assert report.status == worker_service_pb2.EVALUATION_STATUS_ERROR
+    assert "FileNotFoundError: no dataset at idx:missing" in report.error
+
+
+def test_report_is_retried_through_an_outage_and_delivered_once(coordinator):
+    fake = ScriptedCoordinator([[0.1] * 8], failing_reports=3)
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), max_candidates=1)
+    worker.run()
+    assert fake.report_calls == 4
+    assert len(fake.reports) == 1 and fake.reports[0].fitness == pytest.approx(synthetic_fitness([0.1] * 8))
+
+
+def test_heartbeats_carry_progress_while_a_long_evaluation_runs(coordinator):
+    fake = ScriptedCoordinator([[0.0] * 8], ttl_s=0.15)  # heartbeat every 0.05 s
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=0.6), max_candidates=1)
+    worker.run()
+    steps = [h.steps_done for h in fake.heartbeats]
+    assert len(steps) >= 4
+    assert steps == sorted(steps) and 0 < steps[-1] <= 100
+    assert all(h.lease_id == "lease-0" for h in fake.heartbeats)
+
+
+def test_keep_going_false_stops_the_evaluation_without_a_report(coordinator):
+    fake = ScriptedCoordinator([[0.0] * 8, [0.2] * 8], ttl_s=0.15)
+    fake.revoked.add("lease-0")
+    seen_stop = threading.Event()
+
+    def evaluate(lease, heartbeat):
+        for _ in range(200):  # 10 s if never told to stop
+            if not heartbeat(1):
+                seen_stop.set()
+                raise EvaluationStopped()
+            time.sleep(0.05)
+        return Outcome(fitness=0.5)
+
+    # lease-0 is revoked at its first heartbeat; the worker goes on to lease-1.
+    calls = []
+
+    def evaluate_second_quickly(lease, heartbeat):
+        calls.append(lease.lease_id)
+        return evaluate(lease, heartbeat) if lease.lease_id == "lease-0" else Outcome(fitness=0.5)
+
+    worker = _fast_worker(coordinator(fake), evaluate_second_quickly, max_candidates=1)
+    started = time.monotonic()
+    worker.run()
+    assert seen_stop.is_set() and calls == ["lease-0", "lease-1"]
+    assert [r.lease_id for r in fake.reports] == ["lease-1"]
+    assert time.monotonic() - started < 5
+
+
+def test_stop_within_the_grace_period_finishes_and_reports_the_candidate(coordinator):
+    fake = ScriptedCoordinator([[0.0] * 8, [0.3] * 8])
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=0.5))
+    thread, result = _run_in_thread(worker)
+    while not fake.leases:
+        time.sleep(0.01)
+    worker.request_stop(grace_s=5.0)
+    thread.join(5)
+    assert result["n"] == 1
+    assert [r.lease_id for r in fake.reports] == ["lease-0"]
+    assert fake.returned == [] and fake.queue == [[0.3] * 8]  # no new lease after the stop
+
+
+def test_stop_past_the_grace_period_returns_the_lease_and_exits(coordinator):
+    fake = ScriptedCoordinator([[0.0] * 8])
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=30.0))
+    thread, result = _run_in_thread(worker)
+    while not fake.leases:
+        time.sleep(0.01)
+    started = time.monotonic()
+    worker.request_stop(grace_s=0.3)
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 2.0
+    assert result["n"] == 0 and fake.reports == []
+    assert fake.returned == ["lease-0"]
+
+
+def test_stop_while_waiting_for_work_returns_promptly(coordinator):
+    fake = ScriptedCoordinator([])
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), wait_ms=30_000)
+    thread, result = _run_in_thread(worker)
+    time.sleep(0.3)
+    started = time.monotonic()
+    worker.request_stop()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 1.5 and result["n"] == 0
+
+
+def test_worker_waits_for_a_coordinator_that_starts_late(coordinator):
+    port = _free_port()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    fake = ScriptedCoordinator([[0.0] * 8])
+    worker = _fast_worker(channel, SyntheticEvaluator(), max_candidates=1)
+    thread, result = _run_in_thread(worker)
+    time.sleep(0.5)  # several failed lease attempts
+    assert thread.is_alive()
+    coordinator(fake, port)
+    thread.join(10)
+    assert result["n"] == 1 and len(fake.reports) == 1
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED])
+def test_rejected_credentials_end_the_worker_with_a_clear_error(coordinator, code):
+    fake = ScriptedCoordinator([[0.0] * 8], abort_code=code)
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator())
+    with pytest.raises(WorkerError, match=f"LeaseCandidate rejected by the coordinator: {code.name}"):
+        worker.run()
+
+
+def test_outcome_rejects_unknown_status_and_fitness_outside_unit_interval():
+    with pytest.raises(ValueError, match="'great'"):
+        Outcome(status="great")
+    with pytest.raises(ValueError, match="1.5"):
+        Outcome(fitness=1.5)
+    with pytest.raises(ValueError, match="nan"):
+        Outcome(fitness=math.nan)
+
+
+def test_outcome_sends_non_finite_metrics_as_zero_and_fitness_only_when_ok():
+    request = Outcome(status="diverged", fitness=0.0, val_loss=math.inf).to_request("l", "t")
+    assert request.status == worker_service_pb2.EVALUATION_STATUS_DIVERGED
+    assert request.metrics.val_loss == 0.0 and request.fitness == 0.0
+
+
+def test_worker_rejects_bad_settings_naming_the_value(coordinator):
+    channel = grpc.insecure_channel("127.0.0.1:1")
+    with pytest.raises(ValueError, match="wait_ms.*70000"):
+        Worker(channel, SyntheticEvaluator(), "t", wait_ms=70_000)
+    with pytest.raises(ValueError, match="trainer_id"):
+        Worker(channel, SyntheticEvaluator(), "")
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap():
+    backoff = Backoff(0.1, 1.0, rng=random.Random(0))
+    delays = [backoff.next_delay() for _ in range(8)]
+    ceilings = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings))
+    assert len(set(delays)) == len(delays)  # jittered
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
+
+
+def test_synthetic_fitness_is_one_at_the_target_and_decreases_away_from_it():
+    target = default_target(8)
+    assert synthetic_fitness(target) == 1.0
+    near, far = synthetic_fitness(target + 0.1), synthetic_fitness(target + 1.0)
+    assert 1.0 > near > far > 0.0
+    assert far == pytest.approx(math.exp(-8 * 1.0 / 8))
+    with pytest.raises(ValueError, match="finite"):
+        synthetic_fitness([0.0, math.nan])
+
+
+def test_synthetic_evaluator_diverges_deterministically_beyond_the_threshold():
+    evaluator = SyntheticEvaluator(diverge_above=2.0)
+    lease = worker_service_pb2.Lease(theta=[0.0] * 7 + [2.5], task=types_pb2.TaskSpec(steps=10))
+    assert evaluator(lease, lambda steps: True).status == "diverged"
+    lease.theta[7] = 1.5
+    first, second = evaluator(lease, lambda s: True), evaluator(lease, lambda s: True)
+    assert first.status == "ok" and first.fitness == second.fitness > 0
