@@ -50,6 +50,31 @@ def _loss_signature(loss: Any) -> tuple[str, str, bool]:
     return f"{cls.__module__}.{cls.__qualname__}", json.dumps(config, sort_keys=True, default=str), settable
 
 
+def _label_encoder(num_classes: int, one_hot: bool) -> Callable:
+    """Sparse integer labels -> what the loss takes (one-hot float or unchanged)."""
+    if not one_hot:
+        return lambda y: y
+    return lambda y: tf.one_hot(tf.cast(y, tf.int32), num_classes)
+
+
+def batch_loss(loss_fn: Any, labels: Callable, y: Any, predictions: Any):
+    """The loss of one training batch; CutMix batches mix the losses, not the labels.
+
+    ``y`` is either the labels or CutMix's ``(y_a, y_b, lam)`` (``lam`` a scalar or
+    one value per example). The Taylor loss is not linear in the label, so the
+    mixed batch's loss is ``lam * L(y_a, p) + (1 - lam) * L(y_b, p)``, computed as
+    two sample-weighted losses (for the default ``sum_over_batch_size`` reduction
+    this is exactly the mix of the two batch means).
+    """
+    if isinstance(y, (tuple, list)):
+        y_a, y_b, lam = y
+        weight = tf.broadcast_to(tf.cast(lam, tf.float32), tf.shape(y_a)[:1])
+        return loss_fn(labels(y_a), predictions, sample_weight=weight) + loss_fn(
+            labels(y_b), predictions, sample_weight=1.0 - weight
+        )
+    return loss_fn(labels(y), predictions)
+
+
 def _initial_seed(seed: int, attempt: int) -> int:
     """Seed of an attempt: the task's seed first, then seeds derived from (seed, attempt)."""
     if attempt == 1:
@@ -61,6 +86,7 @@ def _initial_seed(seed: int, attempt: int) -> int:
 class _CompiledLoss:
     loss: Any
     settable: bool
+    one_hot: bool
     train_step: Any
     eval_step: Any
 
@@ -69,6 +95,7 @@ class _CompiledLoss:
 class _Session:
     """What one task's evaluations share."""
 
+    model_name: str
     splits: Any
     recipe: Any
     batch_size: int
@@ -78,7 +105,6 @@ class _Session:
     optimizer: Any
     optimizer_initial: list[np.ndarray]
     finite: tf.Variable
-    one_hot: bool
     jit_compile: bool
     initial_states: dict[int, list[np.ndarray]] = field(default_factory=dict)
     losses: dict[tuple, _CompiledLoss] = field(default_factory=dict)
@@ -142,7 +168,8 @@ class Evaluator:
         started = time.perf_counter()
         session = self._session(task)
         compiled = self._compiled_loss(session, loss)
-        total = task.steps or session.recipe.total_steps(session.steps_per_epoch)
+        full_length = session.recipe.total_steps(session.steps_per_epoch)
+        total = task.steps or full_length
         check_step = math.ceil(task.abort_check_epoch * session.steps_per_epoch)
         train_time = 0.0
         attempt = 0
@@ -153,7 +180,7 @@ class Evaluator:
             self._reset(session, seed)
             iterator = iter(self._train_dataset(session, seed))
             status, steps_done, seconds = self._train(
-                session, compiled, iterator, total, check_step, task, progress
+                session, compiled, iterator, total, full_length, check_step, task, progress
             )
             train_time += seconds
             if status != "retry":
@@ -218,7 +245,7 @@ class Evaluator:
     def _new_session(self, task: Task) -> _Session:
         from taylorglo_tf import data, models
 
-        recipe = models.recipe(task.model)  # unknown names raise, naming the model
+        recipe = models.recipe(task.model, task.dataset)  # unknown names raise, naming the model
         splits = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed)
         batch_size = task.batch_size or recipe.batch_size
         n_train = len(splits.y_train)
@@ -230,10 +257,11 @@ class Evaluator:
         augmentation_options = recipe.augmentation if task.augmentation is None else task.augmentation
         augmentation = data.Augmentation.from_dict(dict(augmentation_options))
         keras.utils.set_random_seed(task.seed)
-        model = models.build(task.model, input_shape=splits.input_shape, num_classes=splits.num_classes)
+        model = self._build_model(task.model, recipe, splits)
         optimizer = recipe.optimizer(steps_per_epoch)
         optimizer.build(model.trainable_variables)
         session = _Session(
+            model_name=task.model,
             splits=splits,
             recipe=recipe,
             batch_size=batch_size,
@@ -243,7 +271,6 @@ class Evaluator:
             optimizer=optimizer,
             optimizer_initial=[v.numpy() for v in optimizer.variables],
             finite=tf.Variable(True, trainable=False),
-            one_hot=True,
             jit_compile=self.jit_compile,
         )
         session.initial_states[task.seed] = [v.numpy() for v in model.variables]
@@ -251,6 +278,14 @@ class Evaluator:
             splits.x_val, splits.y_val, batch_size=_EVAL_BATCH, training=False
         )
         return session
+
+    @staticmethod
+    def _build_model(name: str, recipe: Any, splits: Any):
+        from taylorglo_tf import models
+
+        return models.build(
+            name, input_shape=splits.input_shape, num_classes=splits.num_classes, **dict(recipe.model_options)
+        )
 
     def _train_dataset(self, session: _Session, seed: int):
         """The training stream for one attempt, rebuilt so that the order depends only on ``seed``."""
@@ -271,16 +306,10 @@ class Evaluator:
     def _reset(self, session: _Session, seed: int) -> None:
         """Seed's initial model variables (weights, dropout state), fresh optimizer state."""
         if seed not in session.initial_states:
-            from taylorglo_tf import models
-
             # A throwaway model gives the new seed's initialisation; the session's
             # model (and its compiled steps) stay.
             keras.utils.set_random_seed(seed)
-            fresh = models.build(
-                session.model.name,
-                input_shape=session.splits.input_shape,
-                num_classes=session.splits.num_classes,
-            )
+            fresh = self._build_model(session.model_name, session.recipe, session.splits)
             session.initial_states[seed] = [v.numpy() for v in fresh.variables]
             del fresh
         for variable, value in zip(session.model.variables, session.initial_states[seed]):
@@ -299,40 +328,29 @@ class Evaluator:
         if compiled is None:
             # Own copy: the compiled step must not depend on the caller's object.
             held = type(loss).from_config(loss.get_config())
+            # Labels go in one-hot (every loss here takes them) except for the sparse-only Keras loss.
+            one_hot = not isinstance(held, keras.losses.SparseCategoricalCrossentropy)
+            labels = _label_encoder(session.splits.num_classes, one_hot)
             compiled = _CompiledLoss(
                 loss=held,
                 settable=signature[2],
-                train_step=self._make_train_step(session, held),
-                eval_step=self._make_eval_step(session, held),
+                one_hot=one_hot,
+                train_step=self._make_train_step(session, held, labels),
+                eval_step=self._make_eval_step(session, held, labels),
             )
             session.losses[signature] = compiled
         if compiled.settable:
             compiled.loss.set_theta(loss.theta)
         return compiled
 
-    def _labels(self, session: _Session, y):
-        return tf.one_hot(tf.cast(y, tf.int32), session.splits.num_classes) if session.one_hot else y
-
-    def _make_train_step(self, session: _Session, loss_fn: Any):
+    def _make_train_step(self, session: _Session, loss_fn: Any, labels: Callable):
         model, optimizer, finite = session.model, session.optimizer, session.finite
-        labels = lambda y: self._labels(session, y)  # noqa: E731
-
-        def data_loss(y, predictions):
-            if isinstance(y, (tuple, list)):
-                # CutMix: (y_a, y_b, lam); the Taylor loss is not linear in the label,
-                # so mix the losses: lam * L(y_a) + (1 - lam) * L(y_b).
-                y_a, y_b, lam = y
-                weight = tf.broadcast_to(tf.cast(lam, tf.float32), tf.shape(y_a)[:1])
-                return loss_fn(labels(y_a), predictions, sample_weight=weight) + loss_fn(
-                    labels(y_b), predictions, sample_weight=1.0 - weight
-                )
-            return loss_fn(labels(y), predictions)
 
         @tf.function(jit_compile=session.jit_compile, reduce_retracing=True)
         def train_step(x, y):
             with tf.GradientTape() as tape:
                 predictions = model(x, training=True)
-                loss = tf.cast(data_loss(y, predictions), tf.float32)
+                loss = tf.cast(batch_loss(loss_fn, labels, y, predictions), tf.float32)
                 total = loss
                 if model.losses:  # weight decay as kernel regularisers
                     total = total + tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
@@ -343,7 +361,7 @@ class Evaluator:
 
         return train_step
 
-    def _make_eval_step(self, session: _Session, loss_fn: Any):
+    def _make_eval_step(self, session: _Session, loss_fn: Any, labels: Callable):
         model = session.model
 
         @tf.function(jit_compile=session.jit_compile, reduce_retracing=True)
@@ -353,24 +371,29 @@ class Evaluator:
             rows_finite = tf.reduce_all(tf.math.is_finite(predictions), axis=-1)
             hits = tf.logical_and(tf.equal(tf.argmax(predictions, axis=-1), y), rows_finite)
             batch = tf.cast(tf.shape(y)[0], tf.float32)
-            loss = tf.cast(loss_fn(self._labels(session, y), predictions), tf.float32)
+            loss = tf.cast(loss_fn(labels(y), predictions), tf.float32)
             return tf.reduce_sum(tf.cast(hits, tf.float32)), loss * batch
 
         return eval_step
 
     # ---------------------------------------------------------------- training
 
-    def _train(self, session, compiled, iterator, total, check_step, task, progress):
+    def _train(self, session, compiled, iterator, total, full_length, check_step, task, progress):
         """Run one attempt: returns (status, steps done, seconds in train steps).
 
         status is ``ok``, ``diverged``, ``aborted`` (stopped by ``progress``) or
         ``retry`` (the abort rule fired).
         """
         step_fn = compiled.train_step
+        # A time-varying loss (input "t") sees progress through the full recipe, so
+        # partial training is exactly the first steps of the full run.
+        set_progress = compiled.loss.set_progress if "t" in getattr(compiled.loss, "inputs", ()) else None
         seconds = 0.0
         for step in range(1, total + 1):
             x, y = next(iterator)
             started = time.perf_counter()
+            if set_progress is not None:
+                set_progress(min(1.0, (step - 1) / full_length))
             try:
                 step_fn(x, y)
             except (tf.errors.InvalidArgumentError, FloatingPointError):
