@@ -266,6 +266,9 @@ class Worker:
         self._wake = threading.Event()  # set by anything the main loop waits for
         self.reported = 0  # evaluations reported (accepted or not)
         self.returned = 0  # leases given back unfinished
+        # True when run() gave a lease back while its evaluation thread still ran
+        # (the caller may then exit the process without waiting for that thread).
+        self.abandoned_evaluation = False
         # Time spent waiting for a lease vs evaluating, in seconds (for the benchmark).
         self.lease_wait_s: list[float] = []
         self.busy_s = 0.0
@@ -386,6 +389,7 @@ class Worker:
                 if self.stopping and self._past_deadline() and not heartbeater.lost:
                     # The evaluation would not finish within the grace period.
                     self._return(lease, "trainer shutting down")
+                    self.abandoned_evaluation = True
                     return
                 self._wake.clear()
                 if thread.is_alive():

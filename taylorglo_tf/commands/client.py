@@ -1,0 +1,320 @@
+"""``taylorglo submit | status | watch | result | cancel``: the coordinator's client commands.
+
+One module serves the five subcommands (``add_arguments(parser, name)`` and
+``run(args)`` dispatching on ``args.command``). Every command talks to the
+coordinator's ExperimentService over :func:`taylorglo_tf.connection.connect`;
+gRPC errors become one clear line on stderr and a non-zero exit code:
+
+- 0: success (``watch``: the experiment succeeded);
+- 1: the coordinator refused or failed the request, or is unreachable;
+- 2: bad command-line input (argparse);
+- 3: ``watch`` followed an experiment that ended CANCELLED or FAILED.
+
+No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Iterable, Optional, TextIO
+
+import grpc
+
+from taylorglo_tf import connection
+from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, types_pb2
+
+ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
+TOKEN_ENV = "TAYLORGLO_TOKEN"
+RPC_TIMEOUT_S = 30.0
+
+EXIT_OK, EXIT_ERROR, EXIT_UNSUCCESSFUL = 0, 1, 3
+
+_STATE_NAMES = {
+    value: name.removeprefix("EXPERIMENT_STATE_").lower()
+    for name, value in types_pb2.ExperimentState.items()
+}
+FINAL_STATES = frozenset(
+    {
+        types_pb2.EXPERIMENT_STATE_SUCCEEDED,
+        types_pb2.EXPERIMENT_STATE_CANCELLED,
+        types_pb2.EXPERIMENT_STATE_FAILED,
+    }
+)
+
+
+class CommandError(Exception):
+    """A failure explained in one line for the user."""
+
+
+# -- connection arguments (shared with ``taylorglo trainer``) -------------------
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--coordinator``, ``--token-file``, ``--tls-ca``, ``--tls-server-name``."""
+    parser.add_argument(
+        "--coordinator",
+        default=os.environ.get(ADDRESS_ENV, connection.DEFAULT_ADDRESS),
+        metavar="HOST:PORT",
+        help=f"coordinator address (default: ${ADDRESS_ENV} or {connection.DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"file holding the bearer token (default: ${TOKEN_ENV})",
+    )
+    parser.add_argument("--tls-ca", metavar="PEM", help="CA certificate to trust; enables TLS")
+    parser.add_argument(
+        "--tls-server-name", metavar="NAME", help="host name to check the coordinator's certificate against"
+    )
+
+
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel from the connection arguments; CommandError names a bad address or file."""
+    try:
+        token = connection.load_token(args.token_file, env=TOKEN_ENV)
+        return connection.connect(
+            args.coordinator, token=token, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def describe_rpc_error(error: grpc.RpcError, address: str) -> str:
+    """One line explaining a failed call, by status code."""
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"cannot reach the coordinator at {address} ({details}); is it running?"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"the coordinator at {address} did not answer in time"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"the coordinator rejected the credentials ({details}); pass --token-file or set ${TOKEN_ENV}"
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return f"permission denied ({details}); use a client token, not a trainer token"
+    if code == grpc.StatusCode.NOT_FOUND:
+        return f"not found: {details}"
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return f"invalid request: {details}"
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return f"not possible now: {details}"
+    return f"{code.name}: {details}"
+
+
+# -- formatting -----------------------------------------------------------------
+
+
+def state_name(state: int) -> str:
+    """``EXPERIMENT_STATE_RUNNING`` -> ``"running"``."""
+    return _STATE_NAMES.get(state, str(state))
+
+
+def _format_theta(theta: Iterable[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in theta) + "]"
+
+
+def format_experiment(experiment: types_pb2.Experiment) -> str:
+    """A multi-line description of one experiment."""
+    spec = experiment.spec
+    lines = [
+        f"id:          {experiment.id}",
+        f"name:        {spec.name}",
+        f"state:       {state_name(experiment.state)}",
+        f"task:        {spec.task.dataset} / {spec.task.model}, {spec.task.steps} steps",
+        f"generation:  {experiment.generation} of {spec.search.generations}",
+        f"evaluations: {experiment.evaluations_done} of {experiment.evaluations_total}",
+        f"best:        {experiment.best_fitness:.4f}",
+    ]
+    if experiment.best_theta:
+        lines.append(f"best theta:  {_format_theta(experiment.best_theta)}")
+    if experiment.error:
+        lines.append(f"error:       {experiment.error}")
+    return "\n".join(lines)
+
+
+def _print_table(experiments: list[types_pb2.Experiment], out: TextIO) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "name", "state", "generation", "evaluations", "best")
+    for e in experiments:
+        table.add_row(
+            e.id, e.spec.name, state_name(e.state), f"{e.generation}/{e.spec.search.generations}",
+            f"{e.evaluations_done}/{e.evaluations_total}", f"{e.best_fitness:.4f}",
+        )
+    Console(file=out, width=max(100, Console(file=out).width)).print(table)
+
+
+# -- subcommands ------------------------------------------------------------------
+
+
+def _stub(channel: grpc.Channel) -> experiment_service_pb2_grpc.ExperimentServiceStub:
+    return experiment_service_pb2_grpc.ExperimentServiceStub(channel)
+
+
+def cmd_submit(args: argparse.Namespace, stub, out: TextIO) -> int:
+    from taylorglo_tf import spec as spec_module
+
+    try:
+        spec = spec_module.load_spec(args.spec)
+    except (ValueError, OSError) as error:  # SpecError is a ValueError naming the field
+        raise CommandError(f"invalid spec {args.spec}: {error}") from None
+    experiment = stub.SubmitExperiment(
+        experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=RPC_TIMEOUT_S
+    )
+    print(experiment.id, file=out)  # alone on stdout, for scripts
+    print(
+        f"submitted {experiment.spec.name or 'experiment'}: {experiment.evaluations_total} evaluations "
+        f"({experiment.spec.search.generations} generations x {experiment.spec.search.population})",
+        file=sys.stderr,
+    )
+    if args.watch:
+        return watch(stub, experiment.id, out)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, stub, out: TextIO) -> int:
+    if args.experiment_id:
+        experiment = stub.GetExperiment(
+            experiment_service_pb2.GetExperimentRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
+        )
+        print(format_experiment(experiment), file=out)
+        return EXIT_OK
+    response = stub.ListExperiments(experiment_service_pb2.ListExperimentsRequest(), timeout=RPC_TIMEOUT_S)
+    if not response.experiments:
+        print("no experiments", file=out)
+    else:
+        _print_table(list(response.experiments), out)
+    return EXIT_OK
+
+
+def watch(
+    stub,
+    experiment_id: str,
+    out: TextIO,
+    on_event: Optional[Callable[[experiment_service_pb2.ProgressEvent], None]] = None,
+) -> int:
+    """Follows an experiment with a rich progress bar until it reaches a final state.
+
+    The bar shows the generation, evaluations done/total and the best fitness so
+    far. Returns 0 when the experiment succeeded, 3 when it was cancelled or failed.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(file=out)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("evaluations  generation {task.fields[generation]}  best {task.fields[best]:.4f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    experiment: Optional[types_pb2.Experiment] = None
+    stream = stub.WatchExperiment(experiment_service_pb2.WatchExperimentRequest(experiment_id=experiment_id))
+    try:
+        with progress:
+            task = progress.add_task(experiment_id, total=None, generation="-", best=0.0)
+            for event in stream:
+                experiment = event.experiment
+                progress.update(
+                    task,
+                    description=experiment.spec.name or experiment_id,
+                    total=experiment.evaluations_total or None,
+                    completed=experiment.evaluations_done,
+                    generation=f"{min(experiment.generation + 1, experiment.spec.search.generations)}"
+                    f"/{experiment.spec.search.generations}",
+                    best=experiment.best_fitness,
+                )
+                if on_event is not None:
+                    on_event(event)
+                if event.kind == experiment_service_pb2.ProgressEvent.KIND_GENERATION_FINISHED:
+                    g = event.generation
+                    progress.console.print(
+                        f"generation {g.generation}: best {g.best_fitness:.4f}  mean {g.mean_fitness:.4f}"
+                    )
+                if event.kind == experiment_service_pb2.ProgressEvent.KIND_EXPERIMENT_FINISHED:
+                    break
+    finally:
+        stream.cancel()
+    if experiment is None:
+        raise CommandError(f"the coordinator sent no progress for experiment {experiment_id}")
+    if experiment.state not in FINAL_STATES:
+        # The stream ended early (coordinator stopped): say so rather than pretend.
+        raise CommandError(
+            f"the watch stream ended while experiment {experiment_id} was {state_name(experiment.state)}"
+        )
+    print(f"experiment {experiment_id} {state_name(experiment.state)}: best fitness "
+          f"{experiment.best_fitness:.4f}", file=out)
+    if experiment.error:
+        print(f"error: {experiment.error}", file=out)
+    return EXIT_OK if experiment.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED else EXIT_UNSUCCESSFUL
+
+
+def cmd_watch(args: argparse.Namespace, stub, out: TextIO) -> int:
+    return watch(stub, args.experiment_id, out)
+
+
+def cmd_result(args: argparse.Namespace, stub, out: TextIO) -> int:
+    result = stub.GetResult(
+        experiment_service_pb2.GetResultRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
+    )
+    from taylorglo_tf.results import write_result_folder
+
+    folder = write_result_folder(result, args.out)
+    state = state_name(result.experiment.state)
+    print(f"wrote the result of experiment {args.experiment_id} ({state}, best fitness "
+          f"{result.best_fitness:.4f}) to {folder}", file=out)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, stub, out: TextIO) -> int:
+    experiment = stub.CancelExperiment(
+        experiment_service_pb2.CancelExperimentRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
+    )
+    print(f"experiment {experiment.id} {state_name(experiment.state)} after "
+          f"{experiment.evaluations_done} of {experiment.evaluations_total} evaluations", file=out)
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "watch": cmd_watch,
+    "result": cmd_result,
+    "cancel": cmd_cancel,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """Adds the arguments of subcommand ``name`` (one of submit, status, watch, result, cancel)."""
+    if name not in _COMMANDS:
+        raise ValueError(f"unknown client command {name!r}; expected one of {sorted(_COMMANDS)}")
+    if name == "submit":
+        parser.add_argument("spec", metavar="SPEC", help="experiment spec file (YAML or JSON)")
+        parser.add_argument("--watch", action="store_true", help="follow the experiment after submitting it")
+    elif name == "status":
+        parser.add_argument("experiment_id", nargs="?", metavar="ID", help="experiment id (default: list all)")
+    else:
+        parser.add_argument("experiment_id", metavar="ID", help="experiment id")
+    if name == "result":
+        parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the result into")
+    add_connection_arguments(parser)
+
+
+def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    """Runs ``args.command``; returns the exit code (errors are printed to stderr)."""
+    out = sys.stdout if out is None else out
+    handler = _COMMANDS[args.command]
+    try:
+        channel = open_channel(args)
+        with channel:
+            return handler(args, _stub(channel), out)
+    except CommandError as error:
+        print(f"taylorglo {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except grpc.RpcError as error:
+        print(f"taylorglo {args.command}: error: {describe_rpc_error(error, args.coordinator)}", file=sys.stderr)
+        return EXIT_ERROR
