@@ -1,0 +1,36 @@
+"""Datasets by URI, the paper's splits, input pipelines and augmentation.
+
+    from taylorglo_tf import data
+    splits = data.load("tfds:cifar10")          # 45k / 5k / 10k, standardised
+    splits = data.load("digits", fraction=0.5, seed=1)
+    ds = data.pipeline(splits.x_train, splits.y_train, batch_size=128, training=True,
+                       augment=data.Augmentation(flip=True, crop_padding=2), seed=0)
+
+``load``, ``parse_uri``, ``Splits`` and ``Augmentation`` need no TensorFlow
+(``tfds:`` URIs import it when loading); ``pipeline`` and the augmentation ops
+import it on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from taylorglo_tf.data.augmentation import Augmentation
+from taylorglo_tf.data.loader import load, parse_uri
+from taylorglo_tf.data.splits import Splits
+
+_LAZY = {
+    "pipeline": "taylorglo_tf.data.input_pipeline",
+    "cutmix_loss": "taylorglo_tf.data.augment_ops",
+    "augment_batch": "taylorglo_tf.data.augment_ops",
+    "PAPER_SPLITS": "taylorglo_tf.data.tfds_source",
+}
+
+__all__ = ["Augmentation", "Splits", "load", "parse_uri", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'taylorglo_tf.data' has no attribute {name!r}")

@@ -1,0 +1,81 @@
+"""``load(uri)``: datasets named by URI-like strings.
+
+    tfds:NAME[?train=SPLIT&val=SPLIT&test=SPLIT&norm=unit|standardise]
+    idx:DIR        MNIST-format files (raw or .gz)
+    npz:FILE       arrays x_train, y_train, x_test, y_test [, x_val, y_val]
+    digits         scikit-learn's 8x8 digits (bundled)
+
+Relative ``DIR``/``FILE`` paths resolve under ``data_dir`` (else the working directory).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taylorglo_tf.data.splits import Splits, check_fraction, subsample
+
+SCHEMES = ("tfds", "idx", "npz")
+PLAIN = ("digits",)
+
+
+def parse_uri(uri: str) -> tuple[str, str, dict[str, str]]:
+    """Split a dataset URI into ``(scheme, target, options)`` without loading anything.
+
+    ``"tfds:cifar10"`` -> ``("tfds", "cifar10", {})``; ``"digits"`` -> ``("digits", "", {})``.
+    Query options (``?k=v&k=v``) are kept verbatim (split strings contain ``%``).
+    """
+    if not isinstance(uri, str) or not uri.strip():
+        raise ValueError(f"dataset URI must be a non-empty string, got {uri!r}")
+    if uri in PLAIN:
+        return uri, "", {}
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme not in SCHEMES or not rest:
+        raise ValueError(f"unknown dataset {uri!r}; use one of: "
+                         + ", ".join([f"{s}:..." for s in SCHEMES] + list(PLAIN)))
+    options: dict[str, str] = {}
+    if scheme == "tfds":
+        rest, _, query = rest.partition("?")
+        for part in filter(None, query.split("&")):
+            key, eq, value = part.partition("=")
+            if not eq or not key or not value:
+                raise ValueError(f"dataset URI {uri!r}: malformed option {part!r} (want key=value)")
+            options[key] = value
+    return scheme, rest, options
+
+
+def _resolve(target: str, data_dir: str | Path | None) -> Path:
+    path = Path(target).expanduser()
+    if not path.is_absolute() and data_dir is not None:
+        path = Path(data_dir).expanduser() / path
+    return path
+
+
+def load(uri: str, *, data_dir: str | Path | None = None, fraction: float = 1.0, seed: int = 0,
+         download: bool = True) -> Splits:
+    """Load dataset ``uri`` as NumPy ``Splits`` (normalised float32 images, int32 labels).
+
+    ``fraction`` in (0, 1] keeps a seeded random part of the training split
+    (validation and test stay whole); normalisation statistics come from the full
+    training split. ``download`` lets TFDS fetch and prepare missing data.
+    """
+    fraction = check_fraction(fraction)
+    scheme, target, options = parse_uri(uri)
+    if scheme == "tfds":
+        from taylorglo_tf.data.tfds_source import load_tfds
+
+        splits = load_tfds(target, options, None if data_dir is None else str(data_dir), download)
+    elif scheme == "idx":
+        from taylorglo_tf.data.files import load_idx
+
+        splits = load_idx(_resolve(target, data_dir))
+    elif scheme == "npz":
+        from taylorglo_tf.data.files import load_npz
+
+        splits = load_npz(_resolve(target, data_dir))
+    else:
+        from taylorglo_tf.data.files import load_digits
+
+        splits = load_digits()
+    splits.x_train, splits.y_train = subsample(splits.x_train, splits.y_train, fraction, seed)
+    splits.info.update(uri=uri, fraction=fraction, seed=int(seed))
+    return splits
