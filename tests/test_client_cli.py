@@ -1,0 +1,253 @@
+"""The client commands (submit, status, watch, result, cancel) against a scripted ExperimentService."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+from concurrent import futures
+
+import grpc
+import pytest
+
+from taylorglo_tf.commands import client
+from taylorglo_tf.rpc import experiment_service_pb2 as es, experiment_service_pb2_grpc, types_pb2
+
+Event = es.ProgressEvent
+SPEC_YAML = """\
+name: digits search
+task: {dataset: digits, model: tiny, steps: 50}
+search: {population: 4, generations: 2}
+"""
+
+
+def _experiment(state=types_pb2.EXPERIMENT_STATE_RUNNING, done=0, generation=0, best=0.0):
+    spec = types_pb2.ExperimentSpec(
+        name="digits search",
+        task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=50),
+        search=types_pb2.SearchSpec(population=4, generations=2),
+    )
+    return types_pb2.Experiment(
+        id="exp-1", spec=spec, state=state, generation=generation, evaluations_done=done,
+        evaluations_total=8, best_fitness=best, best_theta=[0.5] * 8 if best else [],
+    )
+
+
+class ScriptedExperiments(experiment_service_pb2_grpc.ExperimentServiceServicer):
+    def __init__(self, final_state=types_pb2.EXPERIMENT_STATE_SUCCEEDED, error=None):
+        self.final_state = final_state
+        self.error = error  # (code, details) to abort every call with
+        self.submitted: list[types_pb2.ExperimentSpec] = []
+        self.metadata: list[dict] = []
+        self.cancelled: list[str] = []
+
+    def _enter(self, context):
+        self.metadata.append(dict(context.invocation_metadata()))
+        if self.error:
+            context.abort(*self.error)
+
+    def _known(self, experiment_id, context):
+        if experiment_id != "exp-1":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no experiment {experiment_id!r}")
+
+    def SubmitExperiment(self, request, context):
+        self._enter(context)
+        self.submitted.append(request.spec)
+        experiment = _experiment(types_pb2.EXPERIMENT_STATE_PENDING)
+        experiment.spec.CopyFrom(request.spec)
+        return experiment
+
+    def GetExperiment(self, request, context):
+        self._enter(context)
+        self._known(request.experiment_id, context)
+        return _experiment(done=3, best=0.75)
+
+    def ListExperiments(self, request, context):
+        self._enter(context)
+        other = _experiment(types_pb2.EXPERIMENT_STATE_SUCCEEDED, done=8, generation=2, best=0.9)
+        other.id = "exp-0"
+        return es.ListExperimentsResponse(experiments=[_experiment(done=3, best=0.75), other])
+
+    def WatchExperiment(self, request, context):
+        self._enter(context)
+        self._known(request.experiment_id, context)
+        yield Event(kind=Event.KIND_SNAPSHOT, experiment=_experiment())
+        for done in range(1, 9):
+            generation = done // 4
+            yield Event(kind=Event.KIND_CANDIDATE_FINISHED,
+                        experiment=_experiment(done=done, generation=generation, best=0.1 * done),
+                        candidate=types_pb2.Candidate(index=(done - 1) % 4, fitness=0.1 * done))
+            if done % 4 == 0:
+                yield Event(kind=Event.KIND_GENERATION_FINISHED,
+                            experiment=_experiment(done=done, generation=generation, best=0.1 * done),
+                            generation=types_pb2.GenerationSummary(
+                                generation=generation - 1, best_fitness=0.1 * done, mean_fitness=0.05 * done))
+        yield Event(kind=Event.KIND_EXPERIMENT_FINISHED,
+                    experiment=_experiment(self.final_state, done=8, generation=2, best=0.8))
+
+    def CancelExperiment(self, request, context):
+        self._enter(context)
+        self._known(request.experiment_id, context)
+        self.cancelled.append(request.experiment_id)
+        return _experiment(types_pb2.EXPERIMENT_STATE_CANCELLED, done=3)
+
+    def GetResult(self, request, context):
+        self._enter(context)
+        self._known(request.experiment_id, context)
+        experiment = _experiment(types_pb2.EXPERIMENT_STATE_SUCCEEDED, done=8, generation=2, best=0.8)
+        candidates = [
+            types_pb2.Candidate(experiment_id="exp-1", generation=g, index=i, theta=[0.1 * i] * 8,
+                                status=types_pb2.CANDIDATE_STATUS_SUCCEEDED, fitness=0.1 * (4 * g + i + 1),
+                                attempts=1)
+            for g in range(2) for i in range(4)
+        ]
+        generations = [
+            types_pb2.GenerationSummary(generation=g, best_fitness=0.4 * (g + 1), mean_fitness=0.25 + 0.4 * g,
+                                        best_theta=[0.3] * 8, mean_theta=[0.1] * 8, sigma=1.0)
+            for g in range(2)
+        ]
+        return es.ExperimentResult(experiment=experiment, best_theta=[0.3] * 8, best_fitness=0.8,
+                                   generations=generations, candidates=candidates)
+
+
+@pytest.fixture
+def service():
+    servers = []
+
+    def start(servicer):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.stop(0)
+
+
+def invoke(argv: list[str], monkeypatch=None) -> tuple[int, str]:
+    """Parses ``argv`` the way ``taylorglo`` does and runs it; returns (exit code, stdout)."""
+    parser = argparse.ArgumentParser(prog="taylorglo")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("submit", "status", "watch", "result", "cancel"):
+        client.add_arguments(sub.add_parser(name), name)
+    out = io.StringIO()
+    code = client.run(parser.parse_args(argv), out=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _no_token_from_environment(monkeypatch):
+    monkeypatch.delenv("TAYLORGLO_TOKEN", raising=False)
+
+
+def test_submit_sends_the_spec_with_defaults_and_prints_the_id(service, tmp_path):
+    fake = ScriptedExperiments()
+    address = service(fake)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(SPEC_YAML)
+    code, out = invoke(["submit", str(spec_file), "--coordinator", address])
+    assert code == 0 and out.splitlines()[0] == "exp-1"
+    (spec,) = fake.submitted
+    assert spec.task.dataset == "digits" and spec.search.population == 4
+    assert spec.search.sigma0 == pytest.approx(1.2)  # default applied before sending
+
+
+def test_submit_rejects_an_invalid_spec_naming_the_field_without_calling_the_coordinator(service, tmp_path, capsys):
+    fake = ScriptedExperiments()
+    address = service(fake)
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text(SPEC_YAML.replace("population: 4", "population: 1"))
+    code, _ = invoke(["submit", str(spec_file), "--coordinator", address])
+    assert code == 1
+    assert "spec.search.population" in capsys.readouterr().err
+    assert fake.submitted == []
+
+
+def test_submit_sends_the_bearer_token_from_the_token_file(service, tmp_path):
+    fake = ScriptedExperiments()
+    address = service(fake)
+    (tmp_path / "spec.yaml").write_text(SPEC_YAML)
+    (tmp_path / "token").write_text("s3cret\n")
+    code, _ = invoke(["submit", str(tmp_path / "spec.yaml"), "--coordinator", address,
+                      "--token-file", str(tmp_path / "token")])
+    assert code == 0 and fake.metadata[0]["authorization"] == "Bearer s3cret"
+
+
+def test_status_with_an_id_describes_the_experiment(service):
+    code, out = invoke(["status", "exp-1", "--coordinator", service(ScriptedExperiments())])
+    assert code == 0
+    assert "state:       running" in out and "evaluations: 3 of 8" in out and "best:        0.7500" in out
+
+
+def test_status_without_an_id_lists_every_experiment(service):
+    code, out = invoke(["status", "--coordinator", service(ScriptedExperiments())])
+    assert code == 0
+    assert "exp-1" in out and "exp-0" in out and "succeeded" in out and "3/8" in out
+
+
+def test_status_of_an_unknown_id_fails_with_not_found(service, capsys):
+    code, _ = invoke(["status", "nope", "--coordinator", service(ScriptedExperiments())])
+    assert code == 1 and "not found: no experiment 'nope'" in capsys.readouterr().err
+
+
+def test_watch_follows_progress_to_success(service):
+    code, out = invoke(["watch", "exp-1", "--coordinator", service(ScriptedExperiments())])
+    assert code == 0
+    assert "generation 0: best 0.4000  mean 0.2000" in out
+    assert "generation 1: best 0.8000" in out
+    assert "8/8" in out
+    assert out.rstrip().endswith("experiment exp-1 succeeded: best fitness 0.8000")
+
+
+def test_watch_of_a_cancelled_experiment_exits_3(service):
+    fake = ScriptedExperiments(final_state=types_pb2.EXPERIMENT_STATE_CANCELLED)
+    code, out = invoke(["watch", "exp-1", "--coordinator", service(fake)])
+    assert code == 3 and "experiment exp-1 cancelled" in out
+
+
+def test_cancel_prints_the_new_state(service):
+    fake = ScriptedExperiments()
+    code, out = invoke(["cancel", "exp-1", "--coordinator", service(fake)])
+    assert code == 0 and fake.cancelled == ["exp-1"]
+    assert "experiment exp-1 cancelled after 3 of 8 evaluations" in out
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (grpc.StatusCode.UNAUTHENTICATED, "rejected the credentials"),
+        (grpc.StatusCode.PERMISSION_DENIED, "use a client token, not a trainer token"),
+        (grpc.StatusCode.FAILED_PRECONDITION, "not possible now: already finished"),
+    ],
+)
+def test_grpc_errors_become_one_clear_line_and_exit_1(service, capsys, code, expected):
+    fake = ScriptedExperiments(error=(code, "already finished"))
+    exit_code, _ = invoke(["cancel", "exp-1", "--coordinator", service(fake)])
+    assert exit_code == 1 and expected in capsys.readouterr().err
+
+
+def test_an_unreachable_coordinator_is_named_in_the_error(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here after the block
+    code, _ = invoke(["status", "--coordinator", f"127.0.0.1:{port}"])
+    assert code == 1 and f"cannot reach the coordinator at 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_a_malformed_address_or_missing_token_file_is_reported(capsys, tmp_path):
+    assert invoke(["status", "--coordinator", "localhost"])[0] == 1
+    assert "'localhost' is not HOST:PORT" in capsys.readouterr().err
+    assert invoke(["status", "--token-file", str(tmp_path / "missing")])[0] == 1
+    assert "cannot read token file" in capsys.readouterr().err
+
+
+def test_result_writes_the_result_folder(service, tmp_path):
+    pytest.importorskip("taylorglo_tf.results")
+    code, out = invoke(["result", "exp-1", "--out", str(tmp_path / "out"),
+                        "--coordinator", service(ScriptedExperiments())])
+    assert code == 0 and "best fitness 0.8000" in out
+    assert (tmp_path / "out" / "best_theta.json").is_file()
+    assert (tmp_path / "out" / "candidates.csv").read_text().count("\n") == 9  # header + 8 candidates
