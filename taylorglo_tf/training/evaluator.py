@@ -317,6 +317,9 @@ class Evaluator:
         for variable, value in zip(session.optimizer.variables, session.optimizer_initial):
             variable.assign(value)
         session.finite.assign(True)
+        # The training pipeline is built next; ops seeded from the global seed (and
+        # tf.data's seed derivation) must not depend on what ran before.
+        keras.utils.set_random_seed(seed)
 
     # ------------------------------------------------------------------ losses
 
