@@ -1,0 +1,245 @@
+"""Coordinator throughput with simulated trainers.
+
+Starts a real coordinator process (``python -m taylorglo_tf coordinator``) on a
+loopback port with a fresh SQLite database, submits several experiments with
+big populations (enough queued work for every trainer), and runs N simulated
+trainers: real :class:`trainer.worker.Worker` loops whose evaluation sleeps a
+fixed time, as threads in a few trainer processes (at most 32 threads each).
+All trainers run for the same wall-clock window; the first seconds are warm-up.
+
+Per trainer count it reports, over the measurement window:
+
+- throughput: evaluations reported per second, and as a percentage of the ideal
+  ``trainers / eval_s`` (every trainer always evaluating);
+- idle: fraction of trainer time not spent evaluating (lease + report RPCs,
+  waiting for work);
+- lease latency p50/p99: LeaseCandidate round trip for granted leases, in ms;
+- coordinator CPU per evaluation: user+system CPU time of the coordinator
+  process (from /proc) divided by evaluations, in ms.
+
+    python benchmarks/coordinator.py            # 1, 8, 32, 128 trainers, 1 s evaluations
+    python benchmarks/coordinator.py --quick    # smoke test: 1 and 8 trainers, 0.05 s
+
+Target: >= 95 % of ideal throughput at 128 trainers with 1 s evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from taylorglo_tf import spec as spec_module  # noqa: E402
+from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc  # noqa: E402
+
+THREADS_PER_PROCESS = 32
+EXPERIMENTS = 4
+
+
+# -- simulated trainers (runs inside a trainer process) ---------------------------
+
+
+def trainer_process(address: str, threads: int, eval_s: float, start_at: float, end_at: float,
+                    warmup_s: float) -> dict:
+    """Runs ``threads`` Worker loops from wall-clock ``start_at`` to ``end_at``; returns their statistics."""
+    from trainer.worker import Backoff, Outcome, Worker
+
+    window = (start_at + warmup_s, end_at)
+    finished: list[tuple[float, float]] = []  # (start, end) wall-clock times of evaluations
+    lock = threading.Lock()
+
+    def evaluate(lease, heartbeat):
+        begin = time.time()
+        time.sleep(eval_s)
+        with lock:
+            finished.append((begin, time.time()))
+        return Outcome(status="ok", fitness=0.5, val_accuracy=0.5, steps=1, wall_time_s=eval_s)
+
+    channel = grpc.insecure_channel(address)
+    workers = [
+        Worker(channel, evaluate, f"bench-{os.getpid()}-{i}", wait_ms=2000, grace_s=0.0,
+               backoff=Backoff(0.05, 1.0))
+        for i in range(threads)
+    ]
+    time.sleep(max(0.0, start_at - time.time()))
+    runners = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for r in runners:
+        r.start()
+    time.sleep(max(0.0, end_at - time.time()))
+    for w in workers:
+        w.request_stop(grace_s=0.0)
+    for r in runners:
+        r.join(10)
+
+    # Time each trainer spent evaluating inside the window.
+    busy = sum(max(0.0, min(e, window[1]) - max(s, window[0])) for s, e in finished)
+    completed = sum(1 for s, e in finished if window[0] <= e <= window[1])
+    lease_wait = [x for w in workers for x in w.lease_wait_s]
+    return {"busy_s": busy, "completed": completed, "lease_wait_s": lease_wait,
+            "reported": sum(w.reported for w in workers)}
+
+
+# -- orchestration ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(math.ceil(q / 100 * len(ordered))) - 1)]
+
+
+def _start_coordinator(workdir: Path, lease_ttl: float) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    log = open(workdir / "coordinator.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taylorglo_tf", "coordinator", "--listen", address,
+         "--db", str(workdir / "bench.db"), "--lease-ttl", str(lease_ttl)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+    )
+    stub = experiment_service_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(address))
+    deadline = time.time() + 60
+    while True:
+        try:
+            stub.ListExperiments(experiment_service_pb2.ListExperimentsRequest(), timeout=2)
+            return process, address
+        except grpc.RpcError:
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"coordinator did not start; see {workdir / 'coordinator.log'}")
+            time.sleep(0.2)
+
+
+def measure(trainers: int, eval_s: float, duration_s: float, warmup_s: float, workdir: Path) -> dict:
+    """One configuration: a fresh coordinator, ``trainers`` simulated trainers, one window."""
+    process, address = _start_coordinator(workdir, lease_ttl=max(30.0, 10 * eval_s))
+    stub = experiment_service_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(address))
+    try:
+        # Keep at least 2x the trainers' worth of candidates queued across experiments,
+        # so a generation's barrier in one experiment never starves the trainers.
+        population = max(8, math.ceil(2 * trainers / EXPERIMENTS))
+        generations = max(3, math.ceil(duration_s / eval_s) + 2)
+        ids = []
+        for i in range(EXPERIMENTS):
+            spec = spec_module.load_spec({
+                "name": f"bench-{i}",
+                "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                "search": {"population": population, "generations": generations, "seed": i + 1},
+            })
+            ids.append(stub.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=spec),
+                                             timeout=30).id)
+        processes = math.ceil(trainers / THREADS_PER_PROCESS)
+        start_at = time.time() + 3.0  # let every trainer process import and connect first
+        end_at = start_at + warmup_s + duration_s
+        children = []
+        for p in range(processes):
+            threads = trainers // processes + (1 if p < trainers % processes else 0)
+            children.append(subprocess.Popen(
+                [sys.executable, __file__, "--_trainer-process", json.dumps(
+                    {"address": address, "threads": threads, "eval_s": eval_s, "start_at": start_at,
+                     "end_at": end_at, "warmup_s": warmup_s})],
+                stdout=subprocess.PIPE, cwd=REPO,
+            ))
+        time.sleep(max(0.0, start_at + warmup_s - time.time()))
+        cpu_before = _cpu_seconds(process.pid)
+        time.sleep(max(0.0, end_at - time.time()))
+        cpu_after = _cpu_seconds(process.pid)
+        stats = [json.loads(child.communicate(timeout=120)[0]) for child in children]
+        for experiment_id in ids:
+            try:
+                stub.CancelExperiment(experiment_service_pb2.CancelExperimentRequest(experiment_id=experiment_id),
+                                      timeout=10)
+            except grpc.RpcError:
+                pass
+    finally:
+        process.terminate()
+        process.wait(30)
+    completed = sum(s["completed"] for s in stats)
+    busy = sum(s["busy_s"] for s in stats)
+    waits = [x for s in stats for x in s["lease_wait_s"]]
+    ideal = trainers / eval_s
+    return {
+        "trainers": trainers, "eval_s": eval_s, "window_s": duration_s, "evaluations": completed,
+        "throughput": completed / duration_s, "ideal": ideal, "percent_of_ideal": 100 * completed / duration_s / ideal,
+        "idle_percent": 100 * (1 - busy / (trainers * duration_s)),
+        "lease_p50_ms": 1000 * _percentile(waits, 50), "lease_p99_ms": 1000 * _percentile(waits, 99),
+        "coordinator_cpu_ms_per_eval": 1000 * (cpu_after - cpu_before) / max(1, completed),
+        "coordinator_cpu_percent": 100 * (cpu_after - cpu_before) / duration_s,
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Coordinator throughput (simulated trainers, loopback)")
+    for column in ("trainers", "eval s", "evals", "evals/s", "ideal/s", "% of ideal", "idle %",
+                   "lease p50 ms", "lease p99 ms", "coord CPU ms/eval", "coord CPU %"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r["trainers"]), f"{r['eval_s']:g}", str(r["evaluations"]), f"{r['throughput']:.1f}",
+            f"{r['ideal']:.1f}", f"{r['percent_of_ideal']:.1f}", f"{r['idle_percent']:.1f}",
+            f"{r['lease_p50_ms']:.1f}", f"{r['lease_p99_ms']:.1f}", f"{r['coordinator_cpu_ms_per_eval']:.2f}",
+            f"{r['coordinator_cpu_percent']:.0f}",
+        )
+    Console(width=160).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 and 8 trainers, 0.05 s evaluations")
+    parser.add_argument("--trainers", type=int, nargs="+", help="trainer counts (default: 1 8 32 128)")
+    parser.add_argument("--eval-s", type=float, help="seconds per evaluation (default: 1)")
+    parser.add_argument("--duration", type=float, help="measurement window per configuration, s (default: 30)")
+    parser.add_argument("--warmup", type=float, help="warm-up before the window, s (default: 3)")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--_trainer-process", dest="trainer_process", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.trainer_process:
+        print(json.dumps(trainer_process(**json.loads(args.trainer_process))))
+        return 0
+    trainers = args.trainers or ([1, 8] if args.quick else [1, 8, 32, 128])
+    eval_s = args.eval_s or (0.05 if args.quick else 1.0)
+    duration = args.duration or (3.0 if args.quick else 30.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
+        for n in trainers:
+            workdir = Path(tmp) / f"n{n}"
+            workdir.mkdir()
+            rows.append(measure(n, eval_s, duration, warmup, workdir))
+            print(f"{n} trainers: {rows[-1]['percent_of_ideal']:.1f}% of ideal", file=sys.stderr)
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
