@@ -1,0 +1,87 @@
+"""Exceptions of the coordinator and the one place that maps them to gRPC status codes.
+
+Servicer methods raise these (or :class:`taylorglo_tf.spec.SpecError`); the
+:func:`rpc` decorator turns them into the matching status with a message naming
+the value. Anything else is a bug: logged with its traceback and answered
+INTERNAL, never UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from typing import Any, Callable
+
+import grpc
+
+from taylorglo_tf.spec import SpecError
+
+log = logging.getLogger(__name__)
+
+
+class InvalidArgument(ValueError):
+    """A request field is invalid; ``field`` is its path within the request."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(LookupError):
+    pass
+
+
+class FailedPrecondition(RuntimeError):
+    pass
+
+
+class Unavailable(RuntimeError):
+    """The coordinator is shutting down."""
+
+
+_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and details for an exception raised by a servicer."""
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    code, details = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", method)
+    context.abort(code, details)
+
+
+def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a servicer method (unary or server-streaming) to map exceptions to status codes."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def streaming(self, request, context):
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+                _abort(context, exc, method.__qualname__)
+
+        return streaming
+
+    @functools.wraps(method)
+    def unary(self, request, context):
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+            _abort(context, exc, method.__qualname__)
+
+    return unary

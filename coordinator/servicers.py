@@ -1,0 +1,130 @@
+"""gRPC servicers: request validation, then the :class:`~coordinator.scheduler.Scheduler`.
+
+Every field a client or trainer sends is checked here; a bad one is
+INVALID_ARGUMENT naming its path in the request (``spec.search.population``,
+``fitness``, ``metrics.val_accuracy``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+
+from coordinator.grpc_util import InvalidArgument, rpc
+from coordinator.scheduler import Report, Scheduler
+from taylorglo_tf import spec as spec_lib
+from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
+from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
+from taylorglo_tf.rpc import types_pb2
+from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
+from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
+
+MAX_ID_CHARS = 200
+MAX_WAIT_MS = 60_000
+_REPORTABLE = frozenset({
+    ws_pb2.EVALUATION_STATUS_OK,
+    ws_pb2.EVALUATION_STATUS_DIVERGED,
+    ws_pb2.EVALUATION_STATUS_ABORTED,
+    ws_pb2.EVALUATION_STATUS_ERROR,
+})
+
+
+def _identifier(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > MAX_ID_CHARS or not value.isprintable():
+        raise InvalidArgument(field, f"must be at most {MAX_ID_CHARS} printable characters")
+    return value
+
+
+def _unit_interval(value: float, field: str) -> None:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise InvalidArgument(field, f"{value!r} is not a number in [0, 1]")
+
+
+def validate_report(request: ws_pb2.ReportResultRequest) -> Report:
+    """Check a ReportResultRequest field by field and turn it into a :class:`Report`."""
+    _identifier(request.lease_id, "lease_id")
+    _identifier(request.trainer_id, "trainer_id")
+    if request.status not in _REPORTABLE:
+        raise InvalidArgument("status", f"{request.status} is not OK, DIVERGED, ABORTED or ERROR")
+    _unit_interval(request.fitness, "fitness")
+    metrics = None
+    if request.HasField("metrics"):
+        m = request.metrics
+        _unit_interval(m.val_accuracy, "metrics.val_accuracy")
+        if m.steps < 0:
+            raise InvalidArgument("metrics.steps", f"{m.steps} is negative")
+        if m.attempts < 0:
+            raise InvalidArgument("metrics.attempts", f"{m.attempts} is negative")
+        if not (math.isfinite(m.wall_time_s) and m.wall_time_s >= 0):
+            raise InvalidArgument("metrics.wall_time_s", f"{m.wall_time_s!r} is not a time >= 0")
+        # val_loss may be NaN or inf: that is what a diverged run measures
+        metrics = types_pb2.EvaluationMetrics()
+        metrics.CopyFrom(m)
+    return Report(request.lease_id, request.trainer_id, request.status, request.fitness, metrics, request.error)
+
+
+class ExperimentServicer(es_grpc.ExperimentServiceServicer):
+    def __init__(self, scheduler: Scheduler):
+        self._scheduler = scheduler
+
+    @rpc
+    def SubmitExperiment(self, request, context):
+        if not request.HasField("spec"):
+            raise InvalidArgument("spec", "is required")
+        return self._scheduler.submit(spec_lib.load_spec(request.spec))
+
+    @rpc
+    def GetExperiment(self, request, context):
+        return self._scheduler.get(_identifier(request.experiment_id, "experiment_id"))
+
+    @rpc
+    def ListExperiments(self, request, context):
+        return es_pb2.ListExperimentsResponse(experiments=self._scheduler.list())
+
+    @rpc
+    def WatchExperiment(self, request, context: grpc.ServicerContext):
+        yield from self._scheduler.watch(_identifier(request.experiment_id, "experiment_id"), context.is_active)
+
+    @rpc
+    def CancelExperiment(self, request, context):
+        return self._scheduler.cancel(_identifier(request.experiment_id, "experiment_id"))
+
+    @rpc
+    def GetResult(self, request, context):
+        return self._scheduler.result(_identifier(request.experiment_id, "experiment_id"))
+
+
+class WorkerServicer(ws_grpc.WorkerServiceServicer):
+    def __init__(self, scheduler: Scheduler):
+        self._scheduler = scheduler
+
+    @rpc
+    def LeaseCandidate(self, request, context: grpc.ServicerContext):
+        trainer_id = _identifier(request.trainer_id, "trainer_id")
+        if not 0 <= request.wait_ms <= MAX_WAIT_MS:
+            raise InvalidArgument("wait_ms", f"{request.wait_ms} is outside 0..{MAX_WAIT_MS}")
+        lease = self._scheduler.lease(trainer_id, request.wait_ms / 1000.0, context.is_active)
+        return ws_pb2.LeaseCandidateResponse(lease=lease)
+
+    @rpc
+    def Heartbeat(self, request, context):
+        lease_id = _identifier(request.lease_id, "lease_id")
+        trainer_id = _identifier(request.trainer_id, "trainer_id")
+        if request.steps_done < 0:
+            raise InvalidArgument("steps_done", f"{request.steps_done} is negative")
+        keep_going, ttl = self._scheduler.heartbeat(lease_id, trainer_id)
+        return ws_pb2.HeartbeatResponse(keep_going=keep_going, ttl_s=ttl)
+
+    @rpc
+    def ReportResult(self, request, context):
+        accepted, reason = self._scheduler.report(validate_report(request))
+        return ws_pb2.ReportResultResponse(accepted=accepted, reason=reason)
+
+    @rpc
+    def ReturnLease(self, request, context):
+        lease_id = _identifier(request.lease_id, "lease_id")
+        trainer_id = _identifier(request.trainer_id, "trainer_id")
+        return ws_pb2.ReturnLeaseResponse(returned=self._scheduler.return_lease(lease_id, trainer_id))

@@ -1,0 +1,350 @@
+"""Experiment specs: YAML/JSON files or dicts <-> ``taylorglo.v1.ExperimentSpec``, with validation.
+
+A minimal spec (every other field has a documented default, see
+``protos/taylorglo/v1/types.proto``)::
+
+    name: digits search
+    task: {dataset: digits, model: tiny, steps: 200}
+    search: {population: 8, generations: 5}
+
+:func:`load_spec` parses, applies defaults and validates; :func:`validate` raises
+:class:`SpecError` whose ``field`` is the offending field's path, e.g.
+``spec.search.population``. Field names may be written in snake_case or the
+protobuf JSON camelCase. No TensorFlow here: the coordinator validates specs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import json_format
+
+from taylorglo_tf import taylor
+from taylorglo_tf.rpc import types_pb2
+
+ExperimentSpec = types_pb2.ExperimentSpec
+
+# Defaults for fields left at 0 / empty (the proto documents the same numbers).
+DEFAULT_POPULATION = 20
+DEFAULT_GENERATIONS = 10
+DEFAULT_SIGMA0 = 1.2
+DEFAULT_SEED = 1
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_ORDER = 3
+DEFAULT_INPUTS = ("x", "y")
+DEFAULT_ABORT_ACCURACY = 0.15
+DEFAULT_ABORT_EPOCHS = 10
+DEFAULT_CROP_PADDING = 4
+DEFAULT_CUTMIX_ALPHA = 1.0
+
+# Classes per dataset, for the invariant pre-screen when num_classes is 0.
+KNOWN_NUM_CLASSES = {
+    "digits": 10,
+    "tfds:mnist": 10,
+    "tfds:fashion_mnist": 10,
+    "tfds:cifar10": 10,
+    "tfds:svhn_cropped": 10,
+    "tfds:cifar100": 100,
+}
+DATASET_SCHEMES = ("tfds", "idx", "npz")
+
+# Upper bounds that catch typos and keep one experiment from exhausting the coordinator.
+MAX_NAME_CHARS = 200
+MAX_STEPS = 10_000_000
+MAX_BATCH_SIZE = 65_536
+MAX_POPULATION = 10_000
+MAX_GENERATIONS = 100_000
+MAX_ATTEMPTS = 100
+MAX_ORDER = 10
+MAX_PIXELS = 1024
+MAX_NUM_CLASSES = 100_000
+MAX_SEED = 2**32 - 1  # pycma/NumPy seeds
+
+_IDENTIFIER = re.compile(r"^[a-z0-9_]+$")
+_TFDS_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.]+)?$")
+
+
+class SpecError(ValueError):
+    """A spec value is invalid; ``field`` is its path (``spec.task.steps``)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def load_spec(source: str | os.PathLike[str] | Mapping[str, Any] | ExperimentSpec) -> ExperimentSpec:
+    """Parse a spec from a YAML/JSON file path, a dict, or a proto; apply defaults; validate.
+
+    Raises :class:`SpecError` (``field`` = path of the bad field, or ``"spec"`` for an
+    unreadable file).
+    """
+    if isinstance(source, ExperimentSpec):
+        spec = ExperimentSpec()
+        spec.CopyFrom(source)
+    elif isinstance(source, Mapping):
+        spec = from_dict(source)
+    else:
+        spec = from_dict(_read_file(Path(source)))
+    spec = apply_defaults(spec)
+    validate(spec)
+    return spec
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError("spec", f"cannot read spec file {str(path)!r}: {exc.strerror}") from exc
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml  # YAML is a superset of JSON: any other suffix goes through it
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # json.JSONDecodeError or yaml.YAMLError
+        raise SpecError("spec", f"cannot parse spec file {str(path)!r}: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise SpecError("spec", f"spec file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def from_dict(data: Mapping[str, Any]) -> ExperimentSpec:
+    """Convert a dict (snake_case or camelCase keys) to an ExperimentSpec; no defaults, no range checks.
+
+    Unknown keys and values of the wrong type raise :class:`SpecError` naming the path.
+    """
+    spec = ExperimentSpec()
+    _fill(spec, data, "spec")
+    return spec
+
+
+def _fill(message: Any, data: Any, path: str) -> None:
+    if not isinstance(data, Mapping):
+        raise SpecError(path, f"expected a mapping, got {type(data).__name__} {data!r}")
+    fields = message.DESCRIPTOR.fields_by_name
+    by_json = {f.json_name: f for f in message.DESCRIPTOR.fields}
+    for key, value in data.items():
+        field = (fields.get(key) or by_json.get(key)) if isinstance(key, str) else None
+        if field is None:
+            known = ", ".join(sorted(fields))
+            raise SpecError(f"{path}.{key}", f"unknown field (known: {known})")
+        field_path = f"{path}.{field.name}"
+        if value is None:
+            continue  # YAML "key:" with no value: leave the default
+        if field.type == _descriptor.FieldDescriptor.TYPE_MESSAGE:
+            _fill(getattr(message, field.name), value, field_path)
+        elif _is_repeated(field):
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise SpecError(field_path, f"expected a list, got {value!r}")
+            for i, item in enumerate(value):
+                getattr(message, field.name).append(_scalar(field, item, f"{field_path}[{i}]"))
+        else:
+            setattr(message, field.name, _scalar(field, value, field_path))
+
+
+def _is_repeated(field: _descriptor.FieldDescriptor) -> bool:
+    # protobuf >= 5 exposes is_repeated; older runtimes only the label.
+    is_repeated = getattr(field, "is_repeated", None)
+    return bool(is_repeated) if is_repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def _scalar(field: _descriptor.FieldDescriptor, value: Any, path: str) -> Any:
+    fd = _descriptor.FieldDescriptor
+    kind = field.cpp_type
+    if kind in (fd.CPPTYPE_INT32, fd.CPPTYPE_INT64, fd.CPPTYPE_UINT32, fd.CPPTYPE_UINT64):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise SpecError(path, f"expected an integer, got {value!r}")
+        bits = 32 if kind in (fd.CPPTYPE_INT32, fd.CPPTYPE_UINT32) else 64
+        if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            raise SpecError(path, f"{value} is out of the {bits}-bit integer range")
+        return value
+    if kind in (fd.CPPTYPE_DOUBLE, fd.CPPTYPE_FLOAT):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(path, f"expected a number, got {value!r}")
+        return float(value)
+    if kind == fd.CPPTYPE_BOOL:
+        if not isinstance(value, bool):
+            raise SpecError(path, f"expected true or false, got {value!r}")
+        return value
+    if kind == fd.CPPTYPE_STRING:
+        if not isinstance(value, str):
+            raise SpecError(path, f"expected a string, got {value!r}")
+        return value
+    raise SpecError(path, f"unsupported field type for {value!r}")  # enums: none in specs
+
+
+def to_dict(spec: ExperimentSpec) -> dict[str, Any]:
+    """The spec as a plain dict with snake_case keys (defaults included as set)."""
+    return json_format.MessageToDict(spec, preserving_proto_field_name=True)
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def apply_defaults(spec: ExperimentSpec) -> ExperimentSpec:
+    """A copy of ``spec`` with every 0/empty field that has a default filled in.
+
+    ``task.batch_size`` stays 0: it means "the model recipe's batch size", which
+    the trainer resolves (the coordinator has no model zoo).
+    """
+    out = ExperimentSpec()
+    out.CopyFrom(spec)
+    task, loss, search, aug = out.task, out.loss, out.search, out.task.augmentation
+    if task.train_fraction == 0:
+        task.train_fraction = 1.0
+    if task.abort_accuracy == 0:
+        task.abort_accuracy = DEFAULT_ABORT_ACCURACY
+    if task.abort_epochs == 0:
+        task.abort_epochs = DEFAULT_ABORT_EPOCHS
+    if aug.flip_crop and aug.crop_padding == 0:
+        aug.crop_padding = DEFAULT_CROP_PADDING
+    if aug.cutmix_probability > 0 and aug.cutmix_alpha == 0:
+        aug.cutmix_alpha = DEFAULT_CUTMIX_ALPHA
+    if loss.order == 0:
+        loss.order = DEFAULT_ORDER
+    if not loss.inputs:
+        loss.inputs.extend(DEFAULT_INPUTS)
+    if search.population == 0:
+        search.population = DEFAULT_POPULATION
+    if search.generations == 0:
+        search.generations = DEFAULT_GENERATIONS
+    if search.sigma0 == 0:
+        search.sigma0 = DEFAULT_SIGMA0
+    if search.seed == 0:
+        search.seed = DEFAULT_SEED
+    if search.max_attempts == 0:
+        search.max_attempts = DEFAULT_MAX_ATTEMPTS
+    if search.num_classes == 0:
+        search.num_classes = KNOWN_NUM_CLASSES.get(task.dataset, 0)
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise SpecError(field, message)
+
+
+def _check_range(value: float, lo: float, hi: float, field: str, what: str = "") -> None:
+    _require(math.isfinite(value), field, f"must be a finite number, got {value!r}")
+    _require(lo <= value <= hi, field, f"{what or 'value'} {value!r} is outside [{lo}, {hi}]")
+
+
+def validate(spec: ExperimentSpec) -> None:
+    """Check every field of a spec (after :func:`apply_defaults`); raise :class:`SpecError` on the first bad one."""
+    _require(len(spec.name) <= MAX_NAME_CHARS, "spec.name", f"is {len(spec.name)} characters long; at most {MAX_NAME_CHARS}")
+    _require(spec.HasField("task"), "spec.task", "is required (dataset, model, steps)")
+    _validate_task(spec.task, "spec.task")
+    _validate_loss(spec.loss, "spec.loss")
+    _validate_search(spec.search, spec.task.dataset, spec.loss, "spec.search")
+
+
+def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
+    check_dataset_uri(task.dataset, f"{path}.dataset")
+    _require(bool(task.model), f"{path}.model", "is required (a name from taylorglo_tf.models.names())")
+    _require(bool(_IDENTIFIER.match(task.model)), f"{path}.model", f"{task.model!r} is not a model name (lowercase letters, digits, _)")
+    _check_range(task.steps, 1, MAX_STEPS, f"{path}.steps", "steps")
+    _check_range(task.batch_size, 0, MAX_BATCH_SIZE, f"{path}.batch_size", "batch size")
+    _require(math.isfinite(task.train_fraction) and 0 < task.train_fraction <= 1,
+             f"{path}.train_fraction", f"{task.train_fraction!r} is outside (0, 1]")
+    _require(math.isfinite(task.abort_accuracy) and task.abort_accuracy <= 1,
+             f"{path}.abort_accuracy", f"{task.abort_accuracy!r} must be <= 1 (negative disables the abort rule)")
+    _check_range(task.abort_epochs, 0, MAX_STEPS, f"{path}.abort_epochs", "epochs")
+    aug = task.augmentation
+    apath = f"{path}.augmentation"
+    _check_range(aug.crop_padding, 0, MAX_PIXELS, f"{apath}.crop_padding", "padding")
+    _check_range(aug.cutout_length, 0, MAX_PIXELS, f"{apath}.cutout_length", "length")
+    _check_range(aug.cutmix_probability, 0, 1, f"{apath}.cutmix_probability", "probability")
+    _check_range(aug.cutmix_alpha, 0, 1e6, f"{apath}.cutmix_alpha", "alpha")
+    _require(aug.cutmix_probability == 0 or aug.cutmix_alpha > 0, f"{apath}.cutmix_alpha", "must be > 0 when CutMix is on")
+
+
+def _validate_loss(loss: types_pb2.LossSpec, path: str) -> None:
+    _check_range(loss.order, 1, MAX_ORDER, f"{path}.order", "order")
+    inputs = tuple(loss.inputs)
+    _require("x" in inputs and "y" in inputs, f"{path}.inputs", f"{list(inputs)} must contain 'x' and 'y'")
+    try:
+        taylor.check_inputs(inputs)
+    except ValueError as exc:
+        raise SpecError(f"{path}.inputs", str(exc)) from None
+
+
+def _validate_search(search: types_pb2.SearchSpec, dataset: str, loss: types_pb2.LossSpec, path: str) -> None:
+    _check_range(search.population, 2, MAX_POPULATION, f"{path}.population", "population")
+    _check_range(search.generations, 1, MAX_GENERATIONS, f"{path}.generations", "generations")
+    _require(math.isfinite(search.sigma0) and 0 < search.sigma0 <= 1e6, f"{path}.sigma0", f"{search.sigma0!r} must be in (0, 1e6]")
+    _check_range(search.seed, 1, MAX_SEED, f"{path}.seed", "seed")
+    _check_range(search.max_attempts, 1, MAX_ATTEMPTS, f"{path}.max_attempts", "attempts")
+    _check_range(search.num_classes, 0, MAX_NUM_CLASSES, f"{path}.num_classes", "classes")
+    if search.invariant_prescreen and prescreen_applies(loss):
+        _require(search.num_classes >= 2, f"{path}.num_classes",
+                 f"the invariant pre-screen needs the number of classes (>= 2); dataset {dataset!r} does not tell it")
+
+
+def prescreen_applies(loss: types_pb2.LossSpec) -> bool:
+    """The invariant pre-screen is defined for the paper's form only (inputs x, y; order 3; 8 parameters)."""
+    return tuple(loss.inputs) == DEFAULT_INPUTS and loss.order == DEFAULT_ORDER
+
+
+def theta_length(loss: types_pb2.LossSpec) -> int:
+    """Search dimension: parameters of the trimmed expansion (8 for order 3 in x, y)."""
+    return taylor.expected_theta_length(loss.order or DEFAULT_ORDER, tuple(loss.inputs) or DEFAULT_INPUTS)
+
+
+# --------------------------------------------------------------------------- dataset paths
+
+
+def check_dataset_uri(uri: str, field: str = "spec.task.dataset") -> None:
+    """Validate a dataset URI: ``digits``, ``tfds:NAME``, ``idx:DIR`` or ``npz:FILE``.
+
+    ``DIR``/``FILE`` must be relative paths without ``..`` (they are resolved under
+    each trainer's data directory, see :func:`resolve_dataset`).
+    """
+    _require(bool(uri), field, "is required (digits, tfds:NAME, idx:DIR or npz:FILE)")
+    if uri == "digits":
+        return
+    scheme, sep, rest = uri.partition(":")
+    _require(bool(sep) and scheme in DATASET_SCHEMES, field,
+             f"{uri!r} is not digits, tfds:NAME, idx:DIR or npz:FILE")
+    if scheme == "tfds":
+        _require(bool(_TFDS_NAME.match(rest)), field, f"{rest!r} is not a TFDS dataset name")
+        return
+    _require(bool(rest), field, f"{uri!r} names no path")
+    _require("\\" not in rest and "\x00" not in rest, field, f"path {rest!r} contains a backslash or NUL")
+    path = PurePosixPath(rest)
+    _require(not path.is_absolute() and not rest.startswith("~"), field,
+             f"path {rest!r} must be relative to the trainer's data directory")
+    _require(".." not in path.parts, field, f"path {rest!r} must not contain '..'")
+
+
+def resolve_dataset(uri: str, data_dir: str | os.PathLike[str]) -> str:
+    """A dataset URI with its ``idx:``/``npz:`` path made absolute under ``data_dir``.
+
+    Raises :class:`SpecError` if the URI is invalid or the resolved path (symlinks
+    followed) leaves ``data_dir``. Other URIs are returned unchanged.
+    """
+    check_dataset_uri(uri)
+    scheme, _, rest = uri.partition(":")
+    if scheme not in ("idx", "npz"):
+        return uri
+    root = Path(data_dir).resolve()
+    target = (root / rest).resolve()
+    _require(target == root or root in target.parents, "spec.task.dataset",
+             f"path {rest!r} resolves to {str(target)!r}, outside the data directory {str(root)!r}")
+    return f"{scheme}:{target}"
