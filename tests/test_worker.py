@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import pytest
@@ -297,3 +302,59 @@ def test_synthetic_evaluator_diverges_deterministically_beyond_the_threshold():
     lease.theta[7] = 1.5
     first, second = evaluator(lease, lambda s: True), evaluator(lease, lambda s: True)
     assert first.status == "ok" and first.fitness == second.fitness > 0
+
+
+def _spawn_trainer(port: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer", "--coordinator", f"127.0.0.1:{port}", "--evaluator", "synthetic",
+         "--trainer-id", "cli-trainer", "--wait-ms", "200", "--log-level", "WARNING", *extra],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if k != "TAYLORGLO_TOKEN"},
+    )
+
+
+def _wait_for_lease(fake, process):
+    deadline = time.monotonic() + 30
+    while not fake.leases:
+        assert process.poll() is None, process.stdout.read().decode()
+        assert time.monotonic() < deadline, "the trainer took no lease"
+        time.sleep(0.02)
+
+
+def test_sigterm_past_the_grace_period_returns_the_lease_and_exits_0():
+    fake = ScriptedCoordinator([[0.0] * 8])
+    server, port = _serve(fake)
+    try:
+        process = _spawn_trainer(port, "--synthetic-sleep", "60", "--grace", "0.5")
+        _wait_for_lease(fake, process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert fake.returned == ["lease-0"] and fake.reports == []
+    finally:
+        server.stop(0)
+
+
+def test_sigterm_within_the_grace_period_reports_the_candidate_and_exits_0():
+    fake = ScriptedCoordinator([[0.0] * 8, [0.5] * 8])
+    server, port = _serve(fake)
+    try:
+        process = _spawn_trainer(port, "--synthetic-sleep", "1.0", "--grace", "20")
+        _wait_for_lease(fake, process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        assert [r.lease_id for r in fake.reports] == ["lease-0"] and fake.returned == []
+        assert len(fake.leases) == 1  # nothing new leased after SIGTERM
+    finally:
+        server.stop(0)
+
+
+def test_trainer_cli_exits_1_with_a_clear_message_when_its_token_is_rejected():
+    fake = ScriptedCoordinator([[0.0] * 8], abort_code=grpc.StatusCode.UNAUTHENTICATED)
+    server, port = _serve(fake)
+    try:
+        process = _spawn_trainer(port)
+        output = process.communicate(timeout=30)[0].decode()
+        assert process.returncode == 1
+        assert "LeaseCandidate rejected by the coordinator: UNAUTHENTICATED" in output
+    finally:
+        server.stop(0)
