@@ -113,7 +113,8 @@ def _print_table(console, comparison) -> None:
     welch = comparison.welch
     console.print(
         f"one-tailed Welch t-test (H1: {comparison.loss_name} > {comparison.baseline_name}): "
-        f"t = {welch.statistic:.4f}, df = {welch.df:.2f}, p = {welch.pvalue:.4g}"
+        f"t = {welch.statistic:.4f}, df = {welch.df:.2f}, p = {welch.pvalue:.4g}",
+        soft_wrap=True,
     )
 
 
@@ -152,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
 
         def on_run(record) -> None:
             bar.advance(overall)
-            console.log(
-                f"run {record.run + 1} {record.side}: test accuracy {record.test_accuracy:.4f} ({record.status})"
+            console.print(
+                f"run {record.run + 1} {record.side}: test accuracy {record.test_accuracy:.4f} "
+                f"({record.status}, {record.wall_time_s:.1f} s)",
+                soft_wrap=True,
             )
 
         result = comparison_module.compare(

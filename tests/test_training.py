@@ -1,0 +1,213 @@
+"""Candidate evaluation on the embedded digits data: training, divergence, the abort rule, reuse.
+
+All evaluations use the ``tiny`` model (recipe: SGD lr 0.05, momentum 0.9, batch 32,
+300 steps) on scikit-learn's 8x8 digits, so each run takes about a second.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from taylorglo_tf.training import EvaluationResult, Task
+
+# Appendix C's best MNIST theta (paper form): a loss that trains.
+PAPER_THETA = [11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674]
+# Coefficients of 1e30: the first updates overflow the weights to inf/NaN.
+EXPLODING_THETA = [0.0, 0.0, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30]
+
+
+# ----------------------------------------------------------------------------- Task (no TensorFlow)
+
+
+def test_task_round_trips_through_a_plain_dict():
+    task = Task(dataset="tfds:mnist", model="basic_cnn", steps=2000, batch_size=100, fraction=0.1,
+                augmentation={"cutout": 8}, seed=3, abort_threshold=0.2, abort_check_epoch=5.0,
+                max_attempts=2, data_dir="/data")
+    assert Task.from_dict(task.to_dict()) == task
+
+
+def test_task_defaults_follow_the_paper_abort_rule():
+    task = Task()
+    assert (task.abort_threshold, task.abort_check_epoch, task.max_attempts) == (0.15, 10.0, 3)
+    assert task.batch_size == 0 and task.augmentation is None  # 0 / None: the recipe's
+
+
+def test_task_from_dict_names_unknown_fields():
+    with pytest.raises(ValueError, match=r"unknown Task field\(s\) \['stpes'\]"):
+        Task.from_dict({"stpes": 10})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steps", -1),
+        ("steps", 2.5),
+        ("batch_size", True),
+        ("fraction", 0.0),
+        ("fraction", 1.5),
+        ("seed", -2),
+        ("abort_threshold", float("nan")),
+        ("abort_check_epoch", 0),
+        ("max_attempts", 0),
+        ("dataset", ""),
+        ("model", None),
+        ("augmentation", ["flip"]),
+        ("data_dir", ""),
+    ],
+)
+def test_task_rejects_a_bad_value_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"Task\.{field} "):
+        Task.from_dict({field: value})
+
+
+def test_task_from_dict_accepts_integral_yaml_numbers_for_real_fields():
+    task = Task.from_dict({"fraction": 1, "abort_check_epoch": 10})
+    assert task.fraction == 1.0 and isinstance(task.fraction, float)
+
+
+def test_evaluation_result_rejects_unknown_status_and_serialises_nan_as_null():
+    with pytest.raises(ValueError, match="'exploded'"):
+        EvaluationResult(0.0, 0.0, 0.0, 1, 0.1, 1, "exploded")
+    result = EvaluationResult(0.0, 0.1, float("nan"), 10, 0.5, 1, "diverged")
+    assert result.to_dict()["val_loss"] is None
+
+
+# ------------------------------------------------------------------------- evaluation on digits
+
+DIGITS = Task(dataset="digits", model="tiny", steps=300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    from taylorglo_tf.training import Evaluator
+
+    return Evaluator(progress_every=10)
+
+
+@pytest.fixture(scope="module")
+def cross_entropy():
+    from taylorglo_tf import losses
+
+    return losses.get("cross_entropy")
+
+
+def test_cross_entropy_reaches_90_percent_validation_accuracy_in_300_steps(evaluator, cross_entropy):
+    result = evaluator.evaluate(cross_entropy, DIGITS)
+    assert result.status == "ok"
+    assert result.steps == 300 and result.attempts == 1
+    assert result.val_accuracy >= 0.90
+    assert result.fitness == result.val_accuracy
+    assert math.isfinite(result.val_loss) and result.val_loss < 0.5
+    assert result.wall_time_s > 0
+
+
+def test_exploding_theta_is_diverged_with_zero_fitness_and_no_exception(evaluator):
+    from taylorglo_tf.losses import TaylorGLOLoss
+
+    result = evaluator.evaluate(TaylorGLOLoss(EXPLODING_THETA), DIGITS)
+    assert result.status == "diverged"
+    assert result.fitness == 0.0
+    assert result.steps < DIGITS.steps  # stopped at the first check after the NaN
+
+
+def test_abort_rule_retries_then_gives_up(evaluator, cross_entropy):
+    # A threshold no model reaches after one epoch: every attempt is aborted at the check.
+    task = DIGITS.replace(abort_threshold=1.0, abort_check_epoch=1.0, max_attempts=3)
+    progress_calls = []
+    result = evaluator.evaluate(cross_entropy, task, progress=lambda done, total: progress_calls.append(done))
+    from taylorglo_tf import data
+
+    steps_per_epoch = len(data.load("digits").y_train) // 32  # tiny's batch size
+    assert result.status == "aborted"
+    assert result.attempts == 3
+    assert result.fitness == 0.0
+    assert result.steps == steps_per_epoch
+    # Each attempt restarted from step 1.
+    assert progress_calls.count(10) == 3
+
+
+def test_abort_rule_below_threshold_only_so_a_training_run_is_not_retried(evaluator, cross_entropy):
+    task = DIGITS.replace(abort_threshold=0.15, abort_check_epoch=1.0)
+    result = evaluator.evaluate(cross_entropy, task)
+    assert result.status == "ok" and result.attempts == 1
+
+
+def test_progress_callback_sees_every_interval_and_can_stop_the_evaluation(evaluator, cross_entropy):
+    seen = []
+
+    def progress(done, total):
+        seen.append((done, total))
+        return done < 50  # False at 50 -> stop
+
+    result = evaluator.evaluate(cross_entropy, DIGITS, progress=progress)
+    assert seen == [(10, 300), (20, 300), (30, 300), (40, 300), (50, 300)]
+    assert result.status == "aborted" and result.steps == 50 and result.fitness == 0.0
+
+
+def test_candidates_of_one_task_reuse_the_compiled_step_without_retracing(evaluator):
+    from taylorglo_tf.losses import TaylorGLOLoss
+    from taylorglo_tf.training import Evaluator
+
+    task = DIGITS.replace(steps=100)
+    evaluator.evaluate(TaylorGLOLoss(PAPER_THETA), task)
+    traces = evaluator.trace_count()
+    second_theta = np.asarray(PAPER_THETA) * 0.5
+    reused = evaluator.evaluate(TaylorGLOLoss(second_theta), task)
+    assert evaluator.trace_count() == traces
+    # The new theta really reached the compiled step: a fresh evaluator agrees.
+    fresh = Evaluator().evaluate(TaylorGLOLoss(second_theta), task)
+    assert reused.val_accuracy == pytest.approx(fresh.val_accuracy, abs=1e-6)
+    assert reused.val_loss == pytest.approx(fresh.val_loss, rel=1e-4)
+
+
+def test_same_seed_repeats_the_evaluation_and_another_seed_differs(evaluator, cross_entropy):
+    task = DIGITS.replace(steps=100)
+    first = evaluator.evaluate(cross_entropy, task)
+    again = evaluator.evaluate(cross_entropy, task)
+    other = evaluator.evaluate(cross_entropy, task.replace(seed=1))
+    assert again.val_accuracy == first.val_accuracy
+    assert again.val_loss == pytest.approx(first.val_loss, rel=1e-5)
+    assert other.val_loss != pytest.approx(first.val_loss, rel=1e-5)
+
+
+def test_test_split_is_scored_only_when_asked(evaluator, cross_entropy):
+    task = DIGITS.replace(steps=50)
+    assert evaluator.evaluate(cross_entropy, task).test_accuracy is None
+    scored = evaluator.evaluate(cross_entropy, task, test=True)
+    assert 0.5 < scored.test_accuracy <= 1.0 and math.isfinite(scored.test_loss)
+
+
+def test_one_shot_evaluate_matches_the_reusing_evaluator(evaluator, cross_entropy):
+    from taylorglo_tf.training import evaluate
+
+    task = DIGITS.replace(steps=60)
+    assert evaluate(cross_entropy, task).val_accuracy == evaluator.evaluate(cross_entropy, task).val_accuracy
+
+
+def test_cutmix_batches_mix_the_two_losses_by_lambda():
+    import keras
+    import tensorflow as tf
+
+    from taylorglo_tf.training.evaluator import batch_loss
+
+    loss = keras.losses.CategoricalCrossentropy()
+    labels = lambda y: tf.one_hot(y, 3)  # noqa: E731
+    predictions = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    y_a, y_b = tf.constant([0, 2]), tf.constant([1, 1])
+    mixed = batch_loss(loss, labels, (y_a, y_b, tf.constant(0.25)), predictions)
+    expected = 0.25 * loss(labels(y_a), predictions) + 0.75 * loss(labels(y_b), predictions)
+    assert float(mixed) == pytest.approx(float(expected), rel=1e-6)
+    # One lambda per example weighs each example's two losses.
+    per_example = batch_loss(loss, labels, (y_a, y_b, tf.constant([1.0, 0.0])), predictions)
+    expected = (-math.log(0.7) - math.log(0.3)) / 2
+    assert float(per_example) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors(evaluator, cross_entropy):
+    with pytest.raises(ValueError, match="'no_such_model'"):
+        evaluator.evaluate(cross_entropy, DIGITS.replace(model="no_such_model"))
+    with pytest.raises(TypeError, match="keras.losses.Loss"):
+        evaluator.evaluate(lambda y, p: y, DIGITS)
+    with pytest.raises(TypeError, match="training.Task"):
+        evaluator.evaluate(cross_entropy, DIGITS.to_dict())
