@@ -1,0 +1,67 @@
+"""``taylorglo coordinator``: serve experiments to trainers and clients over gRPC.
+
+Starts without TensorFlow. Tokens come from files (``--trainer-token-file``,
+``--client-token-file``) or the environment (``TAYLORGLO_TRAINER_TOKEN``,
+``TAYLORGLO_CLIENT_TOKEN``). SIGTERM or Ctrl-C: health turns NOT_SERVING, new
+calls are refused, calls in flight get ``--grace`` seconds, leases stay in the
+database for the next start, exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+TRAINER_TOKEN_ENV = "TAYLORGLO_TRAINER_TOKEN"
+CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from coordinator.scheduler import DEFAULT_LEASE_TTL_S
+    from coordinator.server import DEFAULT_LISTEN
+
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                        help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)")
+    parser.add_argument("--db", default="taylorglo.db", metavar="PATH",
+                        help="SQLite database; reopened on restart to resume experiments (default taylorglo.db)")
+    parser.add_argument("--trainer-token-file", metavar="FILE",
+                        help=f"file holding the trainers' bearer token (else env {TRAINER_TOKEN_ENV})")
+    parser.add_argument("--client-token-file", metavar="FILE",
+                        help=f"file holding the clients' bearer token (else env {CLIENT_TOKEN_ENV})")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback address without tokens (anyone reaching the port controls searches)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; enables TLS (with --tls-key)")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    parser.add_argument("--lease-ttl", type=float, default=DEFAULT_LEASE_TTL_S, metavar="S",
+                        help=f"seconds a lease lives without a heartbeat (default {DEFAULT_LEASE_TTL_S:g})")
+    parser.add_argument("--grace", type=float, default=5.0, metavar="S",
+                        help="on shutdown, seconds calls in flight may take to finish (default 5)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from coordinator.server import serve
+    from taylorglo_tf.connection import load_token
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        trainer_token = load_token(args.trainer_token_file, env=TRAINER_TOKEN_ENV)
+        client_token = load_token(args.client_token_file, env=CLIENT_TOKEN_ENV)
+        server = serve(args.db, args.listen, trainer_token=trainer_token, client_token=client_token,
+                       insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                       lease_ttl_s=args.lease_ttl)
+    except (ValueError, OSError) as exc:
+        print(f"taylorglo coordinator: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"coordinator listening on {server.address} (database {args.db})", flush=True)
+    while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
+        pass
+    server.stop(grace=args.grace)
+    return 0
