@@ -1,0 +1,32 @@
+"""``taylorglo plot LOSS.json [...] [--out FILE.png]``: the paper's binary-classification view of losses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "losses",
+        nargs="+",
+        metavar="LOSS",
+        help="loss JSON file(s) (as written by losses.save_json or a search result) or names: cross_entropy, baikal, poly1",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="image file to write (default: first LOSS with .png)")
+    parser.add_argument("--title", default=None, help="figure title")
+
+
+def run(args: argparse.Namespace) -> int:
+    from taylorglo_tf import plotting  # matplotlib only when the command runs
+
+    first = Path(args.losses[0])
+    out = args.out or (first.with_suffix(".png") if first.suffix == ".json" else Path("loss.png"))
+    try:
+        path = plotting.plot_loss(list(args.losses), out, title=args.title)
+    except ValueError as exc:
+        print(f"taylorglo plot: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0

@@ -1,0 +1,54 @@
+"""The validity pre-screen of REFERENCE.md section 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from taylorglo_tf import invariant, taylor
+
+MNIST_THETA = [11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674]
+
+
+def dfdy(theta, x, y, h=1e-6):
+    """Central finite difference of the reference expansion in y (independent of the invariant's algebra)."""
+    expansion = taylor.Expansion()
+    return (expansion.evaluate(theta, [x, y + h]) - expansion.evaluate(theta, [x, y - h])) / (2 * h)
+
+
+def test_appendix_c_mnist_theta_passes_for_ten_classes():
+    assert invariant.is_valid(MNIST_THETA, 10)
+
+
+def test_margin_equals_the_derivative_condition_at_the_uniform_prediction():
+    # valid iff df/dy(1, 1/n) >= (n-1) df/dy(0, 1/n), checked with finite differences.
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10, 100):
+        for _ in range(25):
+            theta = rng.normal(scale=2.0, size=8)
+            g1, g0 = dfdy(theta, 1.0, 1.0 / n), dfdy(theta, 0.0, 1.0 / n)
+            assert invariant.invariant_margin(theta, n) == pytest.approx(g1 - (n - 1) * g0, rel=1e-5, abs=1e-5)
+
+
+def test_negated_mnist_theta_is_invalid():
+    theta = np.array(MNIST_THETA)
+    theta[2:] *= -1.0  # the same shape upside down: the loss would push the true class down
+    assert not invariant.is_valid(theta, 10)
+
+
+def test_prescreen_accepts_and_rejects_a_mix_of_random_thetas():
+    rng = np.random.default_rng(1)
+    verdicts = {invariant.is_valid(rng.normal(scale=1.2, size=8), 10) for _ in range(200)}
+    assert verdicts == {True, False}
+
+
+@pytest.mark.parametrize("theta", [[0.0] * 7, [0.0] * 12, [[0.0] * 8]])
+def test_other_shapes_get_a_clear_error(theta):
+    with pytest.raises(ValueError, match="order-3 losses in \\(x, y\\) only.*length 8"):
+        invariant.is_valid(theta, 10)
+
+
+@pytest.mark.parametrize("n", [1, 0, 2.0, True])
+def test_number_of_classes_must_be_an_integer_of_at_least_two(n):
+    with pytest.raises(ValueError, match="num_classes"):
+        invariant.is_valid(MNIST_THETA, n)
