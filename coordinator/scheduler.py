@@ -323,9 +323,13 @@ class Scheduler:
         with self._cond:
             run = self._owners.get(report.lease_id)
             if run is None:
-                if self._storage.lease_exists(report.lease_id):
-                    return False, "stale: the candidate of this lease already has a final result"
-                return False, "unknown lease"
+                past = self._storage.find_lease(report.lease_id)
+                if past is None:
+                    return False, "unknown lease"
+                record = self._experiments[past.experiment_id]
+                if record.final:
+                    return False, f"experiment is {types_pb2.ExperimentState.Name(record.state)}"
+                return False, "stale: the candidate of this lease already has a final result"
             index, granted_to = run.owners[report.lease_id]
             if granted_to != report.trainer_id:
                 return False, f"the lease was granted to trainer {granted_to!r}"

@@ -109,7 +109,7 @@ class Storage(Protocol):
 
     def load_leases(self, experiment_id: str, generation: int) -> list[LeaseRecord]: ...
 
-    def lease_exists(self, lease_id: str) -> bool: ...
+    def find_lease(self, lease_id: str) -> LeaseRecord | None: ...
 
     def close(self) -> None: ...
 
@@ -283,8 +283,10 @@ class SqliteStorage:
         )
         return [LeaseRecord(*r) for r in rows]
 
-    def lease_exists(self, lease_id: str) -> bool:
-        return bool(self._query("SELECT 1 FROM leases WHERE lease_id=?", (lease_id,)))
+    def find_lease(self, lease_id: str) -> LeaseRecord | None:
+        rows = self._query("SELECT lease_id, experiment_id, generation, idx, attempt, trainer_id, grant_time"
+                           " FROM leases WHERE lease_id=?", (lease_id,))
+        return LeaseRecord(*rows[0]) if rows else None
 
     def close(self) -> None:
         with self._lock:
