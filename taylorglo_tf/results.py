@@ -1,0 +1,372 @@
+"""The result folder of a search: what ``taylorglo result`` and ``taylorglo run`` write.
+
+From a ``taylorglo.v1.ExperimentResult`` (``GetResult``) :func:`write_result_folder` writes::
+
+    experiment.json      id, name, state, evaluations, best fitness, the spec
+    best_theta.json      the best candidate's theta (paper convention) and its form
+    best_loss.json       that loss as a Keras serialization: ``losses.load_json`` /
+                         ``TaylorGLOLoss.from_config(json["config"])`` rebuild it
+    candidates.csv       every candidate: generation, index, status, fitness, metrics, theta
+    history.csv          per generation: best and mean fitness, best so far, CMA-ES sigma
+    fitness.png          best and mean fitness per generation (the paper's Figure 2)
+    loss_shapes.png      each generation's best loss in the binary view (Figure 3a)
+    tensorboard/         event files with the history's scalars (step = generation)
+    comparison.json/.txt the loss-vs-baseline comparison, when one is given
+
+Tables and JSON come first and need only NumPy; plots need matplotlib and the
+TensorBoard events TensorFlow, both imported on first use (the coordinator image
+has neither and never calls this). Every file is written to a temporary name and
+renamed, so an interrupted write never leaves a truncated file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from taylorglo_tf import taylor
+from taylorglo_tf.rpc import experiment_service_pb2, types_pb2
+
+BEST_THETA = "best_theta.json"
+BEST_LOSS = "best_loss.json"
+CANDIDATES = "candidates.csv"
+HISTORY = "history.csv"
+EXPERIMENT = "experiment.json"
+FITNESS_PLOT = "fitness.png"
+LOSS_SHAPES_PLOT = "loss_shapes.png"
+TENSORBOARD_DIR = "tensorboard"
+COMPARISON_JSON = "comparison.json"
+COMPARISON_TEXT = "comparison.txt"
+
+# Scalars of history.csv that also go to TensorBoard (tag -> column).
+TENSORBOARD_SCALARS = {
+    "fitness/best": "best_fitness",
+    "fitness/mean": "mean_fitness",
+    "fitness/best_so_far": "best_so_far",
+    "cmaes/sigma": "sigma",
+}
+
+
+def loss_form(spec: types_pb2.ExperimentSpec) -> tuple[int, tuple[str, ...]]:
+    """(order, inputs) of the searched loss, with the proto's defaults for 0/empty (3, ("x", "y"))."""
+    order = spec.loss.order or 3
+    inputs = tuple(spec.loss.inputs) or taylor.DEFAULT_INPUTS
+    return order, inputs
+
+
+def best_candidate(result: experiment_service_pb2.ExperimentResult) -> types_pb2.Candidate | None:
+    """The succeeded candidate with the highest fitness (first in (generation, index) order on ties)."""
+    best = None
+    for candidate in result.candidates:
+        if candidate.status == types_pb2.CANDIDATE_STATUS_SUCCEEDED and (
+            best is None or candidate.fitness > best.fitness
+        ):
+            best = candidate
+    return best
+
+
+def write_result_folder(
+    result: experiment_service_pb2.ExperimentResult,
+    out_dir: str | os.PathLike[str],
+    *,
+    comparison: Any = None,
+    plots: bool = True,
+    tensorboard: bool = True,
+) -> Path:
+    """Write the result folder of ``result`` into ``out_dir`` (created); returns its path.
+
+    ``comparison`` is a ``taylorglo_tf.compare.Comparison`` (or anything with
+    ``to_dict()``, or a plain dict): written as comparison.json and a text table.
+    ``plots``/``tensorboard`` turn the PNGs and the event files off (both on by
+    default). Files already in ``out_dir`` with the same names are replaced.
+
+    Raises TypeError for a ``result`` that is not an ``ExperimentResult`` and
+    ValueError when its best theta does not fit the spec's loss form.
+    """
+    if not isinstance(result, experiment_service_pb2.ExperimentResult):
+        raise TypeError(f"result must be a taylorglo.v1.ExperimentResult, got {type(result).__name__}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"result folder {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+
+    order, inputs = loss_form(result.experiment.spec)
+    theta_length = taylor.expected_theta_length(order, inputs)
+    best_theta = list(result.best_theta)
+    if best_theta and len(best_theta) != theta_length:
+        raise ValueError(
+            f"result.best_theta has {len(best_theta)} entries; the spec's loss "
+            f"(order={order}, inputs={list(inputs)}) has {theta_length}"
+        )
+    history = history_rows(result.generations)
+
+    _write_text(out / EXPERIMENT, _json(_experiment_record(result)))
+    _write_text(out / BEST_THETA, _json(_best_theta_record(result, order, inputs)))
+    if best_theta:
+        _write_text(out / BEST_LOSS, _json(taylor.keras_config(best_theta, order, inputs, name="taylorglo_best")))
+    _write_text(out / CANDIDATES, _csv(*candidate_table(result.candidates, theta_length)))
+    _write_text(out / HISTORY, _csv(*_history_table(history, result.generations, theta_length)))
+    if comparison is not None:
+        write_comparison(comparison, out)
+    if plots and history:
+        plot_fitness(history, out / FITNESS_PLOT, title=result.experiment.spec.name or result.experiment.id)
+        shapes = [(row["generation"], list(g.best_theta)) for row, g in zip(history, result.generations) if g.best_theta]
+        if shapes:
+            plot_loss_shapes(shapes, order, inputs, out / LOSS_SHAPES_PLOT)
+    if tensorboard and history:
+        write_tensorboard(history, out / TENSORBOARD_DIR)
+    return out
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _timestamp(stamp: Any) -> str:
+    """ISO 8601 UTC text of a protobuf Timestamp; empty when unset."""
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return ""
+    return stamp.ToJsonString()
+
+
+def _experiment_record(result: experiment_service_pb2.ExperimentResult) -> dict[str, Any]:
+    from taylorglo_tf import spec as spec_module  # no TensorFlow
+
+    experiment = result.experiment
+    return {
+        "id": experiment.id,
+        "name": experiment.spec.name,
+        "state": types_pb2.ExperimentState.Name(experiment.state),
+        "generation": experiment.generation,
+        "evaluations_done": experiment.evaluations_done,
+        "evaluations_total": experiment.evaluations_total,
+        "best_fitness": result.best_fitness,
+        "create_time": _timestamp(experiment.create_time),
+        "update_time": _timestamp(experiment.update_time),
+        "error": experiment.error,
+        "spec": spec_module.to_dict(experiment.spec),
+    }
+
+
+def _best_theta_record(
+    result: experiment_service_pb2.ExperimentResult, order: int, inputs: Sequence[str]
+) -> dict[str, Any]:
+    best = best_candidate(result)
+    return {
+        "theta": list(result.best_theta) or None,
+        "fitness": result.best_fitness,
+        "convention": "paper",
+        "order": order,
+        "inputs": list(inputs),
+        "generation": best.generation if best is not None else None,
+        "index": best.index if best is not None else None,
+        "experiment_id": result.experiment.id,
+    }
+
+
+CANDIDATE_COLUMNS = (
+    "generation", "index", "status", "fitness", "attempts", "trainer_id",
+    "val_accuracy", "val_loss", "steps", "wall_time_s", "trainer_attempts",
+    "create_time", "finish_time", "error",
+)
+
+
+def candidate_table(
+    candidates: Iterable[types_pb2.Candidate], theta_length: int
+) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of candidates.csv; ``status`` without its ``CANDIDATE_STATUS_`` prefix, lower case."""
+    header = [*CANDIDATE_COLUMNS, *(f"theta_{i}" for i in range(theta_length))]
+    rows = []
+    for c in candidates:
+        status = types_pb2.CandidateStatus.Name(c.status).removeprefix("CANDIDATE_STATUS_").lower()
+        theta = list(c.theta) + [""] * (theta_length - len(c.theta))
+        rows.append([
+            c.generation, c.index, status, c.fitness, c.attempts, c.trainer_id,
+            c.metrics.val_accuracy, c.metrics.val_loss, c.metrics.steps, c.metrics.wall_time_s,
+            c.metrics.attempts, _timestamp(c.create_time), _timestamp(c.finish_time), c.error,
+            *theta,
+        ])
+    return header, rows
+
+
+def history_rows(generations: Iterable[types_pb2.GenerationSummary]) -> list[dict[str, Any]]:
+    """Per-generation scalars: generation, best_fitness, mean_fitness, best_so_far, sigma, finish_time."""
+    rows = []
+    best_so_far = -math.inf
+    for g in sorted(generations, key=lambda g: g.generation):
+        best_so_far = max(best_so_far, g.best_fitness)
+        rows.append({
+            "generation": g.generation,
+            "best_fitness": g.best_fitness,
+            "mean_fitness": g.mean_fitness,
+            "best_so_far": best_so_far,
+            "sigma": g.sigma,
+            "finish_time": _timestamp(g.finish_time),
+        })
+    return rows
+
+
+def _history_table(
+    history: list[dict[str, Any]], generations: Iterable[types_pb2.GenerationSummary], theta_length: int
+) -> tuple[list[str], list[list[Any]]]:
+    by_generation = {g.generation: g for g in generations}
+    scalar_columns = ["generation", "best_fitness", "mean_fitness", "best_so_far", "sigma", "finish_time"]
+    header = [
+        *scalar_columns,
+        *(f"best_theta_{i}" for i in range(theta_length)),
+        *(f"mean_theta_{i}" for i in range(theta_length)),
+    ]
+    rows = []
+    for row in history:
+        g = by_generation[row["generation"]]
+        pad = lambda values: list(values) + [""] * (theta_length - len(values))  # noqa: E731
+        rows.append([row[c] for c in scalar_columns] + pad(g.best_theta) + pad(g.mean_theta))
+    return header, rows
+
+
+def write_comparison(comparison: Any, out_dir: str | os.PathLike[str]) -> Path:
+    """Write comparison.json and comparison.txt into ``out_dir``; returns the JSON's path.
+
+    ``comparison``: a ``taylorglo_tf.compare.Comparison`` (anything with
+    ``to_dict()``) or its dict form.
+    """
+    record = comparison if isinstance(comparison, dict) else comparison.to_dict()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(out / COMPARISON_JSON, _json(record))
+    _write_text(out / COMPARISON_TEXT, comparison_text(record))
+    return out / COMPARISON_JSON
+
+
+def comparison_text(record: dict[str, Any]) -> str:
+    """A short human-readable table of a comparison's ``to_dict()`` form."""
+    lines = [f"{record.get('loss', 'loss')} vs {record.get('baseline', 'baseline')}"]
+    task = record.get("task") or {}
+    if task:
+        lines.append(f"task: {task.get('dataset')} / {task.get('model')}, {task.get('steps')} steps per run")
+    lines.append(f"{'side':<10} {'runs':>4} {'mean':>8} {'std':>8}")
+    for side, summary in (record.get("summary") or {}).items():
+        lines.append(
+            f"{side:<10} {summary.get('n', ''):>4} {_number(summary.get('mean')):>8} {_number(summary.get('std')):>8}"
+        )
+    welch = record.get("welch") or {}
+    if welch:
+        details = ", ".join(f"{key}={_number(value)}" for key, value in welch.items())
+        lines.append(f"one-tailed Welch t-test (H1: loss > baseline): {details}")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "n/a" if value is None else str(value)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def plot_fitness(history: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
+    """Best and mean validation accuracy per generation, and the best so far (Figure 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    generations = [row["generation"] for row in history]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    try:
+        axes.plot(generations, [row["best_fitness"] for row in history], marker="o", label="best of generation")
+        axes.plot(generations, [row["mean_fitness"] for row in history], marker=".", label="mean of generation")
+        axes.plot(generations, [row["best_so_far"] for row in history], linestyle="--", label="best so far")
+        axes.set_xlabel("generation")
+        axes.set_ylabel("fitness (validation accuracy)")
+        if title:
+            axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def plot_loss_shapes(
+    thetas: Sequence[tuple[int, Sequence[float]]], order: int, inputs: Sequence[str], path: Path
+) -> Path:
+    """Each generation's best loss in the binary-classification view (Figure 3a), one curve each."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from taylorglo_tf import plotting
+
+    # Configs, not Keras objects: the plotting module evaluates them in NumPy.
+    curves = {f"generation {generation}": taylor.keras_config(theta, order, inputs) for generation, theta in thetas}
+    figure, axes = plt.subplots(figsize=(6, 4))
+    try:
+        plotting.plot_losses(axes, curves)
+        axes.set_title("best loss of each generation (binary view)")
+        if len(curves) > 8:
+            axes.legend(fontsize="x-small", ncol=2)
+        figure.tight_layout()
+        _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def _save_figure(figure: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    figure.savefig(tmp, format="png", dpi=110)
+    os.replace(tmp, path)
+
+
+def write_tensorboard(history: list[dict[str, Any]], log_dir: Path) -> Path:
+    """TensorBoard event files of the history's scalars (step = generation)."""
+    import tensorflow as tf
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    writer = tf.summary.create_file_writer(str(log_dir))
+    try:
+        with writer.as_default():
+            for row in history:
+                for tag, column in TENSORBOARD_SCALARS.items():
+                    tf.summary.scalar(tag, row[column], step=row["generation"])
+        writer.flush()
+    finally:
+        writer.close()
+    return log_dir
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _json(record: Any) -> str:
+    return json.dumps(record, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # NumPy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write then rename: an interrupted write never leaves a truncated file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

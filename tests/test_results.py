@@ -1,0 +1,232 @@
+"""The result folder (taylorglo_tf.results): tables, best loss, plots, TensorBoard events."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from taylorglo_tf import results, taylor
+from taylorglo_tf.rpc import experiment_service_pb2, types_pb2
+
+S = types_pb2
+
+
+
+def make_result(generations: int = 3, population: int = 4, order: int = 3) -> experiment_service_pb2.ExperimentResult:
+    """A finished search: fitness rises over generations; one candidate per generation diverged."""
+    length = taylor.expected_theta_length(order)
+    rng = np.random.default_rng(0)
+    spec = S.ExperimentSpec(
+        name="unit search",
+        task=S.TaskSpec(dataset="digits", model="tiny", steps=50),
+        loss=S.LossSpec(order=order, inputs=["x", "y"]),
+        search=S.SearchSpec(population=population, generations=generations, sigma0=1.2, seed=1),
+    )
+    result = experiment_service_pb2.ExperimentResult()
+    best = (None, -1.0)
+    for g in range(generations):
+        fitnesses = []
+        thetas = []
+        for i in range(population):
+            theta = rng.normal(size=length).round(4).tolist()
+            diverged = i == population - 1
+            fitness = 0.0 if diverged else round(0.5 + 0.1 * g + 0.01 * i, 4)
+            candidate = result.candidates.add(
+                experiment_id="exp-1", generation=g, index=i, theta=theta,
+                status=S.CANDIDATE_STATUS_DIVERGED if diverged else S.CANDIDATE_STATUS_SUCCEEDED,
+                fitness=fitness, attempts=1, trainer_id=f"trainer-{i % 2}",
+                metrics=S.EvaluationMetrics(val_accuracy=fitness, val_loss=0.3, steps=50, wall_time_s=1.5, attempts=1),
+            )
+            candidate.finish_time.FromSeconds(1_700_000_000 + 10 * g + i)
+            fitnesses.append(fitness)
+            thetas.append(theta)
+            if fitness > best[1]:
+                best = (theta, fitness)
+        top = int(np.argmax(fitnesses))
+        result.generations.add(
+            generation=g, best_fitness=fitnesses[top], mean_fitness=float(np.mean(fitnesses)),
+            best_theta=thetas[top], mean_theta=np.mean(thetas, axis=0).tolist(), sigma=1.2 * 0.9**g,
+        )
+    result.best_theta.extend(best[0])
+    result.best_fitness = best[1]
+    result.experiment.CopyFrom(S.Experiment(
+        id="exp-1", spec=spec, state=S.EXPERIMENT_STATE_SUCCEEDED, generation=generations,
+        evaluations_done=generations * population, evaluations_total=generations * population,
+        best_fitness=best[1], best_theta=best[0],
+    ))
+    return result
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    result = make_result()
+    comparison = {
+        "loss": "best_loss.json", "baseline": "cross_entropy",
+        "task": {"dataset": "digits", "model": "tiny", "steps": 100},
+        "summary": {"loss": {"n": 3, "mean": 0.91, "std": 0.01}, "baseline": {"n": 3, "mean": 0.89, "std": 0.02}},
+        "welch": {"t": 1.5, "p_value": 0.12},
+    }
+    out = results.write_result_folder(result, tmp_path_factory.mktemp("result") / "nested", comparison=comparison)
+    return result, out
+
+
+def test_writes_every_documented_file(folder):
+    _, out = folder
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "experiment.json", "best_theta.json", "best_loss.json", "candidates.csv", "history.csv",
+        "fitness.png", "loss_shapes.png", "tensorboard", "comparison.json", "comparison.txt",
+    } <= names
+    assert not [name for name in names if name.endswith(".tmp")]
+
+
+def test_best_theta_json_holds_the_best_succeeded_candidate(folder):
+    result, out = folder
+    record = json.loads((out / "best_theta.json").read_text())
+    assert record["theta"] == list(result.best_theta)
+    assert record["fitness"] == pytest.approx(0.72)  # generation 2, index 2
+    assert (record["generation"], record["index"]) == (2, 2)
+    assert record["order"] == 3 and record["inputs"] == ["x", "y"] and record["convention"] == "paper"
+
+
+def test_best_loss_json_rebuilds_the_same_taylorglo_loss(folder):
+    result, out = folder
+    from taylorglo_tf import losses
+
+    loaded = losses.load_json(out / "best_loss.json")
+    assert isinstance(loaded, losses.TaylorGLOLoss)
+    np.testing.assert_allclose(loaded.theta, list(result.best_theta), rtol=1e-6)
+    config = json.loads((out / "best_loss.json").read_text())["config"]
+    rebuilt = losses.TaylorGLOLoss.from_config(config)
+    # Same numbers as the float64 reference loss on a batch.
+    y_true = np.eye(10, dtype=np.float32)[[1, 3, 7]]
+    y_pred = np.random.default_rng(1).dirichlet(np.ones(10), size=3).astype(np.float32)
+    expected = taylor.reference_loss(list(result.best_theta), y_true, y_pred).mean()
+    assert float(rebuilt(y_true, y_pred)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_candidates_csv_has_every_candidate_in_order_with_status_metrics_and_theta(folder):
+    result, out = folder
+    rows = read_csv(out / "candidates.csv")
+    assert len(rows) == len(result.candidates) == 12
+    assert [(int(r["generation"]), int(r["index"])) for r in rows] == [(c.generation, c.index) for c in result.candidates]
+    assert [r["status"] for r in rows[:4]] == ["succeeded", "succeeded", "succeeded", "diverged"]
+    for row, candidate in zip(rows, result.candidates):
+        assert float(row["fitness"]) == pytest.approx(candidate.fitness)
+        assert [float(row[f"theta_{i}"]) for i in range(8)] == pytest.approx(list(candidate.theta))
+        assert row["trainer_id"] == candidate.trainer_id
+        assert float(row["wall_time_s"]) == 1.5
+        assert row["finish_time"].startswith("2023-11-14T")
+
+
+def test_history_csv_has_best_mean_sigma_and_running_best_per_generation(folder):
+    result, out = folder
+    rows = read_csv(out / "history.csv")
+    assert [int(r["generation"]) for r in rows] == [0, 1, 2]
+    for row, summary in zip(rows, result.generations):
+        assert float(row["best_fitness"]) == pytest.approx(summary.best_fitness)
+        assert float(row["mean_fitness"]) == pytest.approx(summary.mean_fitness)
+        assert float(row["sigma"]) == pytest.approx(summary.sigma)
+        assert [float(row[f"best_theta_{i}"]) for i in range(8)] == pytest.approx(list(summary.best_theta))
+    best_so_far = [float(r["best_so_far"]) for r in rows]
+    assert best_so_far == sorted(best_so_far) and best_so_far[-1] == pytest.approx(result.best_fitness)
+
+
+def test_history_best_so_far_keeps_the_maximum_when_a_generation_gets_worse():
+    rows = results.history_rows([
+        S.GenerationSummary(generation=1, best_fitness=0.5),
+        S.GenerationSummary(generation=0, best_fitness=0.8),
+    ])
+    assert [(r["generation"], r["best_so_far"]) for r in rows] == [(0, 0.8), (1, 0.8)]
+
+
+def test_plots_are_png_images(folder):
+    _, out = folder
+    import matplotlib.image
+
+    for name in ("fitness.png", "loss_shapes.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image.std() > 0.01  # something is drawn
+
+
+def test_tensorboard_events_hold_the_history_scalars(folder):
+    result, out = folder
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(out / "tensorboard"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()["tensors"]
+    assert set(results.TENSORBOARD_SCALARS) <= set(tags)
+    best = [(e.step, float(np.asarray(_tensor_value(e)))) for e in accumulator.Tensors("fitness/best")]
+    assert best == [(g.generation, pytest.approx(g.best_fitness)) for g in result.generations]
+    sigma = [float(_tensor_value(e)) for e in accumulator.Tensors("cmaes/sigma")]
+    assert sigma == pytest.approx([g.sigma for g in result.generations])
+
+
+def _tensor_value(event):
+    from tensorflow import make_ndarray
+
+    return make_ndarray(event.tensor_proto)
+
+
+def test_comparison_is_written_as_json_and_text(folder):
+    _, out = folder
+    record = json.loads((out / "comparison.json").read_text())
+    assert record["baseline"] == "cross_entropy"
+    text = (out / "comparison.txt").read_text()
+    assert "best_loss.json vs cross_entropy" in text
+    assert "0.9100" in text and "0.8900" in text and "p_value=0.1200" in text
+
+
+def test_a_result_without_any_finished_candidate_writes_tables_but_no_loss_or_plots(tmp_path):
+    result = experiment_service_pb2.ExperimentResult()
+    result.experiment.id = "exp-empty"
+    result.experiment.state = S.EXPERIMENT_STATE_CANCELLED
+    out = results.write_result_folder(result, tmp_path)
+    record = json.loads((out / "best_theta.json").read_text())
+    assert record["theta"] is None and record["generation"] is None
+    assert json.loads((out / "experiment.json").read_text())["state"] == "EXPERIMENT_STATE_CANCELLED"
+    assert len(read_csv(out / "candidates.csv")) == 0
+    assert not (out / "best_loss.json").exists() and not (out / "fitness.png").exists()
+
+
+def test_rewriting_a_folder_replaces_its_files(tmp_path):
+    results.write_result_folder(make_result(generations=2), tmp_path, plots=False, tensorboard=False)
+    results.write_result_folder(make_result(generations=1), tmp_path, plots=False, tensorboard=False)
+    assert len(read_csv(tmp_path / "history.csv")) == 1
+
+
+def test_rejects_what_is_not_an_experiment_result(tmp_path):
+    with pytest.raises(TypeError, match="ExperimentResult, got Experiment"):
+        results.write_result_folder(S.Experiment(), tmp_path)
+
+
+def test_rejects_a_best_theta_that_does_not_fit_the_loss_form(tmp_path):
+    result = make_result(generations=1)
+    result.best_theta.append(1.0)
+    with pytest.raises(ValueError, match="best_theta has 9 entries; the spec's loss .order=3.* has 8"):
+        results.write_result_folder(result, tmp_path)
+
+
+def test_rejects_an_out_dir_that_is_a_file(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        results.write_result_folder(make_result(generations=1), path)
+
+
+def test_importing_results_does_not_import_tensorflow():
+    code = "import sys, taylorglo_tf.results; print('tensorflow' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"]
