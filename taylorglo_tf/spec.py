@@ -95,6 +95,7 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any] | ExperimentSpe
         spec = from_dict(source)
     else:
         spec = from_dict(_read_file(Path(source)))
+    _require(spec.HasField("task"), "spec.task", "is required (dataset, model, steps)")
     spec = apply_defaults(spec)
     validate(spec)
     return spec
