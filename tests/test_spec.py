@@ -1,0 +1,163 @@
+"""Experiment specs: YAML/JSON/dict parsing, defaults, field-naming validation, dataset paths."""
+
+import json
+import os
+
+import pytest
+
+from taylorglo_tf import spec
+from taylorglo_tf.spec import SpecError
+
+MINIMAL = {"task": {"dataset": "digits", "model": "tiny", "steps": 100}}
+
+
+def error_field(source) -> str:
+    with pytest.raises(SpecError) as err:
+        spec.load_spec(source)
+    assert str(err.value).startswith(err.value.field + ": ")
+    return err.value.field
+
+
+def with_(section, **values):
+    data = json.loads(json.dumps(MINIMAL))
+    data.setdefault(section, {}).update(values)
+    return data
+
+
+def test_a_minimal_spec_gets_the_documented_defaults():
+    s = spec.load_spec(MINIMAL)
+    assert (s.search.population, s.search.generations, s.search.sigma0, s.search.seed, s.search.max_attempts) == (
+        20, 10, 1.2, 1, 3)
+    assert (s.loss.order, list(s.loss.inputs)) == (3, ["x", "y"])
+    assert (s.task.train_fraction, s.task.abort_accuracy, s.task.abort_epochs, s.task.batch_size) == (1.0, 0.15, 10, 0)
+    assert s.search.num_classes == 10  # inferred for digits
+    assert spec.theta_length(s.loss) == 8
+
+
+def test_yaml_and_json_files_load_to_the_same_spec(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "name: digits search\n"
+        "task: {dataset: digits, model: tiny, steps: 100, augmentation: {flip_crop: true}}\n"
+        "search:\n  population: 8\n  generations: 5\n  invariantPrescreen: true\n")
+    (tmp_path / "s.json").write_text(json.dumps({
+        "name": "digits search",
+        "task": {"dataset": "digits", "model": "tiny", "steps": 100, "augmentation": {"flipCrop": True}},
+        "search": {"population": 8, "generations": 5, "invariant_prescreen": True}}))
+    from_yaml, from_json = spec.load_spec(tmp_path / "s.yaml"), spec.load_spec(str(tmp_path / "s.json"))
+    assert from_yaml == from_json
+    assert from_yaml.task.augmentation.crop_padding == 4  # default when flip_crop is on
+    assert spec.to_dict(from_yaml)["search"]["population"] == 8
+
+
+def test_explicit_values_are_kept():
+    s = spec.load_spec(with_("search", population=6, sigma0=0.5, seed=42, max_attempts=5))
+    assert (s.search.population, s.search.sigma0, s.search.seed, s.search.max_attempts) == (6, 0.5, 42, 5)
+
+
+def test_unknown_fields_are_named_with_their_path():
+    assert error_field(with_("task", stepz=3)) == "spec.task.stepz"
+    assert error_field({**MINIMAL, "serch": {}}) == "spec.serch"
+
+
+@pytest.mark.parametrize("section, values, field", [
+    ("task", {"steps": "many"}, "spec.task.steps"),
+    ("task", {"steps": 2.5}, "spec.task.steps"),
+    ("task", {"steps": True}, "spec.task.steps"),
+    ("task", {"model": 3}, "spec.task.model"),
+    ("task", {"augmentation": []}, "spec.task.augmentation"),
+    ("search", {"sigma0": "big"}, "spec.search.sigma0"),
+    ("search", {"invariant_prescreen": "yes"}, "spec.search.invariant_prescreen"),
+    ("search", {"population": 2**40}, "spec.search.population"),
+    ("loss", {"inputs": "xy"}, "spec.loss.inputs"),
+    ("loss", {"inputs": ["x", 1]}, "spec.loss.inputs[1]"),
+])
+def test_values_of_the_wrong_type_are_named(section, values, field):
+    assert error_field(with_(section, **values)) == field
+
+
+@pytest.mark.parametrize("section, values, field", [
+    ("task", {"steps": 0}, "spec.task.steps"),
+    ("task", {"steps": -5}, "spec.task.steps"),
+    ("task", {"batch_size": -1}, "spec.task.batch_size"),
+    ("task", {"train_fraction": 1.01}, "spec.task.train_fraction"),
+    ("task", {"abort_accuracy": 2.0}, "spec.task.abort_accuracy"),
+    ("task", {"abort_epochs": -1}, "spec.task.abort_epochs"),
+    ("task", {"model": ""}, "spec.task.model"),
+    ("task", {"model": "../evil"}, "spec.task.model"),
+    ("search", {"population": 1}, "spec.search.population"),
+    ("search", {"generations": -1}, "spec.search.generations"),
+    ("search", {"sigma0": float("inf")}, "spec.search.sigma0"),
+    ("search", {"seed": -3}, "spec.search.seed"),
+    ("search", {"max_attempts": 101}, "spec.search.max_attempts"),
+    ("search", {"num_classes": -2}, "spec.search.num_classes"),
+    ("loss", {"order": 11}, "spec.loss.order"),
+    ("loss", {"inputs": ["y", "t"]}, "spec.loss.inputs"),
+    ("loss", {"inputs": ["x", "y", "y"]}, "spec.loss.inputs"),
+])
+def test_out_of_range_values_are_named(section, values, field):
+    assert error_field(with_(section, **values)) == field
+
+
+def test_augmentation_values_are_checked():
+    data = with_("task", augmentation={"cutmix_probability": 1.5})
+    assert error_field(data) == "spec.task.augmentation.cutmix_probability"
+    data = with_("task", augmentation={"cutout_length": -1})
+    assert error_field(data) == "spec.task.augmentation.cutout_length"
+
+
+def test_a_spec_without_a_task_is_refused():
+    assert error_field({"search": {"population": 4}}) == "spec.task"
+
+
+def test_the_prescreen_needs_a_class_count_when_the_dataset_does_not_tell():
+    data = with_("search", invariant_prescreen=True)
+    data["task"]["dataset"] = "npz:my/data.npz"
+    assert error_field(data) == "spec.search.num_classes"
+    data["search"]["num_classes"] = 7
+    assert spec.load_spec(data).search.num_classes == 7
+
+
+@pytest.mark.parametrize("uri", ["digits", "tfds:mnist", "tfds:cifar100", "tfds:svhn_cropped",
+                                 "idx:fashion-mnist", "npz:sets/a.npz", "idx:./x"])
+def test_valid_dataset_uris_are_accepted(uri):
+    spec.check_dataset_uri(uri)
+
+
+@pytest.mark.parametrize("uri", ["", "mnist", "http://x/y", "tfds:", "tfds:../x", "idx:", "idx:/abs",
+                                 "npz:../up.npz", "npz:a/../../b.npz", "npz:~root/x", "idx:a\\b", "idx:a\x00"])
+def test_invalid_dataset_uris_are_refused(uri):
+    with pytest.raises(SpecError) as err:
+        spec.check_dataset_uri(uri)
+    assert err.value.field == "spec.task.dataset"
+
+
+def test_dataset_paths_resolve_under_the_data_directory(tmp_path):
+    (tmp_path / "sets").mkdir()
+    assert spec.resolve_dataset("npz:sets/a.npz", tmp_path) == f"npz:{tmp_path.resolve() / 'sets' / 'a.npz'}"
+    assert spec.resolve_dataset("tfds:mnist", tmp_path) == "tfds:mnist"
+
+
+def test_a_symlink_out_of_the_data_directory_is_refused(tmp_path):
+    data_dir, outside = tmp_path / "data", tmp_path / "outside"
+    data_dir.mkdir()
+    outside.mkdir()
+    os.symlink(outside, data_dir / "escape")
+    with pytest.raises(SpecError, match="outside the data directory"):
+        spec.resolve_dataset("idx:escape", data_dir)
+
+
+def test_unreadable_and_malformed_files_are_errors_naming_the_file(tmp_path):
+    with pytest.raises(SpecError, match="missing.yaml"):
+        spec.load_spec(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("task: [unclosed\n")
+    with pytest.raises(SpecError, match="bad.yaml"):
+        spec.load_spec(tmp_path / "bad.yaml")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(SpecError, match="mapping"):
+        spec.load_spec(tmp_path / "list.json")
+
+
+def test_a_proto_spec_is_copied_not_modified():
+    proto = spec.from_dict(MINIMAL)
+    loaded = spec.load_spec(proto)
+    assert loaded.search.population == 20 and proto.search.population == 0

@@ -1,0 +1,120 @@
+"""SQLite storage: round trips, atomic transactions, WAL, schema version."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord
+from coordinator.storage import SqliteStorage
+from taylorglo_tf.rpc import types_pb2
+
+
+def experiment(exp_id="e1", **changes):
+    spec = types_pb2.ExperimentSpec(name="s", task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=3),
+                                    search=types_pb2.SearchSpec(population=2, generations=2))
+    fields = dict(id=exp_id, spec=spec, state=types_pb2.EXPERIMENT_STATE_RUNNING, create_time=1.5,
+                  update_time=2.5, es_state=b"strategy-0")
+    fields.update(changes)
+    return ExperimentRecord(**fields)
+
+
+def candidates(exp_id="e1", generation=0, n=2):
+    rng = np.random.default_rng(generation)
+    return [CandidateRecord(exp_id, generation, i, rng.standard_normal(8), create_time=3.0) for i in range(n)]
+
+
+@pytest.fixture
+def storage(tmp_path):
+    s = SqliteStorage(tmp_path / "db.sqlite")
+    yield s
+    s.close()
+
+
+def test_an_experiment_and_its_candidates_round_trip_bit_exactly(storage, tmp_path):
+    cands = candidates()
+    cands[0].theta[0] = 0.1 + 0.2  # not representable in decimal: must survive exactly
+    storage.insert_experiment(experiment(), cands)
+    storage.close()
+    reopened = SqliteStorage(tmp_path / "db.sqlite")
+    [loaded] = reopened.load_experiments()
+    assert loaded.id == "e1" and loaded.spec.name == "s" and loaded.es_state == b"strategy-0"
+    assert loaded.state == types_pb2.EXPERIMENT_STATE_RUNNING and loaded.create_time == 1.5
+    back = reopened.load_candidates("e1", 0)
+    assert [c.index for c in back] == [0, 1]
+    assert all(np.array_equal(a.theta, b.theta) for a, b in zip(cands, back))
+    assert back[0].theta[0] == 0.1 + 0.2
+    reopened.close()
+
+
+def test_a_lease_and_its_candidate_are_recorded_together(storage):
+    storage.insert_experiment(experiment(), candidates())
+    leased = candidates()[1]
+    leased.status, leased.attempts, leased.lease_id = types_pb2.CANDIDATE_STATUS_LEASED, 1, "L1"
+    storage.grant_lease(LeaseRecord("L1", "e1", 0, 1, 1, "trainer-a", 4.0), leased)
+    assert storage.find_lease("L1") == LeaseRecord("L1", "e1", 0, 1, 1, "trainer-a", 4.0)
+    assert storage.find_lease("L2") is None
+    assert storage.load_leases("e1", 0)[0].trainer_id == "trainer-a"
+    stored = storage.load_candidates("e1", 0)[1]
+    assert (stored.status, stored.attempts, stored.lease_id) == (types_pb2.CANDIDATE_STATUS_LEASED, 1, "L1")
+
+
+def test_a_finished_candidate_updates_the_experiment_counters_but_not_the_strategy(storage):
+    storage.insert_experiment(experiment(), candidates())
+    done = candidates()[0]
+    done.status, done.fitness, done.finish_time = types_pb2.CANDIDATE_STATUS_SUCCEEDED, 0.75, 5.0
+    done.metrics = types_pb2.EvaluationMetrics(val_accuracy=0.75, steps=3)
+    progressed = experiment(evaluations_done=1, best_fitness=0.75, best_theta=done.theta, es_state=b"ignored")
+    storage.update_candidate(done, progressed)
+    [loaded] = storage.load_experiments()
+    assert loaded.evaluations_done == 1 and loaded.best_fitness == 0.75
+    assert np.array_equal(loaded.best_theta, done.theta) and loaded.es_state == b"strategy-0"
+    assert storage.load_candidates("e1")[0].metrics.steps == 3
+
+
+def test_advancing_a_generation_is_all_or_nothing(storage, monkeypatch):
+    storage.insert_experiment(experiment(), candidates())
+    summary = GenerationRecord("e1", 0, 0.9, 0.5, np.ones(8), np.zeros(8), 1.1, 6.0)
+    nxt = experiment(generation=1, es_state=b"strategy-1")
+
+    def fail(db, e):
+        raise sqlite3.OperationalError("disk full")
+
+    monkeypatch.setattr(storage, "_put_experiment", fail)
+    with pytest.raises(sqlite3.OperationalError):
+        storage.advance_generation(nxt, summary, candidates(generation=1))
+    monkeypatch.undo()
+    # neither the summary nor the new candidates were kept
+    assert storage.load_generations("e1") == []
+    assert storage.load_candidates("e1", 1) == []
+    assert storage.load_experiments()[0].es_state == b"strategy-0"
+
+    storage.advance_generation(nxt, summary, candidates(generation=1))
+    [gen] = storage.load_generations("e1")
+    assert gen.sigma == 1.1 and np.array_equal(gen.best_theta, np.ones(8))
+    assert len(storage.load_candidates("e1", 1)) == 2
+    assert storage.load_experiments()[0].generation == 1
+
+
+def test_experiments_load_in_submission_order(storage):
+    for exp_id in ("b", "a", "c"):
+        storage.insert_experiment(experiment(exp_id), candidates(exp_id))
+    assert [e.id for e in storage.load_experiments()] == ["b", "a", "c"]
+
+
+def test_the_database_uses_write_ahead_logging(storage):
+    assert storage._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_database_from_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        SqliteStorage(path)
+
+
+def test_an_unknown_synchronous_mode_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="EXTRA"):
+        SqliteStorage(tmp_path / "x.db", synchronous="EXTRA")
