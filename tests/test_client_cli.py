@@ -208,6 +208,14 @@ def test_watch_of_a_cancelled_experiment_exits_3(service):
     assert code == 3 and "experiment exp-1 cancelled" in out
 
 
+def test_submit_with_watch_prints_the_id_then_follows_the_experiment(service, tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC_YAML)
+    code, out = invoke(["submit", str(tmp_path / "spec.yaml"), "--watch", "--coordinator",
+                        service(ScriptedExperiments())])
+    assert code == 0 and out.splitlines()[0] == "exp-1"
+    assert out.rstrip().endswith("experiment exp-1 succeeded: best fitness 0.8000")
+
+
 def test_cancel_prints_the_new_state(service):
     fake = ScriptedExperiments()
     code, out = invoke(["cancel", "exp-1", "--coordinator", service(fake)])
