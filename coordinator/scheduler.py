@@ -429,8 +429,8 @@ class Scheduler:
             run.queue.remove(c.index)  # an expired lease's report arrived while the candidate waited
         run.candidates[c.index] = updated
         self._set_record(run, record)
-        self._emit(run.record.id, ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
-                                                experiment=record.to_proto(), candidate=updated.to_proto()))
+        self._emit(run.record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
+                                                        experiment=record.to_proto(), candidate=updated.to_proto()))
 
     def _ask(self, es, record: ExperimentRecord, generation: int, now: float) -> list[CandidateRecord]:
         """Generation ``generation``'s candidates; pre-screened invalid ones are final already."""
@@ -487,13 +487,13 @@ class Scheduler:
             self._emit_generation(nxt, summary)
             for c in candidates:
                 if c.final:
-                    self._emit(nxt.id, ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
-                                                     experiment=nxt.to_proto(), candidate=c.to_proto()))
+                    self._emit(nxt.id, lambda c=c: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
+                                                                 experiment=nxt.to_proto(), candidate=c.to_proto()))
             self._cond.notify_all()
 
     def _emit_generation(self, record: ExperimentRecord, summary: GenerationRecord) -> None:
-        self._emit(record.id, ProgressEvent(kind=ProgressEvent.KIND_GENERATION_FINISHED,
-                                            experiment=record.to_proto(), generation=summary.to_proto()))
+        self._emit(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_GENERATION_FINISHED,
+                                                    experiment=record.to_proto(), generation=summary.to_proto()))
 
     def _finish(self, run: _Running, record: ExperimentRecord) -> None:
         """Take a finished (succeeded, cancelled, failed) experiment out of dispatch."""
@@ -503,16 +503,21 @@ class Scheduler:
             self._owners.pop(lease_id, None)
             self._leases.pop(lease_id, None)
         run.queue.clear()
-        self._emit(record.id, ProgressEvent(kind=ProgressEvent.KIND_EXPERIMENT_FINISHED, experiment=record.to_proto()))
+        self._emit(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_EXPERIMENT_FINISHED,
+                                                    experiment=record.to_proto()))
         self._watchers.pop(record.id, None)
 
     def _set_record(self, run: _Running, record: ExperimentRecord) -> None:
         run.record = record
         self._experiments[record.id] = record
 
-    def _emit(self, experiment_id: str, event: ProgressEvent) -> None:
-        for q in self._watchers.get(experiment_id, ()):
-            q.put(event)
+    def _emit(self, experiment_id: str, make_event: Callable[[], ProgressEvent]) -> None:
+        """Send an event to the experiment's watchers (built only when someone watches)."""
+        queues = self._watchers.get(experiment_id)
+        if queues:
+            event = make_event()
+            for q in queues:
+                q.put(event)
 
 
 def _queued(c: CandidateRecord) -> bool:
