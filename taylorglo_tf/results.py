@@ -247,7 +247,9 @@ def comparison_text(record: dict[str, Any]) -> str:
     lines = [f"{record.get('loss', 'loss')} vs {record.get('baseline', 'baseline')}"]
     task = record.get("task") or {}
     if task:
-        lines.append(f"task: {task.get('dataset')} / {task.get('model')}, {task.get('steps')} steps per run")
+        steps = task.get("steps")
+        length = "the recipe's full length" if steps == 0 else f"{steps} steps"
+        lines.append(f"task: {task.get('dataset')} / {task.get('model')}, {length} per run")
     lines.append(f"{'side':<10} {'runs':>4} {'mean':>8} {'std':>8}")
     for side, summary in (record.get("summary") or {}).items():
         lines.append(

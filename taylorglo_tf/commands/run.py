@@ -1,0 +1,418 @@
+"""``taylorglo run``: the all-in-one local search.
+
+    taylorglo run [SPEC] [--trainers N] [--out DIR] [--compare-runs R] [--db PATH]
+
+1. starts a coordinator in this process on a free loopback port, with a
+   temporary database (or ``--db``) and fresh random tokens for both roles;
+2. starts N trainer processes (``python -m taylorglo_tf trainer``), logging to
+   ``DIR/logs/``;
+3. submits the spec (no SPEC: :data:`DEFAULT_SPEC`, a search on the embedded
+   ``digits`` data with the ``tiny`` model that takes a few minutes on 2 cores)
+   and follows it with the same progress bar as ``taylorglo watch``;
+4. writes the result folder (:mod:`taylorglo_tf.results`) into DIR;
+5. stops the trainers, then trains the best loss and cross-entropy R times each
+   at the recipe's full length and writes the Welch-test comparison
+   (``comparison.json``/``.txt``) into DIR.
+
+Everything started here is stopped on success, failure, Ctrl-C or SIGTERM; the
+trainers also get SIGTERM if this process dies (Linux). An interrupted search
+still leaves its partial result folder. If every trainer exits before the
+search is done, the experiment is cancelled and the command fails, pointing at
+the trainers' logs. No TensorFlow is imported here unless the comparison runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, TextIO
+
+#: The README's main job: a search on the embedded digits data (1,797 8x8 images)
+#: with the tiny CNN, 12 x 12 = 144 partial trainings of 200 steps, measured at
+#: about two and a half minutes on a shared 2-core CPU with 2 trainers (README, "run").
+DEFAULT_SPEC: dict[str, Any] = {
+    "name": "digits-tiny",
+    "task": {"dataset": "digits", "model": "tiny", "steps": 200, "seed": 0},
+    "loss": {"order": 3, "inputs": ["x", "y"]},
+    "search": {
+        "population": 12,
+        "generations": 12,
+        "sigma0": 1.2,
+        "seed": 1,
+        "invariant_prescreen": True,
+    },
+}
+DEFAULT_TRAINERS = 2
+DEFAULT_COMPARE_RUNS = 5
+TRAINER_GRACE_S = 10.0
+TRAINER_STOP_TIMEOUT_S = 30.0
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class RunError(Exception):
+    """The local search could not complete; the message says why."""
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", metavar="SPEC",
+                        help="experiment spec (YAML or JSON); default: a digits/tiny search (see README)")
+    parser.add_argument("--trainers", type=_positive_int, default=DEFAULT_TRAINERS, metavar="N",
+                        help=f"local trainer processes (default {DEFAULT_TRAINERS})")
+    parser.add_argument("--out", metavar="DIR",
+                        help="result folder (default results/<spec name>-<UTC time>)")
+    parser.add_argument("--compare-runs", type=_non_negative_int, default=DEFAULT_COMPARE_RUNS, metavar="R",
+                        help=f"full-length trainings per side comparing the best loss with cross-entropy; "
+                             f"0 skips the comparison (default {DEFAULT_COMPARE_RUNS})")
+    parser.add_argument("--compare-steps", type=_non_negative_int, default=0, metavar="S",
+                        help="training steps per comparison run; 0 = the model recipe's full length (default)")
+    parser.add_argument("--db", metavar="PATH", help="coordinator database (default: a temporary file)")
+    parser.add_argument("--data-dir", default=os.environ.get("TAYLORGLO_DATA_DIR") or os.getcwd(), metavar="DIR",
+                        help="where idx:/npz: datasets and TFDS data live (default $TAYLORGLO_DATA_DIR or the "
+                             "current directory)")
+    parser.add_argument("--evaluator", choices=("keras", "synthetic"), default="keras",
+                        help="how trainers score candidates (default keras; synthetic is a quick dry run)")
+    parser.add_argument("--lease-ttl", type=float, default=None, metavar="S",
+                        help="seconds a lease lives without a heartbeat (default: the coordinator's)")
+
+
+def load_run_spec(path: Optional[str]):
+    """The spec to search: ``path`` loaded and validated, or :data:`DEFAULT_SPEC`."""
+    from taylorglo_tf import spec as spec_module
+
+    return spec_module.load_spec(path if path else DEFAULT_SPEC)
+
+
+def default_out_dir(name: str, now: Optional[datetime.datetime] = None) -> Path:
+    """``results/<name>-<UTC time>``, with the name reduced to file-name-safe characters."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-.") or "search"
+    return Path("results") / f"{safe[:60]}-{now:%Y%m%d-%H%M%S}"
+
+
+# ----------------------------------------------------------------------------- trainers
+
+
+def _parent_death_signal() -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies (None elsewhere).
+
+    The libc function is looked up here, before the fork; the child only calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_signal() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return set_signal
+
+
+class LocalTrainers:
+    """N ``taylorglo trainer`` processes on this machine, each logging to ``log_dir/trainer-<i>.log``."""
+
+    def __init__(self, count: int, address: str, token: str, log_dir: Path, *,
+                 evaluator: str = "keras", data_dir: Optional[str] = None) -> None:
+        self.count = count
+        self.address = address
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen] = []
+        self._token = token
+        self._evaluator = evaluator
+        self._data_dir = data_dir
+
+    def command(self, index: int) -> list[str]:
+        argv = [sys.executable, "-m", "taylorglo_tf", "trainer", "--coordinator", self.address,
+                "--evaluator", self._evaluator, "--trainer-id", f"local-{index}",
+                "--grace", f"{TRAINER_GRACE_S:g}", "--wait-ms", "2000"]
+        if self._data_dir:
+            argv += ["--data-dir", self._data_dir]
+        return argv
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, TAYLORGLO_TOKEN=self._token, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        preexec = _parent_death_signal()
+        for index in range(self.count):
+            with open(self.log_dir / f"trainer-{index}.log", "ab") as log:
+                self.processes.append(subprocess.Popen(
+                    self.command(index), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=env, preexec_fn=preexec,
+                ))
+
+    def alive(self) -> int:
+        return sum(process.poll() is None for process in self.processes)
+
+    def stop(self, timeout_s: float = TRAINER_STOP_TIMEOUT_S) -> None:
+        """SIGTERM all (they finish or return their lease), then SIGKILL what is left after ``timeout_s``."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _watch_trainers(trainers: LocalTrainers, on_all_exited: Callable[[], None], done: threading.Event) -> None:
+    """Calls ``on_all_exited`` once if every trainer exits while ``done`` is unset."""
+    while not done.wait(1.0):
+        if trainers.alive() == 0:
+            on_all_exited()
+            return
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    out = sys.stdout if out is None else out
+    # TensorFlow (result folder, comparison) logs C++ noise to stderr unless told not to.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from taylorglo_tf.spec import SpecError
+
+    try:
+        spec = load_run_spec(args.spec)
+    except (SpecError, ValueError, OSError) as error:
+        print(f"taylorglo run: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        print(f"taylorglo run: error: --data-dir {args.data_dir!r} is not a directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out_dir = Path(args.out) if args.out else default_out_dir(spec.name or "search")
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM stops the run like Ctrl-C: everything started is stopped.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return LocalSearch(spec, args, out_dir, out).run()
+    except RunError as error:
+        print(f"taylorglo run: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"taylorglo run: interrupted; partial results (if any) in {out_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class LocalSearch:
+    """One ``taylorglo run``: coordinator, trainers, watch, result folder, comparison."""
+
+    def __init__(self, spec: Any, args: argparse.Namespace, out_dir: Path, out: TextIO) -> None:
+        self.spec = spec
+        self.args = args
+        self.out_dir = out_dir
+        self.out = out
+        self.trainers: Optional[LocalTrainers] = None
+        self.experiment_id: Optional[str] = None
+        self.trainers_lost = False
+
+    def run(self) -> int:
+        started = time.monotonic()
+        with contextlib.ExitStack() as stack:
+            # Trainers first: forking before this process runs gRPC threads is clean.
+            # They retry with backoff until the coordinator listens on the port.
+            port = _free_loopback_port()
+            self._trainer_token = secrets.token_urlsafe(24)
+            self.trainers = LocalTrainers(
+                self.args.trainers, f"127.0.0.1:{port}", self._trainer_token, self.out_dir / "logs",
+                evaluator=self.args.evaluator, data_dir=self.args.data_dir,
+            )
+            stack.callback(self.trainers.stop)
+            self.trainers.start()
+            server, stub = self._start_coordinator(stack, port)
+            self._print(f"coordinator on {server.address}, {self.args.trainers} trainer(s) "
+                        f"(logs in {self.out_dir / 'logs'})")
+            try:
+                code = self._search(stub)
+            except KeyboardInterrupt:
+                # Keep what was evaluated: the partial result folder, then stop everything.
+                with contextlib.suppress(Exception):
+                    self._write_result(stub)
+                raise
+            result_code = self._write_result(stub)
+            self._print(f"search finished in {time.monotonic() - started:.0f} s; result folder: {self.out_dir}")
+            # Trainers and coordinator go before the comparison, which needs the cores.
+            stack.close()
+            if code != EXIT_OK or result_code != EXIT_OK:
+                return code or result_code
+        return self._compare()
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _start_coordinator(self, stack: contextlib.ExitStack, port: int):
+        from coordinator.server import serve
+        from taylorglo_tf import connection
+        from taylorglo_tf.rpc import experiment_service_pb2_grpc
+
+        client_token = secrets.token_urlsafe(24)
+        if self.args.db:
+            db_path = Path(self.args.db)
+        else:
+            db_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taylorglo-run-"))) / "search.db"
+        options = {} if self.args.lease_ttl is None else {"lease_ttl_s": self.args.lease_ttl}
+        try:
+            server = serve(db_path, f"127.0.0.1:{port}", trainer_token=self._trainer_token,
+                           client_token=client_token, **options)
+        except (ValueError, OSError) as error:
+            raise RunError(f"cannot start the coordinator: {error}") from None
+        stack.callback(server.stop, 2.0)
+        channel = stack.enter_context(connection.connect(server.address, token=client_token))
+        return server, experiment_service_pb2_grpc.ExperimentServiceStub(channel)
+
+    def _search(self, stub) -> int:
+        import grpc
+
+        from taylorglo_tf.commands import client
+        from taylorglo_tf.rpc import experiment_service_pb2
+
+        try:
+            experiment = stub.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=self.spec),
+                                               timeout=client.RPC_TIMEOUT_S)
+        except grpc.RpcError as error:
+            raise RunError(f"the coordinator refused the spec: {error.details()}") from None
+        self.experiment_id = experiment.id
+        self._print(f"experiment {experiment.id}: {experiment.evaluations_total} evaluations "
+                    f"({self.spec.search.generations} generations x {self.spec.search.population})")
+        done = threading.Event()
+
+        def all_trainers_exited() -> None:
+            self.trainers_lost = True
+            with contextlib.suppress(grpc.RpcError):
+                stub.CancelExperiment(experiment_service_pb2.CancelExperimentRequest(experiment_id=experiment.id),
+                                      timeout=client.RPC_TIMEOUT_S)
+
+        monitor = threading.Thread(target=_watch_trainers, args=(self.trainers, all_trainers_exited, done),
+                                   name="trainer-monitor", daemon=True)
+        monitor.start()
+        try:
+            code = client.watch(stub, experiment.id, self.out)
+        except client.CommandError as error:
+            raise RunError(str(error)) from None
+        except grpc.RpcError as error:
+            raise RunError(client.describe_rpc_error(error, "the local coordinator")) from None
+        finally:
+            done.set()
+        if self.trainers_lost:
+            self._write_result(stub)
+            raise RunError(f"every trainer exited before the search finished; see {self.out_dir / 'logs'}")
+        return code
+
+    def _write_result(self, stub) -> int:
+        import grpc
+
+        from taylorglo_tf.commands import client
+        from taylorglo_tf.results import write_result_folder
+        from taylorglo_tf.rpc import experiment_service_pb2
+
+        if self.experiment_id is None:
+            return EXIT_FAILED
+        try:
+            result = stub.GetResult(experiment_service_pb2.GetResultRequest(experiment_id=self.experiment_id),
+                                    timeout=client.RPC_TIMEOUT_S)
+        except grpc.RpcError as error:
+            raise RunError(f"cannot fetch the result: {error.details()}") from None
+        self.result = result
+        write_result_folder(result, self.out_dir)
+        self._print(f"best fitness {result.best_fitness:.4f}, theta "
+                    f"[{', '.join(f'{v:.4f}' for v in result.best_theta)}]")
+        return EXIT_OK
+
+    def _compare(self) -> int:
+        runs = self.args.compare_runs
+        best_loss = self.out_dir / "best_loss.json"
+        if runs == 0:
+            return EXIT_OK
+        if runs < 2:
+            self._print("comparison skipped: --compare-runs must be >= 2 for a t-test")
+            return EXIT_OK
+        if not best_loss.exists():
+            self._print("comparison skipped: the search found no successful candidate")
+            return EXIT_OK
+        comparison = compare_with_cross_entropy(best_loss, self.spec, runs, steps=self.args.compare_steps,
+                                                data_dir=self.args.data_dir, out=self.out)
+        from taylorglo_tf.results import COMPARISON_TEXT, write_comparison
+
+        write_comparison(comparison, self.out_dir)
+        self.out.write((self.out_dir / COMPARISON_TEXT).read_text())
+        self._print(f"comparison written to {self.out_dir / COMPARISON_TEXT}")
+        return EXIT_OK
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def compare_with_cross_entropy(best_loss: Path, spec: Any, runs: int, *, steps: int = 0,
+                               data_dir: Optional[str] = None, out: Optional[TextIO] = None):
+    """Train the loss in ``best_loss`` and cross-entropy ``runs`` times each on the spec's task.
+
+    ``steps`` per run (0 = the model recipe's full length); returns the
+    ``taylorglo_tf.compare.Comparison`` (one-tailed Welch t-test on test accuracy).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from taylorglo_tf import compare, losses
+    from trainer.keras_evaluator import task_from_spec
+
+    task = task_from_spec(spec.task, data_dir).replace(steps=steps)
+    loss = losses.load_json(best_loss)
+    baseline = losses.get("cross_entropy")
+    progress = Progress(TextColumn("[bold]comparison"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("trainings  {task.fields[last]}"), TimeElapsedColumn(),
+                        console=Console(file=out or sys.stdout))
+    with progress:
+        bar = progress.add_task("comparison", total=2 * runs, last="")
+
+        def on_run(record) -> None:
+            progress.update(bar, advance=1,
+                            last=f"{record.side} run {record.run}: test accuracy {record.test_accuracy:.4f}")
+
+        return compare.compare(loss, baseline, task, runs, loss_name=str(best_loss.name),
+                               baseline_name="cross_entropy", on_run=on_run)
