@@ -52,3 +52,13 @@ def test_other_shapes_get_a_clear_error(theta):
 def test_number_of_classes_must_be_an_integer_of_at_least_two(n):
     with pytest.raises(ValueError, match="num_classes"):
         invariant.is_valid(MNIST_THETA, n)
+
+
+def test_cross_entropy_approximations_fail_the_prescreen_for_ten_classes():
+    # A documented limit of the heuristic: Taylor approximations of cross-entropy (Appendix F)
+    # train (tests/test_loss_training.py) yet have g(1, 0.1) < 9 g(0, 0.1).
+    order3 = [0.5, 0.5, 1.0, -2.0, 8.0, 2.0, -4.0, 0.0]
+    order2_as_order3 = [0.5, 0.5, 1.0, -2.0, 0.0, 2.0, 0.0, 0.0]
+    assert invariant.invariant_margin(order3, 10) == pytest.approx(-1.52)
+    assert invariant.invariant_margin(order2_as_order3, 10) == pytest.approx(-4.4)
+    assert invariant.is_valid(order3, 2)
