@@ -38,6 +38,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from coordinator import cmaes
+from coordinator.defaults import DEFAULT_LEASE_TTL_S
 from coordinator.grpc_util import FailedPrecondition, NotFound, Unavailable
 from coordinator.model import (
     CandidateRecord,
@@ -58,7 +59,6 @@ Prescreen = Callable[[np.ndarray, int], bool]
 ProgressEvent = es_pb2.ProgressEvent
 
 MAX_ERROR_CHARS = 4000
-DEFAULT_LEASE_TTL_S = 60.0
 
 # EvaluationStatus of a report -> final CandidateStatus (ERROR is retried instead).
 _FINAL_STATUS = {

@@ -25,7 +25,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.auth import TokenAuthInterceptor, check_token
-from coordinator.scheduler import DEFAULT_LEASE_TTL_S, Scheduler
+from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS  # noqa: F401 (re-exported)
+from coordinator.scheduler import Scheduler
 from coordinator.servicers import ExperimentServicer, WorkerServicer
 from coordinator.storage import SqliteStorage
 from taylorglo_tf.connection import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, parse_address
@@ -33,9 +34,6 @@ from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = "127.0.0.1:50051"
-# Long-polling trainers and watch streams each hold a thread; threads start lazily.
-DEFAULT_MAX_WORKERS = 512
 SERVICE_NAMES = (
     experiment_service_pb2.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,

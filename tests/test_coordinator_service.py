@@ -218,3 +218,49 @@ def test_the_coordinator_imports_without_tensorflow():
     code = ("import sys\nimport coordinator.server, taylorglo_tf.commands.coordinator\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_stops_the_coordinator_command_cleanly_and_keeps_leases(tmp_path):
+    import os
+    import signal
+    import time
+
+    from coordinator.storage import SqliteStorage
+
+    port = _free_port()
+    db = tmp_path / "term.db"
+    env = dict(os.environ, TAYLORGLO_TRAINER_TOKEN="", TAYLORGLO_CLIENT_TOKEN="")
+    process = subprocess.Popen([sys.executable, "-m", "taylorglo_tf", "coordinator", "--listen", f"127.0.0.1:{port}",
+                                "--db", str(db), "--grace", "1", "--log-level", "WARNING"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        client = Client(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                exp = client.submit()
+                break
+            except grpc.RpcError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()
+                time.sleep(0.2)
+        lease = client.worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t"), timeout=10).lease
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.stdout.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    storage = SqliteStorage(db)
+    try:
+        leased = storage.load_candidates(exp.id, 0)[lease.index]
+        assert leased.status == types_pb2.CANDIDATE_STATUS_LEASED and leased.lease_id == lease.lease_id
+        assert storage.find_lease(lease.lease_id).trainer_id == "t"
+    finally:
+        storage.close()

@@ -20,8 +20,7 @@ CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from coordinator.scheduler import DEFAULT_LEASE_TTL_S
-    from coordinator.server import DEFAULT_LISTEN
+    from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN
 
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)")
