@@ -22,7 +22,6 @@ from taylorglo_tf.data.splits import Splits
 
 _LAZY = {
     "pipeline": "taylorglo_tf.data.input_pipeline",
-    "cutmix_loss": "taylorglo_tf.data.augment_ops",
     "augment_batch": "taylorglo_tf.data.augment_ops",
     "PAPER_SPLITS": "taylorglo_tf.data.tfds_source",
 }

@@ -1,4 +1,4 @@
-"""Batch-level, vectorised augmentation ops (TensorFlow) and the CutMix loss mix.
+"""Batch-level, vectorised augmentation ops (TensorFlow).
 
 Every op takes a whole batch ``x`` of shape ``(B, H, W, C)`` and a stateless seed
 (shape ``[2]`` int), so a pipeline is deterministic given its seed.
@@ -107,18 +107,3 @@ def augment_batch(x, y, seed, aug: Augmentation):
     return x, y
 
 
-def cutmix_loss(loss, y_pred, targets, sample_weight=None):
-    """Mixed loss for CutMix targets: mean over the batch of
-    ``lam * L(y_a, y_pred) + (1 - lam) * L(y_b, y_pred)``.
-
-    ``loss`` is a Keras loss with the default ``"sum_over_batch_size"`` reduction
-    (so the per-example ``lam`` acts as a sample weight); ``targets`` is
-    ``(y_a, y_b, lam)`` from a CutMix pipeline. Losses are mixed, not labels,
-    because a Taylor loss is not linear in the label.
-    """
-    y_a, y_b, lam = targets
-    lam = tf.cast(lam, tf.float32)
-    w_a, w_b = lam, 1.0 - lam
-    if sample_weight is not None:
-        w_a, w_b = w_a * sample_weight, w_b * sample_weight
-    return loss(y_a, y_pred, sample_weight=w_a) + loss(y_b, y_pred, sample_weight=w_b)

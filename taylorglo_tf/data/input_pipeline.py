@@ -23,7 +23,7 @@ def pipeline(x: np.ndarray, y: np.ndarray, *, batch_size: int, training: bool,
     Training: reshuffled every iteration (seeded), full batches only (the last
     partial batch is dropped unless the set is smaller than one batch), and
     ``augment`` applied per batch; with CutMix the targets are ``(y_a, y_b, lam)``
-    (see ``cutmix_loss``). Evaluation: in order, all examples, no augmentation.
+    (the training step mixes the two losses with weight ``lam``). Evaluation: in order, all examples, no augmentation.
     Deterministic given ``seed``; call ``.repeat()`` for more than one epoch.
     """
     augment = augment or Augmentation()

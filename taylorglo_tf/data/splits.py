@@ -86,17 +86,41 @@ def to_unit(*arrays: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(a, dtype=np.float32) / np.float32(255.0) for a in arrays]
 
 
-def standardise(train: np.ndarray, *others: np.ndarray):
-    """Per-channel ``(x - mean) / std`` with statistics from ``train`` (images in [0, 1]).
+def _channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of 8-bit images, in [0, 1] pixel units, exact (float64).
 
-    Returns the normalised arrays and ``{"mean": [...], "std": [...]}``.
+    Uses a 256-bin histogram per channel: one pass, no float copies of the data.
     """
-    t = np.asarray(train, dtype=np.float32) / np.float32(255.0)
-    mean = t.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
-    std = t.std(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
-    std = np.where(std > 0, std, np.float32(1.0))
-    out = [(t - mean) / std]
-    out += [((np.asarray(o, dtype=np.float32) / np.float32(255.0)) - mean) / std for o in others]
+    flat = np.ascontiguousarray(images).reshape(-1, images.shape[-1])
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    mean, std = [], []
+    for c in range(flat.shape[1]):
+        counts = np.bincount(flat[:, c], minlength=256).astype(np.float64)
+        m = counts @ levels / counts.sum()
+        mean.append(m)
+        std.append(np.sqrt(max(counts @ (levels - m) ** 2 / counts.sum(), 0.0)))
+    return np.asarray(mean), np.asarray(std)
+
+
+def standardise(train: np.ndarray, *others: np.ndarray):
+    """8-bit images -> per-channel ``(x / 255 - mean) / std`` (float32), with the
+    statistics of ``train``.
+
+    Returns the normalised arrays and ``{"mean": [...], "std": [...]}`` (in [0, 1] units).
+    """
+    train = np.asarray(train)
+    if train.dtype != np.uint8:
+        raise ValueError(f"standardise expects 8-bit images, got dtype {train.dtype}")
+    mean, std = _channel_stats(train)
+    std = np.where(std > 0, std, 1.0)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    shift = (-mean / std).astype(np.float32)
+    out = []
+    for a in (train, *others):
+        x = np.asarray(a, dtype=np.float32)  # one copy, then in-place affine map
+        x *= scale
+        x += shift
+        out.append(x)
     return out, {"mean": mean.tolist(), "std": std.tolist()}
 
 

@@ -65,11 +65,14 @@ def resolve_splits(name: str, options: Mapping[str, str]) -> TfdsSplits:
     return splits
 
 
+_LOAD_BATCH = 8192  # TFDS batches before its per-element mapping: far less overhead
+
+
 def _as_numpy(ds) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds
 
     xs, ys = [], []
-    for x, y in tfds.as_numpy(ds.batch(8192)):
+    for x, y in tfds.as_numpy(ds):
         xs.append(x)
         ys.append(y)
     if not xs:
@@ -86,7 +89,7 @@ def load_tfds(name: str, options: Mapping[str, str], data_dir: str | None,
     try:
         datasets, info = tfds.load(name, split=[splits.train, splits.val, splits.test],
                                    as_supervised=True, data_dir=data_dir, download=download,
-                                   with_info=True)
+                                   batch_size=_LOAD_BATCH, with_info=True)
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(f"unknown TFDS dataset {name!r} (tfds:{name})") from None
     except (AssertionError, FileNotFoundError) as e:
