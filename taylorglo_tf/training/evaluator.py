@@ -382,40 +382,48 @@ class Evaluator:
     # ---------------------------------------------------------------- training
 
     def _train(self, session, compiled, iterator, total, full_length, check_step, task, progress):
-        """Run one attempt: returns (status, steps done, seconds in train steps).
+        """Run one attempt: returns (status, steps done, seconds spent training).
 
         status is ``ok``, ``diverged``, ``aborted`` (stopped by ``progress``) or
-        ``retry`` (the abort rule fired).
+        ``retry`` (the abort rule fired). The seconds cover the step loop (batch
+        fetches included) from the first batch on: the pipeline's start-up before
+        the first batch and the abort-rule validation count as overhead.
         """
         step_fn = compiled.train_step
         # A time-varying loss (input "t") sees progress through the full recipe, so
         # partial training is exactly the first steps of the full run.
         set_progress = compiled.loss.set_progress if "t" in getattr(compiled.loss, "inputs", ()) else None
-        seconds = 0.0
+        loop_started = None
+        excluded = 0.0
+
+        def elapsed() -> float:
+            return time.perf_counter() - loop_started - excluded if loop_started is not None else 0.0
+
         for step in range(1, total + 1):
             x, y = next(iterator)
-            started = time.perf_counter()
+            if loop_started is None:
+                loop_started = time.perf_counter()
             if set_progress is not None:
                 set_progress(min(1.0, (step - 1) / full_length))
             try:
                 step_fn(x, y)
             except (tf.errors.InvalidArgumentError, FloatingPointError):
                 # e.g. a numerics check inside a loss or an XLA kernel
-                return "diverged", step, seconds + time.perf_counter() - started
-            seconds += time.perf_counter() - started
-            last = step == total
-            if step % self.progress_every == 0 or last:
+                return "diverged", step, elapsed()
+            if step % self.progress_every == 0 or step == total:
                 if not bool(session.finite.numpy()):
-                    return "diverged", step, seconds
+                    return "diverged", step, elapsed()
                 if progress is not None and progress(step, total) is False:
-                    return "aborted", step, seconds
+                    return "aborted", step, elapsed()
             if step == check_step:
+                check_started = time.perf_counter()
                 accuracy, _ = self._score(session, compiled, "val")
+                excluded += time.perf_counter() - check_started
                 if accuracy < task.abort_threshold:
-                    return "retry", step, seconds
+                    return "retry", step, elapsed()
         if not bool(session.finite.numpy()):
-            return "diverged", total, seconds
-        return "ok", total, seconds
+            return "diverged", total, elapsed()
+        return "ok", total, elapsed()
 
     def _dataset(self, session: _Session, split: str):
         if split not in session.datasets:
