@@ -33,12 +33,12 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
     ndim = data[3]
-    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     body = 4 + 4 * ndim
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - body != expected:
-        raise ValueError(f"{path}: header says {tuple(dims)} ({expected} bytes), "
+        raise ValueError(f"{path}: header says {dims} ({expected} bytes), "
                          f"file holds {len(data) - body} bytes")
     return np.frombuffer(data, dtype=dtype, offset=body).reshape(dims)
 

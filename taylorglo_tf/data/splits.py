@@ -134,8 +134,9 @@ def make_splits(name: str, train, val, test, *, num_classes: int | None = None,
     shapes = {s: a[0].shape[1:] for s, a in arrays.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"{name}: image shapes differ between splits: {shapes}")
-    if len(arrays["train"][1]) == 0:
-        raise ValueError(f"{name}: the training split is empty")
+    empty = [s for s, a in arrays.items() if len(a[1]) == 0]
+    if empty:
+        raise ValueError(f"{name}: empty split(s) {empty}")
     seen = max(int(a[1].max()) + 1 if len(a[1]) else 0 for a in arrays.values())
     classes = int(num_classes) if num_classes is not None else seen
     if seen > classes:
