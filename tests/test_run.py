@@ -1,0 +1,198 @@
+"""``taylorglo run``: coordinator + local trainers + progress + result folder + comparison, end to end."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taylorglo_tf.commands import run as run_command
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_spec(path: Path, **search) -> Path:
+    spec = {
+        "name": "run test",
+        "task": {"dataset": "digits", "model": "tiny", "steps": 30, "seed": 0},
+        "search": {"population": 4, "generations": 2, "seed": 3, **search},
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def start_run(*args: str, cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="120")
+    return subprocess.Popen(
+        [sys.executable, "-m", "taylorglo_tf", "run", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def processes_dialing(address: str) -> list[int]:
+    """PIDs whose command line contains ``address`` (the run's trainers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
+        except (OSError, StopIteration):
+            continue
+        if address in cmdline and "zombie" not in state:
+            pids.append(int(entry.name))
+    return pids
+
+
+def coordinator_address(stdout: str) -> str:
+    match = re.search(r"coordinator on (127\.0\.0\.1:\d+)", stdout)
+    assert match, stdout
+    return match.group(1)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml")
+    out = tmp_path / "result"
+    process = start_run(str(spec), "--trainers", "1", "--out", str(out), "--compare-runs", "2",
+                        "--compare-steps", "30", cwd=tmp_path)
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr[-3000:]
+    assert re.search(r"experiment \w+ succeeded: best fitness 0\.\d{4}", stdout)
+    assert "generation 1: best" in stdout  # the watch progress
+    candidates = read_csv(out / "candidates.csv")
+    assert len(candidates) == 8
+    assert {row["status"] for row in candidates} <= {"succeeded", "diverged", "aborted", "invalid"}
+    assert {row["trainer_id"] for row in candidates if row["status"] != "invalid"} == {"local-0"}
+    assert len(read_csv(out / "history.csv")) == 2
+    best = json.loads((out / "best_theta.json").read_text())
+    succeeded = [float(row["fitness"]) for row in candidates if row["status"] == "succeeded"]
+    assert best["fitness"] == pytest.approx(max(succeeded))
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert [(r["side"], r["steps"]) for r in comparison["runs"]] == [("loss", 30), ("baseline", 30)] * 2
+    assert comparison["baseline"] == "cross_entropy"
+    assert "one-tailed Welch t-test" in (out / "comparison.txt").read_text()
+    assert (out / "logs" / "trainer-0.log").stat().st_size > 0
+    assert processes_dialing(coordinator_address(stdout)) == []
+
+
+@pytest.mark.slow
+def test_run_with_the_synthetic_evaluator_accounts_for_every_candidate_of_the_default_search(tmp_path):
+    out = tmp_path / "result"
+    process = start_run("--evaluator", "synthetic", "--trainers", "2", "--out", str(out),
+                        "--compare-runs", "0", cwd=tmp_path)
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr[-3000:]
+    spec = run_command.load_run_spec(None)
+    total = spec.search.population * spec.search.generations
+    assert f"{total} evaluations" in stdout
+    candidates = read_csv(out / "candidates.csv")
+    assert len(candidates) == total
+    assert sorted((int(r["generation"]), int(r["index"])) for r in candidates) == [
+        (g, i) for g in range(spec.search.generations) for i in range(spec.search.population)
+    ]
+    assert {r["trainer_id"] for r in candidates if r["status"] == "succeeded"} <= {"local-0", "local-1"}
+    assert len(read_csv(out / "history.csv")) == spec.search.generations
+    assert not (out / "comparison.json").exists()
+    assert processes_dialing(coordinator_address(stdout)) == []
+
+
+def test_sigterm_stops_trainers_and_coordinator_and_keeps_the_partial_result(tmp_path):
+    spec = write_spec(tmp_path / "long.yaml", population=20, generations=5000)
+    out = tmp_path / "result"
+    process = start_run(str(spec), "--evaluator", "synthetic", "--out", str(out), "--compare-runs", "0",
+                        cwd=tmp_path)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 90
+    while not any("generation 1: best" in line for line in lines):
+        assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.2)
+    address = coordinator_address("".join(lines))
+    assert len(processes_dialing(address)) == 2
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == run_command.EXIT_INTERRUPTED
+    assert "interrupted" in process.stderr.read()
+    assert processes_dialing(address) == []
+    record = json.loads((out / "experiment.json").read_text())
+    assert 40 <= record["evaluations_done"] < 20 * 5000
+    assert len(read_csv(out / "history.csv")) >= 2
+
+
+def test_a_bad_spec_is_refused_naming_the_field(tmp_path, capsys):
+    spec = write_spec(tmp_path / "bad.yaml", population=1)
+    code = run_command.run(run_command_args(str(spec), tmp_path))
+    assert code == run_command.EXIT_BAD_INPUT
+    assert "spec.search.population" in capsys.readouterr().err
+
+
+def test_a_missing_data_directory_is_refused(tmp_path, capsys):
+    args = run_command_args(None, tmp_path)
+    args.data_dir = str(tmp_path / "nope")
+    assert run_command.run(args) == run_command.EXIT_BAD_INPUT
+    assert "--data-dir" in capsys.readouterr().err
+
+
+def run_command_args(spec, tmp_path):
+    from taylorglo_tf.cli import build_parser
+
+    argv = ["run", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path)]
+    return build_parser().parse_args(argv + ([spec] if spec else []))
+
+
+def test_the_default_spec_is_the_documented_digits_search():
+    spec = run_command.load_run_spec(None)
+    assert (spec.task.dataset, spec.task.model) == ("digits", "tiny")
+    assert spec == run_command.load_run_spec(str(ROOT / "docs" / "examples" / "digits-search.yaml"))
+
+
+def test_default_out_dir_is_under_results_with_a_safe_name_and_the_time():
+    now = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    assert run_command.default_out_dir("my search/../x", now) == Path("results/my-search-..-x-20260102-030405")
+    assert run_command.default_out_dir("", now) == Path("results/search-20260102-030405")
+
+
+def test_the_trainer_monitor_reports_once_when_every_trainer_has_exited():
+    class Trainers:
+        def __init__(self):
+            self.count = 2
+
+        def alive(self):
+            self.count -= 1
+            return max(self.count, 0)
+
+    calls = []
+    done = threading.Event()
+    run_command._watch_trainers(Trainers(), lambda: calls.append(1), done)
+    assert calls == [1]
+
+
+@pytest.mark.slow
+def test_the_default_run_is_the_readme_main_job(tmp_path):
+    """`taylorglo run` with no arguments: digits/tiny search, then the comparison (a few minutes)."""
+    out = tmp_path / "result"
+    started = time.monotonic()
+    process = start_run("--out", str(out), cwd=tmp_path)
+    stdout, stderr = process.communicate(timeout=900)
+    assert process.returncode == 0, stderr[-3000:]
+    print(f"default run: {time.monotonic() - started:.0f} s")
+    assert json.loads((out / "best_theta.json").read_text())["fitness"] > 0.9
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert len(comparison["runs"]) == 2 * run_command.DEFAULT_COMPARE_RUNS
