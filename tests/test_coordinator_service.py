@@ -264,3 +264,37 @@ def test_sigterm_stops_the_coordinator_command_cleanly_and_keeps_leases(tmp_path
         assert storage.find_lease(lease.lease_id).trainer_id == "t"
     finally:
         storage.close()
+
+
+def test_watching_an_unknown_experiment_is_not_found(client):
+    stream = client.experiments.WatchExperiment(es.WatchExperimentRequest(experiment_id="missing"), timeout=10)
+    with pytest.raises(grpc.RpcError) as err:
+        next(stream)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_unexpected_failure_is_internal_not_unknown(coordinator, client, monkeypatch):
+    def broken():
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(coordinator.scheduler, "list", broken)
+    with pytest.raises(grpc.RpcError) as err:
+        client.experiments.ListExperiments(es.ListExperimentsRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INTERNAL and "ZeroDivisionError" in err.value.details()
+
+
+def test_watch_streams_end_when_the_coordinator_stops(tmp_path):
+    server = serve(tmp_path / "w.db")
+    client = Client(server.address)
+    exp = client.submit()
+    stream = client.experiments.WatchExperiment(es.WatchExperimentRequest(experiment_id=exp.id), timeout=30)
+    next(stream)
+    stopper = threading.Timer(0.3, server.stop, kwargs={"grace": 2})
+    stopper.start()
+    try:
+        events = list(stream)  # ends instead of hanging until the timeout
+    except grpc.RpcError as err:
+        assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        events = []
+    stopper.join()
+    assert all(e.kind != es.ProgressEvent.KIND_EXPERIMENT_FINISHED for e in events)
