@@ -355,6 +355,7 @@ def test_restart_mid_generation_resumes_with_the_uninterrupted_trajectory(tmp_pa
         report(s, s.lease("t"))
     in_flight = s.lease("t")  # leased when the coordinator dies
     s._storage.close()  # "kill": no orderly stop
+    np.random.seed(999)  # a new process would not share NumPy's global RNG state either
 
     resumed = open_scheduler(tmp_path / "run.db")
     assert resumed.get(exp.id).generation == 1
@@ -415,3 +416,17 @@ def test_a_strategy_that_cannot_continue_fails_the_experiment_with_its_error(db,
     drain(s)
     record = s.get(exp.id)
     assert record.state == types_pb2.EXPERIMENT_STATE_FAILED and "broken strategy" in record.error
+
+
+def test_interleaved_experiments_follow_the_same_trajectories_as_alone(tmp_path):
+    alone = []
+    for seed in (21, 22):
+        s = open_scheduler(tmp_path / f"alone{seed}.db")
+        exp = s.submit(make_spec(seed=seed))
+        drain(s)
+        alone.append(trajectory(s, exp.id))
+    s = open_scheduler(tmp_path / "shared.db")
+    a, b = s.submit(make_spec(seed=21)), s.submit(make_spec(seed=22))
+    np.random.seed(5)  # nor may anything else using NumPy's global RNG
+    drain(s)
+    assert [trajectory(s, a.id), trajectory(s, b.id)] == alone
