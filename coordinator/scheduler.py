@@ -189,8 +189,15 @@ class Scheduler:
         while not self._reaper_stop.wait(interval):
             try:
                 self.expire_leases()
+                self.retry_stalled()
             except Exception:  # keep reaping; the next pass retries
                 log.exception("lease expiry failed")
+
+    def retry_stalled(self) -> None:
+        """Advance generations whose last result is stored but whose next step failed to commit."""
+        with self._cond:
+            for run in list(self._running.values()):
+                self._advance(run)
 
     # ------------------------------------------------------------------ experiments
 

@@ -430,3 +430,20 @@ def test_interleaved_experiments_follow_the_same_trajectories_as_alone(tmp_path)
     np.random.seed(5)  # nor may anything else using NumPy's global RNG
     drain(s)
     assert [trajectory(s, a.id), trajectory(s, b.id)] == alone
+
+
+def test_a_failed_generation_commit_is_retried_without_losing_the_results(db, monkeypatch):
+    s = open_scheduler(db)
+    exp = s.submit(make_spec(population=2, generations=2))
+    leases = [s.lease("t"), s.lease("t")]
+    report(s, leases[0])
+    real = s._storage.advance_generation
+    monkeypatch.setattr(s._storage, "advance_generation", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        report(s, leases[1])
+    assert s.lease("t") is None  # nothing to hand out while the step is pending
+    monkeypatch.setattr(s._storage, "advance_generation", real)
+    s.retry_stalled()  # the reaper's periodic pass
+    assert s.get(exp.id).generation == 1
+    assert drain(s) == 2
+    assert s.get(exp.id).state == types_pb2.EXPERIMENT_STATE_SUCCEEDED
