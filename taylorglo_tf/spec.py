@@ -262,6 +262,7 @@ def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
     _require(bool(_IDENTIFIER.match(task.model)), f"{path}.model", f"{task.model!r} is not a model name (lowercase letters, digits, _)")
     _check_range(task.steps, 1, MAX_STEPS, f"{path}.steps", "steps")
     _check_range(task.batch_size, 0, MAX_BATCH_SIZE, f"{path}.batch_size", "batch size")
+    _check_range(task.seed, 0, MAX_SEED, f"{path}.seed", "seed")  # trainers seed NumPy/Keras with it
     _require(math.isfinite(task.train_fraction) and 0 < task.train_fraction <= 1,
              f"{path}.train_fraction", f"{task.train_fraction!r} is outside (0, 1]")
     _require(math.isfinite(task.abort_accuracy) and task.abort_accuracy <= 1,

@@ -79,6 +79,8 @@ def test_values_of_the_wrong_type_are_named(section, values, field):
     ("task", {"steps": 0}, "spec.task.steps"),
     ("task", {"steps": -5}, "spec.task.steps"),
     ("task", {"batch_size": -1}, "spec.task.batch_size"),
+    ("task", {"seed": -1}, "spec.task.seed"),
+    ("task", {"seed": 2**32}, "spec.task.seed"),
     ("task", {"train_fraction": 1.01}, "spec.task.train_fraction"),
     ("task", {"abort_accuracy": 2.0}, "spec.task.abort_accuracy"),
     ("task", {"abort_epochs": -1}, "spec.task.abort_epochs"),
