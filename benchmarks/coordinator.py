@@ -59,13 +59,17 @@ def trainer_process(address: str, threads: int, eval_s: float, start_at: float, 
 
     window = (start_at + warmup_s, end_at)
     finished: list[tuple[float, float]] = []  # (start, end) wall-clock times of evaluations
+    running: dict[int, float] = {}  # thread id -> start of the evaluation in progress
     lock = threading.Lock()
 
     def evaluate(lease, heartbeat):
         begin = time.time()
+        with lock:
+            running[threading.get_ident()] = begin
         time.sleep(eval_s)
         with lock:
             finished.append((begin, time.time()))
+            del running[threading.get_ident()]
         return Outcome(status="ok", fitness=0.5, val_accuracy=0.5, steps=1, wall_time_s=eval_s)
 
     channel = grpc.insecure_channel(address)
@@ -79,16 +83,19 @@ def trainer_process(address: str, threads: int, eval_s: float, start_at: float, 
     for r in runners:
         r.start()
     time.sleep(max(0.0, end_at - time.time()))
+    with lock:  # evaluations cut off by the window's end were busy until then
+        busy_intervals = finished + [(begin, end_at) for begin in running.values()]
     for w in workers:
         w.request_stop(grace_s=0.0)
     for r in runners:
         r.join(10)
 
     # Time each trainer spent evaluating inside the window.
-    busy = sum(max(0.0, min(e, window[1]) - max(s, window[0])) for s, e in finished)
-    completed = sum(1 for s, e in finished if window[0] <= e <= window[1])
+    busy = sum(max(0.0, min(e, window[1]) - max(s, window[0])) for s, e in busy_intervals)
+    completed = sum(1 for s, e in busy_intervals if window[0] <= e < window[1])
     lease_wait = [x for w in workers for x in w.lease_wait_s]
-    return {"busy_s": busy, "completed": completed, "lease_wait_s": lease_wait,
+    report = [x for w in workers for x in w.report_s]
+    return {"busy_s": busy, "completed": completed, "lease_wait_s": lease_wait, "report_s": report,
             "reported": sum(w.reported for w in workers)}
 
 
@@ -114,45 +121,88 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(math.ceil(q / 100 * len(ordered))) - 1)]
 
 
-def _start_coordinator(workdir: Path, lease_ttl: float) -> tuple[subprocess.Popen, str]:
+def null_server(port: int) -> None:
+    """The baseline server: a WorkerService that grants a lease at once and accepts every
+    report, with no storage and no CMA-ES (same gRPC server settings as the coordinator)."""
+    from concurrent import futures
+
+    from coordinator.defaults import DEFAULT_MAX_WORKERS
+    from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
+
+    class NullWorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+        def __init__(self) -> None:
+            self._count = 0
+            self._lock = threading.Lock()
+
+        def LeaseCandidate(self, request, context):
+            with self._lock:
+                self._count += 1
+                n = self._count
+            return worker_service_pb2.LeaseCandidateResponse(lease=worker_service_pb2.Lease(
+                lease_id=f"null-{n}", experiment_id="null", index=n, theta=[0.0] * 8, attempt=1, ttl_s=60.0,
+                task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=1)))
+
+        def Heartbeat(self, request, context):
+            return worker_service_pb2.HeartbeatResponse(keep_going=True, ttl_s=60.0)
+
+        def ReportResult(self, request, context):
+            return worker_service_pb2.ReportResultResponse(accepted=True)
+
+        def ReturnLease(self, request, context):
+            return worker_service_pb2.ReturnLeaseResponse(returned=True)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=DEFAULT_MAX_WORKERS))
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(NullWorkerService(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def _start_server(kind: str, workdir: Path, lease_ttl: float) -> tuple[subprocess.Popen, str]:
+    """Starts the coordinator (``kind="coordinator"``) or the null baseline; returns it once it answers."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    log = open(workdir / "coordinator.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taylorglo_tf", "coordinator", "--listen", address,
-         "--db", str(workdir / "bench.db"), "--lease-ttl", str(lease_ttl)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-    )
-    stub = experiment_service_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(address))
+    log = open(workdir / f"{kind}.log", "w")
+    if kind == "coordinator":
+        command = [sys.executable, "-m", "taylorglo_tf", "coordinator", "--listen", address,
+                   "--db", str(workdir / "bench.db"), "--lease-ttl", str(lease_ttl), "--log-level", "WARNING"]
+    else:
+        command = [sys.executable, __file__, "--_null-server", str(port)]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     deadline = time.time() + 60
     while True:
         try:
-            stub.ListExperiments(experiment_service_pb2.ListExperimentsRequest(), timeout=2)
+            grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=1)
             return process, address
-        except grpc.RpcError:
+        except grpc.FutureTimeoutError:
             if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"coordinator did not start; see {workdir / 'coordinator.log'}")
-            time.sleep(0.2)
+                raise RuntimeError(f"{kind} did not start; see {workdir / f'{kind}.log'}")
 
 
-def measure(trainers: int, eval_s: float, duration_s: float, warmup_s: float, workdir: Path) -> dict:
-    """One configuration: a fresh coordinator, ``trainers`` simulated trainers, one window."""
-    process, address = _start_coordinator(workdir, lease_ttl=max(30.0, 10 * eval_s))
+def _submit_work(address: str, trainers: int, eval_s: float, duration_s: float) -> list[str]:
+    """Submits EXPERIMENTS searches holding at least 2x the trainers' worth of candidates,
+    so a generation's barrier in one experiment never starves the trainers."""
+    stub = experiment_service_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(address))
+    population = max(8, math.ceil(2 * trainers / EXPERIMENTS))
+    generations = max(3, math.ceil(duration_s / eval_s) + 2)
+    ids = []
+    for i in range(EXPERIMENTS):
+        spec = spec_module.load_spec({
+            "name": f"bench-{i}",
+            "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+            "search": {"population": population, "generations": generations, "seed": i + 1},
+        })
+        ids.append(stub.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=30).id)
+    return ids
+
+
+def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup_s: float, workdir: Path) -> dict:
+    """One configuration: a fresh server (``"coordinator"`` or ``"null"``), ``trainers``
+    simulated trainers, one measurement window."""
+    process, address = _start_server(server, workdir, lease_ttl=max(30.0, 10 * eval_s))
     stub = experiment_service_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(address))
     try:
-        # Keep at least 2x the trainers' worth of candidates queued across experiments,
-        # so a generation's barrier in one experiment never starves the trainers.
-        population = max(8, math.ceil(2 * trainers / EXPERIMENTS))
-        generations = max(3, math.ceil(duration_s / eval_s) + 2)
-        ids = []
-        for i in range(EXPERIMENTS):
-            spec = spec_module.load_spec({
-                "name": f"bench-{i}",
-                "task": {"dataset": "digits", "model": "tiny", "steps": 1},
-                "search": {"population": population, "generations": generations, "seed": i + 1},
-            })
-            ids.append(stub.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=spec),
-                                             timeout=30).id)
+        ids = _submit_work(address, trainers, eval_s, duration_s) if server == "coordinator" else []
         processes = math.ceil(trainers / THREADS_PER_PROCESS)
         start_at = time.time() + 3.0  # let every trainer process import and connect first
         end_at = start_at + warmup_s + duration_s
@@ -182,12 +232,14 @@ def measure(trainers: int, eval_s: float, duration_s: float, warmup_s: float, wo
     completed = sum(s["completed"] for s in stats)
     busy = sum(s["busy_s"] for s in stats)
     waits = [x for s in stats for x in s["lease_wait_s"]]
+    reports = [x for s in stats for x in s["report_s"]]
     ideal = trainers / eval_s
     return {
-        "trainers": trainers, "eval_s": eval_s, "window_s": duration_s, "evaluations": completed,
+        "server": server, "trainers": trainers, "eval_s": eval_s, "window_s": duration_s, "evaluations": completed,
         "throughput": completed / duration_s, "ideal": ideal, "percent_of_ideal": 100 * completed / duration_s / ideal,
         "idle_percent": 100 * (1 - busy / (trainers * duration_s)),
         "lease_p50_ms": 1000 * _percentile(waits, 50), "lease_p99_ms": 1000 * _percentile(waits, 99),
+        "report_p50_ms": 1000 * _percentile(reports, 50), "report_p99_ms": 1000 * _percentile(reports, 99),
         "coordinator_cpu_ms_per_eval": 1000 * (cpu_after - cpu_before) / max(1, completed),
         "coordinator_cpu_percent": 100 * (cpu_after - cpu_before) / duration_s,
     }
@@ -198,17 +250,19 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="Coordinator throughput (simulated trainers, loopback)")
-    for column in ("trainers", "eval s", "evals", "evals/s", "ideal/s", "% of ideal", "idle %",
-                   "lease p50 ms", "lease p99 ms", "coord CPU ms/eval", "coord CPU %"):
+    for column in ("server", "trainers", "eval s", "evals", "evals/s", "ideal/s", "% of ideal", "idle %",
+                   "lease p50 ms", "lease p99 ms", "report p50 ms", "report p99 ms", "server CPU ms/eval",
+                   "server CPU %"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
-            str(r["trainers"]), f"{r['eval_s']:g}", str(r["evaluations"]), f"{r['throughput']:.1f}",
+            r["server"], str(r["trainers"]), f"{r['eval_s']:g}", str(r["evaluations"]), f"{r['throughput']:.1f}",
             f"{r['ideal']:.1f}", f"{r['percent_of_ideal']:.1f}", f"{r['idle_percent']:.1f}",
-            f"{r['lease_p50_ms']:.1f}", f"{r['lease_p99_ms']:.1f}", f"{r['coordinator_cpu_ms_per_eval']:.2f}",
+            f"{r['lease_p50_ms']:.1f}", f"{r['lease_p99_ms']:.1f}", f"{r['report_p50_ms']:.1f}",
+            f"{r['report_p99_ms']:.1f}", f"{r['coordinator_cpu_ms_per_eval']:.2f}",
             f"{r['coordinator_cpu_percent']:.0f}",
         )
-    Console(width=160).print(table)
+    Console(width=190).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,25 +270,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 and 8 trainers, 0.05 s evaluations")
     parser.add_argument("--trainers", type=int, nargs="+", help="trainer counts (default: 1 8 32 128)")
     parser.add_argument("--eval-s", type=float, help="seconds per evaluation (default: 1)")
-    parser.add_argument("--duration", type=float, help="measurement window per configuration, s (default: 30)")
+    parser.add_argument("--duration", type=float, help="measurement window per configuration, s (default: 20)")
     parser.add_argument("--warmup", type=float, help="warm-up before the window, s (default: 3)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the null-server baseline rows")
     parser.add_argument("--_trainer-process", dest="trainer_process", help=argparse.SUPPRESS)
+    parser.add_argument("--_null-server", dest="null_server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.null_server:
+        null_server(args.null_server)
+        return 0
     if args.trainer_process:
         print(json.dumps(trainer_process(**json.loads(args.trainer_process))))
         return 0
     trainers = args.trainers or ([1, 8] if args.quick else [1, 8, 32, 128])
     eval_s = args.eval_s or (0.05 if args.quick else 1.0)
-    duration = args.duration or (3.0 if args.quick else 30.0)
+    duration = args.duration or (3.0 if args.quick else 20.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+    servers = ["coordinator"] if args.no_baseline else ["coordinator", "null"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
         for n in trainers:
-            workdir = Path(tmp) / f"n{n}"
-            workdir.mkdir()
-            rows.append(measure(n, eval_s, duration, warmup, workdir))
-            print(f"{n} trainers: {rows[-1]['percent_of_ideal']:.1f}% of ideal", file=sys.stderr)
+            for server in servers:  # side by side: the same harness against both servers
+                workdir = Path(tmp) / f"{server}-{n}"
+                workdir.mkdir()
+                rows.append(measure(server, n, eval_s, duration, warmup, workdir))
+                print(f"{server}, {n} trainers: {rows[-1]['percent_of_ideal']:.1f}% of ideal", file=sys.stderr)
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

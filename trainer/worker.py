@@ -269,8 +269,9 @@ class Worker:
         # True when run() gave a lease back while its evaluation thread still ran
         # (the caller may then exit the process without waiting for that thread).
         self.abandoned_evaluation = False
-        # Time spent waiting for a lease vs evaluating, in seconds (for the benchmark).
+        # Round trips of granted leases and time spent evaluating, in seconds (for the benchmark).
         self.lease_wait_s: list[float] = []
+        self.report_s: list[float] = []  # ReportResult round trips, seconds
         self.busy_s = 0.0
 
     # -- control ---------------------------------------------------------------
@@ -413,6 +414,7 @@ class Worker:
         """Reports an outcome, retrying while the coordinator is unreachable."""
         request = outcome.to_request(lease.lease_id, self.trainer_id)
         backoff = Backoff(self._backoff.initial_s, self._backoff.maximum_s, self._backoff.multiplier)
+        started = time.monotonic()
         while True:
             try:
                 response = self._stub.ReportResult(request, timeout=self.rpc_timeout_s, metadata=self.metadata)
@@ -438,6 +440,7 @@ class Worker:
                 time.sleep(delay)
                 continue
             self.reported += 1
+            self.report_s.append(time.monotonic() - started)
             if response.accepted:
                 log.info("reported %s: %s fitness %.4f", lease.lease_id, outcome.status, outcome.fitness)
             else:
