@@ -66,7 +66,6 @@ MAX_PIXELS = 1024
 MAX_NUM_CLASSES = 100_000
 MAX_SEED = 2**32 - 1  # pycma/NumPy seeds
 
-_IDENTIFIER = re.compile(r"^[a-z0-9_]+$")
 _TFDS_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.]+)?$")
 
 
@@ -259,7 +258,8 @@ def validate(spec: ExperimentSpec) -> None:
 def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
     check_dataset_uri(task.dataset, f"{path}.dataset")
     _require(bool(task.model), f"{path}.model", "is required (a name from taylorglo_tf.models.names())")
-    _require(bool(_IDENTIFIER.match(task.model)), f"{path}.model", f"{task.model!r} is not a model name (lowercase letters, digits, _)")
+    known = _model_names()
+    _require(task.model in known, f"{path}.model", f"unknown model {task.model!r}; known: {', '.join(known)}")
     _check_range(task.steps, 1, MAX_STEPS, f"{path}.steps", "steps")
     _check_range(task.batch_size, 0, MAX_BATCH_SIZE, f"{path}.batch_size", "batch size")
     _check_range(task.seed, 0, MAX_SEED, f"{path}.seed", "seed")  # trainers seed NumPy/Keras with it
@@ -275,6 +275,12 @@ def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
     _check_range(aug.cutmix_probability, 0, 1, f"{apath}.cutmix_probability", "probability")
     _check_range(aug.cutmix_alpha, 0, 1e6, f"{apath}.cutmix_alpha", "alpha")
     _require(aug.cutmix_probability == 0 or aug.cutmix_alpha > 0, f"{apath}.cutmix_alpha", "must be > 0 when CutMix is on")
+
+
+def _model_names() -> list[str]:
+    from taylorglo_tf import models  # the registry only: no TensorFlow
+
+    return models.names()
 
 
 def _validate_loss(loss: types_pb2.LossSpec, path: str) -> None:

@@ -86,6 +86,7 @@ def test_values_of_the_wrong_type_are_named(section, values, field):
     ("task", {"abort_epochs": -1}, "spec.task.abort_epochs"),
     ("task", {"model": ""}, "spec.task.model"),
     ("task", {"model": "../evil"}, "spec.task.model"),
+    ("task", {"model": "resnet9000"}, "spec.task.model"),
     ("search", {"population": 1}, "spec.search.population"),
     ("search", {"generations": -1}, "spec.search.generations"),
     ("search", {"sigma0": float("inf")}, "spec.search.sigma0"),
