@@ -10,12 +10,13 @@ From a ``taylorglo.v1.ExperimentResult`` (``GetResult``) :func:`write_result_fol
     history.csv          per generation: best and mean fitness, best so far, CMA-ES sigma
     fitness.png          best and mean fitness per generation (the paper's Figure 2)
     loss_shapes.png      each generation's best loss in the binary view (Figure 3a)
-    tensorboard/         event files with the history's scalars (step = generation)
+    tensorboard/         an event file with the history's scalars (step = generation)
     comparison.json/.txt the loss-vs-baseline comparison, when one is given
 
 Tables and JSON come first and need only NumPy; plots need matplotlib and the
-TensorBoard events TensorFlow, both imported on first use (the coordinator image
-has neither and never calls this). Every file is written to a temporary name and
+event files the ``tensorboard`` package (its protos and record writer, no
+TensorFlow), both imported on first use (the coordinator image has neither and
+never calls this). Every file is written to a temporary name and
 renamed, so an interrupted write never leaves a truncated file.
 """
 
@@ -330,20 +331,37 @@ def _save_figure(figure: Any, path: Path) -> None:
 
 
 def write_tensorboard(history: list[dict[str, Any]], log_dir: Path) -> Path:
-    """TensorBoard event files of the history's scalars (step = generation)."""
-    import tensorflow as tf
+    """A TensorBoard event file of the history's scalars (step = generation); returns its path.
+
+    Written with TensorBoard's own event protos and record writer, so no
+    TensorFlow import (which costs seconds) is needed. Each call writes a new
+    ``events.out.tfevents.<time>.<host>`` file and removes the folder's older ones,
+    so a rewritten result folder shows one run.
+    """
+    import socket
+    import time
+
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    writer = tf.summary.create_file_writer(str(log_dir))
-    try:
-        with writer.as_default():
-            for row in history:
-                for tag, column in TENSORBOARD_SCALARS.items():
-                    tf.summary.scalar(tag, row[column], step=row["generation"])
-        writer.flush()
-    finally:
-        writer.close()
-    return log_dir
+    now = time.time()
+    name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}"
+    tmp = log_dir / f".{name}.tmp"  # outside the glob below
+    with open(tmp, "wb") as handle:
+        writer = RecordWriter(handle)
+        writer.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+        for row in history:
+            values = [summary_pb2.Summary.Value(tag=tag, simple_value=float(row[column]))
+                      for tag, column in TENSORBOARD_SCALARS.items()]
+            event = event_pb2.Event(wall_time=now, step=int(row["generation"]),
+                                    summary=summary_pb2.Summary(value=values))
+            writer.write(event.SerializeToString())
+    os.replace(tmp, log_dir / name)
+    for old in log_dir.glob("events.out.tfevents.*"):
+        if old.name != name:
+            old.unlink()
+    return log_dir / name
 
 
 # ----------------------------------------------------------------------------- files

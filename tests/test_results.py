@@ -6,6 +6,8 @@ import csv
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,20 +166,21 @@ def test_tensorboard_events_hold_the_history_scalars(folder):
     result, out = folder
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(out / "tensorboard"), size_guidance={"tensors": 0})
+    accumulator = EventAccumulator(str(out / "tensorboard"))
     accumulator.Reload()
-    tags = accumulator.Tags()["tensors"]
-    assert set(results.TENSORBOARD_SCALARS) <= set(tags)
-    best = [(e.step, float(np.asarray(_tensor_value(e)))) for e in accumulator.Tensors("fitness/best")]
+    assert set(results.TENSORBOARD_SCALARS) <= set(accumulator.Tags()["scalars"])
+    best = [(e.step, e.value) for e in accumulator.Scalars("fitness/best")]
     assert best == [(g.generation, pytest.approx(g.best_fitness)) for g in result.generations]
-    sigma = [float(_tensor_value(e)) for e in accumulator.Tensors("cmaes/sigma")]
+    sigma = [e.value for e in accumulator.Scalars("cmaes/sigma")]
     assert sigma == pytest.approx([g.sigma for g in result.generations])
 
 
-def _tensor_value(event):
-    from tensorflow import make_ndarray
-
-    return make_ndarray(event.tensor_proto)
+def test_rewriting_tensorboard_events_leaves_one_event_file(tmp_path):
+    history = results.history_rows(make_result(generations=2).generations)
+    results.write_tensorboard(history, tmp_path)
+    time.sleep(1.1)  # event file names carry the time in seconds
+    results.write_tensorboard(history[:1], tmp_path)
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
 
 
 def test_comparison_is_written_as_json_and_text(folder):
@@ -230,3 +233,20 @@ def test_importing_results_does_not_import_tensorflow():
     code = "import sys, taylorglo_tf.results; print('tensorflow' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_writing_a_result_folder_does_not_import_tensorflow(tmp_path):
+    """`taylorglo result` stays fast: tables, plots and events need no TensorFlow."""
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_results import make_result\n"
+        "from taylorglo_tf import results\n"
+        f"results.write_result_folder(make_result(), {str(tmp_path)!r})\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]
+    assert (tmp_path / "loss_shapes.png").exists() and list((tmp_path / "tensorboard").iterdir())

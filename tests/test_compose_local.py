@@ -1,0 +1,201 @@
+"""docker/compose.yaml's wiring, exercised without a Docker engine.
+
+The coordinator and trainer services' commands, environments and health checks
+are read from compose.yaml (interpolated like compose does, with tokens as an
+operator's docker/.env would give them) and run as local processes. Only what a
+container provides is mapped: the service name ``coordinator`` and the
+container's ``0.0.0.0`` become 127.0.0.1 with a free port, named volumes become
+temporary folders, files the Dockerfiles copy (``/opt/taylorglo/healthcheck.py``)
+their source in the repository. Then a client submits a small search with the
+client token, as the README says, and sees it complete on the Keras trainer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+TOKENS = {"TAYLORGLO_TRAINER_TOKEN": "compose-trainer-token-0123", "TAYLORGLO_CLIENT_TOKEN": "compose-client-token-4567"}
+CONTAINER_PORT = "50051"
+# Files the Dockerfiles COPY into the images -> their source in the repository.
+IMAGE_FILES = {"/opt/taylorglo/healthcheck.py": str(DOCKER / "healthcheck.py")}
+
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
+
+
+def interpolate(value, env: dict[str, str]):
+    """Compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?error}`` substitution, recursively."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, op, arg = match.group("name", "op", "arg")
+        current = env.get(name, "")
+        if op == ":?" and not current:
+            raise ValueError(f"{name}: {arg}")
+        return current or (arg if op == ":-" else "")
+
+    return _VARIABLE.sub(substitute, value)
+
+
+@pytest.fixture(scope="module")
+def compose():
+    raw = yaml.safe_load((DOCKER / "compose.yaml").read_text())  # YAML merge keys resolved here
+    return interpolate({"services": raw["services"], "volumes": raw["volumes"]}, dict(TOKENS))
+
+
+def duration_s(text: str) -> float:
+    """Compose durations used here: ``30s``, ``2m``."""
+    value, unit = float(text[:-1]), text[-1]
+    return value * {"s": 1, "m": 60}[unit]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Host:
+    """What Docker would provide: name resolution, volumes, the images' files, the PATH."""
+
+    def __init__(self, tmp_path: Path, port: int, volume_names):
+        self.port = port
+        self.volumes = {name: tmp_path / "volumes" / name for name in volume_names}
+        for folder in self.volumes.values():
+            folder.mkdir(parents=True)
+        self.mounts: dict[str, str] = {}
+
+    def mount(self, service: dict) -> None:
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            self.mounts[target] = str(self.volumes[source])
+
+    def localize(self, text: str) -> str:
+        text = text.replace(f"0.0.0.0:{CONTAINER_PORT}", f"127.0.0.1:{self.port}")
+        text = text.replace(f"coordinator:{CONTAINER_PORT}", f"127.0.0.1:{self.port}")
+        text = text.replace(f"127.0.0.1:{CONTAINER_PORT}", f"127.0.0.1:{self.port}")
+        for container_path, local in {**IMAGE_FILES, **self.mounts}.items():
+            if text == container_path or text.startswith(container_path + "/"):
+                text = local + text[len(container_path):]
+        return text
+
+    def argv(self, command: list[str]) -> list[str]:
+        argv = [self.localize(arg) for arg in command]
+        if argv[0] == "taylorglo":  # the console script the image installs
+            argv[0] = str(Path(sys.executable).parent / "taylorglo")
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        return argv
+
+    def environment(self, service: dict) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TAYLORGLO_")}
+        base.update({key: self.localize(str(value)) for key, value in service.get("environment", {}).items()})
+        return base
+
+
+def healthcheck_argv(host: Host, service: dict) -> list[str]:
+    test = service["healthcheck"]["test"] if "healthcheck" in service else None
+    if test is None:  # the image's HEALTHCHECK (Dockerfile.trainer)
+        text = (DOCKER / "Dockerfile.trainer").read_text()
+        test = ["CMD", *yaml.safe_load(re.search(r"HEALTHCHECK[^\n]*\\\n\s*CMD (\[.*\])", text).group(1))]
+    assert test[0] == "CMD"
+    return host.argv(test[1:])
+
+
+def wait_healthy(host: Host, service: dict, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        check = subprocess.run(healthcheck_argv(host, service), env=host.environment(service),
+                               capture_output=True, text=True, timeout=30)
+        if check.returncode == 0:
+            return
+        assert process.poll() is None, f"service exited with {process.returncode}"
+        assert time.monotonic() < deadline, check.stderr
+        time.sleep(0.3)
+
+
+def client(host: Host, token: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAYLORGLO_")}
+    env.update(TAYLORGLO_TOKEN=token, COLUMNS="120")
+    return subprocess.run([str(Path(sys.executable).parent / "taylorglo"), *args,
+                           "--coordinator", f"127.0.0.1:{host.port}"],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_compose_services_run_locally_complete_a_search_and_stop_cleanly(compose, tmp_path):
+    services = compose["services"]
+    coordinator_service, trainer_service = services["coordinator"], services["trainer"]
+    host = Host(tmp_path, free_port(), compose["volumes"])
+    host.mount(coordinator_service)
+    host.mount(trainer_service)
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("coordinator", "trainer")}
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        processes["coordinator"] = subprocess.Popen(
+            host.argv(coordinator_service["command"]), env=host.environment(coordinator_service),
+            stdout=logs["coordinator"], stderr=subprocess.STDOUT, cwd=tmp_path,
+        )
+        # depends_on: coordinator service_healthy
+        assert trainer_service["depends_on"]["coordinator"]["condition"] == "service_healthy"
+        wait_healthy(host, coordinator_service, processes["coordinator"])
+        processes["trainer"] = subprocess.Popen(
+            host.argv(trainer_service["command"]), env=host.environment(trainer_service),
+            stdout=logs["trainer"], stderr=subprocess.STDOUT, cwd=tmp_path,
+        )
+        wait_healthy(host, trainer_service, processes["trainer"])
+
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({
+            "name": "compose wiring",
+            "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+            "search": {"population": 3, "generations": 2},
+        }))
+        # The trainer's token cannot submit: roles are wired separately.
+        refused = client(host, TOKENS["TAYLORGLO_TRAINER_TOKEN"], "submit", str(spec), timeout=60)
+        assert refused.returncode == 1 and "permission denied" in refused.stderr
+        submitted = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "submit", str(spec), "--watch")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        assert re.search(r"experiment \w+ succeeded: best fitness 0\.\d+", submitted.stdout)
+        experiment_id = re.search(r"experiment (\w+) succeeded", submitted.stdout).group(1)
+
+        result = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "result", experiment_id,
+                        "--out", str(tmp_path / "result"))
+        assert result.returncode == 0, result.stderr
+        candidates = (tmp_path / "result" / "candidates.csv").read_text().splitlines()
+        assert len(candidates) == 1 + 6
+        # The trainer trained them (Keras evaluator, as in the image).
+        trainer_ids = {line.split(",")[5] for line in candidates[1:]}
+        assert len(trainer_ids) == 1 and "" not in trainer_ids
+
+        # The database lives on the coordinator's volume.
+        database = coordinator_service["command"][coordinator_service["command"].index("--db") + 1]
+        assert Path(host.localize(database)).is_file()
+        assert str(host.volumes["coordinator-data"]) in host.localize(database)
+
+        # docker compose stop: SIGTERM, then the stop_grace_period.
+        for name in ("trainer", "coordinator"):
+            processes[name].send_signal(signal.SIGTERM)
+            assert processes[name].wait(timeout=duration_s(services[name]["stop_grace_period"])) == 0
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for log in logs.values():
+            log.close()
