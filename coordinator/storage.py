@@ -114,6 +114,26 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
+def _claim(path: Path):
+    """Hold an exclusive lock on ``<db>.lock`` for this process's lifetime.
+
+    Two coordinators dispatching from one database would lease the same
+    candidates twice; the operating system drops the lock when a process dies,
+    even by ``kill -9``, so a restart is never blocked by a stale claim.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no claim
+        return None
+    handle = open(path.with_name(path.name + ".lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise OSError(f"database {str(path)!r} is in use by another coordinator") from None
+    return handle
+
+
 def _array(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f8").copy()
 
@@ -130,16 +150,25 @@ class SqliteStorage:
             raise ValueError(f"synchronous={synchronous!r} is not OFF, NORMAL or FULL")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner = _claim(self.path)
         self._lock = threading.Lock()
-        # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in _tx
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(f"database {str(self.path)!r} has schema version {version}; this coordinator reads {SCHEMA_VERSION}")
-        self._db.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        try:
+            # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in _tx
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise RuntimeError(
+                    f"database {str(self.path)!r} has schema version {version}; this coordinator reads {SCHEMA_VERSION}")
+            self._db.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.Error as exc:
+            self._release()
+            raise OSError(f"cannot open database {str(self.path)!r}: {exc}") from None
+        except BaseException:
+            self._release()
+            raise
 
     # -- transactions
 
@@ -291,3 +320,9 @@ class SqliteStorage:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._owner is not None:
+            self._owner.close()  # releases the claim
+            self._owner = None

@@ -118,3 +118,20 @@ def test_a_database_from_a_newer_schema_is_refused(tmp_path):
 def test_an_unknown_synchronous_mode_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="EXTRA"):
         SqliteStorage(tmp_path / "x.db", synchronous="EXTRA")
+
+
+def test_a_database_serves_one_coordinator_at_a_time(tmp_path):
+    first = SqliteStorage(tmp_path / "one.db")
+    with pytest.raises(OSError, match="in use by another coordinator"):
+        SqliteStorage(tmp_path / "one.db")
+    first.close()
+    SqliteStorage(tmp_path / "one.db").close()  # free again once the first one is gone
+
+
+def test_a_file_that_is_not_a_database_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("not a database, just text " * 100)
+    with pytest.raises(OSError, match="notes.db"):
+        SqliteStorage(path)
+    path.unlink()
+    SqliteStorage(path).close()  # the failed attempt left no claim behind

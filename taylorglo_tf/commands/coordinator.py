@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         server = serve(args.db, args.listen, trainer_token=trainer_token, client_token=client_token,
                        insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key,
                        lease_ttl_s=args.lease_ttl)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # bad settings, port or database
         print(f"taylorglo coordinator: {exc}", file=sys.stderr)
         return 2
 
