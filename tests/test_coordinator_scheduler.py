@@ -447,3 +447,16 @@ def test_a_failed_generation_commit_is_retried_without_losing_the_results(db, mo
     assert s.get(exp.id).generation == 1
     assert drain(s) == 2
     assert s.get(exp.id).state == types_pb2.EXPERIMENT_STATE_SUCCEEDED
+
+
+def test_the_default_prescreen_is_the_loss_librarys_invariant(db):
+    from taylorglo_tf.invariant import is_valid
+
+    s = Scheduler(SqliteStorage(db))  # default pre-screen
+    s.start(reaper=False)
+    exp = s.submit(make_spec(population=10, generations=2, invariant_prescreen=True))
+    drain(s)
+    result = s.result(exp.id)
+    for c in result.candidates:
+        assert (c.status == types_pb2.CANDIDATE_STATUS_INVALID) == (not is_valid(np.array(c.theta), 10))
+    assert result.experiment.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED
