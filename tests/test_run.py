@@ -180,7 +180,7 @@ def test_the_trainer_monitor_reports_once_when_every_trainer_has_exited():
 
     calls = []
     done = threading.Event()
-    run_command._watch_trainers(Trainers(), lambda: calls.append(1), done)
+    run_command._watch_trainers(Trainers(), lambda: calls.append(1), done, interval_s=0.01)
     assert calls == [1]
 
 

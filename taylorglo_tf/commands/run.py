@@ -92,9 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-steps", type=_non_negative_int, default=0, metavar="S",
                         help="training steps per comparison run; 0 = the model recipe's full length (default)")
     parser.add_argument("--db", metavar="PATH", help="coordinator database (default: a temporary file)")
-    parser.add_argument("--data-dir", default=os.environ.get("TAYLORGLO_DATA_DIR") or os.getcwd(), metavar="DIR",
-                        help="where idx:/npz: datasets and TFDS data live (default $TAYLORGLO_DATA_DIR or the "
-                             "current directory)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="trainers' data directory: TFDS data and the base of idx:/npz: paths "
+                             "(default $TAYLORGLO_DATA_DIR, else ~/tensorflow_datasets, TFDS's own default)")
     parser.add_argument("--evaluator", choices=("keras", "synthetic"), default="keras",
                         help="how trainers score candidates (default keras; synthetic is a quick dry run)")
     parser.add_argument("--lease-ttl", type=float, default=None, metavar="S",
@@ -106,6 +106,13 @@ def load_run_spec(path: Optional[str]):
     from taylorglo_tf import spec as spec_module
 
     return spec_module.load_spec(path if path else DEFAULT_SPEC)
+
+
+def default_data_dir() -> Path:
+    """``$TAYLORGLO_DATA_DIR``, else ``~/tensorflow_datasets`` (created if missing)."""
+    path = Path(os.environ.get("TAYLORGLO_DATA_DIR") or Path.home() / "tensorflow_datasets").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def default_out_dir(name: str, now: Optional[datetime.datetime] = None) -> Path:
@@ -193,9 +200,10 @@ def _free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
-def _watch_trainers(trainers: LocalTrainers, on_all_exited: Callable[[], None], done: threading.Event) -> None:
-    """Calls ``on_all_exited`` once if every trainer exits while ``done`` is unset."""
-    while not done.wait(1.0):
+def _watch_trainers(trainers: LocalTrainers, on_all_exited: Callable[[], None], done: threading.Event,
+                    interval_s: float = 1.0) -> None:
+    """Calls ``on_all_exited`` once if every trainer exits while ``done`` is unset (polls every ``interval_s``)."""
+    while not done.wait(interval_s):
         if trainers.alive() == 0:
             on_all_exited()
             return
@@ -215,7 +223,9 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     except (SpecError, ValueError, OSError) as error:
         print(f"taylorglo run: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.data_dir and not Path(args.data_dir).is_dir():
+    if args.data_dir is None:
+        args.data_dir = str(default_data_dir())
+    elif not Path(args.data_dir).is_dir():
         print(f"taylorglo run: error: --data-dir {args.data_dir!r} is not a directory", file=sys.stderr)
         return EXIT_BAD_INPUT
     out_dir = Path(args.out) if args.out else default_out_dir(spec.name or "search")
