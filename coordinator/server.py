@@ -159,5 +159,6 @@ def serve(
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("coordinator listening on %s (database %s)", bind.replace(f":{port}", f":{bound}"), db_path)
-    return CoordinatorServer(server, scheduler, storage, health_servicer, host, bound)
+    handle = CoordinatorServer(server, scheduler, storage, health_servicer, host, bound)
+    log.info("coordinator listening on %s (database %s)", handle.address, db_path)
+    return handle
