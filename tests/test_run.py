@@ -196,3 +196,13 @@ def test_the_default_run_is_the_readme_main_job(tmp_path):
     assert json.loads((out / "best_theta.json").read_text())["fitness"] > 0.9
     comparison = json.loads((out / "comparison.json").read_text())
     assert len(comparison["runs"]) == 2 * run_command.DEFAULT_COMPARE_RUNS
+
+
+def test_the_readme_spec_example_is_a_valid_spec():
+    from taylorglo_tf import spec as spec_module
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n(name: mnist-basic-cnn.*?)```", readme, re.S)
+    assert block, "the README's spec example is missing"
+    loaded = spec_module.load_spec(yaml.safe_load(block.group(1)))
+    assert (loaded.task.dataset, loaded.search.population, loaded.search.num_classes) == ("tfds:mnist", 28, 10)
