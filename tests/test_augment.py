@@ -130,6 +130,20 @@ def test_pad_crop_is_a_window_of_the_zero_padded_image_at_every_offset():
     assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}  # uniform over all 25
 
 
+def test_combined_flip_and_crop_is_a_window_of_the_padded_image_or_its_mirror():
+    p = 1
+    x = np.random.default_rng(3).normal(size=(100, 5, 6, 2)).astype(np.float32) + 5.0
+    out = ops.random_crop(tf.constant(x), p, _seed(), flip=True).numpy()
+    padded = np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
+    mirrored = 0
+    for o, pad in zip(out, padded):
+        windows = [(m, dy, dx) for m in (False, True) for dy in range(3) for dx in range(3)
+                   if np.array_equal(o, (pad[:, ::-1] if m else pad)[dy:dy + 5, dx:dx + 6])]
+        assert len(windows) == 1
+        mirrored += windows[0][0]
+    assert 25 <= mirrored <= 75
+
+
 # ------------------------------------------------------------------ Cutout
 
 @pytest.mark.parametrize("cy, cx, length, rows, cols", [

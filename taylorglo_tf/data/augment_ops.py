@@ -15,22 +15,35 @@ def _uniform_int(seed, shape, maxval):
     return tf.random.stateless_uniform(shape, seed, minval=0, maxval=maxval, dtype=tf.int32)
 
 
+def _columns(b, w, seed, flip: bool, offset_range: int):
+    """Per-image source column indices ``(B, W)``: an offset in ``[0, offset_range)``
+    and, if ``flip``, reversed with probability 1/2."""
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    cols = tf.broadcast_to(tf.range(w)[None, :], [b, w])
+    if flip:
+        mirror = tf.random.stateless_uniform([b, 1], s1) < 0.5
+        cols = tf.where(mirror, w - 1 - cols, cols)
+    if offset_range > 1:
+        cols = cols + _uniform_int(s2, [b, 1], offset_range)
+    return cols
+
+
 def random_flip(x, seed):
-    """Flip each image left-right with probability 1/2."""
-    flip = tf.random.stateless_uniform([tf.shape(x)[0]], seed) < 0.5
-    return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+    """Flip each image left-right with probability 1/2 (a batched column gather)."""
+    b, w = tf.shape(x)[0], tf.shape(x)[2]
+    return tf.gather(x, _columns(b, w, seed, True, 1), axis=2, batch_dims=1)
 
 
-def random_crop(x, padding: int, seed):
+def random_crop(x, padding: int, seed, flip: bool = False):
     """Zero-pad by ``padding`` per side, then crop each image back to ``(H, W)`` at a
-    uniform offset in ``[0, 2 * padding]`` (per image, by batched gathers)."""
+    uniform offset in ``[0, 2 * padding]`` (per image, by batched gathers); with
+    ``flip``, also mirror each image with probability 1/2 in the same gather."""
     b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
     padded = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
     s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     rows = _uniform_int(s1, [b, 1], 2 * padding + 1) + tf.range(h)[None, :]
-    cols = _uniform_int(s2, [b, 1], 2 * padding + 1) + tf.range(w)[None, :]
     out = tf.gather(padded, rows, axis=1, batch_dims=1)
-    return tf.gather(out, cols, axis=2, batch_dims=1)
+    return tf.gather(out, _columns(b, w, s2, flip, 2 * padding + 1), axis=2, batch_dims=1)
 
 
 def box_mask(h, w, cy, cx, box_h, box_w):
@@ -96,10 +109,10 @@ def augment_batch(x, y, seed, aug: Augmentation):
     Returns ``(x, y)``, or ``(x, (y_a, y_b, lam))`` when CutMix is on.
     """
     s = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
-    if aug.flip:
-        x = random_flip(x, s[0])
     if aug.crop_padding:
-        x = random_crop(x, aug.crop_padding, s[1])
+        x = random_crop(x, aug.crop_padding, s[1], flip=aug.flip)
+    elif aug.flip:
+        x = random_flip(x, s[0])
     if aug.cutout:
         x = cutout(x, aug.cutout, s[2])
     if aug.cutmix:
