@@ -56,10 +56,10 @@ def test_compare_command_module_does_not_import_tensorflow():
 
 
 def _cli(*argv):
-    """`taylorglo compare ARGV` in-process (the command module's own parser and run)."""
-    from taylorglo_tf.commands.compare import main
+    """`taylorglo compare ARGV`, in-process through the `taylorglo` entry point."""
+    from taylorglo_tf.cli import main
 
-    return main(list(argv))
+    return main(["compare", *argv])
 
 
 def test_taylorglo_compare_end_to_end_on_digits_prints_the_table_and_writes_json(tmp_path, capsys):
