@@ -277,6 +277,9 @@ class LocalSearch:
             stack.callback(self.trainers.stop)
             self.trainers.start()
             server, stub = self._start_coordinator(stack, port)
+            # Stop trainers again (a no-op when done) while the coordinator still
+            # serves, so that interrupted trainers can hand their leases back.
+            stack.callback(self.trainers.stop)
             self._print(f"coordinator on {server.address}, {self.args.trainers} trainer(s) "
                         f"(logs in {self.out_dir / 'logs'})")
             try:
