@@ -53,9 +53,8 @@ class TaylorGLOLoss(keras.losses.Loss):
         self.from_logits = bool(from_logits)
         self.convention = taylor.check_convention(convention)
         # 1/alpha! of each term (paper convention) or 1 (folded), applied to the coefficients in the graph.
-        self._term_scale = (
-            1.0 / self.expansion.factorials if self.convention == "paper" else np.ones_like(self.expansion.factorials)
-        )
+        term_scale = 1.0 / self.expansion.factorials if self.convention == "paper" else np.ones_like(self.expansion.factorials)
+        self._param_scale = np.concatenate([np.ones(self.expansion.num_vars), term_scale]).astype(np.float32)
         self._theta64 = self._validated(theta)
         self._theta_var = keras.Variable(
             self._theta64.astype(np.float32), dtype="float32", trainable=False, autocast=False, name="taylorglo_theta"
@@ -108,13 +107,12 @@ class TaylorGLOLoss(keras.losses.Loss):
 
     def polynomial(self, values: Sequence[Any]) -> Any:
         """``f(z)`` with ``keras.ops``, by nested Horner schemes (one per variable, in ``inputs`` order)."""
-        theta = ops.cast(self._theta_var, self.dtype)
         num_vars = self.expansion.num_vars
-        diffs = [ops.cast(z, self.dtype) - theta[j] for j, z in enumerate(values)]
-        coefficient = {
-            alpha: theta[num_vars + m] * float(self._term_scale[m])
-            for m, alpha in enumerate(self.expansion.multi_indices)
-        }
+        # One multiply and one unstack for all scalars (instead of a slice + multiply per parameter):
+        # each op is a kernel launch in graph mode, and the loss should cost next to nothing.
+        params = ops.unstack(ops.cast(self._theta_var, self.dtype) * self._param_scale)
+        diffs = [ops.cast(z, self.dtype) - params[j] for j, z in enumerate(values)]
+        coefficient = dict(zip(self.expansion.multi_indices, params[num_vars:]))
         result = _horner(coefficient, diffs, (), self.order)
         if result is None:  # unreachable: a trimmed expansion always has a y term
             raise ValueError(f"the expansion {self.expansion.describe()} has no terms")
