@@ -21,6 +21,9 @@ One :class:`Scheduler` serves every experiment of a coordinator. Its rules:
 - Fairness: leases go round-robin over running experiments with queued work.
 
 All state is guarded by one condition variable; LeaseCandidate long-polls on it.
+The CMA-ES step between generations is computed outside it (see
+:meth:`Scheduler._step_pending`), so one experiment's step does not stall the
+lease path of the others.
 """
 
 from __future__ import annotations
@@ -84,6 +87,19 @@ class _Running:
     queue: deque[int]
     # every lease granted in this generation -> (candidate index, trainer id)
     owners: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # its CMA-ES step is queued or being computed
+    advancing: bool = False
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A computed CMA-ES step: the finished generation's summary and what comes next."""
+
+    summary: GenerationRecord
+    candidates: list[CandidateRecord]
+    es_state: bytes
+    last: bool
+    time: float
 
 
 @dataclass
@@ -138,6 +154,7 @@ class Scheduler:
         self._owners: dict[str, _Running] = {}  # lease id -> its generation (current generations only)
         self._leases: dict[str, _ActiveLease] = {}
         self._watchers: dict[str, list[queue.SimpleQueue]] = defaultdict(list)
+        self._pending: list[_Running] = []  # runs whose CMA-ES step is due
         self._rr_next = 0
         self._stopping = False
         self._reaper: threading.Thread | None = None
@@ -168,6 +185,7 @@ class Scheduler:
                 self._running[record.id] = run
                 log.info("resumed experiment %s at generation %d", record.id, record.generation)
                 self._advance(run)
+        self._step_pending()
         if reaper:
             interval = min(1.0, self.lease_ttl_s / 4)
             self._reaper = threading.Thread(target=self._reap, args=(interval,), name="lease-reaper", daemon=True)
@@ -198,6 +216,7 @@ class Scheduler:
         with self._cond:
             for run in list(self._running.values()):
                 self._advance(run)
+        self._step_pending()
 
     # ------------------------------------------------------------------ experiments
 
@@ -221,7 +240,8 @@ class Scheduler:
             log.info("experiment %s submitted: %d generations x %d", exp_id, search.generations, search.population)
             self._advance(run)
             self._cond.notify_all()
-            return self._experiments[exp_id].to_proto()
+        self._step_pending()
+        return self.get(exp_id)
 
     def get(self, experiment_id: str) -> types_pb2.Experiment:
         with self._cond:
@@ -327,6 +347,12 @@ class Scheduler:
 
     def report(self, report: Report) -> tuple[bool, str]:
         """Record a result: ``(accepted, reason)``; only the first final report for a candidate counts."""
+        try:
+            return self._report(report)
+        finally:
+            self._step_pending()
+
+    def _report(self, report: Report) -> tuple[bool, str]:
         with self._cond:
             run = self._owners.get(report.lease_id)
             if run is None:
@@ -369,7 +395,8 @@ class Scheduler:
                 if c.lease_id == active.lease_id and not c.final and not run.record.final:
                     log.info("lease %s of %s/%d/%d expired", active.lease_id, run.record.id, c.generation, c.index)
                     self._retry_or_fail(run, c, f"lease expired after {self.lease_ttl_s:g} s without a heartbeat")
-            return len(expired)
+        self._step_pending()
+        return len(expired)
 
     # ------------------------------------------------------------------ internals
 
@@ -453,50 +480,83 @@ class Scheduler:
         return candidates
 
     def _advance(self, run: _Running) -> None:
-        """While the current generation is complete: tell CMA-ES, then start the next or finish."""
-        while run.record.id in self._running and all(c.final for c in run.candidates):
-            record = run.record
-            now = self._wall()
+        """Queue a CMA-ES step for ``run`` if its current generation is complete (lock held)."""
+        if run.record.id in self._running and not run.advancing and all(c.final for c in run.candidates):
+            run.advancing = True
+            self._pending.append(run)
+
+    def _step_pending(self) -> None:
+        """Run the queued CMA-ES steps; called with the lock *released*.
+
+        The step's computation (unpickle, tell, ask, pre-screen, pickle) runs
+        outside the lock so leases and reports of other experiments are not held
+        up; nothing can change a complete generation meanwhile, and the result is
+        committed and applied under the lock only if the experiment is still
+        where the step started (a cancel in between wins).
+        """
+        while True:
+            with self._cond:
+                if not self._pending:
+                    return
+                run = self._pending.pop(0)
+                record, candidates = run.record, list(run.candidates)
             try:
-                es = cmaes.loads(record.es_state)
-                thetas = [c.theta for c in run.candidates]
-                fitness = np.array([c.fitness for c in run.candidates])
-                cmaes.tell(es, thetas, fitness)
-                best = int(np.argmax(fitness))
-                summary = GenerationRecord(record.id, record.generation, float(fitness[best]), float(fitness.mean()),
-                                           thetas[best], np.array(es.mean, dtype=np.float64), float(es.sigma), now)
-                last = record.generation + 1 >= record.spec.search.generations
-                candidates = [] if last else self._ask(es, record, record.generation + 1, now)
+                step: _Step | Exception = self._compute_step(record, candidates)
             except Exception as exc:  # a broken strategy or pre-screen: this experiment cannot go on
                 log.exception("experiment %s failed", record.id)
-                failed = replace(record, state=types_pb2.EXPERIMENT_STATE_FAILED, update_time=now,
-                                 error=f"{type(exc).__name__}: {exc}")
-                self._storage.update_experiment(failed)
-                self._finish(run, failed)
-                return
-            if last:
-                final = replace(record, state=types_pb2.EXPERIMENT_STATE_SUCCEEDED, update_time=now,
-                                generation=record.spec.search.generations, es_state=cmaes.dumps(es))
-                self._storage.advance_generation(final, summary, [])
-                self._emit_generation(final, summary)
-                self._finish(run, final)
-                log.info("experiment %s finished: best fitness %.4f", record.id, final.best_fitness)
-                return
-            nxt = _with_results(replace(record, generation=record.generation + 1, update_time=now,
-                                        es_state=cmaes.dumps(es)), candidates)
-            self._storage.advance_generation(nxt, summary, candidates)
-            for lease_id in run.owners:
-                self._owners.pop(lease_id, None)
-            run.owners.clear()
-            run.candidates = candidates
-            run.queue = deque(c.index for c in candidates if _queued(c))
-            self._set_record(run, nxt)
-            self._emit_generation(nxt, summary)
-            for c in candidates:
-                if c.final:
-                    self._emit(nxt.id, lambda c=c: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
-                                                                 experiment=nxt.to_proto(), candidate=c.to_proto()))
-            self._cond.notify_all()
+                step = exc
+            with self._cond:
+                run.advancing = False
+                if run.record is not record or record.id not in self._running:
+                    continue  # cancelled (or otherwise changed) while computing
+                self._apply_step(run, record, step)
+                self._advance(run)  # a generation pre-screened entirely invalid is complete at once
+
+    def _compute_step(self, record: ExperimentRecord, candidates: list[CandidateRecord]) -> "_Step":
+        now = self._wall()
+        es = cmaes.loads(record.es_state)
+        thetas = [c.theta for c in candidates]
+        fitness = np.array([c.fitness for c in candidates])
+        cmaes.tell(es, thetas, fitness)
+        best = int(np.argmax(fitness))
+        summary = GenerationRecord(record.id, record.generation, float(fitness[best]), float(fitness.mean()),
+                                   thetas[best], np.array(es.mean, dtype=np.float64), float(es.sigma), now)
+        last = record.generation + 1 >= record.spec.search.generations
+        nxt = [] if last else self._ask(es, record, record.generation + 1, now)
+        return _Step(summary, nxt, cmaes.dumps(es), last, now)
+
+    def _apply_step(self, run: _Running, record: ExperimentRecord, step: "_Step | Exception") -> None:
+        if isinstance(step, Exception):
+            failed = replace(record, state=types_pb2.EXPERIMENT_STATE_FAILED, update_time=self._wall(),
+                             error=f"{type(step).__name__}: {step}")
+            self._storage.update_experiment(failed)
+            self._finish(run, failed)
+            return
+        summary = step.summary
+        if step.last:
+            final = replace(record, state=types_pb2.EXPERIMENT_STATE_SUCCEEDED, update_time=step.time,
+                            generation=record.spec.search.generations, es_state=step.es_state)
+            self._storage.advance_generation(final, summary, [])
+            self._emit_generation(final, summary)
+            self._finish(run, final)
+            log.info("experiment %s finished: best fitness %.4f", record.id, final.best_fitness)
+            return
+        candidates = step.candidates
+        nxt = _with_results(replace(record, generation=record.generation + 1, update_time=step.time,
+                                    es_state=step.es_state), candidates)
+        self._storage.advance_generation(nxt, summary, candidates)
+        for lease_id in run.owners:
+            self._owners.pop(lease_id, None)
+        run.owners.clear()
+        run.candidates = candidates
+        run.queue = deque(c.index for c in candidates if _queued(c))
+        self._set_record(run, nxt)
+        self._emit_generation(nxt, summary)
+        for c in candidates:
+            if c.final:
+                self._emit(nxt.id, lambda c=c: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
+                                                             experiment=nxt.to_proto(), candidate=c.to_proto()))
+        self._cond.notify_all()
 
     def _emit_generation(self, record: ExperimentRecord, summary: GenerationRecord) -> None:
         self._emit(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_GENERATION_FINISHED,
