@@ -460,3 +460,21 @@ def test_the_default_prescreen_is_the_loss_librarys_invariant(db):
     for c in result.candidates:
         assert (c.status == types_pb2.CANDIDATE_STATUS_INVALID) == (not is_valid(np.array(c.theta), 10))
     assert result.experiment.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED
+
+
+def test_a_cancel_during_the_generation_step_wins(db, monkeypatch):
+    s = open_scheduler(db)
+    exp = s.submit(make_spec(population=2, generations=3))
+    real_step = s._compute_step
+
+    def step_with_a_concurrent_cancel(record, candidates):
+        result = real_step(record, candidates)
+        s.cancel(exp.id)  # another client, while the step was computed outside the lock
+        return result
+
+    monkeypatch.setattr(s, "_compute_step", step_with_a_concurrent_cancel)
+    drain(s)
+    record = s.get(exp.id)
+    assert record.state == types_pb2.EXPERIMENT_STATE_CANCELLED and record.generation == 0
+    assert s._storage.load_generations(exp.id) == []
+    assert s._storage.load_experiments()[0].state == types_pb2.EXPERIMENT_STATE_CANCELLED
