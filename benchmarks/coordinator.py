@@ -1,11 +1,17 @@
 """Coordinator throughput with simulated trainers.
 
 Starts a real coordinator process (``python -m taylorglo_tf coordinator``) on a
-loopback port with a fresh SQLite database, submits several experiments with
-big populations (enough queued work for every trainer), and runs N simulated
-trainers: real :class:`trainer.worker.Worker` loops whose evaluation sleeps a
-fixed time, as threads in a few trainer processes (at most 32 threads each).
-All trainers run for the same wall-clock window; the first seconds are warm-up.
+loopback port with a fresh SQLite database, submits four experiments whose
+populations together hold ``--work`` x the trainer count of candidates per
+generation round, and runs N simulated trainers: real
+:class:`trainer.worker.Worker` loops whose evaluation sleeps a fixed time, as
+threads in a few trainer processes (at most 32 threads each). All trainers run
+for the same wall-clock window; the first seconds are warm-up.
+
+Side by side, the same harness runs against a null server (a WorkerService
+that grants a lease at once and accepts every report: no storage, no CMA-ES, no
+generation barrier), which shows what the harness and the machine themselves
+cost.
 
 Per trainer count it reports, over the measurement window:
 
@@ -179,11 +185,11 @@ def _start_server(kind: str, workdir: Path, lease_ttl: float) -> tuple[subproces
                 raise RuntimeError(f"{kind} did not start; see {workdir / f'{kind}.log'}")
 
 
-def _submit_work(address: str, trainers: int, eval_s: float, duration_s: float) -> list[str]:
-    """Submits EXPERIMENTS searches holding at least 2x the trainers' worth of candidates,
-    so a generation's barrier in one experiment never starves the trainers."""
+def _submit_work(address: str, trainers: int, eval_s: float, duration_s: float, work_multiple: float) -> list[str]:
+    """Submits EXPERIMENTS searches whose generations together hold ``work_multiple`` x
+    the trainers' worth of candidates (population = work_multiple * trainers / EXPERIMENTS)."""
     stub = experiment_service_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(address))
-    population = max(8, math.ceil(2 * trainers / EXPERIMENTS))
+    population = max(8, math.ceil(work_multiple * trainers / EXPERIMENTS))
     generations = max(3, math.ceil(duration_s / eval_s) + 2)
     ids = []
     for i in range(EXPERIMENTS):
@@ -196,13 +202,14 @@ def _submit_work(address: str, trainers: int, eval_s: float, duration_s: float) 
     return ids
 
 
-def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup_s: float, workdir: Path) -> dict:
+def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup_s: float, workdir: Path,
+            work_multiple: float = 4.0) -> dict:
     """One configuration: a fresh server (``"coordinator"`` or ``"null"``), ``trainers``
     simulated trainers, one measurement window."""
     process, address = _start_server(server, workdir, lease_ttl=max(30.0, 10 * eval_s))
     stub = experiment_service_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(address))
     try:
-        ids = _submit_work(address, trainers, eval_s, duration_s) if server == "coordinator" else []
+        ids = _submit_work(address, trainers, eval_s, duration_s, work_multiple) if server == "coordinator" else []
         processes = math.ceil(trainers / THREADS_PER_PROCESS)
         start_at = time.time() + 3.0  # let every trainer process import and connect first
         end_at = start_at + warmup_s + duration_s
@@ -235,7 +242,8 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
     reports = [x for s in stats for x in s["report_s"]]
     ideal = trainers / eval_s
     return {
-        "server": server, "trainers": trainers, "eval_s": eval_s, "window_s": duration_s, "evaluations": completed,
+        "server": server, "trainers": trainers, "eval_s": eval_s,
+        "work": f"{work_multiple:g}x" if server == "coordinator" else "inf", "window_s": duration_s, "evaluations": completed,
         "throughput": completed / duration_s, "ideal": ideal, "percent_of_ideal": 100 * completed / duration_s / ideal,
         "idle_percent": 100 * (1 - busy / (trainers * duration_s)),
         "lease_p50_ms": 1000 * _percentile(waits, 50), "lease_p99_ms": 1000 * _percentile(waits, 99),
@@ -250,13 +258,13 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="Coordinator throughput (simulated trainers, loopback)")
-    for column in ("server", "trainers", "eval s", "evals", "evals/s", "ideal/s", "% of ideal", "idle %",
+    for column in ("server", "work", "trainers", "eval s", "evals", "evals/s", "ideal/s", "% of ideal", "idle %",
                    "lease p50 ms", "lease p99 ms", "report p50 ms", "report p99 ms", "server CPU ms/eval",
                    "server CPU %"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
-            r["server"], str(r["trainers"]), f"{r['eval_s']:g}", str(r["evaluations"]), f"{r['throughput']:.1f}",
+            r["server"], r["work"], str(r["trainers"]), f"{r['eval_s']:g}", str(r["evaluations"]), f"{r['throughput']:.1f}",
             f"{r['ideal']:.1f}", f"{r['percent_of_ideal']:.1f}", f"{r['idle_percent']:.1f}",
             f"{r['lease_p50_ms']:.1f}", f"{r['lease_p99_ms']:.1f}", f"{r['report_p50_ms']:.1f}",
             f"{r['report_p99_ms']:.1f}", f"{r['coordinator_cpu_ms_per_eval']:.2f}",
@@ -273,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="measurement window per configuration, s (default: 20)")
     parser.add_argument("--warmup", type=float, help="warm-up before the window, s (default: 3)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--work", type=float, nargs="+", default=[4.0], metavar="X",
+                        help="queued work per generation round, as a multiple of the trainer count "
+                             "(several values: one row each; default: 4)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the null-server baseline rows")
     parser.add_argument("--_trainer-process", dest="trainer_process", help=argparse.SUPPRESS)
     parser.add_argument("--_null-server", dest="null_server", type=int, help=argparse.SUPPRESS)
@@ -291,11 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
         for n in trainers:
-            for server in servers:  # side by side: the same harness against both servers
-                workdir = Path(tmp) / f"{server}-{n}"
+            # Side by side: the same harness against the coordinator and the null server.
+            configs = [("coordinator", w) for w in args.work] + ([] if args.no_baseline else [("null", 0.0)])
+            for server, work in configs:
+                workdir = Path(tmp) / f"{server}-{work:g}-{n}"
                 workdir.mkdir()
-                rows.append(measure(server, n, eval_s, duration, warmup, workdir))
-                print(f"{server}, {n} trainers: {rows[-1]['percent_of_ideal']:.1f}% of ideal", file=sys.stderr)
+                rows.append(measure(server, n, eval_s, duration, warmup, workdir, work))
+                print(f"{server} (work {work:g}x), {n} trainers: {rows[-1]['percent_of_ideal']:.1f}% of ideal",
+                      file=sys.stderr)
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
