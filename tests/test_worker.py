@@ -358,3 +358,13 @@ def test_trainer_cli_exits_1_with_a_clear_message_when_its_token_is_rejected():
         assert "LeaseCandidate rejected by the coordinator: UNAUTHENTICATED" in output
     finally:
         server.stop(0)
+
+
+def test_worker_synthetic_evaluator_and_commands_do_not_import_tensorflow():
+    code = (
+        "import sys; import trainer.worker, trainer.synthetic, taylorglo_tf.commands.trainer, "
+        "taylorglo_tf.commands.client; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert output.stdout.split() == ["False", "False"], output.stderr
