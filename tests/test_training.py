@@ -211,3 +211,25 @@ def test_bad_inputs_raise_clear_errors(evaluator, cross_entropy):
         evaluator.evaluate(lambda y, p: y, DIGITS)
     with pytest.raises(TypeError, match="training.Task"):
         evaluator.evaluate(cross_entropy, DIGITS.to_dict())
+
+
+def test_cutmix_task_trains_on_mixed_batches_from_the_pipeline(evaluator, cross_entropy):
+    task = DIGITS.replace(steps=200, augmentation={"cutmix_prob": 0.5})
+    result = evaluator.evaluate(cross_entropy, task)
+    assert result.status == "ok" and result.val_accuracy >= 0.7
+
+
+def test_time_varying_loss_sees_training_progress_through_the_full_recipe(evaluator):
+    from taylorglo_tf import taylor
+    from taylorglo_tf.losses import TaylorGLOLoss
+
+    # f = c * x * y * t (centres 0): no gradient at t = 0, a label-pulling one as t grows.
+    # It can only train if the evaluator feeds the progress t = step / 300 to the loss.
+
+    expansion = taylor.Expansion(("x", "y", "t"), 3, trimmed=True)
+    theta = np.zeros(expansion.num_vars + len(expansion.multi_indices))
+    theta[expansion.num_vars + list(expansion.multi_indices).index((1, 1, 1))] = 40.0
+    loss = TaylorGLOLoss(theta, inputs=("x", "y", "t"))
+    full = evaluator.evaluate(loss, DIGITS.replace(steps=0))  # 0: the tiny recipe's 300 steps
+    assert full.status == "ok" and full.steps == 300
+    assert full.val_accuracy >= 0.8
