@@ -262,6 +262,7 @@ class LocalSearch:
         self.trainers: Optional[LocalTrainers] = None
         self.experiment_id: Optional[str] = None
         self.trainers_lost = False
+        self._trainer_token = secrets.token_urlsafe(24)
 
     def run(self) -> int:
         started = time.monotonic()
@@ -269,7 +270,6 @@ class LocalSearch:
             # Trainers first: forking before this process runs gRPC threads is clean.
             # They retry with backoff until the coordinator listens on the port.
             port = _free_loopback_port()
-            self._trainer_token = secrets.token_urlsafe(24)
             self.trainers = LocalTrainers(
                 self.args.trainers, f"127.0.0.1:{port}", self._trainer_token, self.out_dir / "logs",
                 evaluator=self.args.evaluator, data_dir=self.args.data_dir,
@@ -371,7 +371,6 @@ class LocalSearch:
                                     timeout=client.RPC_TIMEOUT_S)
         except grpc.RpcError as error:
             raise RunError(f"cannot fetch the result: {error.details()}") from None
-        self.result = result
         write_result_folder(result, self.out_dir)
         self._print(f"best fitness {result.best_fitness:.4f}, theta "
                     f"[{', '.join(f'{v:.4f}' for v in result.best_theta)}]")
