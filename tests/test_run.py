@@ -136,6 +136,27 @@ def test_sigterm_stops_trainers_and_coordinator_and_keeps_the_partial_result(tmp
     assert len(read_csv(out / "history.csv")) >= 2
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+def test_trainers_exit_when_the_run_process_is_killed(tmp_path):
+    spec = write_spec(tmp_path / "long.yaml", population=20, generations=5000)
+    process = start_run(str(spec), "--evaluator", "synthetic", "--out", str(tmp_path / "result"),
+                        "--compare-runs", "0", cwd=tmp_path)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    deadline = time.monotonic() + 90
+    while not any("generation 0: best" in line for line in lines):
+        assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.2)
+    address = coordinator_address("".join(lines))
+    assert len(processes_dialing(address)) == 2
+    process.kill()  # no cleanup code runs: the kernel tells the trainers
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while processes_dialing(address):
+        assert time.monotonic() < deadline, "trainers outlived the killed run"
+        time.sleep(0.2)
+
+
 def test_a_bad_spec_is_refused_naming_the_field(tmp_path, capsys):
     spec = write_spec(tmp_path / "bad.yaml", population=1)
     code = run_command.run(run_command_args(str(spec), tmp_path))

@@ -56,7 +56,7 @@ DEFAULT_SPEC: dict[str, Any] = {
 }
 DEFAULT_TRAINERS = 2
 DEFAULT_COMPARE_RUNS = 5
-TRAINER_GRACE_S = 10.0
+TRAINER_GRACE_S = 5.0  # on Ctrl-C a trainer finishes a candidate that ends soon, else hands it back
 TRAINER_STOP_TIMEOUT_S = 30.0
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
