@@ -241,3 +241,7 @@ def test_cutmix_pipeline_yields_two_label_sets_and_a_per_example_weight():
     xb, yb = next(iter(data.pipeline(x, y, batch_size=4, training=True,
                                      augment=Augmentation(flip=True))))
     assert yb.shape == (4,)  # without CutMix: plain (x, y)
+
+
+def test_cutout_lengths_per_dataset_are_the_papers():
+    assert data.CUTOUT_LENGTH == {"cifar10": 16, "cifar100": 8, "svhn_cropped": 20}

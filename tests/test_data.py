@@ -200,3 +200,9 @@ def test_empty_split_is_an_error_naming_it(tmp_path):
     np.savez(tmp_path / "small.npz", x_train=x, y_train=y, x_test=x, y_test=y)
     with pytest.raises(ValueError, match=r"empty split\(s\) \['val'\]"):
         data.load("npz:small.npz", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "0", True])
+def test_bad_seed_is_an_error_naming_it(bad):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        data.load("digits", seed=bad)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from taylorglo_tf.data.augmentation import Augmentation
+from taylorglo_tf.data.augmentation import CUTOUT_LENGTH, Augmentation
 from taylorglo_tf.data.loader import load, parse_uri
 from taylorglo_tf.data.splits import Splits
 
@@ -26,7 +26,7 @@ _LAZY = {
     "PAPER_SPLITS": "taylorglo_tf.data.tfds_source",
 }
 
-__all__ = ["Augmentation", "Splits", "load", "parse_uri", *_LAZY]
+__all__ = ["Augmentation", "CUTOUT_LENGTH", "Splits", "load", "parse_uri", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+# Cutout hole side per dataset (DeVries & Taylor 2017; REFERENCE section 4).
+CUTOUT_LENGTH: Mapping[str, int] = {"cifar10": 16, "cifar100": 8, "svhn_cropped": 20}
+
 
 @dataclass(frozen=True)
 class Augmentation:

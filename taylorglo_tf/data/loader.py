@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from taylorglo_tf.data.splits import Splits, check_fraction, subsample
 
 SCHEMES = ("tfds", "idx", "npz")
@@ -59,6 +61,8 @@ def load(uri: str, *, data_dir: str | Path | None = None, fraction: float = 1.0,
     training split. ``download`` lets TFDS fetch and prepare missing data.
     """
     fraction = check_fraction(fraction)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     scheme, target, options = parse_uri(uri)
     if scheme == "tfds":
         from taylorglo_tf.data.tfds_source import load_tfds
