@@ -151,7 +151,7 @@ def test_a_search_completes_with_every_candidate_accounted_for(cluster):
 
 def test_a_killed_trainers_candidate_is_released_and_the_search_completes(cluster):
     port = _free_port()
-    cluster.coordinator("kill-trainer.db", port, lease_ttl=1.0)
+    cluster.coordinator("kill-trainer.db", port, lease_ttl=2.0)
     stub = cluster.stub(port)
     experiment_id = submit(stub, population=4, generations=2, seed=5)
     doomed = cluster.trainer(port, "doomed", sleep_s=30.0)  # never finishes on its own
@@ -160,14 +160,16 @@ def test_a_killed_trainers_candidate_is_released_and_the_search_completes(cluste
         result = stub.GetResult(es.GetResultRequest(experiment_id=experiment_id), timeout=5)
         return next(((c.generation, c.index) for c in result.candidates if c.status == LEASED), None)
 
-    killed = wait_until(leased_candidate, 30, "the first lease", cluster)
+    killed = wait_until(leased_candidate, 60, "the first lease", cluster)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(10)
     cluster.trainer(port, "survivor", sleep_s=0.02)
     result = finished_result(stub, experiment_id, cluster)
     assert_every_candidate_accounted_for(result, population=4, generations=2)
     (candidate,) = [c for c in result.candidates if (c.generation, c.index) == killed]
-    assert candidate.attempts == 2 and candidate.trainer_id == "survivor"
+    # Re-leased after the lease expired (a heavily loaded machine may have expired
+    # the doomed trainer's lease once more before the kill, hence >= 2).
+    assert candidate.attempts >= 2 and candidate.trainer_id == "survivor"
     assert {c.trainer_id for c in result.candidates} == {"survivor"}
 
 
