@@ -335,6 +335,8 @@ class Worker:
             return None
         except grpc.RpcError as error:
             self._check_fatal(error, "LeaseCandidate")
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # e.g. a bad trainer id: no retry fixes it
+                raise WorkerError(f"LeaseCandidate rejected by the coordinator: {error.details()}") from None
             delay = self._backoff.next_delay()
             log.warning(
                 "cannot lease from the coordinator (%s: %s); retrying in %.2f s",
