@@ -49,6 +49,9 @@ import numpy as np
 #: Variables a TaylorGLO loss may depend on: true label, predicted probability, training progress.
 KNOWN_INPUTS = ("x", "y", "t")
 CONVENTIONS = ("paper", "folded")
+
+#: The best MNIST loss of the paper (Appendix C), paper convention, order 3, inputs ("x", "y").
+PAPER_MNIST_THETA = (11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674)
 DEFAULT_INPUTS = ("x", "y")
 
 # What the Keras loss registers itself as; the coordinator writes loss JSON without TensorFlow.

@@ -13,7 +13,7 @@ from keras import ops
 from taylorglo_tf import losses, taylor
 from taylorglo_tf.losses import BaikalLoss, Poly1Loss, TaylorGLOLoss
 
-MNIST_THETA = [11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674]
+MNIST_THETA = list(taylor.PAPER_MNIST_THETA)
 RNG = np.random.default_rng(0)
 
 

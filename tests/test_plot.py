@@ -12,7 +12,7 @@ import pytest
 
 from taylorglo_tf import plotting, taylor
 
-MNIST_THETA = [11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674]
+MNIST_THETA = list(taylor.PAPER_MNIST_THETA)
 
 
 def test_binary_view_is_the_two_class_loss_shifted_to_zero_at_y0_equal_one():

@@ -9,7 +9,7 @@ import pytest
 
 from taylorglo_tf import taylor
 
-MNIST_THETA = [11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674]
+MNIST_THETA = list(taylor.PAPER_MNIST_THETA)
 
 
 def eq5_by_hand(theta, x, y):

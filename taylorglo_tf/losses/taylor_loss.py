@@ -106,17 +106,20 @@ class TaylorGLOLoss(keras.losses.Loss):
         return -ops.mean(f, axis=-1)
 
     def polynomial(self, values: Sequence[Any]) -> Any:
-        """``f(z)`` with ``keras.ops``, by nested Horner schemes (one per variable, in ``inputs`` order)."""
+        """``f(z)`` with ``keras.ops``, by nested Horner schemes (one per variable)."""
         num_vars = self.expansion.num_vars
         # One multiply and one unstack for all scalars (instead of a slice + multiply per parameter):
         # each op is a kernel launch in graph mode, and the loss should cost next to nothing.
         params = ops.unstack(ops.cast(self._theta_var, self.dtype) * self._param_scale)
         diffs = [ops.cast(z, self.dtype) - params[j] for j, z in enumerate(values)]
-        coefficient = dict(zip(self.expansion.multi_indices, params[num_vars:]))
-        result = _horner(coefficient, diffs, (), self.order)
-        if result is None:  # unreachable: a trimmed expansion always has a y term
-            raise ValueError(f"the expansion {self.expansion.describe()} has no terms")
-        return result
+        # Horner order: y outermost (every kept term has a y, so it factors out: fewest ops),
+        # the scalar t innermost (its polynomials stay scalar arithmetic).
+        nesting = sorted(range(num_vars), key=lambda j: (self.inputs[j] != "y", self.inputs[j] == "t"))
+        coefficient = {
+            tuple(alpha[j] for j in nesting): c for alpha, c in zip(self.expansion.multi_indices, params[num_vars:])
+        }
+        # never None: a trimmed expansion always keeps at least the linear y term
+        return _horner(coefficient, [diffs[j] for j in nesting], (), self.order)
 
     # -- serialization -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
