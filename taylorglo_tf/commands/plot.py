@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Baseline names load Keras; keep TensorFlow's start-up log lines off the terminal.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from taylorglo_tf import plotting  # matplotlib only when the command runs
 
     first = Path(args.losses[0])
