@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -162,3 +164,12 @@ def test_keras_config_is_written_without_tensorflow_and_names_the_registered_cla
     assert config["config"]["theta"] == MNIST_THETA
     with pytest.raises(ValueError, match="length 8"):
         taylor.keras_config(MNIST_THETA[:5])
+
+
+def test_numpy_only_modules_do_not_import_tensorflow():
+    script = (
+        "import sys; import taylorglo_tf.taylor, taylorglo_tf.invariant, taylorglo_tf.plotting, taylorglo_tf.commands.plot;"
+        "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; assert not bad, bad"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
