@@ -393,3 +393,26 @@ def test_from_loss_rejects_what_it_cannot_approximate():
         TaylorGLOLoss.from_loss(keras.losses.MeanSquaredError())
     with pytest.raises(ValueError, match="center"):
         TaylorGLOLoss.from_loss("cross_entropy", center=(0.5,))
+
+
+def test_deep_copied_loss_has_its_own_theta():
+    import copy
+
+    loss = TaylorGLOLoss(MNIST_THETA)
+    clone = copy.deepcopy(loss)
+    clone.set_theta(np.zeros(8))
+    np.testing.assert_allclose(as_numpy(loss.theta_variable), np.float32(MNIST_THETA))
+    np.testing.assert_array_equal(loss.theta, MNIST_THETA)
+
+
+def test_training_progress_needs_a_loss_with_progress():
+    x, y = data()
+    model = tiny_model()
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy())
+    with pytest.raises(ValueError, match="needs a loss with set_progress"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[losses.TrainingProgress(total_steps=4)])
+
+
+def test_poly1_label_smoothing_must_lie_in_the_unit_interval():
+    with pytest.raises(ValueError, match="label_smoothing=2"):
+        Poly1Loss(label_smoothing=2)
