@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -42,15 +43,18 @@ def render(proto_root: Path = PROTO_ROOT) -> dict[str, str]:
     that declare no service).
     """
     import grpc_tools
-    from grpc_tools import protoc
 
     protos = sorted((proto_root / PROTO_PACKAGE_DIR).glob("*.proto"))
     if not protos:
         raise FileNotFoundError(f"no .proto files under {proto_root / PROTO_PACKAGE_DIR}")
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
+        # protoc runs in its own process: its bundled protobuf/absl clash with
+        # TensorFlow's when both are loaded in one process (a segfault).
         args = [
-            "protoc",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
             f"-I{proto_root}",
             f"-I{well_known}",
             f"--python_out={tmp}",
@@ -58,8 +62,9 @@ def render(proto_root: Path = PROTO_ROOT) -> dict[str, str]:
             f"--grpc_python_out={tmp}",
             *(str(p.relative_to(proto_root)) for p in protos),
         ]
-        if protoc.main(args) != 0:
-            raise RuntimeError(f"protoc failed: {' '.join(args)}")
+        completed = subprocess.run(args, capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise RuntimeError(f"protoc failed ({' '.join(args)}): {completed.stderr.strip()}")
         out: dict[str, str] = {}
         for path in sorted((Path(tmp) / PROTO_PACKAGE_DIR).iterdir()):
             text = path.read_text()
