@@ -197,8 +197,11 @@ def test_recipe_schedule_in_steps_matches_the_keras_optimizer():
     schedule = opt._learning_rate
     for step in [0, 1, 81 * 351 - 1, 81 * 351, 81 * 351 + 1, 122 * 351, 122 * 351 + 1, 164 * 351 - 1]:
         assert float(schedule(step)) == pytest.approx(r.lr_at(step, spe), rel=1e-6)
-    assert r.lr_at(0, spe) == 0.1 and r.lr_at(81 * 351 + 1, spe) == pytest.approx(0.01)
-    assert r.lr_at(122 * 351 + 1, spe) == pytest.approx(0.001)
+    # After 81 epochs (steps 0 .. 81 * 351 - 1) the rate drops, as in the literature's recipe.
+    assert r.lr_at(0, spe) == 0.1 and r.lr_at(81 * 351 - 1, spe) == 0.1
+    assert r.lr_at(81 * 351, spe) == pytest.approx(0.01)
+    assert r.lr_at(122 * 351 - 1, spe) == pytest.approx(0.01)
+    assert r.lr_at(122 * 351, spe) == pytest.approx(0.001)
 
 
 def test_partial_training_follows_the_first_steps_of_the_full_schedule():
@@ -213,7 +216,8 @@ def test_partial_training_follows_the_first_steps_of_the_full_schedule():
         opt.apply([keras.ops.convert_to_tensor(-1.0)], [var])  # SGD: w += lr
         used.append(float(var.numpy()) - before)
     assert used == pytest.approx([r.lr_at(s, spe) for s in range(12)])
-    assert used == pytest.approx([1.0] * 4 + [0.5] * 6 + [0.25] * 2)
+    # epoch 1 (3 steps) at lr, epochs 2-3 at lr * 0.5, epoch 4 at lr * 0.25
+    assert used == pytest.approx([1.0] * 3 + [0.5] * 6 + [0.25] * 3)
 
 
 def test_step_based_recipe_needs_no_steps_per_epoch():

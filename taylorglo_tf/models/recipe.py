@@ -73,7 +73,12 @@ class Recipe:
         return self.steps if self.steps is not None else self.epochs * spe
 
     def boundaries(self, steps_per_epoch: int | None = None) -> list[int]:
-        """Step indices at which the learning rate changes (``PiecewiseConstantDecay`` form)."""
+        """0-based indices of the first step at each new learning rate.
+
+        Milestone ``m`` comes after ``m`` epochs (``m * steps_per_epoch`` steps), so
+        step ``m * steps_per_epoch`` is the first one at the decayed rate (as
+        PyTorch's ``MultiStepLR`` does it).
+        """
         spe = self._check_spe(steps_per_epoch)
         return [int(m) * spe for m in self.milestones]
 
@@ -87,7 +92,7 @@ class Recipe:
         Partial training is the first N steps of this schedule.
         """
         bounds = self.boundaries(steps_per_epoch)
-        return self.values()[sum(step > b for b in bounds)]
+        return self.values()[sum(step >= b for b in bounds)]
 
     @staticmethod
     def steps_per_epoch(num_train: int, batch_size: int) -> int:
@@ -104,8 +109,10 @@ class Recipe:
         bounds = self.boundaries(steps_per_epoch)
         lr: Any = self.lr
         if bounds:
-            # Keras's schedule: values[i] while step <= boundaries[i] (step = iterations)
-            lr = keras.optimizers.schedules.PiecewiseConstantDecay(bounds, self.values())
+            # Keras's schedule uses values[i] while step <= boundaries[i] (step = the
+            # optimizer's iterations before the update): its boundaries are the last
+            # step at each rate, one before ours.
+            lr = keras.optimizers.schedules.PiecewiseConstantDecay([b - 1 for b in bounds], self.values())
         return keras.optimizers.SGD(
             learning_rate=lr, momentum=self.momentum, nesterov=self.nesterov
         )
