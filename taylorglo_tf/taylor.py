@@ -270,12 +270,15 @@ def keras_config(
     convention: str = "paper",
     from_logits: bool = False,
     name: str = "taylorglo",
-    reduction: str = "sum_over_batch_size",
+    reduction: str | None = "sum_over_batch_size",
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """The Keras serialization of ``TaylorGLOLoss(theta, ...)``, built without TensorFlow.
 
     ``losses.load_json`` / ``keras.saving.deserialize_keras_object`` turn it back
     into the loss; the coordinator uses this to write a result's loss JSON.
+    ``TaylorGLOLoss.get_config`` returns this function's ``"config"`` entry, so the
+    two cannot drift apart (a test compares it with ``keras.saving.serialize_keras_object``).
     """
     expansion = Expansion(tuple(inputs), order, True)
     arr = expansion.validate(theta)
@@ -285,7 +288,7 @@ def keras_config(
         "config": {
             "name": name,
             "reduction": reduction,
-            "dtype": "float32",
+            "dtype": dtype,
             "theta": [float(v) for v in arr],
             "order": int(order),
             "inputs": list(expansion.inputs),

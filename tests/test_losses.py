@@ -253,6 +253,23 @@ def test_json_written_without_tensorflow_loads_as_the_same_loss(tmp_path):
     np.testing.assert_array_equal(bare.theta, MNIST_THETA)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"name": "taylorglo_best"},
+        {"order": 4, "inputs": ("y", "x"), "from_logits": True, "convention": "folded", "reduction": "sum"},
+        {"inputs": ("x", "y", "t"), "reduction": None, "dtype": "float64"},
+    ],
+)
+def test_keras_serialization_is_exactly_the_tensorflow_free_config(options):
+    # The result folder writes best_loss.json with taylor.keras_config; Keras must write the very same object.
+    expansion = taylor.Expansion(tuple(options.get("inputs", ("x", "y"))), options.get("order", 3))
+    theta = np.random.default_rng(8).normal(size=expansion.num_params).tolist()
+    loss = TaylorGLOLoss(theta, **options)
+    assert keras.saving.serialize_keras_object(loss) == taylor.keras_config(theta, **options)
+
+
 def test_get_resolves_names_and_reports_unknown_ones(tmp_path):
     assert isinstance(losses.get("cross_entropy"), keras.losses.CategoricalCrossentropy)
     assert isinstance(losses.get("sparse_cross_entropy"), keras.losses.SparseCategoricalCrossentropy)
@@ -393,6 +410,37 @@ def test_from_loss_rejects_what_it_cannot_approximate():
         TaylorGLOLoss.from_loss(keras.losses.MeanSquaredError())
     with pytest.raises(ValueError, match="center"):
         TaylorGLOLoss.from_loss("cross_entropy", center=(0.5,))
+    with pytest.raises(ValueError, match="label 'x' among inputs=\\('y',\\)"):
+        TaylorGLOLoss.from_loss("cross_entropy", center=(0.5,), inputs=("y",))
+
+
+def test_from_loss_takes_centres_in_inputs_order_but_always_calls_f_with_x_then_y():
+    f = lambda x, y: x * y**2  # noqa: E731 - not symmetric in x and y
+    xy = TaylorGLOLoss.from_loss(f, center=(0.2, 0.7), order=2)
+    yx = TaylorGLOLoss.from_loss(f, center=(0.7, 0.2), order=2, inputs=("y", "x"))
+    # at (x, y) = (0.2, 0.7): f_y = 2xy = 0.28, f_yy = 2x = 0.4, f_xy = 2y = 1.4
+    np.testing.assert_allclose(xy.theta, [0.2, 0.7, 0.28, 0.4, 1.4], atol=1e-12)
+    np.testing.assert_allclose(yx.theta, [0.7, 0.2, 0.28, 1.4, 0.4], atol=1e-12)  # terms y, yx, y^2
+    _, one_hot, y_pred = batch()
+    np.testing.assert_allclose(as_numpy(yx(one_hot, y_pred)), as_numpy(xy(one_hot, y_pred)), rtol=1e-6)
+
+
+def test_from_loss_with_a_progress_input_gives_losses_without_t_zero_t_coefficients():
+    for loss_fn in ("cross_entropy", BaikalLoss(), Poly1Loss()):
+        timed = TaylorGLOLoss.from_loss(loss_fn, center=(0.5, 0.5, 0.0), inputs=("x", "y", "t"))
+        plain = TaylorGLOLoss.from_loss(loss_fn, center=(0.5, 0.5))
+        by_index = dict(zip(timed.expansion.multi_indices, timed.theta[3:]))
+        assert all(by_index[alpha] == 0.0 for alpha in by_index if alpha[2] > 0)
+        np.testing.assert_allclose([by_index[(a, b, 0)] for a, b in plain.expansion.multi_indices], plain.theta[2:])
+
+
+def test_order_2_cross_entropy_approximation_is_mean_squared_error_up_to_a_constant():
+    # f = (y-1/2) - (y-1/2)^2 + 2 (x-1/2)(y-1/2) = -y^2 + 2xy + (terms free of y or summing to a
+    # constant over classes), so L = (1/n) sum_i (y_i - x_i)^2 + const: Keras's MeanSquaredError.
+    order2 = TaylorGLOLoss.from_loss("cross_entropy", order=2, reduction=None)
+    _, one_hot, y_pred = batch(num_samples=32, num_classes=10)
+    difference = as_numpy(order2(one_hot, y_pred)) - as_numpy(keras.losses.MeanSquaredError(reduction=None)(one_hot, y_pred))
+    np.testing.assert_allclose(difference, difference[0], atol=1e-6)
 
 
 def test_deep_copied_loss_has_its_own_theta():

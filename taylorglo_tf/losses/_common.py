@@ -6,8 +6,10 @@ from typing import Any
 
 from keras import ops
 
-# The package name the losses register under: "taylorglo_tf>TaylorGLOLoss" etc.
-PACKAGE = "taylorglo_tf"
+from taylorglo_tf import taylor
+
+# The package name the losses register under ("taylorglo_tf>TaylorGLOLoss" etc.); taylor.keras_config writes it too.
+PACKAGE = taylor.KERAS_PACKAGE
 _HALF_FLOATS = ("float16", "bfloat16")
 
 

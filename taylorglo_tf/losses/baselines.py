@@ -47,8 +47,8 @@ class BaikalLoss(_ClassificationLoss):
         return -ops.mean(self.per_class(x, y), axis=-1)
 
     @staticmethod
-    def per_class(x: Any, y: Any) -> Any:
-        """``f(x, y) = log y - x / y`` (TaylorGLO sign convention, ``L = -(1/n) sum f``)."""
+    def per_class(x: Any, y: Any, t: Any = 0.0) -> Any:
+        """``f(x, y) = log y - x / y`` (TaylorGLO sign convention, ``L = -(1/n) sum f``; no ``t``)."""
         return ops.log(y) - x / y
 
 
@@ -85,8 +85,8 @@ class Poly1Loss(_ClassificationLoss):
         p_true = ops.sum(x * y, axis=-1)
         return cross_entropy + self.epsilon * (1.0 - p_true)
 
-    def per_class(self, x: Any, y: Any) -> Any:
-        """Per-class term ``x log y + epsilon x y`` (up to y-free terms, which do not affect training)."""
+    def per_class(self, x: Any, y: Any, t: Any = 0.0) -> Any:
+        """Per-class term ``x log y + epsilon x y`` (up to y-free terms, which do not affect training; no ``t``)."""
         return x * ops.log(y) + self.epsilon * x * y
 
     def get_config(self) -> dict[str, Any]:

@@ -124,16 +124,18 @@ class TaylorGLOLoss(keras.losses.Loss):
     # -- serialization -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            {
-                "dtype": self.dtype,
-                "theta": [float(v) for v in self._theta64],
-                "order": self.order,
-                "inputs": list(self.inputs),
-                "from_logits": self.from_logits,
-                "convention": self.convention,
-            }
+        # One source of truth with the TensorFlow-free writer the coordinator and result folders use.
+        serialized = taylor.keras_config(
+            self._theta64,
+            self.order,
+            self.inputs,
+            convention=self.convention,
+            from_logits=self.from_logits,
+            name=self.name,
+            reduction=self.reduction,
+            dtype=self.dtype,
         )
+        config.update(serialized["config"])
         return config
 
     @classmethod
@@ -158,32 +160,45 @@ class TaylorGLOLoss(keras.losses.Loss):
     ) -> "TaylorGLOLoss":
         """The order-``k`` Taylor approximation of an existing loss around ``center`` (Appendix F).
 
-        ``loss_fn`` is either a per-class function ``f(x, y[, t])`` on scalar
-        float64 tensors (TensorFlow-differentiable), written in TaylorGLO's sign
-        convention ``L = -(1/n) sum_i f(x_i, y_i)``; or one of the package's
-        per-class losses (``BaikalLoss``, ``Poly1Loss``, ``TaylorGLOLoss``, which
-        expose ``per_class``); or Keras's ``CategoricalCrossentropy`` (without
-        label smoothing or logits) or the name ``"cross_entropy"``.
+        ``loss_fn`` is either a per-class function ``f(x, y)`` (``f(x, y, t)`` when
+        ``"t"`` is among ``inputs``) on scalar float64 tensors (TensorFlow-differentiable),
+        written in TaylorGLO's sign convention ``L = -(1/n) sum_i f(x_i, y_i)``; or
+        one of the package's per-class losses (``BaikalLoss``, ``Poly1Loss``,
+        ``TaylorGLOLoss``, which expose ``per_class``); or Keras's
+        ``CategoricalCrossentropy`` (without label smoothing or logits) or the name
+        ``"cross_entropy"``. ``center`` lists the centres in ``inputs`` order;
+        ``f`` always takes its arguments as ``x, y[, t]``, whatever that order.
 
         Cross-entropy and the ``1/n`` scaling: Keras computes
         ``CCE = -sum_i x_i log y_i``, so its per-class term is ``f(x, y) = x log y``
-        and the TaylorGLO loss built from it approximates ``CCE / n`` (gradients
-        1/n of cross-entropy's, as in the paper's form). Pass ``scale=n`` to
-        approximate ``CCE`` itself (``f = scale * x log y``).
+        and the TaylorGLO loss built from it approximates ``CCE / n``: its gradients
+        are 1/n of cross-entropy's, which acts like a learning rate n times smaller.
+        Pass ``scale=n`` to approximate ``CCE`` itself (``f = scale * x log y``).
+        The paper does not say which of the two its Appendix F study used; on the
+        digits test (tests/test_loss_training.py) the choice matters more than the order.
 
         The coefficients are the partial derivatives ``d^alpha f(center)``,
         computed by nested automatic differentiation, times ``scale``.
         """
         per_class = _per_class_function(loss_fn)
         expansion = taylor.Expansion(tuple(inputs), int(order), trimmed=True)
+        names = expansion.inputs
+        if "x" not in names:
+            raise ValueError(f"from_loss needs the label 'x' among inputs={names}: f(x, y) depends on it")
         centre = np.asarray(center, dtype=np.float64)
         if centre.shape != (expansion.num_vars,) or not np.all(np.isfinite(centre)):
-            raise ValueError(f"center={tuple(center)} must hold {expansion.num_vars} finite numbers for inputs={expansion.inputs}")
-        derivatives = partial_derivatives(per_class, centre, int(order))
+            raise ValueError(f"center={tuple(center)} must hold {expansion.num_vars} finite numbers for inputs={names}")
+
+        def in_input_order(*z: Any) -> Any:
+            # partial_derivatives passes the variables in inputs order; f takes x, y[, t].
+            value = dict(zip(names, z))
+            return per_class(value["x"], value["y"], value["t"]) if "t" in value else per_class(value["x"], value["y"])
+
+        derivatives = partial_derivatives(in_input_order, centre, int(order))
         coeffs = np.array([derivatives[alpha] for alpha in expansion.multi_indices]) * float(scale)
-        if convention == "folded":
-            coeffs = coeffs / expansion.factorials
-        theta = np.concatenate([centre, coeffs])
+        theta = np.concatenate([centre, coeffs])  # partial derivatives: the paper convention
+        if taylor.check_convention(convention) == "folded":
+            theta = expansion.to_folded(theta)
         return cls(theta, order=order, inputs=inputs, convention=convention, **kwargs)
 
     def per_class(self, x: Any, y: Any, t: Any = 0.0) -> Any:
@@ -248,8 +263,8 @@ def partial_derivatives(fn: Callable[..., Any], center: np.ndarray, order: int) 
     return {alpha: float(value.numpy()) for alpha, value in found.items()}
 
 
-def _cross_entropy_term(x: Any, y: Any) -> Any:
-    """Keras CCE's per-class term in TaylorGLO's sign convention: ``f(x, y) = x log y``."""
+def _cross_entropy_term(x: Any, y: Any, t: Any = 0.0) -> Any:
+    """Keras CCE's per-class term in TaylorGLO's sign convention: ``f(x, y) = x log y`` (no ``t``)."""
     return x * ops.log(y)
 
 
