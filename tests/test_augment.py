@@ -66,6 +66,18 @@ def test_training_pipeline_shuffles_deterministically_and_reshuffles_each_epoch(
     assert len(set(first)) == 8  # no example repeated within an epoch
 
 
+def test_pipelines_over_converted_tensors_reuse_them_and_match_the_arrays():
+    x, y = _indexed_images(10)
+    images, labels = data.as_tensors(x, y)
+    again = data.as_tensors(images, labels)
+    assert again[0] is images and again[1] is labels  # no second copy
+
+    def order(xs, ys):
+        return [b[0][:, 0, 0, 0].numpy() for b in data.pipeline(xs, ys, batch_size=4, training=True, seed=2)]
+
+    np.testing.assert_array_equal(order(images, labels), order(x, y))
+
+
 def test_training_set_smaller_than_a_batch_still_yields_one_batch():
     x, y = _indexed_images(3)
     (batch,) = list(data.pipeline(x, y, batch_size=8, training=True))

@@ -233,3 +233,29 @@ def test_time_varying_loss_sees_training_progress_through_the_full_recipe(evalua
     full = evaluator.evaluate(loss, DIGITS.replace(steps=0))  # 0: the tiny recipe's 300 steps
     assert full.status == "ok" and full.steps == 300
     assert full.val_accuracy >= 0.8
+
+
+def test_an_evaluator_keeps_at_most_max_sessions_tasks_warm(cross_entropy):
+    from taylorglo_tf.training import Evaluator
+
+    evaluator = Evaluator(max_sessions=1)
+    first = DIGITS.replace(steps=5)
+    evaluator.evaluate(cross_entropy, first)
+    evaluator.evaluate(cross_entropy, first.replace(batch_size=16))  # another task: its own session
+    assert len(evaluator._sessions) == 1
+    assert next(iter(evaluator._sessions.values())).batch_size == 16
+
+
+def test_initial_weights_kept_per_task_are_bounded_and_a_dropped_seed_reproduces(evaluator, cross_entropy):
+    from taylorglo_tf.training import evaluator as evaluator_module
+
+    task = DIGITS.replace(steps=20, batch_size=8)  # a session of its own
+    first = evaluator.evaluate(cross_entropy, task)
+    for seed in range(1, evaluator_module._KEPT_INITIAL_STATES + 1):
+        evaluator.evaluate(cross_entropy, task.replace(seed=seed))
+    session = evaluator._sessions[next(reversed(evaluator._sessions))]
+    assert len(session.initial_states) == evaluator_module._KEPT_INITIAL_STATES
+    assert task.seed not in session.initial_states
+    again = evaluator.evaluate(cross_entropy, task)  # seed 0's weights rebuilt
+    assert again.val_accuracy == first.val_accuracy
+    assert again.val_loss == pytest.approx(first.val_loss, rel=1e-5)

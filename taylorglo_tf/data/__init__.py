@@ -22,6 +22,7 @@ from taylorglo_tf.data.splits import Splits
 
 _LAZY = {
     "pipeline": "taylorglo_tf.data.input_pipeline",
+    "as_tensors": "taylorglo_tf.data.input_pipeline",
     "augment_batch": "taylorglo_tf.data.augment_ops",
     "PAPER_SPLITS": "taylorglo_tf.data.tfds_source",
 }

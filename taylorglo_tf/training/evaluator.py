@@ -1,16 +1,16 @@
 """Partial training of a model with a candidate loss, scored by validation accuracy.
 
 A trainer evaluates thousands of candidates, mostly of one task, so an
-``Evaluator`` keeps per task (a *session*): the loaded splits, the validation
-pipeline, the model (built once; re-initialised by assigning the seed's initial
+``Evaluator`` keeps per task (a *session*): the splits as tensors (converted
+once), the model (built once; re-initialised by assigning the seed's initial
 variable values), the optimizer (its variables reset to their initial values) and
 the compiled train/eval steps. A candidate loss that differs from the previous
 one only in theta (``TaylorGLOLoss.set_theta``) is copied into the loss the
 compiled step closes over, so it runs without retracing.
 
 Determinism: with the same seed, an evaluation re-runs the same initial weights,
-dropout masks, data order and augmentation (the training pipeline is rebuilt from
-the cached arrays with that seed for every attempt). TensorFlow does not promise
+dropout masks, data order and augmentation (each attempt builds its training
+pipeline over the session's tensors with that seed: no data is copied). TensorFlow does not promise
 bitwise-equal float results across runs of multi-threaded CPU kernels (reduction
 order) unless ``tf.config.experimental.enable_op_determinism()`` is on, which we
 leave to the caller because it slows some ops; results then agree to rounding.
@@ -36,7 +36,12 @@ ProgressFn = Callable[[int, int], "bool | None"]
 # XLA on/off was measured with benchmarks/evaluation.py (docs/BENCHMARKS.md): on CPU
 # XLA is slower for these convnets, so it is off by default; GPUs may differ.
 DEFAULT_JIT_COMPILE = False
+# Inference batch of the validation/test passes: per-image CPU time is flat from
+# 100 to 5,000 on basic_cnn (benchmarks/evaluation.py), and 512 bounds the memory.
 _EVAL_BATCH = 512
+# Initial weights kept per session: the task's seed and its retry seeds; more
+# seeds (comparisons run one per seed) rebuild a throwaway model instead.
+_KEPT_INITIAL_STATES = 4
 
 
 def _loss_signature(loss: Any) -> tuple[str, str, bool]:
@@ -96,7 +101,10 @@ class _Session:
     """What one task's evaluations share."""
 
     model_name: str
-    splits: Any
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    # split name -> (images, labels) tensors, converted once
+    tensors: dict[str, tuple[tf.Tensor, tf.Tensor]]
     recipe: Any
     batch_size: int
     steps_per_epoch: int
@@ -106,9 +114,11 @@ class _Session:
     optimizer_initial: list[np.ndarray]
     finite: tf.Variable
     jit_compile: bool
-    initial_states: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    # seed -> initial variable values, least recently used first
+    initial_states: collections.OrderedDict[int, list[np.ndarray]] = field(
+        default_factory=collections.OrderedDict
+    )
     losses: dict[tuple, _CompiledLoss] = field(default_factory=dict)
-    datasets: dict[str, Any] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -257,12 +267,17 @@ class Evaluator:
         augmentation_options = recipe.augmentation if task.augmentation is None else task.augmentation
         augmentation = data.Augmentation.from_dict(dict(augmentation_options))
         keras.utils.set_random_seed(task.seed)
-        model = self._build_model(task.model, recipe, splits)
+        model = self._build_model(task.model, recipe, splits.input_shape, splits.num_classes)
         optimizer = recipe.optimizer(steps_per_epoch)
         optimizer.build(model.trainable_variables)
         session = _Session(
             model_name=task.model,
-            splits=splits,
+            input_shape=splits.input_shape,
+            num_classes=splits.num_classes,
+            tensors={
+                split: data.as_tensors(getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}"))
+                for split in ("train", "val", "test")
+            },
             recipe=recipe,
             batch_size=batch_size,
             steps_per_epoch=steps_per_epoch,
@@ -274,45 +289,38 @@ class Evaluator:
             jit_compile=self.jit_compile,
         )
         session.initial_states[task.seed] = [v.numpy() for v in model.variables]
-        session.datasets["val"] = data.pipeline(
-            splits.x_val, splits.y_val, batch_size=_EVAL_BATCH, training=False
-        )
         return session
 
     @staticmethod
-    def _build_model(name: str, recipe: Any, splits: Any):
+    def _build_model(name: str, recipe: Any, input_shape: tuple[int, int, int], num_classes: int):
         from taylorglo_tf import models
 
-        return models.build(
-            name, input_shape=splits.input_shape, num_classes=splits.num_classes, **dict(recipe.model_options)
-        )
+        return models.build(name, input_shape=input_shape, num_classes=num_classes, **dict(recipe.model_options))
 
     def _train_dataset(self, session: _Session, seed: int):
         """The training stream for one attempt, rebuilt so that the order depends only on ``seed``."""
         from taylorglo_tf import data
 
-        dataset = data.pipeline(
-            session.splits.x_train,
-            session.splits.y_train,
-            batch_size=session.batch_size,
-            training=True,
-            augment=session.augmentation,
-            seed=seed,
-        )
-        if dataset.cardinality() != tf.data.INFINITE_CARDINALITY:
-            dataset = dataset.repeat()
-        return dataset
+        images, labels = session.tensors["train"]
+        return data.pipeline(
+            images, labels, batch_size=session.batch_size, training=True, augment=session.augmentation, seed=seed
+        ).repeat()
 
     def _reset(self, session: _Session, seed: int) -> None:
         """Seed's initial model variables (weights, dropout state), fresh optimizer state."""
-        if seed not in session.initial_states:
+        states = session.initial_states
+        if seed in states:
+            states.move_to_end(seed)
+        else:
             # A throwaway model gives the new seed's initialisation; the session's
             # model (and its compiled steps) stay.
             keras.utils.set_random_seed(seed)
-            fresh = self._build_model(session.model_name, session.recipe, session.splits)
-            session.initial_states[seed] = [v.numpy() for v in fresh.variables]
+            fresh = self._build_model(session.model_name, session.recipe, session.input_shape, session.num_classes)
+            states[seed] = [v.numpy() for v in fresh.variables]
             del fresh
-        for variable, value in zip(session.model.variables, session.initial_states[seed]):
+            while len(states) > _KEPT_INITIAL_STATES:
+                states.popitem(last=False)
+        for variable, value in zip(session.model.variables, states[seed]):
             variable.assign(value)
         for variable, value in zip(session.optimizer.variables, session.optimizer_initial):
             variable.assign(value)
@@ -333,7 +341,7 @@ class Evaluator:
             held = type(loss).from_config(loss.get_config())
             # Labels go in one-hot (every loss here takes them) except for the sparse-only Keras loss.
             one_hot = not isinstance(held, keras.losses.SparseCategoricalCrossentropy)
-            labels = _label_encoder(session.splits.num_classes, one_hot)
+            labels = _label_encoder(session.num_classes, one_hot)
             compiled = _CompiledLoss(
                 loss=held,
                 settable=signature[2],
@@ -425,31 +433,22 @@ class Evaluator:
             return "diverged", total, elapsed()
         return "ok", total, elapsed()
 
-    def _dataset(self, session: _Session, split: str):
-        if split not in session.datasets:
-            from taylorglo_tf import data
-
-            session.datasets[split] = data.pipeline(
-                getattr(session.splits, f"x_{split}"),
-                getattr(session.splits, f"y_{split}"),
-                batch_size=_EVAL_BATCH,
-                training=False,
-            )
-        return session.datasets[split]
-
     def _score(self, session: _Session, compiled: _CompiledLoss, split: str) -> tuple[float, float]:
-        """(accuracy, mean loss) of the current model on ``split``."""
-        hits = 0.0
-        loss_sum = 0.0
-        count = 0
-        for x, y in self._dataset(session, split):
-            batch_hits, batch_loss = compiled.eval_step(x, y)
-            hits += float(batch_hits)
-            loss_sum += float(batch_loss)
-            count += int(y.shape[0])
-        if count == 0:
-            raise ValueError(f"the {split} split of the task's dataset is empty")
-        return hits / count, loss_sum / count
+        """(accuracy, mean loss) of the current model on ``split`` (never empty: ``data.load`` refuses that).
+
+        Slices of the session's tensors go straight to the compiled step (no input
+        pipeline to start); the sums stay tensors, read once at the end.
+        """
+        images, labels = session.tensors[split]
+        count = int(labels.shape[0])
+        hits = loss_sum = tf.constant(0.0)
+        for start in range(0, count, _EVAL_BATCH):
+            batch_hits, batch_loss = compiled.eval_step(
+                images[start : start + _EVAL_BATCH], labels[start : start + _EVAL_BATCH]
+            )
+            hits += batch_hits
+            loss_sum += batch_loss
+        return float(hits) / count, float(loss_sum) / count
 
     def _weights_finite(self, session: _Session) -> bool:
         return all(bool(np.all(np.isfinite(v.numpy()))) for v in session.model.trainable_variables)
