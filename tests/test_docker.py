@@ -171,6 +171,14 @@ def test_compose_publish_host_can_be_opened_explicitly_for_remote_trainers():
     assert "0.0.0.0" in str(ports[0])
 
 
+def test_compose_and_the_env_template_tag_images_with_the_package_version():
+    version = _pyproject()["project"]["version"]
+    services = _resolved(COMPOSE)["services"]
+    for name in ("coordinator", "trainer", "trainer-cpu"):
+        assert services[name]["image"].endswith(f":{version}"), services[name]["image"]
+    assert f"TAYLORGLO_IMAGE_TAG={version}" in (DOCKER / "env.example").read_text().splitlines()
+
+
 # ----------------------------------------------------------------- Dockerfiles
 
 
@@ -321,8 +329,12 @@ def test_healthcheck_reports_an_unreachable_coordinator_as_unhealthy():
 # ------------------------------------------------- the coordinator image's code
 
 
-def test_coordinator_command_runs_with_only_the_coordinator_extra_installed():
-    """What the coordinator image installs: no TensorFlow, Keras, SciPy, matplotlib, TFDS, scikit-learn."""
+def test_coordinator_serves_a_search_with_only_the_coordinator_extra_installed(tmp_path):
+    """What the coordinator image installs: no TensorFlow, Keras, SciPy, matplotlib, TFDS, scikit-learn.
+
+    With those unimportable, the command's parser builds and a coordinator takes a
+    spec (validated, pre-screened), leases a candidate and records its report.
+    """
     absent = ["tensorflow", "keras", "tensorflow_datasets", "scipy", "matplotlib", "sklearn", "tensorboard"]
     program = (
         "import importlib.abc, sys\n"
@@ -332,12 +344,31 @@ def test_coordinator_command_runs_with_only_the_coordinator_extra_installed():
         "        if name.split('.')[0] in ABSENT:\n"
         "            raise ModuleNotFoundError(f'{name} is not in the coordinator image', name=name)\n"
         "sys.meta_path.insert(0, Absent())\n"
-        "import coordinator.server\n"
+        "from coordinator.server import serve\n"
+        "from taylorglo_tf import spec\n"
         "from taylorglo_tf.cli import main\n"
-        "sys.exit(main(['coordinator', '--help']))\n"
+        "from taylorglo_tf.connection import connect\n"
+        "from taylorglo_tf.rpc import experiment_service_pb2 as es, experiment_service_pb2_grpc as es_grpc\n"
+        "from taylorglo_tf.rpc import worker_service_pb2 as ws, worker_service_pb2_grpc as ws_grpc\n"
+        "try:\n"
+        "    main(['coordinator', '--help'])\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        f"server = serve({str(tmp_path / 'c.db')!r})\n"
+        "channel = connect(server.address)\n"
+        "search = {'task': {'dataset': 'digits', 'model': 'tiny', 'steps': 20}, 'search': {'population': 6, 'generations': 1}}\n"
+        "exp = es_grpc.ExperimentServiceStub(channel).SubmitExperiment(\n"
+        "    es.SubmitExperimentRequest(spec=spec.load_spec(search)))\n"
+        "worker = ws_grpc.WorkerServiceStub(channel)\n"
+        "lease = worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id='t', wait_ms=5000)).lease\n"
+        "report = worker.ReportResult(ws.ReportResultRequest(\n"
+        "    lease_id=lease.lease_id, trainer_id='t', status=ws.EVALUATION_STATUS_OK, fitness=0.5))\n"
+        "print('served', lease.experiment_id == exp.id, report.accepted)\n"
+        "server.stop(grace=0)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--listen" in result.stdout
+    assert result.stdout.splitlines()[-1] == "served True True"
