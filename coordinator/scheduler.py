@@ -310,13 +310,15 @@ class Scheduler:
         deadline = self._clock() + wait_s
         with self._cond:
             while True:
-                if self._stopping:
+                # A caller that hung up (a trainer shutting down mid long-poll) gets
+                # nothing: a lease granted to it would only expire, spending an attempt.
+                if self._stopping or not is_active():
                     return None
                 run = self._pick()
                 if run is not None:
                     return self._grant(run, trainer_id)
                 remaining = deadline - self._clock()
-                if remaining <= 0 or not is_active():
+                if remaining <= 0:
                     return None
                 self._cond.wait(min(remaining, 1.0))
 

@@ -316,6 +316,22 @@ def test_long_poll_returns_as_soon_as_work_is_submitted(db):
     assert lease is not None and when - submitted < 1.0
 
 
+def test_a_long_poll_whose_caller_hung_up_is_granted_nothing_when_work_arrives(db):
+    s = open_scheduler(db)
+    active = threading.Event()
+    active.set()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(s.lease("gone", wait_s=10, is_active=active.is_set)))
+    waiter.start()
+    time.sleep(0.2)
+    active.clear()  # the trainer cancelled its call (shutting down)
+    exp = s.submit(make_spec(population=2, generations=1))
+    waiter.join(5)
+    assert got == [None]
+    assert [c.status for c in s.result(exp.id).candidates] == [types_pb2.CANDIDATE_STATUS_QUEUED] * 2
+    assert s.lease("t") is not None
+
+
 def test_a_long_poll_without_work_times_out_empty(db):
     s = open_scheduler(db)
     start = time.monotonic()

@@ -123,6 +123,15 @@ def _run_in_thread(worker):
     return thread, result
 
 
+def _wait_until_leased(worker):
+    """Until the worker has received a lease (the coordinator granting one is not enough:
+    a stop while the answer is in flight cancels the call and the lease expires instead)."""
+    deadline = time.monotonic() + 10
+    while not worker.lease_wait_s:
+        assert time.monotonic() < deadline, "the worker received no lease"
+        time.sleep(0.01)
+
+
 def test_worker_reports_each_leased_candidate_with_its_synthetic_fitness(coordinator):
     thetas = [[0.0] * 8, list(default_target(8)), [1.0] * 8]
     fake = ScriptedCoordinator(thetas)
@@ -165,6 +174,29 @@ def test_heartbeats_carry_progress_while_a_long_evaluation_runs(coordinator):
     assert all(h.lease_id == "lease-0" for h in fake.heartbeats)
 
 
+def test_a_result_is_reported_at_once_even_while_its_evaluation_thread_is_still_exiting(coordinator, monkeypatch):
+    # A thread can be descheduled between handing over its result and ending (a loaded
+    # machine): the worker must act on the result, not wait for the thread's exit.
+    class LingeringThread(threading.Thread):
+        def run(self):
+            super().run()
+            if self.name.startswith("evaluate-"):
+                time.sleep(1.5)
+
+    monkeypatch.setattr(threading, "Thread", LingeringThread)
+    returned_at = []
+
+    def evaluate(lease, heartbeat):
+        returned_at.append(time.monotonic())
+        return Outcome(fitness=0.5)
+
+    fake = ScriptedCoordinator([[0.0] * 8])
+    worker = _fast_worker(coordinator(fake), evaluate, max_candidates=1)
+    assert worker.run() == 1
+    assert time.monotonic() - returned_at[0] < 1.0
+    assert [r.lease_id for r in fake.reports] == ["lease-0"]
+
+
 def test_keep_going_false_stops_the_evaluation_without_a_report(coordinator):
     fake = ScriptedCoordinator([[0.0] * 8, [0.2] * 8], ttl_s=0.15)
     fake.revoked.add("lease-0")
@@ -197,8 +229,7 @@ def test_stop_within_the_grace_period_finishes_and_reports_the_candidate(coordin
     fake = ScriptedCoordinator([[0.0] * 8, [0.3] * 8])
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=0.5))
     thread, result = _run_in_thread(worker)
-    while not fake.leases:
-        time.sleep(0.01)
+    _wait_until_leased(worker)
     worker.request_stop(grace_s=5.0)
     thread.join(5)
     assert result["n"] == 1
@@ -210,8 +241,7 @@ def test_stop_past_the_grace_period_returns_the_lease_and_exits(coordinator):
     fake = ScriptedCoordinator([[0.0] * 8])
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=30.0))
     thread, result = _run_in_thread(worker)
-    while not fake.leases:
-        time.sleep(0.01)
+    _wait_until_leased(worker)
     started = time.monotonic()
     worker.request_stop(grace_s=0.3)
     thread.join(5)
@@ -313,20 +343,21 @@ def _spawn_trainer(port: int, *extra: str) -> subprocess.Popen:
     )
 
 
-def _wait_for_lease(fake, process):
+def _wait_for_heartbeat(fake, process):
+    """Until the trainer process heartbeats, i.e. holds its lease (see _wait_until_leased)."""
     deadline = time.monotonic() + 30
-    while not fake.leases:
+    while not fake.heartbeats:
         assert process.poll() is None, process.stdout.read().decode()
         assert time.monotonic() < deadline, "the trainer took no lease"
         time.sleep(0.02)
 
 
 def test_sigterm_past_the_grace_period_returns_the_lease_and_exits_0():
-    fake = ScriptedCoordinator([[0.0] * 8])
+    fake = ScriptedCoordinator([[0.0] * 8], ttl_s=0.3)  # heartbeat every 0.1 s
     server, port = _serve(fake)
     try:
         process = _spawn_trainer(port, "--synthetic-sleep", "60", "--grace", "0.5")
-        _wait_for_lease(fake, process)
+        _wait_for_heartbeat(fake, process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
         assert fake.returned == ["lease-0"] and fake.reports == []
@@ -335,11 +366,11 @@ def test_sigterm_past_the_grace_period_returns_the_lease_and_exits_0():
 
 
 def test_sigterm_within_the_grace_period_reports_the_candidate_and_exits_0():
-    fake = ScriptedCoordinator([[0.0] * 8, [0.5] * 8])
+    fake = ScriptedCoordinator([[0.0] * 8, [0.5] * 8], ttl_s=0.3)  # heartbeat every 0.1 s
     server, port = _serve(fake)
     try:
         process = _spawn_trainer(port, "--synthetic-sleep", "1.0", "--grace", "20")
-        _wait_for_lease(fake, process)
+        _wait_for_heartbeat(fake, process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
         assert [r.lease_id for r in fake.reports] == ["lease-0"] and fake.returned == []

@@ -371,6 +371,7 @@ class Worker:
             return not (heartbeater.lost or (self.stopping and self._past_deadline()))
 
         box: dict[str, Any] = {}
+        finished = threading.Event()
 
         def target() -> None:
             try:
@@ -380,25 +381,28 @@ class Worker:
             except BaseException:  # report any failure; the coordinator retries
                 box["outcome"] = Outcome(status="error", error=traceback.format_exc())
             finally:
+                finished.set()  # before the wake-up, so the loop below never misses it
                 self._wake.set()
 
         started = time.monotonic()
-        self._wake.clear()
         heartbeater.start()
-        thread = threading.Thread(target=target, name=f"evaluate-{lease.lease_id}", daemon=True)
-        thread.start()
+        threading.Thread(target=target, name=f"evaluate-{lease.lease_id}", daemon=True).start()
         try:
-            while thread.is_alive():
+            while True:
+                # Clear, then check, then wait: a wake-up between the check and the
+                # wait is kept. (Waiting on the thread's liveness instead would race
+                # with its exit and could sleep a whole wait out after the result.)
+                self._wake.clear()
+                if finished.is_set():
+                    break
                 if self.stopping and self._past_deadline() and not heartbeater.lost:
                     # The evaluation would not finish within the grace period.
                     self._return(lease, "trainer shutting down")
                     self.abandoned_evaluation = True
                     return
-                self._wake.clear()
-                if thread.is_alive():
-                    # Bounded waits keep signal handlers prompt; after a stop request,
-                    # wake at the deadline at the latest.
-                    self._wake.wait(min(0.5, max(0.0, self._stop_deadline - time.monotonic())))
+                # Bounded waits keep signal handlers prompt; after a stop request,
+                # wake at the deadline at the latest.
+                self._wake.wait(min(0.5, max(0.0, self._stop_deadline - time.monotonic())))
         finally:
             heartbeater.stop()
             self.busy_s += time.monotonic() - started
