@@ -1,4 +1,4 @@
-"""The paper's binary-classification view of a loss (Figure 3a), with matplotlib (Agg).
+"""The paper's binary-classification view of a loss (Figure 3a), with matplotlib.
 
 Two classes, true label ``x = (1, 0)``, prediction ``y = (y0, 1 - y0)``; the loss
 is drawn over ``y0`` in [0, 1], shifted so that its value at ``y0 = 1`` is 0.
@@ -17,13 +17,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import matplotlib
+import matplotlib.axes
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from taylorglo_tf import taylor  # noqa: E402
+from taylorglo_tf import taylor
 
 LossLike = Any  # keras.losses.Loss | Mapping[str, Any] | str | os.PathLike
 
@@ -74,16 +72,15 @@ def plot_losses(
 def plot_loss(loss: LossLike | Sequence[LossLike], out: str | os.PathLike, title: str | None = None) -> Path:
     """Save the binary view of one loss (or several) as an image file; returns the path."""
     items = list(loss) if isinstance(loss, (list, tuple)) else [loss]
-    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=120)
-    try:
-        plot_losses(ax, items)
-        ax.set_title(title or "loss, binary view (x = (1, 0), y = (y0, 1 - y0))")
-        fig.tight_layout()
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
-    finally:
-        plt.close(fig)
+    # A bare Figure (no pyplot): no global backend switch, nothing to close, works on servers.
+    fig = Figure(figsize=(5.0, 3.6), dpi=120)
+    ax = fig.subplots()
+    plot_losses(ax, items)
+    ax.set_title(title or "loss, binary view (x = (1, 0), y = (y0, 1 - y0))")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
     return out
 
 

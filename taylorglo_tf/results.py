@@ -184,7 +184,7 @@ def candidate_table(
     rows = []
     for c in candidates:
         status = types_pb2.CandidateStatus.Name(c.status).removeprefix("CANDIDATE_STATUS_").lower()
-        theta = list(c.theta) + [""] * (theta_length - len(c.theta))
+        theta = _padded(c.theta, theta_length)
         rows.append([
             c.generation, c.index, status, c.fitness, c.attempts, c.trainer_id,
             c.metrics.val_accuracy, c.metrics.val_loss, c.metrics.steps, c.metrics.wall_time_s,
@@ -224,9 +224,13 @@ def _history_table(
     rows = []
     for row in history:
         g = by_generation[row["generation"]]
-        pad = lambda values: list(values) + [""] * (theta_length - len(values))  # noqa: E731
-        rows.append([row[c] for c in scalar_columns] + pad(g.best_theta) + pad(g.mean_theta))
+        rows.append([row[c] for c in scalar_columns] + _padded(g.best_theta, theta_length) + _padded(g.mean_theta, theta_length))
     return header, rows
+
+
+def _padded(values: Sequence[float], length: int) -> list[Any]:
+    """``values`` as a list of ``length`` CSV cells (empty cells where a theta is missing)."""
+    return list(values) + [""] * (length - len(values))
 
 
 def write_comparison(comparison: Any, out_dir: str | os.PathLike[str]) -> Path:
@@ -274,27 +278,22 @@ def _number(value: Any) -> str:
 
 def plot_fitness(history: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
     """Best and mean validation accuracy per generation, and the best so far (Figure 2)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend, nothing to close
 
     generations = [row["generation"] for row in history]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    try:
-        axes.plot(generations, [row["best_fitness"] for row in history], marker="o", label="best of generation")
-        axes.plot(generations, [row["mean_fitness"] for row in history], marker=".", label="mean of generation")
-        axes.plot(generations, [row["best_so_far"] for row in history], linestyle="--", label="best so far")
-        axes.set_xlabel("generation")
-        axes.set_ylabel("fitness (validation accuracy)")
-        if title:
-            axes.set_title(title)
-        axes.grid(alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        _save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    axes.plot(generations, [row["best_fitness"] for row in history], marker="o", label="best of generation")
+    axes.plot(generations, [row["mean_fitness"] for row in history], marker=".", label="mean of generation")
+    axes.plot(generations, [row["best_so_far"] for row in history], linestyle="--", label="best so far")
+    axes.set_xlabel("generation")
+    axes.set_ylabel("fitness (validation accuracy)")
+    if title:
+        axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    _save_figure(figure, path)
     return path
 
 
@@ -302,25 +301,20 @@ def plot_loss_shapes(
     thetas: Sequence[tuple[int, Sequence[float]]], order: int, inputs: Sequence[str], path: Path
 ) -> Path:
     """Each generation's best loss in the binary-classification view (Figure 3a), one curve each."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from taylorglo_tf import plotting
 
     # Configs, not Keras objects: the plotting module evaluates them in NumPy.
     curves = {f"generation {generation}": taylor.keras_config(theta, order, inputs) for generation, theta in thetas}
-    figure, axes = plt.subplots(figsize=(6, 4))
-    try:
-        plotting.plot_losses(axes, curves)
-        axes.set_title("best loss of each generation (binary view)")
-        if len(curves) > 8:
-            axes.legend(fontsize="x-small", ncol=2)
-        figure.tight_layout()
-        _save_figure(figure, path)
-    finally:
-        plt.close(figure)
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    plotting.plot_losses(axes, curves)
+    axes.set_title("best loss of each generation (binary view)")
+    if len(curves) > 8:
+        axes.legend(fontsize="x-small", ncol=2)
+    figure.tight_layout()
+    _save_figure(figure, path)
     return path
 
 

@@ -54,11 +54,32 @@ def test_number_of_classes_must_be_an_integer_of_at_least_two(n):
         invariant.is_valid(MNIST_THETA, n)
 
 
-def test_cross_entropy_approximations_fail_the_prescreen_for_ten_classes():
-    # A documented limit of the heuristic: Taylor approximations of cross-entropy (Appendix F)
-    # train (tests/test_loss_training.py) yet have g(1, 0.1) < 9 g(0, 0.1).
-    order3 = [0.5, 0.5, 1.0, -2.0, 8.0, 2.0, -4.0, 0.0]
+CROSS_ENTROPY_ORDER3 = [0.5, 0.5, 1.0, -2.0, 8.0, 2.0, -4.0, 0.0]  # Appendix F approximation of f = x log y
+
+
+def test_cross_entropy_approximations_fail_the_prescreen_from_nine_classes_by_their_formula():
+    # A property of the formula, worked by hand: g(1, y) = 5 - 8y + 4y^2, g(0, y) = (1 - 2y)^2;
+    # at n = 10: (4 + 0 - 4/10) - 8 (1 - 4/10 + 4/100) = 3.6 - 5.12.
     order2_as_order3 = [0.5, 0.5, 1.0, -2.0, 0.0, 2.0, 0.0, 0.0]
-    assert invariant.invariant_margin(order3, 10) == pytest.approx(-1.52)
+    assert invariant.invariant_margin(CROSS_ENTROPY_ORDER3, 10) == pytest.approx(-1.52)
     assert invariant.invariant_margin(order2_as_order3, 10) == pytest.approx(-4.4)
-    assert invariant.is_valid(order3, 2)
+    assert [n for n in range(2, 30) if invariant.is_valid(CROSS_ENTROPY_ORDER3, n)] == list(range(2, 9))
+
+
+def test_prescreen_is_stricter_than_softmax_needs():
+    # The rejected order-3 cross-entropy approximation still raises the true class's logit at the
+    # uniform prediction for 10 classes: d L / d z_true < 0 (finite differences of the reference loss).
+    n, h = 10, 1e-6
+    one_hot = np.eye(n)[:1]
+
+    def loss_at_logits(z):
+        y = np.exp(z) / np.exp(z).sum()
+        return taylor.reference_loss(CROSS_ENTROPY_ORDER3, one_hot, y[None, :])[0]
+
+    bump = np.eye(n)[0] * h
+    slope = (loss_at_logits(bump) - loss_at_logits(-bump)) / (2 * h)
+    assert not invariant.is_valid(CROSS_ENTROPY_ORDER3, n)
+    assert slope < 0
+    g1, g0 = dfdy(CROSS_ENTROPY_ORDER3, 1.0, 1 / n), dfdy(CROSS_ENTROPY_ORDER3, 0.0, 1 / n)
+    # dL/dz_true = -(1/n^2) (g1 - mean g) = -(n-1)/n^3 (g1 - g0) at the uniform prediction
+    assert slope == pytest.approx(-(n - 1) / n**3 * (g1 - g0), rel=1e-5)

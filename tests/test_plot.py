@@ -62,14 +62,17 @@ def test_bad_input_gets_a_clear_error(tmp_path):
         plotting.binary_view({"theta": MNIST_THETA[:3]})
 
 
-def test_taylorglo_plot_command_writes_the_figure_without_importing_tensorflow(tmp_path):
+def test_taylorglo_plot_command_writes_the_figure_without_tensorflow_or_a_backend_switch(tmp_path):
     loss_file = tmp_path / "best.json"
     loss_file.write_text(json.dumps(taylor.keras_config(MNIST_THETA)))
+    # A library must leave the user's matplotlib backend (e.g. a notebook's) as it found it.
     script = (
-        "import sys; from taylorglo_tf.commands import plot; import argparse;"
+        "import sys, matplotlib; matplotlib.use('svg');"
+        "from taylorglo_tf.commands import plot; import argparse;"
         "p = argparse.ArgumentParser(); plot.add_arguments(p);"
         f"code = plot.run(p.parse_args([{str(loss_file)!r}]));"
-        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; sys.exit(code)"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules;"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); sys.exit(code)"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
