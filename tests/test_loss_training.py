@@ -1,14 +1,28 @@
-"""Training with Taylor approximations of cross-entropy (paper Appendix F, Table 2 pattern) on sklearn digits.
+"""Training with Taylor approximations of cross-entropy (paper Appendix F, Table 2) on sklearn digits.
 
 Setting: a 64-128-10 MLP, SGD with momentum 0.9, learning rate 0.01 and weight
 decay 1e-3 (as ``l2(5e-4)``), the AllCNN-C recipe values of Table 2's study;
-batch 32, 30 epochs, 1,400 training / 397 test images. The approximations are
-centred at (0.5, 0.5) with ``f(x, y) = x log y``, i.e. they approximate
-cross-entropy / n (see ``TaylorGLOLoss.from_loss``).
+batch 32, 1,400 training / 397 test images. The approximations are centred at
+(0.5, 0.5) with ``f(x, y) = x log y``, i.e. they approximate cross-entropy / n
+(``scale=1``) or, with ``scale=n``, cross-entropy itself (``TaylorGLOLoss.from_loss``).
 
-Measured (seeds 0, 1, 2): order 3 reaches 0.89-0.91 test accuracy, order 2 only
-0.60-0.80. Unlike the paper's AllCNN-C (order 2 at chance), order 2 does learn
-here, but clearly less well in the same budget.
+Measured test accuracy (seeds 0, 1, 2; 2-core CPU):
+
+    loss                          10 epochs         30 epochs
+    order 2, scale 1 (CE / n)     0.40-0.50         0.60-0.80
+    order 3, scale 1 (CE / n)     0.49-0.71         0.89-0.91
+    order 2, scale 10 (CE)        0.94-0.96         0.98
+    order 3, scale 10 (CE)        0.96              0.98
+    cross-entropy                 0.96-0.97         0.98
+
+The paper's pattern (order 2 at chance, order 3 trains) is not reproduced here.
+Order 2 is exactly mean squared error on the probabilities up to a constant
+(tests/test_losses.py), and it trains. At scale 1 it learns more slowly than order
+3 (its gradients are smaller: in effect a smaller learning rate); at scale n both
+orders reach cross-entropy's accuracy. The paper's chance-level order 2 on
+AllCNN-C / CIFAR-10 (no batch normalisation, weight decay 1e-3) is then a property
+of that model and recipe with a mean-squared-error loss, not of the expansion;
+the paper does not state which scaling its study used.
 """
 
 from __future__ import annotations
@@ -20,7 +34,8 @@ from sklearn.datasets import load_digits
 
 from taylorglo_tf.losses import TaylorGLOLoss
 
-ORDER3_ACCURACY = 0.85  # stated target for the order-3 approximation
+ORDER3_ACCURACY = 0.85  # stated target for the order-3 approximation (scale 1, 30 epochs)
+SCALED_ACCURACY = 0.90  # stated target for either order at scale n (10 epochs)
 
 
 @pytest.fixture(scope="module")
@@ -48,21 +63,27 @@ def train_and_score(digits, loss, seed=0, epochs=30):
     return model.evaluate(x_test, y_test, verbose=0)[1]
 
 
+def approximation(order, scale=1.0):
+    return TaylorGLOLoss.from_loss("cross_entropy", order=order, scale=scale)
 
 
-def test_order_3_cross_entropy_approximation_trains_and_order_2_falls_short(digits):
-    order3 = train_and_score(digits, TaylorGLOLoss.from_loss("cross_entropy", order=3))
-    order2 = train_and_score(digits, TaylorGLOLoss.from_loss("cross_entropy", order=2))
+def test_order_3_trains_order_2_lags_at_scale_1_and_trains_at_scale_n(digits):
+    order3 = train_and_score(digits, approximation(3))
+    order2 = train_and_score(digits, approximation(2))
     assert order3 >= ORDER3_ACCURACY
     assert order2 <= order3 - 0.05
+    # Not the paper's "order 2 does not train": approximating cross-entropy itself, it trains fast.
+    assert train_and_score(digits, approximation(2, scale=10.0), epochs=10) >= SCALED_ACCURACY
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
-def test_order_gap_holds_for_other_seeds_and_cross_entropy_is_best(digits, seed):
-    order3 = train_and_score(digits, TaylorGLOLoss.from_loss("cross_entropy", order=3), seed)
-    order2 = train_and_score(digits, TaylorGLOLoss.from_loss("cross_entropy", order=2), seed)
+def test_the_pattern_holds_for_other_seeds_and_cross_entropy_is_best(digits, seed):
+    order3 = train_and_score(digits, approximation(3), seed)
+    order2 = train_and_score(digits, approximation(2), seed)
     cross_entropy = train_and_score(digits, keras.losses.SparseCategoricalCrossentropy(), seed)
     assert order3 >= ORDER3_ACCURACY
     assert order2 <= order3 - 0.05
     assert cross_entropy >= order3
+    for order in (2, 3):
+        assert train_and_score(digits, approximation(order, scale=10.0), seed, epochs=10) >= SCALED_ACCURACY
