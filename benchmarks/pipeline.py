@@ -14,6 +14,14 @@ datasets (random values; throughput does not depend on them):
 Rates are batches per second. ``pipeline / train`` > 1 means the pipeline
 outruns training by that factor (it also runs in parallel with it, via prefetch).
 
+A second table times the start-up (building the pipeline and fetching its first
+batch), which a trainer pays once per candidate, on full-size training splits:
+``shuffle buffer`` is the earlier formulation (arrays copied into a constant,
+``Dataset.range(n).shuffle(n)`` fills a buffer of every index before the first
+batch), ``arrays`` is ``data.pipeline`` given NumPy arrays (one copy, a stateless
+permutation per epoch), ``tensors`` is ``data.pipeline`` over tensors converted once
+(what ``training.Evaluator`` does). Rounds interleave the three; medians.
+
     python benchmarks/pipeline.py            # full
     python benchmarks/pipeline.py --quick    # smoke test
 """
@@ -63,6 +71,55 @@ def batches_per_second(ds, batches: int) -> float:
     for _ in range(batches):
         next(it)
     return batches / (time.perf_counter() - start)
+
+
+def shuffle_buffer_pipeline(x, y, batch_size: int, seed: int):
+    """The earlier start-up path: copy the arrays, shuffle a buffer of all indices, gather."""
+    images, labels = tf.constant(np.asarray(x, np.float32)), tf.constant(np.asarray(y, np.int32))
+    ds = tf.data.Dataset.range(len(x)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE)
+
+
+def startup_seconds(build, rounds: int) -> list[float]:
+    """Seconds from building a pipeline to holding its first batch, per round."""
+    times = []
+    for seed in range(rounds):
+        start = time.perf_counter()
+        next(iter(build(seed)))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def startup_table(rng, rounds: int) -> None:
+    header = ("training split", "shuffle buffer ms", "arrays ms", "tensors ms", "buffer / tensors")
+    table = [header]
+    for setting, n, shape, batch in (("MNIST 55,000 x 28x28x1", 55_000, (28, 28, 1), 100),
+                                     ("CIFAR-10 45,000 x 32x32x3", 45_000, (32, 32, 3), 128)):
+        x = rng.normal(size=(n, *shape)).astype(np.float32)
+        y = rng.integers(0, 10, n).astype(np.int32)
+        held = data.as_tensors(x, y)
+        variants = {
+            "buffer": lambda seed: shuffle_buffer_pipeline(x, y, batch, seed),
+            "arrays": lambda seed: data.pipeline(x, y, batch_size=batch, training=True, seed=seed),
+            "tensors": lambda seed: data.pipeline(*held, batch_size=batch, training=True, seed=seed),
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(rounds):  # interleaved, so the machine's slow phases hit all three
+            for name, build in variants.items():
+                times[name] += startup_seconds(build, 1)
+        med = {name: 1000 * float(np.median(t)) for name, t in times.items()}
+        table.append((setting, f"{med['buffer']:.1f}", f"{med['arrays']:.1f}", f"{med['tensors']:.1f}",
+                      f"{med['buffer'] / med['tensors']:.0f}x"))
+    print_table(table)
+
+
+def print_table(table) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for i, row in enumerate(table):
+        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
 
 
 def train_steps_per_second(model_name, shape, classes, batch_size, steps) -> float:
@@ -119,14 +176,11 @@ def main() -> None:
                          ours / train))
     header = ("data", "model", "batch", "augmentation", "per-example b/s", "data.pipeline b/s",
               "speed-up", "train steps/s", "pipeline/train")
-    table = [header] + [(r[0], r[1], str(r[2]), r[3], f"{r[4]:.1f}", f"{r[5]:.1f}",
-                         "-" if np.isnan(r[6]) else f"{r[6]:.1f}x", f"{r[7]:.2f}", f"{r[8]:.0f}x")
-                        for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_table([header] + [(r[0], r[1], str(r[2]), r[3], f"{r[4]:.1f}", f"{r[5]:.1f}",
+                             "-" if np.isnan(r[6]) else f"{r[6]:.1f}x", f"{r[7]:.2f}", f"{r[8]:.0f}x")
+                            for r in rows])
+    print()
+    startup_table(rng, 2 if args.quick else 7)
 
 
 if __name__ == "__main__":

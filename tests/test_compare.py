@@ -109,3 +109,12 @@ def test_task_file_with_an_unknown_field_is_rejected_by_name(tmp_path, capsys):
     task_path.write_text("dataset: digits\nepochs: 3\n")
     assert _cli("--loss", "cross_entropy", "--task", str(task_path)) == 2
     assert "['epochs']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "text"), [("task.yaml", "dataset: [digits\n"), ("task.json", "{\"steps\": 5,}")])
+def test_a_task_file_that_cannot_be_parsed_is_rejected_by_name(tmp_path, capsys, name, text):
+    task_path = tmp_path / name
+    task_path.write_text(text)
+    assert _cli("--loss", "cross_entropy", "--task", str(task_path)) == 2
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "cannot be parsed" in err and name in err

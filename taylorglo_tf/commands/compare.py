@@ -55,12 +55,13 @@ def _read_task_file(path: str) -> dict[str, Any]:
         raise ValueError(f"task file {path!r} does not exist")
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
-    if path.endswith(".json"):
-        content = json.loads(text)
-    else:
-        import yaml
+    import yaml
 
-        content = yaml.safe_load(text)
+    try:
+        # PyYAML reads JSON's 1e-3 as a string, so JSON files get the JSON parser.
+        content = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ValueError(f"task file {path!r} cannot be parsed: {error}") from None
     if not isinstance(content, dict):
         raise ValueError(f"task file {path!r} must hold a mapping of Task fields, got {type(content).__name__}")
     return content
