@@ -8,6 +8,7 @@ absent) and with our own checks of what the deployment promises.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -66,6 +67,7 @@ def _compose_config(*files: Path, env: dict[str, str]) -> subprocess.CompletedPr
     )
 
 
+@functools.cache  # one `docker-compose config` run per combination (about a second each); read-only
 def _resolved(*files: Path, **env: str) -> dict:
     result = _compose_config(*files, env=_compose_env(**FAKE_TOKENS, **env))
     assert result.returncode == 0, result.stderr
