@@ -8,12 +8,15 @@ container's ``0.0.0.0`` become 127.0.0.1 with a free port, named volumes become
 temporary folders, files the Dockerfiles copy (``/opt/taylorglo/healthcheck.py``)
 their source in the repository. Then a client submits a small search with the
 client token, as the README says, and sees it complete on the Keras trainer.
+The TLS override (compose.tls.yaml, merged by docker-compose itself) is run the
+same way with a certificate in docker/certs/: health checks and clients over TLS.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,9 +85,13 @@ class Host:
         self.mounts: dict[str, str] = {}
 
     def mount(self, service: dict) -> None:
+        """Named volumes -> their temporary folder; bind mounts (absolute paths) stay as they are."""
         for volume in service.get("volumes", []):
-            source, target = volume.split(":")[:2]
-            self.mounts[target] = str(self.volumes[source])
+            if isinstance(volume, str):
+                source, target = volume.split(":")[:2]
+            else:  # the long form, as `docker compose config` (v2) prints it
+                source, target = volume["source"], volume["target"]
+            self.mounts[target] = str(self.volumes[source]) if source in self.volumes else source
 
     def localize(self, text: str) -> str:
         text = text.replace(f"0.0.0.0:{CONTAINER_PORT}", f"127.0.0.1:{self.port}")
@@ -199,3 +206,74 @@ def test_compose_services_run_locally_complete_a_search_and_stop_cleanly(compose
                 process.wait()
         for log in logs.values():
             log.close()
+
+
+def _make_certificate(certs: Path) -> None:
+    """A self-signed server certificate that is also the CA, for the names the README lists."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=coordinator",
+         "-addext", "subjectAltName=DNS:coordinator,IP:127.0.0.1",
+         "-keyout", str(certs / "server.key"), "-out", str(certs / "server.crt")],
+        check=True, capture_output=True, timeout=60,
+    )
+    shutil.copy(certs / "server.crt", certs / "ca.crt")
+
+
+def test_compose_tls_override_serves_health_checks_and_clients_over_tls_only(tmp_path):
+    """compose.yaml + compose.tls.yaml, merged by docker-compose itself, with certificates in docker/certs/."""
+    binary = shutil.which("docker-compose")
+    if binary is None or shutil.which("openssl") is None:
+        pytest.skip("needs docker-compose (to merge the override) and openssl (to make a certificate)")
+    project = tmp_path / "docker"
+    (project / "certs").mkdir(parents=True)
+    for name in ("compose.yaml", "compose.tls.yaml"):
+        shutil.copy(DOCKER / name, project / name)
+    _make_certificate(project / "certs")
+    (project / ".env").write_text("")  # the operator's .env: tokens come from the environment here
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAYLORGLO_", "COMPOSE_"))}
+    merged = subprocess.run(
+        [binary, "-f", "compose.yaml", "-f", "compose.tls.yaml", "config"],
+        cwd=project, env={**env, **TOKENS}, capture_output=True, text=True, timeout=60, check=True,
+    )
+    config = yaml.safe_load(merged.stdout)
+    coordinator_service, trainer_service = config["services"]["coordinator"], config["services"]["trainer"]
+    host = Host(tmp_path, free_port(), config["volumes"])
+    host.mount(coordinator_service)
+    host.mount(trainer_service)
+    log = open(tmp_path / "coordinator.log", "w")
+    coordinator = subprocess.Popen(
+        host.argv(coordinator_service["command"]), env=host.environment(coordinator_service),
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )
+    try:
+        # Both health checks speak TLS (TAYLORGLO_TLS_CA from the override), trusting ca.crt.
+        wait_healthy(host, coordinator_service, coordinator)
+        trainer_check = subprocess.run(healthcheck_argv(host, trainer_service), env=host.environment(trainer_service),
+                                       capture_output=True, text=True, timeout=30)
+        assert trainer_check.returncode == 0, trainer_check.stderr
+        # The trainer's command dials the coordinator with the mounted CA.
+        trainer_argv = host.argv(trainer_service["command"])
+        assert Path(trainer_argv[trainer_argv.index("--tls-ca") + 1]).read_bytes() == \
+            (project / "certs" / "ca.crt").read_bytes()
+
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({"task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                                        "search": {"population": 2, "generations": 1}}))
+        ca = str(project / "certs" / "ca.crt")
+        submitted = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "submit", str(spec), "--tls-ca", ca, timeout=60)
+        assert submitted.returncode == 0, submitted.stderr
+        experiment_id = submitted.stdout.strip()
+        status = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "status", experiment_id, "--tls-ca", ca, timeout=60)
+        assert status.returncode == 0 and experiment_id in status.stdout, status.stderr
+        # Without TLS the same coordinator cannot be reached.
+        plaintext = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "status", timeout=60)
+        assert plaintext.returncode != 0
+
+        coordinator.send_signal(signal.SIGTERM)
+        assert coordinator.wait(timeout=duration_s(coordinator_service["stop_grace_period"])) == 0
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait()
+        log.close()
+
