@@ -23,27 +23,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from taylorglo_tf import taylor  # noqa: E402
+from taylorglo_tf import models, taylor  # noqa: E402
 from taylorglo_tf.losses import TaylorGLOLoss  # noqa: E402
 
 MNIST_THETA = list(taylor.PAPER_MNIST_THETA)
 
 
 def basic_cnn() -> keras.Model:
-    """The GLO MNIST CNN (REFERENCE section 4): the model TaylorGLO's MNIST results use."""
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, 5, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 5, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(1024, activation="relu"),
-            keras.layers.Dropout(0.4),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
+    """The GLO MNIST CNN of the model zoo: the model TaylorGLO's MNIST results use."""
+    return models.build("basic_cnn", (28, 28, 1), 10)
 
 
 def small_mlp() -> keras.Model:
