@@ -42,8 +42,14 @@ def plot_losses(
     losses: Sequence[LossLike] | Mapping[str, LossLike],
     labels: Sequence[str] | None = None,
     num_points: int = 201,
+    colors: Sequence[Any] | None = None,
+    legend: bool = True,
 ) -> "matplotlib.axes.Axes":
-    """Draw several losses in the binary view on ``ax`` (one line each, with a legend)."""
+    """Draw several losses in the binary view on ``ax`` (one line each).
+
+    ``colors`` (one matplotlib colour per loss) overrides the colour cycle, e.g.
+    a colormap over generations; ``legend=False`` leaves the legend out.
+    """
     if isinstance(losses, Mapping):
         labels, items = list(losses.keys()), list(losses.values())
     else:
@@ -51,10 +57,12 @@ def plot_losses(
         labels = list(labels) if labels is not None else [_label(item) for item in items]
     if len(labels) != len(items):
         raise ValueError(f"{len(labels)} labels for {len(items)} losses")
+    if colors is not None and len(colors) != len(items):
+        raise ValueError(f"{len(colors)} colors for {len(items)} losses")
     visible = []
-    for item, label in zip(items, labels):
+    for i, (item, label) in enumerate(zip(items, labels)):
         y0, values = binary_view(item, num_points)
-        ax.plot(y0, values, label=label)
+        ax.plot(y0, values, label=label, color=None if colors is None else colors[i])
         visible.append(values[y0 >= 0.05])
     # Losses with a pole at y0 = 0 (Baikal, cross-entropy) would flatten every other curve.
     low, high = float(np.min(np.concatenate(visible))), float(np.max(np.concatenate(visible)))
@@ -64,7 +72,7 @@ def plot_losses(
     ax.set_xlabel("predicted probability of the true class, y0")
     ax.set_ylabel("loss - loss at y0 = 1")
     ax.axhline(0.0, color="0.8", linewidth=0.8, zorder=0)
-    if items:
+    if items and legend:
         ax.legend()
     return ax
 

@@ -301,18 +301,24 @@ def plot_loss_shapes(
     thetas: Sequence[tuple[int, Sequence[float]]], order: int, inputs: Sequence[str], path: Path
 ) -> Path:
     """Each generation's best loss in the binary-classification view (Figure 3a), one curve each."""
+    import matplotlib
+    import matplotlib.cm
+    import matplotlib.colors
     from matplotlib.figure import Figure
 
     from taylorglo_tf import plotting
 
     # Configs, not Keras objects: the plotting module evaluates them in NumPy.
     curves = {f"generation {generation}": taylor.keras_config(theta, order, inputs) for generation, theta in thetas}
+    generations = [generation for generation, _ in thetas]
+    # One colour per generation along a colormap (as the paper's Figure 3a), with a colour bar.
+    colormap = matplotlib.colormaps["viridis"]
+    norm = matplotlib.colors.Normalize(vmin=min(generations, default=0), vmax=max(max(generations, default=0), 1))
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
-    plotting.plot_losses(axes, curves)
+    plotting.plot_losses(axes, curves, colors=[colormap(norm(g)) for g in generations], legend=False)
+    figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colormap), ax=axes, label="generation")
     axes.set_title("best loss of each generation (binary view)")
-    if len(curves) > 8:
-        axes.legend(fontsize="x-small", ncol=2)
     figure.tight_layout()
     _save_figure(figure, path)
     return path

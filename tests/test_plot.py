@@ -48,6 +48,20 @@ def test_plot_losses_draws_one_line_per_loss_with_labels():
         plt.close(fig)
 
 
+def test_plot_losses_uses_given_colours_and_can_leave_out_the_legend():
+    fig, ax = plt.subplots()
+    configs = [taylor.keras_config(taylor.PAPER_MNIST_THETA, 3, ("x", "y")), "cross_entropy"]
+    plotting.plot_losses(ax, configs, colors=["red", (0.0, 0.0, 1.0, 1.0)], legend=False)
+    assert [line.get_color() for line in ax.get_lines() if line.get_label() != "_nolegend_"][:2] == [
+        "red",
+        (0.0, 0.0, 1.0, 1.0),
+    ]
+    assert ax.get_legend() is None
+    with pytest.raises(ValueError, match="1 colors for 2 losses"):
+        plotting.plot_losses(ax, configs, colors=["red"])
+    plt.close(fig)
+
+
 def test_plot_loss_writes_a_png(tmp_path):
     out = plotting.plot_loss(taylor.keras_config(MNIST_THETA), tmp_path / "loss.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
