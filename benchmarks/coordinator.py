@@ -25,6 +25,8 @@ Per trainer count it reports, over the measurement window:
 
     python benchmarks/coordinator.py            # 1, 8, 32, 128 trainers, 1 s evaluations
     python benchmarks/coordinator.py --quick    # smoke test: 1 and 8 trainers, 0.05 s
+    python benchmarks/coordinator.py --other-checkout /tmp/old   # before/after: also coordinator and
+                                                                 # worker loop of another source tree
 
 Target: >= 95 % of ideal throughput at 128 trainers with 1 s evaluations.
 """
@@ -59,8 +61,10 @@ EXPERIMENTS = 4
 
 
 def trainer_process(address: str, threads: int, eval_s: float, start_at: float, end_at: float,
-                    warmup_s: float) -> dict:
-    """Runs ``threads`` Worker loops from wall-clock ``start_at`` to ``end_at``; returns their statistics."""
+                    warmup_s: float, checkout: str = str(REPO)) -> dict:
+    """Runs ``threads`` Worker loops (``trainer.worker`` from the source tree ``checkout``) from
+    wall-clock ``start_at`` to ``end_at``; returns their statistics."""
+    sys.path.insert(0, checkout)
     from trainer.worker import Backoff, Outcome, Worker
 
     window = (start_at + warmup_s, end_at)
@@ -164,17 +168,20 @@ def null_server(port: int) -> None:
     server.wait_for_termination()
 
 
-def _start_server(kind: str, workdir: Path, lease_ttl: float) -> tuple[subprocess.Popen, str]:
-    """Starts the coordinator (``kind="coordinator"``) or the null baseline; returns it once it answers."""
+def _start_server(kind: str, workdir: Path, lease_ttl: float, checkout: Path = REPO) -> tuple[subprocess.Popen, str]:
+    """Starts the coordinator (``kind="coordinator"``, from the source tree ``checkout``) or the
+    null baseline; returns it once it answers."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
     log = open(workdir / f"{kind}.log", "w")
+    env = dict(os.environ)
     if kind == "coordinator":
         command = [sys.executable, "-m", "taylorglo_tf", "coordinator", "--listen", address,
                    "--db", str(workdir / "bench.db"), "--lease-ttl", str(lease_ttl), "--log-level", "WARNING"]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
     else:
         command = [sys.executable, __file__, "--_null-server", str(port)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=checkout, env=env)
     deadline = time.time() + 60
     while True:
         try:
@@ -203,10 +210,10 @@ def _submit_work(address: str, trainers: int, eval_s: float, duration_s: float, 
 
 
 def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup_s: float, workdir: Path,
-            work_multiple: float = 4.0) -> dict:
-    """One configuration: a fresh server (``"coordinator"`` or ``"null"``), ``trainers``
-    simulated trainers, one measurement window."""
-    process, address = _start_server(server, workdir, lease_ttl=max(30.0, 10 * eval_s))
+            work_multiple: float = 4.0, checkout: Path = REPO) -> dict:
+    """One configuration: a fresh server (``"coordinator"`` from ``checkout``, or ``"null"``),
+    ``trainers`` simulated trainers, one measurement window."""
+    process, address = _start_server(server, workdir, lease_ttl=max(30.0, 10 * eval_s), checkout=checkout)
     stub = experiment_service_pb2_grpc.ExperimentServiceStub(grpc.insecure_channel(address))
     try:
         ids = _submit_work(address, trainers, eval_s, duration_s, work_multiple) if server == "coordinator" else []
@@ -219,7 +226,7 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
             children.append(subprocess.Popen(
                 [sys.executable, __file__, "--_trainer-process", json.dumps(
                     {"address": address, "threads": threads, "eval_s": eval_s, "start_at": start_at,
-                     "end_at": end_at, "warmup_s": warmup_s})],
+                     "end_at": end_at, "warmup_s": warmup_s, "checkout": str(checkout)})],
                 stdout=subprocess.PIPE, cwd=REPO,
             ))
         time.sleep(max(0.0, start_at + warmup_s - time.time()))
@@ -242,7 +249,7 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
     reports = [x for s in stats for x in s["report_s"]]
     ideal = trainers / eval_s
     return {
-        "server": server, "trainers": trainers, "eval_s": eval_s,
+        "server": server if checkout == REPO else f"{server} ({checkout.name})", "trainers": trainers, "eval_s": eval_s,
         "work": f"{work_multiple:g}x" if server == "coordinator" else "inf", "window_s": duration_s, "evaluations": completed,
         "throughput": completed / duration_s, "ideal": ideal, "percent_of_ideal": 100 * completed / duration_s / ideal,
         "idle_percent": 100 * (1 - busy / (trainers * duration_s)),
@@ -285,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="queued work per generation round, as a multiple of the trainer count "
                              "(several values: one row each; default: 4)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the null-server baseline rows")
+    parser.add_argument("--other-checkout", type=Path, metavar="DIR",
+                        help="also run the coordinator and the trainers' worker loop from this source tree "
+                             "(e.g. an export of an older commit), for before/after rows in one run")
     parser.add_argument("--_trainer-process", dest="trainer_process", help=argparse.SUPPRESS)
     parser.add_argument("--_null-server", dest="null_server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -303,13 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
         for n in trainers:
             # Side by side: the same harness against the coordinator and the null server.
-            configs = [("coordinator", w) for w in args.work] + ([] if args.no_baseline else [("null", 0.0)])
-            for server, work in configs:
-                workdir = Path(tmp) / f"{server}-{work:g}-{n}"
+            checkouts = [REPO] + ([args.other_checkout.resolve()] if args.other_checkout else [])
+            configs = [("coordinator", w, c) for w in args.work for c in checkouts]
+            configs += [] if args.no_baseline else [("null", 0.0, REPO)]
+            for k, (server, work, checkout) in enumerate(configs):
+                workdir = Path(tmp) / f"{server}-{work:g}-{n}-{k}"
                 workdir.mkdir()
-                rows.append(measure(server, n, eval_s, duration, warmup, workdir, work))
-                print(f"{server} (work {work:g}x), {n} trainers: {rows[-1]['percent_of_ideal']:.1f}% of ideal",
-                      file=sys.stderr)
+                rows.append(measure(server, n, eval_s, duration, warmup, workdir, work, checkout))
+                print(f"{rows[-1]['server']} (work {work:g}x), {n} trainers: "
+                      f"{rows[-1]['percent_of_ideal']:.1f}% of ideal", file=sys.stderr)
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -266,8 +266,10 @@ class Scheduler:
     def result(self, experiment_id: str) -> es_pb2.ExperimentResult:
         with self._cond:  # a consistent snapshot: nothing commits while we read
             record = self._record(experiment_id)
-            return result_proto(record, self._storage.load_generations(experiment_id),
-                                self._storage.load_candidates(experiment_id))
+            generations = self._storage.load_generations(experiment_id)
+            candidates = self._storage.load_candidates(experiment_id)
+        # Built outside the lock (tens of ms for thousands of candidates): leases wait only for the reads.
+        return result_proto(record, generations, candidates)
 
     def watch(self, experiment_id: str, is_active: Callable[[], bool] = lambda: True) -> Iterator[ProgressEvent]:
         """A snapshot, then every event of the experiment, ending after its final state."""

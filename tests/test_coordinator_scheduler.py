@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from coordinator import cmaes
+from coordinator import scheduler as scheduler_module
 from coordinator.grpc_util import FailedPrecondition, NotFound
+from coordinator.model import result_proto
 from coordinator.scheduler import Report, Scheduler
 from coordinator.storage import SqliteStorage
 from taylorglo_tf import spec as spec_lib
@@ -330,6 +332,31 @@ def test_a_long_poll_whose_caller_hung_up_is_granted_nothing_when_work_arrives(d
     assert got == [None]
     assert [c.status for c in s.result(exp.id).candidates] == [types_pb2.CANDIDATE_STATUS_QUEUED] * 2
     assert s.lease("t") is not None
+
+
+def test_building_a_result_does_not_hold_up_leases(db, monkeypatch):
+    s = open_scheduler(db)
+    exp = s.submit(make_spec(population=4, generations=2))
+    building, release = threading.Event(), threading.Event()
+
+    def slow_result_proto(*args):
+        building.set()
+        release.wait(10)
+        return result_proto(*args)
+
+    monkeypatch.setattr(scheduler_module, "result_proto", slow_result_proto)
+    results = []
+    reader = threading.Thread(target=lambda: results.append(s.result(exp.id)))
+    reader.start()
+    assert building.wait(10)
+    leases = []
+    leaser = threading.Thread(target=lambda: leases.append(s.lease("t")))
+    leaser.start()
+    leaser.join(5)
+    release.set()
+    reader.join(10)
+    assert leases and leases[0].experiment_id == exp.id
+    assert len(results[0].candidates) == 4
 
 
 def test_a_long_poll_without_work_times_out_empty(db):

@@ -157,6 +157,39 @@ def test_trainers_exit_when_the_run_process_is_killed(tmp_path):
         time.sleep(0.2)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+def test_a_trainer_whose_parent_died_before_the_death_signal_was_set_exits_at_once(tmp_path):
+    # The window between fork and prctl: if the parent is already gone, no signal would ever come.
+    survived = tmp_path / "survived"
+    script = (
+        "import os, time\n"
+        "from taylorglo_tf.commands.run import _parent_death_signal\n"
+        "set_signal, parent = _parent_death_signal(), os.getpid()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    while os.getppid() == parent:\n"
+        "        time.sleep(0.01)\n"  # until the parent has exited
+        "    set_signal()\n"
+        f"    open({str(survived)!r}, 'w').close()\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+    )
+    child = int(subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                               timeout=60, check=True).stdout)
+    deadline = time.monotonic() + 30
+    while _alive(child):
+        assert time.monotonic() < deadline, "the orphaned child neither exited nor survived"
+        time.sleep(0.05)
+    assert not survived.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def test_a_bad_spec_is_refused_naming_the_field(tmp_path, capsys):
     spec = write_spec(tmp_path / "bad.yaml", population=1)
     code = run_command.run(run_command_args(str(spec), tmp_path))

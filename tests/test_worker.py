@@ -197,6 +197,22 @@ def test_a_result_is_reported_at_once_even_while_its_evaluation_thread_is_still_
     assert [r.lease_id for r in fake.reports] == ["lease-0"]
 
 
+def test_failed_heartbeats_are_retried_sooner_but_not_in_a_storm(coordinator):
+    class Unreachable(ScriptedCoordinator):
+        def Heartbeat(self, request, context):
+            with self.lock:
+                self.heartbeats.append(request)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "scripted outage")
+
+    fake = Unreachable([[0.0] * 8], ttl_s=3.0)  # heartbeat every 1 s
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=3.5), max_candidates=1)
+    worker.run()
+    # every 1 s while the coordinator is unreachable (halving the interval each time would
+    # end at 20 a second), and the evaluation is still reported
+    assert 2 <= len(fake.heartbeats) <= 4
+    assert [r.lease_id for r in fake.reports] == ["lease-0"]
+
+
 def test_keep_going_false_stops_the_evaluation_without_a_report(coordinator):
     fake = ScriptedCoordinator([[0.0] * 8, [0.2] * 8], ttl_s=0.15)
     fake.revoked.add("lease-0")

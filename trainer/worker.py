@@ -201,9 +201,11 @@ class _Heartbeater:
             except grpc.RpcError as error:
                 code = error.code()
                 if code in RETRYABLE_CODES:
-                    # The coordinator may be restarting; keep training, retry soon.
+                    # The coordinator may be restarting; keep training, retry sooner (halving
+                    # keeps the retries within the TTL), but not below 1 s: every trainer of a
+                    # cluster retries at once against a coordinator that is coming back up.
                     log.warning("heartbeat for %s failed (%s); retrying", self._lease.lease_id, code.name)
-                    interval = max(0.05, interval / 2)
+                    interval = max(min(interval, 1.0), interval / 2)
                     continue
                 log.warning("heartbeat for %s rejected (%s: %s); stopping", self._lease.lease_id, code.name, error.details())
                 self._mark_lost()

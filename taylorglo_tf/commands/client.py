@@ -48,6 +48,25 @@ class CommandError(Exception):
     """A failure explained in one line for the user."""
 
 
+# -- argument types (shared with ``taylorglo trainer`` and ``taylorglo run``) ----
+
+
+def _bounded(convert: Callable[[str], float], minimum: float) -> Callable[[str], float]:
+    def parse(text: str):
+        value = convert(text)
+        if not value >= minimum:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse names the type in "invalid int value" messages
+    return parse
+
+
+positive_int = _bounded(int, 1)
+non_negative_int = _bounded(int, 0)
+non_negative_float = _bounded(float, 0.0)
+
+
 # -- connection arguments (shared with ``taylorglo trainer``) -------------------
 
 

@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
+from taylorglo_tf.commands.client import non_negative_int, positive_int
+
 #: The README's main job: a search on the embedded digits data (1,797 8x8 images)
 #: with the tiny CNN, 12 x 12 = 144 partial trainings of 200 steps, measured at
 #: about two and a half minutes on a shared 2-core CPU with 2 trainers (README, "run").
@@ -65,31 +67,17 @@ class RunError(Exception):
     """The local search could not complete; the message says why."""
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", metavar="SPEC",
                         help="experiment spec (YAML or JSON); default: a digits/tiny search (see README)")
-    parser.add_argument("--trainers", type=_positive_int, default=DEFAULT_TRAINERS, metavar="N",
+    parser.add_argument("--trainers", type=positive_int, default=DEFAULT_TRAINERS, metavar="N",
                         help=f"local trainer processes (default {DEFAULT_TRAINERS})")
     parser.add_argument("--out", metavar="DIR",
                         help="result folder (default results/<spec name>-<UTC time>)")
-    parser.add_argument("--compare-runs", type=_non_negative_int, default=DEFAULT_COMPARE_RUNS, metavar="R",
+    parser.add_argument("--compare-runs", type=non_negative_int, default=DEFAULT_COMPARE_RUNS, metavar="R",
                         help=f"full-length trainings per side comparing the best loss with cross-entropy; "
                              f"0 skips the comparison (default {DEFAULT_COMPARE_RUNS})")
-    parser.add_argument("--compare-steps", type=_non_negative_int, default=0, metavar="S",
+    parser.add_argument("--compare-steps", type=non_negative_int, default=0, metavar="S",
                         help="training steps per comparison run; 0 = the model recipe's full length (default)")
     parser.add_argument("--db", metavar="PATH", help="coordinator database (default: a temporary file)")
     parser.add_argument("--data-dir", metavar="DIR",
@@ -137,9 +125,12 @@ def _parent_death_signal() -> Optional[Callable[[], None]]:
     except (OSError, AttributeError):
         return None
     pr_set_pdeathsig = 1
+    parent = os.getpid()
 
     def set_signal() -> None:
         prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect: nobody will signal
+            os._exit(1)
 
     return set_signal
 

@@ -21,25 +21,17 @@ import socket
 import sys
 import threading
 
-from taylorglo_tf.commands.client import CommandError, add_connection_arguments, open_channel
+from taylorglo_tf.commands.client import (
+    CommandError,
+    add_connection_arguments,
+    non_negative_float,
+    open_channel,
+    positive_int,
+)
 
 log = logging.getLogger("taylorglo.trainer")
 
 DEFAULT_GRACE_S = 60.0
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,14 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evaluator", choices=("keras", "synthetic"), default="keras",
                         help="how candidates are scored (default: keras)")
     parser.add_argument("--trainer-id", metavar="ID", help="name in the coordinator's records (default: HOST-PID)")
-    parser.add_argument("--max-candidates", type=_positive_int, metavar="N",
+    parser.add_argument("--max-candidates", type=positive_int, metavar="N",
                         help="exit after reporting N evaluations")
-    parser.add_argument("--grace", type=_non_negative_float, default=DEFAULT_GRACE_S, metavar="S",
+    parser.add_argument("--grace", type=non_negative_float, default=DEFAULT_GRACE_S, metavar="S",
                         help=f"on SIGTERM, finish the current candidate if it ends within S seconds, "
                              f"else give it back (default: {DEFAULT_GRACE_S:g})")
     parser.add_argument("--wait-ms", type=int, default=10_000, metavar="MS",
                         help="lease long-poll time in milliseconds (default: 10000)")
-    parser.add_argument("--synthetic-sleep", type=_non_negative_float, default=0.0, metavar="S",
+    parser.add_argument("--synthetic-sleep", type=non_negative_float, default=0.0, metavar="S",
                         help="synthetic evaluator: seconds per evaluation (default: 0)")
     parser.add_argument("--synthetic-diverge-above", type=float, metavar="X",
                         help="synthetic evaluator: report divergence when max |theta_i| > X")
