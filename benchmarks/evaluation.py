@@ -33,8 +33,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 
+from taylorglo_tf import taylor  # noqa: E402
+
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-PAPER_THETA = np.array([11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674])
+PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
 
 
 def default_dataset(tmp: str) -> str:

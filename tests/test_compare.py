@@ -63,11 +63,10 @@ def _cli(*argv):
 
 
 def test_taylorglo_compare_end_to_end_on_digits_prints_the_table_and_writes_json(tmp_path, capsys):
-    from taylorglo_tf import losses
+    from taylorglo_tf import losses, taylor
 
     loss_path = tmp_path / "taylor_ce.json"
-    losses.save_json(losses.TaylorGLOLoss([11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674]),
-                     loss_path)
+    losses.save_json(losses.TaylorGLOLoss(taylor.PAPER_MNIST_THETA), loss_path)
     task_path = tmp_path / "task.yaml"
     task_path.write_text("dataset: digits\nmodel: tiny\nsteps: 300\nseed: 0\n")
     out = tmp_path / "comparison.json"

@@ -6,13 +6,14 @@ import os
 
 import pytest
 
+from taylorglo_tf import taylor
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2
 from taylorglo_tf.training import EvaluationResult, Task
 from trainer.keras_evaluator import KerasEvaluator, task_from_spec
 from trainer.worker import EvaluationStopped, Outcome
 
 # Appendix C's best MNIST loss: trains the tiny model on digits well.
-APPENDIX_C_THETA = [11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674]
+APPENDIX_C_THETA = list(taylor.PAPER_MNIST_THETA)
 STEPS = 40
 
 

@@ -22,6 +22,15 @@ from taylorglo_tf.data.augmentation import Augmentation
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def _options() -> tf.data.Options:
+    """No static graph rewrites: the pipeline is already batch-level with parallel maps
+    and prefetch, and the rewrites serialise the captured arrays, which made each
+    start-up scale with the data (CIFAR-10: ~75 ms more; benchmarks/pipeline.py)."""
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return options
+
+
 def as_tensors(x: Any, y: Any) -> tuple[tf.Tensor, tf.Tensor]:
     """Images as float32 and labels as int32 tensors; tensors of those types are used as they are.
 
@@ -76,11 +85,12 @@ def pipeline(x: Any, y: Any, *, batch_size: int, training: bool,
     if not training:
         return tf.data.Dataset.range(n).batch(batch_size).map(
             lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE
-        ).prefetch(AUTOTUNE)
+        ).prefetch(AUTOTUNE).with_options(_options())
     if augment.active:
         def load(i, s):
             return augment_batch(tf.gather(images, i), tf.gather(labels, i), s, augment)
     else:
         def load(i, s):
             return tf.gather(images, i), tf.gather(labels, i)
-    return _epoch_batches(n, batch_size, seed).map(load, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return _epoch_batches(n, batch_size, seed).map(load, num_parallel_calls=AUTOTUNE).prefetch(
+        AUTOTUNE).with_options(_options())
