@@ -25,6 +25,8 @@ Per trainer count it reports, over the measurement window:
 
     python benchmarks/coordinator.py            # 1, 8, 32, 128 trainers, 1 s evaluations
     python benchmarks/coordinator.py --quick    # smoke test: 1 and 8 trainers, 0.05 s
+    python benchmarks/coordinator.py --scheduler-only   # lease/report cost in-process, SQLite vs none
+    python benchmarks/coordinator.py --simulate         # generation barrier cost, virtual clock
     python benchmarks/coordinator.py --other-checkout /tmp/old   # before/after: also coordinator and
                                                                  # worker loop of another source tree
 
@@ -260,6 +262,116 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
     }
 
 
+class _NoStorage:
+    """A Storage that keeps nothing (for the scheduler's cost without SQLite)."""
+
+    def __getattr__(self, name: str):
+        return (lambda *args, **kwargs: []) if name.startswith("load") else (lambda *args, **kwargs: None)
+
+
+def scheduler_cost(evaluations: int = 4000, population: int = 128) -> list[dict]:
+    """Time of ``Scheduler.lease`` and ``Scheduler.report`` in-process (no gRPC), the time the
+    scheduler lock is held per call, with SQLite and with no storage at all: what batching
+    commits could save at most. Four experiments; reports include the CMA-ES steps."""
+    from coordinator.scheduler import Report, Scheduler
+    from coordinator.storage import SqliteStorage
+    from taylorglo_tf.rpc import types_pb2, worker_service_pb2
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
+        for name, storage in (("sqlite (WAL, synchronous=NORMAL)", SqliteStorage(Path(tmp) / "s.db")),
+                              ("no storage", _NoStorage())):
+            scheduler = Scheduler(storage, prescreen=lambda theta, n: True)
+            scheduler.start(reaper=False)
+            for seed in range(1, EXPERIMENTS + 1):
+                scheduler.submit(spec_module.load_spec({
+                    "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                    "search": {"population": population, "generations": 1000, "seed": seed}}))
+            metrics = types_pb2.EvaluationMetrics(val_accuracy=0.5, steps=1, wall_time_s=1.0)
+            times: dict[str, list[float]] = {"lease": [], "report": []}
+            for _ in range(evaluations):
+                started = time.perf_counter()
+                lease = scheduler.lease("bench")
+                times["lease"].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                scheduler.report(Report(lease.lease_id, "bench", worker_service_pb2.EVALUATION_STATUS_OK, 0.5,
+                                        metrics))
+                times["report"].append(time.perf_counter() - started)
+            scheduler.stop()
+            if hasattr(storage, "close"):
+                storage.close()
+            for call, values in times.items():
+                rows.append({"storage": name, "call": call, "mean_ms": 1000 * sum(values) / len(values),
+                             "p50_ms": 1000 * _percentile(values, 50), "p99_ms": 1000 * _percentile(values, 99)})
+    return rows
+
+
+def simulate_barrier(trainers: int, work_multiple: float, spread: float, seconds: float = 60.0,
+                     warmup_s: float = 10.0, seed: int = 0) -> float:
+    """Idle % of ``trainers`` under the real scheduler with a virtual clock: evaluations take
+    1 s +- ``spread`` (uniform), RPCs are instant, idle trainers retry whenever a result
+    arrives. What is left is the cost of the generation barrier and the lease policy alone."""
+    import heapq
+    import itertools
+    import random
+
+    from coordinator.scheduler import Report, Scheduler
+    from coordinator.storage import SqliteStorage
+    from taylorglo_tf.rpc import worker_service_pb2
+
+    now = [0.0]
+    rng = random.Random(seed)
+    end = warmup_s + seconds
+    busy = 0.0
+    events: list[tuple[float, int, str, object]] = []  # (finish time, tie-breaker, trainer, lease)
+    order = itertools.count()
+    waiting: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
+        storage = SqliteStorage(Path(tmp) / "sim.db")
+        scheduler = Scheduler(storage, lease_ttl_s=1e9, clock=lambda: now[0], prescreen=lambda theta, n: True)
+        scheduler.start(reaper=False)
+        population = max(8, math.ceil(work_multiple * trainers / EXPERIMENTS))
+        for s_ in range(1, EXPERIMENTS + 1):
+            scheduler.submit(spec_module.load_spec({
+                "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                "search": {"population": population, "generations": 100_000, "seed": s_}}))
+
+        def try_lease(trainer: str) -> None:
+            nonlocal busy
+            lease = scheduler.lease(trainer)
+            if lease is None:
+                waiting.append(trainer)
+                return
+            duration = rng.uniform(1 - spread, 1 + spread)
+            busy += max(0.0, min(now[0] + duration, end) - max(now[0], warmup_s))
+            heapq.heappush(events, (now[0] + duration, next(order), trainer, lease))
+
+        for k in range(trainers):
+            try_lease(f"t{k}")
+        while events and events[0][0] <= end:
+            now[0], _, trainer, lease = heapq.heappop(events)
+            scheduler.report(Report(lease.lease_id, trainer, worker_service_pb2.EVALUATION_STATUS_OK, 0.5, None))
+            for t in [trainer] + waiting:
+                if t != trainer:
+                    waiting.remove(t)
+                try_lease(t)
+        scheduler.stop()
+        storage.close()
+    return 100 * (1 - busy / (trainers * seconds))
+
+
+def print_scheduler_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Scheduler calls in-process (no gRPC)")
+    for column in ("storage", "call", "mean ms", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(r["storage"], r["call"], f"{r['mean_ms']:.3f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}")
+    Console(width=120).print(table)
+
+
 def print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -288,13 +400,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="measurement window per configuration, s (default: 20)")
     parser.add_argument("--warmup", type=float, help="warm-up before the window, s (default: 3)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    parser.add_argument("--work", type=float, nargs="+", default=[4.0], metavar="X",
+    parser.add_argument("--work", type=float, nargs="+", metavar="X",
                         help="queued work per generation round, as a multiple of the trainer count "
                              "(several values: one row each; default: 4)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the null-server baseline rows")
     parser.add_argument("--other-checkout", type=Path, metavar="DIR",
                         help="also run the coordinator and the trainers' worker loop from this source tree "
                              "(e.g. an export of an older commit), for before/after rows in one run")
+    parser.add_argument("--scheduler-only", action="store_true",
+                        help="only time Scheduler.lease/report in-process, with SQLite and without storage")
+    parser.add_argument("--simulate", action="store_true",
+                        help="only simulate the generation barrier: idle %% of 128 trainers under the real "
+                             "scheduler with a virtual clock and instant RPCs (--work values, default 1 2 4 8)")
     parser.add_argument("--_trainer-process", dest="trainer_process", help=argparse.SUPPRESS)
     parser.add_argument("--_null-server", dest="null_server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -303,6 +420,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.trainer_process:
         print(json.dumps(trainer_process(**json.loads(args.trainer_process))))
+        return 0
+    if args.simulate:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="Generation barrier, simulated (128 trainers, 1 s evaluations, instant RPCs)")
+        for column in ("work", "evaluation time", "idle %"):
+            table.add_column(column, justify="right")
+        for work in args.work or [1.0, 2.0, 4.0, 8.0]:
+            for spread in (0.05, 0.6):
+                idle = simulate_barrier(args.trainers[0] if args.trainers else 128, work, spread)
+                table.add_row(f"{work:g}x", f"1 s +- {100 * spread:g} %", f"{idle:.1f}")
+        Console(width=120).print(table)
+        return 0
+    if args.scheduler_only:
+        rows = scheduler_cost()
+        print_scheduler_table(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
         return 0
     trainers = args.trainers or ([1, 8] if args.quick else [1, 8, 32, 128])
     eval_s = args.eval_s or (0.05 if args.quick else 1.0)
@@ -314,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in trainers:
             # Side by side: the same harness against the coordinator and the null server.
             checkouts = [REPO] + ([args.other_checkout.resolve()] if args.other_checkout else [])
-            configs = [("coordinator", w, c) for w in args.work for c in checkouts]
+            configs = [("coordinator", w, c) for w in args.work or [4.0] for c in checkouts]
             configs += [] if args.no_baseline else [("null", 0.0, REPO)]
             for k, (server, work, checkout) in enumerate(configs):
                 workdir = Path(tmp) / f"{server}-{work:g}-{n}-{k}"
