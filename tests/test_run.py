@@ -113,20 +113,26 @@ def test_run_with_the_synthetic_evaluator_accounts_for_every_candidate_of_the_de
     assert processes_dialing(coordinator_address(stdout)) == []
 
 
-def test_sigterm_stops_trainers_and_coordinator_and_keeps_the_partial_result(tmp_path):
+def start_long_run(tmp_path: Path, out: Path, until_generation: int) -> tuple[subprocess.Popen, str]:
+    """A synthetic run of a search too long to finish, once ``until_generation`` is done and
+    both trainers are up; returns the process and its coordinator's address."""
     spec = write_spec(tmp_path / "long.yaml", population=20, generations=5000)
-    out = tmp_path / "result"
     process = start_run(str(spec), "--evaluator", "synthetic", "--out", str(out), "--compare-runs", "0",
                         cwd=tmp_path)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
+    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
     deadline = time.monotonic() + 90
-    while not any("generation 1: best" in line for line in lines):
+    while not any(f"generation {until_generation}: best" in line for line in lines):
         assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
         time.sleep(0.2)
     address = coordinator_address("".join(lines))
     assert len(processes_dialing(address)) == 2
+    return process, address
+
+
+def test_sigterm_stops_trainers_and_coordinator_and_keeps_the_partial_result(tmp_path):
+    out = tmp_path / "result"
+    process, address = start_long_run(tmp_path, out, until_generation=1)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == run_command.EXIT_INTERRUPTED
     assert "interrupted" in process.stderr.read()
@@ -138,17 +144,7 @@ def test_sigterm_stops_trainers_and_coordinator_and_keeps_the_partial_result(tmp
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
 def test_trainers_exit_when_the_run_process_is_killed(tmp_path):
-    spec = write_spec(tmp_path / "long.yaml", population=20, generations=5000)
-    process = start_run(str(spec), "--evaluator", "synthetic", "--out", str(tmp_path / "result"),
-                        "--compare-runs", "0", cwd=tmp_path)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-    deadline = time.monotonic() + 90
-    while not any("generation 0: best" in line for line in lines):
-        assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
-        time.sleep(0.2)
-    address = coordinator_address("".join(lines))
-    assert len(processes_dialing(address)) == 2
+    process, address = start_long_run(tmp_path, tmp_path / "result", until_generation=0)
     process.kill()  # no cleanup code runs: the kernel tells the trainers
     process.wait(timeout=30)
     deadline = time.monotonic() + 30
