@@ -250,7 +250,7 @@ def test_an_evaluator_keeps_at_most_max_sessions_tasks_warm(cross_entropy):
 def test_initial_weights_kept_per_task_are_bounded_and_a_dropped_seed_reproduces(evaluator, cross_entropy):
     from taylorglo_tf.training import evaluator as evaluator_module
 
-    task = DIGITS.replace(steps=20, batch_size=8)  # a session of its own
+    task = DIGITS.replace(steps=5, batch_size=8)  # a session of its own
     first = evaluator.evaluate(cross_entropy, task)
     for seed in range(1, evaluator_module._KEPT_INITIAL_STATES + 1):
         evaluator.evaluate(cross_entropy, task.replace(seed=seed))
