@@ -48,8 +48,9 @@ def _role_of(method: str) -> tuple[bool, str | None]:
 
 def _bearer(metadata: tuple | None) -> str | None:
     for key, value in metadata or ():
-        if key == AUTH_METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):]
+        # the scheme name is case-insensitive (RFC 7235): clients in other languages send "bearer"
+        if key == AUTH_METADATA_KEY and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
     return None
 
 

@@ -88,6 +88,16 @@ def test_each_role_reaches_its_own_service(secured):
     assert lease.experiment_id == exp.id
 
 
+def test_the_bearer_scheme_name_is_case_insensitive(secured):
+    experiments = es_grpc.ExperimentServiceStub(grpc.insecure_channel(secured.address))
+    response = experiments.ListExperiments(es.ListExperimentsRequest(),
+                                           metadata=[("authorization", f"bearer {CLIENT_TOKEN}")])
+    assert list(response.experiments) == []
+    code, _ = code_of(experiments.ListExperiments, es.ListExperimentsRequest(),
+                      metadata=[("authorization", f"Basic {CLIENT_TOKEN}")])
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_health_checks_need_no_token(secured):
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(secured.address))
     assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
