@@ -298,3 +298,11 @@ def test_watch_streams_end_when_the_coordinator_stops(tmp_path):
         events = []
     stopper.join()
     assert all(e.kind != es.ProgressEvent.KIND_EXPERIMENT_FINISHED for e in events)
+
+
+def test_the_coordinator_command_refuses_a_negative_grace_naming_it(capsys):
+    from taylorglo_tf import cli
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["coordinator", "--grace", "-1"])
+    assert "--grace: must be >= 0, got -1" in capsys.readouterr().err

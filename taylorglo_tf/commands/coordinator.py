@@ -21,6 +21,7 @@ CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN
+    from taylorglo_tf.commands.client import non_negative_float
 
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)")
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     parser.add_argument("--lease-ttl", type=float, default=DEFAULT_LEASE_TTL_S, metavar="S",
                         help=f"seconds a lease lives without a heartbeat (default {DEFAULT_LEASE_TTL_S:g})")
-    parser.add_argument("--grace", type=float, default=5.0, metavar="S",
+    parser.add_argument("--grace", type=non_negative_float, default=5.0, metavar="S",
                         help="on shutdown, seconds calls in flight may take to finish (default 5)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
