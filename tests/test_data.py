@@ -206,3 +206,12 @@ def test_empty_split_is_an_error_naming_it(tmp_path):
 def test_bad_seed_is_an_error_naming_it(bad):
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         data.load("digits", seed=bad)
+
+
+def test_an_empty_split_without_an_image_shape_is_named_as_empty():
+    from taylorglo_tf.data.splits import make_splits
+
+    x, y = _arrays(5)
+    nothing = (np.zeros((0,), np.uint8), np.zeros((0,), np.int64))  # what an empty TFDS slice gives
+    with pytest.raises(ValueError, match=r"tfds:mnist: empty split\(s\) \['val'\]"):
+        make_splits("tfds:mnist", (x, y), nothing, (x, y))

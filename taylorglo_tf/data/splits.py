@@ -127,17 +127,19 @@ def standardise(train: np.ndarray, *others: np.ndarray):
 def make_splits(name: str, train, val, test, *, num_classes: int | None = None,
                 info: dict[str, Any] | None = None) -> Splits:
     """Assemble validated ``Splits`` from ``(x, y)`` pairs of float images and labels."""
-    arrays = {}
+    arrays, empty = {}, []
     for split, (x, y) in (("train", train), ("val", val), ("test", test)):
+        if len(x) == 0:  # not a shape error: an empty TFDS slice has no image shape either
+            empty.append(split)
+            continue
         x = as_images(x, f"{name} {split} images").astype(np.float32, copy=False)
         arrays[split] = (x, as_labels(y, len(x), f"{name} {split} labels"))
+    if empty:
+        raise ValueError(f"{name}: empty split(s) {empty}")
     shapes = {s: a[0].shape[1:] for s, a in arrays.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"{name}: image shapes differ between splits: {shapes}")
-    empty = [s for s, a in arrays.items() if len(a[1]) == 0]
-    if empty:
-        raise ValueError(f"{name}: empty split(s) {empty}")
-    seen = max(int(a[1].max()) + 1 if len(a[1]) else 0 for a in arrays.values())
+    seen = max(int(a[1].max()) + 1 for a in arrays.values())
     classes = int(num_classes) if num_classes is not None else seen
     if seen > classes:
         raise ValueError(f"{name}: label {seen - 1} out of range for {classes} classes")
