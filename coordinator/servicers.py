@@ -34,7 +34,8 @@ def _identifier(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(field, "is required")
     if len(value) > MAX_ID_CHARS or not value.isprintable():
-        raise InvalidArgument(field, f"must be at most {MAX_ID_CHARS} printable characters")
+        shown = repr(value[:40]) + (f"... ({len(value)} characters)" if len(value) > 40 else "")
+        raise InvalidArgument(field, f"{shown} is not at most {MAX_ID_CHARS} printable characters")
     return value
 
 

@@ -229,6 +229,14 @@ def test_a_submit_without_a_spec_names_the_spec_field(open_coordinator):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("spec:")
 
 
+def test_a_bad_identifier_is_named_with_its_value(open_coordinator):
+    _, worker = open_coordinator
+    code, details = code_of(worker.LeaseCandidate, ws.LeaseCandidateRequest(trainer_id="tab\there"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("trainer_id: 'tab\\there' is not")
+    code, details = code_of(worker.LeaseCandidate, ws.LeaseCandidateRequest(trainer_id="t" * 300))
+    assert "(300 characters)" in details and len(details) < 200
+
+
 @pytest.mark.parametrize("changes, field", [
     ({"fitness": 1.5}, "fitness"),
     ({"fitness": -0.1}, "fitness"),
