@@ -135,6 +135,8 @@ def test_dropout_option_of_wide_resnets():
     ({"input_shape": (8, 8, 1), "num_classes": 1}, "num_classes must be at least 2"),
     ({"input_shape": (8, 8, 1), "num_classes": 10, "dropout": 0.5}, r"no option\(s\) \['dropout'\]"),
     ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": -1}, "weight_decay must be"),
+    ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": "1e-4"}, "weight_decay .* got '1e-4'"),
+    ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": float("nan")}, "weight_decay .* got nan"),
 ])
 def test_bad_build_arguments_are_errors_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 from typing import Any, Callable, Sequence
 
 from taylorglo_tf.models.recipe import Recipe
@@ -113,6 +114,7 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **options: An
     if bad:
         raise ValueError(f"model {name!r} has no option(s) {bad}; valid options: {valid}")
     options.setdefault("weight_decay", _entry(name)[3].weight_decay)
-    if float(options["weight_decay"]) < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {options['weight_decay']!r}")
+    wd = options["weight_decay"]
+    if isinstance(wd, bool) or not isinstance(wd, numbers.Real) or not wd >= 0:  # NaN too
+        raise ValueError(f"weight_decay must be a number >= 0, got {wd!r}")
     return fn(shape, int(num_classes), **options)
