@@ -102,9 +102,13 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any] | ExperimentSpe
 
 def _read_file(path: Path) -> Mapping[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError("spec", f"cannot read spec file {str(path)!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError("spec", f"spec file {str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except ValueError as exc:  # e.g. a NUL in the path
+        raise SpecError("spec", f"cannot open spec file {str(path)!r}: {exc}") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -175,7 +179,10 @@ def _scalar(field: _descriptor.FieldDescriptor, value: Any, path: str) -> Any:
     if kind in (fd.CPPTYPE_DOUBLE, fd.CPPTYPE_FLOAT):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(path, f"expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond any double, e.g. 10**400
+            raise SpecError(path, f"{value} is too large for a number") from None
     if kind == fd.CPPTYPE_BOOL:
         if not isinstance(value, bool):
             raise SpecError(path, f"expected true or false, got {value!r}")
@@ -183,6 +190,10 @@ def _scalar(field: _descriptor.FieldDescriptor, value: Any, path: str) -> Any:
     if kind == fd.CPPTYPE_STRING:
         if not isinstance(value, str):
             raise SpecError(path, f"expected a string, got {value!r}")
+        try:
+            value.encode("utf-8")  # protobuf strings are UTF-8: lone surrogates cannot be stored
+        except UnicodeEncodeError as exc:
+            raise SpecError(path, f"{value!r} is not valid Unicode text ({exc.reason})") from None
         return value
     raise SpecError(path, f"unsupported field type for {value!r}")  # enums: none in specs
 
