@@ -53,6 +53,9 @@ CONVENTIONS = ("paper", "folded")
 #: The best MNIST loss of the paper (Appendix C), paper convention, order 3, inputs ("x", "y").
 PAPER_MNIST_THETA = (11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674)
 DEFAULT_INPUTS = ("x", "y")
+# Highest expansion order: the term count grows as C(v+k, k), and enumerating the
+# multi-indices of a huge order would hang instead of failing.
+MAX_ORDER = 10
 
 # What the Keras loss registers itself as; the coordinator writes loss JSON without TensorFlow.
 KERAS_PACKAGE = "taylorglo_tf"
@@ -93,7 +96,10 @@ def check_inputs(inputs: Sequence[str]) -> tuple[str, ...]:
     """Validate a tuple of input-variable names (subset of ``x, y, t``, must contain ``y``)."""
     if isinstance(inputs, str):
         raise ValueError(f"inputs must be a sequence of names such as ('x', 'y'), got the string {inputs!r}")
-    names = tuple(inputs)
+    try:
+        names = tuple(inputs)
+    except TypeError:
+        raise ValueError(f"inputs must be a sequence of names such as ('x', 'y'), got {inputs!r}") from None
     unknown = [name for name in names if name not in KNOWN_INPUTS]
     if unknown:
         raise ValueError(f"unknown input variable(s) {unknown} in inputs={names}; known: {KNOWN_INPUTS}")
@@ -151,7 +157,7 @@ class Expansion:
         """Return theta as a float64 vector, or raise ValueError naming the expected length."""
         try:
             arr = np.asarray(theta, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: ints beyond a double
             raise ValueError(f"theta must be a vector of {self.num_params} numbers for {self.describe()}: {exc}") from None
         if arr.ndim != 1 or arr.shape[0] != self.num_params:
             raise ValueError(
@@ -215,23 +221,23 @@ class Expansion:
 
 def expected_theta_length(order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> int:
     """Length of theta for a TaylorGLO loss of this order and inputs (8 for the paper's default)."""
-    return Expansion(tuple(inputs), order, trimmed).num_params
+    return Expansion(inputs, order, trimmed).num_params
 
 
 def paper_to_folded(theta: Any, order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> np.ndarray:
     """Fold the ``1/alpha!`` factors into the coefficients (the authors' code convention)."""
-    return Expansion(tuple(inputs), order, trimmed).to_folded(theta)
+    return Expansion(inputs, order, trimmed).to_folded(theta)
 
 
 def folded_to_paper(theta: Any, order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> np.ndarray:
     """Inverse of :func:`paper_to_folded`: multiply the coefficients by ``alpha!``."""
-    return Expansion(tuple(inputs), order, trimmed).to_paper(theta)
+    return Expansion(inputs, order, trimmed).to_paper(theta)
 
 
 def untrim(theta: Any, order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS) -> np.ndarray:
     """Trimmed theta -> full theta with zeros for the dropped (y-free) terms (same gradients)."""
-    trimmed = Expansion(tuple(inputs), order, True)
-    full = Expansion(tuple(inputs), order, False)
+    trimmed = Expansion(inputs, order, True)
+    full = Expansion(inputs, order, False)
     centres, coeffs = trimmed.split(theta)
     by_index = dict(zip(trimmed.multi_indices, coeffs))
     return np.concatenate([centres, [by_index.get(alpha, 0.0) for alpha in full.multi_indices]])
@@ -252,7 +258,7 @@ def reference_loss(
     ``y_true`` one-hot (or soft) labels and ``y_pred`` probabilities, both ``[..., n]``;
     ``progress`` is the training progress ``t`` in [0, 1] (used when ``"t"`` is an input).
     """
-    expansion = Expansion(tuple(inputs), order, True)
+    expansion = Expansion(inputs, order, True)
     x = np.asarray(y_true, dtype=np.float64)
     y = np.asarray(y_pred, dtype=np.float64)
     if x.shape != y.shape:
@@ -280,7 +286,7 @@ def keras_config(
     ``TaylorGLOLoss.get_config`` returns this function's ``"config"`` entry, so the
     two cannot drift apart (a test compares it with ``keras.saving.serialize_keras_object``).
     """
-    expansion = Expansion(tuple(inputs), order, True)
+    expansion = Expansion(inputs, order, True)
     arr = expansion.validate(theta)
     return {
         "module": KERAS_MODULE,
@@ -300,8 +306,8 @@ def keras_config(
 
 
 def _check_order(order: int) -> None:
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-        raise ValueError(f"order must be an integer >= 1, got {order!r}")
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
+        raise ValueError(f"order must be an integer in [1, {MAX_ORDER}], got {order!r}")
 
 
 def _check_num_vars(num_vars: int) -> None:

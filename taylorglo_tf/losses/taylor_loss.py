@@ -47,7 +47,8 @@ class TaylorGLOLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=full_precision_dtype(dtype))
-        self.expansion = taylor.Expansion(tuple(inputs), int(order), trimmed=True)
+        # Expansion checks order and inputs (an int() here would truncate 2.5 or fail on None).
+        self.expansion = taylor.Expansion(inputs, order, trimmed=True)
         self.order = int(order)
         self.inputs = self.expansion.inputs
         self.from_logits = bool(from_logits)

@@ -99,7 +99,7 @@ class Task:
         if not isinstance(d, Mapping):
             raise ValueError(f"a task must be a mapping of fields, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known, key=repr)  # keys may be of any type
         if unknown:
             raise ValueError(f"unknown Task field(s) {unknown}; known fields: {sorted(known)}")
         values = dict(d)

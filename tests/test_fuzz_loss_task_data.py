@@ -1,0 +1,184 @@
+"""Property-based attacks on theta, expansions, the Keras loss, Task.from_dict and dataset URIs.
+
+Every bad value is a ValueError naming it (or the expected length), never a TypeError,
+OverflowError or TensorFlow error.
+"""
+
+import math
+from pathlib import PurePosixPath
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taylorglo_tf import taylor
+from taylorglo_tf.data import loader
+from taylorglo_tf.training.task import Task
+
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-(10**400), max_value=10**400),
+                    st.sampled_from([10**400, -(10**400), 1e308, 3.5e38]))
+odd = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=6), st.binary(max_size=4))
+thetas = st.one_of(
+    st.lists(numbers, max_size=12),
+    st.lists(st.lists(numbers, max_size=3), max_size=3),
+    odd,
+    st.lists(odd, max_size=9),
+)
+orders = st.one_of(st.integers(min_value=-3, max_value=4), odd, st.sampled_from([11, 10**6, 10**400, 2.5, "3"]))
+inputs_ = st.one_of(
+    st.lists(st.sampled_from(["x", "y", "t", "z", "", "Y"]), max_size=4),
+    st.text(max_size=3),
+    st.none(),
+    st.integers(),
+    st.lists(odd, max_size=2),
+)
+
+
+def _valid_expansion(order, inputs):
+    try:
+        return taylor.Expansion(inputs, order)
+    except ValueError:
+        return None
+
+
+@FUZZ
+@given(orders, inputs_)
+def test_an_expansion_is_built_or_refused_with_a_value_error(order, inputs):
+    try:
+        expansion = taylor.Expansion(inputs, order)
+    except ValueError as err:
+        assert "order" in str(err) or "inputs" in str(err) or "variable" in str(err), err
+        return
+    assert expansion.num_params == taylor.expected_theta_length(order, inputs)
+
+
+@FUZZ
+@given(st.integers(min_value=1, max_value=4), st.sampled_from([("x", "y"), ("y",), ("x", "y", "t"), ("y", "t")]),
+       thetas)
+def test_theta_of_any_shape_or_value_is_accepted_only_at_the_expected_length(order, inputs, theta):
+    expansion = taylor.Expansion(inputs, order)
+    try:
+        arr = expansion.validate(theta)
+    except ValueError as err:
+        assert str(expansion.num_params) in str(err) or "non-finite" in str(err), err
+        return
+    assert arr.shape == (expansion.num_params,) and np.all(np.isfinite(arr))
+
+
+@FUZZ
+@given(st.integers(min_value=1, max_value=3), st.sampled_from([("x", "y"), ("y",), ("x", "y", "t")]), thetas)
+def test_the_numpy_reference_loss_refuses_bad_theta_with_a_value_error(order, inputs, theta):
+    values = np.full((2, 3), 0.5)
+    try:
+        out = taylor.reference_loss(theta, values, values, order=order, inputs=inputs)
+    except ValueError as err:
+        assert str(taylor.expected_theta_length(order, inputs)) in str(err) or "theta" in str(err), err
+        return
+    assert np.shape(out) == (2,)
+
+
+@pytest.fixture(scope="module")
+def keras_loss():
+    from taylorglo_tf.losses import TaylorGLOLoss
+
+    return TaylorGLOLoss
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(thetas, orders, inputs_)
+def test_the_keras_loss_refuses_any_bad_theta_order_or_inputs_with_a_value_error(keras_loss, theta, order, inputs):
+    expansion = _valid_expansion(order, inputs)
+    try:
+        loss = keras_loss(theta, order=order, inputs=inputs)
+    except ValueError as err:
+        message = str(err)
+        if expansion is None:
+            assert "order" in message or "inputs" in message or "variable" in message, message
+        else:
+            assert str(expansion.num_params) in message or "theta" in message, message
+        return
+    assert expansion is not None and loss.theta.shape == (expansion.num_params,)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(thetas)
+def test_set_theta_refuses_bad_values_and_keeps_the_previous_theta(keras_loss, theta):
+    loss = keras_loss(taylor.PAPER_MNIST_THETA)
+    before = loss.theta
+    try:
+        loss.set_theta(theta)
+    except ValueError as err:
+        assert "8" in str(err) or "theta" in str(err), err
+        np.testing.assert_array_equal(loss.theta, before)
+        np.testing.assert_array_equal(np.asarray(loss.theta_variable), before.astype(np.float32))
+
+
+TASK_FIELDS = ["dataset", "model", "steps", "batch_size", "fraction", "augmentation", "seed", "abort_threshold",
+               "abort_check_epoch", "max_attempts", "data_dir"]
+
+
+@FUZZ
+@given(st.dictionaries(st.one_of(st.sampled_from(TASK_FIELDS), st.text(max_size=6), st.integers()),
+                       st.one_of(odd, st.dictionaries(st.one_of(st.text(max_size=4), st.integers()), odd, max_size=2),
+                                 st.lists(odd, max_size=2)), max_size=5))
+def test_task_from_any_mapping_is_a_task_or_a_value_error_naming_the_field(data):
+    try:
+        task = Task.from_dict(data)
+    except ValueError as err:
+        message = str(err)
+        assert any(name in message for name in TASK_FIELDS) or "unknown Task field" in message, message
+        return
+    assert Task.from_dict(task.to_dict()) == task
+
+
+@pytest.mark.parametrize("value", [None, 3, "task", ["dataset"], b"x"])
+def test_a_task_that_is_not_a_mapping_is_a_value_error(value):
+    with pytest.raises(ValueError, match="mapping"):
+        Task.from_dict(value)
+
+
+uris = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["", " ", "\x00", "\ud800", "tfds:", "tfds:mnist?", "tfds:mnist?a", "tfds:mnist?=1",
+                     "idx:", "idx:\x00", "npz:\ud800", "npz:/nonexistent.npz", "idx:../../none", "digits",
+                     "DIGITS", "tfds", "csv:x"]),
+    st.builds(lambda s, r: f"{s}:{r}", st.sampled_from(["tfds", "idx", "npz"]), st.text(max_size=12)),
+    odd,
+)
+
+
+@FUZZ
+@given(uris)
+def test_any_dataset_uri_parses_or_is_a_value_error_naming_it(uri):
+    try:
+        scheme, target, options = loader.parse_uri(uri)
+    except ValueError as err:
+        assert repr(uri) in str(err) or "option" in str(err), err
+        return
+    assert scheme in loader.SCHEMES + loader.PLAIN and isinstance(options, dict)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.builds(lambda s, r: f"{s}:{r}", st.sampled_from(["idx", "npz"]), st.text(min_size=1, max_size=12)))
+def test_loading_a_file_uri_that_names_nothing_usable_is_a_clear_error(uri):
+    # a fresh empty directory: nothing a URI names exists there
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as empty:
+        try:
+            loader.load(uri, data_dir=empty)
+        except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+            target = uri.partition(":")[2]
+            assert ("\x00" in target and repr(target) in str(err)) or str(PurePosixPath(target)) in str(err), err
+            return
+    pytest.fail(f"{uri!r} loaded from an empty directory")
+
+
+@pytest.mark.parametrize("fraction, seed", [(0, 0), (1.5, 0), (math.nan, 0), (1, -1), (1, 1.5), (1, "0")])
+def test_load_names_a_bad_fraction_or_seed(fraction, seed):
+    with pytest.raises(ValueError, match="fraction|seed"):
+        loader.load("digits", fraction=fraction, seed=seed)
