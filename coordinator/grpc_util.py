@@ -1,5 +1,8 @@
 """Exceptions of the coordinator and the one place that maps them to gRPC status codes.
 
+:class:`DecodeGuardInterceptor` extends the same rule to request bytes that do
+not parse: INVALID_ARGUMENT naming the message type, not grpc's INTERNAL.
+
 Servicer methods raise these (or :class:`taylorglo_tf.spec.SpecError`); the
 :func:`rpc` decorator turns them into the matching status with a message naming
 the value. Anything else is a bug: logged with its traceback and answered
@@ -85,3 +88,58 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             _abort(context, exc, method.__qualname__)
 
     return unary
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse (kept for the handler to refuse)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _undecodable_details(method: str, request: _Undecodable) -> str:
+    return f"request: the bytes sent to {method} are not a valid request message: {request.error}"
+
+
+class DecodeGuardInterceptor(grpc.ServerInterceptor):
+    """Answers a unary request that does not parse with INVALID_ARGUMENT instead of INTERNAL.
+
+    grpc-python aborts with INTERNAL ("Exception deserializing request!") when a
+    request deserializer raises; here the deserializer never raises and the
+    handler refuses the request, naming the method and the parse error.
+    """
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+            return handler
+        parse, method = handler.request_deserializer, handler_call_details.method
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except Exception as exc:  # noqa: BLE001 - DecodeError, or anything a parser raises on bad bytes
+                return _Undecodable(exc)
+
+        if handler.response_streaming:
+            stream = handler.unary_stream
+
+            def guarded_stream(request, context):
+                if isinstance(request, _Undecodable):
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_details(method, request))
+                yield from stream(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(guarded_stream, request_deserializer=tolerant,
+                                                        response_serializer=handler.response_serializer)
+        unary = handler.unary_unary
+
+        def guarded(request, context):
+            if isinstance(request, _Undecodable):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_details(method, request))
+            return unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(guarded, request_deserializer=tolerant,
+                                                   response_serializer=handler.response_serializer)

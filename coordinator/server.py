@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from coordinator.auth import TokenAuthInterceptor, check_token
 from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS  # noqa: F401 (re-exported)
+from coordinator.grpc_util import DecodeGuardInterceptor
 from coordinator.scheduler import Scheduler
 from coordinator.servicers import ExperimentServicer, WorkerServicer
 from coordinator.storage import SqliteStorage
@@ -127,7 +128,9 @@ def serve(
     except BaseException:
         storage.close()
         raise
-    interceptors = [TokenAuthInterceptor(trainer_token=trainer_token, client_token=client_token)] if authenticated else []
+    interceptors: list[grpc.ServerInterceptor] = (
+        [TokenAuthInterceptor(trainer_token=trainer_token, client_token=client_token)] if authenticated else [])
+    interceptors.append(DecodeGuardInterceptor())  # after auth: unauthenticated bytes are never parsed
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
