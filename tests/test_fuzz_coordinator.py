@@ -140,6 +140,8 @@ def test_any_submitted_spec_starts_an_experiment_or_is_invalid_argument_naming_a
     event(f"{code.name} {details.split(':')[0]}")
     if code == grpc.StatusCode.OK:
         assert exp.state == types_pb2.EXPERIMENT_STATE_RUNNING
+        stored = session.experiments.GetResult(es.GetResultRequest(experiment_id=exp.id), timeout=10).experiment
+        assert stored.spec.name == spec.name and stored.spec.task.dataset == spec.task.dataset
         session.experiments.CancelExperiment(es.CancelExperimentRequest(experiment_id=exp.id), timeout=10)
     else:
         assert details.startswith("spec"), details
@@ -330,7 +332,9 @@ def test_zz_after_the_attacks_the_experiment_completes_with_every_candidate_acco
     """Runs last in this module: the leased candidate and all others finish normally."""
     worker = session.worker
     ack = worker.ReportResult(ws.ReportResultRequest(lease_id=session.lease.lease_id, trainer_id="t",
-                                                     status=ws.EVALUATION_STATUS_OK, fitness=0.25), timeout=10)
+                                                     status=ws.EVALUATION_STATUS_OK, fitness=0.25,
+                                                     metrics=types_pb2.EvaluationMetrics(val_loss=math.inf),
+                                                     error="\x00 é \u2028"), timeout=10)
     assert ack.accepted, ack.reason
     while True:
         lease = worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t2", wait_ms=200), timeout=10)
@@ -346,4 +350,4 @@ def test_zz_after_the_attacks_the_experiment_completes_with_every_candidate_acco
     assert all(c.status == types_pb2.CANDIDATE_STATUS_SUCCEEDED for c in result.candidates)
     assert [c.attempts for c in result.candidates] == [1] * 8  # no attack spent an attempt
     first = [c for c in result.candidates if c.generation == 0 and c.index == session.lease.index][0]
-    assert first.fitness == 0.25 and first.trainer_id == "t"
+    assert first.fitness == 0.25 and first.trainer_id == "t" and math.isinf(first.metrics.val_loss)

@@ -48,7 +48,10 @@ def parse_uri(uri: str) -> tuple[str, str, dict[str, str]]:
 def _resolve(target: str, data_dir: str | Path | None) -> Path:
     if "\x00" in target:  # the OS would refuse it with a message that does not name the path
         raise ValueError(f"dataset path {target!r} contains a NUL character")
-    path = Path(target).expanduser()
+    try:
+        path = Path(target).expanduser()
+    except RuntimeError:  # "~user" for a user that does not exist
+        raise ValueError(f"dataset path {target!r} names an unknown user's home directory") from None
     if not path.is_absolute() and data_dir is not None:
         path = Path(data_dir).expanduser() / path
     return path

@@ -19,8 +19,15 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"Task.{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any double
+        return False
+
+
 def _check_real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
     if ok:
         ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
@@ -105,7 +112,7 @@ class Task:
         values = dict(d)
         # YAML writes 10 for 10.0; accept integral numbers for the real-valued fields.
         for name in ("fraction", "abort_threshold", "abort_check_epoch"):
-            if isinstance(values.get(name), int) and not isinstance(values[name], bool):
+            if isinstance(values.get(name), int) and not isinstance(values[name], bool) and _finite(values[name]):
                 values[name] = float(values[name])
         return cls(**values)
 
