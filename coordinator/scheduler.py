@@ -531,10 +531,12 @@ class Scheduler:
 
     def _apply_step(self, run: _Running, record: ExperimentRecord, step: "_Step | Exception") -> None:
         if isinstance(step, Exception):
-            failed = replace(record, state=types_pb2.EXPERIMENT_STATE_FAILED, update_time=self._wall(),
-                             error=f"{type(step).__name__}: {step}")
-            self._storage.update_experiment(failed)
-            self._finish(run, failed)
+            self._fail(run, record, f"{type(step).__name__}: {step}")
+            return
+        untrainable = _untrainable(record.generation, run.candidates)
+        if untrainable:
+            # Feeding CMA-ES a generation of zeros would only report a meaningless "success".
+            self._fail(run, record, untrainable)
             return
         summary = step.summary
         if step.last:
@@ -561,6 +563,12 @@ class Scheduler:
                 self._emit(nxt.id, lambda c=c: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
                                                              experiment=nxt.to_proto(), candidate=c.to_proto()))
         self._cond.notify_all()
+
+    def _fail(self, run: _Running, record: ExperimentRecord, error: str) -> None:
+        failed = replace(record, state=types_pb2.EXPERIMENT_STATE_FAILED, update_time=self._wall(), error=error)
+        self._storage.update_experiment(failed)
+        self._finish(run, failed)
+        log.error("experiment %s failed: %s", record.id, error)
 
     def _emit_generation(self, record: ExperimentRecord, summary: GenerationRecord) -> None:
         self._emit(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_GENERATION_FINISHED,
@@ -595,13 +603,42 @@ def _queued(c: CandidateRecord) -> bool:
     return c.status == types_pb2.CANDIDATE_STATUS_QUEUED
 
 
+_TRAINED = frozenset({types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_DIVERGED,
+                      types_pb2.CANDIDATE_STATUS_ABORTED})
+
+
+def _untrainable(generation: int, candidates: Sequence[CandidateRecord]) -> str:
+    """Why a complete generation shows that the task cannot run on the trainers, or ``""``.
+
+    That is the case when candidates were sent to trainers, every one of them
+    FAILED (errors or expired leases, ``max_attempts`` times each) and none
+    trained: a missing dataset or an unknown model on the trainers, not a bad loss.
+    """
+    failed = [c for c in candidates if c.status == types_pb2.CANDIDATE_STATUS_FAILED]
+    if not failed or any(c.status in _TRAINED for c in candidates):
+        return ""
+    return (f"every candidate of generation {generation} sent to trainers failed ({len(failed)} of "
+            f"{len(candidates)}); first error: {_error_summary(failed[0].error)}")
+
+
+def _error_summary(error: str) -> str:
+    """The exception line of a reported traceback (the last unindented line), else the error's last line."""
+    lines = [line for line in error.splitlines() if line.strip()]
+    unindented = [line for line in lines if not line[0].isspace()]
+    return (unindented or lines or ["(no error message)"])[-1].strip()
+
+
 def _with_results(record: ExperimentRecord, finished: Sequence[CandidateRecord]) -> ExperimentRecord:
-    """``record`` with its counters and best-so-far updated by newly final candidates."""
+    """``record`` with its counters and best-so-far updated by newly final candidates.
+
+    Only a candidate that trained successfully can be the best: a failed or
+    pre-screened one's theta says nothing about the loss.
+    """
     done, best, best_theta = record.evaluations_done, record.best_fitness, record.best_theta
     for c in finished:
         if not c.final:
             continue
         done += 1
-        if c.fitness > best or best_theta.size == 0:
+        if c.status == types_pb2.CANDIDATE_STATUS_SUCCEEDED and (c.fitness > best or best_theta.size == 0):
             best, best_theta = c.fitness, c.theta
     return replace(record, evaluations_done=done, best_fitness=best, best_theta=best_theta)

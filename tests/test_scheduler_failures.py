@@ -1,0 +1,62 @@
+"""A search whose trainers cannot run the task fails, naming the error, instead of "succeeding" with nothing."""
+
+from taylorglo_tf.rpc import types_pb2, worker_service_pb2 as ws
+from tests.test_coordinator_scheduler import make_spec, open_scheduler, report
+
+ERROR = ws.EVALUATION_STATUS_ERROR
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "keras_evaluator.py", line 90, in _resolve_dataset\n'
+    "    raise FileNotFoundError(...)\n"
+    "FileNotFoundError: npz file /data/nothere.npz not found\n"
+)
+
+
+def fail_every_lease(scheduler, error=TRACEBACK):
+    while (lease := scheduler.lease("t")) is not None:
+        assert report(scheduler, lease, status=ERROR, error=error) == (True, "")
+
+
+def test_a_generation_in_which_every_candidate_failed_fails_the_experiment_with_the_error(tmp_path):
+    s = open_scheduler(tmp_path / "c.db")
+    exp = s.submit(make_spec(population=3, generations=4, max_attempts=2))
+    fail_every_lease(s)
+    record = s.get(exp.id)
+    assert record.state == types_pb2.EXPERIMENT_STATE_FAILED
+    assert record.generation == 0  # stopped at once, no more generations of zeros
+    assert "generation 0" in record.error and "3 of 3" in record.error
+    assert record.error.endswith("FileNotFoundError: npz file /data/nothere.npz not found")
+    assert record.evaluations_done == 3
+
+
+def test_a_failed_experiment_has_no_best_theta_and_its_status_survives_a_restart(tmp_path):
+    s = open_scheduler(tmp_path / "c.db")
+    exp = s.submit(make_spec(population=2, generations=2, max_attempts=1))
+    fail_every_lease(s, error="lease expired")
+    result = s.result(exp.id)
+    assert len(result.best_theta) == 0 and result.best_fitness == 0.0
+    s._storage.close()
+    record = open_scheduler(tmp_path / "c.db").get(exp.id)
+    assert record.state == types_pb2.EXPERIMENT_STATE_FAILED
+    assert record.error.endswith("first error: lease expired (attempt 1 of 1)")
+
+
+def test_one_trained_candidate_keeps_the_search_going_and_only_it_can_be_the_best(tmp_path):
+    s = open_scheduler(tmp_path / "c.db")
+    exp = s.submit(make_spec(population=3, generations=1, max_attempts=1))
+    leases = [s.lease("t") for _ in range(3)]
+    report(s, leases[0], status=ERROR, error=TRACEBACK)
+    report(s, leases[1], fitness=0.0)  # trained, scored 0: still a real result
+    report(s, leases[2], status=ws.EVALUATION_STATUS_DIVERGED)
+    result = s.result(exp.id)
+    assert result.experiment.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED
+    assert list(result.best_theta) == list(leases[1].theta)
+
+
+def test_a_generation_all_rejected_by_the_prescreen_is_a_search_result_not_a_failure(tmp_path):
+    s = open_scheduler(tmp_path / "c.db", prescreen=lambda theta, n: False)
+    exp = s.submit(make_spec(population=4, generations=2, invariant_prescreen=True))
+    assert s.lease("t") is None
+    record = s.get(exp.id)
+    assert record.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED and record.error == ""
+    assert len(record.best_theta) == 0
