@@ -144,16 +144,18 @@ def test_worker_reports_each_leased_candidate_with_its_synthetic_fitness(coordin
     assert fake.reports[0].metrics.steps == 100
 
 
-def test_evaluation_exception_is_reported_as_error_with_its_traceback(coordinator):
+def test_evaluation_exception_is_reported_as_error_with_its_traceback_and_logged(coordinator, caplog):
     def broken(lease, heartbeat):
         raise FileNotFoundError("no dataset at idx:missing")
 
     fake = ScriptedCoordinator([[0.0] * 8])
     worker = _fast_worker(coordinator(fake), broken, max_candidates=1)
-    worker.run()
+    with caplog.at_level("WARNING", logger="trainer.worker"):
+        worker.run()
     (report,) = fake.reports
     assert report.status == worker_service_pb2.EVALUATION_STATUS_ERROR
     assert "FileNotFoundError: no dataset at idx:missing" in report.error
+    assert "evaluation of lease-0 failed: FileNotFoundError: no dataset at idx:missing" in caplog.text
 
 
 def test_report_is_retried_through_an_outage_and_delivered_once(coordinator):

@@ -380,8 +380,11 @@ class Worker:
                 box["outcome"] = self._evaluate_fn(lease, heartbeat)
             except EvaluationStopped:
                 box["stopped"] = True
-            except BaseException:  # report any failure; the coordinator retries
+            except BaseException as exc:  # report any failure; the coordinator retries
                 box["outcome"] = Outcome(status="error", error=traceback.format_exc())
+                # The traceback goes to the coordinator; the trainer's own log says why too.
+                log.warning("evaluation of %s failed: %s", lease.lease_id,
+                            "".join(traceback.format_exception_only(exc)).strip())
             finally:
                 finished.set()  # before the wake-up, so the loop below never misses it
                 self._wake.set()
