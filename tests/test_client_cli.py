@@ -182,6 +182,16 @@ def test_status_with_an_id_describes_the_experiment(service):
     assert "state:       running" in out and "evaluations: 3 of 8" in out and "best:        0.7500" in out
 
 
+def test_status_and_watch_both_count_generations_done_out_of_the_total(service):
+    # Experiment.generation is 0-based and current: 0 of 2 done while the first runs.
+    _, status = invoke(["status", "exp-1", "--coordinator", service(ScriptedExperiments())])
+    assert "generations: 0/2 done" in status
+    _, table = invoke(["status", "--coordinator", service(ScriptedExperiments())])
+    assert "generations" in table and "0/2" in table and "2/2" in table
+    _, watched = invoke(["watch", "exp-1", "--coordinator", service(ScriptedExperiments())])
+    assert "generations 2/2 done" in watched and "generation 1: best" in watched
+
+
 def test_status_without_an_id_lists_every_experiment(service):
     code, out = invoke(["status", "--coordinator", service(ScriptedExperiments())])
     assert code == 0

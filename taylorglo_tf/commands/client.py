@@ -132,6 +132,13 @@ def _format_theta(theta: Iterable[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in theta) + "]"
 
 
+def _generations_done(experiment: types_pb2.Experiment) -> str:
+    """``"done/total"``: ``Experiment.generation`` is the current 0-based generation, so
+    also the number completed; every command shows it this way, matching the
+    0-based generation numbers of the progress lines and the result files."""
+    return f"{experiment.generation}/{experiment.spec.search.generations}"
+
+
 def format_experiment(experiment: types_pb2.Experiment) -> str:
     """A multi-line description of one experiment."""
     spec = experiment.spec
@@ -140,7 +147,7 @@ def format_experiment(experiment: types_pb2.Experiment) -> str:
         f"name:        {spec.name}",
         f"state:       {state_name(experiment.state)}",
         f"task:        {spec.task.dataset} / {spec.task.model}, {spec.task.steps} steps",
-        f"generation:  {experiment.generation} of {spec.search.generations}",
+        f"generations: {_generations_done(experiment)} done",
         f"evaluations: {experiment.evaluations_done} of {experiment.evaluations_total}",
         f"best:        {experiment.best_fitness:.4f}",
     ]
@@ -155,10 +162,10 @@ def _print_table(experiments: list[types_pb2.Experiment], out: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "name", "state", "generation", "evaluations", "best")
+    table = Table("id", "name", "state", "generations", "evaluations", "best")
     for e in experiments:
         table.add_row(
-            e.id, e.spec.name, state_name(e.state), f"{e.generation}/{e.spec.search.generations}",
+            e.id, e.spec.name, state_name(e.state), _generations_done(e),
             f"{e.evaluations_done}/{e.evaluations_total}", f"{e.best_fitness:.4f}",
         )
     Console(file=out, width=max(100, Console(file=out).width)).print(table)
@@ -215,8 +222,8 @@ def watch(
 ) -> int:
     """Follows an experiment with a rich progress bar until it reaches a final state.
 
-    The bar shows the generation, evaluations done/total and the best fitness so
-    far. Returns 0 when the experiment succeeded, 3 when it was cancelled or failed.
+    The bar shows evaluations and generations done/total and the best fitness so
+    far; a line is printed as each generation finishes. Returns 0 when the experiment succeeded, 3 when it was cancelled or failed.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -226,7 +233,7 @@ def watch(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("evaluations  generation {task.fields[generation]}  best {task.fields[best]:.4f}"),
+        TextColumn("evaluations  generations {task.fields[generations]} done  best {task.fields[best]:.4f}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
@@ -235,7 +242,7 @@ def watch(
     stream = stub.WatchExperiment(experiment_service_pb2.WatchExperimentRequest(experiment_id=experiment_id))
     try:
         with progress:
-            task = progress.add_task(experiment_id, total=None, generation="-", best=0.0)
+            task = progress.add_task(experiment_id, total=None, generations="-", best=0.0)
             for event in stream:
                 experiment = event.experiment
                 progress.update(
@@ -243,8 +250,7 @@ def watch(
                     description=experiment.spec.name or experiment_id,
                     total=experiment.evaluations_total or None,
                     completed=experiment.evaluations_done,
-                    generation=f"{min(experiment.generation + 1, experiment.spec.search.generations)}"
-                    f"/{experiment.spec.search.generations}",
+                    generations=_generations_done(experiment),
                     best=experiment.best_fitness,
                 )
                 if on_event is not None:
