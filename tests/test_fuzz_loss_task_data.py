@@ -196,3 +196,44 @@ def test_a_tfds_uri_with_any_name_or_split_is_a_clear_error_without_data(tmp_pat
     with pytest.raises((ValueError, FileNotFoundError)) as err:
         loader.load(uri, data_dir=str(tmp_path_factory.mktemp("empty")), download=False)
     assert str(err.value).startswith(("tfds:", "unknown TFDS dataset", "dataset URI", "unknown dataset")), err.value
+
+
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+idx_bytes = st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda dtype, dims, body: bytes([0, 0, dtype, len(dims)])
+              + b"".join(d.to_bytes(4, "big") for d in dims) + body,
+              st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x07]),
+              st.lists(st.one_of(st.integers(min_value=0, max_value=4), st.just(2**32 - 1)), max_size=3),
+              st.binary(max_size=40)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=200))
+def test_a_corrupt_npz_file_is_a_value_error_naming_it(tmp_path, content):
+    (tmp_path / "bad.npz").write_bytes(content)
+    with pytest.raises(ValueError, match="bad.npz"):
+        loader.load("npz:bad.npz", data_dir=tmp_path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(idx_bytes, min_size=4, max_size=4), st.booleans())
+def test_corrupt_or_truncated_idx_files_are_a_value_error_naming_them(tmp_path, contents, gzipped):
+    import gzip
+
+    folder = tmp_path / ("gz" if gzipped else "raw")
+    folder.mkdir(exist_ok=True)
+    for name, content in zip(IDX_NAMES, contents):
+        for stale in folder.glob(f"{name}*"):
+            stale.unlink()
+        if gzipped:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(content) if content[:1] != b"x" else content)
+        else:
+            (folder / name).write_bytes(content)
+    try:
+        splits = loader.load(f"idx:{folder.name}", data_dir=tmp_path)
+    except ValueError as err:
+        assert folder.name in str(err), err
+        return
+    assert len(splits.x_train) + len(splits.x_val) > 0  # only a consistent set loads

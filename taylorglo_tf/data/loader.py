@@ -10,7 +10,9 @@ Relative ``DIR``/``FILE`` paths resolve under ``data_dir`` (else the working dir
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -57,6 +59,22 @@ def _resolve(target: str, data_dir: str | Path | None) -> Path:
     return path
 
 
+def _read_files(reader: Callable[[Path], Splits], path: Path, uri: str) -> Splits:
+    """``reader(path)``; a file that is not what the scheme promises is a ValueError naming the URI.
+
+    NumPy, gzip and struct errors on a corrupt, truncated or pickled file do not say
+    which file they were reading.
+    """
+    try:
+        return reader(path)
+    except FileNotFoundError:
+        raise  # already names the path
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"dataset {uri!r} ({path}) cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
 def load(uri: str, *, data_dir: str | Path | None = None, fraction: float = 1.0, seed: int = 0,
          download: bool = True) -> Splits:
     """Load dataset ``uri`` as NumPy ``Splits`` (normalised float32 images, int32 labels).
@@ -76,11 +94,11 @@ def load(uri: str, *, data_dir: str | Path | None = None, fraction: float = 1.0,
     elif scheme == "idx":
         from taylorglo_tf.data.files import load_idx
 
-        splits = load_idx(_resolve(target, data_dir))
+        splits = _read_files(load_idx, _resolve(target, data_dir), uri)
     elif scheme == "npz":
         from taylorglo_tf.data.files import load_npz
 
-        splits = load_npz(_resolve(target, data_dir))
+        splits = _read_files(load_npz, _resolve(target, data_dir), uri)
     else:
         from taylorglo_tf.data.files import load_digits
 
