@@ -212,11 +212,21 @@ class Expansion:
             missing = [name for name in self.inputs if name not in values]
             if missing:
                 raise ValueError(f"values for input variable(s) {missing} are missing (inputs={self.inputs})")
-            return [np.asarray(values[name], dtype=np.float64) for name in self.inputs]
-        seq = list(values)
-        if len(seq) != self.num_vars:
-            raise ValueError(f"got {len(seq)} value arrays, expected {self.num_vars} for inputs={self.inputs}")
-        return [np.asarray(v, dtype=np.float64) for v in seq]
+            arrays = [_float_array(values[name], f"values[{name!r}]") for name in self.inputs]
+        else:
+            try:
+                seq = list(values)
+            except TypeError:
+                raise ValueError(f"values must map or list arrays for inputs={self.inputs}, got {values!r}") from None
+            if len(seq) != self.num_vars:
+                raise ValueError(f"got {len(seq)} value arrays, expected {self.num_vars} for inputs={self.inputs}")
+            arrays = [_float_array(v, f"values[{i}] ({name})") for i, (v, name) in enumerate(zip(seq, self.inputs))]
+        try:
+            np.broadcast_shapes(*(a.shape for a in arrays))
+        except ValueError:
+            shapes = {name: a.shape for name, a in zip(self.inputs, arrays)}
+            raise ValueError(f"the value arrays' shapes {shapes} do not broadcast together") from None
+        return arrays
 
 
 def expected_theta_length(order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> int:
@@ -259,11 +269,14 @@ def reference_loss(
     ``progress`` is the training progress ``t`` in [0, 1] (used when ``"t"`` is an input).
     """
     expansion = Expansion(inputs, order, True)
-    x = np.asarray(y_true, dtype=np.float64)
-    y = np.asarray(y_pred, dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"y_true shape {x.shape} does not match y_pred shape {y.shape}")
-    values = {"x": x, "y": y, "t": np.full_like(y, float(progress))}
+    x = _float_array(y_true, "y_true")
+    y = _float_array(y_pred, "y_pred")
+    if x.shape != y.shape or x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"y_true shape {x.shape} and y_pred shape {y.shape} must be the same [..., n] with n >= 1")
+    t = _float_array(progress, "progress")
+    if t.ndim != 0 or not 0.0 <= float(t) <= 1.0:
+        raise ValueError(f"progress={progress!r} must be a number in [0, 1]")
+    values = {"x": x, "y": y, "t": np.full_like(y, float(t))}
     f = expansion.evaluate(theta, values, convention)
     return -np.mean(f, axis=-1)
 
@@ -303,6 +316,14 @@ def keras_config(
         },
         "registered_name": f"{KERAS_PACKAGE}>{KERAS_CLASS_NAME}",
     }
+
+
+def _float_array(value: Any, what: str) -> np.ndarray:
+    """``value`` as a float64 array, or a ValueError naming ``what`` (not numpy's TypeError/OverflowError)."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{what} must be an array of numbers, got {value!r}: {exc}") from None
 
 
 def _check_order(order: int) -> None:

@@ -237,3 +237,40 @@ def test_corrupt_or_truncated_idx_files_are_a_value_error_naming_them(tmp_path, 
         assert folder.name in str(err), err
         return
     assert len(splits.x_train) + len(splits.x_val) > 0  # only a consistent set loads
+
+
+arrays = st.one_of(
+    odd,
+    st.lists(numbers, max_size=4),
+    st.lists(st.lists(st.floats(min_value=0, max_value=1), min_size=1, max_size=3), min_size=1, max_size=3),
+    st.lists(odd, max_size=3),
+    st.dictionaries(st.text(max_size=2), odd, max_size=2),
+)
+
+
+@FUZZ
+@given(st.sampled_from([("x", "y"), ("y",), ("x", "y", "t")]),
+       st.one_of(st.lists(arrays, max_size=4), st.dictionaries(st.sampled_from(["x", "y", "t", "z"]), arrays,
+                                                              max_size=3), odd))
+def test_evaluating_an_expansion_on_any_values_is_an_array_or_a_value_error(inputs, values):
+    expansion = taylor.Expansion(inputs, 2)
+    theta = np.linspace(0.1, 0.9, expansion.num_params)
+    try:
+        with np.errstate(all="ignore"):
+            out = expansion.evaluate(theta, values)
+    except ValueError as err:
+        assert "values" in str(err) or "inputs" in str(err) or "shape" in str(err), err
+        return
+    assert isinstance(out, np.ndarray)
+
+
+@FUZZ
+@given(arrays, arrays, st.one_of(st.floats(min_value=0, max_value=1), odd))
+def test_the_reference_loss_on_any_labels_predictions_and_progress_is_an_array_or_a_value_error(y_true, y_pred, t):
+    try:
+        with np.errstate(all="ignore"):
+            out = taylor.reference_loss(taylor.PAPER_MNIST_THETA, y_true, y_pred, progress=t)
+    except ValueError as err:
+        assert any(word in str(err) for word in ("y_true", "y_pred", "progress")), err
+        return
+    assert np.shape(out) == np.shape(y_true)[:-1]
