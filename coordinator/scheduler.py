@@ -568,7 +568,7 @@ class Scheduler:
         failed = replace(record, state=types_pb2.EXPERIMENT_STATE_FAILED, update_time=self._wall(), error=error)
         self._storage.update_experiment(failed)
         self._finish(run, failed)
-        log.error("experiment %s failed: %s", record.id, error)
+        log.info("experiment %s failed: %s", record.id, error)
 
     def _emit_generation(self, record: ExperimentRecord, summary: GenerationRecord) -> None:
         self._emit(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_GENERATION_FINISHED,

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from taylorglo_tf.commands import run as run_command
+from taylorglo_tf.commands.client import EXIT_UNSUCCESSFUL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,3 +257,17 @@ def test_the_readme_spec_example_is_a_valid_spec():
     assert block, "the README's spec example is missing"
     loaded = spec_module.load_spec(yaml.safe_load(block.group(1)))
     assert (loaded.task.dataset, loaded.search.population, loaded.search.num_classes) == ("tfds:mnist", 28, 10)
+
+
+def test_a_search_whose_dataset_file_is_missing_fails_naming_it_and_skips_the_comparison(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", generations=3)
+    spec.write_text(spec.read_text().replace("dataset: digits", "dataset: npz:nothere.npz"))
+    out = tmp_path / "result"
+    process = start_run(str(spec), "--trainers", "1", "--out", str(out), "--data-dir", str(tmp_path), cwd=tmp_path)
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == EXIT_UNSUCCESSFUL, stderr[-3000:]
+    assert f"FileNotFoundError: npz file {tmp_path / 'nothere.npz'} not found" in stdout
+    assert "no candidate trained successfully" in stdout and "comparison" not in stdout
+    experiment = json.loads((out / "experiment.json").read_text())
+    assert experiment["state"] == "EXPERIMENT_STATE_FAILED" and experiment.get("generation", 0) == 0
+    assert not (out / "best_loss.json").exists()

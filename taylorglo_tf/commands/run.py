@@ -363,8 +363,11 @@ class LocalSearch:
         except grpc.RpcError as error:
             raise RunError(f"cannot fetch the result: {error.details()}") from None
         write_result_folder(result, self.out_dir)
-        self._print(f"best fitness {result.best_fitness:.4f}, theta "
-                    f"[{', '.join(f'{v:.4f}' for v in result.best_theta)}]")
+        if result.best_theta:
+            self._print(f"best fitness {result.best_fitness:.4f}, theta "
+                        f"[{', '.join(f'{v:.4f}' for v in result.best_theta)}]")
+        else:
+            self._print("no candidate trained successfully: no best loss")
         return EXIT_OK
 
     def _compare(self) -> int:
