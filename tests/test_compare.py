@@ -103,6 +103,19 @@ def test_taylorglo_compare_reports_bad_arguments_by_name(argv, message, capsys):
     assert message in capsys.readouterr().err.replace("\n", "")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "no_such_model"], "unknown model 'no_such_model'"),
+        (["--dataset", "npz:missing.npz"], "npz file missing.npz not found"),
+    ],
+)
+def test_a_model_or_dataset_that_cannot_be_opened_is_an_error_naming_it_not_a_traceback(argv, message, capsys):
+    assert _cli("--loss", "cross_entropy", "--runs", "2", "--steps", "5", *argv) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert message in err and "Traceback" not in err
+
+
 def test_task_file_with_an_unknown_field_is_rejected_by_name(tmp_path, capsys):
     task_path = tmp_path / "task.yaml"
     task_path.write_text("dataset: digits\nepochs: 3\n")

@@ -160,16 +160,22 @@ def run(args: argparse.Namespace) -> int:
                 soft_wrap=True,
             )
 
-        result = comparison_module.compare(
-            loss,
-            baseline,
-            task,
-            args.runs,
-            loss_name=_loss_label(args.loss),
-            baseline_name=_loss_label(args.baseline),
-            progress=on_steps,
-            on_run=on_run,
-        )
+        try:
+            result = comparison_module.compare(
+                loss,
+                baseline,
+                task,
+                args.runs,
+                loss_name=_loss_label(args.loss),
+                baseline_name=_loss_label(args.baseline),
+                progress=on_steps,
+                on_run=on_run,
+            )
+        except (ValueError, OSError) as error:
+            # The dataset and the model are first opened here: a missing file or an
+            # unknown model name is bad input (the message names it), not a crash.
+            error_console.print(f"taylorglo compare: error: {type(error).__name__}: {error}")
+            return 2
     _print_table(console, result)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
