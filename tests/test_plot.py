@@ -103,3 +103,12 @@ def test_taylorglo_plot_command_reports_a_missing_file(tmp_path, capsys):
     plot.add_arguments(parser)
     assert plot.run(parser.parse_args([str(tmp_path / "missing.json")])) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_taylorglo_plot_of_a_baseline_name_keeps_tensorflows_start_up_lines_off_the_terminal(tmp_path):
+    # TensorFlow writes them through absl whatever TF_CPP_MIN_LOG_LEVEL says (conftest sets it).
+    proc = subprocess.run([sys.executable, "-m", "taylorglo_tf", "plot", "baikal", "--out", str(tmp_path / "b.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert (tmp_path / "b.png").stat().st_size > 1000

@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Any
 
+from taylorglo_tf.commands.quiet import import_tensorflow_quietly
+
 # CLI flag -> Task field; flags left out keep the task file's (or the default) value.
 _TASK_FLAGS = {
     "dataset": "dataset",
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         task = build_task(args)
         if args.runs < 2:
             raise ValueError(f"--runs must be >= 2 (Welch's t-test needs 2 runs per side), got {args.runs}")
+        import_tensorflow_quietly()  # before Keras loads it, which would print its start-up lines
         loss = _load_loss(args.loss, "loss")
         baseline = _load_loss(args.baseline, "baseline")
     except ValueError as error:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Baseline names load Keras; keep TensorFlow's start-up log lines off the terminal.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not all(name.endswith(".json") for name in args.losses):
+        # Baseline names load Keras; keep TensorFlow's start-up lines off the terminal.
+        import_tensorflow_quietly()
     from taylorglo_tf import plotting  # matplotlib only when the command runs
 
     first = Path(args.losses[0])

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
 from taylorglo_tf.commands.client import non_negative_int, positive_int
+from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 
 #: The README's main job: a search on the embedded digits data (1,797 8x8 images)
 #: with the tiny CNN, 12 x 12 = 144 partial trainings of 200 steps, measured at
@@ -394,20 +395,6 @@ class LocalSearch:
         print(text, file=self.out, flush=True)
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Sends file descriptor 2 to /dev/null for the block (C++ libraries write there directly)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def compare_with_cross_entropy(best_loss: Path, spec: Any, runs: int, *, steps: int = 0,
                                data_dir: Optional[str] = None, out: Optional[TextIO] = None):
     """Train the loss in ``best_loss`` and cross-entropy ``runs`` times each on the spec's task.
@@ -418,8 +405,7 @@ def compare_with_cross_entropy(best_loss: Path, spec: Any, runs: int, *, steps: 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with _native_stderr_silenced():
-        import tensorflow  # noqa: F401  (its C++ start-up log lines would garble the progress bars)
+    import_tensorflow_quietly()  # its C++ start-up lines would garble the progress bars
     from taylorglo_tf import compare, losses
     from trainer.keras_evaluator import task_from_spec
 
