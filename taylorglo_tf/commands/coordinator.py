@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds a lease lives without a heartbeat (default {DEFAULT_LEASE_TTL_S:g})")
     parser.add_argument("--grace", type=non_negative_float, default=5.0, metavar="S",
                         help="on shutdown, seconds calls in flight may take to finish (default 5)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log lines shown on stderr (default: INFO)")
 
 
 def run(args: argparse.Namespace) -> int:

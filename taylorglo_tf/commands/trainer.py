@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(parser)
     parser.add_argument(
         "--data-dir", default=os.environ.get("TAYLORGLO_DATA_DIR"), metavar="DIR",
-        help="datasets named in specs resolve under this folder (default: $TAYLORGLO_DATA_DIR)",
+        help="TFDS data and the base of idx:/npz: paths in specs (default: $TAYLORGLO_DATA_DIR; "
+        "without either, TFDS's own ~/tensorflow_datasets and no idx:/npz: datasets)",
     )
     parser.add_argument("--evaluator", choices=("keras", "synthetic"), default="keras",
                         help="how candidates are scored (default: keras)")
@@ -54,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic evaluator: seconds per evaluation (default: 0)")
     parser.add_argument("--synthetic-diverge-above", type=float, metavar="X",
                         help="synthetic evaluator: report divergence when max |theta_i| > X")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="log lines shown on stderr (default: INFO)")
 
 
 def make_evaluator(args: argparse.Namespace):
