@@ -269,3 +269,12 @@ def test_result_writes_the_result_folder(service, tmp_path):
     assert code == 0 and "best fitness 0.8000" in out
     assert (tmp_path / "out" / "best_theta.json").is_file()
     assert (tmp_path / "out" / "candidates.csv").read_text().count("\n") == 9  # header + 8 candidates
+
+
+@pytest.mark.parametrize("make_out", [lambda tmp: tmp / "a-file", lambda tmp: tmp / "a-file" / "below"])
+def test_result_into_a_folder_that_cannot_be_made_is_an_error_naming_it(service, tmp_path, capsys, make_out):
+    (tmp_path / "a-file").write_text("not a folder")
+    out = make_out(tmp_path)
+    code, _ = invoke(["result", "exp-1", "--out", str(out), "--coordinator", service(ScriptedExperiments())])
+    err = capsys.readouterr().err
+    assert code == 1 and f"cannot write the result folder {str(out)!r}" in err and "Traceback" not in err

@@ -288,7 +288,10 @@ def cmd_result(args: argparse.Namespace, stub, out: TextIO) -> int:
     )
     from taylorglo_tf.results import write_result_folder
 
-    folder = write_result_folder(result, args.out)
+    try:
+        folder = write_result_folder(result, args.out)
+    except (ValueError, OSError) as error:
+        raise CommandError(f"cannot write the result folder {str(args.out)!r}: {error}") from None
     state = state_name(result.experiment.state)
     print(f"wrote the result of experiment {args.experiment_id} ({state}, best fitness "
           f"{result.best_fitness:.4f}) to {folder}", file=out)
