@@ -201,6 +201,14 @@ def test_a_missing_data_directory_is_refused(tmp_path, capsys):
     assert "--data-dir" in capsys.readouterr().err
 
 
+def test_a_result_folder_that_cannot_be_made_is_refused_before_anything_starts(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    args = run_command_args(None, tmp_path)
+    args.out = str(tmp_path / "a-file")
+    assert run_command.run(args) == run_command.EXIT_BAD_INPUT
+    assert f"cannot make the result folder {args.out!r}" in capsys.readouterr().err
+
+
 def run_command_args(spec, tmp_path):
     from taylorglo_tf.cli import build_parser
 

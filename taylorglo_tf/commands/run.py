@@ -221,6 +221,11 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         print(f"taylorglo run: error: --data-dir {args.data_dir!r} is not a directory", file=sys.stderr)
         return EXIT_BAD_INPUT
     out_dir = Path(args.out) if args.out else default_out_dir(spec.name or "search")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)  # now, not after the search
+    except OSError as error:
+        print(f"taylorglo run: error: cannot make the result folder {str(out_dir)!r}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     previous = None
     if threading.current_thread() is threading.main_thread():
