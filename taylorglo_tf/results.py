@@ -304,6 +304,7 @@ def plot_loss_shapes(
     import matplotlib
     import matplotlib.cm
     import matplotlib.colors
+    import matplotlib.ticker
     from matplotlib.figure import Figure
 
     from taylorglo_tf import plotting
@@ -317,7 +318,8 @@ def plot_loss_shapes(
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
     plotting.plot_losses(axes, curves, colors=[colormap(norm(g)) for g in generations], legend=False)
-    figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colormap), ax=axes, label="generation")
+    figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colormap), ax=axes, label="generation",
+                    ticks=matplotlib.ticker.MaxNLocator(integer=True))  # no "generation 0.4"
     axes.set_title("best loss of each generation (binary view)")
     figure.tight_layout()
     _save_figure(figure, path)

@@ -250,3 +250,15 @@ def test_writing_a_result_folder_does_not_import_tensorflow(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False"]
     assert (tmp_path / "loss_shapes.png").exists() and list((tmp_path / "tensorboard").iterdir())
+
+
+def test_the_loss_shape_colour_bar_labels_whole_generations_only(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(results, "_save_figure", lambda figure, path: saved.append(figure))
+    thetas = [(0, taylor.PAPER_MNIST_THETA), (1, taylor.PAPER_MNIST_THETA)]  # two generations: a 0..1 scale
+    results.plot_loss_shapes(thetas, 3, ("x", "y"), tmp_path / "loss_shapes.png")
+    (figure,) = saved
+    figure.canvas.draw()
+    colour_bar = next(ax for ax in figure.axes if ax.get_ylabel() == "generation")
+    ticks = [t for t in colour_bar.get_yticks() if 0 <= t <= 1]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
