@@ -279,6 +279,7 @@ def _number(value: Any) -> str:
 def plot_fitness(history: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
     """Best and mean validation accuracy per generation, and the best so far (Figure 2)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend, nothing to close
+    from matplotlib.ticker import MaxNLocator
 
     generations = [row["generation"] for row in history]
     figure = Figure(figsize=(6, 4))
@@ -287,6 +288,7 @@ def plot_fitness(history: list[dict[str, Any]], path: Path, *, title: str = "") 
     axes.plot(generations, [row["mean_fitness"] for row in history], marker=".", label="mean of generation")
     axes.plot(generations, [row["best_so_far"] for row in history], linestyle="--", label="best so far")
     axes.set_xlabel("generation")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("fitness (validation accuracy)")
     if title:
         axes.set_title(title)

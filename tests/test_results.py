@@ -252,13 +252,26 @@ def test_writing_a_result_folder_does_not_import_tensorflow(tmp_path):
     assert (tmp_path / "loss_shapes.png").exists() and list((tmp_path / "tensorboard").iterdir())
 
 
-def test_the_loss_shape_colour_bar_labels_whole_generations_only(tmp_path, monkeypatch):
+def _drawn_figure(monkeypatch, plot):
     saved = []
     monkeypatch.setattr(results, "_save_figure", lambda figure, path: saved.append(figure))
-    thetas = [(0, taylor.PAPER_MNIST_THETA), (1, taylor.PAPER_MNIST_THETA)]  # two generations: a 0..1 scale
-    results.plot_loss_shapes(thetas, 3, ("x", "y"), tmp_path / "loss_shapes.png")
+    plot()
     (figure,) = saved
     figure.canvas.draw()
+    return figure
+
+
+def _whole(ticks) -> bool:
+    inside = [t for t in ticks if 0 <= t <= 1]
+    return bool(inside) and all(float(t).is_integer() for t in inside)
+
+
+def test_plots_of_two_generations_label_whole_generations_only(tmp_path, monkeypatch):
+    # Two generations span 0..1, where matplotlib would otherwise put ticks at 0.2, 0.4, ...
+    thetas = [(0, taylor.PAPER_MNIST_THETA), (1, taylor.PAPER_MNIST_THETA)]
+    figure = _drawn_figure(monkeypatch, lambda: results.plot_loss_shapes(thetas, 3, ("x", "y"), tmp_path / "s.png"))
     colour_bar = next(ax for ax in figure.axes if ax.get_ylabel() == "generation")
-    ticks = [t for t in colour_bar.get_yticks() if 0 <= t <= 1]
-    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert _whole(colour_bar.get_yticks()), colour_bar.get_yticks()
+    history = [{"generation": g, "best_fitness": 0.5, "mean_fitness": 0.2, "best_so_far": 0.5} for g in (0, 1)]
+    (axes,) = _drawn_figure(monkeypatch, lambda: results.plot_fitness(history, tmp_path / "f.png")).axes
+    assert _whole(axes.get_xticks()), axes.get_xticks()
