@@ -63,13 +63,13 @@ def _read_files(reader: Callable[[Path], Splits], path: Path, uri: str) -> Split
     """``reader(path)``; a file that is not what the scheme promises is a ValueError naming the URI.
 
     NumPy, gzip and struct errors on a corrupt, truncated or pickled file do not say
-    which file they were reading.
+    which file they were reading (a TypeError: e.g. an IDX file declaring 0 dimensions).
     """
     try:
         return reader(path)
     except FileNotFoundError:
         raise  # already names the path
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+    except (ValueError, TypeError, EOFError, OSError, zipfile.BadZipFile) as exc:
         if str(path) in str(exc):
             raise
         raise ValueError(f"dataset {uri!r} ({path}) cannot be read: {type(exc).__name__}: {exc}") from exc
