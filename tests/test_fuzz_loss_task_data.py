@@ -19,7 +19,8 @@ from taylorglo_tf.training.task import Task
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-(10**400), max_value=10**400),
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(min_value=-(10**400), max_value=10**400),
                     st.sampled_from([10**400, -(10**400), 1e308, 3.5e38]))
 odd = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=6), st.binary(max_size=4))
 thetas = st.one_of(
@@ -116,6 +117,8 @@ def test_set_theta_refuses_bad_values_and_keeps_the_previous_theta(keras_loss, t
         assert "8" in str(err) or "theta" in str(err), err
         np.testing.assert_array_equal(loss.theta, before)
         np.testing.assert_array_equal(np.asarray(loss.theta_variable), before.astype(np.float32))
+    else:
+        np.testing.assert_array_equal(loss.theta, np.asarray(theta, dtype=np.float64))
 
 
 TASK_FIELDS = ["dataset", "model", "steps", "batch_size", "fraction", "augmentation", "seed", "abort_threshold",
@@ -188,11 +191,15 @@ def test_load_names_a_bad_fraction_or_seed(fraction, seed):
         loader.load("digits", fraction=fraction, seed=seed)
 
 
+tfds_queries = st.one_of(st.just(""), st.builds(
+    lambda k, v: f"?{k}={v}", st.sampled_from(["train", "val", "test", "norm", "x"]),
+    st.one_of(st.text(min_size=1, max_size=8).filter(lambda v: "&" not in v),
+              st.sampled_from(["train[:200%]", "train[", "bogus", "unit"]))))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.one_of(st.text(max_size=10), st.sampled_from(["mnist", "zzz", "MNIST", "../../etc", "mnist:9.9", "\x00"])),
-       st.one_of(st.just(""), st.builds(lambda k, v: f"?{k}={v}", st.sampled_from(["train", "val", "test", "norm", "x"]),
-                                        st.one_of(st.text(min_size=1, max_size=8).filter(lambda v: "&" not in v),
-                                                  st.sampled_from(["train[:200%]", "train[", "bogus", "unit"])))))
+       tfds_queries)
 def test_a_tfds_uri_with_any_name_or_split_is_a_clear_error_without_data(tmp_path_factory, name, query):
     uri = f"tfds:{name}{query}"
     with pytest.raises((ValueError, FileNotFoundError)) as err:

@@ -118,8 +118,9 @@ def test_an_odd_value_in_a_known_field_is_named_by_that_field(section_key, value
     section, key = section_key
     data = _merge(MINIMAL, {section: {key: value}})
     err = assert_named_spec_error(data)
-    if err is not None and err.field.startswith(f"spec.{section}."):
-        assert err.field.split(".")[2].split("[")[0] in {key, *_camel_to_snake(key)}
+    if err is not None:
+        assert err.field.startswith(f"spec.{section}."), err
+        assert err.field.split(".")[2].split("[")[0] in {key, *_camel_to_snake(key)}, err
 
 
 def _camel_to_snake(key):
