@@ -135,3 +135,19 @@ def test_unknown_tfds_dataset_is_an_error_naming_it():
 def test_missing_data_without_download_is_an_error_naming_the_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match="tfds:mnist is not available"):
         data.load("tfds:mnist", data_dir=tmp_path, download=False)
+
+
+class _NetworkReached(Exception):
+    """Raised in place of the download: the real path got as far as the network."""
+
+
+def test_real_download_path_reaches_the_network_with_the_installed_dependencies(tmp_path, monkeypatch):
+    # Everything of tfds.load's download-and-prepare path runs for real except the
+    # transfer itself, so a missing runtime dependency of TFDS fails here, offline.
+    def no_network(self, *args, **kwargs):
+        raise _NetworkReached()
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", no_network)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", no_network)
+    with pytest.raises(_NetworkReached):
+        data.load("tfds:mnist", data_dir=tmp_path, download=True)
