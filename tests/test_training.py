@@ -39,6 +39,11 @@ def test_task_from_dict_names_unknown_fields():
         Task.from_dict({"stpes": 10})
 
 
+def test_task_names_an_unknown_model_when_it_is_made_not_when_it_is_evaluated():
+    with pytest.raises(ValueError, match=r"Task.model: unknown model 'resnet9000'; valid names: .*basic_cnn"):
+        Task.from_dict({"model": "resnet9000"})
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

@@ -75,6 +75,10 @@ class Task:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"Task.{name} must be a non-empty string, got {value!r}")
+        from taylorglo_tf import models  # the registry imports no TensorFlow
+
+        if self.model not in models.names():
+            raise ValueError(f"Task.model: unknown model {self.model!r}; valid names: {', '.join(models.names())}")
         _check_int("steps", self.steps, 0)
         _check_int("batch_size", self.batch_size, 0)
         _check_real("fraction", self.fraction, 0.0, 1.0, low_open=True)
