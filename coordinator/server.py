@@ -163,5 +163,4 @@ def serve(
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     handle = CoordinatorServer(server, scheduler, storage, health_servicer, host, bound)
-    log.info("coordinator listening on %s (database %s)", handle.address, db_path)
     return handle

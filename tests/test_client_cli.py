@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import socket
+import time
 from concurrent import futures
 
 import grpc
@@ -224,6 +225,49 @@ def test_submit_with_watch_prints_the_id_then_follows_the_experiment(service, tm
                         service(ScriptedExperiments())])
     assert code == 0 and out.splitlines()[0] == "exp-1"
     assert out.rstrip().endswith("experiment exp-1 succeeded: best fitness 0.8000")
+
+
+def test_watch_gives_up_on_an_unreachable_coordinator_after_the_reconnect_timeout(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here after the block
+    started = time.monotonic()
+    code, out = invoke(["watch", "exp-1", "--reconnect-timeout", "1.5", "--coordinator", f"127.0.0.1:{port}"])
+    waited = time.monotonic() - started
+    assert code == 1 and f"cannot reach the coordinator at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert "reconnecting for up to 1.5 s" in out
+    assert 1.5 <= waited < 10  # kept trying for the timeout, then stopped
+
+
+class BrokenStreams(ScriptedExperiments):
+    """Each watch first sends a snapshot, then breaks with ``code`` (``breaks`` times), then runs to the end."""
+
+    def __init__(self, code, breaks):
+        super().__init__()
+        self.code, self.breaks, self.watches = code, breaks, 0
+
+    def WatchExperiment(self, request, context):
+        self.watches += 1
+        if self.watches <= self.breaks:
+            yield Event(kind=Event.KIND_SNAPSHOT, experiment=_experiment(done=self.watches))
+            context.abort(self.code, "stream broken")
+        yield from super().WatchExperiment(request, context)
+
+
+def test_watch_reopens_a_stream_broken_by_unavailable_and_follows_to_success(service):
+    fake = BrokenStreams(grpc.StatusCode.UNAVAILABLE, breaks=2)
+    code, out = invoke(["watch", "exp-1", "--coordinator", service(fake)])
+    assert code == 0 and fake.watches == 3
+    assert "lost the coordinator (stream broken); reconnecting" in out
+    assert "reconnected to the coordinator" in out
+    assert out.rstrip().endswith("experiment exp-1 succeeded: best fitness 0.8000")
+
+
+def test_watch_does_not_retry_a_non_transient_error(service, capsys):
+    fake = BrokenStreams(grpc.StatusCode.PERMISSION_DENIED, breaks=1)
+    code, _ = invoke(["watch", "exp-1", "--coordinator", service(fake)])
+    assert code == 1 and fake.watches == 1
+    assert "permission denied (stream broken)" in capsys.readouterr().err
 
 
 def test_cancel_prints_the_new_state(service):

@@ -147,6 +147,8 @@ def test_a_search_completes_with_every_candidate_accounted_for(cluster):
     assert_every_candidate_accounted_for(result, population=6, generations=3)
     assert {c.trainer_id for c in result.candidates} <= set(trainer_ids)
     assert all(c.attempts == 1 for c in result.candidates)
+    # stdout and stderr share one log here: the address is announced once, not twice
+    assert (cluster.workdir / f"coordinator-{port}.log").read_text().count("listening on") == 1
 
 
 def test_a_killed_trainers_candidate_is_released_and_the_search_completes(cluster):
@@ -209,3 +211,34 @@ def test_a_coordinator_killed_mid_generation_resumes_on_its_database_with_the_sa
     assert len(result.candidates) == generations * population
     assert [list(c.theta) for c in result.candidates] == [list(c.theta) for c in reference.candidates]
     assert _trajectory(result) == _trajectory(reference)
+
+
+def test_watch_follows_an_experiment_across_a_coordinator_restart(cluster):
+    port = _free_port()
+    cluster.coordinator("watched.db", port)
+    cluster.trainer(port, "trainer", sleep_s=0.2)
+    stub = cluster.stub(port)
+    experiment_id = submit(stub, population=4, generations=3, seed=7)
+    watch_log = cluster.workdir / "watch.out"
+    with open(watch_log, "wb") as out:
+        watcher = subprocess.Popen([*CLI, "watch", experiment_id, "--coordinator", f"127.0.0.1:{port}",
+                                    "--reconnect-timeout", "120"], cwd=REPO, stdout=out,
+                                   stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    cluster.processes.append(("watch", watcher))
+
+    def some_done():
+        experiment = stub.GetExperiment(es.GetExperimentRequest(experiment_id=experiment_id), timeout=5)
+        return 0 < experiment.evaluations_done < 8
+
+    wait_until(some_done, 60, "the first results", cluster, 0.05)
+    coordinator = cluster.processes[0][1]
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait(10)
+    time.sleep(1.0)  # the watch sees the coordinator gone
+    assert watcher.poll() is None, watch_log.read_text()
+    cluster.coordinator("watched.db", port)
+
+    assert watcher.wait(120) == 0, watch_log.read_text()
+    output = watch_log.read_text()
+    assert "lost the coordinator" in output and "reconnected to the coordinator" in output
+    assert f"experiment {experiment_id} succeeded" in output

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import Callable, Iterable, Optional, TextIO
 
 import grpc
@@ -28,6 +29,8 @@ from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc
 ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
 TOKEN_ENV = "TAYLORGLO_TOKEN"
 RPC_TIMEOUT_S = 30.0
+RECONNECT_TIMEOUT_S = 300.0  # a watch outlives a coordinator restart of up to 5 minutes
+RECONNECT_INITIAL_DELAY_S, RECONNECT_MAX_DELAY_S = 0.5, 5.0
 
 EXIT_OK, EXIT_ERROR, EXIT_UNSUCCESSFUL = 0, 1, 3
 
@@ -195,7 +198,7 @@ def cmd_submit(args: argparse.Namespace, stub, out: TextIO) -> int:
         file=sys.stderr,
     )
     if args.watch:
-        return watch(stub, experiment.id, out)
+        return watch(stub, experiment.id, out, reconnect_timeout_s=args.reconnect_timeout)
     return EXIT_OK
 
 
@@ -219,11 +222,19 @@ def watch(
     experiment_id: str,
     out: TextIO,
     on_event: Optional[Callable[[experiment_service_pb2.ProgressEvent], None]] = None,
+    reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
 ) -> int:
     """Follows an experiment with a rich progress bar until it reaches a final state.
 
     The bar shows evaluations and generations done/total and the best fitness so
-    far; a line is printed as each generation finishes. Returns 0 when the experiment succeeded, 3 when it was cancelled or failed.
+    far; a line is printed as each generation finishes. Returns 0 when the experiment
+    succeeded, 3 when it was cancelled or failed.
+
+    A coordinator restart does not end the watch: when the stream breaks with
+    UNAVAILABLE, or ends before a final state (a coordinator shutting down ends its
+    streams), the watch is re-opened with exponential backoff (0.5 s doubling to
+    5 s) for up to ``reconnect_timeout_s`` seconds from the break; the server's
+    snapshot then resumes the bar. Any other gRPC error is raised at once.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -239,38 +250,58 @@ def watch(
         transient=False,
     )
     experiment: Optional[types_pb2.Experiment] = None
-    stream = stub.WatchExperiment(experiment_service_pb2.WatchExperimentRequest(experiment_id=experiment_id))
-    try:
-        with progress:
-            task = progress.add_task(experiment_id, total=None, generations="-", best=0.0)
-            for event in stream:
-                experiment = event.experiment
-                progress.update(
-                    task,
-                    description=experiment.spec.name or experiment_id,
-                    total=experiment.evaluations_total or None,
-                    completed=experiment.evaluations_done,
-                    generations=_generations_done(experiment),
-                    best=experiment.best_fitness,
-                )
-                if on_event is not None:
-                    on_event(event)
-                if event.kind == experiment_service_pb2.ProgressEvent.KIND_GENERATION_FINISHED:
-                    g = event.generation
-                    progress.console.print(
-                        f"generation {g.generation}: best {g.best_fitness:.4f}  mean {g.mean_fitness:.4f}"
+    give_up_at: Optional[float] = None  # set while the coordinator is away
+    delay = RECONNECT_INITIAL_DELAY_S
+    with progress:
+        task = progress.add_task(experiment_id, total=None, generations="-", best=0.0)
+        while True:
+            stream = stub.WatchExperiment(experiment_service_pb2.WatchExperimentRequest(experiment_id=experiment_id))
+            try:
+                for event in stream:
+                    if give_up_at is not None:
+                        progress.console.print("reconnected to the coordinator")
+                        give_up_at, delay = None, RECONNECT_INITIAL_DELAY_S
+                    experiment = event.experiment
+                    progress.update(
+                        task,
+                        description=experiment.spec.name or experiment_id,
+                        total=experiment.evaluations_total or None,
+                        completed=experiment.evaluations_done,
+                        generations=_generations_done(experiment),
+                        best=experiment.best_fitness,
                     )
-                if event.kind == experiment_service_pb2.ProgressEvent.KIND_EXPERIMENT_FINISHED:
+                    if on_event is not None:
+                        on_event(event)
+                    if event.kind == experiment_service_pb2.ProgressEvent.KIND_GENERATION_FINISHED:
+                        g = event.generation
+                        progress.console.print(
+                            f"generation {g.generation}: best {g.best_fitness:.4f}  mean {g.mean_fitness:.4f}"
+                        )
+                    if event.kind == experiment_service_pb2.ProgressEvent.KIND_EXPERIMENT_FINISHED:
+                        break
+                if experiment is not None and experiment.state in FINAL_STATES:
                     break
-    finally:
-        stream.cancel()
+                lost = (f"the watch stream ended while experiment {experiment_id} was "
+                        f"{state_name(experiment.state) if experiment is not None else 'unknown'}")
+                failure: Optional[grpc.RpcError] = None
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                lost, failure = f"lost the coordinator ({error.details()})", error
+            finally:
+                stream.cancel()
+            now = time.monotonic()
+            if give_up_at is None:
+                give_up_at = now + reconnect_timeout_s
+                progress.console.print(f"{lost}; reconnecting for up to {reconnect_timeout_s:g} s")
+            if now >= give_up_at:
+                if failure is not None:
+                    raise failure  # reported as "cannot reach the coordinator"
+                raise CommandError(f"{lost}; gave up after {reconnect_timeout_s:g} s")
+            time.sleep(min(delay, give_up_at - now))
+            delay = min(2 * delay, RECONNECT_MAX_DELAY_S)
     if experiment is None:
         raise CommandError(f"the coordinator sent no progress for experiment {experiment_id}")
-    if experiment.state not in FINAL_STATES:
-        # The stream ended early (coordinator stopped): say so rather than pretend.
-        raise CommandError(
-            f"the watch stream ended while experiment {experiment_id} was {state_name(experiment.state)}"
-        )
     print(f"experiment {experiment_id} {state_name(experiment.state)}: best fitness "
           f"{experiment.best_fitness:.4f}", file=out)
     if experiment.error:
@@ -279,7 +310,7 @@ def watch(
 
 
 def cmd_watch(args: argparse.Namespace, stub, out: TextIO) -> int:
-    return watch(stub, args.experiment_id, out)
+    return watch(stub, args.experiment_id, out, reconnect_timeout_s=args.reconnect_timeout)
 
 
 def cmd_result(args: argparse.Namespace, stub, out: TextIO) -> int:
@@ -327,6 +358,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("experiment_id", nargs="?", metavar="ID", help="experiment id (default: list all)")
     else:
         parser.add_argument("experiment_id", metavar="ID", help="experiment id")
+    if name in ("submit", "watch"):
+        parser.add_argument(
+            "--reconnect-timeout", type=non_negative_float, default=RECONNECT_TIMEOUT_S, metavar="S",
+            help="while watching, seconds to keep reconnecting to a restarting coordinator "
+                 f"(default {RECONNECT_TIMEOUT_S:g})",
+        )
     if name == "result":
         parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the result into")
     add_connection_arguments(parser)

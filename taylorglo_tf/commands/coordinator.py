@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    # The one announcement of the address (serve() does not log it): on stdout, whatever --log-level.
     print(f"coordinator listening on {server.address} (database {args.db})", flush=True)
     while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
         pass
