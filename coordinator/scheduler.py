@@ -539,6 +539,12 @@ class Scheduler:
             self._fail(run, record, untrainable)
             return
         summary = step.summary
+        if step.last and record.best_theta.size == 0:
+            rejected = _all_prescreened(self._storage.load_candidates(record.id))
+            if rejected:
+                # Nothing was ever trained: "succeeding" would report a search that never ran.
+                self._fail(run, record, rejected)
+                return
         if step.last:
             final = replace(record, state=types_pb2.EXPERIMENT_STATE_SUCCEEDED, update_time=step.time,
                             generation=record.spec.search.generations, es_state=step.es_state)
@@ -619,6 +625,15 @@ def _untrainable(generation: int, candidates: Sequence[CandidateRecord]) -> str:
         return ""
     return (f"every candidate of generation {generation} sent to trainers failed ({len(failed)} of "
             f"{len(candidates)}); first error: {_error_summary(failed[0].error)}")
+
+
+def _all_prescreened(candidates: Sequence[CandidateRecord]) -> str:
+    """Why an experiment trained nothing at all, or ``""``: every candidate of every generation was INVALID."""
+    if not candidates or any(c.status != types_pb2.CANDIDATE_STATUS_INVALID for c in candidates):
+        return ""
+    generations = len({c.generation for c in candidates})
+    return (f"every candidate of every generation failed the invariant pre-screen ({len(candidates)} "
+            f"candidates in {generations} generations); nothing was trained")
 
 
 def _error_summary(error: str) -> str:

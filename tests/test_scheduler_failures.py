@@ -53,10 +53,31 @@ def test_one_trained_candidate_keeps_the_search_going_and_only_it_can_be_the_bes
     assert list(result.best_theta) == list(leases[1].theta)
 
 
-def test_a_generation_all_rejected_by_the_prescreen_is_a_search_result_not_a_failure(tmp_path):
+def test_a_search_whose_every_candidate_failed_the_prescreen_fails_as_nothing_was_trained(tmp_path):
     s = open_scheduler(tmp_path / "c.db", prescreen=lambda theta, n: False)
     exp = s.submit(make_spec(population=4, generations=2, invariant_prescreen=True))
     assert s.lease("t") is None
     record = s.get(exp.id)
-    assert record.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED and record.error == ""
-    assert len(record.best_theta) == 0
+    assert record.state == types_pb2.EXPERIMENT_STATE_FAILED
+    assert record.error == ("every candidate of every generation failed the invariant pre-screen "
+                            "(8 candidates in 2 generations); nothing was trained")
+    assert record.evaluations_done == 8 and len(record.best_theta) == 0
+
+
+def test_a_generation_all_rejected_by_the_prescreen_among_trained_ones_is_a_search_result(tmp_path):
+    screened = []
+
+    def reject_generation_0(theta, num_classes):  # called once per candidate, generation by generation
+        screened.append(theta)
+        return len(screened) > 4
+
+    s = open_scheduler(tmp_path / "c.db", prescreen=reject_generation_0)
+    exp = s.submit(make_spec(population=4, generations=2, invariant_prescreen=True))
+    leases = [s.lease("t") for _ in range(4)]
+    assert {lease.generation for lease in leases} == {1}  # generation 0 was told its worst fitness at once
+    for k, lease in enumerate(leases):
+        report(s, lease, fitness=0.1 * (k + 1))
+    result = s.result(exp.id)
+    assert result.experiment.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED and result.experiment.error == ""
+    assert [c.status for c in result.candidates[:4]] == [types_pb2.CANDIDATE_STATUS_INVALID] * 4
+    assert list(result.best_theta) == list(leases[3].theta)
