@@ -268,6 +268,24 @@ def test_stop_past_the_grace_period_returns_the_lease_and_exits(coordinator):
     assert fake.returned == ["lease-0"]
 
 
+def test_an_evaluation_that_stops_itself_at_the_shutdown_deadline_still_returns_its_lease(coordinator):
+    # The evaluation, not the worker's loop, sees the deadline first: its heartbeat says
+    # stop and it raises EvaluationStopped. The lease is still the trainer's to give back.
+    fake = ScriptedCoordinator([[0.0] * 8])
+
+    def evaluate(lease, heartbeat):
+        worker.request_stop(grace_s=0.0)  # a SIGTERM with no grace, arriving mid-evaluation
+        if not heartbeat(1):
+            raise EvaluationStopped()
+        return Outcome(fitness=0.5)
+
+    worker = _fast_worker(coordinator(fake), evaluate)
+    thread, result = _run_in_thread(worker)
+    thread.join(5)
+    assert not thread.is_alive() and result["n"] == 0
+    assert fake.reports == [] and fake.returned == ["lease-0"]
+
+
 def test_stop_while_waiting_for_work_returns_promptly(coordinator):
     fake = ScriptedCoordinator([])
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), wait_ms=30_000)

@@ -411,8 +411,14 @@ class Worker:
         finally:
             heartbeater.stop()
             self.busy_s += time.monotonic() - started
-        if heartbeater.lost or "stopped" in box:
+        if heartbeater.lost:
             log.info("lease %s stopped before finishing; not reported", lease.lease_id)
+            return
+        if "stopped" in box:
+            # The evaluation itself saw the shutdown deadline first (its heartbeat
+            # said stop): the lease is still ours, so give it back all the same.
+            self._return(lease, "trainer shutting down")
+            self.abandoned_evaluation = True
             return
         outcome = box["outcome"]
         if not isinstance(outcome, Outcome):
