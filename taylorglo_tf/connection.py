@@ -17,6 +17,7 @@ import grpc
 # small (a spec, a report); responses may carry every candidate of an experiment.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_RECONNECT_BACKOFF_MS = 5_000  # cap on the channel's reconnect delay
 AUTH_METADATA_KEY = "authorization"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -102,6 +103,9 @@ def connect(
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
         ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+        # gRPC's reconnect delay grows to 120 s by default; trainers and watchers
+        # should find a restarted coordinator within seconds.
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
     if tls_ca is not None:
         try:
