@@ -56,6 +56,7 @@ DATASET_SCHEMES = ("tfds", "idx", "npz")
 
 # Upper bounds that catch typos and keep one experiment from exhausting the coordinator.
 MAX_NAME_CHARS = 200
+MAX_NOTE_CHARS = 500
 MAX_STEPS = 10_000_000
 MAX_BATCH_SIZE = 65_536
 MAX_POPULATION = 10_000
@@ -264,6 +265,8 @@ def validate(spec: ExperimentSpec) -> None:
     _validate_task(spec.task, "spec.task")
     _validate_loss(spec.loss, "spec.loss")
     _validate_search(spec.search, spec.task.dataset, spec.loss, "spec.search")
+    if spec.HasField("paper"):
+        _validate_paper(spec.paper, "spec.paper")
 
 
 def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
@@ -314,6 +317,20 @@ def _validate_search(search: types_pb2.SearchSpec, dataset: str, loss: types_pb2
     if search.invariant_prescreen and prescreen_applies(loss):
         _require(search.num_classes >= 2, f"{path}.num_classes",
                  f"the invariant pre-screen needs the number of classes (>= 2); dataset {dataset!r} does not tell it")
+
+
+def _validate_paper(paper: types_pb2.PaperResult, path: str) -> None:
+    """The published numbers an experiment reproduces: fractions, not percentages."""
+    _require(bool(paper.table.strip()), f"{path}.table",
+             "is required when the paper block is given (where the numbers come from, e.g. 'Table 1, MNIST')")
+    _require(len(paper.table) <= MAX_NAME_CHARS, f"{path}.table",
+             f"is {len(paper.table)} characters long; at most {MAX_NAME_CHARS}")
+    _require(len(paper.note) <= MAX_NOTE_CHARS, f"{path}.note",
+             f"is {len(paper.note)} characters long; at most {MAX_NOTE_CHARS}")
+    for name in ("taylorglo", "taylorglo_std", "baseline", "baseline_std", "p_value"):
+        value = getattr(paper, name)
+        hint = "" if name == "p_value" else "; give accuracies as fractions (0.9271, not 92.71)"
+        _require(math.isfinite(value) and 0 <= value <= 1, f"{path}.{name}", f"{value!r} is outside [0, 1]{hint}")
 
 
 def prescreen_applies(loss: types_pb2.LossSpec) -> bool:

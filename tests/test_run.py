@@ -70,6 +70,8 @@ def read_csv(path: Path) -> list[dict]:
 
 def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml")
+    with_paper = {**yaml.safe_load(spec.read_text()), "paper": {"table": "Table 9, digits", "taylorglo": 0.9876}}
+    spec.write_text(yaml.safe_dump(with_paper))
     out = tmp_path / "result"
     process = start_run(str(spec), "--trainers", "1", "--out", str(out), "--compare-runs", "2",
                         "--compare-steps", "30", cwd=tmp_path)
@@ -89,6 +91,8 @@ def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp
     assert [(r["side"], r["steps"]) for r in comparison["runs"]] == [("loss", 30), ("baseline", 30)] * 2
     assert comparison["baseline"] == "cross_entropy"
     assert "one-tailed Welch t-test" in (out / "comparison.txt").read_text()
+    assert "Table 9, digits: test accuracy, mean (std)" in stdout  # the paper block's row, then the measured one
+    assert re.search(r"paper +0\.9876 +- +- +10 \+ 10\nmeasured +\d\.\d{4} ", stdout)
     assert (out / "logs" / "trainer-0.log").stat().st_size > 0
     assert processes_dialing(coordinator_address(stdout)) == []
 

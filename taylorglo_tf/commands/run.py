@@ -12,7 +12,8 @@
 4. writes the result folder (:mod:`taylorglo_tf.results`) into DIR;
 5. stops the trainers, then trains the best loss and cross-entropy R times each
    at the recipe's full length and writes the Welch-test comparison
-   (``comparison.json``/``.txt``) into DIR.
+   (``comparison.json``/``.txt``) into DIR; a spec with a ``paper`` block also
+   gets the published table row printed beside the measured one.
 
 Everything started here is stopped on success, failure, Ctrl-C or SIGTERM; the
 trainers also get SIGTERM if this process dies (Linux). An interrupted search
@@ -393,6 +394,10 @@ class LocalSearch:
 
         write_comparison(comparison, self.out_dir)
         self.out.write((self.out_dir / COMPARISON_TEXT).read_text())
+        if self.spec.HasField("paper"):  # the published row beside the measured one
+            from taylorglo_tf.paper import table_row
+
+            self.out.write(table_row(self.spec.paper, comparison.to_dict()))
         self._print(f"comparison written to {self.out_dir / COMPARISON_TEXT}")
         return EXIT_OK
 

@@ -106,17 +106,37 @@ class SearchSpec(_message.Message):
     num_classes: int
     def __init__(self, population: _Optional[int] = ..., generations: _Optional[int] = ..., sigma0: _Optional[float] = ..., seed: _Optional[int] = ..., max_attempts: _Optional[int] = ..., invariant_prescreen: _Optional[bool] = ..., num_classes: _Optional[int] = ...) -> None: ...
 
+class PaperResult(_message.Message):
+    __slots__ = ("table", "taylorglo", "taylorglo_std", "baseline", "baseline_std", "p_value", "note")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    TAYLORGLO_FIELD_NUMBER: _ClassVar[int]
+    TAYLORGLO_STD_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_STD_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    taylorglo: float
+    taylorglo_std: float
+    baseline: float
+    baseline_std: float
+    p_value: float
+    note: str
+    def __init__(self, table: _Optional[str] = ..., taylorglo: _Optional[float] = ..., taylorglo_std: _Optional[float] = ..., baseline: _Optional[float] = ..., baseline_std: _Optional[float] = ..., p_value: _Optional[float] = ..., note: _Optional[str] = ...) -> None: ...
+
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "task", "loss", "search")
+    __slots__ = ("name", "task", "loss", "search", "paper")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_FIELD_NUMBER: _ClassVar[int]
+    PAPER_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: TaskSpec
     loss: LossSpec
     search: SearchSpec
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskSpec, _Mapping]] = ..., loss: _Optional[_Union[LossSpec, _Mapping]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ...) -> None: ...
+    paper: PaperResult
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskSpec, _Mapping]] = ..., loss: _Optional[_Union[LossSpec, _Mapping]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., paper: _Optional[_Union[PaperResult, _Mapping]] = ...) -> None: ...
 
 class Experiment(_message.Message):
     __slots__ = ("id", "spec", "state", "generation", "evaluations_done", "evaluations_total", "best_fitness", "best_theta", "create_time", "update_time", "error")
