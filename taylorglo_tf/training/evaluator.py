@@ -23,12 +23,13 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 import keras
 
+from taylorglo_tf.training.population import Population, PopulationLoss
 from taylorglo_tf.training.task import EvaluationResult, Task
 
 ProgressFn = Callable[[int, int], "bool | None"]
@@ -60,6 +61,17 @@ def _label_encoder(num_classes: int, one_hot: bool) -> Callable:
     if not one_hot:
         return lambda y: y
     return lambda y: tf.one_hot(tf.cast(y, tf.int32), num_classes)
+
+
+def _labels_for(session: "_Session", loss: Any) -> tuple[bool, Callable]:
+    """Labels go in one-hot (every loss here takes them) except for the sparse-only Keras loss."""
+    one_hot = not isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+    return one_hot, _label_encoder(session.num_classes, one_hot)
+
+
+def _check_loss(loss: Any) -> None:
+    if not isinstance(loss, keras.losses.Loss):
+        raise TypeError(f"loss must be a keras.losses.Loss, got {type(loss).__name__}")
 
 
 def batch_loss(loss_fn: Any, labels: Callable, y: Any, predictions: Any):
@@ -125,6 +137,12 @@ class _Session:
         default_factory=collections.OrderedDict
     )
     losses: dict[tuple, _CompiledLoss] = field(default_factory=dict)
+    # K model copies for batched evaluations (the largest K asked for so far)
+    population: Population | None = None
+
+
+class _BatchFailed(Exception):
+    """The batched step raised (e.g. a numerics check): the slot to blame is unknown."""
 
 
 class Evaluator:
@@ -179,14 +197,11 @@ class Evaluator:
         steps and at the end of training; returning ``False`` stops the evaluation
         with status ``aborted``.
         """
-        if not isinstance(task, Task):
-            raise TypeError(f"task must be a training.Task, got {type(task).__name__}")
+        _check_task(task)
         started = _clock()
         session = self._session(task)
         compiled = self._compiled_loss(session, loss)
-        full_length = session.recipe.total_steps(session.steps_per_epoch)
-        total = task.steps or full_length
-        check_step = math.ceil(task.abort_check_epoch * session.steps_per_epoch)
+        total, full_length, check_step = _schedule(session, task)
         train_time = np.zeros(2)
         attempt = 0
         status = "aborted"
@@ -210,30 +225,87 @@ class Evaluator:
             test_accuracy, test_loss = self._score(session, compiled, "test")
         if status == "ok" and not self._weights_finite(session):
             status = "diverged"
-        finished = _clock()
-        phases = {"total": finished - started, "train_steps": train_time, "validation": finished - validation_started}
-        self.last_timings = {f"{phase}_{kind}": float(seconds[i]) for phase, seconds in phases.items()
-                             for i, kind in enumerate(("s", "cpu_s"))}
-        return EvaluationResult(
-            fitness=val_accuracy if status == "ok" else 0.0,
-            val_accuracy=val_accuracy,
-            val_loss=val_loss,
-            steps=steps_done,
-            wall_time_s=self.last_timings["total_s"],
-            attempts=attempt,
-            status=status,
-            test_accuracy=test_accuracy,
-            test_loss=test_loss,
-        )
+        self._record_timings(started, train_time, validation_started)
+        return _result(self.last_timings["total_s"], status, steps_done, attempt, val_accuracy, val_loss,
+                       test_accuracy, test_loss)
+
+    def evaluate_many(
+        self,
+        losses: Sequence[Any],
+        task: Task,
+        progress: Sequence[ProgressFn | None] | None = None,
+        *,
+        test: bool = False,
+    ) -> list[EvaluationResult]:
+        """Train ``task.model`` once per loss, all at once, and score each: one result per loss.
+
+        The candidates train side by side in one compiled step (see
+        ``training.population``): each has its own model copy, optimizer state and
+        theta, and gets the same batches, initial weights and dropout and
+        augmentation randomness as ``evaluate`` would give it alone, so its result
+        does not depend on the others (equal to rounding). Everything that
+        ``evaluate`` does is per candidate: a candidate whose loss or weights turn
+        NaN/inf stops and is ``diverged`` while the others go on; the abort rule's
+        retries run the candidates that hit it together, with the next attempt's
+        seed; ``progress[i](steps_done, total_steps)`` reports candidate ``i``
+        and returning ``False`` stops only that one (status ``aborted``).
+
+        Losses of different forms (class and configuration other than theta)
+        train in one batch per form. ``wall_time_s`` of each result is the whole
+        call's. If the batched step raises (a numerics check inside a loss), the
+        batch is evaluated again one candidate at a time, so the failure lands on
+        its own candidate.
+        """
+        _check_task(task)
+        losses = list(losses)
+        for loss in losses:
+            _check_loss(loss)
+        if progress is None:
+            progress = [None] * len(losses)
+        progress = list(progress)
+        if len(progress) != len(losses):
+            raise ValueError(f"progress has {len(progress)} callbacks for {len(losses)} losses; give one per loss or None")
+        if not losses:
+            return []
+        started = _clock()
+        session = self._session(task)
+        groups: dict[tuple, list[int]] = collections.defaultdict(list)
+        for index, loss in enumerate(losses):
+            groups[_loss_signature(loss)].append(index)
+        outcomes: dict[int, tuple] = {}
+        train_time = np.zeros(2)
+        validation_started = None
+        for indices in groups.values():
+            try:
+                group, seconds, validation_started = self._train_together(
+                    session, [losses[i] for i in indices], task, [progress[i] for i in indices], test
+                )
+            except _BatchFailed:
+                for i in indices:
+                    result = self.evaluate(losses[i], task, progress[i], test=test)
+                    outcomes[i] = (result.status, result.steps, result.attempts, result.val_accuracy,
+                                   result.val_loss, result.test_accuracy, result.test_loss)
+                continue
+            train_time += seconds
+            outcomes.update(zip(indices, group))
+        self._record_timings(started, train_time, _clock() if validation_started is None else validation_started)
+        return [_result(self.last_timings["total_s"], *outcomes[index]) for index in range(len(losses))]
 
     def trace_count(self) -> int:
         """Total traces of all compiled steps so far (tests check for retracing)."""
-        return sum(
+        single = sum(
             fn.experimental_get_tracing_count()
             for session in self._sessions.values()
             for compiled in session.losses.values()
             for fn in (compiled.train_step, compiled.eval_step)
         )
+        return single + sum(s.population.trace_count() for s in self._sessions.values() if s.population)
+
+    def _record_timings(self, started: np.ndarray, train_time: np.ndarray, validation_started: np.ndarray) -> None:
+        finished = _clock()
+        phases = {"total": finished - started, "train_steps": train_time, "validation": finished - validation_started}
+        self.last_timings = {f"{phase}_{kind}": float(seconds[i]) for phase, seconds in phases.items()
+                             for i, kind in enumerate(("s", "cpu_s"))}
 
     # ---------------------------------------------------------------- sessions
 
@@ -312,6 +384,17 @@ class Evaluator:
 
     def _reset(self, session: _Session, seed: int) -> None:
         """Seed's initial model variables (weights, dropout state), fresh optimizer state."""
+        for variable, value in zip(session.model.variables, self._initial_state(session, seed)):
+            variable.assign(value)
+        for variable, value in zip(session.optimizer.variables, session.optimizer_initial):
+            variable.assign(value)
+        session.finite.assign(True)
+        # The training pipeline is built next; ops seeded from the global seed (and
+        # tf.data's seed derivation) must not depend on what ran before.
+        keras.utils.set_random_seed(seed)
+
+    def _initial_state(self, session: _Session, seed: int) -> list[np.ndarray]:
+        """The model's initial variable values for ``seed`` (kept per session, LRU-bounded)."""
         states = session.initial_states
         if seed in states:
             states.move_to_end(seed)
@@ -324,28 +407,18 @@ class Evaluator:
             del fresh
             while len(states) > _KEPT_INITIAL_STATES:
                 states.popitem(last=False)
-        for variable, value in zip(session.model.variables, states[seed]):
-            variable.assign(value)
-        for variable, value in zip(session.optimizer.variables, session.optimizer_initial):
-            variable.assign(value)
-        session.finite.assign(True)
-        # The training pipeline is built next; ops seeded from the global seed (and
-        # tf.data's seed derivation) must not depend on what ran before.
-        keras.utils.set_random_seed(seed)
+        return states[seed]
 
     # ------------------------------------------------------------------ losses
 
     def _compiled_loss(self, session: _Session, loss: Any) -> _CompiledLoss:
-        if not isinstance(loss, keras.losses.Loss):
-            raise TypeError(f"loss must be a keras.losses.Loss, got {type(loss).__name__}")
+        _check_loss(loss)
         signature = _loss_signature(loss)
         compiled = session.losses.get(signature)
         if compiled is None:
             # Own copy: the compiled step must not depend on the caller's object.
             held = type(loss).from_config(loss.get_config())
-            # Labels go in one-hot (every loss here takes them) except for the sparse-only Keras loss.
-            one_hot = not isinstance(held, keras.losses.SparseCategoricalCrossentropy)
-            labels = _label_encoder(session.num_classes, one_hot)
+            one_hot, labels = _labels_for(session, held)
             compiled = _CompiledLoss(
                 loss=held,
                 settable=signature[2],
@@ -456,6 +529,177 @@ class Evaluator:
 
     def _weights_finite(self, session: _Session) -> bool:
         return all(bool(np.all(np.isfinite(v.numpy()))) for v in session.model.trainable_variables)
+
+    # -------------------------------------------------------------- populations
+
+    def _population(self, session: _Session, size: int) -> Population:
+        """The session's model copies, at least ``size`` of them (a larger batch replaces a smaller one)."""
+        population = session.population
+        if population is not None and population.size >= size:
+            return population
+        models = [
+            self._build_model(session.model_name, session.recipe, session.input_shape, session.num_classes)
+            for _ in range(size)
+        ]
+        optimizers = [session.recipe.optimizer(session.steps_per_epoch) for _ in models]
+        for model, optimizer in zip(models, optimizers):
+            optimizer.build(model.trainable_variables)
+        session.population = Population(
+            models=models,
+            optimizers=optimizers,
+            optimizer_initial=[[v.numpy() for v in optimizer.variables] for optimizer in optimizers],
+            finite=[tf.Variable(True, trainable=False) for _ in models],
+            jit_compile=session.jit_compile,
+        )
+        return session.population
+
+    def _population_loss(self, session: _Session, population: Population, group: list[Any]) -> PopulationLoss:
+        """The population's steps for the losses' form, each slot's loss set to its candidate's theta."""
+        signature = _loss_signature(group[0])
+        compiled = population.losses.get(signature)
+        if compiled is None:
+            held = [type(group[0]).from_config(group[0].get_config()) for _ in range(population.size)]
+            _, labels = _labels_for(session, held[0])
+            compiled = population.compile_loss(held, signature[2], labels, batch_loss)
+            population.losses[signature] = compiled
+        if compiled.settable:
+            for slot_loss, loss in zip(compiled.losses, group):
+                slot_loss.set_theta(loss.theta)
+        return compiled
+
+    def _train_together(self, session, group, task, progress, test):
+        """Train the losses of one form in population slots 0..len(group)-1, all attempts, and score them.
+
+        Returns ((status, steps, attempts, val acc, val loss, test acc, test loss)
+        per loss, (wall, CPU) training seconds, when validation started).
+        """
+        population = self._population(session, len(group))
+        compiled = self._population_loss(session, population, group)
+        total, full_length, check_step = _schedule(session, task)
+        count = len(group)
+        status, steps, attempts = [""] * count, [0] * count, [0] * count
+        pending = list(range(count))
+        train_time = np.zeros(2)
+        for attempt in range(1, task.max_attempts + 1):
+            seed = _initial_seed(task.seed, attempt)
+            population.reset(pending, self._initial_state(session, seed))
+            keras.utils.set_random_seed(seed)  # as _reset: the pipeline's seeding must not depend on history
+            iterator = iter(self._train_dataset(session, seed))
+            ended, seconds = self._train_population(
+                session, population, compiled, iterator, pending, (total, full_length, check_step), task, progress
+            )
+            train_time += seconds
+            for slot, (slot_status, slot_steps) in ended.items():
+                status[slot], steps[slot], attempts[slot] = slot_status, slot_steps, attempt
+            pending = [slot for slot in pending if status[slot] == "retry"]
+            if not pending:
+                break
+        for slot in pending:
+            status[slot] = "aborted"  # abort rule hit on every attempt
+        validation_started = _clock()
+        everyone = np.arange(population.size) < count
+        val_accuracy, val_loss = self._score_population(session, population, compiled, "val", everyone)
+        test_accuracy = test_loss = [None] * count
+        if test:
+            test_accuracy, test_loss = self._score_population(session, population, compiled, "test", everyone)
+        for slot in range(count):
+            if status[slot] == "ok" and not population.weights_finite(slot):
+                status[slot] = "diverged"
+        outcomes = [
+            (status[k], steps[k], attempts[k], float(val_accuracy[k]), float(val_loss[k]),
+             None if test_accuracy[k] is None else float(test_accuracy[k]),
+             None if test_loss[k] is None else float(test_loss[k]))
+            for k in range(count)
+        ]
+        return outcomes, train_time, validation_started
+
+    def _train_population(self, session, population, compiled, iterator, slots, schedule, task, progress):
+        """One attempt of the candidates in ``slots``: {slot: (status, steps done)}, (wall, CPU) seconds.
+
+        The same rules as ``_train``, applied per slot, in the same order (NaN
+        check, then ``progress``, then the abort rule) so that every candidate
+        stops exactly where it would alone.
+        """
+        total, full_length, check_step = schedule
+        active = np.zeros(population.size, dtype=bool)
+        active[list(slots)] = True
+        ended: dict[int, tuple[str, int]] = {}
+
+        def stop(slot: int, slot_status: str, step: int) -> None:
+            ended[slot] = (slot_status, step)
+            active[slot] = False
+
+        time_varying = "t" in getattr(compiled.losses[0], "inputs", ())
+        loop_started = None
+        excluded = np.zeros(2)
+        for step in range(1, total + 1):
+            if not active.any():
+                break
+            x, y = next(iterator)
+            if loop_started is None:
+                loop_started = _clock()
+            if time_varying:
+                for loss in compiled.losses:
+                    loss.set_progress(min(1.0, (step - 1) / full_length))
+            try:
+                compiled.train_step(x, y, tf.constant(active))
+            except (tf.errors.InvalidArgumentError, FloatingPointError) as error:
+                raise _BatchFailed() from error
+            if step % self.progress_every == 0 or step == total:
+                finite = population.finite_flags()
+                for slot in np.flatnonzero(active):
+                    if not finite[slot]:
+                        stop(slot, "diverged", step)
+                    elif progress[slot] is not None and progress[slot](step, total) is False:
+                        stop(slot, "aborted", step)
+            if step == check_step and active.any():
+                check_started = _clock()
+                accuracy, _ = self._score_population(session, population, compiled, "val", active)
+                excluded += _clock() - check_started
+                for slot in np.flatnonzero(active):
+                    if accuracy[slot] < task.abort_threshold:
+                        stop(slot, "retry", step)
+        finite = population.finite_flags()
+        for slot in np.flatnonzero(active):
+            stop(slot, "ok" if finite[slot] else "diverged", total)
+        seconds = _clock() - loop_started - excluded if loop_started is not None else np.zeros(2)
+        return ended, seconds
+
+    def _score_population(self, session, population, compiled, split, active) -> tuple[np.ndarray, np.ndarray]:
+        """Per slot (accuracy, mean loss) on ``split``; slots not ``active`` score 0 and cost nothing."""
+        images, labels = session.tensors[split]
+        count = int(labels.shape[0])
+        mask = tf.constant(active)
+        sums = tf.zeros((population.size, 2))
+        for start in range(0, count, _EVAL_BATCH):
+            sums += compiled.eval_step(images[start : start + _EVAL_BATCH], labels[start : start + _EVAL_BATCH], mask)
+        sums = sums.numpy().astype(np.float64) / count
+        return sums[:, 0], sums[:, 1]
+
+
+def _result(wall_time_s, status, steps, attempts, val_accuracy, val_loss, test_accuracy, test_loss) -> EvaluationResult:
+    return EvaluationResult(
+        fitness=val_accuracy if status == "ok" else 0.0,
+        val_accuracy=val_accuracy,
+        val_loss=val_loss,
+        steps=steps,
+        wall_time_s=wall_time_s,
+        attempts=attempts,
+        status=status,
+        test_accuracy=test_accuracy,
+        test_loss=test_loss,
+    )
+
+
+def _check_task(task: Any) -> None:
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a training.Task, got {type(task).__name__}")
+
+
+def _schedule(session: _Session, task: Task) -> tuple[int, int, int]:
+    """(steps to train, steps of the full recipe, step of the abort-rule check)."""
+    full_length = session.recipe.total_steps(session.steps_per_epoch)
+    return task.steps or full_length, full_length, math.ceil(task.abort_check_epoch * session.steps_per_epoch)
 
 
 def evaluate(loss: Any, task: Task, progress: ProgressFn | None = None) -> EvaluationResult:

@@ -1,0 +1,136 @@
+"""Population-batched training: K candidates of one task in one compiled train step.
+
+A ``Population`` holds K copies of a session's model (each with its own weights,
+optimizer state and loss, so its own theta) side by side in one graph. One step
+feeds the same batch to every copy; each copy's forward pass, gradient and update
+are independent ops, so TensorFlow runs them in parallel and pays one call's
+overhead for all K. A boolean per slot in the step's ``active`` argument (a
+tensor, so no retracing) decides whether that copy's update is applied: a
+candidate that diverged, was stopped or waits for another attempt keeps its
+weights. Its forward and backward passes still run: inside a ``tf.cond`` branch
+TensorFlow's graph rewrites round the Taylor loss's gradient differently (1e-8
+after one step), and this layout keeps every candidate's arithmetic bit-for-bit
+that of ``Evaluator.evaluate``.
+
+Why side by side and not one vectorized model (weights stacked on a candidate
+axis, grouped convolutions, batched matmuls): measured on CPU with
+``benchmarks/population_layouts.py``, the vectorized ``basic_cnn`` cost more CPU
+time per candidate than K copies, TensorFlow has no CPU gradient for grouped
+convolutions, and copies reproduce each candidate exactly, dropout masks
+included (each copy's dropout seed state is one of its variables, reset to the
+seed's initial state like its weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclass
+class PopulationLoss:
+    """The K loss copies of one loss form and the steps compiled over them."""
+
+    losses: list[Any]
+    settable: bool
+    train_step: Any
+    eval_step: Any
+
+
+@dataclass
+class Population:
+    """K model copies of one session with their optimizers and divergence flags."""
+
+    models: list[Any]
+    optimizers: list[Any]
+    optimizer_initial: list[list[np.ndarray]]
+    finite: list[tf.Variable]
+    jit_compile: bool
+    losses: dict[tuple, PopulationLoss] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.models)
+
+    def reset(self, slots: Sequence[int], initial: list[np.ndarray]) -> None:
+        """The seed's initial variables (weights, dropout state) and a fresh optimizer in ``slots``."""
+        for k in slots:
+            for variable, value in zip(self.models[k].variables, initial):
+                variable.assign(value)
+            for variable, value in zip(self.optimizers[k].variables, self.optimizer_initial[k]):
+                variable.assign(value)
+            self.finite[k].assign(True)
+
+    def finite_flags(self) -> np.ndarray:
+        """Per slot: no NaN/inf in the training loss since the last reset."""
+        return np.array([bool(flag.numpy()) for flag in self.finite])
+
+    def weights_finite(self, k: int) -> bool:
+        return all(bool(np.all(np.isfinite(v.numpy()))) for v in self.models[k].trainable_variables)
+
+    def compile_loss(self, held: list[Any], settable: bool, labels: Callable, batch_loss: Callable) -> PopulationLoss:
+        """Train and eval steps over the K loss copies ``held`` (one per slot)."""
+        return PopulationLoss(
+            losses=held,
+            settable=settable,
+            train_step=self._make_train_step(held, labels, batch_loss),
+            eval_step=self._make_eval_step(held, labels),
+        )
+
+    def _make_train_step(self, loss_fns: list[Any], labels: Callable, batch_loss: Callable):
+        models, optimizers, finite = self.models, self.optimizers, self.finite
+
+        def slot_step(k: int, x, y, active):
+            # Forward and backward outside the cond: see the module docstring.
+            model = models[k]
+            with tf.GradientTape() as tape:
+                predictions = model(x, training=True)
+                loss = tf.cast(batch_loss(loss_fns[k], labels, y, predictions), tf.float32)
+                total = loss
+                if model.losses:  # weight decay as kernel regularisers
+                    total = total + tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+            gradients = tape.gradient(total, model.trainable_variables)
+
+            def update():
+                optimizers[k].apply(gradients, model.trainable_variables)
+                finite[k].assign(tf.logical_and(finite[k], tf.math.is_finite(total)))
+                return tf.constant(True)
+
+            tf.cond(active[k], update, lambda: tf.constant(False))
+            return loss
+
+        @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+        def train_step(x, y, active):
+            # One branch per slot; slots do not depend on each other, so they run concurrently.
+            return tf.stack([slot_step(k, x, y, active) for k in range(len(models))])
+
+        return train_step
+
+    def _make_eval_step(self, loss_fns: list[Any], labels: Callable):
+        models = self.models
+
+        def slot_eval(k: int, x, y):
+            predictions = models[k](x, training=False)
+            rows_finite = tf.reduce_all(tf.math.is_finite(predictions), axis=-1)
+            hits = tf.logical_and(tf.equal(tf.argmax(predictions, axis=-1), y), rows_finite)
+            batch = tf.cast(tf.shape(y)[0], tf.float32)
+            loss = tf.cast(loss_fns[k](labels(y), predictions), tf.float32)
+            return tf.stack([tf.reduce_sum(tf.cast(hits, tf.float32)), loss * batch])
+
+        @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+        def eval_step(x, y, active):
+            y = tf.cast(y, tf.int64)
+            sums = tf.stack([slot_eval(k, x, y) for k in range(len(models))])
+            return tf.where(active[:, None], sums, tf.zeros_like(sums))
+
+        return eval_step
+
+    def trace_count(self) -> int:
+        return sum(
+            fn.experimental_get_tracing_count()
+            for compiled in self.losses.values()
+            for fn in (compiled.train_step, compiled.eval_step)
+        )

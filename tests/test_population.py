@@ -1,0 +1,123 @@
+"""Batched evaluation (``Evaluator.evaluate_many``): K candidates per train step, each as if alone."""
+
+import numpy as np
+import pytest
+
+from taylorglo_tf import taylor
+from taylorglo_tf.training import Task
+
+PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
+EXPLODING_THETA = [0.0, 0.0, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30]
+# Zero coefficients: a constant loss, so the model never learns (for the abort rule).
+FLAT_THETA = [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+DIGITS = Task(dataset="digits", model="tiny", steps=100, seed=0)
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    from taylorglo_tf.training import Evaluator
+
+    return Evaluator(progress_every=10)
+
+
+def taylor_losses(thetas):
+    from taylorglo_tf.losses import TaylorGLOLoss
+
+    return [TaylorGLOLoss(theta) for theta in thetas]
+
+
+def assert_same_as_alone(batched, alone):
+    assert batched.status == alone.status
+    assert batched.steps == alone.steps and batched.attempts == alone.attempts
+    assert batched.val_accuracy == alone.val_accuracy
+    assert batched.fitness == alone.fitness
+    if np.isfinite(alone.val_loss):
+        assert batched.val_loss == pytest.approx(alone.val_loss, rel=1e-3)
+    else:
+        assert not np.isfinite(batched.val_loss)
+
+
+def test_four_candidates_trained_together_each_match_their_run_alone_and_a_diverging_one_changes_nothing(
+    evaluator,
+):
+    thetas = [PAPER_THETA, PAPER_THETA * 0.8, EXPLODING_THETA, PAPER_THETA * 1.2]
+    alone = [evaluator.evaluate(loss, DIGITS) for loss in taylor_losses(thetas)]
+    batched = evaluator.evaluate_many(taylor_losses(thetas), DIGITS)
+    assert [r.status for r in batched] == ["ok", "ok", "diverged", "ok"]
+    assert batched[2].steps < DIGITS.steps and batched[2].fitness == 0.0  # stopped at the first check
+    for one_batched, one_alone in zip(batched, alone):
+        assert_same_as_alone(one_batched, one_alone)
+    # The others do not notice the diverging one: the same batch without it agrees.
+    without = evaluator.evaluate_many(taylor_losses([thetas[0], thetas[1], thetas[3]]), DIGITS)
+    for one_without, one_batched in zip(without, [batched[0], batched[1], batched[3]]):
+        assert_same_as_alone(one_without, one_batched)
+
+
+def test_dropout_masks_are_each_candidates_own_as_when_trained_alone(evaluator):
+    # basic_cnn has dropout 0.4; on 8x8 digits it is small enough for a test.
+    task = Task(dataset="digits", model="basic_cnn", steps=40, batch_size=32, seed=3)
+    thetas = [PAPER_THETA, PAPER_THETA * 0.5]
+    alone = [evaluator.evaluate(loss, task) for loss in taylor_losses(thetas)]
+    batched = evaluator.evaluate_many(taylor_losses(thetas), task)
+    for one_batched, one_alone in zip(batched, alone):
+        assert_same_as_alone(one_batched, one_alone)
+
+
+def test_a_stopped_candidate_stops_alone_and_the_others_train_on(evaluator):
+    seen = {0: [], 1: []}
+
+    def watcher(slot, stop_at=None):
+        def progress(done, total):
+            seen[slot].append(done)
+            return stop_at is None or done < stop_at
+
+        return progress
+
+    thetas = [PAPER_THETA, PAPER_THETA * 0.8]
+    batched = evaluator.evaluate_many(taylor_losses(thetas), DIGITS, progress=[watcher(0), watcher(1, stop_at=50)])
+    assert seen[1] == [10, 20, 30, 40, 50]
+    assert seen[0] == list(range(10, DIGITS.steps + 1, 10))
+    assert batched[1].status == "aborted" and batched[1].steps == 50 and batched[1].fitness == 0.0
+    assert_same_as_alone(batched[0], evaluator.evaluate(taylor_losses(thetas[:1])[0], DIGITS))
+
+
+def test_the_abort_rule_retries_only_the_candidate_that_hit_it(evaluator):
+    task = DIGITS.replace(abort_threshold=0.5, abort_check_epoch=1.0, max_attempts=3)
+    thetas = [PAPER_THETA, FLAT_THETA]
+    alone = [evaluator.evaluate(loss, task) for loss in taylor_losses(thetas)]
+    batched = evaluator.evaluate_many(taylor_losses(thetas), task)
+    assert (batched[0].status, batched[0].attempts) == ("ok", 1)
+    assert (batched[1].status, batched[1].attempts) == ("aborted", 3)
+    for one_batched, one_alone in zip(batched, alone):
+        assert_same_as_alone(one_batched, one_alone)
+
+
+def test_losses_of_different_forms_train_in_one_call_each_as_alone(evaluator):
+    from taylorglo_tf import losses
+
+    mixed = [losses.get("cross_entropy"), taylor_losses([PAPER_THETA])[0]]
+    alone = [evaluator.evaluate(loss, DIGITS, test=True) for loss in mixed]
+    batched = evaluator.evaluate_many(mixed, DIGITS, test=True)
+    for one_batched, one_alone in zip(batched, alone):
+        assert_same_as_alone(one_batched, one_alone)
+        assert one_batched.test_accuracy == one_alone.test_accuracy
+
+
+def test_new_batches_of_one_task_reuse_the_compiled_step_without_retracing(evaluator):
+    task = DIGITS.replace(steps=20)
+    evaluator.evaluate_many(taylor_losses([PAPER_THETA, PAPER_THETA * 0.9]), task)
+    traces = evaluator.trace_count()
+    first = evaluator.evaluate_many(taylor_losses([PAPER_THETA * 1.1, PAPER_THETA * 0.7]), task)
+    fewer = evaluator.evaluate_many(taylor_losses([PAPER_THETA * 0.7]), task)  # a smaller batch reuses the slots
+    assert evaluator.trace_count() == traces
+    assert_same_as_alone(fewer[0], first[1])
+
+
+def test_bad_arguments_are_refused_naming_them(evaluator):
+    with pytest.raises(ValueError, match="2 callbacks for 1 losses"):
+        evaluator.evaluate_many(taylor_losses([PAPER_THETA]), DIGITS, progress=[None, None])
+    with pytest.raises(TypeError, match="keras.losses.Loss, got str"):
+        evaluator.evaluate_many(["cross_entropy"], DIGITS)
+    with pytest.raises(TypeError, match="training.Task"):
+        evaluator.evaluate_many(taylor_losses([PAPER_THETA]), {"model": "tiny"})
+    assert evaluator.evaluate_many([], DIGITS) == []
