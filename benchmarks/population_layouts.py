@@ -75,7 +75,8 @@ def vectorized(k: int):
             h = tf.reshape(tf.transpose(tf.reshape(h, (BATCH, 7, 7, k, 64)), (3, 0, 1, 2, 4)), (k, BATCH, -1))
             logits = tf.matmul(tf.nn.relu(tf.matmul(h, w3) + b3), w4) + b4
             losses = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(tf.broadcast_to(y, tf.shape(logits)), logits), axis=-1)
-        for variable, gradient in zip(variables, tape.gradient(tf.reduce_sum(losses), variables)):
+            total = tf.reduce_sum(losses)
+        for variable, gradient in zip(variables, tape.gradient(total, variables)):
             variable.assign_sub(0.01 * gradient)
         return losses
 
