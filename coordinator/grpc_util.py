@@ -18,29 +18,10 @@ from typing import Any, Callable
 
 import grpc
 
+from coordinator.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable  # noqa: F401 (re-exported)
 from taylorglo_tf.spec import SpecError
 
 log = logging.getLogger(__name__)
-
-
-class InvalidArgument(ValueError):
-    """A request field is invalid; ``field`` is its path within the request."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class NotFound(LookupError):
-    pass
-
-
-class FailedPrecondition(RuntimeError):
-    pass
-
-
-class Unavailable(RuntimeError):
-    """The coordinator is shutting down."""
 
 
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (

@@ -1,17 +1,25 @@
-"""The search logic: experiments, generations, CMA-ES, leases, fairness, progress events.
+"""The search service: experiments, generations, leases, fairness, progress events.
 
-One :class:`Scheduler` serves every experiment of a coordinator. Its rules:
+One :class:`Scheduler` serves every experiment of a coordinator. It ties
+together parts that each do one job: :class:`~coordinator.runner.ExperimentRun`
+(an experiment's current generation and queue) and :func:`~coordinator.runner.compute_step`
+(the step to the next generation, through an :mod:`~coordinator.optimizers`
+optimizer), the :class:`~coordinator.leases.LeaseTable`, the
+:class:`~coordinator.events.EventHub` and a :class:`~coordinator.storage.Storage`.
+Its rules:
 
-- Store before dispatch. A generation's candidates and the pickled CMA-ES state
+- Store before dispatch. A generation's candidates and the optimizer state
   (taken right after ``ask()``) are committed in one transaction before any
   trainer can lease them. ``ask()`` is never called twice for one generation: a
-  restarted coordinator unpickles that state instead.
+  restarted coordinator restores that state instead.
 - Told once. When the last candidate of generation g gets its final result, one
-  transaction records g's summary, the strategy after ``tell()`` and generation
+  transaction records g's summary, the optimizer after ``tell()`` and generation
   g+1's candidates. A crash before that commit leaves g complete in the database
   with the pre-``tell`` state, so the restart repeats exactly the same step.
-- Every change is committed before it is applied in memory and acknowledged, so
-  a failed write loses nothing and a restart sees what clients were told.
+- The database first. Every change is committed before it is applied in memory
+  and acknowledged, so a failed write (disk full, database locked) changes
+  nothing, is answered UNAVAILABLE and can simply be retried; a restart sees
+  what clients were told.
 - Leases expire on the coordinator (heartbeats extend them in memory only; a
   restart gives every open lease a fresh TTL). An expired lease spends its
   attempt; after ``max_attempts`` the candidate is FAILED with fitness 0 and the
@@ -20,10 +28,18 @@ One :class:`Scheduler` serves every experiment of a coordinator. Its rules:
   it comes from the current lease or an expired one; later ones change nothing.
 - Fairness: leases go round-robin over running experiments with queued work.
 
-All state is guarded by one condition variable; LeaseCandidate long-polls on it.
-The CMA-ES step between generations is computed outside it (see
-:meth:`Scheduler._step_pending`), so one experiment's step does not stall the
-lease path of the others.
+Leasing, for servers with or without a thread per call:
+
+- :meth:`Scheduler.try_lease` grants now or returns ``[]`` (never waits);
+- :meth:`Scheduler.wait_for_leases` registers a waiting call and returns a
+  :class:`LeaseTicket`; when work appears (a new generation, a requeued
+  candidate), every waiting call is granted in one transaction, first come
+  first served, and each ticket's ``on_granted(leases)`` is called;
+- :meth:`Scheduler.lease` is the blocking form (one thread per call) built on it.
+
+All state is guarded by one condition variable. The optimizer step between
+generations is computed outside it (see :meth:`Scheduler._step_pending`), so one
+experiment's step does not stall the lease path of the others.
 """
 
 from __future__ import annotations
@@ -34,32 +50,25 @@ import queue
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from coordinator import cmaes
+from coordinator import optimizers, runner
 from coordinator.defaults import DEFAULT_LEASE_TTL_S
-from coordinator.grpc_util import FailedPrecondition, NotFound, Unavailable
-from coordinator.model import (
-    CandidateRecord,
-    ExperimentRecord,
-    GenerationRecord,
-    LeaseRecord,
-    result_proto,
-)
+from coordinator.errors import FailedPrecondition, NotFound, Unavailable
+from coordinator.events import CLOSED, EventHub, ProgressEvent
+from coordinator.leases import Lease, LeaseTable
+from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord, result_proto
+from coordinator.runner import ExperimentRun, Prescreen, Step
 from coordinator.storage import Storage
-from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
 log = logging.getLogger(__name__)
-
-Prescreen = Callable[[np.ndarray, int], bool]
-ProgressEvent = es_pb2.ProgressEvent
 
 MAX_ERROR_CHARS = 4000
 
@@ -70,45 +79,14 @@ _FINAL_STATUS = {
     ws_pb2.EVALUATION_STATUS_ABORTED: types_pb2.CANDIDATE_STATUS_ABORTED,
 }
 
+OnGranted = Callable[[list[ws_pb2.Lease]], None]
+
 
 def invariant_prescreen(theta: np.ndarray, num_classes: int) -> bool:
     """Default pre-screen: :func:`taylorglo_tf.invariant.is_valid` (NumPy only)."""
     from taylorglo_tf.invariant import is_valid
 
     return bool(is_valid(theta, num_classes))
-
-
-@dataclass
-class _Running:
-    """An unfinished experiment's current generation."""
-
-    record: ExperimentRecord
-    candidates: list[CandidateRecord]
-    queue: deque[int]
-    # every lease granted in this generation -> (candidate index, trainer id)
-    owners: dict[str, tuple[int, str]] = field(default_factory=dict)
-    # its CMA-ES step is queued or being computed
-    advancing: bool = False
-
-
-@dataclass(frozen=True)
-class _Step:
-    """A computed CMA-ES step: the finished generation's summary and what comes next."""
-
-    summary: GenerationRecord
-    candidates: list[CandidateRecord]
-    es_state: bytes
-    last: bool
-    time: float
-
-
-@dataclass
-class _ActiveLease:
-    lease_id: str
-    trainer_id: str
-    run: _Running
-    index: int
-    expires: float
 
 
 @dataclass
@@ -123,8 +101,32 @@ class Report:
     error: str = ""
 
 
+@dataclass(eq=False)
+class LeaseTicket:
+    """A waiting lease request (see :meth:`Scheduler.wait_for_leases`)."""
+
+    trainer_id: str
+    max_candidates: int
+    on_granted: OnGranted
+    is_active: Callable[[], bool]
+    _scheduler: "Scheduler" = field(repr=False)
+    done: bool = False
+
+    def cancel(self) -> bool:
+        """Withdraw the request: True if it was still waiting (nothing will be granted to it),
+        False if ``on_granted`` was already called (the caller owns those leases)."""
+        return self._scheduler._withdraw(self)
+
+
+@dataclass
+class _Grant:
+    run: ExperimentRun
+    candidate: CandidateRecord  # as stored: LEASED, with its attempt and lease id
+    lease: LeaseRecord
+
+
 class Scheduler:
-    """Experiments, CMA-ES and leases over a :class:`~coordinator.storage.Storage`.
+    """Experiments, optimizers and leases over a :class:`~coordinator.storage.Storage`.
 
     ``lease_ttl_s``: seconds a lease lives without a heartbeat. ``prescreen``:
     ``(theta, num_classes) -> valid`` for specs that ask for the invariant
@@ -150,11 +152,11 @@ class Scheduler:
         self._wall = wall
         self._cond = threading.Condition(threading.RLock())
         self._experiments: dict[str, ExperimentRecord] = {}
-        self._running: dict[str, _Running] = {}
-        self._owners: dict[str, _Running] = {}  # lease id -> its generation (current generations only)
-        self._leases: dict[str, _ActiveLease] = {}
-        self._watchers: dict[str, list[queue.SimpleQueue]] = defaultdict(list)
-        self._pending: list[_Running] = []  # runs whose CMA-ES step is due
+        self._running: dict[str, ExperimentRun] = {}
+        self._leases = LeaseTable()
+        self._events = EventHub()
+        self._waiting: deque[LeaseTicket] = deque()
+        self._pending: list[ExperimentRun] = []  # runs whose optimizer step is due
         self._rr_next = 0
         self._stopping = False
         self._reaper: threading.Thread | None = None
@@ -170,21 +172,22 @@ class Scheduler:
                 self._experiments[record.id] = record
                 if record.final:
                     continue
-                candidates = self._storage.load_candidates(record.id, record.generation)
-                run = _Running(record, candidates, deque(c.index for c in candidates if _queued(c)))
-                for lease in self._storage.load_leases(record.id, record.generation):
-                    run.owners[lease.lease_id] = (lease.index, lease.trainer_id)
-                    self._owners[lease.lease_id] = run
-                for c in candidates:
-                    if c.status == types_pb2.CANDIDATE_STATUS_LEASED and c.lease_id in run.owners:
+                run = ExperimentRun(record, self._storage.load_candidates(record.id, record.generation))
+                for row in self._storage.load_leases(record.id, record.generation):
+                    self._leases.add(Lease(row.lease_id, row.trainer_id, record.id, row.generation, row.index, None))
+                for c in run.candidates:
+                    if c.status != types_pb2.CANDIDATE_STATUS_LEASED:
+                        continue
+                    lease = self._leases.get(c.lease_id)
+                    if lease is not None:
                         # trainers may still be working: give them a full TTL to heartbeat again
-                        trainer = run.owners[c.lease_id][1]
-                        self._leases[c.lease_id] = _ActiveLease(c.lease_id, trainer, run, c.index, now + self.lease_ttl_s)
-                    elif c.status == types_pb2.CANDIDATE_STATUS_LEASED:
+                        self._leases.extend(lease, now + self.lease_ttl_s)
+                    else:
                         run.queue.append(c.index)  # lease row missing: cannot happen with one transaction
                 self._running[record.id] = run
                 log.info("resumed experiment %s at generation %d", record.id, record.generation)
                 self._advance(run)
+            self._work_available()
         self._step_pending()
         if reaper:
             interval = min(1.0, self.lease_ttl_s / 4)
@@ -192,13 +195,13 @@ class Scheduler:
             self._reaper.start()
 
     def stop(self) -> None:
-        """Stop dispatching and end watch streams; leases stay in the database."""
+        """Stop dispatching, end waiting lease calls and watch streams; leases stay in the database."""
         with self._cond:
             self._stopping = True
+            while self._waiting:
+                self._resolve(self._waiting.popleft(), [])
             self._cond.notify_all()
-            for queues in self._watchers.values():
-                for q in queues:
-                    q.put(None)
+            self._events.close_all()
         self._reaper_stop.set()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
@@ -212,10 +215,12 @@ class Scheduler:
                 log.exception("lease expiry failed")
 
     def retry_stalled(self) -> None:
-        """Advance generations whose last result is stored but whose next step failed to commit."""
+        """Advance generations whose last result is stored but whose next step failed to commit,
+        and grant waiting calls whose grant failed to commit."""
         with self._cond:
             for run in list(self._running.values()):
                 self._advance(run)
+            self._work_available()
         self._step_pending()
 
     # ------------------------------------------------------------------ experiments
@@ -227,19 +232,19 @@ class Scheduler:
                 raise Unavailable("the coordinator is shutting down")
             exp_id = secrets.token_hex(8)
             now = self._wall()
-            search = spec.search
-            es = cmaes.new_strategy(spec_lib.theta_length(spec.loss), search.sigma0, search.population, search.seed)
+            optimizer = optimizers.create(spec)
             record = ExperimentRecord(id=exp_id, spec=spec, state=types_pb2.EXPERIMENT_STATE_RUNNING,
                                       create_time=now, update_time=now)
-            candidates = self._ask(es, record, 0, now)
-            record = _with_results(replace(record, es_state=cmaes.dumps(es)), candidates)
+            candidates = runner.ask(optimizer, record, 0, now, self._prescreen)
+            record = runner.with_results(replace(record, es_state=optimizer.state()), candidates)
             self._storage.insert_experiment(record, candidates)
-            run = _Running(record, candidates, deque(c.index for c in candidates if _queued(c)))
+            run = ExperimentRun(record, candidates)
             self._experiments[exp_id] = record
             self._running[exp_id] = run
-            log.info("experiment %s submitted: %d generations x %d", exp_id, search.generations, search.population)
+            log.info("experiment %s submitted: %d generations x %d", exp_id, spec.search.generations,
+                     spec.search.population)
             self._advance(run)
-            self._cond.notify_all()
+            self._work_available()
         self._step_pending()
         return self.get(exp_id)
 
@@ -276,15 +281,13 @@ class Scheduler:
         with self._cond:
             record = self._record(experiment_id)
             snapshot = ProgressEvent(kind=ProgressEvent.KIND_SNAPSHOT, experiment=record.to_proto())
-            events: queue.SimpleQueue = queue.SimpleQueue()
             follow = not record.final and not self._stopping
-            if follow:
-                self._watchers[experiment_id].append(events)
+            events = self._events.subscribe(experiment_id) if follow else None
         try:
             yield snapshot
             if record.final:
                 yield ProgressEvent(kind=ProgressEvent.KIND_EXPERIMENT_FINISHED, experiment=record.to_proto())
-            if not follow:
+            if events is None:
                 return
             while True:
                 try:
@@ -293,60 +296,99 @@ class Scheduler:
                     if not is_active():
                         return
                     continue
-                if event is None:  # coordinator stopping
+                if event is CLOSED:  # coordinator stopping
                     return
                 yield event
                 if event.kind == ProgressEvent.KIND_EXPERIMENT_FINISHED:
                     return
         finally:
-            with self._cond:
-                queues = self._watchers.get(experiment_id, [])
-                if events in queues:
-                    queues.remove(events)
+            if events is not None:
+                with self._cond:
+                    self._events.unsubscribe(experiment_id, events)
 
-    # ------------------------------------------------------------------ workers
+    # ------------------------------------------------------------------ leasing
+
+    def try_lease(self, trainer_id: str, max_candidates: int = 1) -> list[ws_pb2.Lease]:
+        """Up to ``max_candidates`` queued candidates of one experiment (round-robin over
+        experiments), granted in one transaction; ``[]`` when there is no work. Never waits."""
+        with self._cond:
+            if self._stopping:
+                return []
+            return self._grant([(trainer_id, max_candidates)])[0]
+
+    def wait_for_leases(self, trainer_id: str, on_granted: OnGranted, *, max_candidates: int = 1,
+                        is_active: Callable[[], bool] = lambda: True) -> LeaseTicket:
+        """Grant now if there is work, else wait for it without a thread.
+
+        ``on_granted(leases)`` is called exactly once: with the granted leases
+        (from this call, or later from the thread whose change made work
+        available, under the scheduler's lock: it must not block or call the
+        scheduler, e.g. ``loop.call_soon_threadsafe(future.set_result, leases)``),
+        or with ``[]`` when the coordinator stops or ``is_active()`` turned false
+        by the time work came (a caller that hung up is granted nothing). The
+        caller cancels the ticket when it stops waiting (timeout); if
+        ``cancel()`` returns False the leases were granted and are the caller's
+        to use or give back (:meth:`return_lease`).
+        """
+        if max_candidates < 1:
+            raise ValueError(f"max_candidates={max_candidates} must be at least 1")
+        with self._cond:
+            ticket = LeaseTicket(trainer_id, max_candidates, on_granted, is_active, self)
+            if self._stopping or not is_active():
+                self._resolve(ticket, [])
+                return ticket
+            self._waiting.append(ticket)
+            self._dispatch()
+            return ticket
 
     def lease(self, trainer_id: str, wait_s: float = 0.0,
               is_active: Callable[[], bool] = lambda: True) -> ws_pb2.Lease | None:
-        """The next queued candidate (round-robin over experiments), waiting up to ``wait_s`` for one."""
+        """The next queued candidate (round-robin over experiments), waiting up to ``wait_s`` for one.
+
+        The blocking form, holding the calling thread: for thread-per-call servers.
+        """
         deadline = self._clock() + wait_s
         with self._cond:
-            while True:
+            if self._stopping or not is_active():
+                return None
+            if wait_s <= 0:
+                granted = self.try_lease(trainer_id)
+                return granted[0] if granted else None
+            got: list[list[ws_pb2.Lease]] = []
+            ticket = self.wait_for_leases(trainer_id, got.append, is_active=is_active)
+            while not got:
+                remaining = deadline - self._clock()
                 # A caller that hung up (a trainer shutting down mid long-poll) gets
                 # nothing: a lease granted to it would only expire, spending an attempt.
-                if self._stopping or not is_active():
-                    return None
-                run = self._pick()
-                if run is not None:
-                    return self._grant(run, trainer_id)
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return None
+                if remaining <= 0 or not is_active():
+                    if ticket.cancel():
+                        return None
+                    break  # granted just now
                 self._cond.wait(min(remaining, 1.0))
+            return got[0][0] if got[0] else None
 
     def heartbeat(self, lease_id: str, trainer_id: str) -> tuple[bool, float]:
         """Extend a live lease: ``(keep_going, ttl_s)``; ``(False, 0)`` when it is gone."""
         with self._cond:
-            active = self._leases.get(lease_id)
-            if active is None or active.trainer_id != trainer_id:
+            lease = self._leases.live(lease_id, trainer_id)
+            if lease is None:
                 return False, 0.0
-            active.expires = self._clock() + self.lease_ttl_s
+            self._leases.extend(lease, self._clock() + self.lease_ttl_s)
             return True, self.lease_ttl_s
 
     def return_lease(self, lease_id: str, trainer_id: str) -> bool:
         """Queue a leased candidate again without spending its attempt."""
         with self._cond:
-            active = self._leases.get(lease_id)
-            if active is None or active.trainer_id != trainer_id:
+            lease = self._leases.live(lease_id, trainer_id)
+            if lease is None:
                 return False
-            run = active.run
-            c = run.candidates[active.index]
+            run = self._running[lease.experiment_id]
+            c = run.candidates[lease.index]
             updated = replace(c, status=types_pb2.CANDIDATE_STATUS_QUEUED, attempts=c.attempts - 1, lease_id="")
             self._storage.update_candidate(updated)
-            run.candidates[c.index] = updated
-            del self._leases[lease_id]
-            run.queue.appendleft(c.index)
-            self._cond.notify_all()
+            self._leases.end(lease_id)
+            run.requeue(updated)
+            self._work_available()
             return True
 
     def report(self, report: Report) -> tuple[bool, str]:
@@ -358,8 +400,8 @@ class Scheduler:
 
     def _report(self, report: Report) -> tuple[bool, str]:
         with self._cond:
-            run = self._owners.get(report.lease_id)
-            if run is None:
+            lease = self._leases.get(report.lease_id)
+            if lease is None:
                 past = self._storage.find_lease(report.lease_id)
                 if past is None:
                     return False, "unknown lease"
@@ -367,12 +409,10 @@ class Scheduler:
                 if record.final:
                     return False, f"experiment is {types_pb2.ExperimentState.Name(record.state)}"
                 return False, "stale: the candidate of this lease already has a final result"
-            index, granted_to = run.owners[report.lease_id]
-            if granted_to != report.trainer_id:
-                return False, f"the lease was granted to trainer {granted_to!r}"
-            if run.record.final:
-                return False, f"experiment is {types_pb2.ExperimentState.Name(run.record.state)}"
-            c = run.candidates[index]
+            if lease.trainer_id != report.trainer_id:
+                return False, f"the lease was granted to trainer {lease.trainer_id!r}"
+            run = self._running[lease.experiment_id]
+            c = run.candidates[lease.index]
             if c.final:
                 return False, "duplicate: the candidate already has a final result"
             error = report.error[:MAX_ERROR_CHARS]
@@ -388,21 +428,123 @@ class Scheduler:
             return True, ""
 
     def expire_leases(self) -> int:
-        """Requeue (or fail, after max_attempts) candidates whose lease was not heartbeated in time."""
+        """Requeue (or fail, after max_attempts) candidates whose lease was not heartbeated in time.
+
+        A lease ends in memory only once the database has its candidate's new
+        state: if that write fails, the lease stays expired in the table and the
+        next pass tries again.
+        """
         with self._cond:
-            now = self._clock()
-            expired = [a for a in self._leases.values() if a.expires <= now]
-            for active in expired:
-                self._leases.pop(active.lease_id, None)
-                run = active.run
-                c = run.candidates[active.index]
-                if c.lease_id == active.lease_id and not c.final and not run.record.final:
-                    log.info("lease %s of %s/%d/%d expired", active.lease_id, run.record.id, c.generation, c.index)
+            expired = self._leases.expired(self._clock())
+            for lease in expired:
+                run = self._running[lease.experiment_id]
+                c = run.candidates[lease.index]
+                if c.lease_id == lease.lease_id and not c.final:
+                    log.info("lease %s of %s/%d/%d expired", lease.lease_id, run.id, c.generation, c.index)
                     self._retry_or_fail(run, c, f"lease expired after {self.lease_ttl_s:g} s without a heartbeat")
+                else:
+                    self._leases.end(lease.lease_id)
         self._step_pending()
         return len(expired)
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ internals: leases
+
+    def _work_available(self) -> None:
+        """Queued work may have appeared: grant waiting calls, wake blocking ones (lock held)."""
+        self._dispatch()
+        self._cond.notify_all()
+
+    def _dispatch(self) -> None:
+        """Grant every waiting call that can be served, in one transaction, first come first served."""
+        if not self._waiting:
+            return
+        for ticket in [t for t in self._waiting if not t.is_active()]:
+            self._waiting.remove(ticket)
+            self._resolve(ticket, [])
+        if not self._waiting or not any(run.queue for run in self._running.values()):
+            return
+        tickets = list(self._waiting)
+        try:
+            granted = self._grant([(t.trainer_id, t.max_candidates) for t in tickets])
+        except Exception:
+            # Nothing changed; the tickets keep waiting and the reaper's next pass retries.
+            log.warning("granting %d waiting lease calls failed; retrying", len(tickets), exc_info=True)
+            return
+        for ticket, leases in zip(tickets, granted):
+            if leases:
+                self._waiting.remove(ticket)
+                self._resolve(ticket, leases)
+
+    def _withdraw(self, ticket: LeaseTicket) -> bool:
+        with self._cond:
+            if ticket.done:
+                return False
+            self._waiting.remove(ticket)
+            ticket.done = True
+            return True
+
+    def _resolve(self, ticket: LeaseTicket, leases: list[ws_pb2.Lease]) -> None:
+        ticket.done = True
+        try:
+            ticket.on_granted(leases)
+        except Exception:  # a broken callback must not break the grant of the others
+            log.exception("lease callback of trainer %s failed", ticket.trainer_id)
+        self._cond.notify_all()
+
+    def _grant(self, requests: Sequence[tuple[str, int]]) -> list[list[ws_pb2.Lease]]:
+        """Grant ``(trainer_id, max_candidates)`` requests in order, in one transaction.
+
+        Each request gets up to ``max_candidates`` candidates of one experiment,
+        the experiments taken round-robin. Planned first without changing
+        anything, then committed, then applied: a failed commit changes nothing.
+        """
+        taken: dict[str, int] = {}
+        rr = self._rr_next
+        plan: list[list[_Grant]] = []
+        now = self._wall()
+        for trainer_id, max_candidates in requests:
+            run, rr = self._pick(rr, taken)
+            grants: list[_Grant] = []
+            while run is not None and len(grants) < max_candidates and taken.get(run.id, 0) < len(run.queue):
+                c = run.candidates[run.queue[taken.get(run.id, 0)]]
+                taken[run.id] = taken.get(run.id, 0) + 1
+                lease_id = secrets.token_urlsafe(16)
+                updated = replace(c, status=types_pb2.CANDIDATE_STATUS_LEASED, attempts=c.attempts + 1,
+                                  lease_id=lease_id)
+                grants.append(_Grant(run, updated, LeaseRecord(lease_id, c.experiment_id, c.generation, c.index,
+                                                               updated.attempts, trainer_id, now)))
+            plan.append(grants)
+        flat = [g for grants in plan for g in grants]
+        if not flat:
+            return [[] for _ in requests]
+        self._storage.grant_leases([(g.lease, g.candidate) for g in flat])
+        self._rr_next = rr
+        expires = self._clock() + self.lease_ttl_s
+        for g in flat:
+            g.run.queue.popleft()
+            g.run.candidates[g.candidate.index] = g.candidate
+            self._leases.add(Lease(g.lease.lease_id, g.lease.trainer_id, g.run.id, g.candidate.generation,
+                                   g.candidate.index, expires))
+        return [[self._lease_proto(g) for g in grants] for grants in plan]
+
+    def _pick(self, rr: int, taken: dict[str, int]) -> tuple[ExperimentRun | None, int]:
+        """The next experiment with queued work not yet planned, round-robin from ``rr``."""
+        ids = list(self._running)
+        for k in range(len(ids)):
+            i = (rr + k) % len(ids)
+            run = self._running[ids[i]]
+            if len(run.queue) > taken.get(run.id, 0):
+                return run, i + 1
+        return None, rr
+
+    def _lease_proto(self, grant: _Grant) -> ws_pb2.Lease:
+        c, spec = grant.candidate, grant.run.record.spec
+        return ws_pb2.Lease(
+            lease_id=grant.lease.lease_id, experiment_id=c.experiment_id, generation=c.generation, index=c.index,
+            theta=c.theta.tolist(), task=spec.task, loss=spec.loss, attempt=c.attempts, ttl_s=self.lease_ttl_s,
+        )
+
+    # ------------------------------------------------------------------ internals: candidates
 
     def _record(self, experiment_id: str) -> ExperimentRecord:
         record = self._experiments.get(experiment_id)
@@ -410,38 +552,7 @@ class Scheduler:
             raise NotFound(f"experiment {experiment_id!r} not found")
         return record
 
-    def _pick(self) -> _Running | None:
-        ids = list(self._running)
-        for k in range(len(ids)):
-            i = (self._rr_next + k) % len(ids)
-            run = self._running[ids[i]]
-            if run.queue:
-                self._rr_next = i + 1
-                return run
-        return None
-
-    def _grant(self, run: _Running, trainer_id: str) -> ws_pb2.Lease:
-        index = run.queue[0]
-        c = run.candidates[index]
-        lease_id = secrets.token_urlsafe(16)
-        updated = replace(c, status=types_pb2.CANDIDATE_STATUS_LEASED, attempts=c.attempts + 1, lease_id=lease_id)
-        record = LeaseRecord(lease_id, c.experiment_id, c.generation, c.index, updated.attempts, trainer_id,
-                             self._wall())
-        self._storage.grant_lease(record, updated)
-        run.queue.popleft()
-        run.candidates[index] = updated
-        run.owners[lease_id] = (index, trainer_id)
-        self._owners[lease_id] = run
-        self._leases[lease_id] = _ActiveLease(lease_id, trainer_id, run, index, self._clock() + self.lease_ttl_s)
-        spec = run.record.spec
-        return ws_pb2.Lease(
-            lease_id=lease_id, experiment_id=c.experiment_id, generation=c.generation, index=c.index,
-            theta=c.theta.tolist(), task=spec.task, loss=spec.loss, attempt=updated.attempts,
-            ttl_s=self.lease_ttl_s,
-        )
-
-    def _retry_or_fail(self, run: _Running, c: CandidateRecord, error: str) -> None:
-        self._leases.pop(c.lease_id, None)
+    def _retry_or_fail(self, run: ExperimentRun, c: CandidateRecord, error: str) -> None:
         if c.attempts >= run.record.spec.search.max_attempts:
             self._finish_candidate(run, c, types_pb2.CANDIDATE_STATUS_FAILED, 0.0,
                                    error=f"{error} (attempt {c.attempts} of {run.record.spec.search.max_attempts})")
@@ -449,50 +560,37 @@ class Scheduler:
             return
         updated = replace(c, status=types_pb2.CANDIDATE_STATUS_QUEUED, lease_id="", error=error)
         self._storage.update_candidate(updated)
-        run.candidates[c.index] = updated
-        run.queue.appendleft(c.index)
-        self._cond.notify_all()
+        self._leases.end(c.lease_id)
+        run.requeue(updated)
+        self._work_available()
 
-    def _finish_candidate(self, run: _Running, c: CandidateRecord, status: int, fitness: float, *,
+    def _finish_candidate(self, run: ExperimentRun, c: CandidateRecord, status: int, fitness: float, *,
                           trainer_id: str = "", metrics: types_pb2.EvaluationMetrics | None = None,
                           error: str = "") -> None:
         now = self._wall()
         updated = replace(c, status=status, fitness=fitness, trainer_id=trainer_id, metrics=metrics,
                           finish_time=now, error=error, lease_id="")
-        record = _with_results(replace(run.record, update_time=now), [updated])
+        record = runner.with_results(replace(run.record, update_time=now), [updated])
         self._storage.update_candidate(updated, record)
         if c.lease_id:
-            self._leases.pop(c.lease_id, None)  # a newer lease elsewhere: its heartbeat now says stop
-        if c.index in run.queue:
-            run.queue.remove(c.index)  # an expired lease's report arrived while the candidate waited
-        run.candidates[c.index] = updated
+            self._leases.end(c.lease_id)  # a newer lease elsewhere: its heartbeat now says stop
+        run.put(updated)
         self._set_record(run, record)
-        self._emit(run.record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
-                                                        experiment=record.to_proto(), candidate=updated.to_proto()))
+        self._events.publish(run.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
+                                                           experiment=record.to_proto(), candidate=updated.to_proto()))
 
-    def _ask(self, es, record: ExperimentRecord, generation: int, now: float) -> list[CandidateRecord]:
-        """Generation ``generation``'s candidates; pre-screened invalid ones are final already."""
-        search, loss = record.spec.search, record.spec.loss
-        screen = search.invariant_prescreen and spec_lib.prescreen_applies(loss)
-        candidates = []
-        for index, theta in enumerate(cmaes.ask(es)):
-            c = CandidateRecord(record.id, generation, index, theta, create_time=now)
-            if screen and not self._prescreen(theta, search.num_classes):
-                c = replace(c, status=types_pb2.CANDIDATE_STATUS_INVALID, finish_time=now,
-                            error="rejected by the invariant pre-screen")
-            candidates.append(c)
-        return candidates
+    # ------------------------------------------------------------------ internals: generations
 
-    def _advance(self, run: _Running) -> None:
-        """Queue a CMA-ES step for ``run`` if its current generation is complete (lock held)."""
-        if run.record.id in self._running and not run.advancing and all(c.final for c in run.candidates):
+    def _advance(self, run: ExperimentRun) -> None:
+        """Queue an optimizer step for ``run`` if its current generation is complete (lock held)."""
+        if run.id in self._running and not run.advancing and run.complete():
             run.advancing = True
             self._pending.append(run)
 
     def _step_pending(self) -> None:
-        """Run the queued CMA-ES steps; called with the lock *released*.
+        """Run the queued optimizer steps; called with the lock *released*.
 
-        The step's computation (unpickle, tell, ask, pre-screen, pickle) runs
+        The step's computation (restore, tell, ask, pre-screen, serialise) runs
         outside the lock so leases and reports of other experiments are not held
         up; nothing can change a complete generation meanwhile, and the result is
         committed and applied under the lock only if the experiment is still
@@ -505,7 +603,7 @@ class Scheduler:
                 run = self._pending.pop(0)
                 record, candidates = run.record, list(run.candidates)
             try:
-                step: _Step | Exception = self._compute_step(record, candidates)
+                step: Step | Exception = self._compute_step(record, candidates)
             except Exception as exc:  # a broken strategy or pre-screen: this experiment cannot go on
                 log.exception("experiment %s failed", record.id)
                 step = exc
@@ -516,144 +614,68 @@ class Scheduler:
                 self._apply_step(run, record, step)
                 self._advance(run)  # a generation pre-screened entirely invalid is complete at once
 
-    def _compute_step(self, record: ExperimentRecord, candidates: list[CandidateRecord]) -> "_Step":
-        now = self._wall()
-        es = cmaes.loads(record.es_state)
-        thetas = [c.theta for c in candidates]
-        fitness = np.array([c.fitness for c in candidates])
-        cmaes.tell(es, thetas, fitness)
-        best = int(np.argmax(fitness))
-        summary = GenerationRecord(record.id, record.generation, float(fitness[best]), float(fitness.mean()),
-                                   thetas[best], np.array(es.mean, dtype=np.float64), float(es.sigma), now)
-        last = record.generation + 1 >= record.spec.search.generations
-        nxt = [] if last else self._ask(es, record, record.generation + 1, now)
-        return _Step(summary, nxt, cmaes.dumps(es), last, now)
+    def _compute_step(self, record: ExperimentRecord, candidates: list[CandidateRecord]) -> Step:
+        return runner.compute_step(record, candidates, self._wall(), self._prescreen)
 
-    def _apply_step(self, run: _Running, record: ExperimentRecord, step: "_Step | Exception") -> None:
+    def _apply_step(self, run: ExperimentRun, record: ExperimentRecord, step: Step | Exception) -> None:
         if isinstance(step, Exception):
             self._fail(run, record, f"{type(step).__name__}: {step}")
             return
-        untrainable = _untrainable(record.generation, run.candidates)
+        untrainable = runner.untrainable(record.generation, run.candidates)
         if untrainable:
-            # Feeding CMA-ES a generation of zeros would only report a meaningless "success".
+            # Feeding the optimizer a generation of zeros would only report a meaningless "success".
             self._fail(run, record, untrainable)
             return
         summary = step.summary
         if step.last and record.best_theta.size == 0:
-            rejected = _all_prescreened(self._storage.load_candidates(record.id))
+            rejected = runner.all_prescreened(self._storage.load_candidates(record.id))
             if rejected:
                 # Nothing was ever trained: "succeeding" would report a search that never ran.
                 self._fail(run, record, rejected)
                 return
         if step.last:
             final = replace(record, state=types_pb2.EXPERIMENT_STATE_SUCCEEDED, update_time=step.time,
-                            generation=record.spec.search.generations, es_state=step.es_state)
+                            generation=record.spec.search.generations, es_state=step.optimizer_state)
             self._storage.advance_generation(final, summary, [])
             self._emit_generation(final, summary)
             self._finish(run, final)
             log.info("experiment %s finished: best fitness %.4f", record.id, final.best_fitness)
             return
         candidates = step.candidates
-        nxt = _with_results(replace(record, generation=record.generation + 1, update_time=step.time,
-                                    es_state=step.es_state), candidates)
+        nxt = runner.with_results(replace(record, generation=record.generation + 1, update_time=step.time,
+                                          es_state=step.optimizer_state), candidates)
         self._storage.advance_generation(nxt, summary, candidates)
-        for lease_id in run.owners:
-            self._owners.pop(lease_id, None)
-        run.owners.clear()
-        run.candidates = candidates
-        run.queue = deque(c.index for c in candidates if _queued(c))
+        self._leases.forget(run.id)
+        run.next_generation(nxt, candidates)
         self._set_record(run, nxt)
         self._emit_generation(nxt, summary)
         for c in candidates:
             if c.final:
-                self._emit(nxt.id, lambda c=c: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
-                                                             experiment=nxt.to_proto(), candidate=c.to_proto()))
-        self._cond.notify_all()
+                self._events.publish(nxt.id, lambda c=c: ProgressEvent(
+                    kind=ProgressEvent.KIND_CANDIDATE_FINISHED, experiment=nxt.to_proto(), candidate=c.to_proto()))
+        self._work_available()
 
-    def _fail(self, run: _Running, record: ExperimentRecord, error: str) -> None:
+    def _fail(self, run: ExperimentRun, record: ExperimentRecord, error: str) -> None:
         failed = replace(record, state=types_pb2.EXPERIMENT_STATE_FAILED, update_time=self._wall(), error=error)
         self._storage.update_experiment(failed)
         self._finish(run, failed)
         log.info("experiment %s failed: %s", record.id, error)
 
     def _emit_generation(self, record: ExperimentRecord, summary: GenerationRecord) -> None:
-        self._emit(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_GENERATION_FINISHED,
-                                                    experiment=record.to_proto(), generation=summary.to_proto()))
+        self._events.publish(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_GENERATION_FINISHED,
+                                                              experiment=record.to_proto(),
+                                                              generation=summary.to_proto()))
 
-    def _finish(self, run: _Running, record: ExperimentRecord) -> None:
+    def _finish(self, run: ExperimentRun, record: ExperimentRecord) -> None:
         """Take a finished (succeeded, cancelled, failed) experiment out of dispatch."""
         self._set_record(run, record)
         self._running.pop(record.id, None)
-        for lease_id in run.owners:
-            self._owners.pop(lease_id, None)
-            self._leases.pop(lease_id, None)
+        self._leases.forget(record.id)
         run.queue.clear()
-        self._emit(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_EXPERIMENT_FINISHED,
-                                                    experiment=record.to_proto()))
-        self._watchers.pop(record.id, None)
+        self._events.publish(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_EXPERIMENT_FINISHED,
+                                                              experiment=record.to_proto()))
+        self._events.close_experiment(record.id)
 
-    def _set_record(self, run: _Running, record: ExperimentRecord) -> None:
+    def _set_record(self, run: ExperimentRun, record: ExperimentRecord) -> None:
         run.record = record
         self._experiments[record.id] = record
-
-    def _emit(self, experiment_id: str, make_event: Callable[[], ProgressEvent]) -> None:
-        """Send an event to the experiment's watchers (built only when someone watches)."""
-        queues = self._watchers.get(experiment_id)
-        if queues:
-            event = make_event()
-            for q in queues:
-                q.put(event)
-
-
-def _queued(c: CandidateRecord) -> bool:
-    return c.status == types_pb2.CANDIDATE_STATUS_QUEUED
-
-
-_TRAINED = frozenset({types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_DIVERGED,
-                      types_pb2.CANDIDATE_STATUS_ABORTED})
-
-
-def _untrainable(generation: int, candidates: Sequence[CandidateRecord]) -> str:
-    """Why a complete generation shows that the task cannot run on the trainers, or ``""``.
-
-    That is the case when candidates were sent to trainers, every one of them
-    FAILED (errors or expired leases, ``max_attempts`` times each) and none
-    trained: a missing dataset or an unknown model on the trainers, not a bad loss.
-    """
-    failed = [c for c in candidates if c.status == types_pb2.CANDIDATE_STATUS_FAILED]
-    if not failed or any(c.status in _TRAINED for c in candidates):
-        return ""
-    return (f"every candidate of generation {generation} sent to trainers failed ({len(failed)} of "
-            f"{len(candidates)}); first error: {_error_summary(failed[0].error)}")
-
-
-def _all_prescreened(candidates: Sequence[CandidateRecord]) -> str:
-    """Why an experiment trained nothing at all, or ``""``: every candidate of every generation was INVALID."""
-    if not candidates or any(c.status != types_pb2.CANDIDATE_STATUS_INVALID for c in candidates):
-        return ""
-    generations = len({c.generation for c in candidates})
-    return (f"every candidate of every generation failed the invariant pre-screen ({len(candidates)} "
-            f"candidates in {generations} generations); nothing was trained")
-
-
-def _error_summary(error: str) -> str:
-    """The exception line of a reported traceback (the last unindented line), else the error's last line."""
-    lines = [line for line in error.splitlines() if line.strip()]
-    unindented = [line for line in lines if not line[0].isspace()]
-    return (unindented or lines or ["(no error message)"])[-1].strip()
-
-
-def _with_results(record: ExperimentRecord, finished: Sequence[CandidateRecord]) -> ExperimentRecord:
-    """``record`` with its counters and best-so-far updated by newly final candidates.
-
-    Only a candidate that trained successfully can be the best: a failed or
-    pre-screened one's theta says nothing about the loss.
-    """
-    done, best, best_theta = record.evaluations_done, record.best_fitness, record.best_theta
-    for c in finished:
-        if not c.final:
-            continue
-        done += 1
-        if c.status == types_pb2.CANDIDATE_STATUS_SUCCEEDED and (c.fitness > best or best_theta.size == 0):
-            best, best_theta = c.fitness, c.theta
-    return replace(record, evaluations_done=done, best_fitness=best, best_theta=best_theta)

@@ -29,7 +29,7 @@ from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MA
 from coordinator.grpc_util import DecodeGuardInterceptor
 from coordinator.scheduler import Scheduler
 from coordinator.servicers import ExperimentServicer, WorkerServicer
-from coordinator.storage import SqliteStorage
+from coordinator.storage import SqliteStorage, open_storage
 from taylorglo_tf.connection import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, parse_address
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
 
@@ -121,7 +121,7 @@ def serve(
     if authenticated and tls_cert is None and not is_loopback(host):
         log.warning("tokens on %s travel unencrypted; use --tls-cert/--tls-key", listen)
 
-    storage = SqliteStorage(db_path)
+    storage = open_storage(db_path)
     try:
         scheduler = Scheduler(storage, lease_ttl_s=lease_ttl_s, **(scheduler_options or {}))
         scheduler.start()

@@ -1,7 +1,10 @@
-"""Persistence of experiments, generations, candidates, leases and CMA-ES state.
+"""Persistence of experiments, generations, candidates, leases and optimizer state.
 
-:class:`Storage` is the interface the scheduler relies on; :class:`SqliteStorage`
-implements it on one SQLite file in WAL mode. Every method is one transaction, so
+:class:`Storage` is the interface the scheduler relies on (every backend passes
+``tests/test_storage_contract.py``); :func:`open_storage` picks a backend by URL:
+``sqlite:///path/to/file.db`` (or a plain path) and ``:memory:`` (SQLite in
+memory: nothing survives the process, for tests and dry runs).
+:class:`SqliteStorage` implements it on one SQLite file in WAL mode. Every method is one transaction, so
 what the scheduler does in one call (e.g. "record generation g's summary, insert
 generation g+1's candidates, save the CMA-ES state") is all-or-nothing: a
 coordinator killed at any moment finds a consistent database on restart.
@@ -23,9 +26,11 @@ import numpy as np
 from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord
 from taylorglo_tf.rpc import types_pb2
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
+# Each migration takes the schema from the version before it to its own version, in
+# one transaction; a database is migrated in place from whatever version it has.
+# Add a step for every schema change; never edit a released one.
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, """
 CREATE TABLE IF NOT EXISTS experiments (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -77,7 +82,9 @@ CREATE TABLE IF NOT EXISTS leases (
     grant_time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS leases_by_candidate ON leases (experiment_id, generation, idx);
-"""
+"""),
+)
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
 class Storage(Protocol):
@@ -95,8 +102,8 @@ class Storage(Protocol):
     def update_experiment(self, experiment: ExperimentRecord) -> None:
         """Rewrite the experiment row (state changes such as cancel or failure)."""
 
-    def grant_lease(self, lease: LeaseRecord, candidate: CandidateRecord) -> None:
-        """Record a lease and the candidate it was granted for (status, attempts, lease id)."""
+    def grant_leases(self, grants: Sequence[tuple[LeaseRecord, CandidateRecord]]) -> None:
+        """Record leases and the candidates they were granted for (status, attempts, lease id)."""
 
     def update_candidate(self, candidate: CandidateRecord, experiment: ExperimentRecord | None = None) -> None:
         """Rewrite a candidate; with ``experiment``, also its progress counters and best so far."""
@@ -112,6 +119,19 @@ class Storage(Protocol):
     def find_lease(self, lease_id: str) -> LeaseRecord | None: ...
 
     def close(self) -> None: ...
+
+
+def open_storage(url: str | Path, **options) -> "SqliteStorage":
+    """The storage a URL names: ``sqlite:///relative/path.db`` (``sqlite:////abs/path.db`` is
+    absolute), a plain file path, or ``:memory:``. ``options`` go to the backend."""
+    text = str(url)
+    if text in (":memory:", "sqlite://", "sqlite:///:memory:"):
+        return SqliteStorage(":memory:", **options)
+    if text.startswith("sqlite:///"):
+        return SqliteStorage(text[len("sqlite:///"):], **options)
+    if "://" in text:
+        raise ValueError(f"database URL {text!r}: the scheme is not sqlite:/// (or use :memory: or a file path)")
+    return SqliteStorage(text, **options)
 
 
 def _claim(path: Path):
@@ -148,27 +168,37 @@ class SqliteStorage:
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL"):
         if synchronous not in ("OFF", "NORMAL", "FULL"):
             raise ValueError(f"synchronous={synchronous!r} is not OFF, NORMAL or FULL")
+        memory = str(path) == ":memory:"
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._owner = _claim(self.path)
+        if not memory:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner = None if memory else _claim(self.path)
         self._lock = threading.Lock()
         try:
             # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in _tx
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row  # rows are read by column name
+            if not memory:
+                self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA busy_timeout=5000")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise RuntimeError(
-                    f"database {str(self.path)!r} has schema version {version}; this coordinator reads {SCHEMA_VERSION}")
-            self._db.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            self._migrate()
         except sqlite3.Error as exc:
             self._release()
             raise OSError(f"cannot open database {str(self.path)!r}: {exc}") from None
         except BaseException:
             self._release()
             raise
+
+    def _migrate(self) -> None:
+        """Bring the schema to :data:`SCHEMA_VERSION`, one versioned step at a time (0: a new file)."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"database {str(self.path)!r} has schema version {version}, newer than this "
+                               f"coordinator's {SCHEMA_VERSION}: use a newer coordinator")
+        for target, script in _MIGRATIONS:
+            if target > version:
+                self._db.executescript(f"BEGIN; {script}; PRAGMA user_version={target}; COMMIT;")
 
     # -- transactions
 
@@ -227,7 +257,8 @@ class SqliteStorage:
     ) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO generations (experiment_id, generation, best_fitness, mean_fitness,"
+                " best_theta, mean_theta, sigma, finish_time) VALUES (?,?,?,?,?,?,?,?)",
                 (summary.experiment_id, summary.generation, summary.best_fitness, summary.mean_fitness,
                  _blob(summary.best_theta), _blob(summary.mean_theta), summary.sigma, summary.finish_time),
             )
@@ -238,14 +269,15 @@ class SqliteStorage:
         with self._tx() as db:
             self._put_experiment(db, experiment)
 
-    def grant_lease(self, lease: LeaseRecord, candidate: CandidateRecord) -> None:
+    def grant_leases(self, grants: Sequence[tuple[LeaseRecord, CandidateRecord]]) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO leases VALUES (?,?,?,?,?,?,?)",
-                (lease.lease_id, lease.experiment_id, lease.generation, lease.index, lease.attempt,
-                 lease.trainer_id, lease.grant_time),
+            db.executemany(
+                "INSERT INTO leases (lease_id, experiment_id, generation, idx, attempt, trainer_id, grant_time)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(lease.lease_id, lease.experiment_id, lease.generation, lease.index, lease.attempt,
+                  lease.trainer_id, lease.grant_time) for lease, _ in grants],
             )
-            self._put_candidates(db, [candidate])
+            self._put_candidates(db, [candidate for _, candidate in grants])
 
     def update_candidate(self, candidate: CandidateRecord, experiment: ExperimentRecord | None = None) -> None:
         with self._tx() as db:
@@ -260,27 +292,24 @@ class SqliteStorage:
 
     # -- reads
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
     def load_experiments(self) -> list[ExperimentRecord]:
-        rows = self._query(
-            "SELECT id, spec, state, generation, evaluations_done, best_fitness, best_theta, create_time,"
-            " update_time, error, es_state FROM experiments ORDER BY seq"
-        )
+        rows = self._query("SELECT * FROM experiments ORDER BY seq")
         return [
             ExperimentRecord(
-                id=r[0], spec=types_pb2.ExperimentSpec.FromString(r[1]), state=r[2], generation=r[3],
-                evaluations_done=r[4], best_fitness=r[5], best_theta=_array(r[6]), create_time=r[7],
-                update_time=r[8], error=r[9], es_state=r[10],
+                id=r["id"], spec=types_pb2.ExperimentSpec.FromString(r["spec"]), state=r["state"],
+                generation=r["generation"], evaluations_done=r["evaluations_done"], best_fitness=r["best_fitness"],
+                best_theta=_array(r["best_theta"]), create_time=r["create_time"], update_time=r["update_time"],
+                error=r["error"], es_state=r["es_state"],
             )
             for r in rows
         ]
 
     def load_candidates(self, experiment_id: str, generation: int | None = None) -> list[CandidateRecord]:
-        sql = ("SELECT experiment_id, generation, idx, theta, status, fitness, attempts, trainer_id, metrics,"
-               " create_time, finish_time, error, lease_id FROM candidates WHERE experiment_id=?")
+        sql = "SELECT * FROM candidates WHERE experiment_id=?"
         args: tuple = (experiment_id,)
         if generation is not None:
             sql += " AND generation=?"
@@ -288,10 +317,12 @@ class SqliteStorage:
         rows = self._query(sql + " ORDER BY generation, idx", args)
         return [
             CandidateRecord(
-                experiment_id=r[0], generation=r[1], index=r[2], theta=_array(r[3]), status=r[4], fitness=r[5],
-                attempts=r[6], trainer_id=r[7],
-                metrics=types_pb2.EvaluationMetrics.FromString(r[8]) if r[8] is not None else None,
-                create_time=r[9], finish_time=r[10], error=r[11], lease_id=r[12],
+                experiment_id=r["experiment_id"], generation=r["generation"], index=r["idx"],
+                theta=_array(r["theta"]), status=r["status"], fitness=r["fitness"], attempts=r["attempts"],
+                trainer_id=r["trainer_id"],
+                metrics=types_pb2.EvaluationMetrics.FromString(r["metrics"]) if r["metrics"] is not None else None,
+                create_time=r["create_time"], finish_time=r["finish_time"], error=r["error"],
+                lease_id=r["lease_id"],
             )
             for r in rows
         ]
@@ -299,23 +330,27 @@ class SqliteStorage:
     def load_generations(self, experiment_id: str) -> list[GenerationRecord]:
         rows = self._query("SELECT * FROM generations WHERE experiment_id=? ORDER BY generation", (experiment_id,))
         return [
-            GenerationRecord(experiment_id=r[0], generation=r[1], best_fitness=r[2], mean_fitness=r[3],
-                             best_theta=_array(r[4]), mean_theta=_array(r[5]), sigma=r[6], finish_time=r[7])
+            GenerationRecord(experiment_id=r["experiment_id"], generation=r["generation"],
+                             best_fitness=r["best_fitness"], mean_fitness=r["mean_fitness"],
+                             best_theta=_array(r["best_theta"]), mean_theta=_array(r["mean_theta"]),
+                             sigma=r["sigma"], finish_time=r["finish_time"])
             for r in rows
         ]
 
+    @staticmethod
+    def _lease(r: sqlite3.Row) -> LeaseRecord:
+        return LeaseRecord(lease_id=r["lease_id"], experiment_id=r["experiment_id"], generation=r["generation"],
+                           index=r["idx"], attempt=r["attempt"], trainer_id=r["trainer_id"],
+                           grant_time=r["grant_time"])
+
     def load_leases(self, experiment_id: str, generation: int) -> list[LeaseRecord]:
-        rows = self._query(
-            "SELECT lease_id, experiment_id, generation, idx, attempt, trainer_id, grant_time FROM leases"
-            " WHERE experiment_id=? AND generation=? ORDER BY grant_time",
-            (experiment_id, generation),
-        )
-        return [LeaseRecord(*r) for r in rows]
+        rows = self._query("SELECT * FROM leases WHERE experiment_id=? AND generation=? ORDER BY grant_time",
+                           (experiment_id, generation))
+        return [self._lease(r) for r in rows]
 
     def find_lease(self, lease_id: str) -> LeaseRecord | None:
-        rows = self._query("SELECT lease_id, experiment_id, generation, idx, attempt, trainer_id, grant_time"
-                           " FROM leases WHERE lease_id=?", (lease_id,))
-        return LeaseRecord(*rows[0]) if rows else None
+        rows = self._query("SELECT * FROM leases WHERE lease_id=?", (lease_id,))
+        return self._lease(rows[0]) if rows else None
 
     def close(self) -> None:
         with self._lock:

@@ -36,6 +36,9 @@ DEFAULT_GENERATIONS = 10
 DEFAULT_SIGMA0 = 1.2
 DEFAULT_SEED = 1
 DEFAULT_MAX_ATTEMPTS = 3
+# Search algorithms by spec name (search.algorithm); the coordinator implements each (coordinator/optimizers.py).
+SEARCH_ALGORITHMS = ("cmaes", "random")
+DEFAULT_ALGORITHM = "cmaes"
 DEFAULT_ORDER = 3
 DEFAULT_INPUTS = ("x", "y")
 DEFAULT_ABORT_ACCURACY = 0.15
@@ -240,6 +243,8 @@ def apply_defaults(spec: ExperimentSpec) -> ExperimentSpec:
         search.seed = DEFAULT_SEED
     if search.max_attempts == 0:
         search.max_attempts = DEFAULT_MAX_ATTEMPTS
+    if not search.algorithm:
+        search.algorithm = DEFAULT_ALGORITHM
     if search.num_classes == 0:
         search.num_classes = KNOWN_NUM_CLASSES.get(task.dataset, 0)
     return out
@@ -314,6 +319,8 @@ def _validate_search(search: types_pb2.SearchSpec, dataset: str, loss: types_pb2
     _check_range(search.seed, 1, MAX_SEED, f"{path}.seed", "seed")
     _check_range(search.max_attempts, 1, MAX_ATTEMPTS, f"{path}.max_attempts", "attempts")
     _check_range(search.num_classes, 0, MAX_NUM_CLASSES, f"{path}.num_classes", "classes")
+    _require(search.algorithm in SEARCH_ALGORITHMS, f"{path}.algorithm",
+             f"{search.algorithm!r} is not one of {', '.join(SEARCH_ALGORITHMS)}")
     if search.invariant_prescreen and prescreen_applies(loss):
         _require(search.num_classes >= 2, f"{path}.num_classes",
                  f"the invariant pre-screen needs the number of classes (>= 2); dataset {dataset!r} does not tell it")

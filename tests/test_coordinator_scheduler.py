@@ -111,19 +111,20 @@ def test_the_same_seed_gives_the_same_trajectory_and_another_seed_a_different_on
 def test_candidates_and_strategy_are_stored_before_any_lease(db):
     events = []
     storage = SqliteStorage(db)
-    original_insert, original_grant = storage.insert_experiment, storage.grant_lease
+    original_insert, original_grant = storage.insert_experiment, storage.grant_leases
 
     def insert(experiment, candidates):
         events.append(("insert", len(candidates), bool(experiment.es_state)))
         original_insert(experiment, candidates)
 
-    def grant(lease, candidate):
-        # the candidate being leased is already in the database
-        stored = storage.load_candidates(candidate.experiment_id, candidate.generation)
-        events.append(("grant", candidate.index in [c.index for c in stored]))
-        original_grant(lease, candidate)
+    def grant(grants):
+        for lease, candidate in grants:
+            # the candidate being leased is already in the database
+            stored = storage.load_candidates(candidate.experiment_id, candidate.generation)
+            events.append(("grant", candidate.index in [c.index for c in stored]))
+        original_grant(grants)
 
-    storage.insert_experiment, storage.grant_lease = insert, grant
+    storage.insert_experiment, storage.grant_leases = insert, grant
     s = Scheduler(storage, prescreen=lambda t, n: True)
     s.start(reaper=False)
     s.submit(make_spec(population=3, generations=1))

@@ -51,7 +51,7 @@ def test_a_lease_and_its_candidate_are_recorded_together(storage):
     storage.insert_experiment(experiment(), candidates())
     leased = candidates()[1]
     leased.status, leased.attempts, leased.lease_id = types_pb2.CANDIDATE_STATUS_LEASED, 1, "L1"
-    storage.grant_lease(LeaseRecord("L1", "e1", 0, 1, 1, "trainer-a", 4.0), leased)
+    storage.grant_leases([(LeaseRecord("L1", "e1", 0, 1, 1, "trainer-a", 4.0), leased)])
     assert storage.find_lease("L1") == LeaseRecord("L1", "e1", 0, 1, 1, "trainer-a", 4.0)
     assert storage.find_lease("L2") is None
     assert storage.load_leases("e1", 0)[0].trainer_id == "trainer-a"

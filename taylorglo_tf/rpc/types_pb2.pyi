@@ -89,7 +89,7 @@ class LossSpec(_message.Message):
     def __init__(self, order: _Optional[int] = ..., inputs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchSpec(_message.Message):
-    __slots__ = ("population", "generations", "sigma0", "seed", "max_attempts", "invariant_prescreen", "num_classes")
+    __slots__ = ("population", "generations", "sigma0", "seed", "max_attempts", "invariant_prescreen", "num_classes", "algorithm")
     POPULATION_FIELD_NUMBER: _ClassVar[int]
     GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     SIGMA0_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,7 @@ class SearchSpec(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     INVARIANT_PRESCREEN_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     population: int
     generations: int
     sigma0: float
@@ -104,7 +105,8 @@ class SearchSpec(_message.Message):
     max_attempts: int
     invariant_prescreen: bool
     num_classes: int
-    def __init__(self, population: _Optional[int] = ..., generations: _Optional[int] = ..., sigma0: _Optional[float] = ..., seed: _Optional[int] = ..., max_attempts: _Optional[int] = ..., invariant_prescreen: _Optional[bool] = ..., num_classes: _Optional[int] = ...) -> None: ...
+    algorithm: str
+    def __init__(self, population: _Optional[int] = ..., generations: _Optional[int] = ..., sigma0: _Optional[float] = ..., seed: _Optional[int] = ..., max_attempts: _Optional[int] = ..., invariant_prescreen: _Optional[bool] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[str] = ...) -> None: ...
 
 class PaperResult(_message.Message):
     __slots__ = ("table", "taylorglo", "taylorglo_std", "baseline", "baseline_std", "p_value", "note")

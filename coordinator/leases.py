@@ -1,0 +1,71 @@
+"""The lease table: every lease of the current generations, in one map keyed by lease id.
+
+A lease is *live* while its trainer may still heartbeat it (it has an expiry
+time); once it expired, was returned or its candidate got a final result it is
+*ended* but kept until its generation is over, so that a late report from it
+is still recognised (the first final report for a candidate counts, whichever
+lease it comes from). Leases of earlier generations are only in the database.
+
+Not thread-safe: the scheduler calls it under its lock, and only after the
+database has the change it records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    trainer_id: str
+    experiment_id: str
+    generation: int
+    index: int
+    # monotonic seconds at which it expires without a heartbeat; None once ended
+    expires: float | None
+
+    @property
+    def live(self) -> bool:
+        return self.expires is not None
+
+
+class LeaseTable:
+    def __init__(self) -> None:
+        self._leases: dict[str, Lease] = {}
+
+    def add(self, lease: Lease) -> None:
+        self._leases[lease.lease_id] = lease
+
+    def get(self, lease_id: str) -> Lease | None:
+        """A lease of a current generation, live or ended."""
+        return self._leases.get(lease_id)
+
+    def live(self, lease_id: str, trainer_id: str) -> Lease | None:
+        """The lease if it is live and held by ``trainer_id``."""
+        lease = self._leases.get(lease_id)
+        return lease if lease is not None and lease.live and lease.trainer_id == trainer_id else None
+
+    def extend(self, lease: Lease, expires: float) -> None:
+        lease.expires = expires
+
+    def end(self, lease_id: str) -> None:
+        """No more heartbeats for it; a report from it is still matched to its candidate."""
+        lease = self._leases.get(lease_id)
+        if lease is not None:
+            lease.expires = None
+
+    def expired(self, now: float) -> list[Lease]:
+        """Live leases whose expiry time has passed."""
+        return [lease for lease in self._leases.values() if lease.live and lease.expires <= now]
+
+    def forget(self, experiment_id: str) -> None:
+        """Drop an experiment's leases: its generation is over, or the experiment is."""
+        self._leases = {k: v for k, v in self._leases.items() if v.experiment_id != experiment_id}
+
+    def __iter__(self) -> Iterator[Lease]:
+        return iter(list(self._leases.values()))
+
+    def __len__(self) -> int:
+        return len(self._leases)
