@@ -5,8 +5,10 @@ not parse: INVALID_ARGUMENT naming the message type, not grpc's INTERNAL.
 
 Servicer methods raise these (or :class:`taylorglo_tf.spec.SpecError`); the
 :func:`rpc` decorator turns them into the matching status with a message naming
-the value. Anything else is a bug: logged with its traceback and answered
-INTERNAL, never UNKNOWN.
+the value. A database that cannot be written just now (disk full, locked) is
+UNAVAILABLE, which clients retry, and is logged as one line per distinct error
+at most once a minute. Anything else is a bug: logged with its traceback and
+answered INTERNAL, never UNKNOWN.
 """
 
 from __future__ import annotations
@@ -18,10 +20,18 @@ from typing import Any, Callable
 
 import grpc
 
-from coordinator.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable  # noqa: F401 (re-exported)
+from coordinator.errors import (  # noqa: F401 (re-exported)
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    StorageUnavailable,
+    Unavailable,
+)
+from coordinator.ratelog import RateLimitedLog
 from taylorglo_tf.spec import SpecError
 
 log = logging.getLogger(__name__)
+storage_log = RateLimitedLog(log)
 
 
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
@@ -45,6 +55,8 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     code, details = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("%s failed", method)
+    elif isinstance(exc, StorageUnavailable):
+        storage_log.warning(f"answering UNAVAILABLE: {details}")
     context.abort(code, details)
 
 

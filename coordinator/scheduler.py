@@ -58,10 +58,11 @@ import numpy as np
 
 from coordinator import optimizers, runner
 from coordinator.defaults import DEFAULT_LEASE_TTL_S
-from coordinator.errors import FailedPrecondition, NotFound, Unavailable
+from coordinator.errors import FailedPrecondition, NotFound, StorageUnavailable, Unavailable
 from coordinator.events import CLOSED, EventHub, ProgressEvent
 from coordinator.leases import Lease, LeaseTable
 from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord, result_proto
+from coordinator.ratelog import RateLimitedLog
 from coordinator.runner import ExperimentRun, Prescreen, Step
 from coordinator.storage import Storage
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
@@ -69,6 +70,7 @@ from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
 log = logging.getLogger(__name__)
+storage_log = RateLimitedLog(log)  # a full disk fails every pass: one line per distinct error
 
 MAX_ERROR_CHARS = 4000
 
@@ -211,6 +213,8 @@ class Scheduler:
             try:
                 self.expire_leases()
                 self.retry_stalled()
+            except StorageUnavailable as exc:  # nothing changed; the next pass retries
+                storage_log.warning(f"lease expiry postponed: {exc}")
             except Exception:  # keep reaping; the next pass retries
                 log.exception("lease expiry failed")
 
@@ -466,9 +470,13 @@ class Scheduler:
         tickets = list(self._waiting)
         try:
             granted = self._grant([(t.trainer_id, t.max_candidates) for t in tickets])
-        except Exception:
-            # Nothing changed; the tickets keep waiting and the reaper's next pass retries.
-            log.warning("granting %d waiting lease calls failed; retrying", len(tickets), exc_info=True)
+        except Exception as exc:
+            # Nothing changed; the tickets keep waiting and the reaper's next pass retries. The
+            # change that made work available is committed already: it must not fail with this.
+            if isinstance(exc, StorageUnavailable):
+                storage_log.warning(f"granting waiting lease calls postponed: {exc}")
+            else:
+                log.exception("granting waiting lease calls failed")
             return
         for ticket, leases in zip(tickets, granted):
             if leases:

@@ -16,6 +16,7 @@ pass ``synchronous="FULL"`` to trade lease throughput for that.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from coordinator.errors import StorageUnavailable
 from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord
 from taylorglo_tf.rpc import types_pb2
 
@@ -121,6 +123,10 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
+class SqliteUnavailable(StorageUnavailable, sqlite3.OperationalError):
+    """A retryable SQLite error (still an OperationalError for callers that know SQLite)."""
+
+
 def open_storage(url: str | Path, **options) -> "SqliteStorage":
     """The storage a URL names: ``sqlite:///relative/path.db`` (``sqlite:////abs/path.db`` is
     absolute), a plain file path, or ``:memory:``. ``options`` go to the backend."""
@@ -165,7 +171,7 @@ def _blob(values: np.ndarray) -> bytes:
 class SqliteStorage:
     """:class:`Storage` on one SQLite file (WAL). Thread-safe: calls are serialised by a lock."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL"):
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 5.0):
         if synchronous not in ("OFF", "NORMAL", "FULL"):
             raise ValueError(f"synchronous={synchronous!r} is not OFF, NORMAL or FULL")
         memory = str(path) == ":memory:"
@@ -181,7 +187,8 @@ class SqliteStorage:
             if not memory:
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            # how long a write waits for a lock held by another process before "database is locked"
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             self._migrate()
         except sqlite3.Error as exc:
             self._release()
@@ -202,23 +209,26 @@ class SqliteStorage:
 
     # -- transactions
 
-    class _Tx:
-        def __init__(self, owner: "SqliteStorage"):
-            self.owner = owner
+    @contextlib.contextmanager
+    def _unavailable(self):
+        """sqlite3.OperationalError (disk full, database locked, I/O error) -> StorageUnavailable (retryable)."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise SqliteUnavailable(f"database {str(self.path)!r}: {exc}") from exc
 
-        def __enter__(self) -> sqlite3.Connection:
-            self.owner._lock.acquire()
-            self.owner._db.execute("BEGIN IMMEDIATE")
-            return self.owner._db
-
-        def __exit__(self, exc_type, exc, tb) -> None:
+    @contextlib.contextmanager
+    def _tx(self):
+        """One write transaction: committed when the block ends, rolled back (nothing kept) if it raises."""
+        with self._lock, self._unavailable():
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self.owner._db.execute("ROLLBACK" if exc_type else "COMMIT")
-            finally:
-                self.owner._lock.release()
-
-    def _tx(self) -> "_Tx":
-        return SqliteStorage._Tx(self)
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # a failed COMMIT (disk full) may leave it open
+                    self._db.execute("ROLLBACK")
+                raise
 
     # -- writes
 
@@ -293,7 +303,7 @@ class SqliteStorage:
     # -- reads
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, self._unavailable():
             return self._db.execute(sql, args).fetchall()
 
     def load_experiments(self) -> list[ExperimentRecord]:
