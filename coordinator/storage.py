@@ -85,6 +85,17 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 CREATE INDEX IF NOT EXISTS leases_by_candidate ON leases (experiment_id, generation, idx);
 """),
+    # The optimizer state gets a table of its own: SQLite rewrites (or at least reads and
+    # compares) a whole row when any column changes, so a multi-MiB state in the experiments
+    # row made every report's counter update cost as much as writing the state.
+    (2, """
+CREATE TABLE optimizer_states (
+    experiment_id TEXT PRIMARY KEY,
+    state BLOB NOT NULL
+);
+INSERT INTO optimizer_states (experiment_id, state) SELECT id, es_state FROM experiments;
+ALTER TABLE experiments DROP COLUMN es_state;
+"""),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -99,10 +110,11 @@ class Storage(Protocol):
         self, experiment: ExperimentRecord, summary: GenerationRecord, candidates: Sequence[CandidateRecord]
     ) -> None:
         """Record a finished generation's summary, the next generation's candidates (none when the
-        experiment finished) and the experiment row (generation, state, CMA-ES state)."""
+        experiment finished), the experiment row (generation, state) and the optimizer state:
+        the only write of the optimizer state besides :meth:`insert_experiment`."""
 
     def update_experiment(self, experiment: ExperimentRecord) -> None:
-        """Rewrite the experiment row (state changes such as cancel or failure)."""
+        """Rewrite the experiment row (state changes such as cancel or failure), not its optimizer state."""
 
     def grant_leases(self, grants: Sequence[tuple[LeaseRecord, CandidateRecord]]) -> None:
         """Record leases and the candidates they were granted for (status, attempts, lease id)."""
@@ -235,14 +247,18 @@ class SqliteStorage:
     def _put_experiment(self, db: sqlite3.Connection, e: ExperimentRecord) -> None:
         db.execute(
             "INSERT INTO experiments (id, spec, state, generation, evaluations_done, best_fitness, best_theta,"
-            " create_time, update_time, error, es_state) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " create_time, update_time, error) VALUES (?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET spec=excluded.spec, state=excluded.state, generation=excluded.generation,"
             " evaluations_done=excluded.evaluations_done, best_fitness=excluded.best_fitness,"
-            " best_theta=excluded.best_theta, update_time=excluded.update_time, error=excluded.error,"
-            " es_state=excluded.es_state",
+            " best_theta=excluded.best_theta, update_time=excluded.update_time, error=excluded.error",
             (e.id, e.spec.SerializeToString(), e.state, e.generation, e.evaluations_done, e.best_fitness,
-             _blob(e.best_theta), e.create_time, e.update_time, e.error, e.es_state),
+             _blob(e.best_theta), e.create_time, e.update_time, e.error),
         )
+
+    @staticmethod
+    def _put_optimizer_state(db: sqlite3.Connection, e: ExperimentRecord) -> None:
+        """Written once per generation (with its candidates), never on a report."""
+        db.execute("INSERT OR REPLACE INTO optimizer_states (experiment_id, state) VALUES (?, ?)", (e.id, e.es_state))
 
     @staticmethod
     def _candidate_row(c: CandidateRecord) -> tuple:
@@ -260,6 +276,7 @@ class SqliteStorage:
     def insert_experiment(self, experiment: ExperimentRecord, candidates: Sequence[CandidateRecord]) -> None:
         with self._tx() as db:
             self._put_experiment(db, experiment)
+            self._put_optimizer_state(db, experiment)
             self._put_candidates(db, candidates)
 
     def advance_generation(
@@ -274,6 +291,7 @@ class SqliteStorage:
             )
             self._put_candidates(db, candidates)
             self._put_experiment(db, experiment)
+            self._put_optimizer_state(db, experiment)
 
     def update_experiment(self, experiment: ExperimentRecord) -> None:
         with self._tx() as db:
@@ -293,7 +311,7 @@ class SqliteStorage:
         with self._tx() as db:
             self._put_candidates(db, [candidate])
             if experiment is not None:
-                # counters only: rewriting the CMA-ES blob on every report would be wasted I/O
+                # counters only; the optimizer state lives in its own table
                 db.execute(
                     "UPDATE experiments SET evaluations_done=?, best_fitness=?, best_theta=?, update_time=? WHERE id=?",
                     (experiment.evaluations_done, experiment.best_fitness, _blob(experiment.best_theta),
@@ -307,13 +325,14 @@ class SqliteStorage:
             return self._db.execute(sql, args).fetchall()
 
     def load_experiments(self) -> list[ExperimentRecord]:
-        rows = self._query("SELECT * FROM experiments ORDER BY seq")
+        rows = self._query("SELECT e.*, s.state AS es_state FROM experiments e"
+                           " LEFT JOIN optimizer_states s ON s.experiment_id = e.id ORDER BY e.seq")
         return [
             ExperimentRecord(
                 id=r["id"], spec=types_pb2.ExperimentSpec.FromString(r["spec"]), state=r["state"],
                 generation=r["generation"], evaluations_done=r["evaluations_done"], best_fitness=r["best_fitness"],
                 best_theta=_array(r["best_theta"]), create_time=r["create_time"], update_time=r["update_time"],
-                error=r["error"], es_state=r["es_state"],
+                error=r["error"], es_state=r["es_state"] or b"",
             )
             for r in rows
         ]
