@@ -63,6 +63,10 @@ MAX_NOTE_CHARS = 500
 MAX_STEPS = 10_000_000
 MAX_BATCH_SIZE = 65_536
 MAX_POPULATION = 10_000
+# What one experiment may cost: population x parameter count. The optimizer's state
+# (about 25 bytes per unit for CMA-ES: 5 MiB at the limit) is stored every generation,
+# and each generation adds that many numbers to the experiment's result.
+MAX_SEARCH_SIZE = 200_000
 MAX_GENERATIONS = 100_000
 MAX_ATTEMPTS = 100
 MAX_ORDER = taylor.MAX_ORDER
@@ -321,6 +325,11 @@ def _validate_search(search: types_pb2.SearchSpec, dataset: str, loss: types_pb2
     _check_range(search.num_classes, 0, MAX_NUM_CLASSES, f"{path}.num_classes", "classes")
     _require(search.algorithm in SEARCH_ALGORITHMS, f"{path}.algorithm",
              f"{search.algorithm!r} is not one of {', '.join(SEARCH_ALGORITHMS)}")
+    size = search.population * theta_length(loss)
+    _require(size <= MAX_SEARCH_SIZE, f"{path}.population",
+             f"population {search.population} x {theta_length(loss)} parameters (order {loss.order} in "
+             f"{', '.join(loss.inputs)}) = {size:,} exceeds the limit of {MAX_SEARCH_SIZE:,} for population x "
+             f"parameter count; lower the population or the order")
     if search.invariant_prescreen and prescreen_applies(loss):
         _require(search.num_classes >= 2, f"{path}.num_classes",
                  f"the invariant pre-screen needs the number of classes (>= 2); dataset {dataset!r} does not tell it")

@@ -306,3 +306,19 @@ def test_the_coordinator_command_refuses_a_negative_grace_naming_it(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["coordinator", "--grace", "-1"])
     assert "--grace: must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_a_spec_that_would_cost_too_much_is_refused_naming_the_values(tmp_path):
+    server = serve(tmp_path / "c.db")
+    try:
+        client = Client(server.address)
+        spec = spec_proto(population=10_000)
+        spec.loss.order = 10
+        spec.loss.inputs.extend(["x", "y", "t"])
+        with pytest.raises(grpc.RpcError) as raised:
+            client.experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec), timeout=10)
+        assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "spec.search.population" in raised.value.details() and "2,230,000" in raised.value.details()
+        assert client.experiments.ListExperiments(es.ListExperimentsRequest(), timeout=10).experiments == []
+    finally:
+        server.stop(grace=0)

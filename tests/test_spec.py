@@ -164,3 +164,17 @@ def test_a_proto_spec_is_copied_not_modified():
     proto = spec.from_dict(MINIMAL)
     loaded = spec.load_spec(proto)
     assert loaded.search.population == 20 and proto.search.population == 0
+
+
+def test_what_one_experiment_may_cost_is_bounded_with_an_error_naming_the_values():
+    from taylorglo_tf.spec import MAX_SEARCH_SIZE
+
+    huge = {"task": {"dataset": "digits", "model": "tiny", "steps": 10},
+            "loss": {"order": 10, "inputs": ["x", "y", "t"]}, "search": {"population": 10_000}}
+    with pytest.raises(SpecError, match=r"spec\.search\.population: population 10000 x 223 parameters "
+                                        r"\(order 10 in x, y, t\) = 2,230,000 exceeds the limit of 200,000"):
+        spec.load_spec(huge)
+    at_limit = {"task": {"dataset": "digits", "model": "tiny", "steps": 10},
+                "loss": {"order": 4, "inputs": ["x", "y", "t"]}, "search": {"population": 6_000}}
+    assert spec.theta_length(spec.load_spec({**at_limit, "search": {}}).loss) * 6_000 <= MAX_SEARCH_SIZE
+    assert spec.load_spec(at_limit).search.population == 6_000
