@@ -460,14 +460,17 @@ class Scheduler:
 
     def _dispatch(self) -> None:
         """Grant every waiting call that can be served, in one transaction, first come first served."""
-        if not self._waiting:
-            return
-        for ticket in [t for t in self._waiting if not t.is_active()]:
-            self._waiting.remove(ticket)
-            self._resolve(ticket, [])
         if not self._waiting or not any(run.queue for run in self._running.values()):
+            return  # callers that hung up meanwhile are let go when work comes, or cancel themselves
+        tickets, gone = [], []
+        for ticket in self._waiting:
+            (tickets if ticket.is_active() else gone).append(ticket)
+        self._waiting = deque(tickets)
+        for ticket in gone:
+            self._resolve(ticket, [])
+        if not tickets:
+            self._cond.notify_all()
             return
-        tickets = list(self._waiting)
         try:
             granted = self._grant([(t.trainer_id, t.max_candidates) for t in tickets])
         except Exception as exc:
@@ -477,11 +480,13 @@ class Scheduler:
                 storage_log.warning(f"granting waiting lease calls postponed: {exc}")
             else:
                 log.exception("granting waiting lease calls failed")
+            self._cond.notify_all()
             return
+        self._waiting = deque(t for t, leases in zip(tickets, granted) if not leases)
         for ticket, leases in zip(tickets, granted):
             if leases:
-                self._waiting.remove(ticket)
                 self._resolve(ticket, leases)
+        self._cond.notify_all()  # blocking lease() calls see their result
 
     def _withdraw(self, ticket: LeaseTicket) -> bool:
         with self._cond:
@@ -497,7 +502,6 @@ class Scheduler:
             ticket.on_granted(leases)
         except Exception:  # a broken callback must not break the grant of the others
             log.exception("lease callback of trainer %s failed", ticket.trainer_id)
-        self._cond.notify_all()
 
     def _grant(self, requests: Sequence[tuple[str, int]]) -> list[list[ws_pb2.Lease]]:
         """Grant ``(trainer_id, max_candidates)`` requests in order, in one transaction.
