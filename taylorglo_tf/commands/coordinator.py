@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)")
-    parser.add_argument("--db", default="taylorglo.db", metavar="PATH",
-                        help="SQLite database; reopened on restart to resume experiments (default taylorglo.db)")
+    parser.add_argument("--db", default="taylorglo.db", metavar="URL",
+                        help="database: a file path or sqlite:///PATH, reopened on restart to resume experiments "
+                             "(default taylorglo.db); :memory: keeps nothing")
     parser.add_argument("--trainer-token-file", metavar="FILE",
                         help=f"file holding the trainers' bearer token (else env {TRAINER_TOKEN_ENV})")
     parser.add_argument("--client-token-file", metavar="FILE",
