@@ -10,6 +10,10 @@ In-process use (tests, ``taylorglo run``, benchmarks)::
 Security defaults: loopback only. Binding any other address needs a trainer
 and/or client token, or ``insecure=True`` explicitly (tokens over a network
 should also use TLS: ``tls_cert``/``tls_key``).
+
+``health_listen`` adds a second, plaintext port that serves only the gRPC health
+service, for probes that cannot speak TLS (Kubernetes' native gRPC probes): it
+carries no tokens and no data, only SERVING / NOT_SERVING.
 """
 
 from __future__ import annotations
@@ -55,8 +59,11 @@ class CoordinatorServer:
     """A running coordinator: ``.port``, ``.address``, ``.scheduler``, ``.stop(grace)``."""
 
     def __init__(self, server: grpc.Server, scheduler: Scheduler, storage: SqliteStorage,
-                 health_servicer: health.HealthServicer, host: str, port: int):
+                 health_servicer: health.HealthServicer, host: str, port: int,
+                 health_server: grpc.Server | None = None, health_port: int | None = None):
         self._server = server
+        self._health_server = health_server
+        self.health_port = health_port
         self.scheduler = scheduler
         self._storage = storage
         self._health = health_servicer
@@ -73,6 +80,8 @@ class CoordinatorServer:
         self._health.enter_graceful_shutdown()
         self.scheduler.stop()  # wakes long-polls and ends watch streams first
         self._server.stop(grace).wait()
+        if self._health_server is not None:
+            self._health_server.stop(0).wait()  # probes see NOT_SERVING until the service is gone
         self._storage.close()
         log.info("coordinator on %s stopped", self.address)
 
@@ -99,14 +108,19 @@ def serve(
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     max_workers: int = DEFAULT_MAX_WORKERS,
     scheduler_options: dict | None = None,
+    health_listen: str | None = None,
 ) -> CoordinatorServer:
     """Open (or create) the database at ``db_path``, resume its experiments and start serving.
 
     ``listen``: ``HOST:PORT``; port 0 picks a free one (see ``.port``). Raises
     ValueError for a non-loopback address without tokens (unless ``insecure``),
     half a TLS pair, or a weak token; OSError when the address cannot be bound.
+    ``health_listen``: ``HOST:PORT`` of an extra plaintext port with the health
+    service only (see ``.health_port``).
     """
     host, port = parse_address(listen)
+    if health_listen is not None:
+        parse_address(health_listen)  # a bad value is named before anything starts
     if trainer_token:
         check_token(trainer_token, "trainer")
     if client_token:
@@ -159,8 +173,35 @@ def serve(
         scheduler.stop()
         storage.close()
         raise OSError(f"cannot listen on {listen}: {exc}") from exc
+    health_server, health_port = None, None
+    if health_listen is not None:
+        try:
+            health_server, health_port = _serve_health_only(health_servicer, health_listen)
+        except OSError:
+            server.stop(0)
+            scheduler.stop()
+            storage.close()
+            raise
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    handle = CoordinatorServer(server, scheduler, storage, health_servicer, host, bound)
-    return handle
+    return CoordinatorServer(server, scheduler, storage, health_servicer, host, bound, health_server, health_port)
+
+
+def _serve_health_only(health_servicer: health.HealthServicer, listen: str) -> tuple[grpc.Server, int]:
+    """A plaintext server with only ``health_servicer`` (shared with the main port, so a
+    graceful shutdown shows NOT_SERVING on both); returns it started, and its port."""
+    host, port = parse_address(listen)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"),
+                         options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(bind)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {listen} (--health-listen): {exc}") from exc
+    if not bound:
+        raise OSError(f"cannot listen on {listen} (--health-listen)")
+    server.start()
+    log.info("health checks also served in plaintext on %s", f"{host}:{bound}")
+    return server, bound

@@ -162,12 +162,18 @@ def test_tls_needs_both_certificate_and_key(tmp_path):
         serve(tmp_path / "t.db", tls_cert=tmp_path / "cert.pem")
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
-def test_tls_with_a_self_signed_certificate(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def _self_signed(folder):
+    """A self-signed certificate (its own CA) for localhost and 127.0.0.1: (cert, key) paths."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_with_a_self_signed_certificate(tmp_path):
+    cert, key = _self_signed(tmp_path)
     server = serve(tmp_path / "tls.db", tls_cert=cert, tls_key=key, client_token=CLIENT_TOKEN)
     try:
         experiments = es_grpc.ExperimentServiceStub(connect(server.address, token=CLIENT_TOKEN, tls_ca=cert))
@@ -176,6 +182,37 @@ def test_tls_with_a_self_signed_certificate(tmp_path):
         assert code_of(plaintext.ListExperiments, es.ListExperimentsRequest(), timeout=5)[0] == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop(grace=0)
+
+
+def _health_status(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        request = health_pb2.HealthCheckRequest(service="")
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_a_health_only_plaintext_port_serves_probes_that_cannot_speak_tls(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server = serve(tmp_path / "h.db", tls_cert=cert, tls_key=key, trainer_token=TRAINER_TOKEN,
+                   client_token=CLIENT_TOKEN, health_listen="127.0.0.1:0")
+    health_address = f"127.0.0.1:{server.health_port}"
+    try:
+        assert server.health_port not in (None, 0, server.port)
+        assert _health_status(health_address) == health_pb2.HealthCheckResponse.SERVING
+        # Only health there: the services (and their tokens) stay behind TLS.
+        _, workers = stubs(health_address, token=TRAINER_TOKEN)
+        code, _ = code_of(workers.LeaseCandidate, ws.LeaseCandidateRequest(trainer_id="t", wait_ms=0), timeout=5)
+        assert code == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        server.stop(grace=0)
+    with pytest.raises(grpc.RpcError):  # gone with the coordinator
+        _health_status(health_address)
+
+
+def test_a_bad_health_address_is_named_before_anything_starts(tmp_path):
+    with pytest.raises(ValueError, match="'nowhere'"):
+        serve(tmp_path / "b.db", health_listen="nowhere")
+    assert not (tmp_path / "b.db").exists()
 
 
 # ---------------------------------------------------------------- validation

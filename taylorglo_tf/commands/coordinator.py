@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow a non-loopback address without tokens (anyone reaching the port controls searches)")
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; enables TLS (with --tls-key)")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    parser.add_argument("--health-listen", metavar="HOST:PORT",
+                        help="also serve gRPC health checks, and nothing else, in plaintext here "
+                             "(for probes that cannot speak TLS, e.g. Kubernetes' gRPC probes)")
     parser.add_argument("--lease-ttl", type=float, default=DEFAULT_LEASE_TTL_S, metavar="S",
                         help=f"seconds a lease lives without a heartbeat (default {DEFAULT_LEASE_TTL_S:g})")
     parser.add_argument("--grace", type=non_negative_float, default=5.0, metavar="S",
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         client_token = load_token(args.client_token_file, env=CLIENT_TOKEN_ENV)
         server = serve(args.db, args.listen, trainer_token=trainer_token, client_token=client_token,
                        insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                       lease_ttl_s=args.lease_ttl)
+                       lease_ttl_s=args.lease_ttl, health_listen=args.health_listen)
     except (ValueError, OSError, RuntimeError) as exc:  # bad settings, port or database
         print(f"taylorglo coordinator: {exc}", file=sys.stderr)
         return 2
