@@ -18,21 +18,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKER = ROOT / "docker"
+from tests.local_deploy import DOCKER, Host, Processes, client, free_port, wait_until
+
 TOKENS = {"TAYLORGLO_TRAINER_TOKEN": "compose-trainer-token-0123", "TAYLORGLO_CLIENT_TOKEN": "compose-client-token-4567"}
-CONTAINER_PORT = "50051"
-# Files the Dockerfiles COPY into the images -> their source in the repository.
-IMAGE_FILES = {"/opt/taylorglo/healthcheck.py": str(DOCKER / "healthcheck.py")}
 
 _VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
 
@@ -68,52 +62,21 @@ def duration_s(text: str) -> float:
     return value * {"s": 1, "m": 60}[unit]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def mount(host: Host, service: dict, named_volumes) -> None:
+    """Named volumes -> their temporary folder; bind mounts (absolute paths) stay as they are."""
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:  # the long form, as `docker compose config` (v2) prints it
+            source, target = volume["source"], volume["target"]
+        host.mount(target, host.volume(source) if source in named_volumes else source)
 
 
-class Host:
-    """What Docker would provide: name resolution, volumes, the images' files, the PATH."""
-
-    def __init__(self, tmp_path: Path, port: int, volume_names):
-        self.port = port
-        self.volumes = {name: tmp_path / "volumes" / name for name in volume_names}
-        for folder in self.volumes.values():
-            folder.mkdir(parents=True)
-        self.mounts: dict[str, str] = {}
-
-    def mount(self, service: dict) -> None:
-        """Named volumes -> their temporary folder; bind mounts (absolute paths) stay as they are."""
-        for volume in service.get("volumes", []):
-            if isinstance(volume, str):
-                source, target = volume.split(":")[:2]
-            else:  # the long form, as `docker compose config` (v2) prints it
-                source, target = volume["source"], volume["target"]
-            self.mounts[target] = str(self.volumes[source]) if source in self.volumes else source
-
-    def localize(self, text: str) -> str:
-        text = text.replace(f"0.0.0.0:{CONTAINER_PORT}", f"127.0.0.1:{self.port}")
-        text = text.replace(f"coordinator:{CONTAINER_PORT}", f"127.0.0.1:{self.port}")
-        text = text.replace(f"127.0.0.1:{CONTAINER_PORT}", f"127.0.0.1:{self.port}")
-        for container_path, local in {**IMAGE_FILES, **self.mounts}.items():
-            if text == container_path or text.startswith(container_path + "/"):
-                text = local + text[len(container_path):]
-        return text
-
-    def argv(self, command: list[str]) -> list[str]:
-        argv = [self.localize(arg) for arg in command]
-        if argv[0] == "taylorglo":  # the console script the image installs
-            argv[0] = str(Path(sys.executable).parent / "taylorglo")
-        if argv[0] in ("python", "python3"):
-            argv[0] = sys.executable
-        return argv
-
-    def environment(self, service: dict) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TAYLORGLO_")}
-        base.update({key: self.localize(str(value)) for key, value in service.get("environment", {}).items()})
-        return base
+def compose_host(tmp_path: Path, config: dict) -> Host:
+    host = Host(tmp_path, free_port(), service_names=["coordinator"])
+    for name in ("coordinator", "trainer"):
+        mount(host, config["services"][name], config["volumes"])
+    return host
 
 
 def healthcheck_argv(host: Host, service: dict) -> list[str]:
@@ -125,47 +88,25 @@ def healthcheck_argv(host: Host, service: dict) -> list[str]:
     return host.argv(test[1:])
 
 
-def wait_healthy(host: Host, service: dict, process: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        check = subprocess.run(healthcheck_argv(host, service), env=host.environment(service),
-                               capture_output=True, text=True, timeout=30)
-        if check.returncode == 0:
-            return
-        assert process.poll() is None, f"service exited with {process.returncode}"
-        assert time.monotonic() < deadline, check.stderr
-        time.sleep(0.3)
-
-
-def client(host: Host, token: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAYLORGLO_")}
-    env.update(TAYLORGLO_TOKEN=token, COLUMNS="120")
-    return subprocess.run([str(Path(sys.executable).parent / "taylorglo"), *args,
-                           "--coordinator", f"127.0.0.1:{host.port}"],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+def healthy(host: Host, service: dict) -> bool:
+    check = subprocess.run(healthcheck_argv(host, service), env=host.environment(service.get("environment", {})),
+                           capture_output=True, text=True, timeout=30)
+    return check.returncode == 0
 
 
 def test_compose_services_run_locally_complete_a_search_and_stop_cleanly(compose, tmp_path):
     services = compose["services"]
     coordinator_service, trainer_service = services["coordinator"], services["trainer"]
-    host = Host(tmp_path, free_port(), compose["volumes"])
-    host.mount(coordinator_service)
-    host.mount(trainer_service)
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("coordinator", "trainer")}
-    processes: dict[str, subprocess.Popen] = {}
-    try:
-        processes["coordinator"] = subprocess.Popen(
-            host.argv(coordinator_service["command"]), env=host.environment(coordinator_service),
-            stdout=logs["coordinator"], stderr=subprocess.STDOUT, cwd=tmp_path,
-        )
+    host = compose_host(tmp_path, compose)
+    with Processes(tmp_path) as processes:
+        coordinator = processes.start("coordinator", host.argv(coordinator_service["command"]),
+                                      host.environment(coordinator_service["environment"]))
         # depends_on: coordinator service_healthy
         assert trainer_service["depends_on"]["coordinator"]["condition"] == "service_healthy"
-        wait_healthy(host, coordinator_service, processes["coordinator"])
-        processes["trainer"] = subprocess.Popen(
-            host.argv(trainer_service["command"]), env=host.environment(trainer_service),
-            stdout=logs["trainer"], stderr=subprocess.STDOUT, cwd=tmp_path,
-        )
-        wait_healthy(host, trainer_service, processes["trainer"])
+        wait_until(lambda: healthy(host, coordinator_service), coordinator, "coordinator health check")
+        trainer = processes.start("trainer", host.argv(trainer_service["command"]),
+                                  host.environment(trainer_service["environment"]))
+        wait_until(lambda: healthy(host, trainer_service), trainer, "trainer health check")
 
         spec = tmp_path / "spec.yaml"
         spec.write_text(yaml.safe_dump({
@@ -193,19 +134,12 @@ def test_compose_services_run_locally_complete_a_search_and_stop_cleanly(compose
         # The database lives on the coordinator's volume.
         database = coordinator_service["command"][coordinator_service["command"].index("--db") + 1]
         assert Path(host.localize(database)).is_file()
-        assert str(host.volumes["coordinator-data"]) in host.localize(database)
+        assert str(host.volume("coordinator-data")) in host.localize(database)
 
         # docker compose stop: SIGTERM, then the stop_grace_period.
         for name in ("trainer", "coordinator"):
-            processes[name].send_signal(signal.SIGTERM)
-            assert processes[name].wait(timeout=duration_s(services[name]["stop_grace_period"])) == 0
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        for log in logs.values():
-            log.close()
+            processes.running[name].send_signal(signal.SIGTERM)
+            assert processes.running[name].wait(timeout=duration_s(services[name]["stop_grace_period"])) == 0
 
 
 def _make_certificate(certs: Path) -> None:
@@ -237,20 +171,13 @@ def test_compose_tls_override_serves_health_checks_and_clients_over_tls_only(tmp
     )
     config = yaml.safe_load(merged.stdout)
     coordinator_service, trainer_service = config["services"]["coordinator"], config["services"]["trainer"]
-    host = Host(tmp_path, free_port(), config["volumes"])
-    host.mount(coordinator_service)
-    host.mount(trainer_service)
-    log = open(tmp_path / "coordinator.log", "w")
-    coordinator = subprocess.Popen(
-        host.argv(coordinator_service["command"]), env=host.environment(coordinator_service),
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )
-    try:
+    host = compose_host(tmp_path, config)
+    with Processes(tmp_path) as processes:
+        coordinator = processes.start("coordinator", host.argv(coordinator_service["command"]),
+                                      host.environment(coordinator_service["environment"]))
         # Both health checks speak TLS (TAYLORGLO_TLS_CA from the override), trusting ca.crt.
-        wait_healthy(host, coordinator_service, coordinator)
-        trainer_check = subprocess.run(healthcheck_argv(host, trainer_service), env=host.environment(trainer_service),
-                                       capture_output=True, text=True, timeout=30)
-        assert trainer_check.returncode == 0, trainer_check.stderr
+        wait_until(lambda: healthy(host, coordinator_service), coordinator, "coordinator health check")
+        assert healthy(host, trainer_service)
         # The trainer's command dials the coordinator with the mounted CA.
         trainer_argv = host.argv(trainer_service["command"])
         assert Path(trainer_argv[trainer_argv.index("--tls-ca") + 1]).read_bytes() == \
@@ -271,9 +198,4 @@ def test_compose_tls_override_serves_health_checks_and_clients_over_tls_only(tmp
 
         coordinator.send_signal(signal.SIGTERM)
         assert coordinator.wait(timeout=duration_s(coordinator_service["stop_grace_period"])) == 0
-    finally:
-        if coordinator.poll() is None:
-            coordinator.kill()
-            coordinator.wait()
-        log.close()
 

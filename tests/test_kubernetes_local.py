@@ -1,0 +1,155 @@
+"""docker/kubernetes/'s containers, run as local processes (no cluster).
+
+The base's plain manifests give each container its command and environment;
+the Secrets a user creates become their keys' values (secretKeyRef), volumes
+become temporary folders (a claim is one folder shared by every pod that
+mounts it), the Service's names dial the coordinator on loopback, and the
+kubelet's gRPC probes are gRPC health checks of the port they name. The
+coordinator starts, both trainer replicas join it, the example submit Job, with a small search in its ConfigMap,
+submits and waits, and the search completes with candidates from both
+trainers. Then every pod gets SIGTERM and must exit within its grace period.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.kube_manifests import SUBMIT_EXAMPLE, find, flag, load, plain_base
+from tests.local_deploy import CONTAINER_PORT, Host, Processes, client, free_port, wait_until
+
+# The Secrets of the README's `kubectl create secret` commands, per namespace.
+SECRETS = {
+    ("taylorglo", "taylorglo-tokens"): {"trainer-token": "kube-trainer-token-0123456789",
+                                        "client-token": "kube-client-token-0123456789"},
+    ("taylorglo-clients", "taylorglo-tokens"): {"client-token": "kube-client-token-0123456789"},
+}
+SMALL_SEARCH = {"name": "kubernetes wiring", "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                "search": {"population": 4, "generations": 2}}
+
+
+class Pod:
+    """One pod of a workload: its container's command, environment and volumes on ``host``."""
+
+    def __init__(self, host: Host, workload: dict, name: str, config_maps: list[dict]):
+        self.host, self.name = host.with_own_mounts(), name
+        self.namespace = workload["metadata"]["namespace"]
+        self.spec = workload["spec"]["template"]["spec"]
+        [self.container] = self.spec["containers"]
+        claims = {t["metadata"]["name"]: f"{t['metadata']['name']}-{name}"  # a StatefulSet's per-pod claims
+                  for t in workload["spec"].get("volumeClaimTemplates", [])}
+        volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
+        for mount in self.container.get("volumeMounts", []):
+            volume = volumes.get(mount["name"], {})
+            if "persistentVolumeClaim" in volume:
+                folder = host.volume(volume["persistentVolumeClaim"]["claimName"])
+            elif mount["name"] in claims:
+                folder = host.volume(claims[mount["name"]])
+            elif "emptyDir" in volume:
+                folder = host.volume(f"{name}-{mount['name']}")
+            elif "configMap" in volume:
+                folder = host.volume(f"{name}-{mount['name']}")
+                data = find(config_maps, "ConfigMap", volume["configMap"]["name"])["data"]
+                for file, text in data.items():
+                    (folder / file).write_text(text)
+            else:
+                raise AssertionError(f"{name}: volume {mount['name']} of an unknown kind: {volume}")
+            self.host.mount(mount["mountPath"], folder)
+
+    def environment(self) -> dict[str, str]:
+        values = {}
+        for variable in self.container.get("env", []):
+            if "valueFrom" in variable:
+                ref = variable["valueFrom"]["secretKeyRef"]
+                values[variable["name"]] = SECRETS[(self.namespace, ref["name"])][ref["key"]]
+            else:
+                values[variable["name"]] = variable["value"]
+        return self.host.environment(values)
+
+    def start(self, processes: Processes):
+        return processes.start(self.name, self.host.argv(self.container["command"]), self.environment())
+
+    def grace_s(self) -> float:
+        return float(self.spec["terminationGracePeriodSeconds"])
+
+
+def probe_passes(host: Host, probe: dict) -> bool:
+    """What the kubelet's gRPC probe does: a plaintext Health/Check of the named port."""
+    assert str(probe["grpc"]["port"]) == CONTAINER_PORT
+    with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+        request = health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", ""))
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(request, timeout=2)
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# The trainers' evaluator: the manifests' own (Keras: TensorFlow in each trainer,
+# minutes on two cores, so marked slow) or, for the default suite, the synthetic
+# one in its place (seconds), with every other argument as the manifest gives it.
+EVALUATORS = {
+    "keras": [],
+    "synthetic": ["--evaluator", "synthetic", "--synthetic-sleep", "0.2"],
+}
+
+
+@pytest.mark.parametrize("evaluator", [pytest.param("keras", marks=pytest.mark.slow), "synthetic"])
+def test_the_manifests_containers_run_locally_and_complete_a_search_with_two_trainers(tmp_path, evaluator):
+    objects = plain_base()
+    example = load(SUBMIT_EXAMPLE)
+    service = find(objects, "Service", "taylorglo-coordinator")["metadata"]
+    host = Host(tmp_path, free_port(), service_names=[
+        service["name"], f"{service['name']}.{service['namespace']}.svc"])
+    coordinator_set = find(objects, "StatefulSet", "taylorglo-coordinator")
+    trainers = find(objects, "Deployment", "taylorglo-trainer")
+    command = trainers["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert flag(command, "--evaluator") == "keras"
+    if EVALUATORS[evaluator]:
+        at = command.index("--evaluator")
+        command[at:at + 2] = EVALUATORS[evaluator]
+    submit_job = find(example, "Job", "taylorglo-submit-digits")
+    # The user's own search in the example's ConfigMap: small, so that it runs in seconds.
+    config_map = find(example, "ConfigMap", "taylorglo-search-digits")
+    config_map["data"]["search.yaml"] = yaml.safe_dump(SMALL_SEARCH)
+
+    coordinator = Pod(host, coordinator_set, "taylorglo-coordinator-0", example)
+    replicas = [Pod(host, trainers, f"taylorglo-trainer-{i}", example) for i in range(trainers["spec"]["replicas"])]
+    assert len(replicas) == 2
+    submitter = Pod(host, submit_job, "taylorglo-submit-digits", example)
+    with Processes(tmp_path) as processes:
+        coordinator_process = coordinator.start(processes)
+        wait_until(lambda: probe_passes(host, coordinator.container["readinessProbe"]),
+                   coordinator_process, "coordinator readiness probe")
+        assert probe_passes(host, coordinator.container["livenessProbe"])
+        trainer_processes = [pod.start(processes) for pod in replicas]
+        for pod, process in zip(replicas, trainer_processes):  # each has imported TensorFlow and dialled
+            wait_until(lambda: "working for" in processes.log(pod.name), process, pod.name, timeout_s=120)
+
+        job = submitter.start(processes)
+        assert job.wait(timeout=240) == 0, processes.log(submitter.name)
+        output = processes.log(submitter.name)
+        experiment_id = re.search(r"experiment (\w+) succeeded: best fitness 0\.\d+", output).group(1)
+
+        result = client(host, SECRETS[("taylorglo-clients", "taylorglo-tokens")]["client-token"],
+                        "result", experiment_id, "--out", str(tmp_path / "result"))
+        assert result.returncode == 0, result.stderr
+        candidates = (tmp_path / "result" / "candidates.csv").read_text().splitlines()
+        assert len(candidates) == 1 + 8
+        trainer_ids = {line.split(",")[5] for line in candidates[1:]}
+        assert len(trainer_ids) == 2 and "" not in trainer_ids  # both replicas trained
+
+        # The database is on the StatefulSet's claim.
+        database = coordinator.host.localize(flag(coordinator.container["command"], "--db"))
+        assert Path(database).is_file() and Path(database).parent == host.volume("database-taylorglo-coordinator-0")
+
+        # Scale to zero, then stop the coordinator: SIGTERM, exit 0 within the grace period.
+        for pod in [*replicas, coordinator]:
+            processes.running[pod.name].send_signal(signal.SIGTERM)
+            assert processes.running[pod.name].wait(timeout=pod.grace_s()) == 0, processes.log(pod.name)
