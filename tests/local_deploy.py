@@ -42,8 +42,11 @@ def clean_environment() -> dict[str, str]:
 class Host:
     """What the engine would provide: name resolution, volumes, the images' files, the PATH."""
 
-    def __init__(self, tmp_path: Path, port: int, service_names: Iterable[str] = ("coordinator",)):
+    def __init__(self, tmp_path: Path, port: int, service_names: Iterable[str] = ("coordinator",),
+                 other_ports: Iterable[str] = ()):
         self.port = port
+        # Container port -> local port: the coordinator's, and any other it listens on.
+        self.ports = {CONTAINER_PORT: port, **{other: free_port() for other in other_ports}}
         self.folder = tmp_path / "volumes"
         # Longest first: a short name may be the tail of a longer one.
         self.dialled = sorted({*service_names, "0.0.0.0", "127.0.0.1"}, key=len, reverse=True)
@@ -66,7 +69,8 @@ class Host:
 
     def localize(self, text: str) -> str:
         for name in self.dialled:
-            text = text.replace(f"{name}:{CONTAINER_PORT}", f"127.0.0.1:{self.port}")
+            for container_port, local_port in self.ports.items():
+                text = text.replace(f"{name}:{container_port}", f"127.0.0.1:{local_port}")
         # The deepest mount holding the path, once (a local folder may itself lie under /tmp).
         paths = {**IMAGE_FILES, **self.mounts}
         for container_path in sorted(paths, key=len, reverse=True):

@@ -8,12 +8,17 @@ kubelet's gRPC probes are gRPC health checks of the port they name. The
 coordinator starts, both trainer replicas join it, the example submit Job, with a small search in its ConfigMap,
 submits and waits, and the search completes with candidates from both
 trainers. Then every pod gets SIGTERM and must exit within its grace period.
+The tls overlay (rendered by Kustomize) runs the same way with a certificate in
+its Secret: probes pass in plaintext on the health-only port, while trainers and
+clients reach the coordinator over TLS only.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -21,8 +26,8 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.kube_manifests import SUBMIT_EXAMPLE, find, flag, load, plain_base
-from tests.local_deploy import CONTAINER_PORT, Host, Processes, client, free_port, wait_until
+from tests.kube_manifests import SUBMIT_EXAMPLE, find, flag, load, plain_base, render
+from tests.local_deploy import Host, Processes, client, free_port, wait_until
 
 # The Secrets of the README's `kubectl create secret` commands, per namespace.
 SECRETS = {
@@ -37,8 +42,8 @@ SMALL_SEARCH = {"name": "kubernetes wiring", "task": {"dataset": "digits", "mode
 class Pod:
     """One pod of a workload: its container's command, environment and volumes on ``host``."""
 
-    def __init__(self, host: Host, workload: dict, name: str, config_maps: list[dict]):
-        self.host, self.name = host.with_own_mounts(), name
+    def __init__(self, host: Host, workload: dict, name: str, config_maps: list[dict], secrets=SECRETS):
+        self.host, self.name, self.secrets = host.with_own_mounts(), name, secrets
         self.namespace = workload["metadata"]["namespace"]
         self.spec = workload["spec"]["template"]["spec"]
         [self.container] = self.spec["containers"]
@@ -53,9 +58,13 @@ class Pod:
                 folder = host.volume(claims[mount["name"]])
             elif "emptyDir" in volume:
                 folder = host.volume(f"{name}-{mount['name']}")
-            elif "configMap" in volume:
+            elif "configMap" in volume or "secret" in volume:
                 folder = host.volume(f"{name}-{mount['name']}")
-                data = find(config_maps, "ConfigMap", volume["configMap"]["name"])["data"]
+                if "configMap" in volume:
+                    data = find(config_maps, "ConfigMap", volume["configMap"]["name"])["data"]
+                else:
+                    data = secrets[(self.namespace, volume["secret"]["secretName"])]
+                    data = {item["path"]: data[item["key"]] for item in volume["secret"].get("items", [])} or data
                 for file, text in data.items():
                     (folder / file).write_text(text)
             else:
@@ -67,7 +76,7 @@ class Pod:
         for variable in self.container.get("env", []):
             if "valueFrom" in variable:
                 ref = variable["valueFrom"]["secretKeyRef"]
-                values[variable["name"]] = SECRETS[(self.namespace, ref["name"])][ref["key"]]
+                values[variable["name"]] = self.secrets[(self.namespace, ref["name"])][ref["key"]]
             else:
                 values[variable["name"]] = variable["value"]
         return self.host.environment(values)
@@ -81,14 +90,22 @@ class Pod:
 
 def probe_passes(host: Host, probe: dict) -> bool:
     """What the kubelet's gRPC probe does: a plaintext Health/Check of the named port."""
-    assert str(probe["grpc"]["port"]) == CONTAINER_PORT
-    with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{host.ports[str(probe['grpc']['port'])]}") as channel:
         request = health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", ""))
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(request, timeout=2)
         except grpc.RpcError:
             return False
     return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def use_evaluator(workload: dict, evaluator: str) -> None:
+    """Put ``evaluator`` in place of the trainer command's ``--evaluator keras``."""
+    command = workload["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert flag(command, "--evaluator") == "keras"
+    if EVALUATORS[evaluator]:
+        at = command.index("--evaluator")
+        command[at:at + 2] = EVALUATORS[evaluator]
 
 
 # The trainers' evaluator: the manifests' own (Keras: TensorFlow in each trainer,
@@ -109,11 +126,7 @@ def test_the_manifests_containers_run_locally_and_complete_a_search_with_two_tra
         service["name"], f"{service['name']}.{service['namespace']}.svc"])
     coordinator_set = find(objects, "StatefulSet", "taylorglo-coordinator")
     trainers = find(objects, "Deployment", "taylorglo-trainer")
-    command = trainers["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert flag(command, "--evaluator") == "keras"
-    if EVALUATORS[evaluator]:
-        at = command.index("--evaluator")
-        command[at:at + 2] = EVALUATORS[evaluator]
+    use_evaluator(trainers, evaluator)
     submit_job = find(example, "Job", "taylorglo-submit-digits")
     # The user's own search in the example's ConfigMap: small, so that it runs in seconds.
     config_map = find(example, "ConfigMap", "taylorglo-search-digits")
@@ -151,5 +164,50 @@ def test_the_manifests_containers_run_locally_and_complete_a_search_with_two_tra
 
         # Scale to zero, then stop the coordinator: SIGTERM, exit 0 within the grace period.
         for pod in [*replicas, coordinator]:
+            processes.running[pod.name].send_signal(signal.SIGTERM)
+            assert processes.running[pod.name].wait(timeout=pod.grace_s()) == 0, processes.log(pod.name)
+
+
+def test_the_tls_overlay_serves_probes_in_plaintext_and_trainers_and_clients_over_tls_only(tmp_path):
+    objects = render("tls")  # Kustomize: the base with the tls component
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a certificate")
+    certificate = tmp_path / "certificate"
+    certificate.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=taylorglo-coordinator", "-addext",
+                    "subjectAltName=DNS:taylorglo-coordinator,DNS:taylorglo-coordinator.taylorglo.svc,IP:127.0.0.1",
+                    "-keyout", str(certificate / "key"), "-out", str(certificate / "crt")],
+                   check=True, capture_output=True, timeout=60)
+    pem = (certificate / "crt").read_text()
+    secrets = {**SECRETS, ("taylorglo", "taylorglo-tls"): {
+        "tls.crt": pem, "tls.key": (certificate / "key").read_text(), "ca.crt": pem}}
+    coordinator_set = find(objects, "StatefulSet", "taylorglo-coordinator")
+    trainers = find(objects, "Deployment", "taylorglo-trainer")
+    use_evaluator(trainers, "synthetic")
+    probe = coordinator_set["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    host = Host(tmp_path, free_port(), service_names=["taylorglo-coordinator"],
+                other_ports=[str(probe["grpc"]["port"])])
+    coordinator = Pod(host, coordinator_set, "taylorglo-coordinator-0", [], secrets)
+    trainer = Pod(host, trainers, "taylorglo-trainer-0", [], secrets)
+    client_token = SECRETS[("taylorglo", "taylorglo-tokens")]["client-token"]
+    with Processes(tmp_path) as processes:
+        coordinator_process = coordinator.start(processes)
+        # The kubelet's plaintext probe, on the health-only port.
+        wait_until(lambda: probe_passes(host, probe), coordinator_process, "coordinator readiness probe")
+        assert probe_passes(host, coordinator.container["livenessProbe"])
+        trainer.start(processes)
+
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({"task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                                        "search": {"population": 2, "generations": 1}}))
+        ca = trainer.host.localize(flag(trainer.container["command"], "--tls-ca"))
+        submitted = client(host, client_token, "submit", str(spec), "--watch", "--tls-ca", ca, timeout=120)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr + processes.log(trainer.name)
+        assert "succeeded" in submitted.stdout
+        # The services themselves are not reachable in plaintext.
+        assert client(host, client_token, "status", timeout=60).returncode != 0
+
+        for pod in (trainer, coordinator):
             processes.running[pod.name].send_signal(signal.SIGTERM)
             assert processes.running[pod.name].wait(timeout=pod.grace_s()) == 0, processes.log(pod.name)
