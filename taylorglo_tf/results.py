@@ -248,7 +248,12 @@ def write_comparison(comparison: Any, out_dir: str | os.PathLike[str]) -> Path:
 
 
 def comparison_text(record: dict[str, Any]) -> str:
-    """A short human-readable table of a comparison's ``to_dict()`` form."""
+    """A short human-readable table of a comparison's ``to_dict()`` form.
+
+    A tuned comparison (``compare.TunedComparison.to_dict()``) adds one row per
+    comparison (the task's learning rate, the tuned one), the validation scores
+    behind each chosen rate and the verdict; a measured loss scale adds a line.
+    """
     lines = [f"{record.get('loss', 'loss')} vs {record.get('baseline', 'baseline')}"]
     task = record.get("task") or {}
     if task:
@@ -264,7 +269,45 @@ def comparison_text(record: dict[str, Any]) -> str:
     if welch:
         details = ", ".join(f"{key}={_number(value)}" for key, value in welch.items())
         lines.append(f"one-tailed Welch t-test (H1: loss > baseline): {details}")
+    if record.get("tuned"):
+        lines += _tuned_lines(record)
+    scale = record.get("loss_scale")
+    if scale:
+        lines.append(f"loss scale: {_number(scale.get('ratio'))} x cross-entropy ({scale.get('definition')})")
     return "\n".join(lines) + "\n"
+
+
+def _tuned_lines(record: dict[str, Any]) -> list[str]:
+    """Both comparisons as rows, how each learning rate was chosen, and the verdict."""
+    lines = ["", f"{'comparison':<32} {'baseline lr':>14} {'loss':>8} {'baseline':>8} {'win':>8} {'p':>8}"]
+    for label, row in (("at the task's learning rate", record), ("against the tuned baseline", record["tuned"])):
+        summary, rate = row.get("summary") or {}, row.get("learning_rates") or {}
+        multiplier = (row.get("lr_multipliers") or {}).get("baseline")
+        loss_mean = (summary.get("loss") or {}).get("mean")
+        baseline_mean = (summary.get("baseline") or {}).get("mean")
+        win = loss_mean - baseline_mean if None not in (loss_mean, baseline_mean) else None
+        lines.append(
+            f"{label:<32} {_rate(rate.get('baseline'), multiplier):>14} {_number(loss_mean):>8} "
+            f"{_number(baseline_mean):>8} {'n/a' if win is None else f'{100 * win:+.2f}':>8} "
+            f"{_number((row.get('welch') or {}).get('pvalue')):>8}"
+        )
+    lines.append("(win: loss minus baseline mean test accuracy, in percentage points; p: one-tailed Welch t-test)")
+    for side, choice in (record.get("learning_rate_tuning") or {}).items():
+        if choice:
+            grid = ", ".join(f"x{row['multiplier']:g} {_number(row['mean_validation_accuracy'])}"
+                             for row in choice.get("grid", []))
+            lines.append(f"{side} learning rate x{choice['chosen_multiplier']:g}, chosen by mean validation "
+                         f"accuracy (seeds {choice.get('seeds')}; the test split is not used): {grid}")
+    if record.get("verdict"):
+        lines.append(record["verdict"])
+    return lines
+
+
+def _rate(learning_rate: Any, multiplier: Any) -> str:
+    """``0.15 (x3)``: a learning rate and its multiple of the task's."""
+    if not isinstance(learning_rate, (int, float)) or not isinstance(multiplier, (int, float)):
+        return "n/a"
+    return f"{learning_rate:.4g} (x{multiplier:g})"
 
 
 def _number(value: Any) -> str:

@@ -43,6 +43,7 @@ DEFAULT_ORDER = 3
 DEFAULT_INPUTS = ("x", "y")
 DEFAULT_ABORT_ACCURACY = 0.15
 DEFAULT_ABORT_EPOCHS = 10
+DEFAULT_LR_SCALE = 1.0  # the model recipe's own learning rate
 DEFAULT_CROP_PADDING = 4
 DEFAULT_CUTMIX_ALPHA = 1.0
 
@@ -229,6 +230,8 @@ def apply_defaults(spec: ExperimentSpec) -> ExperimentSpec:
         task.abort_accuracy = DEFAULT_ABORT_ACCURACY
     if task.abort_epochs == 0:
         task.abort_epochs = DEFAULT_ABORT_EPOCHS
+    if task.lr_scale == 0:
+        task.lr_scale = DEFAULT_LR_SCALE
     if aug.flip_crop and aug.crop_padding == 0:
         aug.crop_padding = DEFAULT_CROP_PADDING
     if aug.cutmix_probability > 0 and aug.cutmix_alpha == 0:
@@ -291,6 +294,8 @@ def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
     _require(math.isfinite(task.abort_accuracy) and task.abort_accuracy <= 1,
              f"{path}.abort_accuracy", f"{task.abort_accuracy!r} must be <= 1 (negative disables the abort rule)")
     _check_range(task.abort_epochs, 0, MAX_STEPS, f"{path}.abort_epochs", "epochs")
+    _require(math.isfinite(task.lr_scale) and task.lr_scale > 0,
+             f"{path}.lr_scale", f"{task.lr_scale!r} must be a positive, finite multiplier of the recipe's learning rate")
     aug = task.augmentation
     apath = f"{path}.augmentation"
     _check_range(aug.crop_padding, 0, MAX_PIXELS, f"{apath}.crop_padding", "padding")

@@ -66,12 +66,12 @@ def test_minimal_task_spec_gets_the_documented_defaults():
 def test_task_spec_fields_map_onto_the_task():
     spec = types_pb2.TaskSpec(
         dataset="tfds:cifar10", model="alexnet", steps=2000, batch_size=64, train_fraction=0.1, seed=5,
-        abort_accuracy=0.2, abort_epochs=3,
+        abort_accuracy=0.2, abort_epochs=3, lr_scale=0.3,
         augmentation=types_pb2.AugmentationSpec(flip_crop=True, cutout_length=16, cutmix_probability=0.5),
     )
     task = task_from_spec(spec, None)
     assert (task.dataset, task.model, task.steps, task.batch_size, task.fraction) == ("tfds:cifar10", "alexnet", 2000, 64, 0.1)
-    assert (task.abort_threshold, task.abort_check_epoch) == (0.2, 3.0)
+    assert (task.abort_threshold, task.abort_check_epoch, task.lr_scale) == (0.2, 3.0, 0.3)
     assert task.augmentation == {"flip": True, "crop_padding": 4, "cutout": 16, "cutmix_prob": 0.5, "cutmix_alpha": 1.0}
 
 

@@ -1,6 +1,7 @@
 """Model zoo: names, parameter counts against the literature, any shape, options, recipes."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -267,3 +268,13 @@ def test_tiny_trains_on_digits_with_its_recipe():
     model.fit(train, steps_per_epoch=r.total_steps(), epochs=1, verbose=0, shuffle=False)
     _, accuracy = model.evaluate(splits.x_val, splits.y_val, verbose=0)
     assert accuracy >= 0.9
+
+
+def test_a_recipe_with_a_learning_rate_scale_scales_every_step_of_its_schedule():
+    base = models.recipe("wide_resnet_16_8")
+    scaled = base.with_lr_scale(0.3)
+    assert scaled.values() == pytest.approx([0.3 * v for v in base.values()])
+    assert (scaled.milestones, scaled.momentum, scaled.epochs) == (base.milestones, base.momentum, base.epochs)
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match=rf"lr scale must be a positive, finite number, got {re.escape(repr(bad))}"):
+            base.with_lr_scale(bad)

@@ -192,6 +192,31 @@ def test_comparison_is_written_as_json_and_text(folder):
     assert "0.9100" in text and "0.8900" in text and "p_value=0.1200" in text
 
 
+def test_a_tuned_comparison_text_has_one_row_per_comparison_the_choice_and_the_verdict():
+    from taylorglo_tf.compare import compare_tuned
+    from taylorglo_tf.training import Task
+    from tests.test_compare import RateEvaluator, scaled_loss_world
+
+    tuned = compare_tuned("L", "B", Task(steps=5), runs=3, tuning_seeds=1, evaluator=RateEvaluator(scaled_loss_world),
+                          loss_name="best_loss.json", baseline_name="cross_entropy")
+    lines = results.comparison_text(tuned.to_dict()).splitlines()
+    plain_row = next(line for line in lines if line.startswith("at the task's learning rate"))
+    tuned_row = next(line for line in lines if line.startswith("against the tuned baseline"))
+    # baseline lr, loss mean, baseline mean, win in points, p
+    assert plain_row.split()[-6:] == ["0.05", "(x1)", "0.9010", "0.8010", "+10.00", f"{tuned.plain.welch.pvalue:.4f}"]
+    assert tuned_row.split()[-6:] == ["0.15", "(x3)", "0.9010", "0.9510", "-5.00", f"{tuned.tuned.welch.pvalue:.4f}"]
+    assert any(line.startswith("baseline learning rate x3, chosen by mean validation accuracy (seeds [3]")
+               and "x3 0.9500" in line for line in lines)
+    assert lines[-1] == tuned.verdict() and "learning-rate effect" in lines[-1]
+
+
+def test_a_measured_loss_scale_is_a_line_of_the_comparison_text():
+    record = {"loss": "l.json", "baseline": "cross_entropy",
+              "loss_scale": {"ratio": 9.87654, "definition": "mean |dL/dlogits| relative to cross-entropy"}}
+    assert "loss scale: 9.8765 x cross-entropy (mean |dL/dlogits| relative to cross-entropy)" in (
+        results.comparison_text(record))
+
+
 def test_a_result_without_any_finished_candidate_writes_tables_but_no_loss_or_plots(tmp_path):
     result = experiment_service_pb2.ExperimentResult()
     result.experiment.id = "exp-empty"

@@ -71,10 +71,11 @@ def read_csv(path: Path) -> list[dict]:
 def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml")
     with_paper = {**yaml.safe_load(spec.read_text()), "paper": {"table": "Table 9, digits", "taylorglo": 0.9876}}
+    with_paper["task"]["lr_scale"] = 0.5  # the search and the comparison at half the recipe's rate
     spec.write_text(yaml.safe_dump(with_paper))
     out = tmp_path / "result"
     process = start_run(str(spec), "--trainers", "1", "--out", str(out), "--compare-runs", "2",
-                        "--compare-steps", "30", cwd=tmp_path)
+                        "--compare-steps", "30", "--tuning-seeds", "1", cwd=tmp_path)
     stdout, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr[-3000:]
     assert re.search(r"experiment \w+ succeeded: best fitness 0\.\d{4}", stdout)
@@ -90,9 +91,21 @@ def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp
     comparison = json.loads((out / "comparison.json").read_text())
     assert [(r["side"], r["steps"]) for r in comparison["runs"]] == [("loss", 30), ("baseline", 30)] * 2
     assert comparison["baseline"] == "cross_entropy"
-    assert "one-tailed Welch t-test" in (out / "comparison.txt").read_text()
     assert "Table 9, digits: test accuracy, mean (std)" in stdout  # the paper block's row, then the measured one
     assert re.search(r"paper +0\.9876 +- +- +10 \+ 10\nmeasured +\d\.\d{4} ", stdout)
+    assert json.loads((out / "experiment.json").read_text())["spec"]["task"]["lr_scale"] == 0.5
+    assert comparison["task"]["lr_scale"] == 0.5
+    tuning = comparison["learning_rate_tuning"]["baseline"]
+    assert [row["learning_rate"] for row in tuning["grid"]] == pytest.approx([0.025 * m for m in (0.3, 1, 3, 10, 30)])
+    assert tuning["seeds"] == [2] and tuning["split"] == "validation"  # seeds 0 and 1 are the comparison's
+    chosen = tuning["chosen_multiplier"]
+    assert [(r["side"], r["lr_scale"]) for r in comparison["tuned"]["runs"]] == [
+        ("loss", 0.5), ("baseline", pytest.approx(0.5 * chosen))] * 2
+    assert comparison["loss_scale"]["ratio"] > 0
+    text = (out / "comparison.txt").read_text()
+    assert "one-tailed Welch t-test" in text
+    assert "at the task's learning rate" in text and "against the tuned baseline" in text
+    assert comparison["verdict"] in text and text in stdout  # printed as well as written
     assert (out / "logs" / "trainer-0.log").stat().st_size > 0
     assert processes_dialing(coordinator_address(stdout)) == []
 

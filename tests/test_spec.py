@@ -30,6 +30,7 @@ def test_a_minimal_spec_gets_the_documented_defaults():
         20, 10, 1.2, 1, 3)
     assert (s.loss.order, list(s.loss.inputs)) == (3, ["x", "y"])
     assert (s.task.train_fraction, s.task.abort_accuracy, s.task.abort_epochs, s.task.batch_size) == (1.0, 0.15, 10, 0)
+    assert s.task.lr_scale == 1.0  # the recipe's own learning rate
     assert s.search.num_classes == 10  # inferred for digits
     assert spec.theta_length(s.loss) == 8
 
@@ -84,6 +85,9 @@ def test_values_of_the_wrong_type_are_named(section, values, field):
     ("task", {"train_fraction": 1.01}, "spec.task.train_fraction"),
     ("task", {"abort_accuracy": 2.0}, "spec.task.abort_accuracy"),
     ("task", {"abort_epochs": -1}, "spec.task.abort_epochs"),
+    ("task", {"lr_scale": -0.5}, "spec.task.lr_scale"),
+    ("task", {"lr_scale": float("inf")}, "spec.task.lr_scale"),
+    ("task", {"lr_scale": float("nan")}, "spec.task.lr_scale"),
     ("task", {"model": ""}, "spec.task.model"),
     ("task", {"model": "../evil"}, "spec.task.model"),
     ("task", {"model": "resnet9000"}, "spec.task.model"),
@@ -99,6 +103,12 @@ def test_values_of_the_wrong_type_are_named(section, values, field):
 ])
 def test_out_of_range_values_are_named(section, values, field):
     assert error_field(with_(section, **values)) == field
+
+
+def test_a_bad_lr_scale_is_refused_naming_the_value_and_a_good_one_is_kept():
+    with pytest.raises(spec.SpecError, match=r"spec\.task\.lr_scale: -0\.5 must be a positive, finite multiplier"):
+        spec.load_spec(with_("task", lr_scale=-0.5))
+    assert spec.load_spec(with_("task", lr_scale=3)).task.lr_scale == 3.0
 
 
 def test_augmentation_values_are_checked():

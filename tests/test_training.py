@@ -23,7 +23,7 @@ EXPLODING_THETA = [0.0, 0.0, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30]
 
 def test_task_round_trips_through_a_plain_dict():
     task = Task(dataset="tfds:mnist", model="basic_cnn", steps=2000, batch_size=100, fraction=0.1,
-                augmentation={"cutout": 8}, seed=3, abort_threshold=0.2, abort_check_epoch=5.0,
+                augmentation={"cutout": 8}, seed=3, lr_scale=0.3, abort_threshold=0.2, abort_check_epoch=5.0,
                 max_attempts=2, data_dir="/data")
     assert Task.from_dict(task.to_dict()) == task
 
@@ -53,6 +53,11 @@ def test_task_names_an_unknown_model_when_it_is_made_not_when_it_is_evaluated():
         ("fraction", 0.0),
         ("fraction", 1.5),
         ("seed", -2),
+        ("lr_scale", 0),
+        ("lr_scale", -0.5),
+        ("lr_scale", float("inf")),
+        ("lr_scale", float("nan")),
+        ("lr_scale", "2"),
         ("abort_threshold", float("nan")),
         ("abort_check_epoch", 0),
         ("max_attempts", 0),
@@ -67,9 +72,15 @@ def test_task_rejects_a_bad_value_naming_the_field(field, value):
         Task.from_dict({field: value})
 
 
+def test_task_lr_scale_error_names_the_value():
+    with pytest.raises(ValueError, match=r"Task\.lr_scale must be a positive, finite number, got -0\.5"):
+        Task(lr_scale=-0.5)
+
+
 def test_task_from_dict_accepts_integral_yaml_numbers_for_real_fields():
-    task = Task.from_dict({"fraction": 1, "abort_check_epoch": 10})
+    task = Task.from_dict({"fraction": 1, "abort_check_epoch": 10, "lr_scale": 3})
     assert task.fraction == 1.0 and isinstance(task.fraction, float)
+    assert task.lr_scale == 3.0 and isinstance(task.lr_scale, float)
 
 
 def test_evaluation_result_rejects_unknown_status_and_serialises_nan_as_null():
@@ -265,3 +276,16 @@ def test_initial_weights_kept_per_task_are_bounded_and_a_dropped_seed_reproduces
     again = evaluator.evaluate(cross_entropy, task)  # seed 0's weights rebuilt
     assert again.val_accuracy == first.val_accuracy
     assert again.val_loss == pytest.approx(first.val_loss, rel=1e-5)
+
+
+def test_lr_scale_multiplies_the_learning_rate_like_scaling_the_loss(evaluator, cross_entropy):
+    """For SGD with momentum, cross-entropy at 10x the rate trains exactly like 10x cross-entropy."""
+    from tests.scaled_loss import ScaledCrossEntropy
+
+    task = DIGITS.replace(steps=40, lr_scale=0.1)
+    at_recipe_rate = evaluator.evaluate(cross_entropy, task)
+    faster = evaluator.evaluate(cross_entropy, task.replace(lr_scale=1.0))
+    scaled_loss = evaluator.evaluate(ScaledCrossEntropy(10.0), task)
+    assert faster.val_accuracy == pytest.approx(scaled_loss.val_accuracy, abs=1 / 300)  # one image of 300
+    assert faster.val_loss == pytest.approx(scaled_loss.val_loss / 10, rel=1e-3)
+    assert at_recipe_rate.val_accuracy < faster.val_accuracy - 0.1  # the rate really changed

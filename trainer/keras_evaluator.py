@@ -72,6 +72,7 @@ def task_from_spec(task_spec: types_pb2.TaskSpec, data_dir: Optional[str | os.Pa
             "cutmix_alpha": float(augmentation.cutmix_alpha) or spec_module.DEFAULT_CUTMIX_ALPHA,
         },
         seed=int(full.seed),
+        lr_scale=float(full.lr_scale),
         abort_threshold=max(0.0, float(full.abort_accuracy)),  # accuracy < 0 never happens: rule off
         abort_check_epoch=float(full.abort_epochs),
         data_dir=None if data_dir is None else str(Path(data_dir).resolve()),

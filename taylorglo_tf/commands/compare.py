@@ -2,11 +2,15 @@
 
     taylorglo compare --loss LOSS.json [--baseline cross_entropy|baikal|poly1|LOSS.json]
                       --runs 10 [--task TASK.yaml] [--dataset D --model M --steps N ...]
+                      [--tune-baseline-lr [--tune-loss-lr] [--lr-multipliers 0.3,1,3,10,30]]
                       [--json OUT.json]
 
-Prints a table (mean and std of test accuracy per side, runs that trained) and
-the one-tailed Welch t-test p-value for "the loss beats the baseline". No
-TensorFlow at import time (``taylorglo --help`` stays fast).
+Prints a table (mean and std of test accuracy per side, runs that trained), the
+one-tailed Welch t-test p-value for "the loss beats the baseline" and the loss's
+gradient scale relative to cross-entropy. With ``--tune-baseline-lr`` it first
+chooses the baseline's learning rate on the validation split and prints a second
+table against the baseline at that rate (``taylorglo_tf.compare.compare_tuned``).
+No TensorFlow at import time (``taylorglo --help`` stays fast).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 from typing import Any
 
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
+from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS, check_lr_multipliers
 
 # CLI flag -> Task field; flags left out keep the task file's (or the default) value.
 _TASK_FLAGS = {
@@ -27,6 +32,7 @@ _TASK_FLAGS = {
     "batch_size": "batch_size",
     "fraction": "fraction",
     "seed": "seed",
+    "lr_scale": "lr_scale",
     "data_dir": "data_dir",
     "attempts": "max_attempts",
 }
@@ -49,7 +55,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of run 0 (run i uses seed + i on both sides)")
     parser.add_argument("--data-dir", help="dataset directory (TFDS data_dir)")
     parser.add_argument("--attempts", type=int, help="attempts per run under the abort rule")
+    parser.add_argument("--lr-scale", type=float,
+                        help="multiplier of the recipe's learning rate for both sides (default 1)")
+    parser.add_argument("--tune-baseline-lr", action="store_true",
+                        help="also compare against the baseline at its best learning rate, chosen on the "
+                             "validation split (never the test split)")
+    parser.add_argument("--tune-loss-lr", action="store_true",
+                        help="tune the loss's learning rate the same way (implies --tune-baseline-lr)")
+    parser.add_argument("--lr-multipliers", type=lr_multipliers, default=DEFAULT_LR_MULTIPLIERS, metavar="LIST",
+                        help="comma-separated multipliers of the task's learning rate tried when tuning "
+                             f"(default {','.join(f'{m:g}' for m in DEFAULT_LR_MULTIPLIERS)})")
+    parser.add_argument("--tuning-seeds", type=int, default=DEFAULT_TUNING_SEEDS, metavar="N",
+                        help=f"training runs per multiplier when tuning (default {DEFAULT_TUNING_SEEDS})")
     parser.add_argument("--json", metavar="OUT.json", help="also write the comparison as JSON")
+
+
+def lr_multipliers(text: str) -> tuple[float, ...]:
+    """argparse type of ``--lr-multipliers``: ``"0.3,1,3"`` -> ``(0.3, 1.0, 3.0)``, each positive and finite."""
+    try:
+        values = [float(part) for part in text.split(",")]
+        return check_lr_multipliers(values)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def _read_task_file(path: str) -> dict[str, Any]:
@@ -96,18 +123,20 @@ def _load_loss(spec: str, role: str):
         raise ValueError(f"--{role} {spec!r}: {error}") from error
 
 
-def _print_table(console, comparison) -> None:
+def _print_table(console, comparison, title: str) -> None:
     from rich.table import Table
 
-    table = Table(title=f"Test accuracy over {len(comparison.accuracies('loss'))} runs per side")
-    for column in ("side", "loss", "mean", "std", "trained"):
+    table = Table(title=f"{title}: test accuracy over {len(comparison.accuracies('loss'))} runs per side")
+    for column in ("side", "loss", "lr", "mean", "std", "trained"):
         table.add_column(column, justify="left" if column in ("side", "loss") else "right")
     names = {"loss": comparison.loss_name, "baseline": comparison.baseline_name}
+    rates = comparison.to_dict()["learning_rates"]
     for side, summary in comparison.summaries.items():
         statuses = [r.status for r in comparison.records if r.side == side]
         table.add_row(
             side,
             names[side],
+            f"{rates[side]:.4g} (x{comparison.lr_multipliers[side]:g})",
             f"{summary.mean:.4f}",
             f"{summary.std:.4f}",
             f"{statuses.count('ok')}/{len(statuses)}",
@@ -117,6 +146,33 @@ def _print_table(console, comparison) -> None:
     console.print(
         f"one-tailed Welch t-test (H1: {comparison.loss_name} > {comparison.baseline_name}): "
         f"t = {welch.statistic:.4f}, df = {welch.df:.2f}, p = {welch.pvalue:.4g}",
+        soft_wrap=True,
+    )
+
+
+def _print_tuning(console, choice, name: str) -> None:
+    grid = ", ".join(f"x{m:g} {mean:.4f}" for m, mean in zip(choice.multipliers, choice.mean_scores()))
+    console.print(
+        f"{name} ({choice.side}): learning rate x{choice.chosen:g} = {choice.base_learning_rate * choice.chosen:.4g}, "
+        f"chosen by mean validation accuracy over seeds {list(choice.seeds)}: {grid}",
+        soft_wrap=True,
+    )
+
+
+def _print_result(console, result) -> None:
+    tuned = getattr(result, "tuned", None)
+    plain = result.plain if tuned is not None else result
+    _print_table(console, plain, "At the task's learning rate")
+    if tuned is not None:
+        _print_tuning(console, result.baseline_lr, plain.baseline_name)
+        if result.loss_lr is not None:
+            _print_tuning(console, result.loss_lr, plain.loss_name)
+        _print_table(console, tuned, "At the tuned learning rate(s)")
+        console.print(result.verdict(), soft_wrap=True)
+    scale = plain.loss_scale
+    console.print(
+        f"loss scale: {scale.ratio:.3g} x cross-entropy's gradient w.r.t. the logits at initialisation "
+        f"(mean over {scale.examples} validation images; 1 = cross-entropy's scale)",
         soft_wrap=True,
     )
 
@@ -131,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         task = build_task(args)
         if args.runs < 2:
             raise ValueError(f"--runs must be >= 2 (Welch's t-test needs 2 runs per side), got {args.runs}")
+        if args.tuning_seeds < 1:
+            raise ValueError(f"--tuning-seeds must be >= 1, got {args.tuning_seeds}")
         import_tensorflow_quietly()  # before Keras loads it, which would print its start-up lines
         loss = _load_loss(args.loss, "loss")
         baseline = _load_loss(args.baseline, "baseline")
@@ -140,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
 
     from taylorglo_tf import compare as comparison_module
 
-    total_runs = 2 * args.runs
+    tune = args.tune_baseline_lr or args.tune_loss_lr
+    tuning_runs = len(args.lr_multipliers) * args.tuning_seeds * (2 if args.tune_loss_lr else 1) if tune else 0
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -149,37 +208,50 @@ def run(args: argparse.Namespace) -> int:
         console=console,
         transient=True,
     ) as bar:
-        overall = bar.add_task("runs", total=total_runs)
+        # The tuned comparison retrains each side whose chosen rate is not 1: the total grows then.
+        overall = bar.add_task("runs", total=tuning_runs + 2 * args.runs)
         current = bar.add_task("steps", total=None)
 
         def on_steps(side: str, run_index: int, done: int, total: int) -> None:
             bar.update(current, description=f"run {run_index + 1} {side}", completed=done, total=total)
 
         def on_run(record) -> None:
+            if bar.tasks[overall].completed >= bar.tasks[overall].total:
+                bar.update(overall, total=bar.tasks[overall].total + 1)
             bar.advance(overall)
             console.print(
-                f"run {record.run + 1} {record.side}: test accuracy {record.test_accuracy:.4f} "
-                f"({record.status}, {record.wall_time_s:.1f} s)",
+                f"run {record.run + 1} {record.side} (lr x{record.lr_scale:g}): test accuracy "
+                f"{record.test_accuracy:.4f} ({record.status}, {record.wall_time_s:.1f} s)",
                 soft_wrap=True,
             )
 
-        try:
-            result = comparison_module.compare(
-                loss,
-                baseline,
-                task,
-                args.runs,
-                loss_name=_loss_label(args.loss),
-                baseline_name=_loss_label(args.baseline),
-                progress=on_steps,
-                on_run=on_run,
+        def on_tuning_run(side: str, multiplier: float, seed: int, result) -> None:
+            bar.advance(overall)
+            console.print(
+                f"tuning {side} lr x{multiplier:g}, seed {seed}: validation accuracy {result.val_accuracy:.4f} "
+                f"({result.status}, {result.wall_time_s:.1f} s)",
+                soft_wrap=True,
             )
+
+        names = dict(loss_name=_loss_label(args.loss), baseline_name=_loss_label(args.baseline))
+        try:
+            if tune:
+                result = comparison_module.compare_tuned(
+                    loss, baseline, task, args.runs, **names, lr_multipliers=args.lr_multipliers,
+                    tuning_seeds=args.tuning_seeds, tune_loss_lr=args.tune_loss_lr, measure_loss_scale=True,
+                    progress=on_steps, on_run=on_run, on_tuning_run=on_tuning_run,
+                )
+            else:
+                result = comparison_module.compare(
+                    loss, baseline, task, args.runs, **names, measure_loss_scale=True,
+                    progress=on_steps, on_run=on_run,
+                )
         except (ValueError, OSError) as error:
             # The dataset and the model are first opened here: a missing file or an
             # unknown model name is bad input (the message names it), not a crash.
             error_console.print(f"taylorglo compare: error: {type(error).__name__}: {error}")
             return 2
-    _print_table(console, result)
+    _print_result(console, result)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(result.to_dict(), handle, indent=2)

@@ -10,10 +10,13 @@
    ``digits`` data with the ``tiny`` model that takes a few minutes on 2 cores)
    and follows it with the same progress bar as ``taylorglo watch``;
 4. writes the result folder (:mod:`taylorglo_tf.results`) into DIR;
-5. stops the trainers, then trains the best loss and cross-entropy R times each
-   at the recipe's full length and writes the Welch-test comparison
-   (``comparison.json``/``.txt``) into DIR; a spec with a ``paper`` block also
-   gets the published table row printed beside the measured one.
+5. stops the trainers, chooses cross-entropy's learning rate on the validation
+   split (``--no-tune-baseline-lr`` skips this), trains the best loss and
+   cross-entropy R times each at the recipe's full length, and cross-entropy
+   again at its chosen rate, and writes both Welch-test comparisons, the choice
+   and the loss's gradient scale (``comparison.json``/``.txt``) into DIR; a spec
+   with a ``paper`` block also gets the published table row printed beside the
+   measured one.
 
 Everything started here is stopped on success, failure, Ctrl-C or SIGTERM; the
 trainers also get SIGTERM if this process dies (Linux). An interrupted search
@@ -42,6 +45,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from taylorglo_tf.commands.client import non_negative_int, positive_int
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
+from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS
 
 #: The README's main job: a search on the embedded digits data (1,797 8x8 images)
 #: with the tiny CNN, 12 x 12 = 144 partial trainings of 200 steps, measured at
@@ -81,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"0 skips the comparison (default {DEFAULT_COMPARE_RUNS})")
     parser.add_argument("--compare-steps", type=non_negative_int, default=0, metavar="S",
                         help="training steps per comparison run; 0 = the model recipe's full length (default)")
+    parser.add_argument("--tune-baseline-lr", action=argparse.BooleanOptionalAction, default=True,
+                        help="also compare against cross-entropy at its best learning rate, chosen on the "
+                             "validation split (default: on)")
+    parser.add_argument("--tuning-seeds", type=positive_int, default=DEFAULT_TUNING_SEEDS, metavar="N",
+                        help=f"runs per learning-rate multiplier when tuning (default {DEFAULT_TUNING_SEEDS}; "
+                             f"multipliers {', '.join(f'{m:g}' for m in DEFAULT_LR_MULTIPLIERS)})")
     parser.add_argument("--db", metavar="PATH", help="coordinator database (default: a temporary file)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="trainers' data directory: TFDS data and the base of idx:/npz: paths "
@@ -388,8 +398,10 @@ class LocalSearch:
         if not best_loss.exists():
             self._print("comparison skipped: the search found no successful candidate")
             return EXIT_OK
+        tuning_seeds = self.args.tuning_seeds if self.args.tune_baseline_lr else 0
         comparison = compare_with_cross_entropy(best_loss, self.spec, runs, steps=self.args.compare_steps,
-                                                data_dir=self.args.data_dir, out=self.out)
+                                                data_dir=self.args.data_dir, out=self.out,
+                                                tuning_seeds=tuning_seeds)
         from taylorglo_tf.results import COMPARISON_TEXT, write_comparison
 
         write_comparison(comparison, self.out_dir)
@@ -406,11 +418,15 @@ class LocalSearch:
 
 
 def compare_with_cross_entropy(best_loss: Path, spec: Any, runs: int, *, steps: int = 0,
-                               data_dir: Optional[str] = None, out: Optional[TextIO] = None):
+                               data_dir: Optional[str] = None, out: Optional[TextIO] = None,
+                               tuning_seeds: int = DEFAULT_TUNING_SEEDS):
     """Train the loss in ``best_loss`` and cross-entropy ``runs`` times each on the spec's task.
 
-    ``steps`` per run (0 = the model recipe's full length); returns the
-    ``taylorglo_tf.compare.Comparison`` (one-tailed Welch t-test on test accuracy).
+    ``steps`` per run (0 = the model recipe's full length). With ``tuning_seeds``
+    > 0, cross-entropy's learning rate is first chosen on the validation split
+    (``tuning_seeds`` runs per multiplier) and the comparison is repeated at that
+    rate: returns a ``taylorglo_tf.compare.TunedComparison``; with 0, the plain
+    ``Comparison``. Both hold the loss's gradient scale relative to cross-entropy.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -425,12 +441,22 @@ def compare_with_cross_entropy(best_loss: Path, spec: Any, runs: int, *, steps: 
     progress = Progress(TextColumn("[bold]comparison"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("trainings  {task.fields[last]}"), TimeElapsedColumn(),
                         console=Console(file=out or sys.stdout))
+    tuning_runs = len(DEFAULT_LR_MULTIPLIERS) * tuning_seeds
     with progress:
-        bar = progress.add_task("comparison", total=2 * runs, last="")
+        bar = progress.add_task("comparison", total=tuning_runs + 2 * runs, last="")
 
         def on_run(record) -> None:
-            progress.update(bar, advance=1,
-                            last=f"{record.side} run {record.run}: test accuracy {record.test_accuracy:.4f}")
+            if progress.tasks[bar].completed >= progress.tasks[bar].total:  # retraining at the tuned rate
+                progress.update(bar, total=progress.tasks[bar].total + 1)
+            progress.update(bar, advance=1, last=f"{record.side} run {record.run} (lr x{record.lr_scale:g}): "
+                                                 f"test accuracy {record.test_accuracy:.4f}")
 
-        return compare.compare(loss, baseline, task, runs, loss_name=str(best_loss.name),
-                               baseline_name="cross_entropy", on_run=on_run)
+        def on_tuning_run(side: str, multiplier: float, seed: int, result) -> None:
+            progress.update(bar, advance=1, last=f"tuning {side} lr x{multiplier:g}: "
+                                                 f"validation accuracy {result.val_accuracy:.4f}")
+
+        names = dict(loss_name=str(best_loss.name), baseline_name="cross_entropy")
+        if tuning_seeds == 0:
+            return compare.compare(loss, baseline, task, runs, **names, measure_loss_scale=True, on_run=on_run)
+        return compare.compare_tuned(loss, baseline, task, runs, **names, tuning_seeds=tuning_seeds,
+                                     measure_loss_scale=True, on_run=on_run, on_tuning_run=on_tuning_run)

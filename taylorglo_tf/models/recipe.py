@@ -12,7 +12,7 @@ weight decay (gradient += wd * w, before momentum). The models express it as an
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 
@@ -116,6 +116,14 @@ class Recipe:
         return keras.optimizers.SGD(
             learning_rate=lr, momentum=self.momentum, nesterov=self.nesterov
         )
+
+    def with_lr_scale(self, factor: float) -> "Recipe":
+        """This recipe with every learning rate of its schedule multiplied by ``factor`` (> 0, finite)."""
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
+            math.isfinite(factor) and factor > 0
+        ):
+            raise ValueError(f"recipe {self.name!r}: lr scale must be a positive, finite number, got {factor!r}")
+        return replace(self, lr=self.lr * factor)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-compatible)."""

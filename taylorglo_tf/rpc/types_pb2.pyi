@@ -59,7 +59,7 @@ class AugmentationSpec(_message.Message):
     def __init__(self, flip_crop: _Optional[bool] = ..., crop_padding: _Optional[int] = ..., cutout_length: _Optional[int] = ..., cutmix_probability: _Optional[float] = ..., cutmix_alpha: _Optional[float] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("dataset", "model", "steps", "batch_size", "train_fraction", "augmentation", "seed", "abort_accuracy", "abort_epochs")
+    __slots__ = ("dataset", "model", "steps", "batch_size", "train_fraction", "augmentation", "seed", "abort_accuracy", "abort_epochs", "lr_scale")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class TaskSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     ABORT_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ABORT_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LR_SCALE_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     model: str
     steps: int
@@ -78,7 +79,8 @@ class TaskSpec(_message.Message):
     seed: int
     abort_accuracy: float
     abort_epochs: int
-    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., train_fraction: _Optional[float] = ..., augmentation: _Optional[_Union[AugmentationSpec, _Mapping]] = ..., seed: _Optional[int] = ..., abort_accuracy: _Optional[float] = ..., abort_epochs: _Optional[int] = ...) -> None: ...
+    lr_scale: float
+    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., train_fraction: _Optional[float] = ..., augmentation: _Optional[_Union[AugmentationSpec, _Mapping]] = ..., seed: _Optional[int] = ..., abort_accuracy: _Optional[float] = ..., abort_epochs: _Optional[int] = ..., lr_scale: _Optional[float] = ...) -> None: ...
 
 class LossSpec(_message.Message):
     __slots__ = ("order", "inputs")

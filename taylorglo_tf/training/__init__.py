@@ -1,7 +1,7 @@
 """Candidate evaluation: train a model with a loss for N steps, score it by validation accuracy.
 
-``Task`` and ``EvaluationResult`` are plain data (no TensorFlow); ``Evaluator`` and
-``evaluate`` import TensorFlow on first use.
+``Task`` and ``EvaluationResult`` are plain data (no TensorFlow); ``Evaluator``,
+``evaluate`` and ``loss_scale`` import TensorFlow on first use.
 """
 
 from __future__ import annotations
@@ -11,9 +11,14 @@ from typing import Any
 
 from taylorglo_tf.training.task import STATUSES, EvaluationResult, Task
 
-_LAZY = {"Evaluator": "taylorglo_tf.training.evaluator", "evaluate": "taylorglo_tf.training.evaluator"}
+_LAZY = {
+    "Evaluator": "taylorglo_tf.training.evaluator",
+    "evaluate": "taylorglo_tf.training.evaluator",
+    "LossScale": "taylorglo_tf.training.gradient_scale",
+    "loss_scale": "taylorglo_tf.training.gradient_scale",
+}
 
-__all__ = ["STATUSES", "EvaluationResult", "Evaluator", "Task", "evaluate"]
+__all__ = ["STATUSES", "EvaluationResult", "Evaluator", "LossScale", "Task", "evaluate", "loss_scale"]
 
 
 def __getattr__(name: str) -> Any:

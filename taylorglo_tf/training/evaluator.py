@@ -318,6 +318,7 @@ class Evaluator:
             task.model,
             task.batch_size,
             json.dumps(task.augmentation, sort_keys=True),
+            task.lr_scale,  # the optimizer's schedule is built with it
         )
         if key in self._sessions:
             self._sessions.move_to_end(key)
@@ -332,6 +333,8 @@ class Evaluator:
         from taylorglo_tf import data, models
 
         recipe = models.recipe(task.model, task.dataset)  # unknown names raise, naming the model
+        if task.lr_scale != 1.0:
+            recipe = recipe.with_lr_scale(task.lr_scale)
         splits = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed)
         batch_size = task.batch_size or recipe.batch_size
         n_train = len(splits.y_train)

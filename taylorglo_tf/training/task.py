@@ -35,6 +35,11 @@ def _check_real(name: str, value: Any, low: float, high: float, *, low_open: boo
         raise ValueError(f"Task.{name} must be a number in {bracket}{low}, {high}], got {value!r}")
 
 
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or value <= 0:
+        raise ValueError(f"Task.{name} must be a positive, finite number, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A partial (or full) training run that scores a candidate loss.
@@ -49,6 +54,10 @@ class Task:
         fraction: fraction of the training split used (seeded), in (0, 1].
         augmentation: ``data.Augmentation`` dict; ``None`` means the recipe's.
         seed: seeds the model's initial weights, dropout and the data order.
+        lr_scale: multiplier of the recipe's learning rate, applied to every step
+            of its schedule (1 = the recipe's rate); a positive, finite number.
+            Tuned baselines (``compare.compare_tuned``) and searches at a tuned
+            rate set it.
         abort_threshold: an attempt whose validation accuracy is below this at
             ``abort_check_epoch`` is aborted and retried (paper: 0.15).
         abort_check_epoch: epoch at which the rule is checked (paper: 10), in
@@ -65,6 +74,7 @@ class Task:
     fraction: float = 1.0
     augmentation: Mapping[str, Any] | None = None
     seed: int = 0
+    lr_scale: float = 1.0
     abort_threshold: float = 0.15
     abort_check_epoch: float = 10.0
     max_attempts: int = 3
@@ -91,6 +101,7 @@ class Task:
                 )
             object.__setattr__(self, "augmentation", dict(self.augmentation))
         _check_int("seed", self.seed, 0)
+        _check_positive("lr_scale", self.lr_scale)
         _check_real("abort_threshold", self.abort_threshold, 0.0, 1.0)
         _check_real("abort_check_epoch", self.abort_check_epoch, 0.0, 1e9, low_open=True)
         _check_int("max_attempts", self.max_attempts, 1)
@@ -115,7 +126,7 @@ class Task:
             raise ValueError(f"unknown Task field(s) {unknown}; known fields: {sorted(known)}")
         values = dict(d)
         # YAML writes 10 for 10.0; accept integral numbers for the real-valued fields.
-        for name in ("fraction", "abort_threshold", "abort_check_epoch"):
+        for name in ("fraction", "lr_scale", "abort_threshold", "abort_check_epoch"):
             if isinstance(values.get(name), int) and not isinstance(values[name], bool) and _finite(values[name]):
                 values[name] = float(values[name])
         return cls(**values)
