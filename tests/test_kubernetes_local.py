@@ -8,7 +8,8 @@ kubelet's gRPC probes are gRPC health checks of the port they name. The
 coordinator starts, both trainer replicas join it, the example submit Job, with a small search in its ConfigMap,
 submits and waits, and the search completes with candidates from both
 trainers. Then every pod gets SIGTERM and must exit within its grace period.
-The tls overlay (rendered by Kustomize) runs the same way with a certificate in
+Scaling the trainers while a search runs (a replica more, then one fewer)
+spends no attempt. The tls overlay (rendered by Kustomize) runs the same way with a certificate in
 its Secret: probes pass in plaintext on the health-only port, while trainers and
 clients reach the coordinator over TLS only.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -26,6 +28,10 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from taylorglo_tf.connection import connect
+from taylorglo_tf.rpc import experiment_service_pb2 as es
+from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
+from taylorglo_tf.rpc import types_pb2
 from tests.kube_manifests import SUBMIT_EXAMPLE, find, flag, load, plain_base, render
 from tests.local_deploy import Host, Processes, client, free_port, wait_until
 
@@ -35,6 +41,8 @@ SECRETS = {
                                         "client-token": "kube-client-token-0123456789"},
     ("taylorglo-clients", "taylorglo-tokens"): {"client-token": "kube-client-token-0123456789"},
 }
+SUCCEEDED, LEASED, QUEUED = (types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_LEASED,
+                             types_pb2.CANDIDATE_STATUS_QUEUED)
 SMALL_SEARCH = {"name": "kubernetes wiring", "task": {"dataset": "digits", "model": "tiny", "steps": 20},
                 "search": {"population": 4, "generations": 2}}
 
@@ -117,13 +125,25 @@ EVALUATORS = {
 }
 
 
+def base_host(tmp_path, objects: list[dict]) -> Host:
+    """Loopback standing for the coordinator's Service, by its short and its namespaced name."""
+    service = find(objects, "Service", "taylorglo-coordinator")["metadata"]
+    return Host(tmp_path, free_port(), service_names=[
+        service["name"], f"{service['name']}.{service['namespace']}.svc"])
+
+
+def start_ready(pod: Pod, processes: Processes) -> None:
+    """Start the coordinator's pod and wait for its readiness probe, as the Service does."""
+    process = pod.start(processes)
+    wait_until(lambda: probe_passes(pod.host, pod.container["readinessProbe"]), process, f"{pod.name} readiness")
+    assert probe_passes(pod.host, pod.container["livenessProbe"])
+
+
 @pytest.mark.parametrize("evaluator", [pytest.param("keras", marks=pytest.mark.slow), "synthetic"])
 def test_the_manifests_containers_run_locally_and_complete_a_search_with_two_trainers(tmp_path, evaluator):
     objects = plain_base()
     example = load(SUBMIT_EXAMPLE)
-    service = find(objects, "Service", "taylorglo-coordinator")["metadata"]
-    host = Host(tmp_path, free_port(), service_names=[
-        service["name"], f"{service['name']}.{service['namespace']}.svc"])
+    host = base_host(tmp_path, objects)
     coordinator_set = find(objects, "StatefulSet", "taylorglo-coordinator")
     trainers = find(objects, "Deployment", "taylorglo-trainer")
     use_evaluator(trainers, evaluator)
@@ -137,10 +157,7 @@ def test_the_manifests_containers_run_locally_and_complete_a_search_with_two_tra
     assert len(replicas) == 2
     submitter = Pod(host, submit_job, "taylorglo-submit-digits", example)
     with Processes(tmp_path) as processes:
-        coordinator_process = coordinator.start(processes)
-        wait_until(lambda: probe_passes(host, coordinator.container["readinessProbe"]),
-                   coordinator_process, "coordinator readiness probe")
-        assert probe_passes(host, coordinator.container["livenessProbe"])
+        start_ready(coordinator, processes)
         trainer_processes = [pod.start(processes) for pod in replicas]
         for pod, process in zip(replicas, trainer_processes):  # each has imported TensorFlow and dialled
             wait_until(lambda: "working for" in processes.log(pod.name), process, pod.name, timeout_s=120)
@@ -164,6 +181,56 @@ def test_the_manifests_containers_run_locally_and_complete_a_search_with_two_tra
 
         # Scale to zero, then stop the coordinator: SIGTERM, exit 0 within the grace period.
         for pod in [*replicas, coordinator]:
+            processes.running[pod.name].send_signal(signal.SIGTERM)
+            assert processes.running[pod.name].wait(timeout=pod.grace_s()) == 0, processes.log(pod.name)
+
+
+def test_scaling_the_trainers_while_a_search_runs_spends_no_attempt(tmp_path):
+    """`kubectl scale` up: a new replica takes work at once; down: SIGTERM, and the candidate
+    in progress is finished or handed back, never left to expire."""
+    objects = plain_base()
+    host = base_host(tmp_path, objects)
+    trainers = find(objects, "Deployment", "taylorglo-trainer")
+    use_evaluator(trainers, "synthetic")
+    coordinator = Pod(host, find(objects, "StatefulSet", "taylorglo-coordinator"), "taylorglo-coordinator-0", [])
+    client_token = SECRETS[("taylorglo", "taylorglo-tokens")]["client-token"]
+    spec = tmp_path / "spec.yaml"  # far more work than the test waits for; it is cancelled at the end
+    spec.write_text(yaml.safe_dump({"task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                                    "search": {"population": 4, "generations": 100}}))
+    with Processes(tmp_path) as processes:
+        start_ready(coordinator, processes)
+        first, second, third = (Pod(host, trainers, f"taylorglo-trainer-{i}", []) for i in range(3))
+        running = {pod.name: pod.start(processes) for pod in (first, second)}
+        submitted = client(host, client_token, "submit", str(spec), timeout=60)
+        assert submitted.returncode == 0, submitted.stderr
+        experiment_id = submitted.stdout.strip()
+        channel = connect(f"127.0.0.1:{host.port}", token=client_token)
+        results = es_grpc.ExperimentServiceStub(channel)
+
+        def trained_by(pod: Pod) -> int:
+            trainer_id = f"{socket.gethostname()}-{running[pod.name].pid}"  # the trainer's default id
+            candidates = results.GetResult(es.GetResultRequest(experiment_id=experiment_id), timeout=10).candidates
+            return sum(c.trainer_id == trainer_id and c.status == SUCCEEDED for c in candidates)
+
+        wait_until(lambda: trained_by(second) >= 2, running[second.name], "the second replica at work")
+        running[third.name] = third.start(processes)  # --replicas=3
+        wait_until(lambda: trained_by(third) >= 2, running[third.name], "the new replica at work")
+        running[second.name].send_signal(signal.SIGTERM)  # --replicas=2
+        assert running[second.name].wait(timeout=second.grace_s()) == 0
+        done_by_second, done_by_others = trained_by(second), trained_by(first) + trained_by(third)
+        # Two generations more: the one the second replica was in has closed, so its candidate
+        # was finished or handed back (an abandoned lease would hold the generation for the 60 s TTL).
+        wait_until(lambda: trained_by(first) + trained_by(third) >= done_by_others + 8, running[first.name],
+                   "two generations after the scale-down")
+        assert trained_by(second) == done_by_second
+
+        candidates = results.GetResult(es.GetResultRequest(experiment_id=experiment_id), timeout=10).candidates
+        # No lease expired and none was retried: every candidate leased once at most.
+        assert max(c.attempts for c in candidates) == 1
+        assert all(c.status in (SUCCEEDED, QUEUED, LEASED) for c in candidates)
+        channel.close()
+        assert client(host, client_token, "cancel", experiment_id, timeout=60).returncode == 0
+        for pod in (first, third, coordinator):
             processes.running[pod.name].send_signal(signal.SIGTERM)
             assert processes.running[pod.name].wait(timeout=pod.grace_s()) == 0, processes.log(pod.name)
 
@@ -192,10 +259,7 @@ def test_the_tls_overlay_serves_probes_in_plaintext_and_trainers_and_clients_ove
     trainer = Pod(host, trainers, "taylorglo-trainer-0", [], secrets)
     client_token = SECRETS[("taylorglo", "taylorglo-tokens")]["client-token"]
     with Processes(tmp_path) as processes:
-        coordinator_process = coordinator.start(processes)
-        # The kubelet's plaintext probe, on the health-only port.
-        wait_until(lambda: probe_passes(host, probe), coordinator_process, "coordinator readiness probe")
-        assert probe_passes(host, coordinator.container["livenessProbe"])
+        start_ready(coordinator, processes)  # the kubelet's plaintext probes, on the health-only port
         trainer.start(processes)
 
         spec = tmp_path / "spec.yaml"
