@@ -4,14 +4,17 @@ The base's plain manifests give each container its command and environment;
 the Secrets a user creates become their keys' values (secretKeyRef), volumes
 become temporary folders (a claim is one folder shared by every pod that
 mounts it), the Service's names dial the coordinator on loopback, and the
-kubelet's gRPC probes are gRPC health checks of the port they name. The
-coordinator starts, both trainer replicas join it, the example submit Job, with a small search in its ConfigMap,
-submits and waits, and the search completes with candidates from both
-trainers. Then every pod gets SIGTERM and must exit within its grace period.
-Scaling the trainers while a search runs (a replica more, then one fewer)
-spends no attempt. The tls overlay (rendered by Kustomize) runs the same way with a certificate in
-its Secret: probes pass in plaintext on the health-only port, while trainers and
-clients reach the coordinator over TLS only.
+kubelet's gRPC probes are gRPC health checks of the port they name.
+
+- The coordinator starts, both trainer replicas join it, the example submit
+  Job (a small search in its ConfigMap) submits and waits, and the search
+  completes with candidates from both trainers; every pod then exits 0 on
+  SIGTERM within its grace period.
+- Scaling the trainers while a search runs (a replica more, then one fewer)
+  spends no attempt.
+- The tls overlay (rendered by Kustomize), with a certificate in its Secret:
+  probes pass in plaintext on the health-only port, while trainers and clients
+  reach the coordinator over TLS only.
 """
 
 from __future__ import annotations
