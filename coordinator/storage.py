@@ -98,6 +98,14 @@ ALTER TABLE experiments DROP COLUMN es_state;
 """),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
+_TABLES = frozenset({"experiments", "candidates", "generations", "leases", "optimizer_states", "sqlite_sequence"})
+
+
+class DatabaseFileError(OSError):
+    """The database file cannot be used: not SQLite, corrupt, another application's, or busy.
+
+    Its message is one line naming the file; the commands print it and exit 2.
+    """
 
 
 class Storage(Protocol):
@@ -168,8 +176,25 @@ def _claim(path: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        raise OSError(f"database {str(path)!r} is in use by another coordinator") from None
+        raise DatabaseFileError(f"database {str(path)!r} is in use by another coordinator") from None
     return handle
+
+
+def _check_database(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file that is damaged or belongs to another application, before writing to it.
+
+    ``quick_check`` reads every page (seconds for a large file, once per start): a
+    file damaged mid-way would otherwise fail later, in the middle of a search.
+    """
+    report = [row[0] for row in db.execute("PRAGMA quick_check(3)").fetchall()]
+    if report != ["ok"]:
+        lines = [line for row in report for line in row.splitlines() if line and not line.startswith("***")]
+        raise DatabaseFileError(f"database {str(path)!r} is corrupt ({'; '.join(lines[:3])})")
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    foreign = sorted(tables - _TABLES)
+    if foreign:
+        raise DatabaseFileError(f"{str(path)!r} is not a TaylorGLO coordinator database "
+                                f"(it holds the table(s) {', '.join(foreign[:5])}); pass another --db")
 
 
 def _array(blob: bytes) -> np.ndarray:
@@ -197,6 +222,7 @@ class SqliteStorage:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row  # rows are read by column name
             if not memory:
+                _check_database(self._db, self.path)  # before anything writes to the file
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             # how long a write waits for a lock held by another process before "database is locked"
@@ -204,7 +230,7 @@ class SqliteStorage:
             self._migrate()
         except sqlite3.Error as exc:
             self._release()
-            raise OSError(f"cannot open database {str(self.path)!r}: {exc}") from None
+            raise DatabaseFileError(f"cannot open database {str(self.path)!r}: {exc}") from None
         except BaseException:
             self._release()
             raise
@@ -322,7 +348,13 @@ class SqliteStorage:
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock, self._unavailable():
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise  # locked, busy, disk full: a retry may succeed
+                # damage quick_check could not see (it checks structure, not every value)
+                raise DatabaseFileError(f"database {str(self.path)!r} is corrupt ({exc})") from None
 
     def load_experiments(self) -> list[ExperimentRecord]:
         rows = self._query("SELECT e.*, s.state AS es_state FROM experiments e"

@@ -72,6 +72,10 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 class RunError(Exception):
     """The local search could not complete; the message says why."""
 
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", metavar="SPEC",
@@ -246,7 +250,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         return LocalSearch(spec, args, out_dir, out).run()
     except RunError as error:
         print(f"taylorglo run: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return error.exit_code
     except KeyboardInterrupt:
         print(f"taylorglo run: interrupted; partial results (if any) in {out_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -309,6 +313,7 @@ class LocalSearch:
 
     def _start_coordinator(self, stack: contextlib.ExitStack, port: int):
         from coordinator.server import serve
+        from coordinator.storage import DatabaseFileError
         from taylorglo_tf import connection
         from taylorglo_tf.rpc import experiment_service_pb2_grpc
 
@@ -321,6 +326,8 @@ class LocalSearch:
         try:
             server = serve(db_path, f"127.0.0.1:{port}", trainer_token=self._trainer_token,
                            client_token=client_token, **options)
+        except DatabaseFileError as error:  # a bad --db is bad input, like a bad spec file
+            raise RunError(str(error), EXIT_BAD_INPUT) from None
         except (ValueError, OSError) as error:
             raise RunError(f"cannot start the coordinator: {error}") from None
         stack.callback(server.stop, 2.0)
