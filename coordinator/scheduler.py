@@ -65,6 +65,7 @@ from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecor
 from coordinator.ratelog import RateLimitedLog
 from coordinator.runner import ExperimentRun, Prescreen, Step
 from coordinator.storage import Storage
+from taylorglo_tf.limits import MAX_ERROR_CHARS
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
@@ -72,7 +73,6 @@ from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 log = logging.getLogger(__name__)
 storage_log = RateLimitedLog(log)  # a full disk fails every pass: one line per distinct error
 
-MAX_ERROR_CHARS = 4000
 
 # EvaluationStatus of a report -> final CandidateStatus (ERROR is retried instead).
 _FINAL_STATUS = {
@@ -258,8 +258,25 @@ class Scheduler:
 
     def list(self) -> list[types_pb2.Experiment]:
         """Every experiment, newest first."""
+        return [r.to_proto() for r in self.records()]
+
+    def records(self) -> list[ExperimentRecord]:
+        """Every experiment's record (immutable), newest first."""
         with self._cond:
-            return [r.to_proto() for r in reversed(self._experiments.values())]
+            return list(reversed(self._experiments.values()))
+
+    def delete(self, experiment_id: str) -> types_pb2.Experiment:
+        """Delete a finished or cancelled experiment; committed before it is forgotten in memory."""
+        with self._cond:
+            record = self._record(experiment_id)
+            if not record.final:
+                raise FailedPrecondition(
+                    f"experiment {experiment_id} is {types_pb2.ExperimentState.Name(record.state)}; "
+                    "cancel it before deleting it")
+            self._storage.delete_experiment(experiment_id)
+            del self._experiments[experiment_id]
+            log.info("experiment %s deleted", experiment_id)
+            return record.to_proto()
 
     def cancel(self, experiment_id: str) -> types_pb2.Experiment:
         with self._cond:
@@ -272,11 +289,15 @@ class Scheduler:
             self._finish(self._running[experiment_id], record)
             return record.to_proto()
 
-    def result(self, experiment_id: str) -> es_pb2.ExperimentResult:
+    def result(self, experiment_id: str, *, generations_from: int = 0, candidates_from: int = 0,
+               limit: int | None = None) -> es_pb2.ExperimentResult:
+        """Best theta, history and candidates; with offsets and ``limit`` (summaries plus
+        candidates), one page of them (see :mod:`coordinator.paging`)."""
         with self._cond:  # a consistent snapshot: nothing commits while we read
             record = self._record(experiment_id)
-            generations = self._storage.load_generations(experiment_id)
-            candidates = self._storage.load_candidates(experiment_id)
+            generations = self._storage.load_generations(experiment_id, offset=generations_from, limit=limit)
+            room = None if limit is None else limit - len(generations)
+            candidates = self._storage.load_candidates(experiment_id, offset=candidates_from, limit=room)
         # Built outside the lock (tens of ms for thousands of candidates): leases wait only for the reads.
         return result_proto(record, generations, candidates)
 

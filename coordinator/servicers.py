@@ -2,25 +2,30 @@
 
 Every field a client or trainer sends is checked here; a bad one is
 INVALID_ARGUMENT naming its path in the request (``spec.search.population``,
-``fitness``, ``metrics.val_accuracy``).
+``fitness``, ``metrics.val_accuracy``). Every string of every request is first
+held to its bound (:data:`taylorglo_tf.limits.STRING_LIMITS`) by :func:`handler`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from typing import Any, Callable
 
 import grpc
 
+from coordinator import paging
 from coordinator.grpc_util import InvalidArgument, rpc
 from coordinator.scheduler import Report, Scheduler
 from taylorglo_tf import spec as spec_lib
+from taylorglo_tf.limits import MAX_ID_CHARS, overlong_string
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
 
-MAX_ID_CHARS = 200
 MAX_WAIT_MS = 60_000
 _REPORTABLE = frozenset({
     ws_pb2.EVALUATION_STATUS_OK,
@@ -28,6 +33,32 @@ _REPORTABLE = frozenset({
     ws_pb2.EVALUATION_STATUS_ABORTED,
     ws_pb2.EVALUATION_STATUS_ERROR,
 })
+
+
+def _check_strings(request: Any) -> None:
+    overlong = overlong_string(request)
+    if overlong:
+        field, length, bound = overlong
+        raise InvalidArgument(field, f"is {length} characters long; at most {bound}")
+
+
+def handler(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A servicer method: string bounds checked first, exceptions mapped to status codes (:func:`rpc`)."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def streaming(self, request, context):
+            _check_strings(request)
+            yield from method(self, request, context)
+
+        return rpc(streaming)
+
+    @functools.wraps(method)
+    def unary(self, request, context):
+        _check_strings(request)
+        return method(self, request, context)
+
+    return rpc(unary)
 
 
 def _identifier(value: str, field: str) -> str:
@@ -71,38 +102,44 @@ class ExperimentServicer(es_grpc.ExperimentServiceServicer):
     def __init__(self, scheduler: Scheduler):
         self._scheduler = scheduler
 
-    @rpc
+    @handler
     def SubmitExperiment(self, request, context):
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "is required")
         return self._scheduler.submit(spec_lib.load_spec(request.spec))
 
-    @rpc
+    @handler
     def GetExperiment(self, request, context):
         return self._scheduler.get(_identifier(request.experiment_id, "experiment_id"))
 
-    @rpc
+    @handler
     def ListExperiments(self, request, context):
-        return es_pb2.ListExperimentsResponse(experiments=self._scheduler.list())
+        return paging.list_page(self._scheduler.records(), request)
 
-    @rpc
+    @handler
     def WatchExperiment(self, request, context: grpc.ServicerContext):
         yield from self._scheduler.watch(_identifier(request.experiment_id, "experiment_id"), context.is_active)
 
-    @rpc
+    @handler
     def CancelExperiment(self, request, context):
         return self._scheduler.cancel(_identifier(request.experiment_id, "experiment_id"))
 
-    @rpc
+    @handler
     def GetResult(self, request, context):
-        return self._scheduler.result(_identifier(request.experiment_id, "experiment_id"))
+        _identifier(request.experiment_id, "experiment_id")
+        return paging.result_page(self._scheduler.result, request)
+
+    @handler
+    def DeleteExperiment(self, request, context):
+        experiment = self._scheduler.delete(_identifier(request.experiment_id, "experiment_id"))
+        return es_pb2.DeleteExperimentResponse(experiment=experiment)
 
 
 class WorkerServicer(ws_grpc.WorkerServiceServicer):
     def __init__(self, scheduler: Scheduler):
         self._scheduler = scheduler
 
-    @rpc
+    @handler
     def LeaseCandidate(self, request, context: grpc.ServicerContext):
         trainer_id = _identifier(request.trainer_id, "trainer_id")
         if not 0 <= request.wait_ms <= MAX_WAIT_MS:
@@ -110,7 +147,7 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
         lease = self._scheduler.lease(trainer_id, request.wait_ms / 1000.0, context.is_active)
         return ws_pb2.LeaseCandidateResponse(lease=lease)
 
-    @rpc
+    @handler
     def Heartbeat(self, request, context):
         lease_id = _identifier(request.lease_id, "lease_id")
         trainer_id = _identifier(request.trainer_id, "trainer_id")
@@ -119,12 +156,12 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
         keep_going, ttl = self._scheduler.heartbeat(lease_id, trainer_id)
         return ws_pb2.HeartbeatResponse(keep_going=keep_going, ttl_s=ttl)
 
-    @rpc
+    @handler
     def ReportResult(self, request, context):
         accepted, reason = self._scheduler.report(validate_report(request))
         return ws_pb2.ReportResultResponse(accepted=accepted, reason=reason)
 
-    @rpc
+    @handler
     def ReturnLease(self, request, context):
         lease_id = _identifier(request.lease_id, "lease_id")
         trainer_id = _identifier(request.trainer_id, "trainer_id")

@@ -130,11 +130,18 @@ class Storage(Protocol):
     def update_candidate(self, candidate: CandidateRecord, experiment: ExperimentRecord | None = None) -> None:
         """Rewrite a candidate; with ``experiment``, also its progress counters and best so far."""
 
+    def delete_experiment(self, experiment_id: str) -> None:
+        """An experiment with its candidates, generations, leases and optimizer state."""
+
     def load_experiments(self) -> list[ExperimentRecord]: ...
 
-    def load_candidates(self, experiment_id: str, generation: int | None = None) -> list[CandidateRecord]: ...
+    def load_candidates(self, experiment_id: str, generation: int | None = None, *,
+                        offset: int = 0, limit: int | None = None) -> list[CandidateRecord]:
+        """Ordered by (generation, index); ``offset``/``limit`` select a page of that order."""
 
-    def load_generations(self, experiment_id: str) -> list[GenerationRecord]: ...
+    def load_generations(self, experiment_id: str, *, offset: int = 0,
+                         limit: int | None = None) -> list[GenerationRecord]:
+        """Ordered by generation; ``offset``/``limit`` select a page of that order."""
 
     def load_leases(self, experiment_id: str, generation: int) -> list[LeaseRecord]: ...
 
@@ -195,6 +202,11 @@ def _check_database(db: sqlite3.Connection, path: Path) -> None:
     if foreign:
         raise DatabaseFileError(f"{str(path)!r} is not a TaylorGLO coordinator database "
                                 f"(it holds the table(s) {', '.join(foreign[:5])}); pass another --db")
+
+
+def _page(offset: int, limit: int | None) -> tuple[int, int]:
+    """SQL ``LIMIT ? OFFSET ?`` arguments (-1: no limit)."""
+    return (-1 if limit is None else max(0, limit)), offset
 
 
 def _array(blob: bytes) -> np.ndarray:
@@ -344,6 +356,12 @@ class SqliteStorage:
                      experiment.update_time, experiment.id),
                 )
 
+    def delete_experiment(self, experiment_id: str) -> None:
+        with self._tx() as db:
+            for table in ("leases", "candidates", "generations", "optimizer_states", "experiments"):
+                db.execute(f"DELETE FROM {table} WHERE {'id' if table == 'experiments' else 'experiment_id'}=?",
+                           (experiment_id,))
+
     # -- reads
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
@@ -369,13 +387,14 @@ class SqliteStorage:
             for r in rows
         ]
 
-    def load_candidates(self, experiment_id: str, generation: int | None = None) -> list[CandidateRecord]:
+    def load_candidates(self, experiment_id: str, generation: int | None = None, *,
+                        offset: int = 0, limit: int | None = None) -> list[CandidateRecord]:
         sql = "SELECT * FROM candidates WHERE experiment_id=?"
         args: tuple = (experiment_id,)
         if generation is not None:
             sql += " AND generation=?"
             args += (generation,)
-        rows = self._query(sql + " ORDER BY generation, idx", args)
+        rows = self._query(sql + " ORDER BY generation, idx LIMIT ? OFFSET ?", args + _page(offset, limit))
         return [
             CandidateRecord(
                 experiment_id=r["experiment_id"], generation=r["generation"], index=r["idx"],
@@ -388,8 +407,10 @@ class SqliteStorage:
             for r in rows
         ]
 
-    def load_generations(self, experiment_id: str) -> list[GenerationRecord]:
-        rows = self._query("SELECT * FROM generations WHERE experiment_id=? ORDER BY generation", (experiment_id,))
+    def load_generations(self, experiment_id: str, *, offset: int = 0,
+                         limit: int | None = None) -> list[GenerationRecord]:
+        rows = self._query("SELECT * FROM generations WHERE experiment_id=? ORDER BY generation LIMIT ? OFFSET ?",
+                           (experiment_id, *_page(offset, limit)))
         return [
             GenerationRecord(experiment_id=r["experiment_id"], generation=r["generation"],
                              best_fitness=r["best_fitness"], mean_fitness=r["mean_fitness"],

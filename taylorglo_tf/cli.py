@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("client", "follow an experiment's progress live"),
     "result": ("client", "download an experiment's result folder"),
     "cancel": ("client", "cancel an experiment"),
+    "delete": ("client", "delete a finished or cancelled experiment"),
     "compare": ("compare", "train two losses N times and compare with a Welch t-test"),
     "plot": ("plot", "plot a loss in the paper's binary-classification view"),
 }

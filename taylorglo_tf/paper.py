@@ -16,6 +16,7 @@ import math
 from typing import Any, Mapping
 
 from taylorglo_tf.rpc import types_pb2
+from taylorglo_tf.text import escape_controls
 
 PAPER_RUNS = 10  # every row of the paper's Table 1 is a mean over ten runs per side (Table 1 caption)
 
@@ -53,9 +54,9 @@ def table_row(paper: types_pb2.PaperResult, record: Mapping[str, Any]) -> str:
         ("measured", _cell(loss.get("mean"), loss.get("std")), _cell(baseline.get("mean"), baseline.get("std")),
          _p(welch.get("pvalue")), f"{loss.get('n', 0)} + {baseline.get('n', 0)}"),
     ]
-    lines = [f"{paper.table}: test accuracy, mean (std)",
+    lines = [f"{escape_controls(paper.table)}: test accuracy, mean (std)",
              f"{'':<10} {'TaylorGLO':<16} {'cross-entropy':<16} {'p-value':<10} runs"]
     lines += [f"{name:<10} {a:<16} {b:<16} {p:<10} {n}" for name, a, b, p, n in rows]
     if paper.note:
-        lines.append(f"paper note: {paper.note}")
+        lines.append(f"paper note: {escape_controls(paper.note)}")
     return "\n".join(lines) + "\n"

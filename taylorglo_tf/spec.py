@@ -25,7 +25,8 @@ from typing import Any, Mapping
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import json_format
 
-from taylorglo_tf import taylor
+from taylorglo_tf import taylor, text
+from taylorglo_tf.limits import is_repeated, overlong_string
 from taylorglo_tf.rpc import types_pb2
 
 ExperimentSpec = types_pb2.ExperimentSpec
@@ -58,9 +59,8 @@ KNOWN_NUM_CLASSES = {
 }
 DATASET_SCHEMES = ("tfds", "idx", "npz")
 
-# Upper bounds that catch typos and keep one experiment from exhausting the coordinator.
-MAX_NAME_CHARS = 200
-MAX_NOTE_CHARS = 500
+# Upper bounds that catch typos and keep one experiment from exhausting the coordinator
+# (string lengths: taylorglo_tf.limits).
 MAX_STEPS = 10_000_000
 MAX_BATCH_SIZE = 65_536
 MAX_POPULATION = 10_000
@@ -157,19 +157,13 @@ def _fill(message: Any, data: Any, path: str) -> None:
             continue  # YAML "key:" with no value: leave the default
         if field.type == _descriptor.FieldDescriptor.TYPE_MESSAGE:
             _fill(getattr(message, field.name), value, field_path)
-        elif _is_repeated(field):
+        elif is_repeated(field):
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
                 raise SpecError(field_path, f"expected a list, got {value!r}")
             for i, item in enumerate(value):
                 getattr(message, field.name).append(_scalar(field, item, f"{field_path}[{i}]"))
         else:
             setattr(message, field.name, _scalar(field, value, field_path))
-
-
-def _is_repeated(field: _descriptor.FieldDescriptor) -> bool:
-    # protobuf >= 5 exposes is_repeated; older runtimes only the label.
-    is_repeated = getattr(field, "is_repeated", None)
-    return bool(is_repeated) if is_repeated is not None else field.label == field.LABEL_REPEATED
 
 
 def _scalar(field: _descriptor.FieldDescriptor, value: Any, path: str) -> Any:
@@ -272,7 +266,14 @@ def _check_range(value: float, lo: float, hi: float, field: str, what: str = "")
 
 def validate(spec: ExperimentSpec) -> None:
     """Check every field of a spec (after :func:`apply_defaults`); raise :class:`SpecError` on the first bad one."""
-    _require(len(spec.name) <= MAX_NAME_CHARS, "spec.name", f"is {len(spec.name)} characters long; at most {MAX_NAME_CHARS}")
+    overlong = overlong_string(spec, "spec")
+    if overlong:
+        field, length, bound = overlong
+        raise SpecError(field, f"is {length} characters long; at most {bound}")
+    controls = text.control_characters(spec.name)
+    _require(not controls, "spec.name",
+             f"{text.escape_controls(spec.name)!r} contains control characters ({', '.join(controls)}); "
+             "a name is plain text")
     _require(spec.HasField("task"), "spec.task", "is required (dataset, model, steps)")
     _validate_task(spec.task, "spec.task")
     _validate_loss(spec.loss, "spec.loss")
@@ -344,10 +345,6 @@ def _validate_paper(paper: types_pb2.PaperResult, path: str) -> None:
     """The published numbers an experiment reproduces: fractions, not percentages."""
     _require(bool(paper.table.strip()), f"{path}.table",
              "is required when the paper block is given (where the numbers come from, e.g. 'Table 1, MNIST')")
-    _require(len(paper.table) <= MAX_NAME_CHARS, f"{path}.table",
-             f"is {len(paper.table)} characters long; at most {MAX_NAME_CHARS}")
-    _require(len(paper.note) <= MAX_NOTE_CHARS, f"{path}.note",
-             f"is {len(paper.note)} characters long; at most {MAX_NOTE_CHARS}")
     for name in ("taylorglo", "taylorglo_std", "baseline", "baseline_std", "p_value"):
         value = getattr(paper, name)
         hint = "" if name == "p_value" else "; give accuracies as fractions (0.9271, not 92.71)"

@@ -277,7 +277,7 @@ def test_an_unexpected_failure_is_internal_not_unknown(coordinator, client, monk
     def broken():
         raise ZeroDivisionError("bug")
 
-    monkeypatch.setattr(coordinator.scheduler, "list", broken)
+    monkeypatch.setattr(coordinator.scheduler, "records", broken)
     with pytest.raises(grpc.RpcError) as err:
         client.experiments.ListExperiments(es.ListExperimentsRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.INTERNAL and "ZeroDivisionError" in err.value.details()

@@ -1,6 +1,6 @@
-"""``taylorglo submit | status | watch | result | cancel``: the coordinator's client commands.
+"""``taylorglo submit | status | watch | result | cancel | delete``: the coordinator's client commands.
 
-One module serves the five subcommands (``add_arguments(parser, name)`` and
+One module serves the six subcommands (``add_arguments(parser, name)`` and
 ``run(args)`` dispatching on ``args.command``). Every command talks to the
 coordinator's ExperimentService over :func:`taylorglo_tf.connection.connect`;
 gRPC errors become one clear line on stderr and a non-zero exit code:
@@ -9,6 +9,11 @@ gRPC errors become one clear line on stderr and a non-zero exit code:
 - 1: the coordinator refused or failed the request, or is unreachable;
 - 2: bad command-line input (argparse);
 - 3: ``watch`` followed an experiment that ended CANCELLED or FAILED.
+
+Every user-provided string (names, ids, dataset URIs, errors) is printed through
+:func:`taylorglo_tf.text.escape_controls`, so no control character reaches the
+terminal. Listings and results follow the coordinator's pages
+(:func:`list_experiments`, :func:`fetch_result`).
 
 No TensorFlow here.
 """
@@ -24,6 +29,7 @@ from typing import Callable, Iterable, Optional, TextIO
 import grpc
 
 from taylorglo_tf import connection
+from taylorglo_tf.text import escape_controls
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, types_pb2
 
 ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
@@ -126,6 +132,11 @@ def describe_rpc_error(error: grpc.RpcError, address: str) -> str:
 # -- formatting -----------------------------------------------------------------
 
 
+def shown(value: str) -> str:
+    """A user-provided string as printed: control characters escaped."""
+    return escape_controls(value)
+
+
 def state_name(state: int) -> str:
     """``EXPERIMENT_STATE_RUNNING`` -> ``"running"``."""
     return _STATE_NAMES.get(state, str(state))
@@ -146,10 +157,10 @@ def format_experiment(experiment: types_pb2.Experiment) -> str:
     """A multi-line description of one experiment."""
     spec = experiment.spec
     lines = [
-        f"id:          {experiment.id}",
-        f"name:        {spec.name}",
+        f"id:          {shown(experiment.id)}",
+        f"name:        {shown(spec.name)}",
         f"state:       {state_name(experiment.state)}",
-        f"task:        {spec.task.dataset} / {spec.task.model}, {spec.task.steps} steps",
+        f"task:        {shown(spec.task.dataset)} / {shown(spec.task.model)}, {spec.task.steps} steps",
         f"generations: {_generations_done(experiment)} done",
         f"evaluations: {experiment.evaluations_done} of {experiment.evaluations_total}",
         f"best:        {experiment.best_fitness:.4f}",
@@ -157,18 +168,19 @@ def format_experiment(experiment: types_pb2.Experiment) -> str:
     if experiment.best_theta:
         lines.append(f"best theta:  {_format_theta(experiment.best_theta)}")
     if experiment.error:
-        lines.append(f"error:       {experiment.error}")
+        lines.append(f"error:       {shown(experiment.error)}")
     return "\n".join(lines)
 
 
 def _print_table(experiments: list[types_pb2.Experiment], out: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("id", "name", "state", "generations", "evaluations", "best")
     for e in experiments:
-        table.add_row(
-            e.id, e.spec.name, state_name(e.state), _generations_done(e),
+        table.add_row(  # Text, not str: rich would read "[...]" in a name as markup
+            Text(shown(e.id)), Text(shown(e.spec.name)), state_name(e.state), _generations_done(e),
             f"{e.evaluations_done}/{e.evaluations_total}", f"{e.best_fitness:.4f}",
         )
     Console(file=out, width=max(100, Console(file=out).width)).print(table)
@@ -181,6 +193,40 @@ def _stub(channel: grpc.Channel) -> experiment_service_pb2_grpc.ExperimentServic
     return experiment_service_pb2_grpc.ExperimentServiceStub(channel)
 
 
+def list_experiments(stub) -> list[types_pb2.Experiment]:
+    """Every experiment, newest first, page by page."""
+    experiments: list[types_pb2.Experiment] = []
+    token = ""
+    while True:
+        page = stub.ListExperiments(experiment_service_pb2.ListExperimentsRequest(page_token=token),
+                                    timeout=RPC_TIMEOUT_S)
+        experiments.extend(page.experiments)
+        token = page.next_page_token
+        if not token:
+            return experiments
+
+
+def fetch_result(stub, experiment_id: str) -> experiment_service_pb2.ExperimentResult:
+    """An experiment's whole result: every page of GetResult in one message.
+
+    The experiment and best-so-far are the last page's (the newest); the
+    generation summaries and candidates are those of all pages in order.
+    """
+    merged = experiment_service_pb2.ExperimentResult()
+    token = ""
+    while True:
+        page = stub.GetResult(experiment_service_pb2.GetResultRequest(experiment_id=experiment_id, page_token=token),
+                              timeout=RPC_TIMEOUT_S)
+        merged.experiment.CopyFrom(page.experiment)
+        merged.best_theta[:] = page.best_theta
+        merged.best_fitness = page.best_fitness
+        merged.generations.extend(page.generations)
+        merged.candidates.extend(page.candidates)
+        token = page.next_page_token
+        if not token:
+            return merged
+
+
 def cmd_submit(args: argparse.Namespace, stub, out: TextIO) -> int:
     from taylorglo_tf import spec as spec_module
 
@@ -191,9 +237,9 @@ def cmd_submit(args: argparse.Namespace, stub, out: TextIO) -> int:
     experiment = stub.SubmitExperiment(
         experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=RPC_TIMEOUT_S
     )
-    print(experiment.id, file=out)  # alone on stdout, for scripts
+    print(shown(experiment.id), file=out)  # alone on stdout, for scripts
     print(
-        f"submitted {experiment.spec.name or 'experiment'}: {experiment.evaluations_total} evaluations "
+        f"submitted {shown(experiment.spec.name) or 'experiment'}: {experiment.evaluations_total} evaluations "
         f"({experiment.spec.search.generations} generations x {experiment.spec.search.population})",
         file=sys.stderr,
     )
@@ -209,11 +255,11 @@ def cmd_status(args: argparse.Namespace, stub, out: TextIO) -> int:
         )
         print(format_experiment(experiment), file=out)
         return EXIT_OK
-    response = stub.ListExperiments(experiment_service_pb2.ListExperimentsRequest(), timeout=RPC_TIMEOUT_S)
-    if not response.experiments:
+    experiments = list_experiments(stub)
+    if not experiments:
         print("no experiments", file=out)
     else:
-        _print_table(list(response.experiments), out)
+        _print_table(experiments, out)
     return EXIT_OK
 
 
@@ -237,6 +283,7 @@ def watch(
     snapshot then resumes the bar. Any other gRPC error is raised at once.
     """
     from rich.console import Console
+    from rich.markup import escape as escape_markup
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(file=out)
@@ -253,7 +300,7 @@ def watch(
     give_up_at: Optional[float] = None  # set while the coordinator is away
     delay = RECONNECT_INITIAL_DELAY_S
     with progress:
-        task = progress.add_task(experiment_id, total=None, generations="-", best=0.0)
+        task = progress.add_task(escape_markup(shown(experiment_id)), total=None, generations="-", best=0.0)
         while True:
             stream = stub.WatchExperiment(experiment_service_pb2.WatchExperimentRequest(experiment_id=experiment_id))
             try:
@@ -264,7 +311,8 @@ def watch(
                     experiment = event.experiment
                     progress.update(
                         task,
-                        description=experiment.spec.name or experiment_id,
+                        # the description is rich markup: "[...]" in a name must stay text
+                        description=escape_markup(shown(experiment.spec.name or experiment_id)),
                         total=experiment.evaluations_total or None,
                         completed=experiment.evaluations_done,
                         generations=_generations_done(experiment),
@@ -301,11 +349,11 @@ def watch(
             time.sleep(min(delay, give_up_at - now))
             delay = min(2 * delay, RECONNECT_MAX_DELAY_S)
     if experiment is None:
-        raise CommandError(f"the coordinator sent no progress for experiment {experiment_id}")
-    print(f"experiment {experiment_id} {state_name(experiment.state)}: best fitness "
+        raise CommandError(f"the coordinator sent no progress for experiment {shown(experiment_id)}")
+    print(f"experiment {shown(experiment_id)} {state_name(experiment.state)}: best fitness "
           f"{experiment.best_fitness:.4f}", file=out)
     if experiment.error:
-        print(f"error: {experiment.error}", file=out)
+        print(f"error: {shown(experiment.error)}", file=out)
     return EXIT_OK if experiment.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED else EXIT_UNSUCCESSFUL
 
 
@@ -314,9 +362,7 @@ def cmd_watch(args: argparse.Namespace, stub, out: TextIO) -> int:
 
 
 def cmd_result(args: argparse.Namespace, stub, out: TextIO) -> int:
-    result = stub.GetResult(
-        experiment_service_pb2.GetResultRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
-    )
+    result = fetch_result(stub, args.experiment_id)
     from taylorglo_tf.results import write_result_folder
 
     try:
@@ -324,7 +370,7 @@ def cmd_result(args: argparse.Namespace, stub, out: TextIO) -> int:
     except (ValueError, OSError) as error:
         raise CommandError(f"cannot write the result folder {str(args.out)!r}: {error}") from None
     state = state_name(result.experiment.state)
-    print(f"wrote the result of experiment {args.experiment_id} ({state}, best fitness "
+    print(f"wrote the result of experiment {shown(args.experiment_id)} ({state}, best fitness "
           f"{result.best_fitness:.4f}) to {folder}", file=out)
     return EXIT_OK
 
@@ -333,8 +379,18 @@ def cmd_cancel(args: argparse.Namespace, stub, out: TextIO) -> int:
     experiment = stub.CancelExperiment(
         experiment_service_pb2.CancelExperimentRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
     )
-    print(f"experiment {experiment.id} {state_name(experiment.state)} after "
+    print(f"experiment {shown(experiment.id)} {state_name(experiment.state)} after "
           f"{experiment.evaluations_done} of {experiment.evaluations_total} evaluations", file=out)
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace, stub, out: TextIO) -> int:
+    deleted = stub.DeleteExperiment(
+        experiment_service_pb2.DeleteExperimentRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
+    ).experiment
+    name = f" ({shown(deleted.spec.name)})" if deleted.spec.name else ""
+    print(f"deleted experiment {shown(deleted.id)}{name}, {state_name(deleted.state)} with "
+          f"{deleted.evaluations_done} evaluations", file=out)
     return EXIT_OK
 
 
@@ -344,11 +400,12 @@ _COMMANDS = {
     "watch": cmd_watch,
     "result": cmd_result,
     "cancel": cmd_cancel,
+    "delete": cmd_delete,
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    """Adds the arguments of subcommand ``name`` (one of submit, status, watch, result, cancel)."""
+    """Adds the arguments of subcommand ``name`` (one of submit, status, watch, result, cancel, delete)."""
     if name not in _COMMANDS:
         raise ValueError(f"unknown client command {name!r}; expected one of {sorted(_COMMANDS)}")
     if name == "submit":
@@ -378,8 +435,9 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         with channel:
             return handler(args, _stub(channel), out)
     except CommandError as error:
-        print(f"taylorglo {args.command}: error: {error}", file=sys.stderr)
+        print(f"taylorglo {args.command}: error: {shown(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     except grpc.RpcError as error:
-        print(f"taylorglo {args.command}: error: {describe_rpc_error(error, args.coordinator)}", file=sys.stderr)
+        print(f"taylorglo {args.command}: error: {shown(describe_rpc_error(error, args.coordinator))}",
+              file=sys.stderr)
         return EXIT_ERROR

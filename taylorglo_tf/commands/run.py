@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional, TextIO
 from taylorglo_tf.commands.client import non_negative_int, positive_int
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS
+from taylorglo_tf.text import escape_controls
 
 #: The README's main job: a search on the embedded digits data (1,797 8x8 images)
 #: with the tiny CNN, 12 x 12 = 144 partial trainings of 200 steps, measured at
@@ -249,7 +250,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     try:
         return LocalSearch(spec, args, out_dir, out).run()
     except RunError as error:
-        print(f"taylorglo run: error: {error}", file=sys.stderr)
+        print(f"taylorglo run: error: {escape_controls(str(error))}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"taylorglo run: interrupted; partial results (if any) in {out_dir}", file=sys.stderr)
@@ -377,13 +378,11 @@ class LocalSearch:
 
         from taylorglo_tf.commands import client
         from taylorglo_tf.results import write_result_folder
-        from taylorglo_tf.rpc import experiment_service_pb2
 
         if self.experiment_id is None:
             return EXIT_FAILED
         try:
-            result = stub.GetResult(experiment_service_pb2.GetResultRequest(experiment_id=self.experiment_id),
-                                    timeout=client.RPC_TIMEOUT_S)
+            result = client.fetch_result(stub, self.experiment_id)
         except grpc.RpcError as error:
             raise RunError(f"cannot fetch the result: {error.details()}") from None
         write_result_folder(result, self.out_dir)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from taylorglo_tf.rpc import types_pb2 as taylorglo_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%taylorglo/v1/experiment_service.proto\x12\x0ctaylorglo.v1\x1a\x18taylorglo/v1/types.proto\"E\n\x17SubmitExperimentRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.taylorglo.v1.ExperimentSpec\"-\n\x14GetExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\x18\n\x16ListExperimentsRequest\"H\n\x17ListExperimentsResponse\x12-\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x18.taylorglo.v1.Experiment\"/\n\x16WatchExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\xd9\x02\n\rProgressEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .taylorglo.v1.ProgressEvent.Kind\x12,\n\nexperiment\x18\x02 \x01(\x0b\x32\x18.taylorglo.v1.Experiment\x12*\n\tcandidate\x18\x03 \x01(\x0b\x32\x17.taylorglo.v1.Candidate\x12\x33\n\ngeneration\x18\x04 \x01(\x0b\x32\x1f.taylorglo.v1.GenerationSummary\"\x88\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x1b\n\x17KIND_CANDIDATE_FINISHED\x10\x02\x12\x1c\n\x18KIND_GENERATION_FINISHED\x10\x03\x12\x1c\n\x18KIND_EXPERIMENT_FINISHED\x10\x04\"0\n\x17\x43\x61ncelExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\")\n\x10GetResultRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\xcd\x01\n\x10\x45xperimentResult\x12,\n\nexperiment\x18\x01 \x01(\x0b\x32\x18.taylorglo.v1.Experiment\x12\x12\n\nbest_theta\x18\x02 \x03(\x01\x12\x14\n\x0c\x62\x65st_fitness\x18\x03 \x01(\x01\x12\x34\n\x0bgenerations\x18\x04 \x03(\x0b\x32\x1f.taylorglo.v1.GenerationSummary\x12+\n\ncandidates\x18\x05 \x03(\x0b\x32\x17.taylorglo.v1.Candidate2\x91\x04\n\x11\x45xperimentService\x12S\n\x10SubmitExperiment\x12%.taylorglo.v1.SubmitExperimentRequest\x1a\x18.taylorglo.v1.Experiment\x12M\n\rGetExperiment\x12\".taylorglo.v1.GetExperimentRequest\x1a\x18.taylorglo.v1.Experiment\x12^\n\x0fListExperiments\x12$.taylorglo.v1.ListExperimentsRequest\x1a%.taylorglo.v1.ListExperimentsResponse\x12V\n\x0fWatchExperiment\x12$.taylorglo.v1.WatchExperimentRequest\x1a\x1b.taylorglo.v1.ProgressEvent0\x01\x12S\n\x10\x43\x61ncelExperiment\x12%.taylorglo.v1.CancelExperimentRequest\x1a\x18.taylorglo.v1.Experiment\x12K\n\tGetResult\x12\x1e.taylorglo.v1.GetResultRequest\x1a\x1e.taylorglo.v1.ExperimentResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%taylorglo/v1/experiment_service.proto\x12\x0ctaylorglo.v1\x1a\x18taylorglo/v1/types.proto\"E\n\x17SubmitExperimentRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.taylorglo.v1.ExperimentSpec\"-\n\x14GetExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"?\n\x16ListExperimentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x17ListExperimentsResponse\x12-\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x18.taylorglo.v1.Experiment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x16WatchExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\xd9\x02\n\rProgressEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .taylorglo.v1.ProgressEvent.Kind\x12,\n\nexperiment\x18\x02 \x01(\x0b\x32\x18.taylorglo.v1.Experiment\x12*\n\tcandidate\x18\x03 \x01(\x0b\x32\x17.taylorglo.v1.Candidate\x12\x33\n\ngeneration\x18\x04 \x01(\x0b\x32\x1f.taylorglo.v1.GenerationSummary\"\x88\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x1b\n\x17KIND_CANDIDATE_FINISHED\x10\x02\x12\x1c\n\x18KIND_GENERATION_FINISHED\x10\x03\x12\x1c\n\x18KIND_EXPERIMENT_FINISHED\x10\x04\"0\n\x17\x43\x61ncelExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"P\n\x10GetResultRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xe6\x01\n\x10\x45xperimentResult\x12,\n\nexperiment\x18\x01 \x01(\x0b\x32\x18.taylorglo.v1.Experiment\x12\x12\n\nbest_theta\x18\x02 \x03(\x01\x12\x14\n\x0c\x62\x65st_fitness\x18\x03 \x01(\x01\x12\x34\n\x0bgenerations\x18\x04 \x03(\x0b\x32\x1f.taylorglo.v1.GenerationSummary\x12+\n\ncandidates\x18\x05 \x03(\x0b\x32\x17.taylorglo.v1.Candidate\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\"0\n\x17\x44\x65leteExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"H\n\x18\x44\x65leteExperimentResponse\x12,\n\nexperiment\x18\x01 \x01(\x0b\x32\x18.taylorglo.v1.Experiment2\xf4\x04\n\x11\x45xperimentService\x12S\n\x10SubmitExperiment\x12%.taylorglo.v1.SubmitExperimentRequest\x1a\x18.taylorglo.v1.Experiment\x12M\n\rGetExperiment\x12\".taylorglo.v1.GetExperimentRequest\x1a\x18.taylorglo.v1.Experiment\x12^\n\x0fListExperiments\x12$.taylorglo.v1.ListExperimentsRequest\x1a%.taylorglo.v1.ListExperimentsResponse\x12V\n\x0fWatchExperiment\x12$.taylorglo.v1.WatchExperimentRequest\x1a\x1b.taylorglo.v1.ProgressEvent0\x01\x12S\n\x10\x43\x61ncelExperiment\x12%.taylorglo.v1.CancelExperimentRequest\x1a\x18.taylorglo.v1.Experiment\x12K\n\tGetResult\x12\x1e.taylorglo.v1.GetResultRequest\x1a\x1e.taylorglo.v1.ExperimentResult\x12\x61\n\x10\x44\x65leteExperiment\x12%.taylorglo.v1.DeleteExperimentRequest\x1a&.taylorglo.v1.DeleteExperimentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,21 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETEXPERIMENTREQUEST']._serialized_start=152
   _globals['_GETEXPERIMENTREQUEST']._serialized_end=197
   _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=199
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=223
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=225
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=297
-  _globals['_WATCHEXPERIMENTREQUEST']._serialized_start=299
-  _globals['_WATCHEXPERIMENTREQUEST']._serialized_end=346
-  _globals['_PROGRESSEVENT']._serialized_start=349
-  _globals['_PROGRESSEVENT']._serialized_end=694
-  _globals['_PROGRESSEVENT_KIND']._serialized_start=558
-  _globals['_PROGRESSEVENT_KIND']._serialized_end=694
-  _globals['_CANCELEXPERIMENTREQUEST']._serialized_start=696
-  _globals['_CANCELEXPERIMENTREQUEST']._serialized_end=744
-  _globals['_GETRESULTREQUEST']._serialized_start=746
-  _globals['_GETRESULTREQUEST']._serialized_end=787
-  _globals['_EXPERIMENTRESULT']._serialized_start=790
-  _globals['_EXPERIMENTRESULT']._serialized_end=995
-  _globals['_EXPERIMENTSERVICE']._serialized_start=998
-  _globals['_EXPERIMENTSERVICE']._serialized_end=1527
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=262
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=264
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=361
+  _globals['_WATCHEXPERIMENTREQUEST']._serialized_start=363
+  _globals['_WATCHEXPERIMENTREQUEST']._serialized_end=410
+  _globals['_PROGRESSEVENT']._serialized_start=413
+  _globals['_PROGRESSEVENT']._serialized_end=758
+  _globals['_PROGRESSEVENT_KIND']._serialized_start=622
+  _globals['_PROGRESSEVENT_KIND']._serialized_end=758
+  _globals['_CANCELEXPERIMENTREQUEST']._serialized_start=760
+  _globals['_CANCELEXPERIMENTREQUEST']._serialized_end=808
+  _globals['_GETRESULTREQUEST']._serialized_start=810
+  _globals['_GETRESULTREQUEST']._serialized_end=890
+  _globals['_EXPERIMENTRESULT']._serialized_start=893
+  _globals['_EXPERIMENTRESULT']._serialized_end=1123
+  _globals['_DELETEEXPERIMENTREQUEST']._serialized_start=1125
+  _globals['_DELETEEXPERIMENTREQUEST']._serialized_end=1173
+  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_start=1175
+  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_end=1247
+  _globals['_EXPERIMENTSERVICE']._serialized_start=1250
+  _globals['_EXPERIMENTSERVICE']._serialized_end=1878
 # @@protoc_insertion_point(module_scope)

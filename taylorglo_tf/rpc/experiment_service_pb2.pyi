@@ -21,14 +21,20 @@ class GetExperimentRequest(_message.Message):
     def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
 
 class ListExperimentsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListExperimentsResponse(_message.Message):
-    __slots__ = ("experiments",)
+    __slots__ = ("experiments", "next_page_token")
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     experiments: _containers.RepeatedCompositeFieldContainer[_types_pb2.Experiment]
-    def __init__(self, experiments: _Optional[_Iterable[_Union[_types_pb2.Experiment, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, experiments: _Optional[_Iterable[_Union[_types_pb2.Experiment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchExperimentRequest(_message.Message):
     __slots__ = ("experiment_id",)
@@ -67,21 +73,39 @@ class CancelExperimentRequest(_message.Message):
     def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
 
 class GetResultRequest(_message.Message):
-    __slots__ = ("experiment_id",)
+    __slots__ = ("experiment_id", "page_size", "page_token")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
-    def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, experiment_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ExperimentResult(_message.Message):
-    __slots__ = ("experiment", "best_theta", "best_fitness", "generations", "candidates")
+    __slots__ = ("experiment", "best_theta", "best_fitness", "generations", "candidates", "next_page_token")
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     BEST_THETA_FIELD_NUMBER: _ClassVar[int]
     BEST_FITNESS_FIELD_NUMBER: _ClassVar[int]
     GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     experiment: _types_pb2.Experiment
     best_theta: _containers.RepeatedScalarFieldContainer[float]
     best_fitness: float
     generations: _containers.RepeatedCompositeFieldContainer[_types_pb2.GenerationSummary]
     candidates: _containers.RepeatedCompositeFieldContainer[_types_pb2.Candidate]
-    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ..., best_theta: _Optional[_Iterable[float]] = ..., best_fitness: _Optional[float] = ..., generations: _Optional[_Iterable[_Union[_types_pb2.GenerationSummary, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[_types_pb2.Candidate, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ..., best_theta: _Optional[_Iterable[float]] = ..., best_fitness: _Optional[float] = ..., generations: _Optional[_Iterable[_Union[_types_pb2.GenerationSummary, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[_types_pb2.Candidate, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteExperimentRequest(_message.Message):
+    __slots__ = ("experiment_id",)
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
+
+class DeleteExperimentResponse(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...

@@ -65,6 +65,11 @@ class ExperimentServiceStub:
                 request_serializer=taylorglo_dot_v1_dot_experiment__service__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=taylorglo_dot_v1_dot_experiment__service__pb2.ExperimentResult.FromString,
                 _registered_method=True)
+        self.DeleteExperiment = channel.unary_unary(
+                '/taylorglo.v1.ExperimentService/DeleteExperiment',
+                request_serializer=taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentRequest.SerializeToString,
+                response_deserializer=taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentResponse.FromString,
+                _registered_method=True)
 
 
 class ExperimentServiceServicer:
@@ -86,7 +91,8 @@ class ExperimentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListExperiments(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One page of experiments, newest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -109,7 +115,17 @@ class ExperimentServiceServicer:
 
     def GetResult(self, request, context):
         """Best theta, per-generation history and every candidate so far (also for
-        experiments still running).
+        experiments still running), in pages: follow `next_page_token`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteExperiment(self, request, context):
+        """Deletes a SUCCEEDED, FAILED or CANCELLED experiment with its candidates,
+        generations and leases; the deletion is committed before the answer.
+        FAILED_PRECONDITION while the experiment runs (cancel it first); NOT_FOUND
+        for an unknown id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,6 +163,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=taylorglo_dot_v1_dot_experiment__service__pb2.GetResultRequest.FromString,
                     response_serializer=taylorglo_dot_v1_dot_experiment__service__pb2.ExperimentResult.SerializeToString,
+            ),
+            'DeleteExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteExperiment,
+                    request_deserializer=taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentRequest.FromString,
+                    response_serializer=taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +332,33 @@ class ExperimentService:
             '/taylorglo.v1.ExperimentService/GetResult',
             taylorglo_dot_v1_dot_experiment__service__pb2.GetResultRequest.SerializeToString,
             taylorglo_dot_v1_dot_experiment__service__pb2.ExperimentResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taylorglo.v1.ExperimentService/DeleteExperiment',
+            taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentRequest.SerializeToString,
+            taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,84 @@
+"""Bounds on what one request may carry: the one home of these numbers.
+
+The coordinator checks every string field of every request against
+:data:`STRING_LIMITS` (INVALID_ARGUMENT naming the field), the spec loader does
+the same for specs, and trainers and clients stay within them. The proto
+comments state the same numbers; ``tests/test_limits.py`` checks that every
+string field of the API has a bound here and that its comment says so.
+No heavy imports: the coordinator, the trainer and the CLI all read this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_ID_CHARS = 200  # experiment, lease and trainer ids
+MAX_NAME_CHARS = 200  # ExperimentSpec.name, PaperResult.table
+MAX_NOTE_CHARS = 500  # PaperResult.note
+MAX_DATASET_CHARS = 1000  # a dataset URI (a path under the trainer's data directory)
+MAX_MODEL_CHARS = 100
+MAX_INPUT_CHARS = 100  # one LossSpec input name
+MAX_ERROR_CHARS = 4000  # a trainer's error text (the end of a traceback)
+MAX_REASON_CHARS = 1000  # ReturnLease's informational reason
+MAX_PAGE_TOKEN_CHARS = 200
+
+# Paging (ListExperiments, GetResult): entries per page by default and at most,
+# and a size no page exceeds whatever page_size asks (a quarter of the 64 MiB
+# response limit, connection.MAX_RESPONSE_BYTES).
+DEFAULT_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE = 100, 1000
+DEFAULT_RESULT_PAGE_SIZE, MAX_RESULT_PAGE_SIZE = 1000, 10_000
+MAX_PAGE_BYTES = 16 * 1024 * 1024
+
+_ID_FIELDS = (
+    "GetExperimentRequest.experiment_id", "WatchExperimentRequest.experiment_id",
+    "CancelExperimentRequest.experiment_id", "GetResultRequest.experiment_id",
+    "DeleteExperimentRequest.experiment_id",
+    "LeaseCandidateRequest.trainer_id",
+    "HeartbeatRequest.lease_id", "HeartbeatRequest.trainer_id",
+    "ReportResultRequest.lease_id", "ReportResultRequest.trainer_id",
+    "ReturnLeaseRequest.lease_id", "ReturnLeaseRequest.trainer_id",
+)
+
+# Full proto field name -> most characters, for every string field a request can carry.
+STRING_LIMITS: dict[str, int] = {
+    **{f"taylorglo.v1.{name}": MAX_ID_CHARS for name in _ID_FIELDS},
+    "taylorglo.v1.ExperimentSpec.name": MAX_NAME_CHARS,
+    "taylorglo.v1.PaperResult.table": MAX_NAME_CHARS,
+    "taylorglo.v1.PaperResult.note": MAX_NOTE_CHARS,
+    "taylorglo.v1.TaskSpec.dataset": MAX_DATASET_CHARS,
+    "taylorglo.v1.TaskSpec.model": MAX_MODEL_CHARS,
+    "taylorglo.v1.LossSpec.inputs": MAX_INPUT_CHARS,
+    "taylorglo.v1.ReportResultRequest.error": MAX_ERROR_CHARS,
+    "taylorglo.v1.ReturnLeaseRequest.reason": MAX_REASON_CHARS,
+    "taylorglo.v1.ListExperimentsRequest.page_token": MAX_PAGE_TOKEN_CHARS,
+    "taylorglo.v1.GetResultRequest.page_token": MAX_PAGE_TOKEN_CHARS,
+}
+
+
+def overlong_string(message: Any, path: str = "") -> tuple[str, int, int] | None:
+    """The first string field of ``message`` (nested messages included) longer than its bound.
+
+    Returns ``(field path, length, bound)``, e.g. ``("spec.task.dataset", 3900000,
+    1000)``, or None when every string is within bounds. ``path`` prefixes the
+    field paths. Only fields that are set are visited, so this is cheap.
+    """
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        if field.message_type is not None:
+            items = value if is_repeated(field) else [value]
+            for i, item in enumerate(items):
+                found = overlong_string(item, f"{name}[{i}]" if is_repeated(field) else name)
+                if found:
+                    return found
+        elif field.type == field.TYPE_STRING:
+            bound = STRING_LIMITS.get(field.full_name, MAX_ID_CHARS)
+            for i, text in enumerate(value if is_repeated(field) else [value]):
+                if len(text) > bound:
+                    return (f"{name}[{i}]" if is_repeated(field) else name), len(text), bound
+    return None
+
+
+def is_repeated(field: Any) -> bool:
+    """Whether a protobuf field descriptor is a repeated field."""
+    is_repeated = getattr(field, "is_repeated", None)  # protobuf >= 5; older runtimes only the label
+    return bool(is_repeated) if is_repeated is not None else field.label == field.LABEL_REPEATED
