@@ -27,10 +27,14 @@ OK = worker_service_pb2.EVALUATION_STATUS_OK
 class ScriptedCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):
     """Hands out queued thetas as leases and records every call."""
 
-    def __init__(self, thetas=(), ttl_s=30.0, failing_reports=0, abort_code=None):
+    def __init__(self, thetas=(), ttl_s=30.0, failing_reports=0, abort_code=None, report_errors=(),
+                 heartbeats_unavailable=False):
         self.queue = [list(t) for t in thetas]
         self.ttl_s = ttl_s
         self.failing_reports = failing_reports  # answer the first N reports UNAVAILABLE
+        self.report_errors = list(report_errors)  # then answer reports with these codes, in order
+        self.heartbeats_unavailable = heartbeats_unavailable
+        self.report_times: list[float] = []
         self.abort_code = abort_code  # answer every call with this code
         self.revoked: set[str] = set()  # leases answered keep_going = false
         self.leases: dict[str, worker_service_pb2.Lease] = {}
@@ -59,6 +63,8 @@ class ScriptedCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):
             return worker_service_pb2.LeaseCandidateResponse(lease=lease)
 
     def Heartbeat(self, request, context):
+        if self.heartbeats_unavailable:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "scripted outage")
         with self.lock:
             self.heartbeats.append(request)
         return worker_service_pb2.HeartbeatResponse(
@@ -68,8 +74,11 @@ class ScriptedCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):
     def ReportResult(self, request, context):
         with self.lock:
             self.report_calls += 1
+            self.report_times.append(time.monotonic())
             if self.report_calls <= self.failing_reports:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "scripted outage")
+            if self.report_errors:
+                context.abort(self.report_errors.pop(0), "scripted failure")
             duplicate = any(r.lease_id == request.lease_id for r in self.reports)
             if not duplicate:
                 self.reports.append(request)
@@ -164,6 +173,62 @@ def test_report_is_retried_through_an_outage_and_delivered_once(coordinator):
     worker.run()
     assert fake.report_calls == 4
     assert len(fake.reports) == 1 and fake.reports[0].fitness == pytest.approx(synthetic_fitness([0.1] * 8))
+
+
+def test_a_report_answered_internal_unavailable_or_deadline_exceeded_is_retried_not_dropped(coordinator):
+    codes = [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.INTERNAL]
+    fake = ScriptedCoordinator([[0.1] * 8], report_errors=codes)
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), max_candidates=1)
+    thread, result = _run_in_thread(worker)
+    thread.join(20)
+    worker.request_stop(0)
+    assert result == {"n": 1} and len(fake.reports) == 1 and fake.report_calls == 5
+
+
+def test_report_retries_go_on_while_heartbeats_keep_the_lease_alive(coordinator):
+    # A coordinator that answers heartbeats but cannot store results (a full disk) for
+    # several TTLs: the lease stays alive, so the finished training is still delivered.
+    fake = ScriptedCoordinator([[0.1] * 8], ttl_s=0.3, report_errors=[grpc.StatusCode.UNAVAILABLE] * 12)
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), max_candidates=1, backoff=Backoff(0.1, 0.1))
+    thread, result = _run_in_thread(worker)
+    thread.join(20)
+    worker.request_stop(0)
+    assert result == {"n": 1} and len(fake.reports) == 1
+    assert fake.report_times[-1] - fake.report_times[0] > 3 * fake.ttl_s
+
+
+def test_report_retries_end_when_the_lease_ttl_is_spent(coordinator, caplog):
+    ttl = 0.8
+    fake = ScriptedCoordinator([[0.1] * 8], ttl_s=ttl, heartbeats_unavailable=True,
+                               report_errors=[grpc.StatusCode.UNAVAILABLE] * 1000)
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), backoff=Backoff(0.05, 0.05))
+    with caplog.at_level("ERROR", logger="trainer.worker"):
+        thread, _ = _run_in_thread(worker)
+        deadline = time.monotonic() + 10
+        while "not delivered within the lease's TTL" not in caplog.text:
+            assert time.monotonic() < deadline, "the report was retried past the lease's TTL"
+            time.sleep(0.05)
+        worker.request_stop(0)
+        thread.join(10)
+    assert not thread.is_alive() and worker.reported == 0
+    leased_at = fake.report_times[0]  # the evaluation takes no time: reports start at the lease
+    assert ttl * 0.5 < fake.report_times[-1] - leased_at <= ttl + 0.2
+
+
+def test_a_stop_request_interrupts_the_wait_between_report_retries(coordinator):
+    fake = ScriptedCoordinator([[0.1] * 8], report_errors=[grpc.StatusCode.UNAVAILABLE] * 1000)
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), backoff=Backoff(5.0, 5.0))
+    thread, _ = _run_in_thread(worker)
+    deadline = time.monotonic() + 10
+    while fake.report_calls < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)  # now in the 2.5-5 s wait before the next try
+    stopped = time.monotonic()
+    worker.request_stop(0)
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - stopped < 1.5
 
 
 def test_heartbeats_carry_progress_while_a_long_evaluation_runs(coordinator):

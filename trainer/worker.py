@@ -18,6 +18,10 @@ Contract for an evaluation function::
 - It returns an :class:`Outcome`; an exception is reported as status ERROR with
   its traceback (the coordinator retries the candidate while attempts remain).
 
+Reports: a finished training is not thrown away. ReportResult is retried on
+UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED until the lease's
+TTL is spent, heartbeats going on meanwhile (see :meth:`Worker._report`).
+
 Shutdown (``request_stop(grace_s)``, which the CLI wires to SIGTERM/SIGINT): no
 new lease is taken; the candidate in progress is finished and reported if that
 happens within the grace period, otherwise its lease is given back
@@ -37,7 +41,11 @@ from typing import Any, Callable, Optional, Sequence
 
 import grpc
 
+from taylorglo_tf.limits import MAX_ERROR_CHARS
+from taylorglo_tf.retry import Backoff, call_with_retries
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
+
+__all__ = ["Backoff", "EvaluationStopped", "Heartbeat", "Outcome", "Worker", "WorkerError"]
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +64,15 @@ _STATUS_CODES = {
 RETRYABLE_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
+# A finished result is worth more: a report is also retried on INTERNAL (a
+# coordinator whose database failed may recover; reports are idempotent).
+REPORT_RETRYABLE_CODES = RETRYABLE_CODES | {grpc.StatusCode.INTERNAL}
 # Codes that no retry can fix: the trainer is misconfigured.
 FATAL_CODES = frozenset(
     {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED}
 )
 
-ERROR_TEXT_LIMIT = 4000  # the coordinator keeps at most this many characters
+RETURN_TIMEOUT_S = 5.0  # giving a lease back is best effort: it expires anyway
 
 
 class EvaluationStopped(Exception):
@@ -128,50 +139,23 @@ class Outcome:
                 wall_time_s=finite(self.wall_time_s),
                 attempts=int(self.attempts),
             ),
-            error=self.error[-ERROR_TEXT_LIMIT:],
+            error=self.error[-MAX_ERROR_CHARS:],  # the end of a traceback says most
         )
 
 
 EvaluateFn = Callable[[worker_service_pb2.Lease, Heartbeat], Outcome]
 
 
-class Backoff:
-    """Exponential backoff with jitter: the n-th delay is uniform in [d/2, d],
-    d = min(maximum_s, initial_s * multiplier**n) seconds."""
-
-    def __init__(
-        self,
-        initial_s: float = 0.1,
-        maximum_s: float = 5.0,
-        multiplier: float = 2.0,
-        rng: Optional[random.Random] = None,
-    ) -> None:
-        if not (initial_s > 0 and maximum_s >= initial_s and multiplier >= 1):
-            raise ValueError(
-                f"Backoff needs 0 < initial_s <= maximum_s and multiplier >= 1, got "
-                f"initial_s={initial_s}, maximum_s={maximum_s}, multiplier={multiplier}"
-            )
-        self.initial_s, self.maximum_s, self.multiplier = initial_s, maximum_s, multiplier
-        self._rng = rng or random.Random()
-        self._failures = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum_s, self.initial_s * self.multiplier ** min(self._failures, 60))
-        self._failures += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._failures = 0
-
-
 class _Heartbeater:
-    """Sends Heartbeat RPCs for one lease from a background thread."""
+    """Sends Heartbeat RPCs for one lease from a background thread, until the lease is reported."""
 
     def __init__(self, worker: "Worker", lease: worker_service_pb2.Lease) -> None:
         self._worker = worker
         self._lease = lease
         self.steps_done = 0
         self.lost = False  # the coordinator said keep_going = false
+        # time.monotonic() at which the coordinator drops the lease unless it hears from us
+        self.expires_at = time.monotonic() + (lease.ttl_s if lease.ttl_s > 0 else 30.0)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{lease.lease_id}", daemon=True)
 
@@ -214,6 +198,7 @@ class _Heartbeater:
                 log.info("coordinator stopped lease %s (keep_going=false)", self._lease.lease_id)
                 self._mark_lost()
                 return
+            self.expires_at = time.monotonic() + response.ttl_s
             interval = self._interval(response.ttl_s)
 
     def _mark_lost(self) -> None:
@@ -264,6 +249,7 @@ class Worker:
         self.metadata = tuple(metadata)
         self._backoff = backoff or Backoff()
         self._stop_requested = threading.Event()
+        self._stop_changed = threading.Event()  # set by every request_stop (wakes report retries)
         self._stop_deadline = math.inf  # time.monotonic() after which the current lease is given back
         self._wake = threading.Event()  # set by anything the main loop waits for
         self.reported = 0  # evaluations reported (accepted or not)
@@ -283,6 +269,7 @@ class Worker:
         grace = self.grace_s if grace_s is None else grace_s
         self._stop_deadline = min(self._stop_deadline, time.monotonic() + grace)
         self._stop_requested.set()
+        self._stop_changed.set()
         self._wake.set()
 
     @property
@@ -297,6 +284,11 @@ class Worker:
         self._wake.clear()
         if not self.stopping:
             self._wake.wait(seconds)
+
+    def _wait_for_stop(self, seconds: float) -> None:
+        """Sleeps; any request_stop ends the sleep at once (its grace deadline is read after)."""
+        if self._stop_changed.wait(seconds):
+            self._stop_changed.clear()
 
     # -- main loop -------------------------------------------------------------
 
@@ -392,6 +384,16 @@ class Worker:
         started = time.monotonic()
         heartbeater.start()
         threading.Thread(target=target, name=f"evaluate-{lease.lease_id}", daemon=True).start()
+        try:  # heartbeats go on until the outcome is delivered: they keep the lease alive meanwhile
+            if self._await_outcome(lease, heartbeater, finished, started):
+                self._deliver(lease, heartbeater, box)
+        finally:
+            heartbeater.stop()
+
+    def _await_outcome(self, lease: worker_service_pb2.Lease, heartbeater: "_Heartbeater",
+                       finished: threading.Event, started: float) -> bool:
+        """Waits for the evaluation thread: True when it finished; False when, past the shutdown
+        deadline, the lease was given back instead."""
         try:
             while True:
                 # Clear, then check, then wait: a wake-up between the check and the
@@ -399,18 +401,20 @@ class Worker:
                 # with its exit and could sleep a whole wait out after the result.)
                 self._wake.clear()
                 if finished.is_set():
-                    break
+                    return True
                 if self.stopping and self._past_deadline() and not heartbeater.lost:
                     # The evaluation would not finish within the grace period.
                     self._return(lease, "trainer shutting down")
                     self.abandoned_evaluation = True
-                    return
+                    return False
                 # Bounded waits keep signal handlers prompt; after a stop request,
                 # wake at the deadline at the latest.
                 self._wake.wait(min(0.5, max(0.0, self._stop_deadline - time.monotonic())))
         finally:
-            heartbeater.stop()
             self.busy_s += time.monotonic() - started
+
+    def _deliver(self, lease: worker_service_pb2.Lease, heartbeater: "_Heartbeater", box: dict[str, Any]) -> None:
+        """Reports the evaluation's outcome, or gives the lease back when the evaluation stopped itself."""
         if heartbeater.lost:
             log.info("lease %s stopped before finishing; not reported", lease.lease_id)
             return
@@ -425,16 +429,38 @@ class Worker:
             outcome = Outcome(
                 status="error", error=f"evaluate_fn returned {type(outcome).__name__}, expected Outcome"
             )
-        self._report(lease, outcome)
+        self._report(lease, outcome, heartbeater)
 
-    def _report(self, lease: worker_service_pb2.Lease, outcome: Outcome) -> None:
-        """Reports an outcome, retrying while the coordinator is unreachable."""
+    def _report(self, lease: worker_service_pb2.Lease, outcome: Outcome, heartbeater: "_Heartbeater") -> None:
+        """Reports an outcome, retrying until the lease's TTL is spent: a finished training is not thrown away.
+
+        UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are
+        retried with backoff: the coordinator (or its database) may recover, and
+        reports are idempotent (one that did land is acknowledged again with
+        accepted = false). The heartbeats go on meanwhile, so a coordinator that
+        still answers them (a full disk) keeps the lease, and the retries, alive;
+        the last TTL it granted bounds them. A stop request ends the waits at once;
+        retries then end at its grace deadline.
+        """
         request = outcome.to_request(lease.lease_id, self.trainer_id)
-        backoff = Backoff(self._backoff.initial_s, self._backoff.maximum_s, self._backoff.multiplier)
         started = time.monotonic()
+        backoff = self._backoff.fresh()
+
+        def give_up_at() -> float:
+            return min(heartbeater.expires_at, self._stop_deadline if self.stopping else math.inf)
+
+        def send(time_left_s: float) -> worker_service_pb2.ReportResultResponse:
+            timeout = max(1.0, min(self.rpc_timeout_s, time_left_s))
+            return self._stub.ReportResult(request, timeout=timeout, metadata=self.metadata)
+
+        def on_retry(error: grpc.RpcError, delay: float) -> None:
+            log.warning("report for %s failed (%s: %s); retrying in %.2f s", lease.lease_id, error.code().name,
+                        error.details(), delay)
+
         while True:
             try:
-                response = self._stub.ReportResult(request, timeout=self.rpc_timeout_s, metadata=self.metadata)
+                response = call_with_retries(send, retryable=REPORT_RETRYABLE_CODES, give_up_at=give_up_at,
+                                             backoff=backoff, wait=self._wait_for_stop, on_retry=on_retry)
             except grpc.RpcError as error:
                 self._check_fatal(error, "ReportResult")
                 code = error.code()
@@ -446,16 +472,13 @@ class Worker:
                         lease.lease_id, self.trainer_id
                     )
                     continue
-                if code not in RETRYABLE_CODES:
+                if code in REPORT_RETRYABLE_CODES:
+                    why = "before shutdown" if self.stopping and self._past_deadline() else "within the lease's TTL"
+                    log.error("report for %s not delivered %s (%s: %s); the coordinator will lease the "
+                              "candidate again", lease.lease_id, why, code.name, error.details())
+                else:
                     log.error("report for %s failed (%s: %s); dropped", lease.lease_id, code.name, error.details())
-                    return
-                if self.stopping and self._past_deadline():
-                    log.error("report for %s not delivered before shutdown; the lease will expire", lease.lease_id)
-                    return
-                delay = backoff.next_delay()
-                log.warning("report for %s failed (%s); retrying in %.2f s", lease.lease_id, code.name, delay)
-                time.sleep(delay)
-                continue
+                return
             self.reported += 1
             self.report_s.append(time.monotonic() - started)
             if response.accepted:
@@ -469,14 +492,14 @@ class Worker:
         request = worker_service_pb2.ReturnLeaseRequest(
             lease_id=lease.lease_id, trainer_id=self.trainer_id, reason=reason
         )
-        for attempt in range(3):
-            try:
-                self._stub.ReturnLease(request, timeout=5.0, metadata=self.metadata)
-                self.returned += 1
-                log.info("returned lease %s (%s)", lease.lease_id, reason)
-                return
-            except grpc.RpcError as error:
-                if error.code() not in RETRYABLE_CODES:
-                    break
-                time.sleep(0.2 * (attempt + 1))
-        log.warning("could not return lease %s; it will expire on the coordinator", lease.lease_id)
+        give_up_at = time.monotonic() + RETURN_TIMEOUT_S
+        try:
+            call_with_retries(
+                lambda time_left_s: self._stub.ReturnLease(request, timeout=max(0.5, time_left_s),
+                                                           metadata=self.metadata),
+                retryable=RETRYABLE_CODES, give_up_at=lambda: give_up_at, backoff=Backoff(0.2, 1.0))
+        except grpc.RpcError:
+            log.warning("could not return lease %s; it will expire on the coordinator", lease.lease_id)
+            return
+        self.returned += 1
+        log.info("returned lease %s (%s)", lease.lease_id, reason)

@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Optional, TextIO
 import grpc
 
 from taylorglo_tf import connection
+from taylorglo_tf.retry import Backoff
 from taylorglo_tf.text import escape_controls
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, types_pb2
 
@@ -278,8 +279,8 @@ def watch(
 
     A coordinator restart does not end the watch: when the stream breaks with
     UNAVAILABLE, or ends before a final state (a coordinator shutting down ends its
-    streams), the watch is re-opened with exponential backoff (0.5 s doubling to
-    5 s) for up to ``reconnect_timeout_s`` seconds from the break; the server's
+    streams), the watch is re-opened with exponential backoff (``taylorglo_tf.retry.Backoff``:
+    0.5 s doubling to 5 s, with jitter) for up to ``reconnect_timeout_s`` seconds from the break; the server's
     snapshot then resumes the bar. Any other gRPC error is raised at once.
     """
     from rich.console import Console
@@ -298,7 +299,7 @@ def watch(
     )
     experiment: Optional[types_pb2.Experiment] = None
     give_up_at: Optional[float] = None  # set while the coordinator is away
-    delay = RECONNECT_INITIAL_DELAY_S
+    backoff = Backoff(RECONNECT_INITIAL_DELAY_S, RECONNECT_MAX_DELAY_S)
     with progress:
         task = progress.add_task(escape_markup(shown(experiment_id)), total=None, generations="-", best=0.0)
         while True:
@@ -307,7 +308,8 @@ def watch(
                 for event in stream:
                     if give_up_at is not None:
                         progress.console.print("reconnected to the coordinator")
-                        give_up_at, delay = None, RECONNECT_INITIAL_DELAY_S
+                        give_up_at = None
+                        backoff.reset()
                     experiment = event.experiment
                     progress.update(
                         task,
@@ -346,8 +348,7 @@ def watch(
                 if failure is not None:
                     raise failure  # reported as "cannot reach the coordinator"
                 raise CommandError(f"{lost}; gave up after {reconnect_timeout_s:g} s")
-            time.sleep(min(delay, give_up_at - now))
-            delay = min(2 * delay, RECONNECT_MAX_DELAY_S)
+            time.sleep(min(backoff.next_delay(), give_up_at - now))
     if experiment is None:
         raise CommandError(f"the coordinator sent no progress for experiment {shown(experiment_id)}")
     print(f"experiment {shown(experiment_id)} {state_name(experiment.state)}: best fitness "
