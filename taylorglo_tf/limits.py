@@ -16,8 +16,7 @@ MAX_ID_CHARS = 200  # experiment, lease and trainer ids
 MAX_NAME_CHARS = 200  # ExperimentSpec.name, PaperResult.table
 MAX_NOTE_CHARS = 500  # PaperResult.note
 MAX_DATASET_CHARS = 1000  # a dataset URI (a path under the trainer's data directory)
-MAX_MODEL_CHARS = 100
-MAX_INPUT_CHARS = 100  # one LossSpec input name
+MAX_CHOICE_CHARS = 100  # a name chosen from a fixed list: model, search algorithm, loss input
 MAX_ERROR_CHARS = 4000  # a trainer's error text (the end of a traceback)
 MAX_REASON_CHARS = 1000  # ReturnLease's informational reason
 MAX_PAGE_TOKEN_CHARS = 200
@@ -46,8 +45,9 @@ STRING_LIMITS: dict[str, int] = {
     "taylorglo.v1.PaperResult.table": MAX_NAME_CHARS,
     "taylorglo.v1.PaperResult.note": MAX_NOTE_CHARS,
     "taylorglo.v1.TaskSpec.dataset": MAX_DATASET_CHARS,
-    "taylorglo.v1.TaskSpec.model": MAX_MODEL_CHARS,
-    "taylorglo.v1.LossSpec.inputs": MAX_INPUT_CHARS,
+    "taylorglo.v1.TaskSpec.model": MAX_CHOICE_CHARS,
+    "taylorglo.v1.LossSpec.inputs": MAX_CHOICE_CHARS,
+    "taylorglo.v1.SearchSpec.algorithm": MAX_CHOICE_CHARS,
     "taylorglo.v1.ReportResultRequest.error": MAX_ERROR_CHARS,
     "taylorglo.v1.ReturnLeaseRequest.reason": MAX_REASON_CHARS,
     "taylorglo.v1.ListExperimentsRequest.page_token": MAX_PAGE_TOKEN_CHARS,
