@@ -7,7 +7,10 @@ lease, and count the database transactions that granted them. Run it for this
 checkout and, side by side in one run, for another (``--other-checkout DIR``,
 e.g. ``git worktree add /tmp/before HEAD~5``), each in its own process.
 
-    python benchmarks/lease_burst.py --waiting 100 500 --other-checkout /tmp/before
+    python benchmarks/lease_burst.py --waiting 100 500 2000 --repeat 3 --other-checkout /tmp/before
+
+With ``--repeat R`` the two checkouts alternate R times per size and the table
+shows the median of each column.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--waiting", type=int, nargs="+", default=[100, 500], help="waiting calls (default: 100 500)")
     parser.add_argument("--other-checkout", type=Path, metavar="DIR", help="also measure this checkout")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size and checkout, alternating (median shown)")
     parser.add_argument("--_one", dest="one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -97,9 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     checkouts = [("this checkout", REPO)] + ([("other checkout", args.other_checkout)] if args.other_checkout else [])
     print(f"{'code':<16} {'waiting':>7} {'granted':>7} {'transactions':>12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for waiting in args.waiting:
-        for name, checkout in checkouts:
-            r = run_checkout(checkout, waiting)
-            print(f"{name:<16} {r['waiting']:>7} {r['granted']:>7} {r['transactions']:>12} {r['p50_ms']:>8.1f} "
+        runs: dict[str, list[dict]] = {name: [] for name, _ in checkouts}
+        for _ in range(args.repeat):
+            for name, checkout in checkouts:
+                runs[name].append(run_checkout(checkout, waiting))
+        for name, _ in checkouts:
+            r = {key: statistics.median(run[key] for run in runs[name]) for key in runs[name][0]}
+            print(f"{name:<16} {r['waiting']:>7.0f} {r['granted']:>7.0f} {r['transactions']:>12.0f} {r['p50_ms']:>8.1f} "
                   f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}", flush=True)
     return 0
 
