@@ -5,6 +5,7 @@ together parts that each do one job: :class:`~coordinator.runner.ExperimentRun`
 (an experiment's current generation and queue) and :func:`~coordinator.runner.compute_step`
 (the step to the next generation, through an :mod:`~coordinator.optimizers`
 optimizer), the :class:`~coordinator.leases.LeaseTable`, the
+:class:`~coordinator.dispatch.Dispatcher` (waiting calls and batch grants), the
 :class:`~coordinator.events.EventHub` and a :class:`~coordinator.storage.Storage`.
 Its rules:
 
@@ -50,18 +51,18 @@ import queue
 import secrets
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
 
 import numpy as np
 
 from coordinator import optimizers, runner
 from coordinator.defaults import DEFAULT_LEASE_TTL_S
+from coordinator.dispatch import Dispatcher, LeaseTicket, OnGranted
 from coordinator.errors import FailedPrecondition, NotFound, StorageUnavailable, Unavailable
 from coordinator.events import CLOSED, EventHub, ProgressEvent
 from coordinator.leases import Lease, LeaseTable
-from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord, result_proto
+from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, result_proto
 from coordinator.ratelog import RateLimitedLog
 from coordinator.runner import ExperimentRun, Prescreen, Step
 from coordinator.storage import Storage
@@ -81,8 +82,6 @@ _FINAL_STATUS = {
     ws_pb2.EVALUATION_STATUS_ABORTED: types_pb2.CANDIDATE_STATUS_ABORTED,
 }
 
-OnGranted = Callable[[list[ws_pb2.Lease]], None]
-
 
 def invariant_prescreen(theta: np.ndarray, num_classes: int) -> bool:
     """Default pre-screen: :func:`taylorglo_tf.invariant.is_valid` (NumPy only)."""
@@ -101,30 +100,6 @@ class Report:
     fitness: float
     metrics: types_pb2.EvaluationMetrics | None
     error: str = ""
-
-
-@dataclass(eq=False)
-class LeaseTicket:
-    """A waiting lease request (see :meth:`Scheduler.wait_for_leases`)."""
-
-    trainer_id: str
-    max_candidates: int
-    on_granted: OnGranted
-    is_active: Callable[[], bool]
-    _scheduler: "Scheduler" = field(repr=False)
-    done: bool = False
-
-    def cancel(self) -> bool:
-        """Withdraw the request: True if it was still waiting (nothing will be granted to it),
-        False if ``on_granted`` was already called (the caller owns those leases)."""
-        return self._scheduler._withdraw(self)
-
-
-@dataclass
-class _Grant:
-    run: ExperimentRun
-    candidate: CandidateRecord  # as stored: LEASED, with its attempt and lease id
-    lease: LeaseRecord
 
 
 class Scheduler:
@@ -157,9 +132,9 @@ class Scheduler:
         self._running: dict[str, ExperimentRun] = {}
         self._leases = LeaseTable()
         self._events = EventHub()
-        self._waiting: deque[LeaseTicket] = deque()
+        self._dispatcher = Dispatcher(storage, self._leases, self._running, self._cond, lease_ttl_s=self.lease_ttl_s,
+                                      clock=clock, wall=wall)
         self._pending: list[ExperimentRun] = []  # runs whose optimizer step is due
-        self._rr_next = 0
         self._stopping = False
         self._reaper: threading.Thread | None = None
         self._reaper_stop = threading.Event()
@@ -200,8 +175,7 @@ class Scheduler:
         """Stop dispatching, end waiting lease calls and watch streams; leases stay in the database."""
         with self._cond:
             self._stopping = True
-            while self._waiting:
-                self._resolve(self._waiting.popleft(), [])
+            self._dispatcher.close()
             self._cond.notify_all()
             self._events.close_all()
         self._reaper_stop.set()
@@ -339,7 +313,7 @@ class Scheduler:
         with self._cond:
             if self._stopping:
                 return []
-            return self._grant([(trainer_id, max_candidates)])[0]
+            return self._dispatcher.grant([(trainer_id, max_candidates)])[0]
 
     def wait_for_leases(self, trainer_id: str, on_granted: OnGranted, *, max_candidates: int = 1,
                         is_active: Callable[[], bool] = lambda: True) -> LeaseTicket:
@@ -358,12 +332,11 @@ class Scheduler:
         if max_candidates < 1:
             raise ValueError(f"max_candidates={max_candidates} must be at least 1")
         with self._cond:
-            ticket = LeaseTicket(trainer_id, max_candidates, on_granted, is_active, self)
+            ticket = self._dispatcher.ticket(trainer_id, max_candidates, on_granted, is_active)
             if self._stopping or not is_active():
-                self._resolve(ticket, [])
-                return ticket
-            self._waiting.append(ticket)
-            self._dispatch()
+                self._dispatcher.resolve(ticket, [])
+            else:
+                self._dispatcher.wait(ticket)
             return ticket
 
     def lease(self, trainer_id: str, wait_s: float = 0.0,
@@ -476,106 +449,7 @@ class Scheduler:
 
     def _work_available(self) -> None:
         """Queued work may have appeared: grant waiting calls, wake blocking ones (lock held)."""
-        self._dispatch()
-        self._cond.notify_all()
-
-    def _dispatch(self) -> None:
-        """Grant every waiting call that can be served, in one transaction, first come first served."""
-        if not self._waiting or not any(run.queue for run in self._running.values()):
-            return  # callers that hung up meanwhile are let go when work comes, or cancel themselves
-        tickets, gone = [], []
-        for ticket in self._waiting:
-            (tickets if ticket.is_active() else gone).append(ticket)
-        self._waiting = deque(tickets)
-        for ticket in gone:
-            self._resolve(ticket, [])
-        if not tickets:
-            self._cond.notify_all()
-            return
-        try:
-            granted = self._grant([(t.trainer_id, t.max_candidates) for t in tickets])
-        except Exception as exc:
-            # Nothing changed; the tickets keep waiting and the reaper's next pass retries. The
-            # change that made work available is committed already: it must not fail with this.
-            if isinstance(exc, StorageUnavailable):
-                storage_log.warning(f"granting waiting lease calls postponed: {exc}")
-            else:
-                log.exception("granting waiting lease calls failed")
-            self._cond.notify_all()
-            return
-        self._waiting = deque(t for t, leases in zip(tickets, granted) if not leases)
-        for ticket, leases in zip(tickets, granted):
-            if leases:
-                self._resolve(ticket, leases)
-        self._cond.notify_all()  # blocking lease() calls see their result
-
-    def _withdraw(self, ticket: LeaseTicket) -> bool:
-        with self._cond:
-            if ticket.done:
-                return False
-            self._waiting.remove(ticket)
-            ticket.done = True
-            return True
-
-    def _resolve(self, ticket: LeaseTicket, leases: list[ws_pb2.Lease]) -> None:
-        ticket.done = True
-        try:
-            ticket.on_granted(leases)
-        except Exception:  # a broken callback must not break the grant of the others
-            log.exception("lease callback of trainer %s failed", ticket.trainer_id)
-
-    def _grant(self, requests: Sequence[tuple[str, int]]) -> list[list[ws_pb2.Lease]]:
-        """Grant ``(trainer_id, max_candidates)`` requests in order, in one transaction.
-
-        Each request gets up to ``max_candidates`` candidates of one experiment,
-        the experiments taken round-robin. Planned first without changing
-        anything, then committed, then applied: a failed commit changes nothing.
-        """
-        taken: dict[str, int] = {}
-        rr = self._rr_next
-        plan: list[list[_Grant]] = []
-        now = self._wall()
-        for trainer_id, max_candidates in requests:
-            run, rr = self._pick(rr, taken)
-            grants: list[_Grant] = []
-            while run is not None and len(grants) < max_candidates and taken.get(run.id, 0) < len(run.queue):
-                c = run.candidates[run.queue[taken.get(run.id, 0)]]
-                taken[run.id] = taken.get(run.id, 0) + 1
-                lease_id = secrets.token_urlsafe(16)
-                updated = replace(c, status=types_pb2.CANDIDATE_STATUS_LEASED, attempts=c.attempts + 1,
-                                  lease_id=lease_id)
-                grants.append(_Grant(run, updated, LeaseRecord(lease_id, c.experiment_id, c.generation, c.index,
-                                                               updated.attempts, trainer_id, now)))
-            plan.append(grants)
-        flat = [g for grants in plan for g in grants]
-        if not flat:
-            return [[] for _ in requests]
-        self._storage.grant_leases([(g.lease, g.candidate) for g in flat])
-        self._rr_next = rr
-        expires = self._clock() + self.lease_ttl_s
-        for g in flat:
-            g.run.queue.popleft()
-            g.run.candidates[g.candidate.index] = g.candidate
-            self._leases.add(Lease(g.lease.lease_id, g.lease.trainer_id, g.run.id, g.candidate.generation,
-                                   g.candidate.index, expires))
-        return [[self._lease_proto(g) for g in grants] for grants in plan]
-
-    def _pick(self, rr: int, taken: dict[str, int]) -> tuple[ExperimentRun | None, int]:
-        """The next experiment with queued work not yet planned, round-robin from ``rr``."""
-        ids = list(self._running)
-        for k in range(len(ids)):
-            i = (rr + k) % len(ids)
-            run = self._running[ids[i]]
-            if len(run.queue) > taken.get(run.id, 0):
-                return run, i + 1
-        return None, rr
-
-    def _lease_proto(self, grant: _Grant) -> ws_pb2.Lease:
-        c, spec = grant.candidate, grant.run.record.spec
-        return ws_pb2.Lease(
-            lease_id=grant.lease.lease_id, experiment_id=c.experiment_id, generation=c.generation, index=c.index,
-            theta=c.theta.tolist(), task=spec.task, loss=spec.loss, attempt=c.attempts, ttl_s=self.lease_ttl_s,
-        )
+        self._dispatcher.dispatch()
 
     # ------------------------------------------------------------------ internals: candidates
 

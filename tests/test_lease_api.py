@@ -72,7 +72,7 @@ def test_blocking_long_polls_waiting_together_are_granted_in_one_transaction(tmp
     for i in range(6):
         threads.append(threading.Thread(target=lambda i=i: got.append(s.lease(f"t{i}", wait_s=10))))
         threads[-1].start()
-    while len(s._waiting) < 6:  # every call is waiting
+    while len(s._dispatcher.waiting) < 6:  # every call is waiting
         threading.Event().wait(0.01)
     s.submit(make_spec(population=6, generations=1))
     for t in threads:
