@@ -270,11 +270,17 @@ def test_tiny_trains_on_digits_with_its_recipe():
     assert accuracy >= 0.9
 
 
-def test_a_recipe_with_a_learning_rate_scale_scales_every_step_of_its_schedule():
-    base = models.recipe("wide_resnet_16_8")
-    scaled = base.with_lr_scale(0.3)
-    assert scaled.values() == pytest.approx([0.3 * v for v in base.values()])
-    assert (scaled.milestones, scaled.momentum, scaled.epochs) == (base.milestones, base.momentum, base.epochs)
+def test_an_lr_scale_multiplies_every_step_of_the_schedule_and_a_variable_one_can_change_later():
+    r = models.recipe("alexnet")
+    spe = 351
+    steps = [0, 81 * 351 - 1, 81 * 351, 122 * 351]
+    scaled = r.optimizer(spe, lr_scale=0.3)._learning_rate
+    assert [float(scaled(s)) for s in steps] == pytest.approx([0.3 * r.lr_at(s, spe) for s in steps], rel=1e-6)
+    variable = keras.Variable(2.0)
+    constant_rate = models.recipe("tiny").optimizer(lr_scale=variable)  # no milestones: a number times the scale
+    assert float(constant_rate._learning_rate(0)) == pytest.approx(0.1)
+    variable.assign(0.5)
+    assert float(constant_rate._learning_rate(0)) == pytest.approx(0.025)
     for bad in (0, -1.0, float("nan"), float("inf"), True, "2"):
         with pytest.raises(ValueError, match=rf"lr scale must be a positive, finite number, got {re.escape(repr(bad))}"):
-            base.with_lr_scale(bad)
+            r.optimizer(spe, lr_scale=bad)

@@ -121,3 +121,18 @@ def test_bad_arguments_are_refused_naming_them(evaluator):
     with pytest.raises(TypeError, match="training.Task"):
         evaluator.evaluate_many(taylor_losses([PAPER_THETA]), {"model": "tiny"})
     assert evaluator.evaluate_many([], DIGITS) == []
+
+
+def test_candidates_trained_together_at_another_learning_rate_match_their_runs_alone(evaluator):
+    from taylorglo_tf import losses
+
+    def candidates():
+        return [losses.get("cross_entropy"), *taylor_losses([PAPER_THETA])]
+
+    task = DIGITS.replace(steps=40, lr_scale=0.3)
+    alone = [evaluator.evaluate(loss, task) for loss in candidates()]
+    batched = evaluator.evaluate_many(candidates(), task)
+    for one_batched, one_alone in zip(batched, alone):
+        assert_same_as_alone(one_batched, one_alone)
+    at_recipe_rate = evaluator.evaluate_many(candidates(), task.replace(lr_scale=1.0))
+    assert at_recipe_rate[0].val_loss < 0.9 * batched[0].val_loss  # cross-entropy: the rate really changed

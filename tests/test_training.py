@@ -278,13 +278,15 @@ def test_initial_weights_kept_per_task_are_bounded_and_a_dropped_seed_reproduces
     assert again.val_loss == pytest.approx(first.val_loss, rel=1e-5)
 
 
-def test_lr_scale_multiplies_the_learning_rate_like_scaling_the_loss(evaluator, cross_entropy):
+def test_lr_scale_multiplies_the_learning_rate_like_scaling_the_loss_without_retracing(evaluator, cross_entropy):
     """For SGD with momentum, cross-entropy at 10x the rate trains exactly like 10x cross-entropy."""
     from tests.scaled_loss import ScaledCrossEntropy
 
     task = DIGITS.replace(steps=40, lr_scale=0.1)
     at_recipe_rate = evaluator.evaluate(cross_entropy, task)
+    traces = evaluator.trace_count()
     faster = evaluator.evaluate(cross_entropy, task.replace(lr_scale=1.0))
+    assert evaluator.trace_count() == traces  # another rate: same session, same compiled step
     scaled_loss = evaluator.evaluate(ScaledCrossEntropy(10.0), task)
     assert faster.val_accuracy == pytest.approx(scaled_loss.val_accuracy, abs=1 / 300)  # one image of 300
     assert faster.val_loss == pytest.approx(scaled_loss.val_loss / 10, rel=1e-3)

@@ -12,7 +12,7 @@ weight decay (gradient += wd * w, before momentum). The models express it as an
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 
@@ -99,13 +99,19 @@ class Recipe:
         """Batches per epoch over ``num_train`` examples (last partial batch dropped, min 1)."""
         return max(1, num_train // batch_size)
 
-    def optimizer(self, steps_per_epoch: int | None = None):
+    def optimizer(self, steps_per_epoch: int | None = None, *, lr_scale: Any = 1.0):
         """A fresh ``keras.optimizers.SGD`` with this recipe's schedule in steps.
 
-        Weight decay is not in the optimizer (see the module docstring).
+        ``lr_scale`` multiplies every rate of the schedule: a positive, finite
+        number, or a variable (``keras.Variable``/``tf.Variable``) read at every
+        step, so that assigning it changes the rate of an optimizer already built
+        into a compiled train step. Weight decay is not in the optimizer (see the
+        module docstring).
         """
         import keras
 
+        if isinstance(lr_scale, bool) or (isinstance(lr_scale, (int, float, str)) and not _positive(lr_scale)):
+            raise ValueError(f"recipe {self.name!r}: lr scale must be a positive, finite number, got {lr_scale!r}")
         bounds = self.boundaries(steps_per_epoch)
         lr: Any = self.lr
         if bounds:
@@ -113,17 +119,13 @@ class Recipe:
             # optimizer's iterations before the update): its boundaries are the last
             # step at each rate, one before ours.
             lr = keras.optimizers.schedules.PiecewiseConstantDecay([b - 1 for b in bounds], self.values())
+        if not (isinstance(lr_scale, (int, float)) and lr_scale == 1):
+            from taylorglo_tf.models.scaled_rate import ScaledRate
+
+            lr = ScaledRate(lr, lr_scale)
         return keras.optimizers.SGD(
             learning_rate=lr, momentum=self.momentum, nesterov=self.nesterov
         )
-
-    def with_lr_scale(self, factor: float) -> "Recipe":
-        """This recipe with every learning rate of its schedule multiplied by ``factor`` (> 0, finite)."""
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
-            math.isfinite(factor) and factor > 0
-        ):
-            raise ValueError(f"recipe {self.name!r}: lr scale must be a positive, finite number, got {factor!r}")
-        return replace(self, lr=self.lr * factor)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-compatible)."""
@@ -132,3 +134,8 @@ class Recipe:
         d["model_options"] = dict(self.model_options)
         d["augmentation"] = dict(self.augmentation)
         return d
+
+
+def _positive(value: Any) -> bool:
+    """A number that is finite and > 0 (a string is not a number)."""
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0

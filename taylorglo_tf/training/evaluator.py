@@ -132,6 +132,8 @@ class _Session:
     optimizer_initial: list[np.ndarray]
     finite: tf.Variable
     jit_compile: bool
+    # multiple of the recipe's learning rate, read by the optimizers at every step (Task.lr_scale)
+    lr_scale: tf.Variable
     # seed -> initial variable values, least recently used first
     initial_states: collections.OrderedDict[int, list[np.ndarray]] = field(
         default_factory=collections.OrderedDict
@@ -318,23 +320,24 @@ class Evaluator:
             task.model,
             task.batch_size,
             json.dumps(task.augmentation, sort_keys=True),
-            task.lr_scale,  # the optimizer's schedule is built with it
         )
         if key in self._sessions:
             self._sessions.move_to_end(key)
-            return self._sessions[key]
-        session = self._new_session(task)
-        self._sessions[key] = session
-        while len(self._sessions) > self.max_sessions:
-            self._sessions.popitem(last=False)
+            session = self._sessions[key]
+        else:
+            session = self._new_session(task)
+            self._sessions[key] = session
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+        # The optimizers read the rate's multiple at every step: another lr_scale
+        # needs no new session and no retracing.
+        session.lr_scale.assign(task.lr_scale)
         return session
 
     def _new_session(self, task: Task) -> _Session:
         from taylorglo_tf import data, models
 
         recipe = models.recipe(task.model, task.dataset)  # unknown names raise, naming the model
-        if task.lr_scale != 1.0:
-            recipe = recipe.with_lr_scale(task.lr_scale)
         splits = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed)
         batch_size = task.batch_size or recipe.batch_size
         n_train = len(splits.y_train)
@@ -347,7 +350,8 @@ class Evaluator:
         augmentation = data.Augmentation.from_dict(dict(augmentation_options))
         keras.utils.set_random_seed(task.seed)
         model = self._build_model(task.model, recipe, splits.input_shape, splits.num_classes)
-        optimizer = recipe.optimizer(steps_per_epoch)
+        lr_scale = tf.Variable(task.lr_scale, dtype=tf.float32, trainable=False)
+        optimizer = recipe.optimizer(steps_per_epoch, lr_scale=lr_scale)
         optimizer.build(model.trainable_variables)
         session = _Session(
             model_name=task.model,
@@ -366,6 +370,7 @@ class Evaluator:
             optimizer_initial=[v.numpy() for v in optimizer.variables],
             finite=tf.Variable(True, trainable=False),
             jit_compile=self.jit_compile,
+            lr_scale=lr_scale,
         )
         session.initial_states[task.seed] = [v.numpy() for v in model.variables]
         return session
@@ -544,7 +549,7 @@ class Evaluator:
             self._build_model(session.model_name, session.recipe, session.input_shape, session.num_classes)
             for _ in range(size)
         ]
-        optimizers = [session.recipe.optimizer(session.steps_per_epoch) for _ in models]
+        optimizers = [session.recipe.optimizer(session.steps_per_epoch, lr_scale=session.lr_scale) for _ in models]
         for model, optimizer in zip(models, optimizers):
             optimizer.build(model.trainable_variables)
         session.population = Population(
