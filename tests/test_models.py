@@ -188,6 +188,12 @@ def test_wide_resnet_on_svhn_uses_its_own_recipe():
     assert models.recipe("alexnet", "svhn_cropped") == models.recipe("alexnet")
 
 
+@pytest.mark.parametrize("name", ["wide_resnet_16_8", "wide_resnet_28_5", "wide_resnet_28_10"])
+def test_wide_resnets_on_cifar_train_with_dropout_0_3_as_the_taylorglo_authors_did(name):
+    assert models.recipe(name, "tfds:cifar10").model_options == {"dropout": 0.3}
+    assert models.recipe(name, "tfds:cifar100").model_options == {"dropout": 0.3}
+
+
 def test_recipe_schedule_in_steps_matches_the_keras_optimizer():
     r = models.recipe("alexnet")
     spe = Recipe.steps_per_epoch(45_000, r.batch_size)

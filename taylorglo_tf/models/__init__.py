@@ -27,8 +27,12 @@ __all__ = ["Recipe", "build", "names", "recipe"]
 
 _MOMENTUM = dict(momentum=0.9, batch_size=128)
 _CIFAR_AUG = {"flip": True, "crop_padding": 2}  # paper, Appendix A: flips + 2-pixel crops
+# Dropout 0.3 between the block's convs on CIFAR: Zagoruyko & Komodakis's dropout
+# variant, and what the TaylorGLO authors trained ("wrn ... --drop 0.3" in their
+# TrainingConfig.swift; 0.4 on SVHN, below).
 _WRN = dict(lr=0.1, nesterov=True, weight_decay=5e-4, epochs=200, milestones=(60, 120, 160),
-            gamma=0.2, augmentation=_CIFAR_AUG, source="Zagoruyko & Komodakis 2016", **_MOMENTUM)
+            gamma=0.2, model_options={"dropout": 0.3}, augmentation=_CIFAR_AUG,
+            source="Zagoruyko & Komodakis 2016 (dropout 0.3, as the TaylorGLO authors' code)", **_MOMENTUM)
 
 # name -> (module, builder factory or function name, factory args, recipe)
 _ZOO: dict[str, tuple[str, str, tuple, Recipe]] = {
