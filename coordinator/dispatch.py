@@ -61,9 +61,9 @@ class _Grant:
 
 class Dispatcher:
     def __init__(self, storage: Storage, leases: LeaseTable, running: dict[str, ExperimentRun],
-                 cond: threading.Condition, *, lease_ttl_s: float, clock: Callable[[], float],
+                 lock: threading.RLock, *, lease_ttl_s: float, clock: Callable[[], float],
                  wall: Callable[[], float]) -> None:
-        self._storage, self._leases, self._running, self._cond = storage, leases, running, cond
+        self._storage, self._leases, self._running, self._lock = storage, leases, running, lock
         self._ttl, self._clock, self._wall = lease_ttl_s, clock, wall
         self.waiting: deque[LeaseTicket] = deque()
         self._rr_next = 0
@@ -102,10 +102,9 @@ class Dispatcher:
                 for ticket, leases in zip(tickets, granted):
                     if leases:
                         self.resolve(ticket, leases)
-        self._cond.notify_all()  # blocking lease() calls see their result
 
     def withdraw(self, ticket: LeaseTicket) -> bool:
-        with self._cond:
+        with self._lock:
             if ticket.done:
                 return False
             self.waiting.remove(ticket)

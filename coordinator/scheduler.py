@@ -38,7 +38,7 @@ Leasing, for servers with or without a thread per call:
   first served, and each ticket's ``on_granted(leases)`` is called;
 - :meth:`Scheduler.lease` is the blocking form (one thread per call) built on it.
 
-All state is guarded by one condition variable. The optimizer step between
+All state is guarded by one lock. The optimizer step between
 generations is computed outside it (see :meth:`Scheduler._step_pending`), so one
 experiment's step does not stall the lease path of the others.
 """
@@ -127,7 +127,7 @@ class Scheduler:
         self._prescreen = prescreen
         self._clock = clock
         self._wall = wall
-        self._cond = threading.Condition(threading.RLock())
+        self._cond = threading.RLock()  # guards all state (re-entrant: the leasing API builds on itself)
         self._experiments: dict[str, ExperimentRecord] = {}
         self._running: dict[str, ExperimentRun] = {}
         self._leases = LeaseTable()
@@ -176,7 +176,6 @@ class Scheduler:
         with self._cond:
             self._stopping = True
             self._dispatcher.close()
-            self._cond.notify_all()
             self._events.close_all()
         self._reaper_stop.set()
         if self._reaper is not None:
@@ -353,17 +352,18 @@ class Scheduler:
                 granted = self.try_lease(trainer_id)
                 return granted[0] if granted else None
             got: list[list[ws_pb2.Lease]] = []
-            ticket = self.wait_for_leases(trainer_id, got.append, is_active=is_active)
-            while not got:
-                remaining = deadline - self._clock()
-                # A caller that hung up (a trainer shutting down mid long-poll) gets
-                # nothing: a lease granted to it would only expire, spending an attempt.
-                if remaining <= 0 or not is_active():
-                    if ticket.cancel():
-                        return None
-                    break  # granted just now
-                self._cond.wait(min(remaining, 1.0))
-            return got[0][0] if got[0] else None
+            arrived = threading.Event()
+            ticket = self.wait_for_leases(trainer_id, lambda leases: (got.append(leases), arrived.set()),
+                                          is_active=is_active)
+        # Wait outside the scheduler's lock, on this call's own event: a grant wakes only its callers.
+        while not arrived.wait(min(max(deadline - self._clock(), 0.0), 1.0)):
+            # A caller that hung up (a trainer shutting down mid long-poll) gets
+            # nothing: a lease granted to it would only expire, spending an attempt.
+            if deadline - self._clock() <= 0 or not is_active():
+                if ticket.cancel():
+                    return None
+                break  # granted just now: on_granted has run (both happen under the lock)
+        return got[0][0] if got[0] else None
 
     def heartbeat(self, lease_id: str, trainer_id: str) -> tuple[bool, float]:
         """Extend a live lease: ``(keep_going, ttl_s)``; ``(False, 0)`` when it is gone."""
