@@ -8,6 +8,7 @@
 
 import logging
 import sqlite3
+import time
 
 import grpc
 import pytest
@@ -148,3 +149,27 @@ def test_the_rate_limited_log_counts_what_it_left_out(caplog):
     log.warning("disk full")
     assert [r.getMessage() for r in caplog.records] == [
         "disk full", "database is locked", "disk full (and 99 more times in the last 60 s)"]
+
+
+def test_the_lease_reaper_logs_a_full_disk_once_not_every_pass(tmp_path, caplog):
+    storage = FaultyStorage(SqliteStorage(tmp_path / "c.db"))
+    s = Scheduler(storage, lease_ttl_s=1.0, prescreen=lambda theta, n: True)
+    s.start(reaper=True)  # a pass every 0.25 s
+    try:
+        s.submit(make_spec(population=2, generations=1))
+        s.lease("gone"), s.lease("gone")
+        storage.full = True  # before the leases expire
+        caplog.set_level(logging.INFO, logger="coordinator")
+        deadline = time.monotonic() + 60
+        while storage.refused < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        lines = [r for r in caplog.records if "disk is full" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].exc_info is None  # eight passes failed, one line said so
+        storage.full = False
+        while (requeued := s.lease("t")) is None:  # the next pass requeues the lost candidates
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert requeued.attempt == 2
+    finally:
+        s.stop()
