@@ -9,6 +9,8 @@
 # client.token) and a self-signed certificate for this host (server.crt,
 # server.key; ca.crt for trainers and clients), unless TAYLORGLO_TLS_CERT and
 # TAYLORGLO_TLS_KEY name your site's (then put its CA in $TAYLORGLO_HOME/ca.crt).
+# An existing certificate is kept: delete server.crt and server.key to make a new
+# one (say, for another host).
 # Every start writes coordinator.address, where trainers.sbatch finds it, then
 # runs the coordinator in the foreground: SIGTERM or Ctrl-C stops it gracefully,
 # and the next start resumes every unfinished search from coordinator.db.
