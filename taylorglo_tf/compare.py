@@ -149,7 +149,14 @@ class TunedComparison:
         return self.plain.win > 0 and self.tuned.win < self.plain.win / 2
 
     def verdict(self) -> str:
-        """One sentence in plain words on what tuning the baseline's learning rate did to the win."""
+        """In plain words, what tuning the learning rate(s) did to the win."""
+        sentence = self._win_sentence()
+        if self.loss_lr is not None:
+            sentence += (f" In the tuned comparison {self.plain.loss_name} also trains at its own best learning rate "
+                         f"(x{self.loss_lr.chosen:g}).")
+        return sentence
+
+    def _win_sentence(self) -> str:
         loss, baseline = self.plain.loss_name, self.plain.baseline_name
         choice = self.baseline_lr
         own = f"the task's learning rate ({choice.base_learning_rate:.4g})"

@@ -140,6 +140,7 @@ def test_tuning_the_loss_too_treats_both_sides_alike():
     assert (result.loss_lr.chosen, result.baseline_lr.chosen) == (0.3, 3.0)  # both at effective rate 3x
     assert result.tuned.accuracies("loss") == pytest.approx(result.tuned.accuracies("baseline"))
     assert result.plain.win > 0 and result.tuned.win == pytest.approx(0.0) and result.win_shrank
+    assert result.verdict().endswith("In the tuned comparison loss also trains at its own best learning rate (x0.3).")
 
 
 def test_a_win_that_holds_against_the_tuned_baseline_is_reported_as_holding():
