@@ -575,7 +575,7 @@ class Scheduler:
 
     def _finish(self, run: ExperimentRun, record: ExperimentRecord) -> None:
         """Take a finished (succeeded, cancelled, failed) experiment out of dispatch."""
-        self._set_record(run, record)
+        self._set_record(run, replace(record, es_state=b""))  # stored; nothing resumes it from memory
         self._running.pop(record.id, None)
         self._leases.forget(record.id)
         run.queue.clear()

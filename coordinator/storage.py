@@ -25,7 +25,13 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from coordinator.errors import StorageUnavailable
-from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord
+from coordinator.model import (
+    FINAL_EXPERIMENT_STATES,
+    CandidateRecord,
+    ExperimentRecord,
+    GenerationRecord,
+    LeaseRecord,
+)
 from taylorglo_tf.rpc import types_pb2
 
 # Each migration takes the schema from the version before it to its own version, in
@@ -133,7 +139,8 @@ class Storage(Protocol):
     def delete_experiment(self, experiment_id: str) -> None:
         """An experiment with its candidates, generations, leases and optimizer state."""
 
-    def load_experiments(self) -> list[ExperimentRecord]: ...
+    def load_experiments(self) -> list[ExperimentRecord]:
+        """In submission order; the optimizer state only for unfinished experiments (else b"")."""
 
     def load_candidates(self, experiment_id: str, generation: int | None = None, *,
                         offset: int = 0, limit: int | None = None) -> list[CandidateRecord]:
@@ -375,8 +382,12 @@ class SqliteStorage:
                 raise DatabaseFileError(f"database {str(self.path)!r} is corrupt ({exc})") from None
 
     def load_experiments(self) -> list[ExperimentRecord]:
-        rows = self._query("SELECT e.*, s.state AS es_state FROM experiments e"
-                           " LEFT JOIN optimizer_states s ON s.experiment_id = e.id ORDER BY e.seq")
+        # A finished experiment's optimizer state stays on disk only: nothing resumes it, and
+        # holding every one in memory would cost up to a few MiB per experiment.
+        final = ",".join(str(state) for state in sorted(FINAL_EXPERIMENT_STATES))
+        rows = self._query(f"SELECT e.*, CASE WHEN e.state IN ({final}) THEN NULL ELSE s.state END AS es_state"
+                           " FROM experiments e LEFT JOIN optimizer_states s ON s.experiment_id = e.id"
+                           " ORDER BY e.seq")
         return [
             ExperimentRecord(
                 id=r["id"], spec=types_pb2.ExperimentSpec.FromString(r["spec"]), state=r["state"],
