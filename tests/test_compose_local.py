@@ -142,6 +142,51 @@ def test_compose_services_run_locally_complete_a_search_and_stop_cleanly(compose
             assert processes.running[name].wait(timeout=duration_s(services[name]["stop_grace_period"])) == 0
 
 
+def test_compose_trainer_on_a_three_gpu_host_runs_one_pinned_worker_per_gpu(compose, tmp_path):
+    """The trainer service's command on a host whose visible GPUs are faked as 0,1,2."""
+    services = compose["services"]
+    coordinator_service, trainer_service = services["coordinator"], services["trainer"]
+    host = compose_host(tmp_path, compose)
+    command = host.argv(trainer_service["command"])
+    # The synthetic evaluator keeps this about the wiring (no TensorFlow per worker).
+    command[command.index("--evaluator") + 1] = "synthetic"
+    command += ["--synthetic-sleep", "0.5"]
+    with Processes(tmp_path) as processes:
+        coordinator = processes.start("coordinator", host.argv(coordinator_service["command"]),
+                                      host.environment(coordinator_service["environment"]))
+        wait_until(lambda: healthy(host, coordinator_service), coordinator, "coordinator health check")
+        trainer = processes.start("trainer", command, {**host.environment(trainer_service["environment"]),
+                                                       "CUDA_VISIBLE_DEVICES": "0,1,2"})
+        wait_until(lambda: processes.log("trainer").count("working for") == 3, trainer, "three GPU workers", 120)
+        workers = dict(re.findall(r"worker on GPU (\d+) \(pid (\d+)\)", processes.log("trainer")))
+        assert sorted(workers) == ["0", "1", "2"]  # every GPU once
+        for gpu, pid in workers.items():
+            environ = dict(item.split("=", 1) for item in
+                           Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+            assert environ["CUDA_VISIBLE_DEVICES"] == gpu  # pinned to its GPU alone
+            assert environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({
+            "name": "one worker per GPU", "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+            "search": {"population": 6, "generations": 1},
+        }))
+        submitted = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "submit", str(spec), "--watch")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        experiment_id = re.search(r"experiment (\w+) succeeded", submitted.stdout).group(1)
+        result = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "result", experiment_id,
+                        "--out", str(tmp_path / "result"))
+        assert result.returncode == 0, result.stderr
+        candidates = (tmp_path / "result" / "candidates.csv").read_text().splitlines()[1:]
+        assert len(candidates) == 6 and all(line.split(",")[5] for line in candidates)
+
+        # docker compose stop: the SIGTERM reaches every worker, and all exit cleanly.
+        trainer.send_signal(signal.SIGTERM)
+        assert trainer.wait(timeout=duration_s(trainer_service["stop_grace_period"])) == 0
+        for pid in workers.values():
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
 def _make_certificate(certs: Path) -> None:
     """A self-signed server certificate that is also the CA, for the names the README lists."""
     subprocess.run(

@@ -95,6 +95,17 @@ def test_compose_config_is_valid_and_wires_coordinator_and_gpu_trainer():
         assert services[name]["restart"] in {"unless-stopped", "always", "on-failure"}
 
 
+def test_compose_trainer_runs_a_worker_per_gpu_it_sees_unless_told_which_gpus():
+    def option(command, name):
+        return command[command.index(name) + 1]
+
+    trainer = _resolved(COMPOSE)["services"]["trainer"]["command"]
+    assert option(trainer, "--gpus") == "all" and option(trainer, "--candidates-per-step") == "auto"
+    dedicated = _resolved(COMPOSE, TAYLORGLO_GPUS="0,2", TAYLORGLO_CANDIDATES_PER_STEP="8")["services"]["trainer"]
+    assert option(dedicated["command"], "--gpus") == "0,2"
+    assert option(dedicated["command"], "--candidates-per-step") == "8"
+
+
 def test_compose_publishes_the_coordinator_on_loopback_only_by_default():
     ports = _resolved(COMPOSE)["services"]["coordinator"]["ports"]
     assert len(ports) == 1

@@ -121,6 +121,10 @@ class KerasEvaluator:
             self._evaluator = Evaluator()
         return self._evaluator
 
+    @evaluator.setter
+    def evaluator(self, evaluator: Any) -> None:
+        self._evaluator = evaluator
+
     def loss_for(self, loss_spec: types_pb2.LossSpec, theta: Any) -> Any:
         """The :class:`TaylorGLOLoss` of ``loss_spec``'s form with ``theta`` (ValueError names a bad length)."""
         order = loss_spec.order or spec_module.DEFAULT_ORDER
@@ -141,8 +145,12 @@ class KerasEvaluator:
             loss.set_theta(list(theta))
         return loss
 
+    def task(self, lease: worker_service_pb2.Lease) -> Task:
+        """The lease's :class:`Task` with this trainer's data directory (ValueError names a bad dataset)."""
+        return task_from_spec(lease.task, self.data_dir)
+
     def __call__(self, lease: worker_service_pb2.Lease, heartbeat: Heartbeat) -> Outcome:
-        task = task_from_spec(lease.task, self.data_dir)
+        task = self.task(lease)
         stopped = threading.Event()
 
         def progress(steps_done: int, total_steps: int) -> bool:

@@ -57,6 +57,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic evaluator: report divergence when max |theta_i| > X")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log lines shown on stderr (default: INFO)")
+    parser.add_argument("--candidates-per-step", type=candidates_per_step, default=1, metavar="K|auto",
+                        help="keras evaluator: lease up to K candidates and train those of one task together "
+                             "in one compiled step; auto measures the fastest K for the first task on this "
+                             "device (cached) (default: 1)")
+    parser.add_argument("--gpus", metavar="all|0,2,...",
+                        help="run one worker process per GPU (all visible ones, or those listed), each pinned "
+                             "to its GPU with memory growth on (default: this process, on whatever TensorFlow sees)")
+    parser.add_argument("--xla", choices=("auto", "on", "off"), default="auto",
+                        help="compile train steps with XLA; auto measures on/off on a GPU and is off on a CPU, "
+                             "where XLA measured 3-4x slower (default: auto)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="keras evaluator: models compute in bfloat16 (the loss stays float32)")
+
+
+def candidates_per_step(value: str):
+    """``auto`` or a positive integer."""
+    if value == "auto":
+        return value
+    return positive_int(value)
 
 
 def make_evaluator(args: argparse.Namespace):
@@ -67,38 +86,85 @@ def make_evaluator(args: argparse.Namespace):
         return SyntheticEvaluator(sleep_s=args.synthetic_sleep, diverge_above=args.synthetic_diverge_above)
     from trainer.keras_evaluator import KerasEvaluator  # imports TensorFlow
 
-    return KerasEvaluator(data_dir=args.data_dir)
+    import tensorflow as tf
+
+    from taylorglo_tf.training import Evaluator
+
+    if args.mixed_precision:
+        import keras
+
+        # bfloat16 has float32's exponent range: no loss scaling needed.
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+    xla = args.xla
+    if xla == "auto" and not tf.config.list_physical_devices("GPU"):
+        xla = "off"  # on CPU XLA measured 3-4x slower for these convnets (docs/BENCHMARKS.md)
+    keras_evaluator = KerasEvaluator(data_dir=args.data_dir)
+    if xla != "auto":
+        keras_evaluator.evaluator = Evaluator(jit_compile=xla == "on")
+        if args.candidates_per_step == 1:
+            return keras_evaluator
+    from trainer.batching import BatchingEvaluator
+
+    return BatchingEvaluator(keras_evaluator, args.candidates_per_step, xla=xla)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.gpus is not None:
+        from taylorglo_tf.commands.gpus import GpuError, chosen_gpus, run_per_gpu, visible_gpus
+
+        visible = visible_gpus()
+        if visible or args.gpus.strip() != "all":
+            try:
+                gpus = chosen_gpus(args.gpus, visible)
+            except GpuError as error:
+                print(f"taylorglo trainer: error: {error}", file=sys.stderr)
+                return 1
+            argv = list(getattr(args, "argv", sys.argv[1:]))
+            return run_per_gpu(argv[argv.index("trainer") + 1:], gpus)
+        # The same trainer command serves GPU and CPU hosts.
+        log.warning("--gpus all: no GPU is visible on this host; one worker on the CPU")
+    from trainer.pool import WorkerPool
     from trainer.worker import Worker, WorkerError
 
     trainer_id = args.trainer_id or f"{socket.gethostname()}-{os.getpid()}"
     try:
         channel = open_channel(args)
-        worker = Worker(channel, make_evaluator(args), trainer_id, wait_ms=args.wait_ms,
-                        max_candidates=args.max_candidates, grace_s=args.grace)
+        evaluate_fn = make_evaluator(args)
+        pool = WorkerPool(lambda max_candidates: Worker(
+            channel, evaluate_fn, trainer_id, wait_ms=args.wait_ms, max_candidates=max_candidates,
+            grace_s=args.grace), args.max_candidates)
     except (CommandError, ValueError) as error:
         print(f"taylorglo trainer: error: {error}", file=sys.stderr)
         return 1
+    # One worker loop per candidate of a step: each leases, heartbeats and reports its own.
+    slots = getattr(evaluate_fn, "candidates_per_step",
+                    args.candidates_per_step if isinstance(args.candidates_per_step, int) else 1)
+    if slots == "auto":
+        evaluate_fn.on_chosen = pool.grow  # more loops once the first task's K is measured
+        slots = 1
+    pool.grow(slots)
 
     def on_signal(signum, frame):
         log.info("%s received: stopping (grace %.0f s)", signal.Signals(signum).name, args.grace)
-        worker.request_stop()
+        pool.request_stop()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    log.info("trainer %s working for %s (%s evaluator)", trainer_id, args.coordinator, args.evaluator)
+    log.info("trainer %s working for %s (%s evaluator, %s candidate loop(s), CUDA_VISIBLE_DEVICES=%s)", trainer_id,
+             args.coordinator, args.evaluator, len(pool.workers), os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
     try:
-        reported = worker.run()
+        reported = pool.run()
     except WorkerError as error:
         print(f"taylorglo trainer: error: {error}", file=sys.stderr)
         return 1
-    log.info("trainer %s done: %d evaluations reported, %d leases returned", trainer_id, reported, worker.returned)
-    if worker.abandoned_evaluation:
+    log.info("trainer %s done: %d evaluations reported, %d leases returned", trainer_id, reported, pool.returned)
+    if pool.abandoned_evaluation:
         # An evaluation thread is still running (its lease was given back):
         # leave without waiting for it.
         logging.shutdown()

@@ -293,6 +293,34 @@ class Evaluator:
         self._record_timings(started, train_time, _clock() if validation_started is None else validation_started)
         return [_result(self.last_timings["total_s"], *outcomes[index]) for index in range(len(losses))]
 
+    def step_rate(self, task: Task, candidates: int, steps: int = 3) -> float:
+        """Candidate-steps per second of ``task``'s train step with ``candidates`` per step (after a warm-up step).
+
+        One candidate uses ``evaluate``'s step, more the batched one; the models
+        train on the task's data with the paper's MNIST TaylorGLO loss.
+        """
+        from taylorglo_tf import taylor
+        from taylorglo_tf.losses import TaylorGLOLoss
+
+        _check_task(task)
+        session = self._session(task)
+        losses = [TaylorGLOLoss(taylor.PAPER_MNIST_THETA) for _ in range(candidates)]
+        if candidates == 1:
+            single = self._compiled_loss(session, losses[0]).train_step
+            step = lambda x, y: single(x, y)  # noqa: E731
+        else:
+            population = self._population(session, candidates)
+            batched = self._population_loss(session, population, losses).train_step
+            active = tf.constant(np.arange(population.size) < candidates)
+            step = lambda x, y: batched(x, y, active)  # noqa: E731
+        iterator = iter(self._train_dataset(session, task.seed))
+        step(*next(iterator)).numpy()  # traces and warms up
+        started = time.perf_counter()
+        for _ in range(steps):
+            result = step(*next(iterator))
+        result.numpy()
+        return candidates * steps / (time.perf_counter() - started)
+
     def trace_count(self) -> int:
         """Total traces of all compiled steps so far (tests check for retracing)."""
         single = sum(

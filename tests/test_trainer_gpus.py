@@ -1,0 +1,53 @@
+"""taylorglo trainer --gpus: which GPUs get a worker, and how a child is pinned (no GPU needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from taylorglo_tf import cli
+from taylorglo_tf.commands.gpus import GpuError, child_argv, chosen_gpus, visible_gpus
+
+
+def test_visible_gpus_are_the_cuda_visible_devices_when_set():
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1,3"}) == ["0", "1", "3"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+
+
+def test_all_means_every_visible_gpu_once_and_a_list_picks_some():
+    assert chosen_gpus("all", ["0", "1", "2"]) == ["0", "1", "2"]
+    assert chosen_gpus("0,2", ["0", "1", "2"]) == ["0", "2"]
+
+
+@pytest.mark.parametrize("value, visible, message", [
+    ("5", ["0", "1"], r"unknown GPU\(s\) \['5'\]; visible GPUs: 0,1"),
+    ("0,0", ["0", "1"], "names a GPU twice"),
+    ("0,", ["0", "1"], "unknown GPU"),
+    ("all", [], "no GPU is visible"),
+])
+def test_a_gpu_list_naming_what_is_not_there_is_refused_naming_it(value, visible, message):
+    with pytest.raises(GpuError, match=message):
+        chosen_gpus(value, visible)
+
+
+def test_a_child_runs_the_same_trainer_without_gpus_and_with_its_own_id():
+    argv = ["--coordinator", "c:1", "--gpus", "all", "--trainer-id", "box", "--candidates-per-step", "auto"]
+    assert child_argv(argv, "2") == ["--coordinator", "c:1", "--candidates-per-step", "auto",
+                                     "--trainer-id", "box-gpu2"]
+    assert child_argv(["--gpus=0,1", "--coordinator", "c:1"], "1") == ["--coordinator", "c:1"]
+
+
+def test_the_trainer_refuses_a_gpu_the_host_does_not_have(monkeypatch, capsys):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    code = cli.main(["trainer", "--coordinator", "127.0.0.1:1", "--gpus", "0,7", "--evaluator", "synthetic"])
+    assert code == 1
+    assert "unknown GPU(s) ['7']; visible GPUs: 0,1" in capsys.readouterr().err
+
+
+def test_candidates_per_step_takes_a_positive_integer_or_auto(capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(["trainer", "--candidates-per-step", "auto"]).candidates_per_step == "auto"
+    assert parser.parse_args(["trainer", "--candidates-per-step", "8"]).candidates_per_step == 8
+    with pytest.raises(SystemExit):
+        parser.parse_args(["trainer", "--candidates-per-step", "0"])
+    assert "--candidates-per-step" in capsys.readouterr().err
