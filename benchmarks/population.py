@@ -2,13 +2,13 @@
 
     python benchmarks/population.py [--models basic_cnn,preact_resnet20] [--k 1,2,4,8,16,32]
                                     [--steps 8] [--val 500] [--jit off] [--mixed-precision]
-                                    [--rounds 1] [--json FILE]
+                                    [--rounds 1] [--sequential-max M] [--json FILE]
 
 For each model and K, one ``Evaluator`` (one per XLA setting) evaluates K
 candidates (``TaylorGLOLoss`` with the paper's MNIST theta scaled by 0.8..1.2)
 *sequentially* (``evaluate`` K times) and *batched* (one ``evaluate_many``), each
-after an untimed warm-up at that K (compilation is paid once per trainer, not per
-candidate), the two taking turns within each round. Both do exactly the same
+after an untimed 10-step warm-up at that K (compilation is paid once per trainer,
+not per candidate), the two taking turns from round to round. Both do exactly the same
 work per candidate: ``--steps`` training steps and the validation pass over
 ``--val`` images. Evaluations per hour = K / elapsed seconds x 3600, by wall
 time and by process CPU time (all threads; on a machine shared with other jobs
@@ -94,11 +94,17 @@ def reset_device_peak() -> None:
         tf.config.experimental.reset_memory_stats("GPU:0")
 
 
-def measure(evaluator, task, k: int, rounds: int) -> dict:
-    """Seconds (wall, CPU) for K candidates, sequential and batched, summed over the rounds."""
-    evaluator.evaluate(candidate_losses(1)[0], task)  # warm-ups: compilation is not per candidate
-    evaluator.evaluate_many(candidate_losses(k), task)
+def measure(evaluator, task, k: int, rounds: int, sequential_max: int | None) -> dict:
+    """Seconds (wall, CPU) and counts of evaluations, sequential and batched, summed over the rounds.
+
+    Sequential evaluations per hour do not depend on K, so ``sequential_max``
+    may cap how many are timed per round (long GPU evaluations).
+    """
+    warm_up = task.replace(steps=min(task.steps, 10))  # same session: compilation is not per candidate
+    evaluator.evaluate(candidate_losses(1)[0], warm_up)
+    evaluator.evaluate_many(candidate_losses(k), warm_up)
     spent = {"sequential": np.zeros(2), "batched": np.zeros(2)}
+    counts = {"sequential": 0, "batched": 0}
     statuses = {"sequential": [], "batched": []}
     peak = None
     for round_index in range(rounds):
@@ -109,13 +115,15 @@ def measure(evaluator, task, k: int, rounds: int) -> dict:
                 reset_device_peak()
             started = clock()
             if mode == "sequential":
-                results = [evaluator.evaluate(loss, task) for loss in losses]
+                results = [evaluator.evaluate(loss, task) for loss in losses[:sequential_max]]
             else:
                 results = evaluator.evaluate_many(losses, task)
                 peak = device_peak_bytes()
             spent[mode] += clock() - started
+            counts[mode] += len(results)
             statuses[mode] += [r.status for r in results]
-    return {"spent": spent, "statuses": statuses, "peak": peak}
+    agree = statuses["sequential"] == statuses["batched"][: len(statuses["sequential"])]
+    return {"spent": spent, "counts": counts, "statuses_agree": agree, "peak": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jit", default="off", help="XLA settings: off, on or off,on (default: off)")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 models")
     parser.add_argument("--rounds", type=int, default=1, help="timed rounds per K (default: 1)")
+    parser.add_argument("--sequential-max", type=int, metavar="M",
+                        help="time at most M sequential evaluations per K and round (default: K)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)
 
@@ -153,16 +163,17 @@ def main(argv: list[str] | None = None) -> int:
             for jit in args.jit.split(","):
                 evaluator = Evaluator(jit_compile=jit.strip() == "on")
                 for k in [int(k) for k in args.k.split(",")]:
-                    m = measure(evaluator, task, k, args.rounds)
+                    m = measure(evaluator, task, k, args.rounds, args.sequential_max)
                     seq, bat = m["spent"]["sequential"], m["spent"]["batched"]
-                    n = k * args.rounds
+                    n_seq, n_bat = m["counts"]["sequential"], m["counts"]["batched"]
                     row = {
-                        "model": model, "xla": jit.strip(), "k": k, "batch": batch,
-                        "sequential_per_hour": 3600 * n / seq[0], "batched_per_hour": 3600 * n / bat[0],
-                        "sequential_per_cpu_hour": 3600 * n / seq[1], "batched_per_cpu_hour": 3600 * n / bat[1],
+                        "model": model, "xla": jit.strip(), "k": k, "batch": batch, "steps": args.steps,
+                        "sequential_per_hour": 3600 * n_seq / seq[0], "batched_per_hour": 3600 * n_bat / bat[0],
+                        "sequential_per_cpu_hour": 3600 * n_seq / seq[1],
+                        "batched_per_cpu_hour": 3600 * n_bat / bat[1],
                         "state_mb_per_candidate": state_bytes_per_candidate(evaluator) / 2**20,
                         "device_peak_mb_per_candidate": None if m["peak"] is None else m["peak"] / 2**20 / k,
-                        "statuses_agree": m["statuses"]["sequential"] == m["statuses"]["batched"],
+                        "statuses_agree": m["statuses_agree"],
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)

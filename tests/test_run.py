@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import json
 import os
 import re
@@ -108,6 +109,44 @@ def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp
     assert comparison["verdict"] in text and text in stdout  # printed as well as written
     assert (out / "logs" / "trainer-0.log").stat().st_size > 0
     assert processes_dialing(coordinator_address(stdout)) == []
+
+
+def test_run_with_a_batching_trainer_accounts_for_every_candidate_of_the_digits_search(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", population=6)
+    out = tmp_path / "result"
+    process = start_run(str(spec), "--trainers", "1", "--candidates-per-step", "3", "--out", str(out),
+                        "--compare-runs", "0", cwd=tmp_path)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "1 trainer(s), 3 candidate(s) per step" in stdout
+    candidates = read_csv(out / "candidates.csv")
+    assert sorted((int(row["generation"]), int(row["index"])) for row in candidates) == [
+        (generation, index) for generation in range(2) for index in range(6)
+    ]
+    assert {row["status"] for row in candidates} <= {"succeeded", "diverged", "aborted", "invalid"}
+    assert any(row["status"] == "succeeded" for row in candidates)
+    # The trainer trained leases together: its log says how many per batch.
+    log = (out / "logs" / "trainer-0.log").read_text()
+    assert re.search(r"\((2|3) trained together", log), log[-2000:]
+
+
+def test_run_measures_the_trainer_layout_once_and_reuses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAYLORGLO_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+
+    def measured(task, cores, **kwargs):
+        calls.append((task.model, cores))
+        return {"trainers": 1, "candidates_per_step": 4, "rates": {"1 trainer, K=4": 9.0, "2 trainers, K=1": 5.0}}
+
+    from taylorglo_tf.training import tuning
+
+    monkeypatch.setattr(tuning, "local_layout", measured)
+    args = run_command_args(None, tmp_path)
+    assert args.trainers == "auto"
+    one_run = run_command.LocalSearch(run_command.load_run_spec(None), args, tmp_path / "out", io.StringIO())
+    assert one_run._layout() == (1, 4) and calls == [("tiny", os.cpu_count())]
+    args.trainers, args.candidates_per_step = 3, None
+    assert one_run._layout() == (3, 1) and len(calls) == 1  # given: not measured
 
 
 @pytest.mark.slow

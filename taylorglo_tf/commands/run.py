@@ -81,8 +81,13 @@ class RunError(Exception):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", metavar="SPEC",
                         help="experiment spec (YAML or JSON); default: a digits/tiny search (see README)")
-    parser.add_argument("--trainers", type=positive_int, default=DEFAULT_TRAINERS, metavar="N",
-                        help=f"local trainer processes (default {DEFAULT_TRAINERS})")
+    parser.add_argument("--trainers", type=trainer_count, default="auto", metavar="N|auto",
+                        help="local trainer processes; auto measures (once per machine and task shape, then "
+                             "cached) whether one trainer training K candidates per step or one trainer per "
+                             f"core is faster (default auto; {DEFAULT_TRAINERS} with the synthetic evaluator)")
+    parser.add_argument("--candidates-per-step", type=positive_int, default=None, metavar="K",
+                        help="candidates each trainer trains together per step (default: 1 with --trainers N, "
+                             "the measured K with --trainers auto)")
     parser.add_argument("--out", metavar="DIR",
                         help="result folder (default results/<spec name>-<UTC time>)")
     parser.add_argument("--compare-runs", type=non_negative_int, default=DEFAULT_COMPARE_RUNS, metavar="R",
@@ -104,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how trainers score candidates (default keras; synthetic is a quick dry run)")
     parser.add_argument("--lease-ttl", type=float, default=None, metavar="S",
                         help="seconds a lease lives without a heartbeat (default: the coordinator's)")
+
+
+def trainer_count(value: str):
+    """``auto`` or a positive integer."""
+    return value if value == "auto" else positive_int(value)
 
 
 def load_run_spec(path: Optional[str]):
@@ -156,8 +166,9 @@ class LocalTrainers:
     """N ``taylorglo trainer`` processes on this machine, each logging to ``log_dir/trainer-<i>.log``."""
 
     def __init__(self, count: int, address: str, token: str, log_dir: Path, *,
-                 evaluator: str = "keras", data_dir: Optional[str] = None) -> None:
+                 evaluator: str = "keras", data_dir: Optional[str] = None, candidates_per_step: int = 1) -> None:
         self.count = count
+        self.candidates_per_step = candidates_per_step
         self.address = address
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen] = []
@@ -168,7 +179,8 @@ class LocalTrainers:
     def command(self, index: int) -> list[str]:
         argv = [sys.executable, "-m", "taylorglo_tf", "trainer", "--coordinator", self.address,
                 "--evaluator", self._evaluator, "--trainer-id", f"local-{index}",
-                "--grace", f"{TRAINER_GRACE_S:g}", "--wait-ms", "2000"]
+                "--grace", f"{TRAINER_GRACE_S:g}", "--wait-ms", "2000",
+                "--candidates-per-step", str(self.candidates_per_step)]
         if self._data_dir:
             argv += ["--data-dir", self._data_dir]
         return argv
@@ -283,9 +295,10 @@ class LocalSearch:
             # Trainers first: forking before this process runs gRPC threads is clean.
             # They retry with backoff until the coordinator listens on the port.
             port = _free_loopback_port()
+            count, per_step = self._layout()
             self.trainers = LocalTrainers(
-                self.args.trainers, f"127.0.0.1:{port}", self._trainer_token, self.out_dir / "logs",
-                evaluator=self.args.evaluator, data_dir=self.args.data_dir,
+                count, f"127.0.0.1:{port}", self._trainer_token, self.out_dir / "logs",
+                evaluator=self.args.evaluator, data_dir=self.args.data_dir, candidates_per_step=per_step,
             )
             stack.callback(self.trainers.stop)
             self.trainers.start()
@@ -293,7 +306,7 @@ class LocalSearch:
             # Stop trainers again (a no-op when done) while the coordinator still
             # serves, so that interrupted trainers can hand their leases back.
             stack.callback(self.trainers.stop)
-            self._print(f"coordinator on {server.address}, {self.args.trainers} trainer(s) "
+            self._print(f"coordinator on {server.address}, {count} trainer(s), {per_step} candidate(s) per step "
                         f"(logs in {self.out_dir / 'logs'})")
             try:
                 code = self._search(stub)
@@ -309,6 +322,28 @@ class LocalSearch:
             if code != EXIT_OK or result_code != EXIT_OK:
                 return code or result_code
         return self._compare()
+
+    def _layout(self) -> tuple[int, int]:
+        """(trainer processes, candidates per step): as given, else measured on this machine (cached)."""
+        per_step = self.args.candidates_per_step
+        if self.args.trainers != "auto":
+            return self.args.trainers, per_step or 1
+        if self.args.evaluator != "keras":
+            return DEFAULT_TRAINERS, per_step or 1
+        from taylorglo_tf.training import tuning
+        from trainer.keras_evaluator import task_from_spec
+
+        try:
+            task = task_from_spec(self.spec.task, self.args.data_dir)
+            self._print(f"measuring the fastest trainer layout for {task.model} on this machine (once; cached)")
+            layout = tuning.local_layout(task, os.cpu_count() or 1)
+        except (ValueError, RuntimeError, OSError) as error:
+            # The trainers will report a bad task themselves, as for any search.
+            self._print(f"no layout measurement ({error}); {DEFAULT_TRAINERS} trainers")
+            return DEFAULT_TRAINERS, per_step or 1
+        rates = ", ".join(f"{name}: {rate:.0f}" for name, rate in layout["rates"].items())
+        self._print(f"candidate-steps/s: {rates}")
+        return layout["trainers"], per_step or layout["candidates_per_step"]
 
     # -- steps --------------------------------------------------------------------------
 

@@ -293,11 +293,14 @@ class Evaluator:
         self._record_timings(started, train_time, _clock() if validation_started is None else validation_started)
         return [_result(self.last_timings["total_s"], *outcomes[index]) for index in range(len(losses))]
 
-    def step_rate(self, task: Task, candidates: int, steps: int = 3) -> float:
+    def step_rate(self, task: Task, candidates: int, steps: int = 3, *, seconds: float = 0.0,
+                  ready: Callable[[], None] | None = None) -> float:
         """Candidate-steps per second of ``task``'s train step with ``candidates`` per step (after a warm-up step).
 
         One candidate uses ``evaluate``'s step, more the batched one; the models
-        train on the task's data with the paper's MNIST TaylorGLO loss.
+        train on the task's data with the paper's MNIST TaylorGLO loss. Times at
+        least ``steps`` steps and ``seconds`` seconds; ``ready()`` is called after
+        the warm-up, before the clock starts (e.g. to wait for other processes).
         """
         from taylorglo_tf import taylor
         from taylorglo_tf.losses import TaylorGLOLoss
@@ -315,11 +318,14 @@ class Evaluator:
             step = lambda x, y: batched(x, y, active)  # noqa: E731
         iterator = iter(self._train_dataset(session, task.seed))
         step(*next(iterator)).numpy()  # traces and warms up
+        if ready is not None:
+            ready()
         started = time.perf_counter()
-        for _ in range(steps):
-            result = step(*next(iterator))
-        result.numpy()
-        return candidates * steps / (time.perf_counter() - started)
+        done = 0
+        while done < steps or time.perf_counter() - started < seconds:
+            step(*next(iterator)).numpy()
+            done += 1
+        return candidates * done / (time.perf_counter() - started)
 
     def trace_count(self) -> int:
         """Total traces of all compiled steps so far (tests check for retracing)."""

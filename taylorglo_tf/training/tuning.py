@@ -96,3 +96,94 @@ def _read(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+# ------------------------------------------------------------------ local layout (CPU)
+
+def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: bool = True) -> dict:
+    """One trainer with K candidates per step, or ``cores`` trainers of one candidate: whichever is faster here.
+
+    Two TensorFlow processes on two cores fight over the threads, and one
+    process may not fill the cores either, so both are measured as they would
+    run: one probe process timing K = 1, 2, 4, 8, and ``cores`` probe processes
+    timing one candidate each at the same time (they start the clock together).
+    Returns ``{"trainers", "candidates_per_step", "rates"}``; cached like ``choose``.
+    Runs in subprocesses: the caller imports no TensorFlow.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    # Steps, seed and the abort rule do not change the cost of a step.
+    key = json.dumps(["layout", f"CPU x{os.cpu_count()}", cores, task.dataset, task.model, task.batch_size,
+                      task.fraction, task.augmentation], sort_keys=True)
+    path = cache_file()
+    cached = _read(path)
+    if use_cache and key in cached:
+        return cached[key]
+
+    def probe(candidates: str, barrier: str = "", parties: int = 1) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "taylorglo_tf.training.tuning", json.dumps(task.to_dict()), candidates,
+             str(seconds), barrier, str(parties)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        )
+
+    def rates_of(process: subprocess.Popen) -> dict:
+        out, _ = process.communicate(timeout=600)
+        if process.returncode != 0:
+            raise RuntimeError(f"tuning probe for {task.model} failed (exit {process.returncode})")
+        return json.loads(out)
+
+    one = rates_of(probe("1,2,4"))
+    with tempfile.TemporaryDirectory() as barrier:
+        parallel = sum(rate for p in [probe("1", barrier, cores) for _ in range(cores)]
+                       for rate in rates_of(p).values())
+    best_k = max(one, key=one.get)
+    if parallel > one[best_k]:
+        layout = {"trainers": cores, "candidates_per_step": 1}
+    else:
+        layout = {"trainers": 1, "candidates_per_step": int(best_k)}
+    layout["rates"] = {**{f"1 trainer, K={k}": rate for k, rate in one.items()},
+                       f"{cores} trainers, K=1": parallel}
+    if use_cache:
+        cached[key] = layout
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cached, indent=1))
+        except OSError as error:
+            log.warning("cannot cache the layout in %s: %s", path, error)
+    return layout
+
+
+def _probe_main(argv: Sequence[str]) -> int:
+    """``python -m taylorglo_tf.training.tuning TASK_JSON K,K,.. SECONDS [BARRIER_DIR PARTIES]``: rates as JSON."""
+    import sys
+    import time
+
+    from taylorglo_tf.training.evaluator import Evaluator
+
+    task = Task.from_dict(json.loads(argv[0]))
+    candidates = [int(k) for k in argv[1].split(",")]
+    seconds = float(argv[2])
+    barrier, parties = (argv[3], int(argv[4])) if len(argv) > 4 and argv[3] else ("", 1)
+
+    def ready() -> None:
+        if not barrier:
+            return
+        Path(barrier, f"{os.getpid()}").touch()
+        deadline = time.monotonic() + 300
+        while len(os.listdir(barrier)) < parties and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    evaluator = Evaluator(jit_compile=False)
+    rates = {str(k): evaluator.step_rate(task, k, seconds=seconds, ready=ready) for k in candidates}
+    sys.stdout.write(json.dumps(rates))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_probe_main(sys.argv[1:]))
