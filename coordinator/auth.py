@@ -13,7 +13,7 @@ be configured for both roles.
 from __future__ import annotations
 
 import hmac
-from typing import Callable
+from typing import Awaitable, Callable
 
 import grpc
 
@@ -55,15 +55,15 @@ def _bearer(metadata: tuple | None) -> str | None:
 
 
 def _denial(code: grpc.StatusCode, details: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
-    def deny(request, context):
-        context.abort(code, details)
+    async def deny(request, context):  # on the event loop: a refusal takes no thread
+        await context.abort(code, details)
 
     if handler is not None and handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(deny)
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks ``authorization: Bearer <token>`` against the role a method needs."""
 
     def __init__(self, *, trainer_token: str | None, client_token: str | None):
@@ -77,21 +77,21 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         matches = {role: hmac.compare_digest(data, tok) for role, tok in self._tokens.items()}
         return {role for role, ok in matches.items() if ok}
 
-    def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         known, needed = _role_of(handler_call_details.method)
         if known and needed is None:
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         presented = _bearer(handler_call_details.invocation_metadata)
         roles = self._roles(presented) if presented else set()
         if not roles:
             return _denial(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token",
-                           continuation(handler_call_details))
+                           await continuation(handler_call_details))
         if known and needed not in roles:
             service = handler_call_details.method.split("/")[1]
             return _denial(grpc.StatusCode.PERMISSION_DENIED,
                            f"a {' or '.join(sorted(roles))} token may not call {service}",
-                           continuation(handler_call_details))
-        return continuation(handler_call_details)
+                           await continuation(handler_call_details))
+        return await continuation(handler_call_details)

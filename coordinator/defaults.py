@@ -3,5 +3,9 @@
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # Seconds a lease lives without a heartbeat; trainers heartbeat well within it.
 DEFAULT_LEASE_TTL_S = 60.0
-# Long-polling trainers and watch streams each hold a server thread; threads start lazily.
+# Threads for calls other than LeaseCandidate (whose long polls hold none); a watch
+# stream holds one while it lasts. Threads start lazily.
 DEFAULT_MAX_WORKERS = 512
+# Threads for the scheduler calls of LeaseCandidate coroutines: each call is short (the
+# scheduler's lock and one transaction); more threads would only queue on that lock.
+LEASE_THREADS = 4

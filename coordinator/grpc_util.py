@@ -51,17 +51,33 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+def _logged_status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     code, details = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("%s failed", method)
     elif isinstance(exc, StorageUnavailable):
         storage_log.warning(f"answering UNAVAILABLE: {details}")
-    context.abort(code, details)
+    return code, details
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    context.abort(*_logged_status(exc, method))
 
 
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a servicer method (unary or server-streaming) to map exceptions to status codes."""
+    """Decorate a servicer method (unary or server-streaming; ``async def`` on the asyncio
+    server's event loop, or plain, run in its thread pool) to map exceptions to status codes."""
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def coroutine(self, request, context):
+            try:
+                return await method(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+                await context.abort(*_logged_status(exc, method.__qualname__))
+
+        return coroutine
+
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)
@@ -94,19 +110,21 @@ def _undecodable_details(method: str, request: _Undecodable) -> str:
     return f"request: the bytes sent to {method} are not a valid request message: {request.error}"
 
 
-class DecodeGuardInterceptor(grpc.ServerInterceptor):
+class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
     """Answers a unary request that does not parse with INVALID_ARGUMENT instead of INTERNAL.
 
     grpc-python aborts with INTERNAL ("Exception deserializing request!") when a
     request deserializer raises; here the deserializer never raises and the
-    handler refuses the request, naming the method and the parse error.
+    handler refuses the request, naming the method and the parse error. Handlers
+    keep their kind: ``async`` ones stay on the event loop, plain ones in the
+    server's thread pool.
     """
 
-    def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None or handler.request_streaming:
             return handler
         parse, method = handler.request_deserializer, handler_call_details.method
@@ -118,21 +136,46 @@ class DecodeGuardInterceptor(grpc.ServerInterceptor):
                 return _Undecodable(exc)
 
         if handler.response_streaming:
-            stream = handler.unary_stream
-
-            def guarded_stream(request, context):
-                if isinstance(request, _Undecodable):
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_details(method, request))
-                yield from stream(request, context)
-
-            return grpc.unary_stream_rpc_method_handler(guarded_stream, request_deserializer=tolerant,
+            return grpc.unary_stream_rpc_method_handler(_guarded(handler.unary_stream, method),
+                                                        request_deserializer=tolerant,
                                                         response_serializer=handler.response_serializer)
-        unary = handler.unary_unary
-
-        def guarded(request, context):
-            if isinstance(request, _Undecodable):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_details(method, request))
-            return unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(guarded, request_deserializer=tolerant,
+        return grpc.unary_unary_rpc_method_handler(_guarded(handler.unary_unary, method), request_deserializer=tolerant,
                                                    response_serializer=handler.response_serializer)
+
+
+def _guarded(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+    """``behaviour`` refusing an undecodable request first, of the same kind (async generator,
+    coroutine, generator or plain function) so the server runs it where it ran before."""
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def async_stream(request, context):
+            if isinstance(request, _Undecodable):
+                await context.abort(invalid, _undecodable_details(method, request))
+            async for response in behaviour(request, context):
+                yield response
+
+        return async_stream
+    if inspect.iscoroutinefunction(behaviour):
+
+        async def coroutine(request, context):
+            if isinstance(request, _Undecodable):
+                await context.abort(invalid, _undecodable_details(method, request))
+            return await behaviour(request, context)
+
+        return coroutine
+    if inspect.isgeneratorfunction(behaviour):
+
+        def stream(request, context):
+            if isinstance(request, _Undecodable):
+                context.abort(invalid, _undecodable_details(method, request))
+            yield from behaviour(request, context)
+
+        return stream
+
+    def plain(request, context):
+        if isinstance(request, _Undecodable):
+            context.abort(invalid, _undecodable_details(method, request))
+        return behaviour(request, context)
+
+    return plain

@@ -14,23 +14,34 @@ should also use TLS: ``tls_cert``/``tls_key``).
 ``health_listen`` adds a second, plaintext port that serves only the gRPC health
 service, for probes that cannot speak TLS (Kubernetes' native gRPC probes): it
 carries no tokens and no data, only SERVING / NOT_SERVING.
+
+The server is ``grpc.aio`` on an event loop in a thread of its own, so that a
+trainer waiting in LeaseCandidate holds a future, not a thread
+(:mod:`coordinator.longpoll`): thousands can wait at once. The other calls are
+short; they run in a thread pool of ``max_workers`` threads (grpc's migration
+pool for plain servicer methods), as do watch streams, one thread each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
+import threading
 from concurrent import futures
 from pathlib import Path
+from typing import Any, Coroutine
 
 import grpc
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.auth import TokenAuthInterceptor, check_token
-from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS  # noqa: F401 (re-exported)
+from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, LEASE_THREADS  # noqa: F401
 from coordinator.grpc_util import DecodeGuardInterceptor
+from coordinator.longpoll import LongPolls
 from coordinator.scheduler import Scheduler
 from coordinator.servicers import ExperimentServicer, WorkerServicer
 from coordinator.storage import SqliteStorage, open_storage
@@ -55,21 +66,43 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve anywhere
 
 
+class _EventLoop:
+    """An asyncio event loop running in a daemon thread; ``run(coro)`` from any other thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="grpc-aio", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
 class CoordinatorServer:
     """A running coordinator: ``.port``, ``.address``, ``.scheduler``, ``.stop(grace)``."""
 
-    def __init__(self, server: grpc.Server, scheduler: Scheduler, storage: SqliteStorage,
-                 health_servicer: health.HealthServicer, host: str, port: int,
-                 health_server: grpc.Server | None = None, health_port: int | None = None):
+    def __init__(self, loop: _EventLoop, server: grpc.aio.Server, scheduler: Scheduler, storage: SqliteStorage,
+                 health_servicer: health_aio.HealthServicer, pools: list[futures.ThreadPoolExecutor],
+                 host: str, port: int, health_server: grpc.aio.Server | None = None,
+                 health_port: int | None = None):
+        self._loop = loop
         self._server = server
         self._health_server = health_server
         self.health_port = health_port
         self.scheduler = scheduler
         self._storage = storage
         self._health = health_servicer
+        self._pools = pools
         self.port = port
         self.address = f"{'[' + host + ']' if ':' in host else host}:{port}"
         self._stopped = False
+        self._terminated = threading.Event()
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Health NOT_SERVING, stop accepting calls, let calls in flight finish for ``grace`` s,
@@ -77,16 +110,21 @@ class CoordinatorServer:
         if self._stopped:
             return
         self._stopped = True
-        self._health.enter_graceful_shutdown()
-        self.scheduler.stop()  # wakes long-polls and ends watch streams first
-        self._server.stop(grace).wait()
+        self._loop.run(self._health.enter_graceful_shutdown())
+        self.scheduler.stop()  # ends waiting long polls (no lease) and watch streams first
+        self._loop.run(self._server.stop(grace))
         if self._health_server is not None:
-            self._health_server.stop(0).wait()  # probes see NOT_SERVING until the service is gone
+            self._loop.run(self._health_server.stop(0))  # probes see NOT_SERVING until the service is gone
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._loop.close()
         self._storage.close()
+        self._terminated.set()
         log.info("coordinator on %s stopped", self.address)
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return self._server.wait_for_termination(timeout)
+        """Wait until the server stops; True if ``timeout`` passed first (as ``grpc.Server``'s)."""
+        return not self._terminated.wait(timeout)
 
 
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
@@ -135,6 +173,9 @@ def serve(
     if authenticated and tls_cert is None and not is_loopback(host):
         log.warning("tokens on %s travel unencrypted; use --tls-cert/--tls-key", listen)
 
+    credentials = None
+    if tls_cert is not None:
+        credentials = grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
     storage = open_storage(db_path)
     try:
         scheduler = Scheduler(storage, lease_ttl_s=lease_ttl_s, **(scheduler_options or {}))
@@ -142,58 +183,64 @@ def serve(
     except BaseException:
         storage.close()
         raise
-    interceptors: list[grpc.ServerInterceptor] = (
+    interceptors: list[grpc.aio.ServerInterceptor] = (
         [TokenAuthInterceptor(trainer_token=trainer_token, client_token=client_token)] if authenticated else [])
     interceptors.append(DecodeGuardInterceptor())  # after auth: unauthenticated bytes are never parsed
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
-            ("grpc.so_reuseport", 0),  # a second coordinator on the same port must fail, not share it
-        ],
-    )
-    experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler), server)
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(scheduler), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    # Plain servicer methods (everything but LeaseCandidate) run in this pool; scheduler
+    # calls of the event loop's coroutines in a small one of their own, so neither waits for the other.
+    rpc_pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc")
+    lease_pool = futures.ThreadPoolExecutor(max_workers=LEASE_THREADS, thread_name_prefix="lease")
+    loop = _EventLoop()
 
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        if tls_cert is not None:
-            credentials = grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
-            bound = server.add_secure_port(bind, credentials)
-        else:
-            bound = server.add_insecure_port(bind)
-        if not bound:
-            raise OSError(f"cannot listen on {listen}")
-    except (RuntimeError, OSError, ValueError) as exc:
-        scheduler.stop()
-        storage.close()
-        raise OSError(f"cannot listen on {listen}: {exc}") from exc
-    health_server, health_port = None, None
-    if health_listen is not None:
+    async def start() -> tuple[grpc.aio.Server, health_aio.HealthServicer, int, grpc.aio.Server | None, int | None]:
+        server = grpc.aio.server(
+            migration_thread_pool=rpc_pool,
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+                ("grpc.so_reuseport", 0),  # a second coordinator on the same port must fail, not share it
+            ],
+        )
+        experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler), server)
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerServicer(scheduler, LongPolls(scheduler, lease_pool)), server)
+        health_servicer = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            health_server, health_port = _serve_health_only(health_servicer, health_listen)
-        except OSError:
-            server.stop(0)
-            scheduler.stop()
-            storage.close()
-            raise
-    server.start()
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoordinatorServer(server, scheduler, storage, health_servicer, host, bound, health_server, health_port)
+            bound = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+            if not bound:
+                raise OSError(f"cannot listen on {listen}")
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise OSError(f"cannot listen on {listen}: {exc}") from exc
+        health_server, health_port = None, None
+        if health_listen is not None:
+            health_server, health_port = await _serve_health_only(health_servicer, health_listen)
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return server, health_servicer, bound, health_server, health_port
+
+    try:
+        server, health_servicer, bound, health_server, health_port = loop.run(start())
+    except BaseException:
+        scheduler.stop()
+        loop.close()
+        for pool in (rpc_pool, lease_pool):
+            pool.shutdown(wait=False)
+        storage.close()
+        raise
+    return CoordinatorServer(loop, server, scheduler, storage, health_servicer, [rpc_pool, lease_pool], host, bound,
+                             health_server, health_port)
 
 
-def _serve_health_only(health_servicer: health.HealthServicer, listen: str) -> tuple[grpc.Server, int]:
+async def _serve_health_only(health_servicer: health_aio.HealthServicer, listen: str) -> tuple[grpc.aio.Server, int]:
     """A plaintext server with only ``health_servicer`` (shared with the main port, so a
     graceful shutdown shows NOT_SERVING on both); returns it started, and its port."""
     host, port = parse_address(listen)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"),
-                         options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -202,6 +249,6 @@ def _serve_health_only(health_servicer: health.HealthServicer, listen: str) -> t
         raise OSError(f"cannot listen on {listen} (--health-listen): {exc}") from exc
     if not bound:
         raise OSError(f"cannot listen on {listen} (--health-listen)")
-    server.start()
+    await server.start()
     log.info("health checks also served in plaintext on %s", f"{host}:{bound}")
     return server, bound

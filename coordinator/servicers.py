@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
 from typing import Any, Callable
 
 import grpc
 
 from coordinator import paging
 from coordinator.grpc_util import InvalidArgument, rpc
+from coordinator.longpoll import LongPolls
 from coordinator.scheduler import Report, Scheduler
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.limits import MAX_ID_CHARS, overlong_string
@@ -44,6 +46,15 @@ def _check_strings(request: Any) -> None:
 
 def handler(method: Callable[..., Any]) -> Callable[..., Any]:
     """A servicer method: string bounds checked first, exceptions mapped to status codes (:func:`rpc`)."""
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def coroutine(self, request, context):
+            _check_strings(request)
+            return await method(self, request, context)
+
+        return rpc(coroutine)
+
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)
@@ -118,7 +129,10 @@ class ExperimentServicer(es_grpc.ExperimentServiceServicer):
 
     @handler
     def WatchExperiment(self, request, context: grpc.ServicerContext):
-        yield from self._scheduler.watch(_identifier(request.experiment_id, "experiment_id"), context.is_active)
+        ended = threading.Event()
+        context.add_callback(ended.set)  # the client hung up, or the server is stopping
+        yield from self._scheduler.watch(_identifier(request.experiment_id, "experiment_id"),
+                                         lambda: not ended.is_set())
 
     @handler
     def CancelExperiment(self, request, context):
@@ -136,16 +150,20 @@ class ExperimentServicer(es_grpc.ExperimentServiceServicer):
 
 
 class WorkerServicer(ws_grpc.WorkerServiceServicer):
-    def __init__(self, scheduler: Scheduler):
+    """LeaseCandidate is a coroutine on the server's event loop (a waiting trainer holds no
+    thread); the other calls are short and run in the server's thread pool."""
+
+    def __init__(self, scheduler: Scheduler, long_polls: LongPolls):
         self._scheduler = scheduler
+        self._long_polls = long_polls
 
     @handler
-    def LeaseCandidate(self, request, context: grpc.ServicerContext):
+    async def LeaseCandidate(self, request, context):
         trainer_id = _identifier(request.trainer_id, "trainer_id")
         if not 0 <= request.wait_ms <= MAX_WAIT_MS:
             raise InvalidArgument("wait_ms", f"{request.wait_ms} is outside 0..{MAX_WAIT_MS}")
-        lease = self._scheduler.lease(trainer_id, request.wait_ms / 1000.0, context.is_active)
-        return ws_pb2.LeaseCandidateResponse(lease=lease)
+        leases = await self._long_polls.lease(trainer_id, request.wait_ms / 1000.0)
+        return ws_pb2.LeaseCandidateResponse(lease=leases[0] if leases else None)
 
     @handler
     def Heartbeat(self, request, context):

@@ -1,0 +1,70 @@
+"""LeaseCandidate long polls on an asyncio event loop: no thread per waiting trainer.
+
+The scheduler's :meth:`~coordinator.scheduler.Scheduler.wait_for_leases` queues a
+ticket and later calls ``on_granted`` from whichever thread made work
+available; here that call only hands the leases to the waiting coroutine
+(``loop.call_soon_threadsafe``). Scheduler calls themselves take its lock and a
+database transaction, so they run in a small thread pool, never on the loop.
+Thousands of trainers can wait at once for the price of a future each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from concurrent.futures import Executor
+
+from coordinator.scheduler import Scheduler
+from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
+
+log = logging.getLogger(__name__)
+
+
+def _resolve(future: asyncio.Future, leases: list[ws_pb2.Lease]) -> None:
+    if not future.done():
+        future.set_result(leases)
+
+
+class LongPolls:
+    """Grants leases to coroutines: ``await lease(trainer_id, wait_s)``."""
+
+    def __init__(self, scheduler: Scheduler, executor: Executor):
+        self._scheduler = scheduler
+        self._executor = executor
+
+    async def _call(self, function, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
+
+    async def lease(self, trainer_id: str, wait_s: float) -> list[ws_pb2.Lease]:
+        """The leases granted to ``trainer_id`` within ``wait_s`` seconds (``[]``: none came).
+
+        A caller that hangs up (the task is cancelled) withdraws its request;
+        leases granted to it in that instant are given back at once, costing no attempt.
+        """
+        loop = asyncio.get_running_loop()
+        granted: asyncio.Future = loop.create_future()
+        caller = {"active": True}
+
+        def on_granted(leases: list[ws_pb2.Lease]) -> None:  # scheduler thread, under its lock
+            try:
+                loop.call_soon_threadsafe(_resolve, granted, leases)
+            except RuntimeError:  # the loop is closed: the server has stopped
+                pass
+
+        ticket = await self._call(self._scheduler.wait_for_leases, trainer_id, on_granted,
+                                  is_active=lambda: caller["active"])
+        try:
+            try:
+                return await asyncio.wait_for(asyncio.shield(granted), wait_s)
+            except asyncio.TimeoutError:
+                if await self._call(ticket.cancel):
+                    return []
+                return await granted  # granted just as the wait ran out: the leases are ours
+        except asyncio.CancelledError:
+            caller["active"] = False
+            if not await self._call(ticket.cancel):
+                for lease in await granted:
+                    await self._call(self._scheduler.return_lease, lease.lease_id, trainer_id)
+            raise
