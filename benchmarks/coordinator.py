@@ -29,8 +29,14 @@ Per trainer count it reports, over the measurement window:
     python benchmarks/coordinator.py --simulate         # generation barrier cost, virtual clock
     python benchmarks/coordinator.py --other-checkout /tmp/old   # before/after: also coordinator and
                                                                  # worker loop of another source tree
+    python benchmarks/coordinator.py --other-ref COMMIT          # the same, exported from git
+    python benchmarks/coordinator.py --scale --other-ref COMMIT  # 64, 512 and 2,000 trainers waiting at
+                                                                 # generation barriers (10 s evaluations, 1x work)
 
-Target: >= 95 % of ideal throughput at 128 trainers with 1 s evaluations.
+Targets: >= 95 % of ideal throughput at 128 trainers with 1 s evaluations; with
+``--scale``, the share of ideal throughput flat from 64 to 2,000 trainers (more
+trainers than the server has threads wait in LeaseCandidate at every generation
+barrier).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ sys.path.insert(0, str(REPO))
 from taylorglo_tf import spec as spec_module  # noqa: E402
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc  # noqa: E402
 
-THREADS_PER_PROCESS = 32
+THREADS_PER_PROCESS = 128  # 2,000 trainers in 16 processes
 EXPERIMENTS = 4
 
 
@@ -212,7 +218,7 @@ def _submit_work(address: str, trainers: int, eval_s: float, duration_s: float, 
 
 
 def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup_s: float, workdir: Path,
-            work_multiple: float = 4.0, checkout: Path = REPO) -> dict:
+            work_multiple: float = 4.0, checkout: Path = REPO, label: str = "") -> dict:
     """One configuration: a fresh server (``"coordinator"`` from ``checkout``, or ``"null"``),
     ``trainers`` simulated trainers, one measurement window."""
     process, address = _start_server(server, workdir, lease_ttl=max(30.0, 10 * eval_s), checkout=checkout)
@@ -220,7 +226,7 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
     try:
         ids = _submit_work(address, trainers, eval_s, duration_s, work_multiple) if server == "coordinator" else []
         processes = math.ceil(trainers / THREADS_PER_PROCESS)
-        start_at = time.time() + 3.0  # let every trainer process import and connect first
+        start_at = time.time() + 3.0 + 1.0 * processes  # let every trainer process import and connect first
         end_at = start_at + warmup_s + duration_s
         children = []
         for p in range(processes):
@@ -251,7 +257,7 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
     reports = [x for s in stats for x in s["report_s"]]
     ideal = trainers / eval_s
     return {
-        "server": server if checkout == REPO else f"{server} ({checkout.name})", "trainers": trainers, "eval_s": eval_s,
+        "server": server if checkout == REPO else f"{server} ({label or checkout.name})", "trainers": trainers, "eval_s": eval_s,
         "work": f"{work_multiple:g}x" if server == "coordinator" else "inf", "window_s": duration_s, "evaluations": completed,
         "throughput": completed / duration_s, "ideal": ideal, "percent_of_ideal": 100 * completed / duration_s / ideal,
         "idle_percent": 100 * (1 - busy / (trainers * duration_s)),
@@ -407,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--other-checkout", type=Path, metavar="DIR",
                         help="also run the coordinator and the trainers' worker loop from this source tree "
                              "(e.g. an export of an older commit), for before/after rows in one run")
+    parser.add_argument("--other-ref", metavar="COMMIT",
+                        help="like --other-checkout, with the tree of this git commit (exported to a temporary folder)")
+    parser.add_argument("--scale", action="store_true",
+                        help="many waiting trainers: 64 512 2000 trainers, 10 s evaluations, 1x work, "
+                             "40 s windows after 10 s of warm-up, no null-server rows (each overridable)")
     parser.add_argument("--scheduler-only", action="store_true",
                         help="only time Scheduler.lease/report in-process, with SQLite and without storage")
     parser.add_argument("--simulate", action="store_true",
@@ -440,22 +451,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return 0
+    if args.scale:
+        args.trainers = args.trainers or [64, 512, 2000]
+        args.eval_s, args.duration = args.eval_s or 10.0, args.duration or 40.0
+        args.warmup = 10.0 if args.warmup is None else args.warmup
+        args.work, args.no_baseline = args.work or [1.0], True
     trainers = args.trainers or ([1, 8] if args.quick else [1, 8, 32, 128])
     eval_s = args.eval_s or (0.05 if args.quick else 1.0)
     duration = args.duration or (3.0 if args.quick else 20.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
-    servers = ["coordinator"] if args.no_baseline else ["coordinator", "null"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
+        other, label = args.other_checkout, ""
+        if args.other_ref:
+            other, label = Path(tmp) / "other", args.other_ref
+            other.mkdir()
+            archive = subprocess.run(["git", "archive", args.other_ref], cwd=REPO, check=True, capture_output=True)
+            subprocess.run(["tar", "-x", "-C", str(other)], input=archive.stdout, check=True)
         for n in trainers:
-            # Side by side: the same harness against the coordinator and the null server.
-            checkouts = [REPO] + ([args.other_checkout.resolve()] if args.other_checkout else [])
+            # Side by side: the same harness against the coordinator (and the other tree's) and the null server.
+            checkouts = [REPO] + ([other.resolve()] if other else [])
             configs = [("coordinator", w, c) for w in args.work or [4.0] for c in checkouts]
             configs += [] if args.no_baseline else [("null", 0.0, REPO)]
             for k, (server, work, checkout) in enumerate(configs):
                 workdir = Path(tmp) / f"{server}-{work:g}-{n}-{k}"
                 workdir.mkdir()
-                rows.append(measure(server, n, eval_s, duration, warmup, workdir, work, checkout))
+                rows.append(measure(server, n, eval_s, duration, warmup, workdir, work, checkout, label))
                 print(f"{rows[-1]['server']} (work {work:g}x), {n} trainers: "
                       f"{rows[-1]['percent_of_ideal']:.1f}% of ideal", file=sys.stderr)
     print_table(rows)
