@@ -32,6 +32,8 @@ Per trainer count it reports, over the measurement window:
     python benchmarks/coordinator.py --other-ref COMMIT          # the same, exported from git
     python benchmarks/coordinator.py --scale --other-ref COMMIT  # 64, 512 and 2,000 trainers waiting at
                                                                  # generation barriers (10 s evaluations, 1x work)
+    python benchmarks/coordinator.py --burst --other-ref COMMIT  # N trainers waiting in LeaseCandidate, then
+                                                                 # a generation of N candidates appears
 
 Targets: >= 95 % of ideal throughput at 128 trainers with 1 s evaluations; with
 ``--scale``, the share of ideal throughput flat from 64 to 2,000 trainers (more
@@ -268,6 +270,78 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
     }
 
 
+def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", wait_ms: int = 10_000) -> dict:
+    """``trainers`` LeaseCandidate long polls wait on a fresh coordinator (from ``checkout``);
+    meanwhile a client reads an experiment 5 times; then an experiment with a population
+    of ``trainers`` is submitted and every waiting poll should get one candidate; then every
+    lease is reported at once. Client calls are futures on a few connections of this
+    process, so the harness holds no thread per trainer."""
+    from taylorglo_tf.rpc import worker_service_pb2, worker_service_pb2_grpc
+
+    process, address = _start_server("coordinator", workdir, lease_ttl=600.0, checkout=checkout)
+    channels = [grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(8)]
+    try:
+        workers = [worker_service_pb2_grpc.WorkerServiceStub(c) for c in channels]
+        experiments = experiment_service_pb2_grpc.ExperimentServiceStub(channels[0])
+        small = spec_module.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                                       "search": {"population": 2, "generations": 1}})
+        first = experiments.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=small), timeout=30)
+        experiments.CancelExperiment(experiment_service_pb2.CancelExperimentRequest(experiment_id=first.id), timeout=30)
+        def ask(trainer_id: str, k: int):
+            return workers[k % len(workers)].LeaseCandidate.future(
+                worker_service_pb2.LeaseCandidateRequest(trainer_id=trainer_id, wait_ms=wait_ms),
+                timeout=wait_ms / 1000 + 30)
+
+        polls = [(f"burst-{i}", ask(f"burst-{i}", i)) for i in range(trainers)]
+        time.sleep(2.0)  # every poll reaches the server and waits
+        reads = []
+        for _ in range(5):  # a client while the trainers wait
+            started = time.perf_counter()
+            try:
+                experiments.GetExperiment(experiment_service_pb2.GetExperimentRequest(experiment_id=first.id),
+                                          timeout=wait_ms / 1000 + 10)
+            except grpc.RpcError:
+                pass
+            reads.append(time.perf_counter() - started)
+        spec = spec_module.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                                      "search": {"population": max(2, trainers), "generations": 2}})
+        submitted = time.perf_counter()
+        experiments.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=wait_ms / 1000 + 30)
+        granted_at: dict[str, float] = {}
+        for trainer_id, poll in polls:  # record when each answer arrives
+            poll.add_done_callback(lambda _, t=trainer_id: granted_at.setdefault(t, time.perf_counter()))
+        leases = []  # (trainer id, lease)
+        for k, (trainer_id, poll) in enumerate(polls):  # a poll that ended without work asks again
+            while True:
+                try:
+                    response = poll.result()
+                except grpc.RpcError:
+                    response = None
+                if response is not None and response.HasField("lease"):
+                    break
+                granted_at.pop(trainer_id, None)
+                poll = ask(trainer_id, k)
+                poll.add_done_callback(lambda _, t=trainer_id: granted_at.setdefault(t, time.perf_counter()))
+            leases.append((trainer_id, response.lease))
+        grants = [granted_at[t] - submitted for t, _ in leases]
+        reported = time.perf_counter()
+        acks = [workers[i % len(workers)].ReportResult.future(worker_service_pb2.ReportResultRequest(
+            lease_id=lease.lease_id, trainer_id=trainer_id, status=worker_service_pb2.EVALUATION_STATUS_OK,
+            fitness=0.5), timeout=120) for i, (trainer_id, lease) in enumerate(leases)]
+        accepted = sum(1 for ack in acks if ack.result().accepted)
+        report_s = time.perf_counter() - reported
+    finally:
+        for channel in channels:
+            channel.close()
+        process.terminate()
+        process.wait(30)
+    return {"server": "coordinator" if checkout == REPO else f"coordinator ({label or checkout.name})",
+            "trainers": trainers, "read_p50_ms": 1000 * _percentile(reads, 50),
+            "read_max_ms": 1000 * max(reads), "grant_all_s": max(grants),
+            "lease_p50_ms": 1000 * _percentile(grants, 50), "lease_p99_ms": 1000 * _percentile(grants, 99),
+            "leases_per_s": trainers / max(grants), "reports_per_s": accepted / report_s, "accepted": accepted}
+
+
 class _NoStorage:
     """A Storage that keeps nothing (for the scheduler's cost without SQLite)."""
 
@@ -366,6 +440,32 @@ def simulate_barrier(trainers: int, work_multiple: float, spread: float, seconds
     return 100 * (1 - busy / (trainers * seconds))
 
 
+def _other_tree(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
+    """The source tree of ``--other-checkout``, or ``--other-ref`` exported from git under ``tmp``."""
+    if args.other_ref:
+        other = tmp / "other"
+        other.mkdir()
+        archive = subprocess.run(["git", "archive", args.other_ref], cwd=REPO, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(other)], input=archive.stdout, check=True)
+        return other, args.other_ref
+    return (args.other_checkout.resolve(), "") if args.other_checkout else (None, "")
+
+
+def print_burst_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Trainers waiting in LeaseCandidate, then a generation of as many candidates")
+    for column in ("server", "trainers", "client read p50 / max ms", "all granted s", "lease p50 ms",
+                   "lease p99 ms", "leases/s", "reports/s"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(r["server"], str(r["trainers"]), f"{r['read_p50_ms']:.1f} / {r['read_max_ms']:.0f}",
+                      f"{r['grant_all_s']:.2f}", f"{r['lease_p50_ms']:.0f}", f"{r['lease_p99_ms']:.0f}",
+                      f"{r['leases_per_s']:.0f}", f"{r['reports_per_s']:.0f}")
+    Console(width=150).print(table)
+
+
 def print_scheduler_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -418,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", action="store_true",
                         help="many waiting trainers: 64 512 2000 trainers, 10 s evaluations, 1x work, "
                              "40 s windows after 10 s of warm-up, no null-server rows (each overridable)")
+    parser.add_argument("--burst", action="store_true",
+                        help="only the waiting-trainers burst: N polls wait, a client reads, a generation of N "
+                             "appears, all report (--trainers, default 64 512 2000)")
     parser.add_argument("--scheduler-only", action="store_true",
                         help="only time Scheduler.lease/report in-process, with SQLite and without storage")
     parser.add_argument("--simulate", action="store_true",
@@ -451,6 +554,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return 0
+    if args.burst:
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
+            other, label = _other_tree(args, Path(tmp))
+            for n in args.trainers or [64, 512, 2000]:
+                for k, checkout in enumerate([REPO] + ([other] if other else [])):
+                    workdir = Path(tmp) / f"burst-{n}-{k}"
+                    workdir.mkdir()
+                    rows.append(burst(n, workdir, checkout, label))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
+        print_burst_table(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0
     if args.scale:
         args.trainers = args.trainers or [64, 512, 2000]
         args.eval_s, args.duration = args.eval_s or 10.0, args.duration or 40.0
@@ -462,15 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
-        other, label = args.other_checkout, ""
-        if args.other_ref:
-            other, label = Path(tmp) / "other", args.other_ref
-            other.mkdir()
-            archive = subprocess.run(["git", "archive", args.other_ref], cwd=REPO, check=True, capture_output=True)
-            subprocess.run(["tar", "-x", "-C", str(other)], input=archive.stdout, check=True)
+        other, label = _other_tree(args, Path(tmp))
         for n in trainers:
             # Side by side: the same harness against the coordinator (and the other tree's) and the null server.
-            checkouts = [REPO] + ([other.resolve()] if other else [])
+            checkouts = [REPO] + ([other] if other else [])
             configs = [("coordinator", w, c) for w in args.work or [4.0] for c in checkouts]
             configs += [] if args.no_baseline else [("null", 0.0, REPO)]
             for k, (server, work, checkout) in enumerate(configs):
