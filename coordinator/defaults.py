@@ -9,3 +9,6 @@ DEFAULT_MAX_WORKERS = 512
 # Threads for the scheduler calls of LeaseCandidate coroutines: each call is short (the
 # scheduler's lock and one transaction); more threads would only queue on that lock.
 LEASE_THREADS = 4
+# Calls that may wait for the event loop to take them up (a burst of reports when a
+# generation ends on thousands of trainers); grpc's default of 1,000 cancels the rest.
+MAX_PENDING_CALLS = 20_000

@@ -33,7 +33,8 @@ class LongPolls:
         self._scheduler = scheduler
         self._executor = executor
 
-    async def _call(self, function, *args, **kwargs):
+    async def call(self, function, *args, **kwargs):
+        """``function(*args, **kwargs)`` (a blocking scheduler call) in the pool, awaited."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
 
@@ -53,18 +54,18 @@ class LongPolls:
             except RuntimeError:  # the loop is closed: the server has stopped
                 pass
 
-        ticket = await self._call(self._scheduler.wait_for_leases, trainer_id, on_granted,
+        ticket = await self.call(self._scheduler.wait_for_leases, trainer_id, on_granted,
                                   is_active=lambda: caller["active"])
         try:
             try:
                 return await asyncio.wait_for(asyncio.shield(granted), wait_s)
             except asyncio.TimeoutError:
-                if await self._call(ticket.cancel):
+                if await self.call(ticket.cancel):
                     return []
                 return await granted  # granted just as the wait ran out: the leases are ours
         except asyncio.CancelledError:
             caller["active"] = False
-            if not await self._call(ticket.cancel):
+            if not await self.call(ticket.cancel):
                 for lease in await granted:
-                    await self._call(self._scheduler.return_lease, lease.lease_id, trainer_id)
+                    await self.call(self._scheduler.return_lease, lease.lease_id, trainer_id)
             raise

@@ -17,9 +17,10 @@ carries no tokens and no data, only SERVING / NOT_SERVING.
 
 The server is ``grpc.aio`` on an event loop in a thread of its own, so that a
 trainer waiting in LeaseCandidate holds a future, not a thread
-(:mod:`coordinator.longpoll`): thousands can wait at once. The other calls are
-short; they run in a thread pool of ``max_workers`` threads (grpc's migration
-pool for plain servicer methods), as do watch streams, one thread each.
+(:mod:`coordinator.longpoll`): thousands can wait at once. Every WorkerService
+call is a coroutine whose scheduler call runs in a small pool; the
+ExperimentService calls (few clients) are plain methods run in a pool of
+``max_workers`` threads (grpc's migration pool), watch streams one thread each.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.auth import TokenAuthInterceptor, check_token
-from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, LEASE_THREADS  # noqa: F401
+from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, LEASE_THREADS, MAX_PENDING_CALLS  # noqa: F401
 from coordinator.grpc_util import DecodeGuardInterceptor
 from coordinator.longpoll import LongPolls
 from coordinator.scheduler import Scheduler
@@ -200,6 +201,10 @@ def serve(
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.so_reuseport", 0),  # a second coordinator on the same port must fail, not share it
+                # grpc cancels calls at random once more than 1,000 wait to be taken up by the event
+                # loop (a generation's worth of reports from 2,000 trainers at once): allow a burst
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
             ],
         )
         experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler), server)

@@ -150,8 +150,8 @@ class ExperimentServicer(es_grpc.ExperimentServiceServicer):
 
 
 class WorkerServicer(ws_grpc.WorkerServiceServicer):
-    """LeaseCandidate is a coroutine on the server's event loop (a waiting trainer holds no
-    thread); the other calls are short and run in the server's thread pool."""
+    """Coroutines on the server's event loop: a waiting trainer holds no thread, and the
+    scheduler calls run in the small pool of :class:`LongPolls`, never on the loop."""
 
     def __init__(self, scheduler: Scheduler, long_polls: LongPolls):
         self._scheduler = scheduler
@@ -166,21 +166,22 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
         return ws_pb2.LeaseCandidateResponse(lease=leases[0] if leases else None)
 
     @handler
-    def Heartbeat(self, request, context):
+    async def Heartbeat(self, request, context):
         lease_id = _identifier(request.lease_id, "lease_id")
         trainer_id = _identifier(request.trainer_id, "trainer_id")
         if request.steps_done < 0:
             raise InvalidArgument("steps_done", f"{request.steps_done} is negative")
-        keep_going, ttl = self._scheduler.heartbeat(lease_id, trainer_id)
+        keep_going, ttl = await self._long_polls.call(self._scheduler.heartbeat, lease_id, trainer_id)
         return ws_pb2.HeartbeatResponse(keep_going=keep_going, ttl_s=ttl)
 
     @handler
-    def ReportResult(self, request, context):
-        accepted, reason = self._scheduler.report(validate_report(request))
+    async def ReportResult(self, request, context):
+        accepted, reason = await self._long_polls.call(self._scheduler.report, validate_report(request))
         return ws_pb2.ReportResultResponse(accepted=accepted, reason=reason)
 
     @handler
-    def ReturnLease(self, request, context):
+    async def ReturnLease(self, request, context):
         lease_id = _identifier(request.lease_id, "lease_id")
         trainer_id = _identifier(request.trainer_id, "trainer_id")
-        return ws_pb2.ReturnLeaseResponse(returned=self._scheduler.return_lease(lease_id, trainer_id))
+        returned = await self._long_polls.call(self._scheduler.return_lease, lease_id, trainer_id)
+        return ws_pb2.ReturnLeaseResponse(returned=returned)

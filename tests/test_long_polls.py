@@ -6,6 +6,7 @@ import threading
 import time
 
 import grpc
+import pytest
 
 from coordinator.defaults import DEFAULT_MAX_WORKERS
 from coordinator.server import serve
@@ -98,3 +99,26 @@ def test_stopping_the_server_ends_waiting_polls_without_a_lease(tmp_path):
         except grpc.RpcError as error:
             assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         assert time.monotonic() - started < 5
+
+
+@pytest.mark.slow
+def test_two_thousand_trainers_are_granted_a_generation_and_all_their_reports_are_accepted(tmp_path):
+    trainers = 2000  # more calls at once than grpc lets wait for the event loop by default (1,000)
+    server = serve(tmp_path / "c.db")
+    channels = [grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(8)]
+    try:
+        workers = [ws_grpc.WorkerServiceStub(c) for c in channels]
+        polls = [(f"trainer-{i}", workers[i % 8].LeaseCandidate.future(
+            ws.LeaseCandidateRequest(trainer_id=f"trainer-{i}", wait_ms=60_000), timeout=120)) for i in range(trainers)]
+        es_grpc.ExperimentServiceStub(channels[0]).SubmitExperiment(es.SubmitExperimentRequest(spec=spec(trainers)),
+                                                                    timeout=30)
+        leases = [(trainer_id, poll.result(timeout=120).lease) for trainer_id, poll in polls]
+        acks = [workers[i % 8].ReportResult.future(ws.ReportResultRequest(
+            lease_id=lease.lease_id, trainer_id=trainer_id, status=ws.EVALUATION_STATUS_OK, fitness=0.5), timeout=120)
+            for i, (trainer_id, lease) in enumerate(leases)]
+        assert sum(ack.result().accepted for ack in acks) == trainers
+    finally:
+        for channel in channels:
+            channel.close()
+        server.stop(grace=0)
