@@ -328,7 +328,12 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
         acks = [workers[i % len(workers)].ReportResult.future(worker_service_pb2.ReportResultRequest(
             lease_id=lease.lease_id, trainer_id=trainer_id, status=worker_service_pb2.EVALUATION_STATUS_OK,
             fitness=0.5), timeout=120) for i, (trainer_id, lease) in enumerate(leases)]
-        accepted = sum(1 for ack in acks if ack.result().accepted)
+        accepted = failed = 0
+        for ack in acks:
+            try:
+                accepted += ack.result().accepted
+            except grpc.RpcError:  # e.g. CANCELLED by an overloaded server: a trainer would retry
+                failed += 1
         report_s = time.perf_counter() - reported
     finally:
         for channel in channels:
@@ -339,7 +344,8 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
             "trainers": trainers, "read_p50_ms": 1000 * _percentile(reads, 50),
             "read_max_ms": 1000 * max(reads), "grant_all_s": max(grants),
             "lease_p50_ms": 1000 * _percentile(grants, 50), "lease_p99_ms": 1000 * _percentile(grants, 99),
-            "leases_per_s": trainers / max(grants), "reports_per_s": accepted / report_s, "accepted": accepted}
+            "leases_per_s": trainers / max(grants), "reports_per_s": accepted / report_s, "accepted": accepted,
+            "reports_failed": failed}
 
 
 class _NoStorage:
@@ -457,12 +463,12 @@ def print_burst_table(rows: list[dict]) -> None:
 
     table = Table(title="Trainers waiting in LeaseCandidate, then a generation of as many candidates")
     for column in ("server", "trainers", "client read p50 / max ms", "all granted s", "lease p50 ms",
-                   "lease p99 ms", "leases/s", "reports/s"):
+                   "lease p99 ms", "leases/s", "reports/s", "reports failed"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(r["server"], str(r["trainers"]), f"{r['read_p50_ms']:.1f} / {r['read_max_ms']:.0f}",
                       f"{r['grant_all_s']:.2f}", f"{r['lease_p50_ms']:.0f}", f"{r['lease_p99_ms']:.0f}",
-                      f"{r['leases_per_s']:.0f}", f"{r['reports_per_s']:.0f}")
+                      f"{r['leases_per_s']:.0f}", f"{r['reports_per_s']:.0f}", str(r["reports_failed"]))
     Console(width=150).print(table)
 
 
