@@ -67,6 +67,18 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a servicer method (unary or server-streaming; ``async def`` on the asyncio
     server's event loop, or plain, run in its thread pool) to map exceptions to status codes."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def async_stream(self, request, context):
+            try:
+                async for response in method(self, request, context):
+                    yield response
+            except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+                await context.abort(*_logged_status(exc, method.__qualname__))
+
+        return async_stream
+
     if inspect.iscoroutinefunction(method):
 
         @functools.wraps(method)

@@ -20,7 +20,9 @@ trainer waiting in LeaseCandidate holds a future, not a thread
 (:mod:`coordinator.longpoll`): thousands can wait at once. Every WorkerService
 call is a coroutine whose scheduler call runs in a small pool; the
 ExperimentService calls (few clients) are plain methods run in a pool of
-``max_workers`` threads (grpc's migration pool), watch streams one thread each.
+``max_workers`` threads (grpc's migration pool); a watch stream is an async
+generator whose reads of its event queue (at most 0.5 s each) use that pool. On
+stop, the loop is closed only once calls still in the pool have finished.
 """
 
 from __future__ import annotations
@@ -85,6 +87,15 @@ class _EventLoop:
             self.loop.close()
 
 
+def _drain(pools: list[futures.ThreadPoolExecutor], timeout: float) -> bool:
+    """Shut the pools down (queued work dropped); True once their threads have ended within ``timeout``."""
+    waiter = threading.Thread(target=lambda: [p.shutdown(wait=True, cancel_futures=True) for p in pools],
+                              name="rpc-drain", daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    return not waiter.is_alive()
+
+
 class CoordinatorServer:
     """A running coordinator: ``.port``, ``.address``, ``.scheduler``, ``.stop(grace)``."""
 
@@ -116,9 +127,12 @@ class CoordinatorServer:
         self._loop.run(self._server.stop(grace))
         if self._health_server is not None:
             self._loop.run(self._health_server.stop(0))  # probes see NOT_SERVING until the service is gone
-        for pool in self._pools:
-            pool.shutdown(wait=False, cancel_futures=True)
-        self._loop.close()
+        # Calls still running in a pool thread finish through the event loop (a plain
+        # handler's context talks to it): close the loop only once they are done.
+        if _drain(self._pools, timeout=max(5.0, grace or 0.0)):
+            self._loop.close()
+        else:
+            log.warning("calls still running after the shutdown grace; leaving them the event loop")
         self._storage.close()
         self._terminated.set()
         log.info("coordinator on %s stopped", self.address)
@@ -207,7 +221,8 @@ def serve(
                 ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
             ],
         )
-        experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler), server)
+        experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler, rpc_pool),
+                                                                            server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(scheduler, LongPolls(scheduler, lease_pool)), server)
         health_servicer = health_aio.HealthServicer()

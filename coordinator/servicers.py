@@ -8,10 +8,12 @@ held to its bound (:data:`taylorglo_tf.limits.STRING_LIMITS`) by :func:`handler`
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import math
 import threading
+from concurrent.futures import Executor
 from typing import Any, Callable
 
 import grpc
@@ -46,6 +48,15 @@ def _check_strings(request: Any) -> None:
 
 def handler(method: Callable[..., Any]) -> Callable[..., Any]:
     """A servicer method: string bounds checked first, exceptions mapped to status codes (:func:`rpc`)."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def async_stream(self, request, context):
+            _check_strings(request)
+            async for response in method(self, request, context):
+                yield response
+
+        return rpc(async_stream)
     if inspect.iscoroutinefunction(method):
 
         @functools.wraps(method)
@@ -110,8 +121,12 @@ def validate_report(request: ws_pb2.ReportResultRequest) -> Report:
 
 
 class ExperimentServicer(es_grpc.ExperimentServiceServicer):
-    def __init__(self, scheduler: Scheduler):
+    """Plain methods (run in the server's thread pool), but WatchExperiment: an async generator
+    on the event loop whose blocking reads of the event queue run in ``watch_pool``."""
+
+    def __init__(self, scheduler: Scheduler, watch_pool: Executor):
         self._scheduler = scheduler
+        self._watch_pool = watch_pool
 
     @handler
     def SubmitExperiment(self, request, context):
@@ -128,11 +143,18 @@ class ExperimentServicer(es_grpc.ExperimentServiceServicer):
         return paging.list_page(self._scheduler.records(), request)
 
     @handler
-    def WatchExperiment(self, request, context: grpc.ServicerContext):
-        ended = threading.Event()
-        context.add_callback(ended.set)  # the client hung up, or the server is stopping
-        yield from self._scheduler.watch(_identifier(request.experiment_id, "experiment_id"),
-                                         lambda: not ended.is_set())
+    async def WatchExperiment(self, request, context):
+        ended = threading.Event()  # the client hung up, or the server is stopping
+        events = self._scheduler.watch(_identifier(request.experiment_id, "experiment_id"), lambda: not ended.is_set())
+        loop = asyncio.get_running_loop()
+        try:
+            while True:  # each read waits at most 0.5 s in the pool (the watch checks ended that often)
+                event = await loop.run_in_executor(self._watch_pool, next, events, None)
+                if event is None:
+                    return
+                yield event
+        finally:
+            ended.set()
 
     @handler
     def CancelExperiment(self, request, context):

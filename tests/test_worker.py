@@ -189,11 +189,12 @@ def test_a_report_answered_internal_unavailable_or_deadline_exceeded_is_retried_
 def test_report_retries_go_on_while_heartbeats_keep_the_lease_alive(coordinator):
     # A coordinator that answers heartbeats but cannot store results (a full disk) for
     # several TTLs: the lease stays alive, so the finished training is still delivered.
-    # 24 failures at backoff delays of at least 0.05 s span at least 1.2 s, four TTLs.
-    fake = ScriptedCoordinator([[0.1] * 8], ttl_s=0.3, report_errors=[grpc.StatusCode.UNAVAILABLE] * 24)
+    # 80 failures at backoff delays of at least 0.05 s span at least 4 s, four TTLs; a TTL of
+    # 1 s (heartbeats every 0.33 s) leaves room for a loaded machine's scheduling delays.
+    fake = ScriptedCoordinator([[0.1] * 8], ttl_s=1.0, report_errors=[grpc.StatusCode.UNAVAILABLE] * 80)
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), max_candidates=1, backoff=Backoff(0.1, 0.1))
     thread, result = _run_in_thread(worker)
-    thread.join(20)
+    thread.join(30)
     worker.request_stop(0)
     assert result == {"n": 1} and len(fake.reports) == 1
     assert fake.report_times[-1] - fake.report_times[0] > 3 * fake.ttl_s
