@@ -81,13 +81,21 @@ def choose(task: Task, *, candidates: Sequence[int] = DEFAULT_CANDIDATES, jit: S
             best_here = max(best_here, rate)
     choice = Choice(candidates_per_step=best[1], jit_compile=best[2], rates=rates)
     if use_cache:
-        cached[key] = dataclasses.asdict(choice)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(cached, indent=1))
-        except OSError as error:  # a read-only home costs a re-measurement, nothing else
-            log.warning("cannot cache the tuning in %s: %s", path, error)
+        _store(path, key, dataclasses.asdict(choice))
     return choice
+
+
+def _store(path: Path, key: str, value: dict) -> None:
+    """Add one measurement to the cache file, re-read first so entries written meanwhile are kept."""
+    cached = _read(path)
+    cached[key] = value
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cached, indent=1))
+        os.replace(tmp, path)  # concurrent writers (one per GPU) never leave a torn file
+    except OSError as error:  # a read-only home costs a re-measurement, nothing else
+        log.warning("cannot cache the measurement in %s: %s", path, error)
 
 
 def _read(path: Path) -> dict:
@@ -148,12 +156,7 @@ def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: boo
     layout["rates"] = {**{f"1 trainer, K={k}": rate for k, rate in one.items()},
                        f"{cores} trainers, K=1": parallel}
     if use_cache:
-        cached[key] = layout
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(cached, indent=1))
-        except OSError as error:
-            log.warning("cannot cache the layout in %s: %s", path, error)
+        _store(path, key, layout)
     return layout
 
 
