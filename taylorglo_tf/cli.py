@@ -11,27 +11,38 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-# subcommand -> (module under taylorglo_tf.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("run", "all-in-one local search: coordinator + local trainers + result folder"),
-    "coordinator": ("coordinator", "start the gRPC coordinator (CMA-ES, persistence, leases)"),
-    "trainer": ("trainer", "start a trainer that leases candidates from a coordinator"),
-    "submit": ("client", "submit an experiment spec (YAML or JSON)"),
-    "status": ("client", "show one experiment or list all"),
-    "watch": ("client", "follow an experiment's progress live"),
-    "result": ("client", "download an experiment's result folder"),
-    "cancel": ("client", "cancel an experiment"),
-    "delete": ("client", "delete a finished or cancelled experiment"),
-    "compare": ("compare", "train two losses N times and compare with a Welch t-test"),
-    "plot": ("plot", "plot a loss in the paper's binary-classification view"),
+
+class Command(NamedTuple):
+    """A subcommand: its module under :mod:`taylorglo_tf.commands` and its one-line help.
+
+    ``shared``: the module serves several subcommands, so its ``add_arguments``
+    takes the subcommand's name as a second argument.
+    """
+
+    module: str
+    help: str
+    shared: bool = False
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("run", "all-in-one local search: coordinator + local trainers + result folder"),
+    "coordinator": Command("coordinator", "start the gRPC coordinator (CMA-ES, persistence, leases)"),
+    "trainer": Command("trainer", "start a trainer that leases candidates from a coordinator"),
+    "submit": Command("client", "submit an experiment spec (YAML or JSON)", shared=True),
+    "status": Command("client", "show one experiment or list all", shared=True),
+    "watch": Command("client", "follow an experiment's progress live", shared=True),
+    "result": Command("client", "download an experiment's result folder", shared=True),
+    "cancel": Command("client", "cancel an experiment", shared=True),
+    "delete": Command("client", "delete a finished or cancelled experiment", shared=True),
+    "compare": Command("compare", "train two losses N times and compare with a Welch t-test"),
+    "plot": Command("plot", "plot a loss in the paper's binary-classification view"),
 }
 
 
 def _command_module(name: str):
-    module_name, _ = COMMANDS[name]
-    return importlib.import_module(f"taylorglo_tf.commands.{module_name}")
+    return importlib.import_module(f"taylorglo_tf.commands.{COMMANDS[name].module}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,15 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Discover loss functions with TaylorGLO (CMA-ES over Taylor expansions).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_, help_text) in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+    for name, command in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=command.help, description=command.help)
         module = _command_module(name)
-        # Modules that serve several subcommands take the subcommand name.
-        adder = module.add_arguments
-        if adder.__code__.co_argcount == 2:
-            adder(command_parser, name)
+        if command.shared:
+            module.add_arguments(command_parser, name)
         else:
-            adder(command_parser)
+            module.add_arguments(command_parser)
     return parser
 
 

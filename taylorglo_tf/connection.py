@@ -19,7 +19,8 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 MAX_RECONNECT_BACKOFF_MS = 5_000  # cap on the channel's reconnect delay
 AUTH_METADATA_KEY = "authorization"
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_ADDRESS = "127.0.0.1:50051"  # also where the coordinator listens by default
+TOKEN_ENV = "TAYLORGLO_TOKEN"  # the bearer token when no token file is given
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -30,7 +31,7 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
-def load_token(token_file: str | os.PathLike[str] | None = None, env: str = "TAYLORGLO_TOKEN") -> str | None:
+def load_token(token_file: str | os.PathLike[str] | None = None, env: str = TOKEN_ENV) -> str | None:
     """A bearer token from ``token_file`` (whitespace stripped) or else the environment variable ``env``.
 
     Returns None when neither is set. An empty or unreadable file is an error

@@ -439,7 +439,7 @@ def test_synthetic_evaluator_diverges_deterministically_beyond_the_threshold():
 
 def _spawn_trainer(port: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "trainer", "--coordinator", f"127.0.0.1:{port}", "--evaluator", "synthetic",
+        [sys.executable, "-m", "taylorglo_tf", "trainer", "--coordinator", f"127.0.0.1:{port}", "--evaluator", "synthetic",
          "--trainer-id", "cli-trainer", "--wait-ms", "200", "--log-level", "WARNING", *extra],
         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if k != "TAYLORGLO_TOKEN"},

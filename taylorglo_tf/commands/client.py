@@ -21,20 +21,23 @@ No TensorFlow here.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Callable, Iterable, Optional, TextIO
 
 import grpc
 
-from taylorglo_tf import connection
+from taylorglo_tf.commands.arguments import (
+    TOKEN_ENV,
+    CommandError,
+    add_connection_arguments,
+    non_negative_float,
+    open_channel,
+)
 from taylorglo_tf.retry import Backoff
 from taylorglo_tf.text import escape_controls
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, types_pb2
 
-ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
-TOKEN_ENV = "TAYLORGLO_TOKEN"
 RPC_TIMEOUT_S = 30.0
 RECONNECT_TIMEOUT_S = 300.0  # a watch outlives a coordinator restart of up to 5 minutes
 RECONNECT_INITIAL_DELAY_S, RECONNECT_MAX_DELAY_S = 0.5, 5.0
@@ -52,62 +55,6 @@ FINAL_STATES = frozenset(
         types_pb2.EXPERIMENT_STATE_FAILED,
     }
 )
-
-
-class CommandError(Exception):
-    """A failure explained in one line for the user."""
-
-
-# -- argument types (shared with ``taylorglo trainer`` and ``taylorglo run``) ----
-
-
-def _bounded(convert: Callable[[str], float], minimum: float) -> Callable[[str], float]:
-    def parse(text: str):
-        value = convert(text)
-        if not value >= minimum:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
-        return value
-
-    parse.__name__ = convert.__name__  # argparse names the type in "invalid int value" messages
-    return parse
-
-
-positive_int = _bounded(int, 1)
-non_negative_int = _bounded(int, 0)
-non_negative_float = _bounded(float, 0.0)
-
-
-# -- connection arguments (shared with ``taylorglo trainer``) -------------------
-
-
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--coordinator``, ``--token-file``, ``--tls-ca``, ``--tls-server-name``."""
-    parser.add_argument(
-        "--coordinator",
-        default=os.environ.get(ADDRESS_ENV, connection.DEFAULT_ADDRESS),
-        metavar="HOST:PORT",
-        help=f"coordinator address (default: ${ADDRESS_ENV} or {connection.DEFAULT_ADDRESS})",
-    )
-    parser.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help=f"file holding the bearer token (default: ${TOKEN_ENV})",
-    )
-    parser.add_argument("--tls-ca", metavar="PEM", help="CA certificate to trust; enables TLS")
-    parser.add_argument(
-        "--tls-server-name", metavar="NAME", help="host name to check the coordinator's certificate against"
-    )
-
-
-def open_channel(args: argparse.Namespace) -> grpc.Channel:
-    """A channel from the connection arguments; CommandError names a bad address or file."""
-    try:
-        token = connection.load_token(args.token_file, env=TOKEN_ENV)
-        return connection.connect(
-            args.coordinator, token=token, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name
-        )
-    except ValueError as error:
-        raise CommandError(str(error)) from None
 
 
 def describe_rpc_error(error: grpc.RpcError, address: str) -> str:

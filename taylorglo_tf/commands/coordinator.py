@@ -21,7 +21,7 @@ CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN
-    from taylorglo_tf.commands.client import non_negative_float
+    from taylorglo_tf.commands.arguments import non_negative_float
 
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)")

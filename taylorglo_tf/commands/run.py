@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
-from taylorglo_tf.commands.client import non_negative_int, positive_int
+from taylorglo_tf.commands.arguments import DATA_DIR_ENV, non_negative_int, positive_int, positive_int_or_auto
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS
 from taylorglo_tf.text import escape_controls
@@ -81,7 +81,7 @@ class RunError(Exception):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", metavar="SPEC",
                         help="experiment spec (YAML or JSON); default: a digits/tiny search (see README)")
-    parser.add_argument("--trainers", type=trainer_count, default="auto", metavar="N|auto",
+    parser.add_argument("--trainers", type=positive_int_or_auto, default="auto", metavar="N|auto",
                         help="local trainer processes; auto measures (once per machine and task shape, then "
                              "cached) whether one trainer training K candidates per step or one trainer per "
                              f"core is faster (default auto; {DEFAULT_TRAINERS} with the synthetic evaluator)")
@@ -104,16 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="PATH", help="coordinator database (default: a temporary file)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="trainers' data directory: TFDS data and the base of idx:/npz: paths "
-                             "(default $TAYLORGLO_DATA_DIR, else ~/tensorflow_datasets, TFDS's own default)")
+                             f"(default ${DATA_DIR_ENV}, else ~/tensorflow_datasets, TFDS's own default)")
     parser.add_argument("--evaluator", choices=("keras", "synthetic"), default="keras",
                         help="how trainers score candidates (default keras; synthetic is a quick dry run)")
     parser.add_argument("--lease-ttl", type=float, default=None, metavar="S",
                         help="seconds a lease lives without a heartbeat (default: the coordinator's)")
-
-
-def trainer_count(value: str):
-    """``auto`` or a positive integer."""
-    return value if value == "auto" else positive_int(value)
 
 
 def load_run_spec(path: Optional[str]):
@@ -125,7 +120,7 @@ def load_run_spec(path: Optional[str]):
 
 def default_data_dir() -> Path:
     """``$TAYLORGLO_DATA_DIR``, else ``~/tensorflow_datasets`` (created if missing)."""
-    path = Path(os.environ.get("TAYLORGLO_DATA_DIR") or Path.home() / "tensorflow_datasets").expanduser()
+    path = Path(os.environ.get(DATA_DIR_ENV) or Path.home() / "tensorflow_datasets").expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -21,12 +21,14 @@ import socket
 import sys
 import threading
 
-from taylorglo_tf.commands.client import (
+from taylorglo_tf.commands.arguments import (
+    DATA_DIR_ENV,
     CommandError,
     add_connection_arguments,
     non_negative_float,
     open_channel,
     positive_int,
+    positive_int_or_auto,
 )
 
 log = logging.getLogger("taylorglo.trainer")
@@ -37,8 +39,8 @@ DEFAULT_GRACE_S = 60.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(parser)
     parser.add_argument(
-        "--data-dir", default=os.environ.get("TAYLORGLO_DATA_DIR"), metavar="DIR",
-        help="TFDS data and the base of idx:/npz: paths in specs (default: $TAYLORGLO_DATA_DIR; "
+        "--data-dir", default=os.environ.get(DATA_DIR_ENV), metavar="DIR",
+        help=f"TFDS data and the base of idx:/npz: paths in specs (default: ${DATA_DIR_ENV}; "
         "without either, TFDS's own ~/tensorflow_datasets and no idx:/npz: datasets)",
     )
     parser.add_argument("--evaluator", choices=("keras", "synthetic"), default="keras",
@@ -57,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic evaluator: report divergence when max |theta_i| > X")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log lines shown on stderr (default: INFO)")
-    parser.add_argument("--candidates-per-step", type=candidates_per_step, default=1, metavar="K|auto",
+    parser.add_argument("--candidates-per-step", type=positive_int_or_auto, default=1, metavar="K|auto",
                         help="keras evaluator: lease up to K candidates and train those of one task together "
                              "in one compiled step; auto measures the fastest K for the first task on this "
                              "device (cached) (default: 1)")
@@ -69,13 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "where XLA measured 3-4x slower (default: auto)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="keras evaluator: models compute in bfloat16 (the loss stays float32)")
-
-
-def candidates_per_step(value: str):
-    """``auto`` or a positive integer."""
-    if value == "auto":
-        return value
-    return positive_int(value)
 
 
 def make_evaluator(args: argparse.Namespace):

@@ -1,0 +1,76 @@
+"""Argument types and the connection arguments every command shares.
+
+The client commands, ``taylorglo trainer``, ``taylorglo run``, ``taylorglo
+coordinator`` and ``taylorglo compare`` take their argument types from here, so
+a bound or an environment variable is stated once. No heavy imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Callable
+
+from taylorglo_tf import connection
+
+ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
+TOKEN_ENV = connection.TOKEN_ENV
+DATA_DIR_ENV = "TAYLORGLO_DATA_DIR"
+
+
+class CommandError(Exception):
+    """A failure explained in one line for the user."""
+
+
+def _bounded(convert: Callable[[str], float], minimum: float) -> Callable[[str], float]:
+    def parse(text: str):
+        value = convert(text)
+        if not value >= minimum:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse names the type in "invalid int value" messages
+    return parse
+
+
+positive_int = _bounded(int, 1)
+non_negative_int = _bounded(int, 0)
+non_negative_float = _bounded(float, 0.0)
+
+
+def positive_int_or_auto(value: str):
+    """``auto`` or a positive integer (``--trainers``, ``--candidates-per-step``)."""
+    return value if value == "auto" else positive_int(value)
+
+
+positive_int_or_auto.__name__ = "'auto' or int"  # argparse: "invalid 'auto' or int value: 'x'"
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--coordinator``, ``--token-file``, ``--tls-ca``, ``--tls-server-name``."""
+    parser.add_argument(
+        "--coordinator",
+        default=os.environ.get(ADDRESS_ENV, connection.DEFAULT_ADDRESS),
+        metavar="HOST:PORT",
+        help=f"coordinator address (default: ${ADDRESS_ENV} or {connection.DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"file holding the bearer token (default: ${TOKEN_ENV})",
+    )
+    parser.add_argument("--tls-ca", metavar="PEM", help="CA certificate to trust; enables TLS")
+    parser.add_argument(
+        "--tls-server-name", metavar="NAME", help="host name to check the coordinator's certificate against"
+    )
+
+
+def open_channel(args: argparse.Namespace):
+    """A ``grpc.Channel`` from the connection arguments; CommandError names a bad address or file."""
+    try:
+        token = connection.load_token(args.token_file, env=TOKEN_ENV)
+        return connection.connect(
+            args.coordinator, token=token, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None

@@ -1,0 +1,46 @@
+"""The ``taylorglo`` dispatch: every subcommand's module states how it is called, nothing is guessed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+from taylorglo_tf import cli
+from taylorglo_tf.commands import arguments
+
+PACKAGE = Path(__file__).resolve().parent.parent / "taylorglo_tf"
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_each_module_takes_the_arguments_its_table_entry_declares(name):
+    command = cli.COMMANDS[name]
+    module = importlib.import_module(f"taylorglo_tf.commands.{command.module}")
+    parameters = list(inspect.signature(module.add_arguments).parameters)
+    assert len(parameters) == (2 if command.shared else 1), (name, parameters)
+    assert callable(module.run)
+
+
+def test_a_shared_module_builds_each_of_its_subcommands_own_parser():
+    parser = cli.build_parser()
+    assert parser.parse_args(["status"]).experiment_id is None  # status lists all without an id
+    assert parser.parse_args(["result", "e1", "--out", "d"]).out == "d"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["status", "e1", "--out", "d"])  # --out is result's only
+
+
+def test_the_dispatch_does_not_introspect_code_objects():
+    for path in [PACKAGE / "cli.py", *sorted((PACKAGE / "commands").glob("*.py"))]:
+        assert "__code__" not in path.read_text(), path
+
+
+def test_auto_or_a_positive_integer():
+    assert arguments.positive_int_or_auto("auto") == "auto"
+    assert arguments.positive_int_or_auto("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="must be >= 1, got 0"):
+        arguments.positive_int_or_auto("0")
+    with pytest.raises(ValueError):
+        arguments.positive_int_or_auto("many")
