@@ -14,8 +14,8 @@ From a ``taylorglo.v1.ExperimentResult`` (``GetResult``) :func:`write_result_fol
     comparison.json/.txt the loss-vs-baseline comparison, when one is given
 
 Tables and JSON come first and need only NumPy; plots need matplotlib and the
-event files the ``tensorboard`` package (its protos and record writer, no
-TensorFlow), both imported on first use (the coordinator image has neither and
+event files the ``tensorboard`` package (its ``summary.Writer``, no TensorFlow),
+both imported on first use (the coordinator image has neither and
 never calls this). Every file is written to a temporary name and
 renamed, so an interrupted write never leaves a truncated file.
 """
@@ -195,7 +195,11 @@ def candidate_table(
 
 
 def history_rows(generations: Iterable[types_pb2.GenerationSummary]) -> list[dict[str, Any]]:
-    """Per-generation scalars: generation, best_fitness, mean_fitness, best_so_far, sigma, finish_time."""
+    """Per-generation scalars: generation, best_fitness, mean_fitness, best_so_far, sigma, finish_time.
+
+    ``finish_time`` is ISO 8601 text (empty when unset); ``finish_seconds`` the same
+    time in seconds since the epoch (0.0 when unset).
+    """
     rows = []
     best_so_far = -math.inf
     for g in sorted(generations, key=lambda g: g.generation):
@@ -207,6 +211,7 @@ def history_rows(generations: Iterable[types_pb2.GenerationSummary]) -> list[dic
             "best_so_far": best_so_far,
             "sigma": g.sigma,
             "finish_time": _timestamp(g.finish_time),
+            "finish_seconds": g.finish_time.seconds + g.finish_time.nanos / 1e9,
         })
     return rows
 
@@ -380,30 +385,31 @@ def _save_figure(figure: Any, path: Path) -> None:
 def write_tensorboard(history: list[dict[str, Any]], log_dir: Path) -> Path:
     """A TensorBoard event file of the history's scalars (step = generation); returns its path.
 
-    Written with TensorBoard's own event protos and record writer, so no
-    TensorFlow import (which costs seconds) is needed. Each call writes a new
-    ``events.out.tfevents.<time>.<host>`` file and removes the folder's older ones,
-    so a rewritten result folder shows one run.
+    Written with ``tensorboard.summary.Writer`` into an :class:`~taylorglo_tf.event_file.EventFile`,
+    so no TensorFlow import (which costs seconds) is needed. Each generation's
+    scalars carry its finish time as their wall time (the time of writing when a
+    generation has none). Each call writes a new ``events.out.tfevents.<time>.<host>``
+    file and removes the folder's older ones, so a rewritten result folder shows one run.
     """
     import socket
     import time
 
-    from tensorboard.compat.proto import event_pb2, summary_pb2
-    from tensorboard.summary.writer.record_writer import RecordWriter
+    from tensorboard.summary import Writer
+
+    from taylorglo_tf.event_file import EventFile
 
     log_dir.mkdir(parents=True, exist_ok=True)
     now = time.time()
     name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}"
     tmp = log_dir / f".{name}.tmp"  # outside the glob below
-    with open(tmp, "wb") as handle:
-        writer = RecordWriter(handle)
-        writer.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+    writer = Writer(EventFile(tmp, wall_time=now))
+    try:
         for row in history:
-            values = [summary_pb2.Summary.Value(tag=tag, simple_value=float(row[column]))
-                      for tag, column in TENSORBOARD_SCALARS.items()]
-            event = event_pb2.Event(wall_time=now, step=int(row["generation"]),
-                                    summary=summary_pb2.Summary(value=values))
-            writer.write(event.SerializeToString())
+            wall_time = row["finish_seconds"] or now
+            for tag, column in TENSORBOARD_SCALARS.items():
+                writer.add_scalar(tag, row[column], row["generation"], wall_time=wall_time)
+    finally:
+        writer.close()
     os.replace(tmp, log_dir / name)
     for old in log_dir.glob("events.out.tfevents.*"):
         if old.name != name:

@@ -175,6 +175,24 @@ def test_tensorboard_events_hold_the_history_scalars(folder):
     assert sigma == pytest.approx([g.sigma for g in result.generations])
 
 
+def test_each_generation_s_tensorboard_scalars_carry_its_own_finish_time(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = make_result(generations=3)
+    finished = [1_700_000_100.25, 1_700_000_460.5]  # generation 2 has no finish time: the time of writing
+    for summary, seconds in zip(result.generations, finished):
+        summary.finish_time.FromNanoseconds(round(seconds * 4) * 250_000_000)  # exact quarters
+    before = time.time()
+    results.write_tensorboard(results.history_rows(result.generations), tmp_path)
+    after = time.time()
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    for tag in results.TENSORBOARD_SCALARS:
+        events = accumulator.Scalars(tag)
+        assert [(e.step, e.wall_time) for e in events[:2]] == [(0, finished[0]), (1, finished[1])]
+        assert events[2].step == 2 and before <= events[2].wall_time <= after
+
+
 def test_rewriting_tensorboard_events_leaves_one_event_file(tmp_path):
     history = results.history_rows(make_result(generations=2).generations)
     results.write_tensorboard(history, tmp_path)
