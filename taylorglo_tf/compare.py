@@ -274,13 +274,74 @@ def compare(
 ) -> Comparison:
     """Train ``loss`` and ``baseline`` ``runs`` times each on ``task``; compare test accuracy.
 
-    A run that diverges or is aborted keeps its measured test accuracy (outputs
-    with NaN/inf count as wrong), as in the paper's "4 of 10 trained" reporting;
-    its ``status`` is in the record. Each side trains at its ``*_lr_multiplier``
-    times ``task``'s learning rate. ``measure_loss_scale`` adds the loss's
-    gradient scale relative to cross-entropy (``training.loss_scale``).
-    ``evaluator`` defaults to a fresh ``training.Evaluator`` (pass one to share
-    warm sessions).
+    Formula:
+
+    A one-tailed Welch t-test of the runs' test accuracies (H1: the loss has the
+    higher mean).
+
+    ```python
+    t = (mean(loss_acc) - mean(baseline_acc)) / sqrt(var(loss_acc) / runs + var(baseline_acc) / runs)  # var: ddof=1
+    pvalue = P(T_df >= t)   # df: Welch-Satterthwaite
+    ```
+
+    Run ``i`` of both sides uses seed ``task.seed + i`` (the same initial weights
+    and data order). A run that diverges or is aborted keeps its measured test
+    accuracy (outputs with NaN/inf count as wrong), as in the paper's "4 of 10
+    trained" reporting; its ``status`` is in the record.
+
+    Args:
+        loss: the candidate, a ``keras.losses.Loss``.
+        baseline: the loss it is compared with, a ``keras.losses.Loss``.
+        task: the ``training.Task`` both train on: the recipe's full length when
+            ``task.steps == 0``, else that step budget.
+        runs: runs per side, an integer >= 2. Defaults to 10.
+        loss_name: the loss's name in the records. Defaults to ``"loss"``.
+        baseline_name: the baseline's name in the records. Defaults to ``"baseline"``.
+        loss_lr_multiplier: the loss trains at this multiple of ``task``'s
+            learning rate. Defaults to 1.
+        baseline_lr_multiplier: the same for the baseline. Defaults to 1.
+        measure_loss_scale: also measure the loss's gradient scale relative to
+            cross-entropy (``training.loss_scale``). Defaults to ``False``.
+        evaluator: the ``training.Evaluator`` to train with. Defaults to a fresh
+            one (pass one to share warm sessions).
+        progress: called as ``progress(side, run, steps_done, total_steps)``
+            while a run trains.
+        on_run: called with each ``RunRecord`` as its run ends.
+
+    Returns:
+        A ``Comparison``: the per-run records, each side's ``stats.Summary`` of
+        test accuracy, the Welch test, the learning-rate multipliers and the loss
+        scale when measured; ``to_dict()`` is its JSON form.
+
+    Raises:
+        ValueError: for ``runs`` that is not an integer >= 2 or a multiplier that
+            is not a positive, finite number.
+        TypeError: for a task that is not a ``training.Task``, or a loss that is
+            not a ``keras.losses.Loss``.
+
+    Example:
+
+    >>> import keras
+    >>> from taylorglo_tf import taylor
+    >>> from taylorglo_tf.compare import compare
+    >>> from taylorglo_tf.losses import TaylorGLOLoss
+    >>> from taylorglo_tf.training import Task
+    >>> comparison = compare(
+    ...     TaylorGLOLoss(taylor.PAPER_MNIST_THETA), keras.losses.CategoricalCrossentropy(),
+    ...     Task(dataset="digits", model="tiny", steps=10), runs=2,
+    ...     loss_name="taylorglo", baseline_name="cross_entropy")
+    >>> [(record.side, record.seed) for record in comparison.records]
+    [('loss', 0), ('baseline', 0), ('loss', 1), ('baseline', 1)]
+    >>> comparison.summaries["loss"].n, comparison.welch.alternative
+    (2, 'greater')
+    >>> comparison.win == comparison.summaries["loss"].mean - comparison.summaries["baseline"].mean
+    True
+    >>> comparison.to_dict()["loss"], comparison.to_dict()["baseline"]
+    ('taylorglo', 'cross_entropy')
+    >>> compare(TaylorGLOLoss(taylor.PAPER_MNIST_THETA), keras.losses.CategoricalCrossentropy(), Task(), runs=1)
+    Traceback (most recent call last):
+        ...
+    ValueError: runs must be an integer >= 2 (Welch's t-test needs 2 per side), got 1
     """
     _check_runs(runs)
     _check_task(task)

@@ -79,9 +79,47 @@ def load(uri: str, *, data_dir: str | Path | None = None, fraction: float = 1.0,
          download: bool = True) -> Splits:
     """Load dataset ``uri`` as NumPy ``Splits`` (normalised float32 images, int32 labels).
 
-    ``fraction`` in (0, 1] keeps a seeded random part of the training split
-    (validation and test stay whole); normalisation statistics come from the full
-    training split. ``download`` lets TFDS fetch and prepare missing data.
+    Args:
+        uri: ``tfds:NAME[?train=SPLIT&val=SPLIT&test=SPLIT&norm=unit|standardise]``
+            (TensorFlow Datasets, with the paper's splits), ``idx:DIR`` (MNIST-format
+            files, raw or ``.gz``), ``npz:FILE`` (arrays ``x_train``, ``y_train``,
+            ``x_test``, ``y_test`` [, ``x_val``, ``y_val``]) or ``digits``
+            (scikit-learn's 8x8 digits, bundled).
+        data_dir: where datasets live: TFDS's ``data_dir`` and the base of
+            relative ``DIR``/``FILE`` paths. Defaults to TFDS's own and the
+            working directory.
+        fraction: the part of the training split kept, in (0, 1], drawn with
+            ``seed``; validation and test stay whole, and the normalisation
+            statistics come from the full training split. Defaults to 1.
+        seed: seeds that draw, a non-negative integer. Defaults to 0.
+        download: let TFDS fetch and prepare missing data. Defaults to ``True``.
+
+    Returns:
+        ``Splits``: ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``,
+        ``y_test`` (images ``(N, H, W, C)`` float32, labels ``(N,)`` int32),
+        ``name``, ``num_classes``, ``input_shape`` and ``info`` (the URI,
+        fraction, seed and normalisation).
+
+    Raises:
+        ValueError: for an unknown scheme or a malformed URI, a ``fraction``
+            outside (0, 1], a negative or non-integer ``seed``, or a file that is
+            not what its scheme promises (the message names the URI and the path).
+        FileNotFoundError: for an ``idx:``/``npz:`` path that does not exist.
+
+    Example:
+
+    >>> from taylorglo_tf import data
+    >>> splits = data.load("digits")
+    >>> splits.x_train.shape, splits.x_val.shape, splits.x_test.shape
+    ((1197, 8, 8, 1), (300, 8, 8, 1), (300, 8, 8, 1))
+    >>> str(splits.x_train.dtype), str(splits.y_train.dtype), splits.num_classes
+    ('float32', 'int32', 10)
+    >>> data.load("digits", fraction=0.5, seed=1).x_train.shape  # half the training split
+    (598, 8, 8, 1)
+    >>> data.load("mnist")
+    Traceback (most recent call last):
+        ...
+    ValueError: unknown dataset 'mnist'; use one of: tfds:..., idx:..., npz:..., digits
     """
     fraction = check_fraction(fraction)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -14,25 +14,89 @@ from taylorglo_tf.losses._common import PACKAGE, full_precision_dtype, one_hot_l
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TaylorGLOLoss(keras.losses.Loss):
-    """TaylorGLO loss: ``L(x, y) = -(1/n) sum_{i=1..n} f(x_i, y_i[, t])``, averaged over the batch.
+    """TaylorGLO loss: a multivariate Taylor polynomial of the label and the prediction (paper eq. 3-5).
+
+    Formula:
+
+    ```python
+    loss = -mean(f(x, y[, t]), axis=-1)   # per example; then reduced over the batch
+    ```
 
     ``f`` is the trimmed Taylor expansion of :mod:`taylorglo_tf.taylor` with
-    parameters ``theta`` (centres first, then coefficients). With the defaults
+    parameters ``theta`` (centres first, then coefficients). ``x`` is the one-hot
+    label (sparse integer labels are accepted too), ``y`` the predicted probability
+    (softmax of ``y_pred`` when ``from_logits``), ``t`` the training progress in
+    [0, 1] set by :meth:`set_progress` (or the
+    :class:`~taylorglo_tf.losses.TrainingProgress` callback). With the defaults
     (``order=3``, ``inputs=("x", "y")``, ``convention="paper"``) theta has 8
     entries and the loss is the paper's eq. 5::
 
         L = -(1/n) sum_i [ t2 (y-t1) + 1/2 t3 (y-t1)^2 + 1/6 t4 (y-t1)^3
                            + t5 (x-t0)(y-t1) + 1/2 t6 (x-t0)(y-t1)^2 + 1/2 t7 (x-t0)^2 (y-t1) ]
 
-    ``x`` is the one-hot label (sparse integer labels are accepted too), ``y`` the
-    predicted probability (softmax of ``y_pred`` when ``from_logits``), ``t`` the
-    training progress in [0, 1] set by :meth:`set_progress` (or the
-    :class:`~taylorglo_tf.losses.TrainingProgress` callback).
-
     Theta lives in a non-trainable float32 ``keras.Variable``: :meth:`set_theta`
     changes the loss of an already compiled train step without retracing (TensorFlow
     backend; on JAX a jitted step captures the value when traced). The loss always
     computes in float32 (half-precision dtypes and mixed policies map to float32).
+
+    Args:
+        theta: the parameters, ``taylor.expected_theta_length(order, inputs)``
+            finite numbers (8 for the defaults): the centres of ``inputs``, then
+            one coefficient per kept term.
+        order: the order of the expansion, an integer in [1, ``taylor.MAX_ORDER``].
+            Defaults to 3 (the paper's).
+        inputs: the variables of ``f`` in order, from ``"x"`` (label), ``"y"``
+            (prediction, required) and ``"t"`` (training progress). Defaults to
+            ``("x", "y")``.
+        from_logits: whether ``y_pred`` holds logits (a softmax turns them into
+            probabilities). Defaults to ``False``: probabilities.
+        convention: ``"paper"`` (coefficients are partial derivatives, divided by
+            the factorials of their multi-index in the graph) or ``"folded"``
+            (coefficients multiply their monomials as they are). Defaults to ``"paper"``.
+        reduction: Keras's reduction over the batch (``"sum_over_batch_size"``,
+            ``"sum"``, ``"mean"``, ``"mean_with_sample_weight"`` or ``None`` for
+            one loss per example). Defaults to ``"sum_over_batch_size"``.
+        name: the loss's name. Defaults to ``"taylorglo"``.
+        dtype: Keras's dtype or dtype policy; computations stay float32 whatever it is.
+
+    Raises:
+        ValueError: for a theta of the wrong length, with non-finite entries or
+            entries beyond float32's range; an order outside [1, ``taylor.MAX_ORDER``];
+            inputs without ``"y"``, with an unknown or a repeated name; an unknown
+            ``convention``.
+
+    Example:
+
+    With ``t2 = t5 = 1`` and every other parameter 0, ``f = y + x y``: each
+    example's loss is ``-(1 + p_true) / n`` for ``n`` classes.
+
+    >>> import numpy as np
+    >>> from taylorglo_tf.losses import TaylorGLOLoss
+    >>> loss = TaylorGLOLoss([0, 0, 1, 0, 0, 1, 0, 0])
+    >>> y_true = np.array([[0, 1, 0], [0, 0, 1]])
+    >>> y_pred = np.array([[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]])
+    >>> round(float(loss(y_true, y_pred)), 4)  # mean of -(1 + 0.95) / 3 and -(1 + 0.1) / 3
+    -0.5083
+    >>> round(float(loss(np.array([1, 2]), y_pred)), 4)  # sparse labels
+    -0.5083
+    >>> per_example = TaylorGLOLoss([0, 0, 1, 0, 0, 1, 0, 0], reduction=None)(y_true, y_pred)
+    >>> [round(v, 4) for v in np.asarray(per_example).tolist()]
+    [-0.65, -0.3667]
+
+    >>> from taylorglo_tf import taylor
+    >>> loss.set_theta(taylor.PAPER_MNIST_THETA)  # the loss the paper found on MNIST
+    >>> loss.theta.tolist() == list(taylor.PAPER_MNIST_THETA)
+    True
+    >>> TaylorGLOLoss([1.0, 2.0])
+    Traceback (most recent call last):
+        ...
+    ValueError: theta has shape (2,), expected a vector of length 8 for order=3, inputs=('x', 'y') (trimmed form)
+
+    Usage with the ``compile()`` API:
+
+    ```python
+    model.compile(optimizer="sgd", loss=TaylorGLOLoss(theta), metrics=["accuracy"])
+    ```
     """
 
     def __init__(
@@ -161,14 +225,16 @@ class TaylorGLOLoss(keras.losses.Loss):
     ) -> "TaylorGLOLoss":
         """The order-``k`` Taylor approximation of an existing loss around ``center`` (Appendix F).
 
-        ``loss_fn`` is either a per-class function ``f(x, y)`` (``f(x, y, t)`` when
-        ``"t"`` is among ``inputs``) on scalar float64 tensors (TensorFlow-differentiable),
-        written in TaylorGLO's sign convention ``L = -(1/n) sum_i f(x_i, y_i)``; or
-        one of the package's per-class losses (``BaikalLoss``, ``Poly1Loss``,
-        ``TaylorGLOLoss``, which expose ``per_class``); or Keras's
-        ``CategoricalCrossentropy`` (without label smoothing or logits) or the name
-        ``"cross_entropy"``. ``center`` lists the centres in ``inputs`` order;
-        ``f`` always takes its arguments as ``x, y[, t]``, whatever that order.
+        Formula:
+
+        ```python
+        theta = [*center, *(scale * d^alpha f(center) for alpha in kept multi-indices)]
+        ```
+
+        The coefficients are the partial derivatives ``d^alpha f(center)`` of the
+        loss's per-class term ``f``, computed by nested automatic differentiation
+        (TensorFlow), times ``scale``; the result is a loss in the paper convention
+        (``convention="folded"`` converts it).
 
         Cross-entropy and the ``1/n`` scaling: Keras computes
         ``CCE = -sum_i x_i log y_i``, so its per-class term is ``f(x, y) = x log y``
@@ -178,8 +244,56 @@ class TaylorGLOLoss(keras.losses.Loss):
         The paper does not say which of the two its Appendix F study used; on the
         digits test (tests/test_loss_training.py) the choice matters more than the order.
 
-        The coefficients are the partial derivatives ``d^alpha f(center)``,
-        computed by nested automatic differentiation, times ``scale``.
+        Args:
+            loss_fn: either a per-class function ``f(x, y)`` (``f(x, y, t)`` when
+                ``"t"`` is among ``inputs``) on scalar float64 tensors
+                (TensorFlow-differentiable), written in TaylorGLO's sign convention
+                ``L = -(1/n) sum_i f(x_i, y_i)``; or one of the package's per-class
+                losses (``BaikalLoss``, ``Poly1Loss``, ``TaylorGLOLoss``, which
+                expose ``per_class``); or Keras's ``CategoricalCrossentropy``
+                (without label smoothing or logits) or the name ``"cross_entropy"``.
+            center: the expansion point, one finite number per input in
+                ``inputs`` order (``f`` always takes ``x, y[, t]``, whatever that
+                order). Defaults to ``(0.5, 0.5)``.
+            order: the order of the expansion. Defaults to 3.
+            inputs: the variables of the result; must contain ``"x"`` and ``"y"``.
+                Defaults to ``("x", "y")``.
+            scale: multiplies every coefficient. Defaults to 1.
+            convention: ``"paper"`` or ``"folded"``, of the result's theta.
+            **kwargs: passed on to :class:`TaylorGLOLoss` (``from_logits``,
+                ``reduction``, ``name``, ``dtype``).
+
+        Returns:
+            A :class:`TaylorGLOLoss` of ``order`` and ``inputs`` whose theta is
+            ``center`` followed by the scaled derivatives.
+
+        Raises:
+            ValueError: for a loss name other than ``"cross_entropy"``, a
+                ``CategoricalCrossentropy`` with logits or label smoothing, a Keras
+                loss without a per-class form, anything else that is not callable;
+                ``inputs`` without ``"x"``; a ``center`` of the wrong length or with
+                non-finite entries; and whatever :class:`TaylorGLOLoss` refuses.
+
+        Example:
+
+        The third-order expansion of cross-entropy's term ``f(x, y) = x log y``
+        around ``(0.5, 0.5)``: ``df/dy = x/y = 1``, ``d2f/dy2 = -x/y^2 = -2``,
+        ``d3f/dy3 = 2x/y^3 = 8``, ``d2f/dxdy = 1/y = 2``, ``d3f/dxdy2 = -1/y^2 = -4``,
+        ``d3f/dx2dy = 0``.
+
+        >>> from taylorglo_tf.losses import TaylorGLOLoss
+        >>> approximation = TaylorGLOLoss.from_loss("cross_entropy", center=(0.5, 0.5), order=3)
+        >>> approximation.theta.tolist()
+        [0.5, 0.5, 1.0, -2.0, 8.0, 2.0, -4.0, 0.0]
+        >>> TaylorGLOLoss.from_loss("cross_entropy", scale=10).theta.tolist()[2:5]  # CCE itself, 10 classes
+        [10.0, -20.0, 80.0]
+        >>> import keras
+        >>> TaylorGLOLoss.from_loss(lambda x, y: x * keras.ops.log(y)).theta.tolist() == approximation.theta.tolist()
+        True
+        >>> TaylorGLOLoss.from_loss("hinge")
+        Traceback (most recent call last):
+            ...
+        ValueError: from_loss knows the loss name 'cross_entropy', not 'hinge'
         """
         per_class = _per_class_function(loss_fn)
         expansion = taylor.Expansion(tuple(inputs), int(order), trimmed=True)

@@ -101,12 +101,44 @@ def _builder(name: str) -> Callable[..., Any]:
 
 
 def build(name: str, input_shape: Sequence[int], num_classes: int, **options: Any):
-    """Build model ``name`` (uncompiled ``keras.Model``) for ``input_shape`` ``(H, W, C)``
-    and ``num_classes``.
+    """Build model ``name`` of the zoo for ``input_shape`` and ``num_classes``.
 
-    Options (per model; unknown ones raise ValueError listing the valid ones):
-    ``weight_decay`` (PyTorch-style wd; default: the recipe's), ``output_activation``
-    (default ``"softmax"``; ``None`` for logits), ``dropout`` (``basic_cnn``, Wide ResNets).
+    The model is an uncompiled ``keras.Model`` that outputs class probabilities
+    (the softmax computed in float32), or logits with ``output_activation=None``.
+    Its weight decay is an ``l2(weight_decay / 2)`` kernel regulariser, so that
+    SGD on the regularised loss matches PyTorch-style weight decay.
+
+    Args:
+        name: a model of ``names()`` (``"tiny"``, ``"basic_cnn"``, ``"alexnet"``,
+            ``"allcnn_c"``, ``"preact_resnet20"``, the Wide ResNets, ``"pyramidnet_110_48"``).
+        input_shape: the image shape ``(H, W, C)``, or ``(H, W)`` for one channel.
+        num_classes: the number of classes, >= 2.
+        **options: per model; every model takes ``weight_decay`` (a number >= 0;
+            defaults to the model's recipe's) and ``output_activation``
+            (defaults to ``"softmax"``), ``basic_cnn`` and the Wide ResNets
+            ``dropout`` too.
+
+    Returns:
+        The ``keras.Model``, built (its weights exist) and uncompiled.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones), an
+            option the model does not take (listing those it takes), a negative
+            or non-numeric ``weight_decay``, an ``input_shape`` that is not
+            ``(H, W[, C])`` of positive sizes, or fewer than 2 classes.
+
+    Example:
+
+    >>> from taylorglo_tf import models
+    >>> model = models.build("tiny", (8, 8, 1), 10)
+    >>> model.name, model.input_shape, model.output_shape
+    ('tiny', (None, 8, 8, 1), (None, 10))
+    >>> models.build("tiny", (8, 8), 10, output_activation=None).output_shape  # logits; one channel
+    (None, 10)
+    >>> models.build("tiny", (8, 8, 1), 10, dropout=0.5)
+    Traceback (most recent call last):
+        ...
+    ValueError: model 'tiny' has no option(s) ['dropout']; valid options: ['weight_decay', 'output_activation']
     """
     from taylorglo_tf.models.layers import check_shape
 

@@ -150,11 +150,57 @@ class _BatchFailed(Exception):
 class Evaluator:
     """Evaluates candidate losses on tasks, reusing everything reusable between calls.
 
+    Formula:
+
+    ```python
+    fitness = val_accuracy(model trained task.steps steps with loss) if status == "ok" else 0.0
+    ```
+
+    :meth:`evaluate` trains ``task.model`` on ``task.dataset`` with the candidate
+    loss for the first ``task.steps`` steps of the model's recipe and scores it
+    on the validation split (``EvaluationResult``); :meth:`evaluate_many` trains
+    several candidates of one task in one compiled step. Per task the evaluator
+    keeps a session (the data as tensors, the model, the optimizer, the compiled
+    steps), so a loss that differs from the last one only in theta trains
+    without retracing.
+
     Args:
-        jit_compile: compile the train/eval steps with XLA (default: the measured
-            best on CPU, see ``DEFAULT_JIT_COMPILE``).
-        progress_every: steps between progress/divergence checks.
-        max_sessions: tasks kept warm at once (least recently used dropped).
+        jit_compile: compile the train/eval steps with XLA. Defaults to the
+            measured best on CPU, ``DEFAULT_JIT_COMPILE`` (off).
+        progress_every: steps between progress/divergence checks, >= 1.
+            Defaults to 10.
+        max_sessions: tasks kept warm at once (least recently used dropped), >= 1.
+            Defaults to 2.
+
+    Raises:
+        ValueError: for ``progress_every`` or ``max_sessions`` below 1; from
+            :meth:`evaluate`, for a dataset that ``data.load`` refuses
+            (``FileNotFoundError`` for a missing file).
+        TypeError: from :meth:`evaluate`, for a loss that is not a
+            ``keras.losses.Loss`` or a task that is not a ``training.Task``.
+
+    Example:
+
+    >>> from taylorglo_tf import taylor
+    >>> from taylorglo_tf.losses import TaylorGLOLoss
+    >>> from taylorglo_tf.training import Evaluator, Task
+    >>> evaluator = Evaluator()
+    >>> task = Task(dataset="digits", model="tiny", steps=10)
+    >>> loss = TaylorGLOLoss(taylor.PAPER_MNIST_THETA)
+    >>> result = evaluator.evaluate(loss, task)
+    >>> result.status, result.steps, result.attempts
+    ('ok', 10, 1)
+    >>> result.fitness == result.val_accuracy and 0.0 <= result.fitness <= 1.0
+    True
+
+    The next candidate of a search changes only theta: same compiled step, no retracing.
+
+    >>> traces = evaluator.trace_count()
+    >>> loss.set_theta([0.5, 0.5, 1.0, -2.0, 8.0, 2.0, -4.0, 0.0])
+    >>> evaluator.evaluate(loss, task).status
+    'ok'
+    >>> evaluator.trace_count() == traces
+    True
     """
 
     def __init__(
