@@ -4,8 +4,8 @@
 where its data goes is an ``Output``. The package's own ``DirectoryOutput``
 opens its file through ``tensorboard.compat.tf``, which imports TensorFlow
 whenever it is installed (seconds that ``taylorglo result`` does not need), and
-names the file itself. :class:`EventFile` writes to a path of the caller's
-choosing, so the result folder can write a temporary name and rename it.
+names the file itself. :class:`EventFile` writes to a file the caller opened,
+so the result folder can write a temporary name and rename it.
 
 Scalars are written as ``simple_value``s, the form every event reader knows
 (TensorBoard, ``EventAccumulator``, ``tf.compat.v1.train.summary_iterator``).
@@ -13,8 +13,7 @@ Scalars are written as ``simple_value``s, the form every event reader knows
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import Any, BinaryIO
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary import Output
@@ -22,15 +21,15 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 
 
 class EventFile(Output):
-    """A ``tensorboard.summary.Output`` into the event file ``path`` (created, or truncated).
+    """A ``tensorboard.summary.Output`` into an event file opened by the caller.
 
     Args:
-        path: the file to write.
+        handle: the file, open for binary writing; :meth:`close` closes it.
         wall_time: the time stamped on the file's first event, its version record.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, wall_time: float) -> None:
-        self._records = RecordWriter(open(path, "wb"))
+    def __init__(self, handle: BinaryIO, *, wall_time: float) -> None:
+        self._records = RecordWriter(handle)
         self._write(event_pb2.Event(wall_time=wall_time, file_version="brain.Event:2"))
 
     def emit_scalar(

@@ -402,13 +402,12 @@ def write_tensorboard(history: list[dict[str, Any]], log_dir: Path) -> Path:
     now = time.time()
     name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}"
     tmp = log_dir / f".{name}.tmp"  # outside the glob below
-    writer = Writer(EventFile(tmp, wall_time=now))
-    try:
+    with open(tmp, "wb") as handle:
+        writer = Writer(EventFile(handle, wall_time=now))
         for row in history:
             wall_time = row["finish_seconds"] or now
             for tag, column in TENSORBOARD_SCALARS.items():
                 writer.add_scalar(tag, row[column], row["generation"], wall_time=wall_time)
-    finally:
         writer.close()
     os.replace(tmp, log_dir / name)
     for old in log_dir.glob("events.out.tfevents.*"):
