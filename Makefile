@@ -1,16 +1,17 @@
 # Two entry points (see README): `make run` runs the main job, `make test` the test suite.
-# Both create the virtual environment on first use.
+# Both create the virtual environment on first use: every role's extra (`all`) and the
+# development tools, at the versions of constraints.txt. `make lint` checks style and types.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all bench venv clean
+.PHONY: run test test-all test-packaging lint bench venv clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,5 +25,15 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
+# Installs into new virtual environments from the package index (CI runs it).
+test-packaging: $(STAMP)
+	$(PY) -m pytest -m packaging
+
+# Lint and format check (ruff), type check (mypy); configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

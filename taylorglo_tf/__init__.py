@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from taylorglo_tf import extras  # a missing training stack names the extra that installs it
+
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily, PEP 562)
@@ -24,8 +26,9 @@ __all__ = sorted(set(_LAZY) | _SUBMODULES | {"__version__"})
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"taylorglo_tf.{name}")
+    with extras.needs(f"taylorglo_tf.{name}"):
+        if name in _LAZY:
+            return getattr(importlib.import_module(_LAZY[name]), name)
+        if name in _SUBMODULES:
+            return importlib.import_module(f"taylorglo_tf.{name}")
     raise AttributeError(f"module 'taylorglo_tf' has no attribute {name!r}")

@@ -13,6 +13,8 @@ import importlib
 import sys
 from typing import NamedTuple, Sequence
 
+from taylorglo_tf import extras
+
 
 class Command(NamedTuple):
     """A subcommand: its module under :mod:`taylorglo_tf.commands` and its one-line help.
@@ -67,9 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # e.g. for trainer --gpus to start its children
     module = _command_module(args.command)
     try:
-        return int(module.run(args) or 0)
+        with extras.needs(f"taylorglo {args.command}"):
+            return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as error:
+        if extras.install_hint(error.name or "") is None:
+            raise
+        print(f"taylorglo: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,11 +37,11 @@ def _pyproject() -> dict:
 
 
 def _tensorflow_pin() -> str:
-    for requirement in _pyproject()["project"]["dependencies"]:
+    for requirement in (ROOT / "constraints.txt").read_text().splitlines():
         match = re.fullmatch(r"tensorflow\s*==\s*([0-9.]+)", requirement.strip())
         if match:
             return match.group(1)
-    raise AssertionError("pyproject.toml must pin tensorflow==X.Y.Z")
+    raise AssertionError("constraints.txt must pin tensorflow==X.Y.Z")
 
 
 def _compose_env(**overrides: str) -> dict[str, str]:
@@ -231,7 +231,7 @@ def test_dockerfile_passes_hadolint(role):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_trainer_image_is_the_official_tensorflow_gpu_image_at_the_pyproject_pin():
+def test_trainer_image_is_the_official_tensorflow_gpu_image_at_the_constraints_pin():
     assert _base_image(DOCKERFILES["trainer"]) == f"tensorflow/tensorflow:{_tensorflow_pin()}-gpu"
 
 
@@ -239,11 +239,20 @@ def test_coordinator_image_is_a_pinned_slim_python_without_tensorflow():
     base = _base_image(DOCKERFILES["coordinator"])
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), base
     runs = " ".join(rest for keyword, rest in _instructions(DOCKERFILES["coordinator"]) if keyword == "RUN")
-    # The package without its dependencies, plus exactly the `coordinator` extra.
-    assert "pip install --no-deps ." in runs
-    assert "['optional-dependencies']['coordinator']" in runs
+    # The package with exactly the `coordinator` extra, at the versions CI tests.
+    assert 'pip install -c constraints.txt ".[coordinator]"' in runs
     assert "tensorflow" not in runs.lower()
-    assert not any("tensorflow" in requirement for requirement in _pyproject()["project"]["optional-dependencies"]["coordinator"])
+    project = _pyproject()["project"]
+    installed = project["dependencies"] + project["optional-dependencies"]["coordinator"]
+    assert not any("tensorflow" in requirement for requirement in installed)
+
+
+def test_images_install_their_extra_at_the_constraints_versions():
+    for role, extra in (("coordinator", "coordinator"), ("trainer", "train")):
+        instructions = _instructions(DOCKERFILES[role])
+        assert any(keyword == "COPY" and "constraints.txt" in rest.split() for keyword, rest in instructions), role
+        runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
+        assert f'pip install -c constraints.txt ".[{extra}]"' in runs, role
 
 
 @pytest.mark.parametrize("role", sorted(DOCKERFILES))

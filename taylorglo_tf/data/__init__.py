@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from taylorglo_tf import extras
+
 from taylorglo_tf.data.augmentation import CUTOUT_LENGTH, Augmentation
 from taylorglo_tf.data.loader import load, parse_uri
 from taylorglo_tf.data.splits import Splits
@@ -32,5 +34,6 @@ __all__ = ["Augmentation", "CUTOUT_LENGTH", "Splits", "load", "parse_uri", *_LAZ
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        with extras.needs(f"taylorglo_tf.data.{name}"):
+            return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'taylorglo_tf.data' has no attribute {name!r}")

@@ -21,6 +21,7 @@ import inspect
 import numbers
 from typing import Any, Callable, Sequence
 
+from taylorglo_tf import extras
 from taylorglo_tf.models.recipe import Recipe
 
 __all__ = ["Recipe", "build", "names", "recipe"]
@@ -140,9 +141,10 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **options: An
         ...
     ValueError: model 'tiny' has no option(s) ['dropout']; valid options: ['weight_decay', 'output_activation']
     """
-    from taylorglo_tf.models.layers import check_shape
+    with extras.needs("taylorglo_tf.models.build"):
+        from taylorglo_tf.models.layers import check_shape
 
-    fn = _builder(name)
+        fn = _builder(name)
     shape = check_shape(input_shape, num_classes)
     valid = [p for p in inspect.signature(fn).parameters
              if p not in ("input_shape", "num_classes")]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from taylorglo_tf import extras
+
 from taylorglo_tf.training.task import STATUSES, EvaluationResult, Task
 
 _LAZY = {
@@ -23,5 +25,6 @@ __all__ = ["STATUSES", "EvaluationResult", "Evaluator", "LossScale", "Task", "ev
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        with extras.needs(f"taylorglo_tf.training.{name}"):
+            return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'taylorglo_tf.training' has no attribute {name!r}")
