@@ -53,7 +53,7 @@ def ask(es: cma.CMAEvolutionStrategy) -> list[np.ndarray]:
     return [np.asarray(x, dtype=np.float64) for x in es.ask()]
 
 
-def tell(es: cma.CMAEvolutionStrategy, thetas: Sequence[np.ndarray], fitness: Sequence[float]) -> None:
+def tell(es: cma.CMAEvolutionStrategy, thetas: Sequence[np.ndarray], fitness: Sequence[float] | np.ndarray) -> None:
     """Update with validation accuracies in [0, 1]; CMA-ES minimises ``1 - accuracy``."""
     solutions = [np.asarray(t, dtype=np.float64) for t in thetas]
     unknown = [i for i, x in enumerate(solutions) if x not in es.sent_solutions]

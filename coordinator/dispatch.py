@@ -81,7 +81,8 @@ class Dispatcher:
         """Grant every waiting call that can be served, in one transaction, first come first served."""
         if not self.waiting or not any(run.queue for run in self._running.values()):
             return  # callers that hung up meanwhile are let go when work comes, or cancel themselves
-        tickets, gone = [], []
+        tickets: list[LeaseTicket] = []
+        gone: list[LeaseTicket] = []
         for ticket in self.waiting:
             (tickets if ticket.is_active() else gone).append(ticket)
         self.waiting = deque(tickets)

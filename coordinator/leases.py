@@ -58,7 +58,7 @@ class LeaseTable:
 
     def expired(self, now: float) -> list[Lease]:
         """Live leases whose expiry time has passed."""
-        return [lease for lease in self._leases.values() if lease.live and lease.expires <= now]
+        return [lease for lease in self._leases.values() if lease.expires is not None and lease.expires <= now]
 
     def forget(self, experiment_id: str) -> None:
         """Drop an experiment's leases: its generation is over, or the experiment is."""

@@ -45,7 +45,7 @@ def timestamp(seconds: float) -> Timestamp | None:
 class ExperimentRecord:
     id: str
     spec: types_pb2.ExperimentSpec
-    state: int = types_pb2.EXPERIMENT_STATE_PENDING
+    state: types_pb2.ExperimentState = types_pb2.EXPERIMENT_STATE_PENDING
     generation: int = 0
     evaluations_done: int = 0
     best_fitness: float = 0.0
@@ -80,7 +80,7 @@ class CandidateRecord:
     generation: int
     index: int
     theta: np.ndarray
-    status: int = types_pb2.CANDIDATE_STATUS_QUEUED
+    status: types_pb2.CandidateStatus = types_pb2.CANDIDATE_STATUS_QUEUED
     fitness: float = 0.0
     attempts: int = 0
     trainer_id: str = ""

@@ -28,7 +28,7 @@ class Optimizer(Protocol):
     def ask(self) -> list[np.ndarray]:
         """One generation of candidate thetas (float64), ``population`` of them."""
 
-    def tell(self, thetas: Sequence[np.ndarray], fitness: Sequence[float]) -> None:
+    def tell(self, thetas: Sequence[np.ndarray], fitness: Sequence[float] | np.ndarray) -> None:
         """The generation's fitness, in ``ask`` order (higher is better)."""
 
     def state(self) -> bytes:
@@ -60,7 +60,7 @@ class CmaEs:
     def ask(self) -> list[np.ndarray]:
         return cmaes.ask(self._es)
 
-    def tell(self, thetas: Sequence[np.ndarray], fitness: Sequence[float]) -> None:
+    def tell(self, thetas: Sequence[np.ndarray], fitness: Sequence[float] | np.ndarray) -> None:
         cmaes.tell(self._es, thetas, fitness)
 
     def state(self) -> bytes:
@@ -99,7 +99,7 @@ class RandomSearch:
         draws = self._sigma0 * self._rng.standard_normal((self._population, self._dimension))
         return [np.asarray(row, dtype=np.float64) for row in draws]
 
-    def tell(self, thetas: Sequence[np.ndarray], fitness: Sequence[float]) -> None:
+    def tell(self, thetas: Sequence[np.ndarray], fitness: Sequence[float] | np.ndarray) -> None:
         if len(thetas) != len(fitness):
             raise ValueError(f"{len(thetas)} thetas but {len(fitness)} fitness values")
 

@@ -45,6 +45,7 @@ experiment's step does not stall the lease path of the others.
 
 from __future__ import annotations
 
+import builtins  # `list` in the annotations of class Scheduler is its method
 import logging
 import math
 import queue
@@ -76,7 +77,7 @@ storage_log = RateLimitedLog(log)  # a full disk fails every pass: one line per 
 
 
 # EvaluationStatus of a report -> final CandidateStatus (ERROR is retried instead).
-_FINAL_STATUS = {
+_FINAL_STATUS: dict[ws_pb2.EvaluationStatus, types_pb2.CandidateStatus] = {
     ws_pb2.EVALUATION_STATUS_OK: types_pb2.CANDIDATE_STATUS_SUCCEEDED,
     ws_pb2.EVALUATION_STATUS_DIVERGED: types_pb2.CANDIDATE_STATUS_DIVERGED,
     ws_pb2.EVALUATION_STATUS_ABORTED: types_pb2.CANDIDATE_STATUS_ABORTED,
@@ -90,13 +91,19 @@ def invariant_prescreen(theta: np.ndarray, num_classes: int) -> bool:
     return bool(is_valid(theta, num_classes))
 
 
+def _candidate_finished(record: ExperimentRecord, candidate: CandidateRecord) -> Callable[[], ProgressEvent]:
+    """The event of a finished candidate, built only when someone watches."""
+    return lambda: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED, experiment=record.to_proto(),
+                                 candidate=candidate.to_proto())
+
+
 @dataclass
 class Report:
     """A trainer's report, already validated by the servicer."""
 
     lease_id: str
     trainer_id: str
-    status: int
+    status: ws_pb2.EvaluationStatus
     fitness: float
     metrics: types_pb2.EvaluationMetrics | None
     error: str = ""
@@ -233,7 +240,7 @@ class Scheduler:
         """Every experiment, newest first."""
         return [r.to_proto() for r in self.records()]
 
-    def records(self) -> list[ExperimentRecord]:
+    def records(self) -> builtins.list[ExperimentRecord]:
         """Every experiment's record (immutable), newest first."""
         with self._cond:
             return list(reversed(self._experiments.values()))
@@ -306,7 +313,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ leasing
 
-    def try_lease(self, trainer_id: str, max_candidates: int = 1) -> list[ws_pb2.Lease]:
+    def try_lease(self, trainer_id: str, max_candidates: int = 1) -> builtins.list[ws_pb2.Lease]:
         """Up to ``max_candidates`` queued candidates of one experiment (round-robin over
         experiments), granted in one transaction; ``[]`` when there is no work. Never waits."""
         with self._cond:
@@ -351,10 +358,14 @@ class Scheduler:
             if wait_s <= 0:
                 granted = self.try_lease(trainer_id)
                 return granted[0] if granted else None
-            got: list[list[ws_pb2.Lease]] = []
+            got: builtins.list[builtins.list[ws_pb2.Lease]] = []
             arrived = threading.Event()
-            ticket = self.wait_for_leases(trainer_id, lambda leases: (got.append(leases), arrived.set()),
-                                          is_active=is_active)
+
+            def on_granted(leases: builtins.list[ws_pb2.Lease]) -> None:
+                got.append(leases)
+                arrived.set()
+
+            ticket = self.wait_for_leases(trainer_id, on_granted, is_active=is_active)
         # Wait outside the scheduler's lock, on this call's own event: a grant wakes only its callers.
         while not arrived.wait(min(max(deadline - self._clock(), 0.0), 1.0)):
             # A caller that hung up (a trainer shutting down mid long-poll) gets
@@ -471,7 +482,7 @@ class Scheduler:
         run.requeue(updated)
         self._work_available()
 
-    def _finish_candidate(self, run: ExperimentRun, c: CandidateRecord, status: int, fitness: float, *,
+    def _finish_candidate(self, run: ExperimentRun, c: CandidateRecord, status: types_pb2.CandidateStatus, fitness: float, *,
                           trainer_id: str = "", metrics: types_pb2.EvaluationMetrics | None = None,
                           error: str = "") -> None:
         now = self._wall()
@@ -483,8 +494,7 @@ class Scheduler:
             self._leases.end(c.lease_id)  # a newer lease elsewhere: its heartbeat now says stop
         run.put(updated)
         self._set_record(run, record)
-        self._events.publish(run.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED,
-                                                           experiment=record.to_proto(), candidate=updated.to_proto()))
+        self._events.publish(run.id, _candidate_finished(record, updated))
 
     # ------------------------------------------------------------------ internals: generations
 
@@ -521,7 +531,7 @@ class Scheduler:
                 self._apply_step(run, record, step)
                 self._advance(run)  # a generation pre-screened entirely invalid is complete at once
 
-    def _compute_step(self, record: ExperimentRecord, candidates: list[CandidateRecord]) -> Step:
+    def _compute_step(self, record: ExperimentRecord, candidates: builtins.list[CandidateRecord]) -> Step:
         return runner.compute_step(record, candidates, self._wall(), self._prescreen)
 
     def _apply_step(self, run: ExperimentRun, record: ExperimentRecord, step: Step | Exception) -> None:
@@ -558,8 +568,7 @@ class Scheduler:
         self._emit_generation(nxt, summary)
         for c in candidates:
             if c.final:
-                self._events.publish(nxt.id, lambda c=c: ProgressEvent(
-                    kind=ProgressEvent.KIND_CANDIDATE_FINISHED, experiment=nxt.to_proto(), candidate=c.to_proto()))
+                self._events.publish(nxt.id, _candidate_finished(nxt, c))
         self._work_available()
 
     def _fail(self, run: ExperimentRun, record: ExperimentRecord, error: str) -> None:

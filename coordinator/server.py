@@ -89,8 +89,12 @@ class _EventLoop:
 
 def _drain(pools: list[futures.ThreadPoolExecutor], timeout: float) -> bool:
     """Shut the pools down (queued work dropped); True once their threads have ended within ``timeout``."""
-    waiter = threading.Thread(target=lambda: [p.shutdown(wait=True, cancel_futures=True) for p in pools],
-                              name="rpc-drain", daemon=True)
+
+    def shut_down() -> None:
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    waiter = threading.Thread(target=shut_down, name="rpc-drain", daemon=True)
     waiter.start()
     waiter.join(timeout)
     return not waiter.is_alive()
@@ -189,7 +193,7 @@ def serve(
         log.warning("tokens on %s travel unencrypted; use --tls-cert/--tls-key", listen)
 
     credentials = None
-    if tls_cert is not None:
+    if tls_cert is not None and tls_key is not None:  # both or neither (checked above)
         credentials = grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
     storage = open_storage(db_path)
     try:

@@ -17,6 +17,7 @@ pass ``synchronous="FULL"`` to trade lease throughput for that.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -161,7 +162,7 @@ class SqliteUnavailable(StorageUnavailable, sqlite3.OperationalError):
     """A retryable SQLite error (still an OperationalError for callers that know SQLite)."""
 
 
-def open_storage(url: str | Path, **options) -> "SqliteStorage":
+def open_storage(url: str | os.PathLike[str], **options) -> SqliteStorage:
     """The storage a URL names: ``sqlite:///relative/path.db`` (``sqlite:////abs/path.db`` is
     absolute), a plain file path, or ``:memory:``. ``options`` go to the backend."""
     text = str(url)
