@@ -35,7 +35,7 @@ def _cell(mean: float | None, std: float | None, published: bool = False) -> str
 
 
 def _p(value: float | None, published: bool = False) -> str:
-    if _missing(value, published):
+    if value is None or _missing(value, published):
         return "-"
     return f"{value:.3g}" if value < 1e-3 else f"{value:.4f}"
 

@@ -17,17 +17,16 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Optional, Sequence
+from typing import Mapping, Sequence
 
 
 class GpuError(ValueError):
     """--gpus names GPUs this host does not have (the message lists those it has)."""
 
 
-def visible_gpus(environ: Optional[dict] = None) -> list[str]:
+def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     """The GPU ids this process may use, in order."""
-    environ = os.environ if environ is None else environ
-    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    listed = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [gpu.strip() for gpu in listed.split(",") if gpu.strip() and gpu.strip() != "-1"]
     if shutil.which("nvidia-smi") is None:

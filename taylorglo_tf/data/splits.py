@@ -141,8 +141,9 @@ def make_splits(name: str, train, val, test, *, num_classes: int | None = None,
         raise ValueError(f"{name}: image shapes differ between splits: {shapes}")
     seen = max(int(a[1].max()) + 1 for a in arrays.values())
     classes = int(num_classes) if num_classes is not None else seen
+    height, width, channels = shapes["train"]  # as_images checked (N, H, W, C)
     if seen > classes:
         raise ValueError(f"{name}: label {seen - 1} out of range for {classes} classes")
     return Splits(name, *arrays["train"], *arrays["val"], *arrays["test"],
-                  num_classes=classes, input_shape=tuple(int(s) for s in shapes["train"]),
+                  num_classes=classes, input_shape=(int(height), int(width), int(channels)),
                   info=dict(info or {}))

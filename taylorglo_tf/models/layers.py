@@ -42,7 +42,7 @@ def check_shape(input_shape: Sequence[int], num_classes: int) -> tuple[int, int,
         raise ValueError(f"input_shape must be (height, width, channels), got {tuple(input_shape)!r}")
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 @keras.saving.register_keras_serializable(package="taylorglo_tf")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,12 @@ class Recipe:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if (self.epochs is None) == (self.steps is None):
+        if self.epochs is not None and self.steps is None:
+            length = self.epochs
+        elif self.steps is not None and self.epochs is None:
+            length = self.steps
+        else:
             raise ValueError(f"recipe {self.name!r}: give exactly one of epochs and steps")
-        length = self.epochs if self.epochs is not None else self.steps
         if list(self.milestones) != sorted(self.milestones) or any(
             not 0 < m < length for m in self.milestones
         ):
@@ -70,7 +73,9 @@ class Recipe:
     def total_steps(self, steps_per_epoch: int | None = None) -> int:
         """Optimizer steps of the full run (epochs x steps_per_epoch, or ``steps``)."""
         spe = self._check_spe(steps_per_epoch)
-        return self.steps if self.steps is not None else self.epochs * spe
+        if self.steps is not None:
+            return self.steps
+        return cast(int, self.epochs) * spe  # epoch-based: __post_init__ checked that epochs is set
 
     def boundaries(self, steps_per_epoch: int | None = None) -> list[int]:
         """0-based indices of the first step at each new learning rate.
