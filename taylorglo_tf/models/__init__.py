@@ -26,14 +26,16 @@ from taylorglo_tf.models.recipe import Recipe
 
 __all__ = ["Recipe", "build", "names", "recipe"]
 
-_MOMENTUM = dict(momentum=0.9, batch_size=128)
+_MOMENTUM: dict[str, Any] = {"momentum": 0.9, "batch_size": 128}
 _CIFAR_AUG = {"flip": True, "crop_padding": 2}  # paper, Appendix A: flips + 2-pixel crops
 # Dropout 0.3 between the block's convs on CIFAR: Zagoruyko & Komodakis's dropout
 # variant, and what the TaylorGLO authors trained ("wrn ... --drop 0.3" in their
 # TrainingConfig.swift; 0.4 on SVHN, below).
-_WRN = dict(lr=0.1, nesterov=True, weight_decay=5e-4, epochs=200, milestones=(60, 120, 160),
-            gamma=0.2, model_options={"dropout": 0.3}, augmentation=_CIFAR_AUG,
-            source="Zagoruyko & Komodakis 2016 (dropout 0.3, as the TaylorGLO authors' code)", **_MOMENTUM)
+_WRN: dict[str, Any] = {
+    "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "epochs": 200, "milestones": (60, 120, 160),
+    "gamma": 0.2, "model_options": {"dropout": 0.3}, "augmentation": _CIFAR_AUG,
+    "source": "Zagoruyko & Komodakis 2016 (dropout 0.3, as the TaylorGLO authors' code)", **_MOMENTUM,
+}
 
 # name -> (module, builder factory or function name, factory args, recipe)
 _ZOO: dict[str, tuple[str, str, tuple, Recipe]] = {
@@ -153,6 +155,6 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **options: An
         raise ValueError(f"model {name!r} has no option(s) {bad}; valid options: {valid}")
     options.setdefault("weight_decay", _entry(name)[3].weight_decay)
     wd = options["weight_decay"]
-    if isinstance(wd, bool) or not isinstance(wd, numbers.Real) or not wd >= 0:  # NaN too
+    if isinstance(wd, bool) or not isinstance(wd, numbers.Real) or not float(wd) >= 0:  # NaN too
         raise ValueError(f"weight_decay must be a number >= 0, got {wd!r}")
     return fn(shape, int(num_classes), **options)
