@@ -7,9 +7,13 @@ loaded on first use, so the coordinator can import the package's NumPy-only part
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taylorglo_tf import extras  # a missing training stack names the extra that installs it
+
+if TYPE_CHECKING:  # the lazy names below, as type checkers and IDEs should see them
+    from taylorglo_tf import data, invariant, losses, models, plotting, taylor, training
+    from taylorglo_tf.losses import BaikalLoss, Poly1Loss, TaylorGLOLoss, TrainingProgress
 
 __version__ = "0.1.0"
 
@@ -22,7 +26,20 @@ _LAZY = {
 }
 _SUBMODULES = {"models", "data", "training", "losses", "taylor", "invariant", "plotting"}
 
-__all__ = sorted(set(_LAZY) | _SUBMODULES | {"__version__"})
+__all__ = [
+    "BaikalLoss",
+    "Poly1Loss",
+    "TaylorGLOLoss",
+    "TrainingProgress",
+    "__version__",
+    "data",
+    "invariant",
+    "losses",
+    "models",
+    "plotting",
+    "taylor",
+    "training",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,13 +14,17 @@ import it on first use.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taylorglo_tf import extras
-
 from taylorglo_tf.data.augmentation import CUTOUT_LENGTH, Augmentation
 from taylorglo_tf.data.loader import load, parse_uri
 from taylorglo_tf.data.splits import Splits
+
+if TYPE_CHECKING:  # the lazy names below, as type checkers and IDEs should see them
+    from taylorglo_tf.data.augment_ops import augment_batch
+    from taylorglo_tf.data.input_pipeline import as_tensors, pipeline
+    from taylorglo_tf.data.tfds_source import PAPER_SPLITS
 
 _LAZY = {
     "pipeline": "taylorglo_tf.data.input_pipeline",
@@ -29,7 +33,17 @@ _LAZY = {
     "PAPER_SPLITS": "taylorglo_tf.data.tfds_source",
 }
 
-__all__ = ["Augmentation", "CUTOUT_LENGTH", "Splits", "load", "parse_uri", *_LAZY]
+__all__ = [
+    "CUTOUT_LENGTH",
+    "PAPER_SPLITS",
+    "Augmentation",
+    "Splits",
+    "as_tensors",
+    "augment_batch",
+    "load",
+    "parse_uri",
+    "pipeline",
+]
 
 
 def __getattr__(name: str) -> Any:

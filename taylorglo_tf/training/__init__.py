@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taylorglo_tf import extras
-
 from taylorglo_tf.training.task import STATUSES, EvaluationResult, Task
+
+if TYPE_CHECKING:  # the lazy names below, as type checkers and IDEs should see them
+    from taylorglo_tf.training.evaluator import Evaluator, evaluate
+    from taylorglo_tf.training.gradient_scale import LossScale, loss_scale
 
 _LAZY = {
     "Evaluator": "taylorglo_tf.training.evaluator",
