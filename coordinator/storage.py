@@ -186,7 +186,7 @@ def _claim(path: Path):
         import fcntl
     except ImportError:  # not POSIX: no claim
         return None
-    handle = open(path.with_name(path.name + ".lock"), "a+")
+    handle = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 (held open: the claim lasts while it is)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

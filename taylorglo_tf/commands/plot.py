@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "losses",
         nargs="+",
         metavar="LOSS",
-        help="loss JSON file(s) (as written by losses.save_json or a search result) or names: cross_entropy, baikal, poly1",
+        help="loss JSON file(s) (as written by losses.save_json or a search result) "
+        "or names: cross_entropy, baikal, poly1",
     )
     parser.add_argument("--out", type=Path, default=None, help="image file to write (default: first LOSS with .png)")
     parser.add_argument("--title", default=None, help="figure title")

@@ -51,9 +51,8 @@ def as_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     y = y.reshape(-1)
     if len(y) != n:
         raise ValueError(f"{what}: {len(y)} labels for {n} images")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise ValueError(f"{what}: labels must be integers, got dtype {y.dtype}")
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.equal(np.mod(y, 1), 0)):
+        raise ValueError(f"{what}: labels must be integers, got dtype {y.dtype}")
     if len(y) and y.min() < 0:
         raise ValueError(f"{what}: negative label {int(y.min())}")
     return y.astype(np.int32)
@@ -132,8 +131,8 @@ def make_splits(name: str, train, val, test, *, num_classes: int | None = None,
         if len(x) == 0:  # not a shape error: an empty TFDS slice has no image shape either
             empty.append(split)
             continue
-        x = as_images(x, f"{name} {split} images").astype(np.float32, copy=False)
-        arrays[split] = (x, as_labels(y, len(x), f"{name} {split} labels"))
+        images = as_images(x, f"{name} {split} images").astype(np.float32, copy=False)
+        arrays[split] = (images, as_labels(y, len(images), f"{name} {split} labels"))
     if empty:
         raise ValueError(f"{name}: empty split(s) {empty}")
     shapes = {s: a[0].shape[1:] for s, a in arrays.items()}

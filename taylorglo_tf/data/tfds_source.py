@@ -107,7 +107,7 @@ def load_tfds(name: str, options: Mapping[str, str], data_dir: str | None,
     else:
         (x_tr, x_va, x_te), stats = standardise(x_tr, x_va, x_te)
         info_dict.update(stats)
-    label = info.features["label"] if "label" in info.features else None
+    label = info.features["label"] if "label" in info.features else None  # noqa: SIM401 (FeaturesDict has no .get)
     num_classes = getattr(label, "num_classes", None)
     return make_splits(f"tfds:{name}", (x_tr, y_tr), (x_va, y_va), (x_te, y_te),
                        num_classes=num_classes, info=info_dict)

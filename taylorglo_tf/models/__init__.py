@@ -65,9 +65,10 @@ _ZOO: dict[str, tuple[str, str, tuple, Recipe]] = {
 # Dataset-specific recipes: (model name prefix, TFDS dataset name) -> changes.
 # WRN on SVHN: 160 epochs, lr 0.01 x0.1 at 80 and 120, dropout 0.4, no flips/crops.
 _DATASET_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
-    ("wide_resnet_", "svhn_cropped"): dict(
-        lr=0.01, epochs=160, milestones=(80, 120), gamma=0.1, model_options={"dropout": 0.4},
-        augmentation={}, source="Zagoruyko & Komodakis 2016, SVHN"),
+    ("wide_resnet_", "svhn_cropped"): {
+        "lr": 0.01, "epochs": 160, "milestones": (80, 120), "gamma": 0.1, "model_options": {"dropout": 0.4},
+        "augmentation": {}, "source": "Zagoruyko & Komodakis 2016, SVHN",
+    },
 }
 
 
