@@ -32,7 +32,7 @@ def measure(mode: str, runs: int, tuning_seeds: int) -> dict:
     task = Task(dataset="digits", model="tiny", steps=0, seed=0)
     trainings = []
     started_wall, started_cpu = time.perf_counter(), time.process_time()
-    common = dict(measure_loss_scale=True, evaluator=Evaluator(), on_run=trainings.append)
+    common = {"measure_loss_scale": True, "evaluator": Evaluator(), "on_run": trainings.append}
     if mode == "plain":
         result = compare.compare(loss, baseline, task, runs, **common)
         chosen = "-"

@@ -44,6 +44,7 @@ barrier).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -183,7 +184,7 @@ def _start_server(kind: str, workdir: Path, lease_ttl: float, checkout: Path = R
     null baseline; returns it once it answers."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    log = open(workdir / f"{kind}.log", "w")
+    log = open(workdir / f"{kind}.log", "w")  # noqa: SIM115 (the process writes it until it ends)
     env = dict(os.environ)
     if kind == "coordinator":
         command = [sys.executable, "-m", "taylorglo_tf", "coordinator", "--listen", address,
@@ -199,7 +200,7 @@ def _start_server(kind: str, workdir: Path, lease_ttl: float, checkout: Path = R
             return process, address
         except grpc.FutureTimeoutError:
             if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"{kind} did not start; see {workdir / f'{kind}.log'}")
+                raise RuntimeError(f"{kind} did not start; see {workdir / f'{kind}.log'}") from None
 
 
 def _submit_work(address: str, trainers: int, eval_s: float, duration_s: float, work_multiple: float) -> list[str]:
@@ -245,11 +246,9 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
         cpu_after = _cpu_seconds(process.pid)
         stats = [json.loads(child.communicate(timeout=120)[0]) for child in children]
         for experiment_id in ids:
-            try:
+            with contextlib.suppress(grpc.RpcError):
                 stub.CancelExperiment(experiment_service_pb2.CancelExperimentRequest(experiment_id=experiment_id),
                                       timeout=10)
-            except grpc.RpcError:
-                pass
     finally:
         process.terminate()
         process.wait(30)
@@ -297,11 +296,9 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
         reads = []
         for _ in range(5):  # a client while the trainers wait
             started = time.perf_counter()
-            try:
+            with contextlib.suppress(grpc.RpcError):
                 experiments.GetExperiment(experiment_service_pb2.GetExperimentRequest(experiment_id=first.id),
                                           timeout=wait_ms / 1000 + 10)
-            except grpc.RpcError:
-                pass
             reads.append(time.perf_counter() - started)
         spec = spec_module.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 1},
                                       "search": {"population": max(2, trainers), "generations": 2}})
@@ -311,7 +308,8 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
         for trainer_id, poll in polls:  # record when each answer arrives
             poll.add_done_callback(lambda _, t=trainer_id: granted_at.setdefault(t, time.perf_counter()))
         leases = []  # (trainer id, lease)
-        for k, (trainer_id, poll) in enumerate(polls):  # a poll that ended without work asks again
+        for k, (trainer_id, first_poll) in enumerate(polls):  # a poll that ended without work asks again
+            poll = first_poll
             while True:
                 try:
                     response = poll.result()

@@ -100,9 +100,11 @@ def startup_table(rng, rounds: int) -> None:
         y = rng.integers(0, 10, n).astype(np.int32)
         held = data.as_tensors(x, y)
         variants = {
-            "buffer": lambda seed: shuffle_buffer_pipeline(x, y, batch, seed),
-            "arrays": lambda seed: data.pipeline(x, y, batch_size=batch, training=True, seed=seed),
-            "tensors": lambda seed: data.pipeline(*held, batch_size=batch, training=True, seed=seed),
+            "buffer": lambda seed, x=x, y=y, batch=batch: shuffle_buffer_pipeline(x, y, batch, seed),
+            "arrays": lambda seed, x=x, y=y, batch=batch: data.pipeline(x, y, batch_size=batch, training=True,
+                                                                         seed=seed),
+            "tensors": lambda seed, held=held, batch=batch: data.pipeline(*held, batch_size=batch, training=True,
+                                                                           seed=seed),
         }
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(rounds):  # interleaved, so the machine's slow phases hit all three

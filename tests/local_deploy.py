@@ -101,7 +101,7 @@ class Processes:
         self._logs: list = []
 
     def start(self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen:
-        log = open(self.folder / f"{name}.log", "w")
+        log = open(self.folder / f"{name}.log", "w")  # noqa: SIM115 (closed with the processes)
         self._logs.append(log)
         process = subprocess.Popen(argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=cwd or self.folder)
         self.running[name] = process

@@ -118,7 +118,7 @@ def test_candidates_and_strategy_are_stored_before_any_lease(db):
         original_insert(experiment, candidates)
 
     def grant(grants):
-        for lease, candidate in grants:
+        for _lease, candidate in grants:
             # the candidate being leased is already in the database
             stored = storage.load_candidates(candidate.experiment_id, candidate.generation)
             events.append(("grant", candidate.index in [c.index for c in stored]))

@@ -45,7 +45,7 @@ def coordinator_database_damaged_mid_file(path: Path) -> Path:
 def another_applications_database(path: Path) -> Path:
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-    db.executemany("INSERT INTO notes (body) VALUES (?)", [("note %d" % i,) for i in range(100)])
+    db.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {i}",) for i in range(100)])
     db.commit()
     db.close()
     return path

@@ -34,7 +34,7 @@ def rows(db_path, experiment_id) -> dict[str, int]:
 
 
 def test_a_running_experiment_cannot_be_deleted(served):
-    server, experiments, _ = served
+    _server, experiments, _ = served
     exp = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=SPEC), timeout=10)
     with pytest.raises(grpc.RpcError) as err:
         experiments.DeleteExperiment(es.DeleteExperimentRequest(experiment_id=exp.id), timeout=10)
@@ -44,7 +44,7 @@ def test_a_running_experiment_cannot_be_deleted(served):
 
 
 def test_a_cancelled_experiment_is_deleted_from_the_database_before_the_answer(served, tmp_path):
-    server, experiments, worker = served
+    _server, experiments, worker = served
     keep = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=SPEC), timeout=10)
     exp = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=SPEC), timeout=10)
     leased = [worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t"), timeout=10).lease for _ in range(2)]

@@ -199,8 +199,8 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs with line continuations joined and comments dropped."""
     text = re.sub(r"\\\n", " ", path.read_text())
     result = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             keyword, _, rest = line.partition(" ")
             result.append((keyword.upper(), rest.strip()))

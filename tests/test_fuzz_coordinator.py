@@ -351,5 +351,5 @@ def test_zz_after_the_attacks_the_experiment_completes_with_every_candidate_acco
     assert len(result.candidates) == 8 and result.experiment.evaluations_done == 8
     assert all(c.status == types_pb2.CANDIDATE_STATUS_SUCCEEDED for c in result.candidates)
     assert [c.attempts for c in result.candidates] == [1] * 8  # no attack spent an attempt
-    first = [c for c in result.candidates if c.generation == 0 and c.index == session.lease.index][0]
+    first = next(c for c in result.candidates if c.generation == 0 and c.index == session.lease.index)
     assert first.fitness == 0.25 and first.trainer_id == "t" and math.isinf(first.metrics.val_loss)

@@ -159,7 +159,7 @@ uris = st.one_of(
 @given(uris)
 def test_any_dataset_uri_parses_or_is_a_value_error_naming_it(uri):
     try:
-        scheme, target, options = loader.parse_uri(uri)
+        scheme, _target, options = loader.parse_uri(uri)
     except ValueError as err:
         assert repr(uri) in str(err) or "option" in str(err), err
         return

@@ -163,7 +163,7 @@ def test_the_manifests_containers_run_locally_and_complete_a_search_with_two_tra
         start_ready(coordinator, processes)
         trainer_processes = [pod.start(processes) for pod in replicas]
         for pod, process in zip(replicas, trainer_processes):  # each has imported TensorFlow and dialled
-            wait_until(lambda: "working for" in processes.log(pod.name), process, pod.name, timeout_s=120)
+            wait_until(lambda name=pod.name: "working for" in processes.log(name), process, pod.name, timeout_s=120)
 
         job = submitter.start(processes)
         assert job.wait(timeout=240) == 0, processes.log(submitter.name)

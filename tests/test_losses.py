@@ -82,7 +82,7 @@ def test_from_logits_applies_softmax():
 def test_gradient_wrt_predictions_matches_finite_differences():
     import tensorflow as tf
 
-    labels, one_hot, y_pred = batch(num_samples=4, num_classes=3)
+    _labels, one_hot, y_pred = batch(num_samples=4, num_classes=3)
     theta = np.random.default_rng(7).normal(size=8)
     loss = TaylorGLOLoss(theta, reduction="sum")
     y_var = tf.Variable(y_pred)

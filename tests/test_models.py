@@ -220,7 +220,7 @@ def test_partial_training_follows_the_first_steps_of_the_full_schedule():
     var = keras.Variable(0.0)
     opt = r.optimizer(spe)
     used = []
-    for step in range(r.total_steps(spe)):
+    for _step in range(r.total_steps(spe)):
         before = float(var.numpy())
         opt.apply([keras.ops.convert_to_tensor(-1.0)], [var])  # SGD: w += lr
         used.append(float(var.numpy()) - before)
@@ -236,10 +236,10 @@ def test_step_based_recipe_needs_no_steps_per_epoch():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(epochs=10, steps=10), "exactly one of epochs and steps"),
-    (dict(), "exactly one of epochs and steps"),
-    (dict(epochs=10, milestones=(5, 3)), "milestones"),
-    (dict(epochs=10, milestones=(10,)), "milestones"),
+    ({"epochs": 10, "steps": 10}, "exactly one of epochs and steps"),
+    ({}, "exactly one of epochs and steps"),
+    ({"epochs": 10, "milestones": (5, 3)}, "milestones"),
+    ({"epochs": 10, "milestones": (10,)}, "milestones"),
 ])
 def test_bad_recipe_is_an_error(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -43,7 +43,7 @@ class Cluster:
         self.processes: list[tuple[str, subprocess.Popen]] = []
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.workdir / f"{name}.log", "ab")
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 (the process writes it until it ends)
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
         env.pop("TAYLORGLO_TOKEN", None)
         process = subprocess.Popen([*CLI, *args], cwd=REPO, env=env,

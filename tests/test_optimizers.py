@@ -13,7 +13,7 @@ from tests.test_coordinator_scheduler import drain, make_spec, open_scheduler, s
 def test_a_restored_optimizer_continues_exactly_like_the_uninterrupted_one(algorithm):
     spec = make_spec(population=5, algorithm=algorithm)
     alone, restored = optimizers.create(spec), None
-    for generation in range(3):
+    for _generation in range(3):
         thetas = alone.ask()
         restored = optimizers.restore(spec, alone.state())  # as a restart right after ask() would
         fitness = [synthetic_fitness(t) for t in thetas]

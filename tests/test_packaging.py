@@ -47,8 +47,8 @@ def test_library_dependencies_are_ranges_and_the_exact_versions_live_in_constrai
     runtime = project["dependencies"] + extras_["coordinator"] + extras_["train"]
     assert not [r for r in runtime if "==" in r]
     pinned = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
+    for raw in (ROOT / "constraints.txt").read_text().splitlines():
+        line = raw.split("#")[0].strip()
         if line:
             name, _, version = line.partition("==")
             pinned[_name(name)] = version

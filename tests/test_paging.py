@@ -41,7 +41,7 @@ def all_pages(call, request):
 
 
 def test_list_pages_hold_every_experiment_once_newest_first(served):
-    server, experiments, _ = served
+    _server, experiments, _ = served
     ids = [experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(f"e{i}")), timeout=10).id
            for i in range(7)]
     pages = all_pages(experiments.ListExperiments, es.ListExperimentsRequest(page_size=3))
@@ -50,7 +50,7 @@ def test_list_pages_hold_every_experiment_once_newest_first(served):
 
 
 def test_a_list_page_continues_after_its_last_experiment_even_if_that_one_was_deleted(served):
-    server, experiments, _ = served
+    _server, experiments, _ = served
     ids = [experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(f"e{i}")), timeout=10).id
            for i in range(5)]
     first = experiments.ListExperiments(es.ListExperimentsRequest(page_size=2), timeout=10)
@@ -76,7 +76,7 @@ def test_result_pages_concatenate_to_the_whole_result_of_a_running_search(served
 
 
 def test_no_result_page_passes_the_byte_bound_whatever_the_page_size(served, monkeypatch):
-    server, experiments, worker = served
+    server, experiments, _worker = served
     exp = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(population=40, generations=2)),
                                        timeout=10)
     whole = server.scheduler.result(exp.id)
@@ -90,7 +90,7 @@ def test_no_result_page_passes_the_byte_bound_whatever_the_page_size(served, mon
 
 
 def test_the_default_page_is_bounded_so_old_clients_get_a_page_not_an_error(served, monkeypatch):
-    server, experiments, _ = served
+    _server, experiments, _ = served
     monkeypatch.setattr(paging, "DEFAULT_RESULT_PAGE_SIZE", 10)
     exp = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(population=25)), timeout=10)
     first = experiments.GetResult(es.GetResultRequest(experiment_id=exp.id), timeout=10)
@@ -104,7 +104,7 @@ def test_the_default_page_is_bounded_so_old_clients_get_a_page_not_an_error(serv
     ("page_token", {"page_token": "eyJ4IjoxfQ=="}, "is not a next_page_token of this call"),
 ])
 def test_a_bad_page_request_is_invalid_argument_naming_the_field(served, field, request_fields, message):
-    server, experiments, _ = served
+    _server, experiments, _ = served
     exp = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec()), timeout=10)
     with pytest.raises(grpc.RpcError) as err:
         experiments.GetResult(es.GetResultRequest(experiment_id=exp.id, **request_fields), timeout=10)
@@ -113,7 +113,7 @@ def test_a_bad_page_request_is_invalid_argument_naming_the_field(served, field, 
 
 
 def test_a_result_token_of_another_experiment_is_refused(served):
-    server, experiments, _ = served
+    _server, experiments, _ = served
     a, b = (experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec()), timeout=10) for _ in range(2))
     token = experiments.GetResult(es.GetResultRequest(experiment_id=a.id, page_size=2), timeout=10).next_page_token
     with pytest.raises(grpc.RpcError) as err:
@@ -131,7 +131,7 @@ def run_command(argv):
 
 
 def test_status_and_result_commands_follow_every_page(served, tmp_path, monkeypatch):
-    server, experiments, worker = served
+    server, experiments, _worker = served
     monkeypatch.setattr(paging, "DEFAULT_LIST_PAGE_SIZE", 2)
     monkeypatch.setattr(paging, "DEFAULT_RESULT_PAGE_SIZE", 4)
     monkeypatch.setenv("COLUMNS", "200")
