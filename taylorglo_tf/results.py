@@ -290,7 +290,7 @@ def _tuned_lines(record: dict[str, Any]) -> list[str]:
         multiplier = (row.get("lr_multipliers") or {}).get("baseline")
         loss_mean = (summary.get("loss") or {}).get("mean")
         baseline_mean = (summary.get("baseline") or {}).get("mean")
-        win = loss_mean - baseline_mean if None not in (loss_mean, baseline_mean) else None
+        win = loss_mean - baseline_mean if loss_mean is not None and baseline_mean is not None else None
         lines.append(
             f"{label:<32} {_rate(rate.get('baseline'), multiplier):>14} {_number(loss_mean):>8} "
             f"{_number(baseline_mean):>8} {'n/a' if win is None else f'{100 * win:+.2f}':>8} "

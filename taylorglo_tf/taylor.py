@@ -120,7 +120,7 @@ def check_convention(convention: str) -> str:
 class Expansion:
     """The structure of a Taylor expansion: variables, order, and which terms are kept."""
 
-    inputs: tuple[str, ...] = DEFAULT_INPUTS
+    inputs: Sequence[str] = DEFAULT_INPUTS  # any sequence of names; stored as a checked tuple
     order: int = 3
     trimmed: bool = True
 

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from taylorglo_tf.training.task import Task
 
@@ -138,7 +138,7 @@ def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: boo
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         )
 
-    def rates_of(process: subprocess.Popen) -> dict:
+    def rates_of(process: subprocess.Popen) -> dict[str, float]:
         out, _ = process.communicate(timeout=600)
         if process.returncode != 0:
             raise RuntimeError(f"tuning probe for {task.model} failed (exit {process.returncode})")
@@ -148,7 +148,8 @@ def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: boo
     with tempfile.TemporaryDirectory() as barrier:
         parallel = sum(rate for p in [probe("1", barrier, cores) for _ in range(cores)]
                        for rate in rates_of(p).values())
-    best_k = max(one, key=one.get)
+    best_k = max(one, key=one.__getitem__)
+    layout: dict[str, Any]
     if parallel > one[best_k]:
         layout = {"trainers": cores, "candidates_per_step": 1}
     else:
