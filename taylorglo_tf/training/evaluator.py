@@ -29,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from taylorglo_tf.data.augmentation import Augmentation
+from taylorglo_tf.models.recipe import Recipe
 from taylorglo_tf.training.population import Population, PopulationLoss
 from taylorglo_tf.training.task import EvaluationResult, Task
 
@@ -123,12 +125,12 @@ class _Session:
     num_classes: int
     # split name -> (images, labels) tensors, converted once
     tensors: dict[str, tuple[tf.Tensor, tf.Tensor]]
-    recipe: Any
+    recipe: Recipe
     batch_size: int
     steps_per_epoch: int
-    augmentation: Any
-    model: Any
-    optimizer: Any
+    augmentation: Augmentation
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
     optimizer_initial: list[np.ndarray]
     finite: tf.Variable
     jit_compile: bool
@@ -456,7 +458,7 @@ class Evaluator:
         return session
 
     @staticmethod
-    def _build_model(name: str, recipe: Any, input_shape: tuple[int, int, int], num_classes: int):
+    def _build_model(name: str, recipe: Recipe, input_shape: tuple[int, int, int], num_classes: int):
         from taylorglo_tf import models
 
         return models.build(name, input_shape=input_shape, num_classes=num_classes, **dict(recipe.model_options))

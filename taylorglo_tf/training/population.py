@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import keras
 import tensorflow as tf
 
 
@@ -44,8 +45,8 @@ class PopulationLoss:
 class Population:
     """K model copies of one session with their optimizers and divergence flags."""
 
-    models: list[Any]
-    optimizers: list[Any]
+    models: list[keras.Model]
+    optimizers: list[keras.optimizers.Optimizer]
     optimizer_initial: list[list[np.ndarray]]
     finite: list[tf.Variable]
     jit_compile: bool
