@@ -85,11 +85,10 @@ def fake_npz(directory: Path, dataset: str) -> str:
 def measure(spec, directory: Path, steps: int) -> dict:
     """Seconds per training step, per validation image and per-candidate set-up, for the spec's task."""
     from taylorglo_tf.losses import TaylorGLOLoss
-    from taylorglo_tf.training import Evaluator
-    from trainer.keras_evaluator import task_from_spec
+    from taylorglo_tf.training import Evaluator, Task
 
     dataset = spec.task.dataset.removeprefix("tfds:")
-    task = task_from_spec(spec.task, None).replace(dataset=fake_npz(directory, dataset), fraction=1.0)
+    task = Task.from_proto(spec.task, None).replace(dataset=fake_npz(directory, dataset), fraction=1.0)
     loss = TaylorGLOLoss.from_loss("cross_entropy", order=spec.loss.order, inputs=tuple(spec.loss.inputs))
     evaluator = Evaluator()
     started = time.perf_counter()

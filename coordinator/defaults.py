@@ -1,6 +1,8 @@
 """Defaults shared by the server, the scheduler and the command line (no heavy imports here)."""
 
-DEFAULT_LISTEN = "127.0.0.1:50051"
+from taylorglo_tf.connection import DEFAULT_ADDRESS
+
+DEFAULT_LISTEN = DEFAULT_ADDRESS  # where clients look for a coordinator by default
 # Seconds a lease lives without a heartbeat; trainers heartbeat well within it.
 DEFAULT_LEASE_TTL_S = 60.0
 # Threads for calls other than LeaseCandidate (whose long polls hold none); a watch

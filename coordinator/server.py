@@ -48,7 +48,8 @@ from coordinator.longpoll import LongPolls
 from coordinator.scheduler import Scheduler
 from coordinator.servicers import ExperimentServicer, WorkerServicer
 from coordinator.storage import SqliteStorage, open_storage
-from taylorglo_tf.connection import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, parse_address
+from taylorglo_tf.connection import parse_address
+from taylorglo_tf.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -23,14 +23,13 @@ from coordinator.grpc_util import InvalidArgument, rpc
 from coordinator.longpoll import LongPolls
 from coordinator.scheduler import Report, Scheduler
 from taylorglo_tf import spec as spec_lib
-from taylorglo_tf.limits import MAX_ID_CHARS, overlong_string
+from taylorglo_tf.limits import MAX_ID_CHARS, MAX_WAIT_MS, overlong_string
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
 
-MAX_WAIT_MS = 60_000
 _REPORTABLE = frozenset({
     ws_pb2.EVALUATION_STATUS_OK,
     ws_pb2.EVALUATION_STATUS_DIVERGED,

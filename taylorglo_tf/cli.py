@@ -14,6 +14,7 @@ import sys
 from typing import NamedTuple, Sequence
 
 from taylorglo_tf import extras
+from taylorglo_tf.commands.arguments import EXIT_ERROR, EXIT_INTERRUPTED
 
 
 class Command(NamedTuple):
@@ -72,12 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with extras.needs(f"taylorglo {args.command}"):
             return int(module.run(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except ModuleNotFoundError as error:
         if extras.install_hint(error.name or "") is None:
             raise
         print(f"taylorglo: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

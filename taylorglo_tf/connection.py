@@ -13,10 +13,8 @@ from typing import Any, Callable
 
 import grpc
 
-# The coordinator's limits (coordinator.server uses the same numbers): requests are
-# small (a spec, a report); responses may carry every candidate of an experiment.
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+from taylorglo_tf.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+
 MAX_RECONNECT_BACKOFF_MS = 5_000  # cap on the channel's reconnect delay
 AUTH_METADATA_KEY = "authorization"
 DEFAULT_ADDRESS = "127.0.0.1:50051"  # also where the coordinator listens by default

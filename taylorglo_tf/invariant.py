@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from taylorglo_tf.taylor import Expansion
+from taylorglo_tf.taylor import DEFAULT_INPUTS, DEFAULT_ORDER, Expansion
 
-_EXPANSION = Expansion(("x", "y"), 3, trimmed=True)
+_EXPANSION = Expansion(DEFAULT_INPUTS, DEFAULT_ORDER, trimmed=True)  # the paper's form, the rule's only one
 
 
 def invariant_margin(theta: Any, num_classes: int) -> float:

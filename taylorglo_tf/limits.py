@@ -21,9 +21,17 @@ MAX_ERROR_CHARS = 4000  # a trainer's error text (the end of a traceback)
 MAX_REASON_CHARS = 1000  # ReturnLease's informational reason
 MAX_PAGE_TOKEN_CHARS = 200
 
+# LeaseCandidateRequest.wait_ms: how long one lease call may wait for work.
+MAX_WAIT_MS = 60_000
+
+# Message sizes (client channels and the server use the same): requests are small
+# (a spec, a report); responses may carry every candidate of an experiment.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
 # Paging (ListExperiments, GetResult): entries per page by default and at most,
 # and a size no page exceeds whatever page_size asks (a quarter of the 64 MiB
-# response limit, connection.MAX_RESPONSE_BYTES).
+# response limit, MAX_RESPONSE_BYTES).
 DEFAULT_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE = 100, 1000
 DEFAULT_RESULT_PAGE_SIZE, MAX_RESULT_PAGE_SIZE = 1000, 10_000
 MAX_PAGE_BYTES = 16 * 1024 * 1024

@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from taylorglo_tf import taylor
+from taylorglo_tf import atomic, taylor
 from taylorglo_tf.rpc import experiment_service_pb2, types_pb2
 
 BEST_THETA = "best_theta.json"
@@ -55,9 +55,9 @@ TENSORBOARD_SCALARS = {
 
 def loss_form(spec: types_pb2.ExperimentSpec) -> tuple[int, tuple[str, ...]]:
     """(order, inputs) of the searched loss, with the proto's defaults for 0/empty (3, ("x", "y"))."""
-    order = spec.loss.order or 3
-    inputs = tuple(spec.loss.inputs) or taylor.DEFAULT_INPUTS
-    return order, inputs
+    from taylorglo_tf import spec as spec_module
+
+    return spec_module.loss_form(spec.loss)
 
 
 def best_candidate(result: experiment_service_pb2.ExperimentResult) -> types_pb2.Candidate | None:
@@ -377,9 +377,8 @@ def plot_loss_shapes(
 
 
 def _save_figure(figure: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=110)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
 
 
 def write_tensorboard(history: list[dict[str, Any]], log_dir: Path) -> Path:
@@ -401,15 +400,13 @@ def write_tensorboard(history: list[dict[str, Any]], log_dir: Path) -> Path:
     log_dir.mkdir(parents=True, exist_ok=True)
     now = time.time()
     name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}"
-    tmp = log_dir / f".{name}.tmp"  # outside the glob below
-    with open(tmp, "wb") as handle:
+    with atomic.replacing(log_dir / name) as tmp, open(tmp, "wb") as handle:  # hidden: outside the glob below
         writer = Writer(EventFile(handle, wall_time=now))
         for row in history:
             wall_time = row["finish_seconds"] or now
             for tag, column in TENSORBOARD_SCALARS.items():
                 writer.add_scalar(tag, row[column], row["generation"], wall_time=wall_time)
         writer.close()
-    os.replace(tmp, log_dir / name)
     for old in log_dir.glob("events.out.tfevents.*"):
         if old.name != name:
             old.unlink()
@@ -438,7 +435,9 @@ def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write then rename: an interrupted write never leaves a truncated file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
+
+
+def write_json(record: Any, path: str | os.PathLike[str]) -> Path:
+    """Writes ``record`` as strict JSON (NumPy values as lists) to ``path``, atomically; returns the path."""
+    return atomic.write_text(path, _json(record))

@@ -27,6 +27,7 @@ from google.protobuf import json_format
 
 from taylorglo_tf import taylor, text
 from taylorglo_tf.limits import is_repeated, overlong_string
+from taylorglo_tf.training import task as task_defaults
 from taylorglo_tf.rpc import types_pb2
 
 ExperimentSpec = types_pb2.ExperimentSpec
@@ -40,10 +41,10 @@ DEFAULT_MAX_ATTEMPTS = 3
 # Search algorithms by spec name (search.algorithm); the coordinator implements each (coordinator/optimizers.py).
 SEARCH_ALGORITHMS = ("cmaes", "random")
 DEFAULT_ALGORITHM = "cmaes"
-DEFAULT_ORDER = 3
-DEFAULT_INPUTS = ("x", "y")
-DEFAULT_ABORT_ACCURACY = 0.15
-DEFAULT_ABORT_EPOCHS = 10
+DEFAULT_ORDER = taylor.DEFAULT_ORDER
+DEFAULT_INPUTS = taylor.DEFAULT_INPUTS
+DEFAULT_ABORT_ACCURACY = task_defaults.ABORT_THRESHOLD
+DEFAULT_ABORT_EPOCHS = int(task_defaults.ABORT_CHECK_EPOCH)
 DEFAULT_LR_SCALE = 1.0  # the model recipe's own learning rate
 DEFAULT_CROP_PADDING = 4
 DEFAULT_CUTMIX_ALPHA = 1.0
@@ -356,9 +357,14 @@ def prescreen_applies(loss: types_pb2.LossSpec) -> bool:
     return tuple(loss.inputs) == DEFAULT_INPUTS and loss.order == DEFAULT_ORDER
 
 
+def loss_form(loss: types_pb2.LossSpec) -> tuple[int, tuple[str, ...]]:
+    """(order, inputs) of a loss spec, with the defaults for 0/empty: (3, ("x", "y"))."""
+    return loss.order or DEFAULT_ORDER, tuple(loss.inputs) or DEFAULT_INPUTS
+
+
 def theta_length(loss: types_pb2.LossSpec) -> int:
     """Search dimension: parameters of the trimmed expansion (8 for order 3 in x, y)."""
-    return taylor.expected_theta_length(loss.order or DEFAULT_ORDER, tuple(loss.inputs) or DEFAULT_INPUTS)
+    return taylor.expected_theta_length(*loss_form(loss))
 
 
 # --------------------------------------------------------------------------- dataset paths

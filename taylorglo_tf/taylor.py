@@ -52,6 +52,8 @@ CONVENTIONS = ("paper", "folded")
 
 #: The best MNIST loss of the paper (Appendix C), paper convention, order 3, inputs ("x", "y").
 PAPER_MNIST_THETA = (11.9039, -4.0240, 6.9796, 8.5834, -1.6677, 11.6064, 12.6684, -3.4674)
+#: The paper's loss form: order 3 in the true label x and the predicted probability y.
+DEFAULT_ORDER = 3
 DEFAULT_INPUTS = ("x", "y")
 # Highest expansion order: the term count grows as C(v+k, k), and enumerating the
 # multi-indices of a huge order would hang instead of failing.
@@ -121,7 +123,7 @@ class Expansion:
     """The structure of a Taylor expansion: variables, order, and which terms are kept."""
 
     inputs: Sequence[str] = DEFAULT_INPUTS  # any sequence of names; stored as a checked tuple
-    order: int = 3
+    order: int = DEFAULT_ORDER
     trimmed: bool = True
 
     def __post_init__(self) -> None:
@@ -229,22 +231,22 @@ class Expansion:
         return arrays
 
 
-def expected_theta_length(order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> int:
+def expected_theta_length(order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> int:
     """Length of theta for a TaylorGLO loss of this order and inputs (8 for the paper's default)."""
     return Expansion(inputs, order, trimmed).num_params
 
 
-def paper_to_folded(theta: Any, order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> np.ndarray:
+def paper_to_folded(theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> np.ndarray:
     """Fold the ``1/alpha!`` factors into the coefficients (the authors' code convention)."""
     return Expansion(inputs, order, trimmed).to_folded(theta)
 
 
-def folded_to_paper(theta: Any, order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> np.ndarray:
+def folded_to_paper(theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> np.ndarray:
     """Inverse of :func:`paper_to_folded`: multiply the coefficients by ``alpha!``."""
     return Expansion(inputs, order, trimmed).to_paper(theta)
 
 
-def untrim(theta: Any, order: int = 3, inputs: Sequence[str] = DEFAULT_INPUTS) -> np.ndarray:
+def untrim(theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS) -> np.ndarray:
     """Trimmed theta -> full theta with zeros for the dropped (y-free) terms (same gradients)."""
     trimmed = Expansion(inputs, order, True)
     full = Expansion(inputs, order, False)
@@ -258,7 +260,7 @@ def reference_loss(
     y_true: Any,
     y_pred: Any,
     *,
-    order: int = 3,
+    order: int = DEFAULT_ORDER,
     inputs: Sequence[str] = DEFAULT_INPUTS,
     convention: str = "paper",
     progress: float = 0.0,
@@ -283,7 +285,7 @@ def reference_loss(
 
 def keras_config(
     theta: Any,
-    order: int = 3,
+    order: int = DEFAULT_ORDER,
     inputs: Sequence[str] = DEFAULT_INPUTS,
     *,
     convention: str = "paper",

@@ -9,7 +9,7 @@ import pytest
 from taylorglo_tf import taylor
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2
 from taylorglo_tf.training import EvaluationResult, Task
-from trainer.keras_evaluator import KerasEvaluator, task_from_spec
+from trainer.keras_evaluator import KerasEvaluator
 from trainer.worker import EvaluationStopped, Outcome
 
 # Appendix C's best MNIST loss: trains the tiny model on digits well.
@@ -55,7 +55,7 @@ class FixedEvaluator:
 
 
 def test_minimal_task_spec_gets_the_documented_defaults():
-    task = task_from_spec(types_pb2.TaskSpec(dataset="digits", model="tiny", steps=25, seed=7), None)
+    task = Task.from_proto(types_pb2.TaskSpec(dataset="digits", model="tiny", steps=25, seed=7), None)
     assert task == Task(
         dataset="digits", model="tiny", steps=25, batch_size=0, fraction=1.0,
         augmentation={"flip": False, "crop_padding": 0, "cutout": 0, "cutmix_prob": 0.0, "cutmix_alpha": 1.0},
@@ -69,25 +69,25 @@ def test_task_spec_fields_map_onto_the_task():
         abort_accuracy=0.2, abort_epochs=3, lr_scale=0.3,
         augmentation=types_pb2.AugmentationSpec(flip_crop=True, cutout_length=16, cutmix_probability=0.5),
     )
-    task = task_from_spec(spec, None)
+    task = Task.from_proto(spec, None)
     assert (task.dataset, task.model, task.steps, task.batch_size, task.fraction) == ("tfds:cifar10", "alexnet", 2000, 64, 0.1)
     assert (task.abort_threshold, task.abort_check_epoch, task.lr_scale) == (0.2, 3.0, 0.3)
     assert task.augmentation == {"flip": True, "crop_padding": 4, "cutout": 16, "cutmix_prob": 0.5, "cutmix_alpha": 1.0}
 
 
 def test_negative_abort_accuracy_turns_the_abort_rule_off():
-    task = task_from_spec(types_pb2.TaskSpec(dataset="digits", model="tiny", steps=5, abort_accuracy=-1), None)
+    task = Task.from_proto(types_pb2.TaskSpec(dataset="digits", model="tiny", steps=5, abort_accuracy=-1), None)
     assert task.abort_threshold == 0.0  # accuracy is never below 0
 
 
 def test_task_spec_without_steps_is_refused():
     with pytest.raises(ValueError, match="task.steps must be > 0, got 0"):
-        task_from_spec(types_pb2.TaskSpec(dataset="digits", model="tiny"), None)
+        Task.from_proto(types_pb2.TaskSpec(dataset="digits", model="tiny"), None)
 
 
 def test_dataset_paths_resolve_under_the_data_directory(tmp_path):
     (tmp_path / "fashion").mkdir()
-    task = task_from_spec(types_pb2.TaskSpec(dataset="idx:fashion", model="tiny", steps=5), tmp_path)
+    task = Task.from_proto(types_pb2.TaskSpec(dataset="idx:fashion", model="tiny", steps=5), tmp_path)
     assert task.dataset == f"idx:{tmp_path.resolve() / 'fashion'}"
     assert task.data_dir == str(tmp_path.resolve())
 
@@ -103,7 +103,7 @@ def test_dataset_paths_resolve_under_the_data_directory(tmp_path):
 )
 def test_dataset_paths_outside_the_data_directory_are_refused(tmp_path, dataset, message):
     with pytest.raises(ValueError, match="task.dataset") as error:
-        task_from_spec(types_pb2.TaskSpec(dataset=dataset, model="tiny", steps=5), tmp_path)
+        Task.from_proto(types_pb2.TaskSpec(dataset=dataset, model="tiny", steps=5), tmp_path)
     assert message in str(error.value)
 
 
@@ -113,12 +113,12 @@ def test_a_symlink_leading_out_of_the_data_directory_is_refused(tmp_path):
     (tmp_path / "secret").mkdir()
     os.symlink(tmp_path / "secret", data_dir / "link")
     with pytest.raises(ValueError, match="outside the data directory"):
-        task_from_spec(types_pb2.TaskSpec(dataset="idx:link", model="tiny", steps=5), data_dir)
+        Task.from_proto(types_pb2.TaskSpec(dataset="idx:link", model="tiny", steps=5), data_dir)
 
 
 def test_file_datasets_need_a_data_directory():
     with pytest.raises(ValueError, match="no data directory"):
-        task_from_spec(types_pb2.TaskSpec(dataset="npz:data.npz", model="tiny", steps=5), None)
+        Task.from_proto(types_pb2.TaskSpec(dataset="npz:data.npz", model="tiny", steps=5), None)
 
 
 def test_a_missing_data_directory_is_refused_up_front(tmp_path):

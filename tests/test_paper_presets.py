@@ -100,8 +100,7 @@ def _smoke_tasks():
 @pytest.mark.parametrize("path", _smoke_tasks())
 def test_each_presets_task_trains_two_steps_with_its_real_model_on_mock_data(path, mock_tfds, tmp_path, monkeypatch):
     from taylorglo_tf.losses import TaylorGLOLoss
-    from taylorglo_tf.training import Evaluator
-    from trainer.keras_evaluator import task_from_spec
+    from taylorglo_tf.training import Evaluator, Task
 
     built = []
     real_build = Evaluator._build_model
@@ -113,7 +112,7 @@ def test_each_presets_task_trains_two_steps_with_its_real_model_on_mock_data(pat
 
     monkeypatch.setattr(Evaluator, "_build_model", staticmethod(spy))
     spec = _load(path)
-    task = task_from_spec(spec.task, tmp_path).replace(steps=2, batch_size=SMOKE_BATCH)
+    task = Task.from_proto(spec.task, tmp_path).replace(steps=2, batch_size=SMOKE_BATCH)
     # A loss of the preset's form: the Taylor approximation of cross-entropy of its order.
     loss = TaylorGLOLoss.from_loss("cross_entropy", order=spec.loss.order, inputs=tuple(spec.loss.inputs))
     result = Evaluator().evaluate(loss, task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import io
 import json
@@ -143,9 +144,10 @@ def test_run_measures_the_trainer_layout_once_and_reuses_it(tmp_path, monkeypatc
     monkeypatch.setattr(tuning, "local_layout", measured)
     args = run_command_args(None, tmp_path)
     assert args.trainers == "auto"
-    one_run = run_command.LocalSearch(run_command.load_run_spec(None), args, tmp_path / "out", io.StringIO())
+    options = run_command.RunOptions.from_args(args)
+    one_run = run_command.LocalSearch(run_command.load_run_spec(None), options, tmp_path / "out", io.StringIO())
     assert one_run._layout() == (1, 4) and calls == [("tiny", os.cpu_count())]
-    args.trainers, args.candidates_per_step = 3, None
+    one_run.options = dataclasses.replace(options, trainers=3, candidates_per_step=None)
     assert one_run._layout() == (3, 1) and len(calls) == 1  # given: not measured
 
 
@@ -335,3 +337,17 @@ def test_a_search_whose_dataset_file_is_missing_fails_naming_it_and_skips_the_co
     experiment = json.loads((out / "experiment.json").read_text())
     assert experiment["state"] == "EXPERIMENT_STATE_FAILED" and experiment.get("generation", 0) == 0
     assert not (out / "best_loss.json").exists()
+
+
+def test_the_options_are_built_once_from_the_arguments_without_changing_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAYLORGLO_DATA_DIR", str(tmp_path / "data"))
+    from taylorglo_tf.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--trainers", "3", "--no-tune-baseline-lr", "--lease-ttl", "7"])
+    parsed = dict(vars(args))
+    options = run_command.RunOptions.from_args(args)
+    assert vars(args) == parsed  # args.data_dir stays None: the default is the options'
+    assert (options.data_dir, options.trainers, options.tune_baseline_lr, options.lease_ttl) == (
+        str(tmp_path / "data"), 3, False, 7.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.trainers = 1

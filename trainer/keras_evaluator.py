@@ -3,10 +3,11 @@
 ``KerasEvaluator(data_dir=...)`` is the ``evaluate_fn`` that ``taylorglo trainer
 --evaluator keras`` hands to :class:`trainer.worker.Worker`. For each lease it
 
-1. maps ``lease.task`` (``TaskSpec``) to a :class:`taylorglo_tf.training.Task`,
-   with the proto's defaults for 0/empty fields (``taylorglo_tf.spec.apply_defaults``)
-   and the dataset's ``idx:``/``npz:`` path resolved strictly under ``data_dir``
-   (absolute paths, ``..`` and symlinks leading out are refused, naming the path);
+1. maps ``lease.task`` (``TaskSpec``) to a :class:`taylorglo_tf.training.Task`
+   (:meth:`~taylorglo_tf.training.Task.from_proto`: the proto's defaults for
+   0/empty fields, and the dataset's ``idx:``/``npz:`` path resolved strictly
+   under ``data_dir``; absolute paths, ``..`` and symlinks leading out are
+   refused, naming the path);
 2. sets ``lease.theta`` into a :class:`~taylorglo_tf.losses.TaylorGLOLoss` of the
    lease's form (``LossSpec`` order and inputs);
 3. trains with one long-lived :class:`~taylorglo_tf.training.Evaluator`, so the
@@ -40,56 +41,6 @@ from taylorglo_tf.training import Task
 from trainer.worker import EvaluationStopped, Heartbeat, Outcome
 
 log = logging.getLogger(__name__)
-
-
-def task_from_spec(task_spec: types_pb2.TaskSpec, data_dir: Optional[str | os.PathLike[str]]) -> Task:
-    """The :class:`Task` a ``TaskSpec`` describes, for a trainer whose data lives in ``data_dir``.
-
-    Fields left at 0 take the proto's documented defaults. ``abort_accuracy < 0``
-    disables the abort rule. ``idx:DIR``/``npz:FILE`` become absolute paths under
-    ``data_dir``; ValueError names the dataset when it is invalid, leaves
-    ``data_dir``, or needs a data directory the trainer was not given.
-    """
-    if not isinstance(task_spec, types_pb2.TaskSpec):
-        raise TypeError(f"task_spec must be a taylorglo.v1.TaskSpec, got {type(task_spec).__name__}")
-    full = spec_module.apply_defaults(types_pb2.ExperimentSpec(task=task_spec)).task
-    dataset = _resolve_dataset(full.dataset, data_dir)
-    if full.steps <= 0:
-        raise ValueError(f"task.steps must be > 0, got {full.steps}")
-    augmentation = full.augmentation
-    return Task(
-        dataset=dataset,
-        model=full.model,
-        steps=int(full.steps),
-        batch_size=int(full.batch_size),
-        fraction=float(full.train_fraction),
-        # The proto's augmentation is explicit: everything off unless set.
-        augmentation={
-            "flip": bool(augmentation.flip_crop),
-            "crop_padding": int(augmentation.crop_padding) if augmentation.flip_crop else 0,
-            "cutout": int(augmentation.cutout_length),
-            "cutmix_prob": float(augmentation.cutmix_probability),
-            "cutmix_alpha": float(augmentation.cutmix_alpha) or spec_module.DEFAULT_CUTMIX_ALPHA,
-        },
-        seed=int(full.seed),
-        lr_scale=float(full.lr_scale),
-        abort_threshold=max(0.0, float(full.abort_accuracy)),  # accuracy < 0 never happens: rule off
-        abort_check_epoch=float(full.abort_epochs),
-        data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
-    )
-
-
-def _resolve_dataset(uri: str, data_dir: Optional[str | os.PathLike[str]]) -> str:
-    """``uri`` checked, with an ``idx:``/``npz:`` path made absolute under ``data_dir``.
-
-    Raises ``spec.SpecError`` (a ValueError naming the field and the path).
-    """
-    spec_module.check_dataset_uri(uri, "task.dataset")
-    if uri.partition(":")[0] not in ("idx", "npz"):
-        return uri
-    if data_dir is None:
-        raise ValueError(f"task.dataset {uri!r} names a file, but this trainer has no data directory (--data-dir)")
-    return spec_module.resolve_dataset(uri, data_dir)
 
 
 class KerasEvaluator:
@@ -127,8 +78,7 @@ class KerasEvaluator:
 
     def loss_for(self, loss_spec: types_pb2.LossSpec, theta: Any) -> Any:
         """The :class:`TaylorGLOLoss` of ``loss_spec``'s form with ``theta`` (ValueError names a bad length)."""
-        order = loss_spec.order or spec_module.DEFAULT_ORDER
-        inputs = tuple(loss_spec.inputs) or spec_module.DEFAULT_INPUTS
+        order, inputs = spec_module.loss_form(loss_spec)
         expected = taylor.expected_theta_length(order, inputs)
         if len(theta) != expected:
             raise ValueError(
@@ -147,7 +97,7 @@ class KerasEvaluator:
 
     def task(self, lease: worker_service_pb2.Lease) -> Task:
         """The lease's :class:`Task` with this trainer's data directory (ValueError names a bad dataset)."""
-        return task_from_spec(lease.task, self.data_dir)
+        return Task.from_proto(lease.task, self.data_dir)
 
     def __call__(self, lease: worker_service_pb2.Lease, heartbeat: Heartbeat) -> Outcome:
         task = self.task(lease)

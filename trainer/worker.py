@@ -41,13 +41,15 @@ from typing import Any, Callable, Optional, Sequence
 
 import grpc
 
-from taylorglo_tf.limits import MAX_ERROR_CHARS
+from taylorglo_tf.limits import MAX_ERROR_CHARS, MAX_ID_CHARS, MAX_WAIT_MS
 from taylorglo_tf.retry import Backoff, call_with_retries
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
 
 __all__ = ["Backoff", "EvaluationStopped", "Heartbeat", "Outcome", "Worker", "WorkerError"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_WAIT_MS = 10_000  # lease long-poll time (at most limits.MAX_WAIT_MS)
 
 Heartbeat = Callable[[int], bool]
 """``heartbeat(steps_done) -> keep_going``."""
@@ -210,7 +212,7 @@ class Worker:
     """Leases candidates from a coordinator and evaluates them with ``evaluate_fn``.
 
     ``channel`` is a ``grpc.Channel`` (see ``taylorglo_tf.connection.connect``);
-    ``trainer_id`` names this trainer in the coordinator's records (<= 200 chars).
+    ``trainer_id`` names this trainer in the coordinator's records (<= ``limits.MAX_ID_CHARS``).
     ``wait_ms`` is the lease long-poll time. ``heartbeat_interval_s`` overrides
     the default ``ttl_s / 3``. ``max_candidates`` makes ``run`` return after that
     many reported evaluations. ``grace_s`` is the default shutdown grace period.
@@ -222,7 +224,7 @@ class Worker:
         evaluate_fn: EvaluateFn,
         trainer_id: str,
         *,
-        wait_ms: int = 10_000,
+        wait_ms: int = DEFAULT_WAIT_MS,
         heartbeat_interval_s: Optional[float] = None,
         max_candidates: Optional[int] = None,
         grace_s: float = 30.0,
@@ -230,10 +232,10 @@ class Worker:
         rpc_timeout_s: float = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
-        if not trainer_id or len(trainer_id) > 200:
-            raise ValueError(f"trainer_id must be 1..200 characters, got {trainer_id!r}")
-        if not 0 <= wait_ms <= 60_000:
-            raise ValueError(f"wait_ms must be in 0..60000, got {wait_ms}")
+        if not trainer_id or len(trainer_id) > MAX_ID_CHARS:
+            raise ValueError(f"trainer_id must be 1..{MAX_ID_CHARS} characters, got {trainer_id!r}")
+        if not 0 <= wait_ms <= MAX_WAIT_MS:
+            raise ValueError(f"wait_ms must be in 0..{MAX_WAIT_MS}, got {wait_ms}")
         if max_candidates is not None and max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
         if grace_s < 0:

@@ -1,4 +1,4 @@
-"""Argument types and the connection arguments every command shares.
+"""Argument types, connection arguments and exit statuses that every command shares.
 
 The client commands, ``taylorglo trainer``, ``taylorglo run``, ``taylorglo
 coordinator`` and ``taylorglo compare`` take their argument types from here, so
@@ -16,6 +16,9 @@ from taylorglo_tf import connection
 ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
 TOKEN_ENV = connection.TOKEN_ENV
 DATA_DIR_ENV = "TAYLORGLO_DATA_DIR"
+
+# Exit statuses: 2 is argparse's own for bad input; 130 is what shells report for Ctrl-C.
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CommandError(Exception):

@@ -28,6 +28,8 @@ from typing import Callable, Iterable, Optional, TextIO
 import grpc
 
 from taylorglo_tf.commands.arguments import (
+    EXIT_ERROR,
+    EXIT_OK,
     TOKEN_ENV,
     CommandError,
     add_connection_arguments,
@@ -42,7 +44,7 @@ RPC_TIMEOUT_S = 30.0
 RECONNECT_TIMEOUT_S = 300.0  # a watch outlives a coordinator restart of up to 5 minutes
 RECONNECT_INITIAL_DELAY_S, RECONNECT_MAX_DELAY_S = 0.5, 5.0
 
-EXIT_OK, EXIT_ERROR, EXIT_UNSUCCESSFUL = 0, 1, 3
+EXIT_UNSUCCESSFUL = 3  # watch: the experiment ended CANCELLED or FAILED
 
 _STATE_NAMES = {
     value: name.removeprefix("EXPERIMENT_STATE_").lower()

@@ -16,11 +16,13 @@ No TensorFlow at import time (``taylorglo --help`` stays fast).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from typing import Any
 
+from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS, check_lr_multipliers
 
@@ -177,29 +179,40 @@ def _print_result(console, result) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+@dataclasses.dataclass(frozen=True)
+class ComparisonOptions:
+    """How a comparison trains: runs per side, and the learning-rate tuning (none unless asked for)."""
 
-    console = Console()
-    error_console = Console(stderr=True)
-    try:
-        task = build_task(args)
-        if args.runs < 2:
-            raise ValueError(f"--runs must be >= 2 (Welch's t-test needs 2 runs per side), got {args.runs}")
-        if args.tuning_seeds < 1:
-            raise ValueError(f"--tuning-seeds must be >= 1, got {args.tuning_seeds}")
-        import_tensorflow_quietly()  # before Keras loads it, which would print its start-up lines
-        loss = _load_loss(args.loss, "loss")
-        baseline = _load_loss(args.baseline, "baseline")
-    except ValueError as error:
-        error_console.print(f"taylorglo compare: error: {error}")
-        return 2
+    runs: int
+    tune_baseline_lr: bool = False
+    tune_loss_lr: bool = False  # implies tuning the baseline's too
+    lr_multipliers: tuple[float, ...] = DEFAULT_LR_MULTIPLIERS
+    tuning_seeds: int = DEFAULT_TUNING_SEEDS
+
+    @property
+    def tuned(self) -> bool:
+        return self.tune_baseline_lr or self.tune_loss_lr
+
+    def tuning_runs(self) -> int:
+        """Trainings of the learning-rate choice (0 without tuning)."""
+        if not self.tuned:
+            return 0
+        return len(self.lr_multipliers) * self.tuning_seeds * (2 if self.tune_loss_lr else 1)
+
+
+def train_and_compare(loss, baseline, task, options: ComparisonOptions, *, loss_name: str, baseline_name: str,
+                      console):
+    """Trains both losses as ``options`` says, showing progress on ``console`` (a ``rich`` Console).
+
+    The one comparison loop of ``taylorglo compare`` and ``taylorglo run``: returns
+    a ``taylorglo_tf.compare.TunedComparison`` when tuning, else a ``Comparison``;
+    both hold the loss's gradient scale relative to cross-entropy. ValueError or
+    OSError: the dataset or the model cannot be opened (the message names it).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from taylorglo_tf import compare as comparison_module
 
-    tune = args.tune_baseline_lr or args.tune_loss_lr
-    tuning_runs = len(args.lr_multipliers) * args.tuning_seeds * (2 if args.tune_loss_lr else 1) if tune else 0
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -209,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         transient=True,
     ) as bar:
         # The tuned comparison retrains each side whose chosen rate is not 1: the total grows then.
-        overall = bar.add_task("runs", total=tuning_runs + 2 * args.runs)
+        overall = bar.add_task("runs", total=options.tuning_runs() + 2 * options.runs)
         current = bar.add_task("steps", total=None)
 
         def on_steps(side: str, run_index: int, done: int, total: int) -> None:
@@ -233,30 +246,55 @@ def run(args: argparse.Namespace) -> int:
                 soft_wrap=True,
             )
 
-        names = dict(loss_name=_loss_label(args.loss), baseline_name=_loss_label(args.baseline))
-        try:
-            if tune:
-                result = comparison_module.compare_tuned(
-                    loss, baseline, task, args.runs, **names, lr_multipliers=args.lr_multipliers,
-                    tuning_seeds=args.tuning_seeds, tune_loss_lr=args.tune_loss_lr, measure_loss_scale=True,
-                    progress=on_steps, on_run=on_run, on_tuning_run=on_tuning_run,
-                )
-            else:
-                result = comparison_module.compare(
-                    loss, baseline, task, args.runs, **names, measure_loss_scale=True,
-                    progress=on_steps, on_run=on_run,
-                )
-        except (ValueError, OSError) as error:
-            # The dataset and the model are first opened here: a missing file or an
-            # unknown model name is bad input (the message names it), not a crash.
-            error_console.print(f"taylorglo compare: error: {type(error).__name__}: {error}")
-            return 2
+        names = dict(loss_name=loss_name, baseline_name=baseline_name)
+        if options.tuned:
+            return comparison_module.compare_tuned(
+                loss, baseline, task, options.runs, **names, lr_multipliers=options.lr_multipliers,
+                tuning_seeds=options.tuning_seeds, tune_loss_lr=options.tune_loss_lr, measure_loss_scale=True,
+                progress=on_steps, on_run=on_run, on_tuning_run=on_tuning_run,
+            )
+        return comparison_module.compare(
+            loss, baseline, task, options.runs, **names, measure_loss_scale=True, progress=on_steps, on_run=on_run,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    error_console = Console(stderr=True)
+    try:
+        task = build_task(args)
+        if args.runs < 2:
+            raise ValueError(f"--runs must be >= 2 (Welch's t-test needs 2 runs per side), got {args.runs}")
+        if args.tuning_seeds < 1:
+            raise ValueError(f"--tuning-seeds must be >= 1, got {args.tuning_seeds}")
+        import_tensorflow_quietly()  # before Keras loads it, which would print its start-up lines
+        loss = _load_loss(args.loss, "loss")
+        baseline = _load_loss(args.baseline, "baseline")
+    except ValueError as error:
+        error_console.print(f"taylorglo compare: error: {error}")
+        return EXIT_BAD_INPUT
+
+    options = ComparisonOptions(
+        runs=args.runs, tune_baseline_lr=args.tune_baseline_lr, tune_loss_lr=args.tune_loss_lr,
+        lr_multipliers=args.lr_multipliers, tuning_seeds=args.tuning_seeds,
+    )
+    try:
+        result = train_and_compare(loss, baseline, task, options, loss_name=_loss_label(args.loss),
+                                   baseline_name=_loss_label(args.baseline), console=console)
+    except (ValueError, OSError) as error:
+        # The dataset and the model are first opened here: a missing file or an
+        # unknown model name is bad input (the message names it), not a crash.
+        error_console.print(f"taylorglo compare: error: {type(error).__name__}: {error}")
+        return EXIT_BAD_INPUT
     _print_result(console, result)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(result.to_dict(), handle, indent=2)
+        from taylorglo_tf.results import write_json
+
+        write_json(result.to_dict(), args.json)
         console.print(f"wrote {args.json}")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,13 +15,14 @@ import signal
 import sys
 import threading
 
+from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK, non_negative_float
+
 TRAINER_TOKEN_ENV = "TAYLORGLO_TRAINER_TOKEN"
 CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN
-    from taylorglo_tf.commands.arguments import non_negative_float
 
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                        lease_ttl_s=args.lease_ttl, health_listen=args.health_listen)
     except (ValueError, OSError, RuntimeError) as exc:  # bad settings, port or database
         print(f"taylorglo coordinator: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -70,4 +71,4 @@ def run(args: argparse.Namespace) -> int:
     while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
         pass
     server.stop(grace=args.grace)
-    return 0
+    return EXIT_OK

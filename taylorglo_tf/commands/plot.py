@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 
 
@@ -33,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
         path = plotting.plot_loss(list(args.losses), out, title=args.title)
     except ValueError as exc:
         print(f"taylorglo plot: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(path)
-    return 0
+    return EXIT_OK

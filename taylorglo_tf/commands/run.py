@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import datetime
 import os
 import secrets
@@ -43,7 +44,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
-from taylorglo_tf.commands.arguments import DATA_DIR_ENV, non_negative_int, positive_int, positive_int_or_auto
+from taylorglo_tf.commands.arguments import (
+    DATA_DIR_ENV,
+    EXIT_BAD_INPUT,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    non_negative_int,
+    positive_int,
+    positive_int_or_auto,
+)
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS
 from taylorglo_tf.text import escape_controls
@@ -67,7 +77,7 @@ DEFAULT_TRAINERS = 2
 DEFAULT_COMPARE_RUNS = 5
 TRAINER_GRACE_S = 5.0  # on Ctrl-C a trainer finishes a candidate that ends soon, else hands it back
 TRAINER_STOP_TIMEOUT_S = 30.0
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_FAILED = EXIT_ERROR
 
 
 class RunError(Exception):
@@ -238,11 +248,10 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     except (SpecError, ValueError, OSError) as error:
         print(f"taylorglo run: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.data_dir is None:
-        args.data_dir = str(default_data_dir())
-    elif not Path(args.data_dir).is_dir():
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
         print(f"taylorglo run: error: --data-dir {args.data_dir!r} is not a directory", file=sys.stderr)
         return EXIT_BAD_INPUT
+    options = RunOptions.from_args(args)
     out_dir = Path(args.out) if args.out else default_out_dir(spec.name or "search")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)  # now, not after the search
@@ -255,7 +264,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         # SIGTERM stops the run like Ctrl-C: everything started is stopped.
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return LocalSearch(spec, args, out_dir, out).run()
+        return LocalSearch(spec, options, out_dir, out).run()
     except RunError as error:
         print(f"taylorglo run: error: {escape_controls(str(error))}", file=sys.stderr)
         return error.exit_code
@@ -271,12 +280,44 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What one ``taylorglo run`` was asked for, built once from its arguments (:meth:`from_args`)."""
+
+    data_dir: str  # the trainers' data directory
+    trainers: int | str = "auto"  # a count, or "auto": the layout measured on this machine
+    candidates_per_step: Optional[int] = None  # None: 1, or the measured K with trainers="auto"
+    evaluator: str = "keras"
+    db: Optional[str] = None  # None: a temporary database
+    lease_ttl: Optional[float] = None  # None: the coordinator's default
+    compare_runs: int = DEFAULT_COMPARE_RUNS
+    compare_steps: int = 0  # 0: the recipe's full length
+    tune_baseline_lr: bool = True
+    tuning_seeds: int = DEFAULT_TUNING_SEEDS
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RunOptions":
+        """The options of parsed ``taylorglo run`` arguments; no ``--data-dir``: :func:`default_data_dir`."""
+        return cls(
+            data_dir=args.data_dir if args.data_dir is not None else str(default_data_dir()),
+            trainers=args.trainers,
+            candidates_per_step=args.candidates_per_step,
+            evaluator=args.evaluator,
+            db=args.db,
+            lease_ttl=args.lease_ttl,
+            compare_runs=args.compare_runs,
+            compare_steps=args.compare_steps,
+            tune_baseline_lr=args.tune_baseline_lr,
+            tuning_seeds=args.tuning_seeds,
+        )
+
+
 class LocalSearch:
     """One ``taylorglo run``: coordinator, trainers, watch, result folder, comparison."""
 
-    def __init__(self, spec: Any, args: argparse.Namespace, out_dir: Path, out: TextIO) -> None:
+    def __init__(self, spec: Any, options: RunOptions, out_dir: Path, out: TextIO) -> None:
         self.spec = spec
-        self.args = args
+        self.options = options
         self.out_dir = out_dir
         self.out = out
         self.trainers: Optional[LocalTrainers] = None
@@ -293,7 +334,7 @@ class LocalSearch:
             count, per_step = self._layout()
             self.trainers = LocalTrainers(
                 count, f"127.0.0.1:{port}", self._trainer_token, self.out_dir / "logs",
-                evaluator=self.args.evaluator, data_dir=self.args.data_dir, candidates_per_step=per_step,
+                evaluator=self.options.evaluator, data_dir=self.options.data_dir, candidates_per_step=per_step,
             )
             stack.callback(self.trainers.stop)
             self.trainers.start()
@@ -320,16 +361,15 @@ class LocalSearch:
 
     def _layout(self) -> tuple[int, int]:
         """(trainer processes, candidates per step): as given, else measured on this machine (cached)."""
-        per_step = self.args.candidates_per_step
-        if self.args.trainers != "auto":
-            return self.args.trainers, per_step or 1
-        if self.args.evaluator != "keras":
+        per_step = self.options.candidates_per_step
+        if self.options.trainers != "auto":
+            return self.options.trainers, per_step or 1
+        if self.options.evaluator != "keras":
             return DEFAULT_TRAINERS, per_step or 1
-        from taylorglo_tf.training import tuning
-        from trainer.keras_evaluator import task_from_spec
+        from taylorglo_tf.training import Task, tuning
 
         try:
-            task = task_from_spec(self.spec.task, self.args.data_dir)
+            task = Task.from_proto(self.spec.task, self.options.data_dir)
             self._print(f"measuring the fastest trainer layout for {task.model} on this machine (once; cached)")
             layout = tuning.local_layout(task, os.cpu_count() or 1)
         except (ValueError, RuntimeError, OSError) as error:
@@ -349,11 +389,11 @@ class LocalSearch:
         from taylorglo_tf.rpc import experiment_service_pb2_grpc
 
         client_token = secrets.token_urlsafe(24)
-        if self.args.db:
-            db_path = Path(self.args.db)
+        if self.options.db:
+            db_path = Path(self.options.db)
         else:
             db_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taylorglo-run-"))) / "search.db"
-        options = {} if self.args.lease_ttl is None else {"lease_ttl_s": self.args.lease_ttl}
+        options = {} if self.options.lease_ttl is None else {"lease_ttl_s": self.options.lease_ttl}
         try:
             server = serve(db_path, f"127.0.0.1:{port}", trainer_token=self._trainer_token,
                            client_token=client_token, **options)
@@ -424,7 +464,7 @@ class LocalSearch:
         return EXIT_OK
 
     def _compare(self) -> int:
-        runs = self.args.compare_runs
+        runs = self.options.compare_runs
         best_loss = self.out_dir / "best_loss.json"
         if runs == 0:
             return EXIT_OK
@@ -434,9 +474,9 @@ class LocalSearch:
         if not best_loss.exists():
             self._print("comparison skipped: the search found no successful candidate")
             return EXIT_OK
-        tuning_seeds = self.args.tuning_seeds if self.args.tune_baseline_lr else 0
-        comparison = compare_with_cross_entropy(best_loss, self.spec, runs, steps=self.args.compare_steps,
-                                                data_dir=self.args.data_dir, out=self.out,
+        tuning_seeds = self.options.tuning_seeds if self.options.tune_baseline_lr else 0
+        comparison = compare_with_cross_entropy(best_loss, self.spec, runs, steps=self.options.compare_steps,
+                                                data_dir=self.options.data_dir, out=self.out,
                                                 tuning_seeds=tuning_seeds)
         from taylorglo_tf.results import COMPARISON_TEXT, write_comparison
 
@@ -463,36 +503,17 @@ def compare_with_cross_entropy(best_loss: Path, spec: Any, runs: int, *, steps: 
     (``tuning_seeds`` runs per multiplier) and the comparison is repeated at that
     rate: returns a ``taylorglo_tf.compare.TunedComparison``; with 0, the plain
     ``Comparison``. Both hold the loss's gradient scale relative to cross-entropy.
+    The training loop and its progress display are ``taylorglo compare``'s.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import_tensorflow_quietly()  # its C++ start-up lines would garble the progress bars
-    from taylorglo_tf import compare, losses
-    from trainer.keras_evaluator import task_from_spec
+    from taylorglo_tf import losses
+    from taylorglo_tf.commands.compare import ComparisonOptions, train_and_compare
+    from taylorglo_tf.training import Task
 
-    task = task_from_spec(spec.task, data_dir).replace(steps=steps)
-    loss = losses.load_json(best_loss)
-    baseline = losses.get("cross_entropy")
-    progress = Progress(TextColumn("[bold]comparison"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("trainings  {task.fields[last]}"), TimeElapsedColumn(),
-                        console=Console(file=out or sys.stdout))
-    tuning_runs = len(DEFAULT_LR_MULTIPLIERS) * tuning_seeds
-    with progress:
-        bar = progress.add_task("comparison", total=tuning_runs + 2 * runs, last="")
-
-        def on_run(record) -> None:
-            if progress.tasks[bar].completed >= progress.tasks[bar].total:  # retraining at the tuned rate
-                progress.update(bar, total=progress.tasks[bar].total + 1)
-            progress.update(bar, advance=1, last=f"{record.side} run {record.run} (lr x{record.lr_scale:g}): "
-                                                 f"test accuracy {record.test_accuracy:.4f}")
-
-        def on_tuning_run(side: str, multiplier: float, seed: int, result) -> None:
-            progress.update(bar, advance=1, last=f"tuning {side} lr x{multiplier:g}: "
-                                                 f"validation accuracy {result.val_accuracy:.4f}")
-
-        names = dict(loss_name=str(best_loss.name), baseline_name="cross_entropy")
-        if tuning_seeds == 0:
-            return compare.compare(loss, baseline, task, runs, **names, measure_loss_scale=True, on_run=on_run)
-        return compare.compare_tuned(loss, baseline, task, runs, **names, tuning_seeds=tuning_seeds,
-                                     measure_loss_scale=True, on_run=on_run, on_tuning_run=on_tuning_run)
+    task = Task.from_proto(spec.task, data_dir).replace(steps=steps)
+    options = ComparisonOptions(runs=runs, tune_baseline_lr=tuning_seeds > 0, tuning_seeds=max(tuning_seeds, 1))
+    return train_and_compare(losses.load_json(best_loss), losses.get("cross_entropy"), task, options,
+                             loss_name=str(best_loss.name), baseline_name="cross_entropy",
+                             console=Console(file=out or sys.stdout))

@@ -23,6 +23,8 @@ import threading
 
 from taylorglo_tf.commands.arguments import (
     DATA_DIR_ENV,
+    EXIT_ERROR,
+    EXIT_OK,
     CommandError,
     add_connection_arguments,
     non_negative_float,
@@ -37,6 +39,9 @@ DEFAULT_GRACE_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from taylorglo_tf.limits import MAX_WAIT_MS
+    from trainer.worker import DEFAULT_WAIT_MS  # no TensorFlow
+
     add_connection_arguments(parser)
     parser.add_argument(
         "--data-dir", default=os.environ.get(DATA_DIR_ENV), metavar="DIR",
@@ -51,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=non_negative_float, default=DEFAULT_GRACE_S, metavar="S",
                         help=f"on SIGTERM, finish the current candidate if it ends within S seconds, "
                              f"else give it back (default: {DEFAULT_GRACE_S:g})")
-    parser.add_argument("--wait-ms", type=int, default=10_000, metavar="MS",
-                        help="lease long-poll time in milliseconds (default: 10000)")
+    parser.add_argument("--wait-ms", type=int, default=DEFAULT_WAIT_MS, metavar="MS",
+                        help=f"lease long-poll time in milliseconds, 0..{MAX_WAIT_MS} (default: {DEFAULT_WAIT_MS})")
     parser.add_argument("--synthetic-sleep", type=non_negative_float, default=0.0, metavar="S",
                         help="synthetic evaluator: seconds per evaluation (default: 0)")
     parser.add_argument("--synthetic-diverge-above", type=float, metavar="X",
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 gpus = chosen_gpus(args.gpus, visible)
             except GpuError as error:
                 print(f"taylorglo trainer: error: {error}", file=sys.stderr)
-                return 1
+                return EXIT_ERROR
             argv = list(getattr(args, "argv", sys.argv[1:]))
             return run_per_gpu(argv[argv.index("trainer") + 1:], gpus)
         # The same trainer command serves GPU and CPU hosts.
@@ -135,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             grace_s=args.grace), args.max_candidates)
     except (CommandError, ValueError) as error:
         print(f"taylorglo trainer: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     # One worker loop per candidate of a step: each leases, heartbeats and reports its own.
     slots = getattr(evaluate_fn, "candidates_per_step",
                     args.candidates_per_step if isinstance(args.candidates_per_step, int) else 1)
@@ -157,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         reported = pool.run()
     except WorkerError as error:
         print(f"taylorglo trainer: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     log.info("trainer %s done: %d evaluations reported, %d leases returned", trainer_id, reported, pool.returned)
     if pool.abandoned_evaluation:
         # An evaluation thread is still running (its lease was given back):
@@ -166,4 +171,4 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    return 0
+    return EXIT_OK

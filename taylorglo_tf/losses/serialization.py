@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import keras
 
+from taylorglo_tf import atomic
 from taylorglo_tf.losses.baselines import BaikalLoss, Poly1Loss
 from taylorglo_tf.losses.taylor_loss import TaylorGLOLoss
 
@@ -63,11 +64,7 @@ def save_json(loss: keras.losses.Loss, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(keras.saving.serialize_keras_object(loss), indent=2, sort_keys=True)
-    # Write then rename, so a crash never leaves a half-written loss file.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, text + "\n")
 
 
 def load_json(path: str | os.PathLike) -> keras.losses.Loss:

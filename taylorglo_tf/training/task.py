@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal, Mapping
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional
+
+if TYPE_CHECKING:
+    from taylorglo_tf.rpc import types_pb2
 
 Status = Literal["ok", "diverged", "aborted"]
 STATUSES: tuple[str, ...] = ("ok", "diverged", "aborted")
+
+# The paper's abort rule: an attempt below 15% validation accuracy after 10 epochs
+# is retried (the spec's task.abort_accuracy and task.abort_epochs default to these).
+ABORT_THRESHOLD = 0.15
+ABORT_CHECK_EPOCH = 10.0
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -75,8 +85,8 @@ class Task:
     augmentation: Mapping[str, Any] | None = None
     seed: int = 0
     lr_scale: float = 1.0
-    abort_threshold: float = 0.15
-    abort_check_epoch: float = 10.0
+    abort_threshold: float = ABORT_THRESHOLD
+    abort_check_epoch: float = ABORT_CHECK_EPOCH
     max_attempts: int = 3
     data_dir: str | None = None
 
@@ -131,9 +141,66 @@ class Task:
                 values[name] = float(values[name])
         return cls(**values)
 
+    @classmethod
+    def from_proto(
+        cls, task_spec: "types_pb2.TaskSpec", data_dir: Optional[str | os.PathLike[str]] = None
+    ) -> "Task":
+        """The task a ``TaskSpec`` describes, for a trainer whose data lives in ``data_dir``.
+
+        Fields left at 0 take the proto's documented defaults. ``abort_accuracy < 0``
+        disables the abort rule. ``idx:DIR``/``npz:FILE`` become absolute paths under
+        ``data_dir``; ValueError names the dataset when it is invalid, leaves
+        ``data_dir``, or needs a data directory the trainer was not given.
+        """
+        from taylorglo_tf import spec as spec_module
+        from taylorglo_tf.rpc import types_pb2
+
+        if not isinstance(task_spec, types_pb2.TaskSpec):
+            raise TypeError(f"task_spec must be a taylorglo.v1.TaskSpec, got {type(task_spec).__name__}")
+        full = spec_module.apply_defaults(types_pb2.ExperimentSpec(task=task_spec)).task
+        dataset = _resolve_dataset(full.dataset, data_dir)
+        if full.steps <= 0:
+            raise ValueError(f"task.steps must be > 0, got {full.steps}")
+        augmentation = full.augmentation
+        return cls(
+            dataset=dataset,
+            model=full.model,
+            steps=int(full.steps),
+            batch_size=int(full.batch_size),
+            fraction=float(full.train_fraction),
+            # The proto's augmentation is explicit: everything off unless set.
+            augmentation={
+                "flip": bool(augmentation.flip_crop),
+                "crop_padding": int(augmentation.crop_padding) if augmentation.flip_crop else 0,
+                "cutout": int(augmentation.cutout_length),
+                "cutmix_prob": float(augmentation.cutmix_probability),
+                "cutmix_alpha": float(augmentation.cutmix_alpha) or spec_module.DEFAULT_CUTMIX_ALPHA,
+            },
+            seed=int(full.seed),
+            lr_scale=float(full.lr_scale),
+            abort_threshold=max(0.0, float(full.abort_accuracy)),  # accuracy < 0 never happens: rule off
+            abort_check_epoch=float(full.abort_epochs),
+            data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
+        )
+
     def replace(self, **changes: Any) -> "Task":
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
+
+
+def _resolve_dataset(uri: str, data_dir: Optional[str | os.PathLike[str]]) -> str:
+    """``uri`` checked, with an ``idx:``/``npz:`` path made absolute under ``data_dir``.
+
+    Raises ``spec.SpecError`` (a ValueError naming the field and the path).
+    """
+    from taylorglo_tf import spec as spec_module
+
+    spec_module.check_dataset_uri(uri, "task.dataset")
+    if uri.partition(":")[0] not in ("idx", "npz"):
+        return uri
+    if data_dir is None:
+        raise ValueError(f"task.dataset {uri!r} names a file, but this trainer has no data directory (--data-dir)")
+    return spec_module.resolve_dataset(uri, data_dir)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from taylorglo_tf import atomic
 from taylorglo_tf.training.task import Task
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,7 @@ def _store(path: Path, key: str, value: dict) -> None:
     cached[key] = value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1))
-        os.replace(tmp, path)  # concurrent writers (one per GPU) never leave a torn file
+        atomic.write_text(path, json.dumps(cached, indent=1))  # concurrent writers (one per GPU) never tear it
     except OSError as error:  # a read-only home costs a re-measurement, nothing else
         log.warning("cannot cache the measurement in %s: %s", path, error)
 
