@@ -231,17 +231,23 @@ class Expansion:
         return arrays
 
 
-def expected_theta_length(order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> int:
+def expected_theta_length(
+    order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True,
+) -> int:
     """Length of theta for a TaylorGLO loss of this order and inputs (8 for the paper's default)."""
     return Expansion(inputs, order, trimmed).num_params
 
 
-def paper_to_folded(theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> np.ndarray:
+def paper_to_folded(
+    theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True,
+) -> np.ndarray:
     """Fold the ``1/alpha!`` factors into the coefficients (the authors' code convention)."""
     return Expansion(inputs, order, trimmed).to_folded(theta)
 
 
-def folded_to_paper(theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True) -> np.ndarray:
+def folded_to_paper(
+    theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True,
+) -> np.ndarray:
     """Inverse of :func:`paper_to_folded`: multiply the coefficients by ``alpha!``."""
     return Expansion(inputs, order, trimmed).to_paper(theta)
 
