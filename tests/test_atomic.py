@@ -24,10 +24,9 @@ def test_a_write_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):
 def test_a_write_that_fails_halfway_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     path = tmp_path / "comparison.json"
     path.write_text("complete\n")
-    with pytest.raises(RuntimeError, match="disk gone"):
-        with atomic.replacing(path) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("disk gone")
+    with pytest.raises(RuntimeError, match="disk gone"), atomic.replacing(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk gone")
     assert path.read_text() == "complete\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.json"]
 

@@ -36,11 +36,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-MODULES = {
-    _module_name(path): path
-    for package in PACKAGES
-    for path in sorted((ROOT / package).rglob("*.py"))
-}
+MODULES = {_module_name(path): path for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))}
 
 
 def _within(name: str, prefix: str) -> bool:
@@ -112,8 +108,10 @@ def upward_imports(module: str, source: str, where: str, *, is_package: bool = F
             continue
         target_layer, target_unit = place(target)
         if target_layer < layer:
-            wrong.append(f"{where}:{line}: {module} ({LAYERS[layer][0]}) imports "
-                         f"{target} ({LAYERS[target_layer][0]}), a higher layer")
+            wrong.append(
+                f"{where}:{line}: {module} ({LAYERS[layer][0]}) imports "
+                f"{target} ({LAYERS[target_layer][0]}), a higher layer"
+            )
         elif target_layer == layer and target_unit != unit:
             wrong.append(f"{where}:{line}: {module} imports {target}, another unit of the {LAYERS[layer][0]} layer")
     return wrong
@@ -142,8 +140,12 @@ def test_imports_inside_functions_relative_ones_and_importlib_names_all_count():
         "    importlib.import_module(f'taylorglo_tf.commands.{name}')\n"
     )
     found = {target for target, _ in imports_of("taylorglo_tf.training.later", source)}
-    assert found == {"taylorglo_tf.commands.client", "taylorglo_tf.commands.run", "coordinator.server",
-                     "taylorglo_tf.commands"}
+    assert found == {
+        "taylorglo_tf.commands.client",
+        "taylorglo_tf.commands.run",
+        "coordinator.server",
+        "taylorglo_tf.commands",
+    }
 
 
 def test_an_upward_import_and_a_sibling_service_import_are_reported_by_file_and_line():

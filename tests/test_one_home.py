@@ -117,5 +117,6 @@ def test_the_standalone_health_check_uses_the_default_address():
 def test_the_proto_states_the_wait_and_id_limits_the_code_enforces():
     proto = (ROOT / "protos" / "taylorglo" / "v1" / "worker_service.proto").read_text(encoding="utf-8")
     assert re.search(rf"// Long-poll time in milliseconds, 0\.\.{limits.MAX_WAIT_MS}\.\n\s*int32 wait_ms", proto)
-    assert re.search(rf"trainer \(e\.g\. hostname-pid\), at most {limits.MAX_ID_CHARS} chars\.\n\s*string trainer_id",
-                     proto)
+    assert re.search(
+        rf"trainer \(e\.g\. hostname-pid\), at most {limits.MAX_ID_CHARS} chars\.\n\s*string trainer_id", proto
+    )

@@ -229,8 +229,9 @@ def train_and_compare(loss, baseline, task, options: ComparisonOptions, *, loss_
             bar.update(current, description=f"run {run_index + 1} {side}", completed=done, total=total)
 
         def on_run(record) -> None:
-            if bar.tasks[overall].completed >= bar.tasks[overall].total:
-                bar.update(overall, total=bar.tasks[overall].total + 1)
+            total = bar.tasks[overall].total or 0
+            if bar.tasks[overall].completed >= total:
+                bar.update(overall, total=total + 1)
             bar.advance(overall)
             console.print(
                 f"run {record.run + 1} {record.side} (lr x{record.lr_scale:g}): test accuracy "
@@ -246,15 +247,16 @@ def train_and_compare(loss, baseline, task, options: ComparisonOptions, *, loss_
                 soft_wrap=True,
             )
 
-        names = dict(loss_name=loss_name, baseline_name=baseline_name)
         if options.tuned:
             return comparison_module.compare_tuned(
-                loss, baseline, task, options.runs, **names, lr_multipliers=options.lr_multipliers,
+                loss, baseline, task, options.runs, loss_name=loss_name, baseline_name=baseline_name,
+                lr_multipliers=options.lr_multipliers,
                 tuning_seeds=options.tuning_seeds, tune_loss_lr=options.tune_loss_lr, measure_loss_scale=True,
                 progress=on_steps, on_run=on_run, on_tuning_run=on_tuning_run,
             )
         return comparison_module.compare(
-            loss, baseline, task, options.runs, **names, measure_loss_scale=True, progress=on_steps, on_run=on_run,
+            loss, baseline, task, options.runs, loss_name=loss_name, baseline_name=baseline_name,
+            measure_loss_scale=True, progress=on_steps, on_run=on_run,
         )
 
 

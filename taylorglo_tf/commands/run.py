@@ -286,17 +286,17 @@ class RunOptions:
 
     data_dir: str  # the trainers' data directory
     trainers: int | str = "auto"  # a count, or "auto": the layout measured on this machine
-    candidates_per_step: Optional[int] = None  # None: 1, or the measured K with trainers="auto"
+    candidates_per_step: int | None = None  # None: 1, or the measured K with trainers="auto"
     evaluator: str = "keras"
-    db: Optional[str] = None  # None: a temporary database
-    lease_ttl: Optional[float] = None  # None: the coordinator's default
+    db: str | None = None  # None: a temporary database
+    lease_ttl: float | None = None  # None: the coordinator's default
     compare_runs: int = DEFAULT_COMPARE_RUNS
     compare_steps: int = 0  # 0: the recipe's full length
     tune_baseline_lr: bool = True
     tuning_seeds: int = DEFAULT_TUNING_SEEDS
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "RunOptions":
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
         """The options of parsed ``taylorglo run`` arguments; no ``--data-dir``: :func:`default_data_dir`."""
         return cls(
             data_dir=args.data_dir if args.data_dir is not None else str(default_data_dir()),
@@ -362,7 +362,7 @@ class LocalSearch:
     def _layout(self) -> tuple[int, int]:
         """(trainer processes, candidates per step): as given, else measured on this machine (cached)."""
         per_step = self.options.candidates_per_step
-        if self.options.trainers != "auto":
+        if isinstance(self.options.trainers, int):  # else "auto"
             return self.options.trainers, per_step or 1
         if self.options.evaluator != "keras":
             return DEFAULT_TRAINERS, per_step or 1
@@ -393,7 +393,7 @@ class LocalSearch:
             db_path = Path(self.options.db)
         else:
             db_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taylorglo-run-"))) / "search.db"
-        options = {} if self.options.lease_ttl is None else {"lease_ttl_s": self.options.lease_ttl}
+        options: dict[str, Any] = {} if self.options.lease_ttl is None else {"lease_ttl_s": self.options.lease_ttl}
         try:
             server = serve(db_path, f"127.0.0.1:{port}", trainer_token=self._trainer_token,
                            client_token=client_token, **options)

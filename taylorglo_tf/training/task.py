@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 if TYPE_CHECKING:
     from taylorglo_tf.rpc import types_pb2
@@ -142,9 +142,7 @@ class Task:
         return cls(**values)
 
     @classmethod
-    def from_proto(
-        cls, task_spec: "types_pb2.TaskSpec", data_dir: Optional[str | os.PathLike[str]] = None
-    ) -> "Task":
+    def from_proto(cls, task_spec: types_pb2.TaskSpec, data_dir: str | os.PathLike[str] | None = None) -> Task:
         """The task a ``TaskSpec`` describes, for a trainer whose data lives in ``data_dir``.
 
         Fields left at 0 take the proto's documented defaults. ``abort_accuracy < 0``
@@ -188,7 +186,7 @@ class Task:
         return dataclasses.replace(self, **changes)
 
 
-def _resolve_dataset(uri: str, data_dir: Optional[str | os.PathLike[str]]) -> str:
+def _resolve_dataset(uri: str, data_dir: str | os.PathLike[str] | None) -> str:
     """``uri`` checked, with an ``idx:``/``npz:`` path made absolute under ``data_dir``.
 
     Raises ``spec.SpecError`` (a ValueError naming the field and the path).
