@@ -1,4 +1,4 @@
-"""Imports run one way: command line -> services -> library -> data, models, protos.
+"""Imports run one way: command line -> services -> library -> data, models, protos -> foundation.
 
 Read statically (``ast``) from every module of the three packages: ``import``
 and ``from ... import`` anywhere in a module (inside functions and
@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("services", (("coordinator",), ("trainer",))),
     ("library", (("taylorglo_tf",),)),
     ("data, models, protos", (("taylorglo_tf.data",), ("taylorglo_tf.models",), ("taylorglo_tf.rpc",))),
+    ("foundation", (("taylorglo_tf.extras",),)),  # what every layer may use; it imports nothing of the project
 )
 
 
