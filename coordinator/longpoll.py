@@ -11,6 +11,7 @@ Thousands of trainers can wait at once for the price of a future each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from concurrent.futures import Executor
@@ -49,10 +50,8 @@ class LongPolls:
         caller = {"active": True}
 
         def on_granted(leases: list[ws_pb2.Lease]) -> None:  # scheduler thread, under its lock
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped
                 loop.call_soon_threadsafe(_resolve, granted, leases)
-            except RuntimeError:  # the loop is closed: the server has stopped
-                pass
 
         ticket = await self.call(self._scheduler.wait_for_leases, trainer_id, on_granted,
                                   is_active=lambda: caller["active"])

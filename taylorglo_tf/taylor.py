@@ -188,7 +188,7 @@ class Expansion:
     def folded_coefficients(self, theta: Any, convention: str = "paper") -> np.ndarray:
         """The coefficients as they multiply the monomials (folded), whatever ``convention`` theta is in."""
         check_convention(convention)
-        centres, coeffs = self.split(theta)
+        _, coeffs = self.split(theta)
         return coeffs / self.factorials if convention == "paper" else coeffs
 
     def evaluate(self, theta: Any, values: Mapping[str, Any] | Sequence[Any], convention: str = "paper") -> np.ndarray:

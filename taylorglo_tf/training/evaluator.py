@@ -357,8 +357,7 @@ class Evaluator:
         session = self._session(task)
         losses = [TaylorGLOLoss(taylor.PAPER_MNIST_THETA) for _ in range(candidates)]
         if candidates == 1:
-            single = self._compiled_loss(session, losses[0]).train_step
-            step = lambda x, y: single(x, y)  # noqa: E731
+            step = self._compiled_loss(session, losses[0]).train_step
         else:
             population = self._population(session, candidates)
             batched = self._population_loss(session, population, losses).train_step
@@ -531,7 +530,7 @@ class Evaluator:
                 loss = tf.cast(batch_loss(loss_fn, labels, y, predictions), tf.float32)
                 total = loss
                 if model.losses:  # weight decay as kernel regularisers
-                    total = total + tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+                    total = total + tf.add_n([tf.cast(penalty, tf.float32) for penalty in model.losses])
             gradients = tape.gradient(total, model.trainable_variables)
             optimizer.apply(gradients, model.trainable_variables)
             finite.assign(tf.logical_and(finite, tf.math.is_finite(total)))

@@ -92,7 +92,7 @@ class Population:
                 loss = tf.cast(batch_loss(loss_fns[k], labels, y, predictions), tf.float32)
                 total = loss
                 if model.losses:  # weight decay as kernel regularisers
-                    total = total + tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+                    total = total + tf.add_n([tf.cast(penalty, tf.float32) for penalty in model.losses])
             gradients = tape.gradient(total, model.trainable_variables)
 
             def update():
