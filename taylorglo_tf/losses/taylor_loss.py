@@ -36,8 +36,8 @@ class TaylorGLOLoss(keras.losses.Loss):
 
     Theta lives in a non-trainable float32 ``keras.Variable``: :meth:`set_theta`
     changes the loss of an already compiled train step without retracing (TensorFlow
-    backend; on JAX a jitted step captures the value when traced). The loss always
-    computes in float32 (half-precision dtypes and mixed policies map to float32).
+    backend; on JAX a jitted step captures the value when traced). The loss never
+    computes in half precision: half-precision dtypes and mixed policies map to float32.
 
     Args:
         theta: the parameters, ``taylor.expected_theta_length(order, inputs)``
@@ -57,7 +57,9 @@ class TaylorGLOLoss(keras.losses.Loss):
             ``"sum"``, ``"mean"``, ``"mean_with_sample_weight"`` or ``None`` for
             one loss per example). Defaults to ``"sum_over_batch_size"``.
         name: the loss's name. Defaults to ``"taylorglo"``.
-        dtype: Keras's dtype or dtype policy; computations stay float32 whatever it is.
+        dtype: the dtype or dtype policy of the computation; ``float16``,
+            ``bfloat16`` and mixed policies compute in float32 (a polynomial loses
+            too much in 16 bits). Defaults to ``None``: ``keras.backend.floatx()``.
 
     Raises:
         ValueError: for a theta of the wrong length, with non-finite entries or
