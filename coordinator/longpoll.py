@@ -39,8 +39,9 @@ class LongPolls:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
 
-    async def lease(self, trainer_id: str, wait_s: float) -> list[ws_pb2.Lease]:
-        """The leases granted to ``trainer_id`` within ``wait_s`` seconds (``[]``: none came).
+    async def lease(self, trainer_id: str, wait_s: float, *, max_candidates: int = 1) -> list[ws_pb2.Lease]:
+        """The leases granted to ``trainer_id`` within ``wait_s`` seconds (``[]``: none came):
+        up to ``max_candidates``, all of one experiment.
 
         A caller that hangs up (the task is cancelled) withdraws its request;
         leases granted to it in that instant are given back at once, costing no attempt.
@@ -54,7 +55,7 @@ class LongPolls:
                 loop.call_soon_threadsafe(_resolve, granted, leases)
 
         ticket = await self.call(self._scheduler.wait_for_leases, trainer_id, on_granted,
-                                  is_active=lambda: caller["active"])
+                                  max_candidates=max_candidates, is_active=lambda: caller["active"])
         try:
             try:
                 return await asyncio.wait_for(asyncio.shield(granted), wait_s)

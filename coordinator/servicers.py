@@ -23,7 +23,7 @@ from coordinator.grpc_util import InvalidArgument, rpc
 from coordinator.longpoll import LongPolls
 from coordinator.scheduler import Report, Scheduler
 from taylorglo_tf import spec as spec_lib
-from taylorglo_tf.limits import MAX_ID_CHARS, MAX_WAIT_MS, overlong_string
+from taylorglo_tf.limits import MAX_ID_CHARS, MAX_LEASE_CANDIDATES, MAX_WAIT_MS, overlong_string
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -183,8 +183,12 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
         trainer_id = _identifier(request.trainer_id, "trainer_id")
         if not 0 <= request.wait_ms <= MAX_WAIT_MS:
             raise InvalidArgument("wait_ms", f"{request.wait_ms} is outside 0..{MAX_WAIT_MS}")
-        leases = await self._long_polls.lease(trainer_id, request.wait_ms / 1000.0)
-        return ws_pb2.LeaseCandidateResponse(lease=leases[0] if leases else None)
+        if not 0 <= request.max_candidates <= MAX_LEASE_CANDIDATES:
+            raise InvalidArgument("max_candidates", f"{request.max_candidates} is outside 0..{MAX_LEASE_CANDIDATES}")
+        leases = await self._long_polls.lease(trainer_id, request.wait_ms / 1000.0,
+                                              max_candidates=request.max_candidates or 1)  # 0: a client of one lease
+        # `lease` too: clients that predate `leases` read the first one there.
+        return ws_pb2.LeaseCandidateResponse(lease=leases[0] if leases else None, leases=leases)
 
     @handler
     async def Heartbeat(self, request, context):

@@ -1,10 +1,11 @@
 """Bounds on what one request may carry: the one home of these numbers.
 
 The coordinator checks every string field of every request against
-:data:`STRING_LIMITS` (INVALID_ARGUMENT naming the field), the spec loader does
-the same for specs, and trainers and clients stay within them. The proto
-comments state the same numbers; ``tests/test_limits.py`` checks that every
-string field of the API has a bound here and that its comment says so.
+:data:`STRING_LIMITS` (INVALID_ARGUMENT naming the field) and the integer fields
+of :data:`INT_LIMITS` against theirs, the spec loader does the same for specs,
+and trainers and clients stay within them. The proto comments state the same
+numbers; ``tests/test_limits.py`` checks that every string field of the API has
+a bound here and that each bounded field's comment says so.
 No heavy imports: the coordinator, the trainer and the CLI all read this.
 """
 
@@ -21,8 +22,12 @@ MAX_ERROR_CHARS = 4000  # a trainer's error text (the end of a traceback)
 MAX_REASON_CHARS = 1000  # ReturnLease's informational reason
 MAX_PAGE_TOKEN_CHARS = 200
 
-# LeaseCandidateRequest.wait_ms: how long one lease call may wait for work.
-MAX_WAIT_MS = 60_000
+# Integer bounds of requests, checked by the coordinator (INVALID_ARGUMENT naming the value).
+MAX_WAIT_MS = 60_000  # LeaseCandidateRequest.wait_ms: how long one lease call may wait for work
+# LeaseCandidateRequest.max_candidates: candidates one call may lease. Above what a trainer
+# trains in one step (``--candidates-per-step auto`` measures at most 32); it bounds the
+# work one call holds (and the response's size).
+MAX_LEASE_CANDIDATES = 64
 
 # Message sizes (client channels and the server use the same): requests are small
 # (a spec, a report); responses may carry every candidate of an experiment.
@@ -60,6 +65,13 @@ STRING_LIMITS: dict[str, int] = {
     "taylorglo.v1.ReturnLeaseRequest.reason": MAX_REASON_CHARS,
     "taylorglo.v1.ListExperimentsRequest.page_token": MAX_PAGE_TOKEN_CHARS,
     "taylorglo.v1.GetResultRequest.page_token": MAX_PAGE_TOKEN_CHARS,
+}
+
+
+# Full proto field name -> largest value, for the integer fields bounded above here (all are >= 0).
+INT_LIMITS: dict[str, int] = {
+    "taylorglo.v1.LeaseCandidateRequest.wait_ms": MAX_WAIT_MS,
+    "taylorglo.v1.LeaseCandidateRequest.max_candidates": MAX_LEASE_CANDIDATES,
 }
 
 

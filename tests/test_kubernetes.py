@@ -260,6 +260,16 @@ def test_the_cpu_overlay_requests_no_gpu_and_uses_the_cpu_image(rendered):
     assert "tolerations" not in trainer
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_trainer_command_parses_and_measures_its_candidates_per_step(rendered, overlay):
+    from taylorglo_tf.cli import build_parser
+
+    [container] = find(rendered[overlay], "Deployment", "taylorglo-trainer")["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["taylorglo", "trainer"]
+    args = build_parser().parse_args(container["command"][1:])
+    assert args.candidates_per_step == "auto"
+
+
 def test_trainers_have_time_to_return_their_lease_on_sigterm(rendered):
     pod = find(rendered["base"], "Deployment", "taylorglo-trainer")["spec"]["template"]["spec"]
     [container] = pod["containers"]

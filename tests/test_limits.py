@@ -1,4 +1,5 @@
-"""String bounds: every string a request can carry has one, the proto comments state it, the coordinator enforces it."""
+"""Request bounds: every string a request can carry has one, and so do the bounded integers (limits.INT_LIMITS);
+the proto comments state them, the coordinator enforces them."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def field_comment(full_name: str) -> str:
             continue
         lines = block.group(1).splitlines()
         for i, line in enumerate(lines):
-            if re.match(rf"\s*(repeated )?string {field} = \d+;", line):
+            if re.match(rf"\s*(repeated )?\w+ {field} = \d+;", line):
                 comment = []
                 for above in reversed(lines[:i]):
                     if not above.strip().startswith("//"):
@@ -69,6 +70,11 @@ def field_comment(full_name: str) -> str:
 @pytest.mark.parametrize("full_name", sorted(limits.STRING_LIMITS))
 def test_the_proto_comment_of_each_string_field_states_its_bound(full_name):
     assert f"at most {limits.STRING_LIMITS[full_name]}" in field_comment(full_name).lower()
+
+
+@pytest.mark.parametrize("full_name", sorted(limits.INT_LIMITS))
+def test_the_proto_comment_of_each_bounded_integer_states_its_bound(full_name):
+    assert f"at most {limits.INT_LIMITS[full_name]}" in field_comment(full_name).lower()
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +158,22 @@ def test_a_string_at_its_bound_is_accepted(stubs):
     spec = valid_spec()
     spec.name = "n" * limits.MAX_NAME_CHARS
     assert experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec), timeout=10).spec.name == spec.name
+
+
+@pytest.mark.parametrize("full_name", sorted(limits.INT_LIMITS))
+def test_an_integer_over_its_bound_is_invalid_argument_naming_the_value(stubs, full_name):
+    _, message, field = full_name.rsplit(".", 2)
+    assert message == "LeaseCandidateRequest"  # the only bounded integers so far
+    bound = limits.INT_LIMITS[full_name]
+    for value in (bound + 1, -1):
+        with pytest.raises(grpc.RpcError) as err:
+            stubs[1].LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t", **{field: value}), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == f"{field}: {value} is outside 0..{bound}"
+
+
+def test_integers_at_their_bounds_are_accepted(stubs):
+    response = stubs[1].LeaseCandidate(
+        ws.LeaseCandidateRequest(trainer_id="t", wait_ms=0, max_candidates=limits.MAX_LEASE_CANDIDATES), timeout=10)
+    assert len(response.leases) <= limits.MAX_LEASE_CANDIDATES  # what is queued (other tests' experiments)
+    assert not response.leases or response.lease == response.leases[0]

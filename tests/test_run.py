@@ -126,8 +126,9 @@ def test_run_with_a_batching_trainer_accounts_for_every_candidate_of_the_digits_
     ]
     assert {row["status"] for row in candidates} <= {"succeeded", "diverged", "aborted", "invalid"}
     assert any(row["status"] == "succeeded" for row in candidates)
-    # The trainer trained leases together: its log says how many per batch.
+    # The trainer leased 3 candidates per LeaseCandidate call and trained them together: its log says so.
     log = (out / "logs" / "trainer-0.log").read_text()
+    assert re.search(r"leased 3 candidates of experiment \w+ in one call", log), log[-2000:]
     assert re.search(r"\((2|3) trained together", log), log[-2000:]
 
 

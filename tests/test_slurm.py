@@ -126,6 +126,7 @@ def test_an_array_task_trains_candidates_and_returns_its_lease_on_sigterm(tmp_pa
         assert (again.status, again.attempts, again.error) == (QUEUED, 0, "")
         log = processes.log("trainer")
         assert f"trainer {trainer_id} on GPU(s) 0 for 127.0.0.1:{port}" in log
+        assert "(synthetic evaluator, auto candidates per step," in log  # K measured per device
         assert "1 leases returned" in log
 
         coordinator.send_signal(signal.SIGTERM)

@@ -23,3 +23,10 @@ def test_the_fastest_setting_is_measured_once_then_read_from_the_cache(tmp_path,
 
     monkeypatch.setattr(Evaluator, "step_rate", no_measuring)
     assert tuning.choose(task, candidates=(1, 2), jit=(False,), steps=2) == choice
+
+
+def test_auto_measures_at_most_eight_candidates_per_step_on_a_cpu_and_all_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(tuning, "device_name", lambda: "CPU x2")
+    assert tuning.auto_candidates() == (1, 2, 4, 8) and tuning.CPU_MAX_CANDIDATES == 8
+    monkeypatch.setattr(tuning, "device_name", lambda: "NVIDIA H200")
+    assert tuning.auto_candidates() == tuning.DEFAULT_CANDIDATES == (1, 2, 4, 8, 16, 32)

@@ -233,6 +233,13 @@ def test_a_stop_request_interrupts_the_wait_between_report_retries(coordinator):
     assert not thread.is_alive() and time.monotonic() - stopped < 1.5
 
 
+def test_a_worker_leasing_several_per_call_works_with_a_coordinator_that_fills_only_the_single_lease(coordinator):
+    fake = ScriptedCoordinator([[0.0] * 8, [0.1] * 8, [0.2] * 8])  # answers with `lease`, never `leases`
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), max_candidates=3, candidates_per_step=3)
+    assert worker.run() == 3
+    assert [r.lease_id for r in fake.reports] == ["lease-0", "lease-1", "lease-2"]
+
+
 def test_heartbeats_carry_progress_while_a_long_evaluation_runs(coordinator):
     fake = ScriptedCoordinator([[0.0] * 8], ttl_s=0.15)  # heartbeat every 0.05 s
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=0.6), max_candidates=1)
@@ -402,6 +409,8 @@ def test_outcome_sends_non_finite_metrics_as_zero_and_fitness_only_when_ok():
 
 def test_worker_rejects_bad_settings_naming_the_value(coordinator):
     channel = grpc.insecure_channel("127.0.0.1:1")
+    with pytest.raises(ValueError, match="candidates_per_step must be an integer in 1..64, got 65"):
+        _fast_worker(channel, SyntheticEvaluator(), candidates_per_step=65)
     with pytest.raises(ValueError, match="wait_ms.*70000"):
         Worker(channel, SyntheticEvaluator(), "t", wait_ms=70_000)
     with pytest.raises(ValueError, match="trainer_id"):

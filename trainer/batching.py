@@ -1,102 +1,90 @@
-"""K leased candidates trained together: a batching ``evaluate_fn`` for K worker loops.
+"""K leased candidates trained together: the batched evaluation of a trainer.
 
-``BatchingEvaluator(keras_evaluator, candidates_per_step=K)`` is the
-``(lease, heartbeat) -> Outcome`` callable of K :class:`trainer.worker.Worker`
-loops that run as threads of one trainer process (``taylorglo trainer
---candidates-per-step K``). Each loop leases, heartbeats and reports its own
-candidate exactly as a one-candidate trainer does; only the training is shared:
+``BatchingEvaluator(keras_evaluator, candidates_per_step=K)`` is the evaluation
+function of a :class:`trainer.worker.Worker` that leases up to K candidates in
+one LeaseCandidate call (``taylorglo trainer --candidates-per-step K``). Its
+:meth:`~BatchingEvaluator.evaluate_many` trains a leased batch with
+:meth:`taylorglo_tf.training.Evaluator.evaluate_many`:
 
-- a call queues its candidate and waits;
-- one batch thread takes the oldest queued candidate and every other queued one
-  of the same task (at most K), after waiting up to ``gather_s`` for the other
-  loops' leases to arrive, and trains them with
-  :meth:`taylorglo_tf.training.Evaluator.evaluate_many`;
-- each candidate's progress goes to its own loop's ``heartbeat``; when that
+- leases of one task train in one compiled step (one call's leases are of one
+  experiment, so of one task; leases of different tasks train one task after
+  another);
+- each candidate's progress goes to its own lease's ``heartbeat``; when that
   answers False (lease lost, experiment cancelled, shutdown grace over) only
-  that candidate stops and its call raises :class:`EvaluationStopped`;
-- a failure of the whole batch (bad task, missing data) is raised in every
-  call of the batch, so each candidate is reported as an error.
+  that candidate stops, and its entry is :class:`EvaluationStopped`;
+- a failure of a whole task (bad task, missing data) is every entry of that
+  task, and a bad theta only its own, so each candidate is reported as an error.
+
+With ``candidates_per_step="auto"`` the first task measures K (and XLA on/off
+with ``xla="auto"``) on this device (:func:`taylorglo_tf.training.tuning.choose`,
+at most :data:`~taylorglo_tf.training.tuning.CPU_MAX_CANDIDATES` on a CPU);
+``on_chosen(K)`` then tells the worker to lease K at a time.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import logging
 import threading
-import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from trainer.keras_evaluator import KerasEvaluator
-from trainer.worker import EvaluationStopped, Heartbeat, Outcome
+from trainer.worker import EvaluationStopped, Heartbeat, Outcome, Result, check_candidates_per_step
 
 log = logging.getLogger(__name__)
 
-# Long enough for K loops that just reported to lease again; short against an evaluation.
-DEFAULT_GATHER_S = 0.25
-
-
-@dataclasses.dataclass(eq=False)
-class _Request:
-    lease: Any
-    task: Any
-    loss: Any
-    heartbeat: Heartbeat
-    arrived: float
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
-    stopped: bool = False
-    outcome: Optional[Outcome] = None
-    error: Optional[BaseException] = None
-
 
 class BatchingEvaluator:
-    """Trains up to ``candidates_per_step`` concurrently submitted leases of one task at once."""
+    """Trains the leases of one LeaseCandidate call together, ``candidates_per_step`` at most per step."""
 
-    def __init__(self, keras_evaluator: KerasEvaluator, candidates_per_step: int | str, *,
-                 xla: str = "off", gather_s: float = DEFAULT_GATHER_S) -> None:
-        if candidates_per_step != "auto" and (
-            isinstance(candidates_per_step, bool) or not isinstance(candidates_per_step, int) or candidates_per_step < 1
-        ):
-            raise ValueError(f"candidates_per_step must be an integer >= 1 or 'auto', got {candidates_per_step!r}")
+    def __init__(self, keras_evaluator: KerasEvaluator, candidates_per_step: int | str, *, xla: str = "off") -> None:
+        if candidates_per_step != "auto":
+            try:
+                check_candidates_per_step(candidates_per_step)
+            except ValueError:
+                raise ValueError(f"candidates_per_step must be an integer >= 1 or 'auto', "
+                                 f"got {candidates_per_step!r}") from None
         if xla not in ("on", "off", "auto"):
             raise ValueError(f"xla must be 'on', 'off' or 'auto', got {xla!r}")
-        if not gather_s >= 0:
-            raise ValueError(f"gather_s must be >= 0 seconds, got {gather_s!r}")
         self.keras = keras_evaluator
         self.candidates_per_step = candidates_per_step
         self.xla = xla
-        # Called with the measured K when candidates_per_step is "auto" (the trainer starts more loops).
+        # Called with the measured K when candidates_per_step is "auto" (the worker then leases K at a time).
         self.on_chosen: Optional[Callable[[int], None]] = None
         self._tuned = candidates_per_step != "auto" and xla != "auto"
         self._tuning = threading.Lock()
-        self.gather_s = float(gather_s)
-        self._queue: collections.deque[_Request] = collections.deque()
-        self._changed = threading.Condition()
-        self._thread: Optional[threading.Thread] = None
         self.batch_sizes: list[int] = []  # candidates per trained batch (tests, logs)
 
     def __call__(self, lease: Any, heartbeat: Heartbeat) -> Outcome:
-        from taylorglo_tf.losses import TaylorGLOLoss
+        """One lease alone (the ``evaluate_fn`` form); raises what its entry would hold."""
+        [result] = self.evaluate_many([lease], [heartbeat])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-        task = self.keras.task(lease)
-        form = self.keras.loss_for(lease.loss, lease.theta)  # checks theta's length against the form
-        request = _Request(lease, task, TaylorGLOLoss(list(lease.theta), order=form.order, inputs=form.inputs),
-                           heartbeat, time.monotonic())
-        if not heartbeat(0):
-            raise EvaluationStopped(f"lease {lease.lease_id} stopped before training")
-        self._tune(task)
-        with self._changed:
-            self._queue.append(request)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="batch-trainer", daemon=True)
-                self._thread.start()
-            self._changed.notify_all()
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        if request.stopped:
-            raise EvaluationStopped(f"lease {lease.lease_id} stopped")
-        return request.outcome
+    def evaluate_many(self, leases: Sequence[Any], heartbeats: Sequence[Heartbeat]) -> list[Result]:
+        """One entry per lease: its :class:`Outcome`, or the exception that ended it."""
+        results: list[Optional[Result]] = [None] * len(leases)
+        by_task: list[tuple[Any, list[int]]] = []  # (task, lease indices); a Task holds a dict: not hashable
+        for i, lease in enumerate(leases):
+            try:
+                task = self.keras.task(lease)
+            except Exception as error:  # noqa: BLE001 - this candidate reports it
+                results[i] = error
+                continue
+            same = next((indices for known, indices in by_task if known == task), None)
+            if same is None:
+                by_task.append((task, [i]))
+            else:
+                same.append(i)
+        for task, indices in by_task:
+            try:
+                self._train(task, [leases[i] for i in indices], [heartbeats[i] for i in indices],
+                            lambda j, result, indices=indices: results.__setitem__(indices[j], result))
+            except Exception as error:  # noqa: BLE001 - the whole task failed: each of its candidates reports it
+                for i in indices:
+                    if results[i] is None:
+                        results[i] = error
+        return results  # type: ignore[return-value]  # every entry is set
 
     def _tune(self, task: Any) -> None:
         """Once, on the first task: measure what is "auto" (K, XLA) on this device."""
@@ -107,7 +95,7 @@ class BatchingEvaluator:
 
             choice = tuning.choose(
                 task,
-                candidates=tuning.DEFAULT_CANDIDATES if self.candidates_per_step == "auto"
+                candidates=tuning.auto_candidates() if self.candidates_per_step == "auto"
                 else (self.candidates_per_step,),
                 jit=(False, True) if self.xla == "auto" else (self.xla == "on",),
             )
@@ -120,54 +108,47 @@ class BatchingEvaluator:
                 if self.on_chosen is not None:
                     self.on_chosen(self.candidates_per_step)
 
-    # ------------------------------------------------------------- batch thread
+    def _train(self, task: Any, leases: list[Any], heartbeats: list[Heartbeat],
+               set_result: Callable[[int, Result], None]) -> None:
+        """Trains the leases of one task together; ``set_result(j, result)`` for each lease."""
+        from taylorglo_tf.losses import TaylorGLOLoss
 
-    def _next_batch(self) -> list[_Request]:
-        """The oldest request and up to K-1 more of its task, once K are there or the gather time is up."""
-        with self._changed:
-            while not self._queue:
-                self._changed.wait()
-            head = self._queue[0]
-            while True:
-                batch = [r for r in self._queue if r.task == head.task][: self.candidates_per_step]
-                left = head.arrived + self.gather_s - time.monotonic()
-                if len(batch) == self.candidates_per_step or left <= 0:
-                    break
-                self._changed.wait(left)
-            for request in batch:
-                self._queue.remove(request)
-            return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
+        batch: list[int] = []
+        losses = []
+        for j, (lease, heartbeat) in enumerate(zip(leases, heartbeats)):
             try:
-                self._train(batch)
-            except BaseException as error:  # every candidate of the batch reports it
-                for request in batch:
-                    request.error = error
-            finally:
-                for request in batch:
-                    request.done.set()
+                form = self.keras.loss_for(lease.loss, lease.theta)  # checks theta's length against the form
+            except ValueError as error:
+                set_result(j, error)
+                continue
+            if not heartbeat(0):
+                set_result(j, EvaluationStopped(f"lease {lease.lease_id} stopped before training"))
+                continue
+            batch.append(j)
+            losses.append(TaylorGLOLoss(list(lease.theta), order=form.order, inputs=form.inputs))
+        if not batch:
+            return
+        self._tune(task)
+        stopped = [False] * len(batch)
 
-    def _train(self, batch: list[_Request]) -> None:
-        def progress_of(request: _Request):
+        def progress_of(slot: int):
             def progress(steps_done: int, total_steps: int) -> bool:
-                if not request.heartbeat(int(steps_done)):
-                    request.stopped = True
+                if not heartbeats[batch[slot]](int(steps_done)):
+                    stopped[slot] = True
                     return False
                 return True
 
             return progress
 
         self.batch_sizes.append(len(batch))
-        results = self.keras.evaluator.evaluate_many(
-            [r.loss for r in batch], batch[0].task, [progress_of(r) for r in batch]
-        )
+        results = self.keras.evaluator.evaluate_many(losses, task, [progress_of(k) for k in range(len(batch))])
         self.keras.evaluations += len(batch)
-        for request, result in zip(batch, results):
-            request.outcome = Outcome.from_result(result)
-            lease = request.lease
+        for slot, (j, result) in enumerate(zip(batch, results)):
+            lease = leases[j]
+            if stopped[slot]:
+                set_result(j, EvaluationStopped(f"lease {lease.lease_id} stopped after {result.steps} steps"))
+                continue
+            set_result(j, Outcome.from_result(result))
             log.info("candidate %s/%d/%d: %s, validation accuracy %.4f (%d trained together, %.1f s)",
                      lease.experiment_id, lease.generation, lease.index, result.status, result.val_accuracy,
                      len(batch), result.wall_time_s)

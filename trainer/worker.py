@@ -1,31 +1,41 @@
-"""The trainer's protocol loop: lease a candidate, evaluate it, report, repeat.
+"""The trainer's protocol loop: lease a batch of candidates, evaluate them, report each, repeat.
 
 The loop is generic over the evaluation, so the same code drives the Keras
 evaluator, the synthetic evaluator of the tests and the benchmark's sleeping
 trainers. No TensorFlow here.
 
-Contract for an evaluation function::
+A worker with ``candidates_per_step = K`` leases up to K candidates in one
+LeaseCandidate call (``max_candidates``; all of one experiment), heartbeats
+each lease on its own, and reports each one. Contract for an evaluation
+function, one of::
 
     evaluate_fn(lease: worker_service_pb2.Lease, heartbeat: Heartbeat) -> Outcome
+    evaluate_fn.evaluate_many(leases, heartbeats) -> list[Outcome | BaseException]
 
-- It runs in a background thread of the worker (one evaluation at a time).
-- It calls ``heartbeat(steps_done)`` as often as it likes (cheap: no RPC; a
-  background thread sends the actual Heartbeat RPCs every ``ttl_s / 3``).
-  ``heartbeat`` returns False when the evaluation should stop: the coordinator
-  answered ``keep_going = false`` (lease lost or experiment cancelled), or a
-  shutdown's grace period ran out. The evaluation then returns anything or
-  raises :class:`EvaluationStopped`; its outcome is not reported.
-- It returns an :class:`Outcome`; an exception is reported as status ERROR with
-  its traceback (the coordinator retries the candidate while attempts remain).
+- It runs in a background thread of the worker (one batch at a time). A plain
+  function evaluates a batch's leases one after another; a shutdown request
+  leaves the ones not yet started unstarted, and their leases go back. An
+  ``evaluate_many`` trains the whole batch together; its i-th entry belongs to
+  ``leases[i]`` (an exception entry: that candidate failed or stopped).
+- It calls a candidate's ``heartbeat(steps_done)`` as often as it likes (cheap:
+  no RPC; a background thread per lease sends the actual Heartbeat RPCs every
+  ``ttl_s / 3``). ``heartbeat`` returns False when that candidate should stop:
+  the coordinator answered ``keep_going = false`` for its lease (lease lost or
+  experiment cancelled), or a shutdown's grace period ran out. The evaluation
+  then stops that candidate only and returns anything for it or raises
+  :class:`EvaluationStopped`; its outcome is not reported.
+- It returns an :class:`Outcome` per candidate; an exception is reported as
+  status ERROR with its traceback (the coordinator retries the candidate while
+  attempts remain).
 
 Reports: a finished training is not thrown away. ReportResult is retried on
 UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED until the lease's
 TTL is spent, heartbeats going on meanwhile (see :meth:`Worker._report`).
 
 Shutdown (``request_stop(grace_s)``, which the CLI wires to SIGTERM/SIGINT): no
-new lease is taken; the candidate in progress is finished and reported if that
-happens within the grace period, otherwise its lease is given back
-(ReturnLease, which costs the candidate no attempt) and ``run`` returns.
+new lease is taken; the batch in progress is finished and reported if that
+happens within the grace period, otherwise its leases are given back
+(ReturnLease, which costs a candidate no attempt) and ``run`` returns.
 """
 
 from __future__ import annotations
@@ -37,11 +47,12 @@ import random
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional, Sequence
+from concurrent.futures import Future
+from typing import Any, Callable, Optional, Sequence, Union
 
 import grpc
 
-from taylorglo_tf.limits import MAX_ERROR_CHARS, MAX_ID_CHARS, MAX_WAIT_MS
+from taylorglo_tf.limits import MAX_ERROR_CHARS, MAX_ID_CHARS, MAX_LEASE_CANDIDATES, MAX_WAIT_MS
 from taylorglo_tf.retry import Backoff, call_with_retries
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
 
@@ -146,6 +157,14 @@ class Outcome:
 
 
 EvaluateFn = Callable[[worker_service_pb2.Lease, Heartbeat], Outcome]
+# What a batch's evaluation gives for one candidate: its outcome, or why there is none
+# (EvaluationStopped: stopped or never started; any other exception: reported as an error).
+Result = Union[Outcome, BaseException]
+
+
+def error_outcome(error: BaseException) -> Outcome:
+    """Status ERROR with ``error``'s traceback (sent to the coordinator, which retries the candidate)."""
+    return Outcome(status="error", error="".join(traceback.format_exception(type(error), error, error.__traceback__)))
 
 
 class _Heartbeater:
@@ -208,6 +227,13 @@ class _Heartbeater:
         self._worker._wake.set()
 
 
+def check_candidates_per_step(value: Any) -> int:
+    """``value`` if it is a whole number of candidates one lease call may ask for, else ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LEASE_CANDIDATES:
+        raise ValueError(f"candidates_per_step must be an integer in 1..{MAX_LEASE_CANDIDATES}, got {value!r}")
+    return value
+
+
 class Worker:
     """Leases candidates from a coordinator and evaluates them with ``evaluate_fn``.
 
@@ -216,6 +242,9 @@ class Worker:
     ``wait_ms`` is the lease long-poll time. ``heartbeat_interval_s`` overrides
     the default ``ttl_s / 3``. ``max_candidates`` makes ``run`` return after that
     many reported evaluations. ``grace_s`` is the default shutdown grace period.
+    ``candidates_per_step`` is how many candidates one LeaseCandidate call asks
+    for (and one evaluation batch holds); it may be raised while running (a
+    measured K: ``--candidates-per-step auto``).
     """
 
     def __init__(
@@ -231,11 +260,13 @@ class Worker:
         backoff: Optional[Backoff] = None,
         rpc_timeout_s: float = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
+        candidates_per_step: int = 1,
     ) -> None:
         if not trainer_id or len(trainer_id) > MAX_ID_CHARS:
             raise ValueError(f"trainer_id must be 1..{MAX_ID_CHARS} characters, got {trainer_id!r}")
         if not 0 <= wait_ms <= MAX_WAIT_MS:
             raise ValueError(f"wait_ms must be in 0..{MAX_WAIT_MS}, got {wait_ms}")
+        check_candidates_per_step(candidates_per_step)
         if max_candidates is not None and max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
         if grace_s < 0:
@@ -246,6 +277,7 @@ class Worker:
         self.wait_ms = wait_ms
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_candidates = max_candidates
+        self.candidates_per_step = candidates_per_step
         self.grace_s = grace_s
         self.rpc_timeout_s = rpc_timeout_s
         self.metadata = tuple(metadata)
@@ -256,6 +288,7 @@ class Worker:
         self._wake = threading.Event()  # set by anything the main loop waits for
         self.reported = 0  # evaluations reported (accepted or not)
         self.returned = 0  # leases given back unfinished
+        self.lease_calls = 0  # LeaseCandidate calls that granted leases
         # True when run() gave a lease back while its evaluation thread still ran
         # (the caller may then exit the process without waiting for that thread).
         self.abandoned_evaluation = False
@@ -303,18 +336,26 @@ class Worker:
         while not self.stopping:
             if self.max_candidates is not None and self.reported >= self.max_candidates:
                 break
-            lease = self._lease()
-            if lease is not None:
-                self._process(lease)
+            leases = self._lease()
+            if leases:
+                self._process(leases)
         return self.reported
 
     def _check_fatal(self, error: grpc.RpcError, what: str) -> None:
         if error.code() in FATAL_CODES:
             raise WorkerError(f"{what} rejected by the coordinator: {error.code().name}: {error.details()}") from None
 
-    def _lease(self) -> Optional[worker_service_pb2.Lease]:
-        """One long-poll for a lease; None when none came (or a stop was requested)."""
-        request = worker_service_pb2.LeaseCandidateRequest(trainer_id=self.trainer_id, wait_ms=self.wait_ms)
+    def _batch_size(self) -> int:
+        """Candidates to ask for: a step's worth, but no more than ``max_candidates`` still allows."""
+        size = self.candidates_per_step
+        if self.max_candidates is not None:
+            size = min(size, self.max_candidates - self.reported)
+        return max(1, size)
+
+    def _lease(self) -> list[worker_service_pb2.Lease]:
+        """One long-poll for up to a step's worth of leases; [] when none came (or a stop was requested)."""
+        request = worker_service_pb2.LeaseCandidateRequest(
+            trainer_id=self.trainer_id, wait_ms=self.wait_ms, max_candidates=self._batch_size())
         started = time.monotonic()
         self._wake.clear()
         future = self._stub.LeaseCandidate.future(
@@ -323,12 +364,12 @@ class Worker:
         future.add_done_callback(lambda _: self._wake.set())
         while not future.done():
             if self.stopping and future.cancel():
-                return None
+                return []
             self._wake.wait(0.5)  # bounded, so signal handlers run promptly
         try:
             response = future.result()
         except grpc.FutureCancelledError:
-            return None
+            return []
         except grpc.RpcError as error:
             self._check_fatal(error, "LeaseCandidate")
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # e.g. a bad trainer id: no retry fixes it
@@ -339,74 +380,120 @@ class Worker:
                 error.code().name, error.details(), delay,
             )
             self._sleep(delay)
-            return None
+            return []
         self._backoff.reset()
         waited = time.monotonic() - started
-        if not response.HasField("lease"):
+        # A coordinator that predates `leases` fills only `lease`.
+        leases = list(response.leases) or ([response.lease] if response.HasField("lease") else [])
+        if not leases:
             if waited < self.wait_ms / 1000 / 10:
                 # The coordinator answered at once without work: do not spin.
                 self._sleep(min(1.0, self.wait_ms / 1000) * random.uniform(0.5, 1.0))
-            return None
+            return []
+        self.lease_calls += 1
         self.lease_wait_s.append(waited)
         if self.stopping:
-            # Granted in the instant a stop was requested: hand it straight back.
-            self._return(response.lease, "trainer shutting down")
-            return None
-        return response.lease
+            # Granted in the instant a stop was requested: hand them straight back.
+            for lease in leases:
+                self._return(lease, "trainer shutting down")
+            return []
+        return leases
 
-    def _process(self, lease: worker_service_pb2.Lease) -> None:
-        """Evaluates one lease with heartbeats, then reports or returns it."""
-        log.info(
-            "leased %s: experiment %s generation %d candidate %d (attempt %d)",
-            lease.lease_id, lease.experiment_id, lease.generation, lease.index, lease.attempt,
-        )
-        heartbeater = _Heartbeater(self, lease)
+    def _process(self, leases: list[worker_service_pb2.Lease]) -> None:
+        """Evaluates a batch of leases with heartbeats, then reports or returns each."""
+        if len(leases) > 1:
+            log.info("leased %d candidates of experiment %s in one call", len(leases), leases[0].experiment_id)
+        for lease in leases:
+            log.info(
+                "leased %s: experiment %s generation %d candidate %d (attempt %d)",
+                lease.lease_id, lease.experiment_id, lease.generation, lease.index, lease.attempt,
+            )
+        heartbeaters = [_Heartbeater(self, lease) for lease in leases]
+        started = time.monotonic()
+        for heartbeater in heartbeaters:
+            heartbeater.start()
+        try:  # heartbeats go on until each outcome is delivered: they keep the leases alive meanwhile
+            results = self._start_evaluation(leases, [self._heartbeat_fn(h) for h in heartbeaters])
+            if self._await_outcome(leases, heartbeaters, results, started):
+                for lease, heartbeater, result in zip(leases, heartbeaters, results.result()):
+                    self._deliver(lease, heartbeater, result)
+        finally:
+            for heartbeater in heartbeaters:
+                heartbeater.stop()
+
+    def _heartbeat_fn(self, heartbeater: "_Heartbeater") -> Heartbeat:
+        """One candidate's ``heartbeat(steps_done) -> keep_going``: False once its lease is lost or the
+        shutdown deadline has passed."""
 
         def heartbeat(steps_done: int) -> bool:
             heartbeater.steps_done = int(steps_done)
             return not (heartbeater.lost or (self.stopping and self._past_deadline()))
 
-        box: dict[str, Any] = {}
-        finished = threading.Event()
+        return heartbeat
+
+    def _start_evaluation(self, leases: list[worker_service_pb2.Lease],
+                          heartbeats: list[Heartbeat]) -> "Future[list[Result]]":
+        """Runs the evaluation of ``leases`` in a background thread; the future holds one result per lease."""
+        results: Future = Future()
+        results.set_running_or_notify_cancel()
+        # Done (and visible as done) before the wake-up, so the waiting loop never misses it.
+        results.add_done_callback(lambda _: self._wake.set())
 
         def target() -> None:
             try:
-                box["outcome"] = self._evaluate_fn(lease, heartbeat)
-            except EvaluationStopped:
-                box["stopped"] = True
-            except BaseException as exc:  # report any failure; the coordinator retries
-                box["outcome"] = Outcome(status="error", error=traceback.format_exc())
+                results.set_result(self._evaluate(leases, heartbeats))
+            except BaseException as error:  # a bug in this module: still one result per lease
+                results.set_result([error] * len(leases))
+
+        thread_name = f"evaluate-{leases[0].lease_id}" + (f"+{len(leases) - 1}" if len(leases) > 1 else "")
+        threading.Thread(target=target, name=thread_name, daemon=True).start()
+        return results
+
+    def _evaluate(self, leases: list[worker_service_pb2.Lease], heartbeats: list[Heartbeat]) -> list[Result]:
+        """One result per lease: the batch trained together (``evaluate_many``), or one after another."""
+        evaluate_many = getattr(self._evaluate_fn, "evaluate_many", None)
+        if evaluate_many is None:
+            results: list[Result] = []
+            for lease, heartbeat in zip(leases, heartbeats):
+                if self.stopping:  # no new training once a shutdown began: the lease goes back
+                    results.append(EvaluationStopped(f"lease {lease.lease_id} not started: shutting down"))
+                    continue
+                try:
+                    results.append(self._evaluate_fn(lease, heartbeat))
+                except BaseException as error:  # noqa: BLE001 - reported; the coordinator retries
+                    results.append(error)
+        else:
+            try:
+                results = list(evaluate_many(list(leases), list(heartbeats)))
+            except BaseException as error:  # noqa: BLE001 - the whole batch failed: each candidate reports it
+                results = [error] * len(leases)
+            if len(results) != len(leases):
+                results = [Outcome(status="error", error=f"evaluate_many returned {len(results)} results for "
+                                                           f"{len(leases)} leases")] * len(leases)
+        for lease, result in zip(leases, results):
+            if isinstance(result, BaseException) and not isinstance(result, EvaluationStopped):
                 # The traceback goes to the coordinator; the trainer's own log says why too.
                 log.warning("evaluation of %s failed: %s", lease.lease_id,
-                            "".join(traceback.format_exception_only(exc)).strip())
-            finally:
-                finished.set()  # before the wake-up, so the loop below never misses it
-                self._wake.set()
+                            "".join(traceback.format_exception_only(type(result), result)).strip())
+        return results
 
-        started = time.monotonic()
-        heartbeater.start()
-        threading.Thread(target=target, name=f"evaluate-{lease.lease_id}", daemon=True).start()
-        try:  # heartbeats go on until the outcome is delivered: they keep the lease alive meanwhile
-            if self._await_outcome(lease, heartbeater, finished, started):
-                self._deliver(lease, heartbeater, box)
-        finally:
-            heartbeater.stop()
-
-    def _await_outcome(self, lease: worker_service_pb2.Lease, heartbeater: "_Heartbeater",
-                       finished: threading.Event, started: float) -> bool:
+    def _await_outcome(self, leases: list[worker_service_pb2.Lease], heartbeaters: list["_Heartbeater"],
+                       results: "Future[list[Result]]", started: float) -> bool:
         """Waits for the evaluation thread: True when it finished; False when, past the shutdown
-        deadline, the lease was given back instead."""
+        deadline, the leases were given back instead."""
         try:
             while True:
                 # Clear, then check, then wait: a wake-up between the check and the
                 # wait is kept. (Waiting on the thread's liveness instead would race
                 # with its exit and could sleep a whole wait out after the result.)
                 self._wake.clear()
-                if finished.is_set():
+                if results.done():
                     return True
-                if self.stopping and self._past_deadline() and not heartbeater.lost:
+                if self.stopping and self._past_deadline():
                     # The evaluation would not finish within the grace period.
-                    self._return(lease, "trainer shutting down")
+                    for lease, heartbeater in zip(leases, heartbeaters):
+                        if not heartbeater.lost:
+                            self._return(lease, "trainer shutting down")
                     self.abandoned_evaluation = True
                     return False
                 # Bounded waits keep signal handlers prompt; after a stop request,
@@ -415,23 +502,21 @@ class Worker:
         finally:
             self.busy_s += time.monotonic() - started
 
-    def _deliver(self, lease: worker_service_pb2.Lease, heartbeater: "_Heartbeater", box: dict[str, Any]) -> None:
-        """Reports the evaluation's outcome, or gives the lease back when the evaluation stopped itself."""
+    def _deliver(self, lease: worker_service_pb2.Lease, heartbeater: "_Heartbeater", result: Result) -> None:
+        """Reports one candidate's outcome, or gives its lease back when its evaluation stopped (or never started)."""
         if heartbeater.lost:
             log.info("lease %s stopped before finishing; not reported", lease.lease_id)
             return
-        if "stopped" in box:
-            # The evaluation itself saw the shutdown deadline first (its heartbeat
-            # said stop): the lease is still ours, so give it back all the same.
+        if isinstance(result, EvaluationStopped):
+            # The evaluation saw the shutdown first (its heartbeat said stop, or it was never
+            # started): the lease is still ours, so give it back all the same.
             self._return(lease, "trainer shutting down")
-            self.abandoned_evaluation = True
             return
-        outcome = box["outcome"]
-        if not isinstance(outcome, Outcome):
-            outcome = Outcome(
-                status="error", error=f"evaluate_fn returned {type(outcome).__name__}, expected Outcome"
-            )
-        self._report(lease, outcome, heartbeater)
+        if isinstance(result, BaseException):
+            result = error_outcome(result)
+        elif not isinstance(result, Outcome):
+            result = Outcome(status="error", error=f"evaluate_fn returned {type(result).__name__}, expected Outcome")
+        self._report(lease, result, heartbeater)
 
     def _report(self, lease: worker_service_pb2.Lease, outcome: Outcome, heartbeater: "_Heartbeater") -> None:
         """Reports an outcome, retrying until the lease's TTL is spent: a finished training is not thrown away.

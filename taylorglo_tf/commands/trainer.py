@@ -32,6 +32,7 @@ from taylorglo_tf.commands.arguments import (
     positive_int,
     positive_int_or_auto,
 )
+from taylorglo_tf.limits import MAX_LEASE_CANDIDATES
 
 log = logging.getLogger("taylorglo.trainer")
 
@@ -65,9 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log lines shown on stderr (default: INFO)")
     parser.add_argument("--candidates-per-step", type=positive_int_or_auto, default=1, metavar="K|auto",
-                        help="keras evaluator: lease up to K candidates and train those of one task together "
-                             "in one compiled step; auto measures the fastest K for the first task on this "
-                             "device (cached) (default: 1)")
+                        help=f"lease up to K candidates (of one experiment) per call, at most "
+                             f"{MAX_LEASE_CANDIDATES}; the keras evaluator trains them together in one compiled "
+                             f"step; auto measures the fastest K for the first task on this device (cached; "
+                             f"a CPU measures only small K) (default: 1)")
     parser.add_argument("--gpus", metavar="all|0,2,...",
                         help="run one worker process per GPU (all visible ones, or those listed), each pinned "
                              "to its GPU with memory growth on (default: this process, on whatever TensorFlow sees)")
@@ -128,43 +130,39 @@ def run(args: argparse.Namespace) -> int:
             return run_per_gpu(argv[argv.index("trainer") + 1:], gpus)
         # The same trainer command serves GPU and CPU hosts.
         log.warning("--gpus all: no GPU is visible on this host; one worker on the CPU")
-    from trainer.pool import WorkerPool
     from trainer.worker import Worker, WorkerError
 
     trainer_id = args.trainer_id or f"{socket.gethostname()}-{os.getpid()}"
     try:
         channel = open_channel(args)
         evaluate_fn = make_evaluator(args)
-        pool = WorkerPool(lambda max_candidates: Worker(
-            channel, evaluate_fn, trainer_id, wait_ms=args.wait_ms, max_candidates=max_candidates,
-            grace_s=args.grace), args.max_candidates)
+        # One loop leases a step's worth of candidates per LeaseCandidate call; "auto" leases
+        # one until the first task has measured K.
+        chosen = getattr(evaluate_fn, "candidates_per_step", args.candidates_per_step)
+        worker = Worker(channel, evaluate_fn, trainer_id, wait_ms=args.wait_ms, max_candidates=args.max_candidates,
+                        grace_s=args.grace, candidates_per_step=chosen if isinstance(chosen, int) else 1)
     except (CommandError, ValueError) as error:
         print(f"taylorglo trainer: error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    # One worker loop per candidate of a step: each leases, heartbeats and reports its own.
-    slots = getattr(evaluate_fn, "candidates_per_step",
-                    args.candidates_per_step if isinstance(args.candidates_per_step, int) else 1)
-    if slots == "auto":
-        evaluate_fn.on_chosen = pool.grow  # more loops once the first task's K is measured
-        slots = 1
-    pool.grow(slots)
+    if chosen == "auto" and hasattr(evaluate_fn, "on_chosen"):  # the synthetic evaluator measures nothing
+        evaluate_fn.on_chosen = lambda k: setattr(worker, "candidates_per_step", k)
 
     def on_signal(signum, frame):
         log.info("%s received: stopping (grace %.0f s)", signal.Signals(signum).name, args.grace)
-        pool.request_stop()
+        worker.request_stop()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    log.info("trainer %s working for %s (%s evaluator, %s candidate loop(s), CUDA_VISIBLE_DEVICES=%s)", trainer_id,
-             args.coordinator, args.evaluator, len(pool.workers), os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+    log.info("trainer %s working for %s (%s evaluator, %s candidates per step, CUDA_VISIBLE_DEVICES=%s)",
+             trainer_id, args.coordinator, args.evaluator, chosen, os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
     try:
-        reported = pool.run()
+        reported = worker.run()
     except WorkerError as error:
         print(f"taylorglo trainer: error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    log.info("trainer %s done: %d evaluations reported, %d leases returned", trainer_id, reported, pool.returned)
-    if pool.abandoned_evaluation:
+    log.info("trainer %s done: %d evaluations reported, %d leases returned", trainer_id, reported, worker.returned)
+    if worker.abandoned_evaluation:
         # An evaluation thread is still running (its lease was given back):
         # leave without waiting for it.
         logging.shutdown()

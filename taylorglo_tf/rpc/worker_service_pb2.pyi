@@ -22,12 +22,14 @@ EVALUATION_STATUS_ABORTED: EvaluationStatus
 EVALUATION_STATUS_ERROR: EvaluationStatus
 
 class LeaseCandidateRequest(_message.Message):
-    __slots__ = ("trainer_id", "wait_ms")
+    __slots__ = ("trainer_id", "wait_ms", "max_candidates")
     TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     trainer_id: str
     wait_ms: int
-    def __init__(self, trainer_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    max_candidates: int
+    def __init__(self, trainer_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., max_candidates: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "experiment_id", "generation", "index", "theta", "task", "loss", "attempt", "ttl_s")
@@ -52,10 +54,12 @@ class Lease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., experiment_id: _Optional[str] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., theta: _Optional[_Iterable[float]] = ..., task: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ..., loss: _Optional[_Union[_types_pb2.LossSpec, _Mapping]] = ..., attempt: _Optional[int] = ..., ttl_s: _Optional[float] = ...) -> None: ...
 
 class LeaseCandidateResponse(_message.Message):
-    __slots__ = ("lease",)
+    __slots__ = ("lease", "leases")
     LEASE_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
     lease: Lease
-    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("lease_id", "trainer_id", "steps_done")

@@ -60,8 +60,11 @@ class WorkerServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def LeaseCandidate(self, request, context):
-        """Grants the next queued candidate (experiments are served fairly). Waits up
-        to `wait_ms` for work; an empty response (no lease) means none arrived.
+        """Grants the next queued candidates: up to `max_candidates`, all of one
+        experiment (experiments are served fairly, round-robin, one experiment per
+        call). Waits up to `wait_ms` for work; an empty response (no lease) means
+        none arrived. Each granted lease is heartbeated, reported or returned on
+        its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -23,6 +23,9 @@ from taylorglo_tf.training.task import Task
 log = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = (1, 2, 4, 8, 16, 32)
+# On a CPU a K above this only adds memory: batched K=8 already fills the cores
+# (docs/BENCHMARKS.md, "Many candidates per step"), so ``auto`` measures no more.
+CPU_MAX_CANDIDATES = 8
 PROBE_STEPS = 3
 # A larger K must beat the best smaller one by this factor to be worth its memory and latency.
 MIN_GAIN = 1.05
@@ -49,6 +52,14 @@ def device_name() -> str:
         return f"CPU x{os.cpu_count()}"
     details = tf.config.experimental.get_device_details(gpus[0])
     return str(details.get("device_name", gpus[0].name))
+
+
+def auto_candidates() -> tuple[int, ...]:
+    """The Ks that ``--candidates-per-step auto`` measures on this device (at most
+    :data:`CPU_MAX_CANDIDATES` on a CPU)."""
+    if device_name().startswith("CPU"):
+        return tuple(k for k in DEFAULT_CANDIDATES if k <= CPU_MAX_CANDIDATES)
+    return DEFAULT_CANDIDATES
 
 
 def choose(task: Task, *, candidates: Sequence[int] = DEFAULT_CANDIDATES, jit: Sequence[bool] = (False, True),
