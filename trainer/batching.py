@@ -68,7 +68,7 @@ class BatchingEvaluator:
         for i, lease in enumerate(leases):
             try:
                 task = self.keras.task(lease)
-            except Exception as error:  # noqa: BLE001 - this candidate reports it
+            except Exception as error:  # this candidate reports it
                 results[i] = error
                 continue
             same = next((indices for known, indices in by_task if known == task), None)
@@ -77,14 +77,10 @@ class BatchingEvaluator:
             else:
                 same.append(i)
         for task, indices in by_task:
-            try:
-                self._train(task, [leases[i] for i in indices], [heartbeats[i] for i in indices],
-                            lambda j, result, indices=indices: results.__setitem__(indices[j], result))
-            except Exception as error:  # noqa: BLE001 - the whole task failed: each of its candidates reports it
-                for i in indices:
-                    if results[i] is None:
-                        results[i] = error
-        return results  # type: ignore[return-value]  # every entry is set
+            for i, result in zip(indices, self._train(task, [leases[i] for i in indices],
+                                                      [heartbeats[i] for i in indices])):
+                results[i] = result
+        return [result for result in results if result is not None]  # every entry is set
 
     def _tune(self, task: Any) -> None:
         """Once, on the first task: measure what is "auto" (K, XLA) on this device."""
@@ -96,7 +92,7 @@ class BatchingEvaluator:
             choice = tuning.choose(
                 task,
                 candidates=tuning.auto_candidates() if self.candidates_per_step == "auto"
-                else (self.candidates_per_step,),
+                else (int(self.candidates_per_step),),
                 jit=(False, True) if self.xla == "auto" else (self.xla == "on",),
             )
             log.info("measured on %s: %d candidates per step, XLA %s (candidate-steps/s: %s)", tuning.device_name(),
@@ -108,27 +104,27 @@ class BatchingEvaluator:
                 if self.on_chosen is not None:
                     self.on_chosen(self.candidates_per_step)
 
-    def _train(self, task: Any, leases: list[Any], heartbeats: list[Heartbeat],
-               set_result: Callable[[int, Result], None]) -> None:
-        """Trains the leases of one task together; ``set_result(j, result)`` for each lease."""
+    def _train(self, task: Any, leases: list[Any], heartbeats: list[Heartbeat]) -> list[Result]:
+        """The leases of one task trained together: one result per lease. A failure of the whole
+        training (measuring, a missing dataset) is the result of every candidate that was in it."""
         from taylorglo_tf.losses import TaylorGLOLoss
 
+        results: list[Result] = [EvaluationStopped("not trained")] * len(leases)
         batch: list[int] = []
         losses = []
         for j, (lease, heartbeat) in enumerate(zip(leases, heartbeats)):
             try:
                 form = self.keras.loss_for(lease.loss, lease.theta)  # checks theta's length against the form
             except ValueError as error:
-                set_result(j, error)
+                results[j] = error
                 continue
             if not heartbeat(0):
-                set_result(j, EvaluationStopped(f"lease {lease.lease_id} stopped before training"))
+                results[j] = EvaluationStopped(f"lease {lease.lease_id} stopped before training")
                 continue
             batch.append(j)
             losses.append(TaylorGLOLoss(list(lease.theta), order=form.order, inputs=form.inputs))
         if not batch:
-            return
-        self._tune(task)
+            return results
         stopped = [False] * len(batch)
 
         def progress_of(slot: int):
@@ -140,15 +136,22 @@ class BatchingEvaluator:
 
             return progress
 
-        self.batch_sizes.append(len(batch))
-        results = self.keras.evaluator.evaluate_many(losses, task, [progress_of(k) for k in range(len(batch))])
+        try:
+            self._tune(task)
+            self.batch_sizes.append(len(batch))
+            trained = self.keras.evaluator.evaluate_many(losses, task, [progress_of(k) for k in range(len(batch))])
+        except Exception as error:  # each candidate of the batch reports it
+            for j in batch:
+                results[j] = error
+            return results
         self.keras.evaluations += len(batch)
-        for slot, (j, result) in enumerate(zip(batch, results)):
+        for slot, (j, result) in enumerate(zip(batch, trained)):
             lease = leases[j]
             if stopped[slot]:
-                set_result(j, EvaluationStopped(f"lease {lease.lease_id} stopped after {result.steps} steps"))
+                results[j] = EvaluationStopped(f"lease {lease.lease_id} stopped after {result.steps} steps")
                 continue
-            set_result(j, Outcome.from_result(result))
+            results[j] = Outcome.from_result(result)
             log.info("candidate %s/%d/%d: %s, validation accuracy %.4f (%d trained together, %.1f s)",
                      lease.experiment_id, lease.generation, lease.index, result.status, result.val_accuracy,
                      len(batch), result.wall_time_s)
+        return results

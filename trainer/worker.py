@@ -48,7 +48,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import grpc
 
@@ -159,7 +159,7 @@ class Outcome:
 EvaluateFn = Callable[[worker_service_pb2.Lease, Heartbeat], Outcome]
 # What a batch's evaluation gives for one candidate: its outcome, or why there is none
 # (EvaluationStopped: stopped or never started; any other exception: reported as an error).
-Result = Union[Outcome, BaseException]
+Result = Outcome | BaseException
 
 
 def error_outcome(error: BaseException) -> Outcome:
@@ -460,12 +460,12 @@ class Worker:
                     continue
                 try:
                     results.append(self._evaluate_fn(lease, heartbeat))
-                except BaseException as error:  # noqa: BLE001 - reported; the coordinator retries
+                except BaseException as error:  # reported; the coordinator retries
                     results.append(error)
         else:
             try:
                 results = list(evaluate_many(list(leases), list(heartbeats)))
-            except BaseException as error:  # noqa: BLE001 - the whole batch failed: each candidate reports it
+            except BaseException as error:  # the whole batch failed: each candidate reports it
                 results = [error] * len(leases)
             if len(results) != len(leases):
                 results = [Outcome(status="error", error=f"evaluate_many returned {len(results)} results for "
