@@ -32,7 +32,7 @@ from taylorglo_tf.commands.arguments import (
     positive_int,
     positive_int_or_auto,
 )
-from taylorglo_tf.limits import MAX_LEASE_CANDIDATES
+from taylorglo_tf.limits import MAX_LEASE_CANDIDATES, MAX_WAIT_MS
 
 log = logging.getLogger("taylorglo.trainer")
 
@@ -40,7 +40,6 @@ DEFAULT_GRACE_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from taylorglo_tf.limits import MAX_WAIT_MS
     from trainer.worker import DEFAULT_WAIT_MS  # no TensorFlow
 
     add_connection_arguments(parser)
