@@ -60,6 +60,7 @@ import grpc
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+CHECKOUT_RUNNER = REPO / "benchmarks" / "checkout.py"  # runs a tree's own code (see there)
 
 from taylorglo_tf import spec as spec_module  # noqa: E402
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc  # noqa: E402
@@ -75,7 +76,9 @@ def trainer_process(address: str, threads: int, eval_s: float, start_at: float, 
                     warmup_s: float, checkout: str = str(REPO)) -> dict:
     """Runs ``threads`` Worker loops (``trainer.worker`` from the source tree ``checkout``) from
     wall-clock ``start_at`` to ``end_at``; returns their statistics."""
-    sys.path.insert(0, checkout)
+    from benchmarks.checkout import use
+
+    use(checkout)
     from trainer.worker import Backoff, Outcome, Worker
 
     window = (start_at + warmup_s, end_at)
@@ -187,9 +190,9 @@ def _start_server(kind: str, workdir: Path, lease_ttl: float, checkout: Path = R
     log = open(workdir / f"{kind}.log", "w")  # noqa: SIM115 (the process writes it until it ends)
     env = dict(os.environ)
     if kind == "coordinator":
-        command = [sys.executable, "-m", "taylorglo_tf", "coordinator", "--listen", address,
-                   "--db", str(workdir / "bench.db"), "--lease-ttl", str(lease_ttl), "--log-level", "WARNING"]
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
+        command = [sys.executable, str(CHECKOUT_RUNNER), str(checkout), "-m", "taylorglo_tf", "coordinator",
+                   "--listen", address, "--db", str(workdir / "bench.db"), "--lease-ttl", str(lease_ttl),
+                   "--log-level", "WARNING"]
     else:
         command = [sys.executable, __file__, "--_null-server", str(port)]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=checkout, env=env)

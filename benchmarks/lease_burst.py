@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -83,9 +82,9 @@ def burst(waiting: int) -> dict:
 
 
 def run_checkout(checkout: Path, waiting: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(checkout))
-    out = subprocess.run([sys.executable, __file__, "--_one", str(waiting)], env=env, cwd=checkout,
-                         capture_output=True, text=True, check=True, timeout=300)
+    runner = Path(__file__).resolve().parent / "checkout.py"  # the tree's own code, not the installed package
+    out = subprocess.run([sys.executable, str(runner), str(checkout), __file__, "--_one", str(waiting)],
+                         cwd=checkout, capture_output=True, text=True, check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
