@@ -39,6 +39,11 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
 
 
+def _other_share(row: dict) -> float:
+    """The share of a candidate's wall time spent neither training nor validating."""
+    return (row["total_s"] - row["train_s"] - row["validation_s"]) / row["total_s"]
+
+
 def default_dataset(tmp: str) -> str:
     if (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         return f"idx:{FASHION_MNIST}"
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             summary.append([
                 setting,
                 f"{100 * statistics.mean(r['overhead'] for r in warm):.2f}%",
-                f"{100 * statistics.mean((r['total_s'] - r['train_s'] - r['validation_s']) / r['total_s'] for r in warm):.2f}%",
+                f"{100 * statistics.mean(_other_share(r) for r in warm):.2f}%",
                 f"{100 * statistics.mean(r['cpu_overhead'] for r in warm):.2f}%",
                 f"{100 * statistics.mean(r['cpu_overhead'] - r['cpu_validation'] for r in warm):.2f}%",
                 f"{rates[setting]:.1f}",

@@ -118,8 +118,10 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}")
-    print(f"rounds={args.rounds}, steps per round={args.steps}. CE: Keras cross-entropy, TG: TaylorGLO, MSE: mean squared error.")
-    print("Times: median CPU time per call. Ratios: median of per-round ratios to CE, by CPU time (TG also by wall time).\n")
+    print(f"rounds={args.rounds}, steps per round={args.steps}. "
+          "CE: Keras cross-entropy, TG: TaylorGLO, MSE: mean squared error.")
+    print("Times: median CPU time per call. "
+          "Ratios: median of per-round ratios to CE, by CPU time (TG also by wall time).\n")
     header = f"{'measurement':<42} {'unit':>4} {'CE cpu':>9} {'TG cpu':>9} {'TG/CE':>7} {'(wall)':>8} {'MSE/CE':>9}"
     print(header)
     print("-" * len(header))

@@ -389,7 +389,8 @@ def compare_tuned(
         raise ValueError(f"tuning_seeds must be an integer >= 1, got {tuning_seeds!r}")
     evaluator = evaluator if evaluator is not None else _new_evaluator()
     seeds = [task.seed + runs + j for j in range(tuning_seeds)]
-    choose = dict(task=task, seeds=seeds, multipliers=multipliers, evaluator=evaluator, on_run=on_tuning_run)
+    choose = {"task": task, "seeds": seeds, "multipliers": multipliers, "evaluator": evaluator,
+              "on_run": on_tuning_run}
     baseline_lr = choose_learning_rate(baseline, side="baseline", **choose)
     loss_lr = choose_learning_rate(loss, side="loss", **choose) if tune_loss_lr else None
     plain = compare(loss, baseline, task, runs, loss_name=loss_name, baseline_name=baseline_name,

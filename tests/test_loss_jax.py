@@ -33,7 +33,9 @@ SCRIPT = textwrap.dedent(
     print(json.dumps({
         "sparse": np.asarray(loss(labels, y_pred)).tolist(),
         "one_hot": np.asarray(loss(np.eye(3)[labels], y_pred)).tolist(),
-        "logits": np.asarray(TaylorGLOLoss(data["theta"], from_logits=True, reduction=None)(labels, np.log(y_pred))).tolist(),
+        "logits": np.asarray(
+            TaylorGLOLoss(data["theta"], from_logits=True, reduction=None)(labels, np.log(y_pred))
+        ).tolist(),
         "baikal": np.asarray(BaikalLoss(reduction=None)(labels, y_pred)).tolist(),
         "fit_losses": history.history["loss"],
     }))

@@ -83,7 +83,8 @@ def _run_without(absent: list[str], code: str) -> subprocess.CompletedProcess:
 
 def test_a_missing_training_stack_is_an_import_error_naming_the_extra():
     result = _run_without(["tensorflow", "keras"], (
-        "for statement in ('from taylorglo_tf import TaylorGLOLoss', 'import taylorglo_tf.losses',\n"
+        "for statement in ('from taylorglo_tf import TaylorGLOLoss',\n"
+        "                  'import taylorglo_tf.losses',\n"
         "                  'from taylorglo_tf.training import Evaluator', 'from taylorglo_tf.data import pipeline',\n"
         "                  'from taylorglo_tf import models; models.build(\"tiny\", (8, 8, 1), 10)'):\n"
         "    try:\n"
@@ -103,9 +104,10 @@ def test_a_missing_training_stack_is_an_import_error_naming_the_extra():
     (["coordinator", "--listen", "127.0.0.1:0"], ["cma"], "coordinator"),
 ])
 def test_a_command_without_its_extra_says_which_extra_to_install(command, absent, extra, tmp_path):
+    argv = [*command, "--db", str(tmp_path / "c.db")] if command[0] == "coordinator" else command
     result = _run_without(absent, (
         "from taylorglo_tf.cli import main\n"
-        f"sys.exit(main({[*command, '--db', str(tmp_path / 'c.db')] if command[0] == 'coordinator' else command!r}))\n"
+        f"sys.exit(main({argv!r}))\n"
     ))
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].endswith(f"install it with: pip install 'taylorglo-tf[{extra}]'")

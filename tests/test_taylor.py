@@ -168,7 +168,8 @@ def test_keras_config_is_written_without_tensorflow_and_names_the_registered_cla
 
 def test_numpy_only_modules_do_not_import_tensorflow():
     script = (
-        "import sys; import taylorglo_tf.taylor, taylorglo_tf.invariant, taylorglo_tf.plotting, taylorglo_tf.commands.plot;"
+        "import sys; import taylorglo_tf.taylor, taylorglo_tf.invariant, taylorglo_tf.plotting, "
+        "taylorglo_tf.commands.plot;"
         "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; assert not bad, bad"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

@@ -198,7 +198,7 @@ class LocalTrainers:
             with open(self.log_dir / f"trainer-{index}.log", "ab") as log:
                 self.processes.append(subprocess.Popen(
                     self.command(index), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, preexec_fn=preexec,
+                    env=env, preexec_fn=preexec,  # noqa: PLW1509 (only prctl, looked up before the fork)
                 ))
 
     def alive(self) -> int:
