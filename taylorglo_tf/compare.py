@@ -20,13 +20,16 @@ rate is tuned the same way, so that both sides are treated alike.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from taylorglo_tf.training.task import EvaluationResult, Task
 
 if TYPE_CHECKING:  # scipy loads with the first comparison: the CLI reads the defaults below
     from taylorglo_tf import stats
+    from taylorglo_tf.training.evaluator import Evaluator  # TensorFlow: imported when a comparison runs
+    from taylorglo_tf.training.gradient_scale import LossScale
 
 # (side, run index, steps done in that run, total steps of that run)
 ProgressFn = Callable[[str, int, int, int], None]
@@ -70,7 +73,7 @@ class Comparison:
     summaries: dict[str, stats.Summary]
     welch: stats.WelchResult
     lr_multipliers: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(SIDES, 1.0))
-    loss_scale: Any = None
+    loss_scale: LossScale | None = None
 
     def accuracies(self, side: str) -> list[float]:
         """Test accuracies of ``side`` (``"loss"`` or ``"baseline"``) in run order."""
@@ -216,7 +219,7 @@ def choose_learning_rate(
     *,
     multipliers: Sequence[float] = DEFAULT_LR_MULTIPLIERS,
     side: str = "baseline",
-    evaluator: Any = None,
+    evaluator: Evaluator | None = None,
     on_run: TuningFn | None = None,
 ) -> LearningRateChoice:
     """Pick the multiplier of ``task``'s learning rate that gives ``loss`` the best validation accuracy.
@@ -268,7 +271,7 @@ def compare(
     loss_lr_multiplier: float = 1.0,
     baseline_lr_multiplier: float = 1.0,
     measure_loss_scale: bool = False,
-    evaluator: Any = None,
+    evaluator: Evaluator | None = None,
     progress: ProgressFn | None = None,
     on_run: Callable[[RunRecord], None] | None = None,
 ) -> Comparison:
@@ -366,7 +369,7 @@ def compare_tuned(
     tuning_seeds: int = DEFAULT_TUNING_SEEDS,
     tune_loss_lr: bool = False,
     measure_loss_scale: bool = False,
-    evaluator: Any = None,
+    evaluator: Evaluator | None = None,
     progress: ProgressFn | None = None,
     on_run: Callable[[RunRecord], None] | None = None,
     on_tuning_run: TuningFn | None = None,
@@ -389,10 +392,10 @@ def compare_tuned(
         raise ValueError(f"tuning_seeds must be an integer >= 1, got {tuning_seeds!r}")
     evaluator = evaluator if evaluator is not None else _new_evaluator()
     seeds = [task.seed + runs + j for j in range(tuning_seeds)]
-    choose = {"task": task, "seeds": seeds, "multipliers": multipliers, "evaluator": evaluator,
-              "on_run": on_tuning_run}
-    baseline_lr = choose_learning_rate(baseline, side="baseline", **choose)
-    loss_lr = choose_learning_rate(loss, side="loss", **choose) if tune_loss_lr else None
+    choose = functools.partial(choose_learning_rate, task=task, seeds=seeds, multipliers=multipliers,
+                               evaluator=evaluator, on_run=on_tuning_run)
+    baseline_lr = choose(baseline, side="baseline")
+    loss_lr = choose(loss, side="loss") if tune_loss_lr else None
     plain = compare(loss, baseline, task, runs, loss_name=loss_name, baseline_name=baseline_name,
                     measure_loss_scale=measure_loss_scale, evaluator=evaluator, progress=progress, on_run=on_run)
     chosen = {"loss": loss_lr.chosen if loss_lr else 1.0, "baseline": baseline_lr.chosen}
@@ -412,7 +415,7 @@ def _train_runs(
     sides: Sequence[tuple[str, Any, float]],
     task: Task,
     runs: int,
-    evaluator: Any,
+    evaluator: Evaluator,
     progress: ProgressFn | None,
     on_run: Callable[[RunRecord], None] | None,
 ) -> list[RunRecord]:
@@ -431,7 +434,7 @@ def _train_runs(
                 run=run,
                 seed=seed,
                 status=result.status,
-                test_accuracy=float(result.test_accuracy),
+                test_accuracy=float(cast(float, result.test_accuracy)),  # set: evaluated with test=True
                 val_accuracy=float(result.val_accuracy),
                 steps=result.steps,
                 attempts=result.attempts,
@@ -445,7 +448,7 @@ def _train_runs(
 
 
 def _comparison(loss_name: str, baseline_name: str, task: Task, records: Sequence[RunRecord],
-                multipliers: dict[str, float], loss_scale: Any) -> Comparison:
+                multipliers: dict[str, float], loss_scale: LossScale | None) -> Comparison:
     from taylorglo_tf import stats
 
     by_side = {side: [r.test_accuracy for r in records if r.side == side] for side in SIDES}
@@ -471,13 +474,13 @@ def _check_task(task: Any) -> None:
         raise TypeError(f"task must be a training.Task, got {type(task).__name__}")
 
 
-def _new_evaluator() -> Any:
+def _new_evaluator() -> Evaluator:
     from taylorglo_tf.training import Evaluator
 
     return Evaluator()
 
 
-def _loss_scale(loss: Any, task: Task) -> Any:
+def _loss_scale(loss: Any, task: Task) -> LossScale:
     from taylorglo_tf.training import loss_scale
 
     return loss_scale(loss, task)
