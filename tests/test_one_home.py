@@ -7,7 +7,6 @@ packages. Other modules import the value from its home.
 from __future__ import annotations
 
 import ast
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -112,11 +111,3 @@ def test_the_standalone_health_check_uses_the_default_address():
         if isinstance(target, ast.Name)
     }
     assert values["DEFAULT_ADDRESS"] == connection.DEFAULT_ADDRESS
-
-
-def test_the_proto_states_the_wait_and_id_limits_the_code_enforces():
-    proto = (ROOT / "protos" / "taylorglo" / "v1" / "worker_service.proto").read_text(encoding="utf-8")
-    assert re.search(rf"// Long-poll time in milliseconds, 0\.\.{limits.MAX_WAIT_MS}\.\n\s*int32 wait_ms", proto)
-    assert re.search(
-        rf"trainer \(e\.g\. hostname-pid\), at most {limits.MAX_ID_CHARS} chars\.\n\s*string trainer_id", proto
-    )
