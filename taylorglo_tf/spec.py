@@ -32,7 +32,7 @@ from taylorglo_tf.rpc import types_pb2
 
 ExperimentSpec = types_pb2.ExperimentSpec
 
-# Defaults for fields left at 0 / empty (the proto documents the same numbers).
+# Defaults for fields left unset (the proto documents the same numbers).
 DEFAULT_POPULATION = 20
 DEFAULT_GENERATIONS = 10
 DEFAULT_SIGMA0 = 1.2
@@ -43,13 +43,14 @@ SEARCH_ALGORITHMS = ("cmaes", "random")
 DEFAULT_ALGORITHM = "cmaes"
 DEFAULT_ORDER = taylor.DEFAULT_ORDER
 DEFAULT_INPUTS = taylor.DEFAULT_INPUTS
+DEFAULT_TRAIN_FRACTION = 1.0  # all of the training split
 DEFAULT_ABORT_ACCURACY = task_defaults.ABORT_THRESHOLD
 DEFAULT_ABORT_EPOCHS = int(task_defaults.ABORT_CHECK_EPOCH)
 DEFAULT_LR_SCALE = 1.0  # the model recipe's own learning rate
 DEFAULT_CROP_PADDING = 4
 DEFAULT_CUTMIX_ALPHA = 1.0
 
-# Classes per dataset, for the invariant pre-screen when num_classes is 0.
+# Classes per dataset, for the invariant pre-screen when num_classes is unset.
 KNOWN_NUM_CLASSES = {
     "digits": 10,
     "tfds:mnist": 10,
@@ -211,45 +212,43 @@ def to_dict(spec: ExperimentSpec) -> dict[str, Any]:
 
 
 def apply_defaults(spec: ExperimentSpec) -> ExperimentSpec:
-    """A copy of ``spec`` with every 0/empty field that has a default filled in.
+    """A copy of ``spec`` with every unset field that has a default filled in.
 
-    ``task.batch_size`` stays 0: it means "the model recipe's batch size", which
-    the trainer resolves (the coordinator has no model zoo).
+    Unset, not 0: the fields with defaults are proto3 ``optional``, so a spec that
+    says ``seed: 0`` keeps its 0 (and one that says ``sigma0: 0`` is refused by
+    :func:`validate`). ``task.batch_size`` stays 0: it means "the model recipe's
+    batch size", which the trainer resolves (the coordinator has no model zoo).
     """
     out = ExperimentSpec()
     out.CopyFrom(spec)
     task, loss, search, aug = out.task, out.loss, out.search, out.task.augmentation
-    if task.train_fraction == 0:
-        task.train_fraction = 1.0
-    if task.abort_accuracy == 0:
-        task.abort_accuracy = DEFAULT_ABORT_ACCURACY
-    if task.abort_epochs == 0:
-        task.abort_epochs = DEFAULT_ABORT_EPOCHS
-    if task.lr_scale == 0:
-        task.lr_scale = DEFAULT_LR_SCALE
-    if aug.flip_crop and aug.crop_padding == 0:
-        aug.crop_padding = DEFAULT_CROP_PADDING
-    if aug.cutmix_probability > 0 and aug.cutmix_alpha == 0:
-        aug.cutmix_alpha = DEFAULT_CUTMIX_ALPHA
-    if loss.order == 0:
-        loss.order = DEFAULT_ORDER
+    _default(task, "train_fraction", DEFAULT_TRAIN_FRACTION)
+    _default(task, "abort_accuracy", DEFAULT_ABORT_ACCURACY)
+    _default(task, "abort_epochs", DEFAULT_ABORT_EPOCHS)
+    _default(task, "lr_scale", DEFAULT_LR_SCALE)
+    if aug.flip_crop:
+        _default(aug, "crop_padding", DEFAULT_CROP_PADDING)
+    if aug.cutmix_probability > 0:
+        _default(aug, "cutmix_alpha", DEFAULT_CUTMIX_ALPHA)
+    _default(loss, "order", DEFAULT_ORDER)
     if not loss.inputs:
         loss.inputs.extend(DEFAULT_INPUTS)
-    if search.population == 0:
-        search.population = DEFAULT_POPULATION
-    if search.generations == 0:
-        search.generations = DEFAULT_GENERATIONS
-    if search.sigma0 == 0:
-        search.sigma0 = DEFAULT_SIGMA0
-    if search.seed == 0:
-        search.seed = DEFAULT_SEED
-    if search.max_attempts == 0:
-        search.max_attempts = DEFAULT_MAX_ATTEMPTS
+    _default(search, "population", DEFAULT_POPULATION)
+    _default(search, "generations", DEFAULT_GENERATIONS)
+    _default(search, "sigma0", DEFAULT_SIGMA0)
+    _default(search, "seed", DEFAULT_SEED)
+    _default(search, "max_attempts", DEFAULT_MAX_ATTEMPTS)
     if not search.algorithm:
         search.algorithm = DEFAULT_ALGORITHM
-    if search.num_classes == 0:
-        search.num_classes = KNOWN_NUM_CLASSES.get(task.dataset, 0)
+    if task.dataset in KNOWN_NUM_CLASSES:  # otherwise unset: the number of classes is not known
+        _default(search, "num_classes", KNOWN_NUM_CLASSES[task.dataset])
     return out
+
+
+def _default(message: Any, field: str, value: Any) -> None:
+    """Set ``message.field`` to ``value`` unless the spec set it (to anything, 0 included)."""
+    if not message.HasField(field):
+        setattr(message, field, value)
 
 
 # --------------------------------------------------------------------------- validation
@@ -294,8 +293,8 @@ def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
     _require(math.isfinite(task.train_fraction) and 0 < task.train_fraction <= 1,
              f"{path}.train_fraction", f"{task.train_fraction!r} is outside (0, 1]")
     _require(math.isfinite(task.abort_accuracy) and task.abort_accuracy <= 1,
-             f"{path}.abort_accuracy", f"{task.abort_accuracy!r} must be <= 1 (negative disables the abort rule)")
-    _check_range(task.abort_epochs, 0, MAX_STEPS, f"{path}.abort_epochs", "epochs")
+             f"{path}.abort_accuracy", f"{task.abort_accuracy!r} must be <= 1 (0 or negative disables the abort rule)")
+    _check_range(task.abort_epochs, 1, MAX_STEPS, f"{path}.abort_epochs", "epochs")
     _require(math.isfinite(task.lr_scale) and task.lr_scale > 0,
              f"{path}.lr_scale", f"{task.lr_scale!r} must be a positive, finite multiplier of the recipe's learning rate")
     aug = task.augmentation
@@ -327,7 +326,7 @@ def _validate_search(search: types_pb2.SearchSpec, dataset: str, loss: types_pb2
     _check_range(search.population, 2, MAX_POPULATION, f"{path}.population", "population")
     _check_range(search.generations, 1, MAX_GENERATIONS, f"{path}.generations", "generations")
     _require(math.isfinite(search.sigma0) and 0 < search.sigma0 <= 1e6, f"{path}.sigma0", f"{search.sigma0!r} must be in (0, 1e6]")
-    _check_range(search.seed, 1, MAX_SEED, f"{path}.seed", "seed")
+    _check_range(search.seed, 0, MAX_SEED, f"{path}.seed", "seed")
     _check_range(search.max_attempts, 1, MAX_ATTEMPTS, f"{path}.max_attempts", "attempts")
     _check_range(search.num_classes, 0, MAX_NUM_CLASSES, f"{path}.num_classes", "classes")
     _require(search.algorithm in SEARCH_ALGORITHMS, f"{path}.algorithm",

@@ -100,6 +100,18 @@ def test_leases_carry_the_task_and_loss_of_their_experiment(client):
     assert client.worker.ReturnLease(ws.ReturnLeaseRequest(lease_id=lease.lease_id, trainer_id="t")).returned
 
 
+def test_a_search_seed_of_zero_is_kept_and_a_zero_sigma0_is_invalid_argument_naming_it(client):
+    exp = client.submit(seed=0)
+    assert exp.spec.search.seed == 0 and exp.spec.search.HasField("seed")
+    seeded_1 = client.submit(seed=1)
+    theta = {e: client.result(e).candidates[0].theta for e in (exp.id, seeded_1.id)}
+    assert list(theta[exp.id]) != list(theta[seeded_1.id])  # seed 0 is its own search
+    with pytest.raises(grpc.RpcError) as err:
+        client.submit(sigma0=0.0)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("spec.search.sigma0: 0.0 ")
+
+
 def test_list_get_and_cancel(client):
     first, second = client.submit(), client.submit()
     listed = client.experiments.ListExperiments(es.ListExperimentsRequest()).experiments

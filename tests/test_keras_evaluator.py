@@ -80,6 +80,11 @@ def test_negative_abort_accuracy_turns_the_abort_rule_off():
     assert task.abort_threshold == 0.0  # accuracy is never below 0
 
 
+def test_an_abort_accuracy_of_zero_is_zero_not_the_default():
+    task = Task.from_proto(types_pb2.TaskSpec(dataset="digits", model="tiny", steps=5, abort_accuracy=0), None)
+    assert task.abort_threshold == 0.0
+
+
 def test_task_spec_without_steps_is_refused():
     with pytest.raises(ValueError, match="task.steps must be > 0, got 0"):
         Task.from_proto(types_pb2.TaskSpec(dataset="digits", model="tiny"), None)

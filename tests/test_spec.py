@@ -55,6 +55,49 @@ def test_explicit_values_are_kept():
     assert (s.search.population, s.search.sigma0, s.search.seed, s.search.max_attempts) == (6, 0.5, 42, 5)
 
 
+def test_a_zero_that_means_something_is_kept_not_replaced_by_the_default():
+    s = spec.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 100, "abort_accuracy": 0,
+                                 "augmentation": {"flip_crop": True, "crop_padding": 0}},
+                        "search": {"seed": 0, "num_classes": 0}})
+    assert s.search.seed == 0  # a seed like any other, not 1
+    assert s.task.abort_accuracy == 0  # the abort rule off, not 0.15
+    assert s.task.augmentation.crop_padding == 0  # flips without crops, not 4
+    assert s.search.num_classes == 0  # "not known", not inferred from the dataset
+    assert int(spec.to_dict(s)["search"]["seed"]) == 0 and spec.to_dict(s)["task"]["abort_accuracy"] == 0  # written out
+
+
+@pytest.mark.parametrize("section, values, field", [
+    ("search", {"sigma0": 0}, "spec.search.sigma0"),
+    ("search", {"population": 0}, "spec.search.population"),
+    ("search", {"generations": 0}, "spec.search.generations"),
+    ("search", {"max_attempts": 0}, "spec.search.max_attempts"),
+    ("loss", {"order": 0}, "spec.loss.order"),
+    ("task", {"lr_scale": 0}, "spec.task.lr_scale"),
+    ("task", {"train_fraction": 0}, "spec.task.train_fraction"),
+    ("task", {"abort_epochs": 0}, "spec.task.abort_epochs"),
+    ("task", {"augmentation": {"cutmix_probability": 0.5, "cutmix_alpha": 0}}, "spec.task.augmentation.cutmix_alpha"),
+])
+def test_a_zero_that_is_no_valid_value_is_refused_naming_the_field_and_the_value(section, values, field):
+    with pytest.raises(SpecError) as err:
+        spec.load_spec(with_(section, **values))
+    assert err.value.field == field
+    assert "0" in err.value.message, err.value.message
+
+
+def test_a_spec_from_a_client_that_cannot_send_presence_reads_as_unset_and_gets_the_old_defaults():
+    # Such a client (stubs from before the fields were optional) leaves a 0 off the wire.
+    from taylorglo_tf.rpc import types_pb2
+
+    wire = types_pb2.ExperimentSpec(task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=100)).SerializeToString()
+    s = spec.load_spec(types_pb2.ExperimentSpec.FromString(wire))
+    assert (s.search.seed, s.search.sigma0, s.task.abort_accuracy, s.task.lr_scale) == (1, 1.2, 0.15, 1.0)
+
+
+def test_applying_the_defaults_twice_changes_nothing():
+    once = spec.apply_defaults(spec.from_dict(with_("search", seed=0)))
+    assert spec.apply_defaults(once) == once
+
+
 def test_unknown_fields_are_named_with_their_path():
     assert error_field(with_("task", stepz=3)) == "spec.task.stepz"
     assert error_field({**MINIMAL, "serch": {}}) == "spec.serch"

@@ -5,7 +5,7 @@
 
 1. maps ``lease.task`` (``TaskSpec``) to a :class:`taylorglo_tf.training.Task`
    (:meth:`~taylorglo_tf.training.Task.from_proto`: the proto's defaults for
-   0/empty fields, and the dataset's ``idx:``/``npz:`` path resolved strictly
+   unset fields, and the dataset's ``idx:``/``npz:`` path resolved strictly
    under ``data_dir``; absolute paths, ``..`` and symlinks leading out are
    refused, naming the path);
 2. sets ``lease.theta`` into a :class:`~taylorglo_tf.losses.TaylorGLOLoss` of the

@@ -145,7 +145,7 @@ class Task:
     def from_proto(cls, task_spec: types_pb2.TaskSpec, data_dir: str | os.PathLike[str] | None = None) -> Task:
         """The task a ``TaskSpec`` describes, for a trainer whose data lives in ``data_dir``.
 
-        Fields left at 0 take the proto's documented defaults. ``abort_accuracy < 0``
+        Unset fields take the proto's documented defaults. ``abort_accuracy <= 0``
         disables the abort rule. ``idx:DIR``/``npz:FILE`` become absolute paths under
         ``data_dir``; ValueError names the dataset when it is invalid, leaves
         ``data_dir``, or needs a data directory the trainer was not given.
