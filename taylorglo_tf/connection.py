@@ -1,12 +1,25 @@
-"""Client-side gRPC channel to a coordinator: bearer token, optional TLS, size limits.
+"""Client-side gRPC channel to a coordinator: bearer token, optional TLS, size limits, retries.
 
 Shared by the trainer, the client commands, ``taylorglo run`` and tests, so every
 client sends credentials the same way the coordinator's auth interceptor expects:
 ``authorization: Bearer <token>`` metadata on every call.
+
+Retries come in two layers, the same for every client:
+
+- the channel's service config (:data:`SERVICE_CONFIG`) retries the idempotent
+  calls (:data:`IDEMPOTENT_METHODS`) on UNAVAILABLE a few times within about a
+  second and a half: a dropped connection or a coordinator restarting costs no
+  call. Trainer calls also wait for the connection to be ready (within their
+  deadline) instead of failing at once while the coordinator is away;
+- long outages are the callers' to wait out, through the one backoff helper
+  :mod:`taylorglo_tf.retry` (the trainer's lease, report and return, and
+  ``taylorglo watch``), so the waits follow one schedule and a stop request
+  ends them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +32,50 @@ MAX_RECONNECT_BACKOFF_MS = 5_000  # cap on the channel's reconnect delay
 AUTH_METADATA_KEY = "authorization"
 DEFAULT_ADDRESS = "127.0.0.1:50051"  # also where the coordinator listens by default
 TOKEN_ENV = "TAYLORGLO_TOKEN"  # the bearer token when no token file is given
+
+# Calls that may be sent twice with the effect of once, so the channel may retry them
+# (gRPC retries only calls whose answer has not begun; a watch is retried only before
+# its first event). Reads, and the trainer's calls about a lease it holds: a
+# Heartbeat only extends the lease; ReportResult counts the first report of a
+# candidate and acknowledges a repeat with accepted = false; ReturnLease of a lease
+# already returned answers returned = false. Not retried: SubmitExperiment (a second
+# experiment), LeaseCandidate (a second lease, held until it expires, costing the
+# candidate an attempt), CancelExperiment and DeleteExperiment (a repeat after a lost
+# answer would fail with FAILED_PRECONDITION or NOT_FOUND for a call that succeeded).
+IDEMPOTENT_METHODS = {
+    "taylorglo.v1.ExperimentService": ("GetExperiment", "ListExperiments", "WatchExperiment", "GetResult"),
+    "taylorglo.v1.WorkerService": ("Heartbeat", "ReportResult", "ReturnLease"),
+}
+# Short blips only (at most 5 attempts, gRPC's limit; about 1.5 s of backoff in all).
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+# The trainer's idempotent calls wait for a coordinator that is away (always within
+# their deadline); the client commands' calls fail at once, so that a user hears
+# "cannot reach the coordinator" instead of waiting out a 30 s deadline.
+WAIT_FOR_READY_SERVICES = frozenset({"taylorglo.v1.WorkerService"})
+
+
+def _service_config() -> str:
+    configs = [
+        {
+            "name": [{"service": service, "method": method} for method in methods],
+            "retryPolicy": RETRY_POLICY,
+            "waitForReady": service in WAIT_FOR_READY_SERVICES,
+        }
+        for service, methods in IDEMPOTENT_METHODS.items()
+    ]
+    # gRPC's retry throttling: each failed attempt takes one of 10 tokens, each success gives
+    # back 0.1, and a channel with 5 or fewer stops retrying: thousands of trainers do not
+    # multiply the load of a coordinator in trouble.
+    return json.dumps({"methodConfig": configs, "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}})
+
+
+SERVICE_CONFIG = _service_config()
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -105,6 +162,8 @@ def connect(
         # gRPC's reconnect delay grows to 120 s by default; trainers and watchers
         # should find a restarted coordinator within seconds.
         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", SERVICE_CONFIG),
     ]
     if tls_ca is not None:
         try:
