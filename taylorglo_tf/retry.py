@@ -2,7 +2,9 @@
 
 Trainers (lease, report, return), and ``taylorglo watch`` reconnecting to a
 restarted coordinator, all wait and retry through these, so the delays and the
-rules for giving up are the same everywhere.
+rules for giving up are the same everywhere. This is the outer layer, for
+outages longer than the channel's own retries of idempotent calls ride out
+(:data:`taylorglo_tf.connection.SERVICE_CONFIG`, about a second and a half).
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from typing import Callable, Collection, Optional, TypeVar
 import grpc
 
 T = TypeVar("T")
+
+
+class Retryable(Exception):
+    """A failure worth another try that is no gRPC error, e.g. a stream that ended before its end.
+
+    :func:`call_with_retries` retries it like a retryable status code.
+    """
 
 
 class Backoff:
@@ -56,22 +65,25 @@ def call_with_retries(
     give_up_at: Callable[[], float],
     backoff: Backoff,
     wait: Callable[[float], object] = time.sleep,
-    on_retry: Callable[[grpc.RpcError, float], None] | None = None,
+    on_retry: Callable[[Exception, float], None] | None = None,
 ) -> T:
     """``call(time_left_s)`` until it returns; retryable errors wait the next backoff delay and try again.
 
-    ``give_up_at()`` is a ``time.monotonic()`` deadline, read again after every
-    wait (a stop request may bring it forward); no wait passes it. ``wait(s)``
-    sleeps and may return early (an interruptible wait); the call is then tried
-    again at once if time is left. Raises the last :class:`grpc.RpcError` when it
-    is not retryable or the deadline has passed.
+    Retryable: a :class:`grpc.RpcError` whose code is in ``retryable``, and any
+    :class:`Retryable`. ``give_up_at()`` is a ``time.monotonic()`` deadline, read
+    again after every failure and wait (a stop request may bring it forward, a
+    caller may start it at the first failure); no wait passes it. ``wait(s)``
+    sleeps and may return early (an interruptible wait: pass a stop event's
+    ``wait``); the call is then tried again at once if time is left. Raises the
+    last error when it is not retryable or the deadline has passed.
     """
     while True:
         try:
             return call(max(0.0, give_up_at() - time.monotonic()))
-        except grpc.RpcError as error:
+        except (grpc.RpcError, Retryable) as error:
             remaining = give_up_at() - time.monotonic()
-            if error.code() not in retryable or remaining <= 0:
+            worth_retrying = isinstance(error, Retryable) or error.code() in retryable
+            if not worth_retrying or remaining <= 0:
                 raise
             delay = min(backoff.next_delay(), remaining)
             if on_retry is not None:

@@ -263,6 +263,40 @@ def test_watch_reopens_a_stream_broken_by_unavailable_and_follows_to_success(ser
     assert out.rstrip().endswith("experiment exp-1 succeeded: best fitness 0.8000")
 
 
+class EndingStreams(ScriptedExperiments):
+    """Each watch ends cleanly (as a stopping coordinator ends them) ``ends`` times, after a snapshot or at once."""
+
+    def __init__(self, ends, snapshot=True):
+        super().__init__()
+        self.ends, self.snapshot, self.watches = ends, snapshot, 0
+
+    def WatchExperiment(self, request, context):
+        self.watches += 1
+        if self.watches <= self.ends:
+            if self.snapshot:
+                yield Event(kind=Event.KIND_SNAPSHOT, experiment=_experiment(done=self.watches))
+            return
+        yield from super().WatchExperiment(request, context)
+
+
+def test_watch_reopens_a_stream_that_ended_before_a_final_state(service):
+    fake = EndingStreams(ends=2)
+    code, out = invoke(["watch", "exp-1", "--coordinator", service(fake)])
+    assert code == 0 and fake.watches == 3
+    assert "the watch stream ended while experiment exp-1 was running; reconnecting" in out
+    assert out.rstrip().endswith("experiment exp-1 succeeded: best fitness 0.8000")
+
+
+def test_watch_gives_up_on_streams_that_keep_ending_empty_after_the_reconnect_timeout(service, capsys):
+    fake = EndingStreams(ends=10**6, snapshot=False)
+    started = time.monotonic()
+    code, _ = invoke(["watch", "exp-1", "--reconnect-timeout", "1", "--coordinator", service(fake)])
+    assert code == 1 and 1 <= time.monotonic() - started < 10
+    assert ("the watch stream ended while experiment exp-1 was unknown; gave up after 1 s"
+            in capsys.readouterr().err)
+    assert 2 <= fake.watches < 20  # backoff between attempts: 0.5 s doubling
+
+
 def test_watch_does_not_retry_a_non_transient_error(service, capsys):
     fake = BrokenStreams(grpc.StatusCode.PERMISSION_DENIED, breaks=1)
     code, _ = invoke(["watch", "exp-1", "--coordinator", service(fake)])

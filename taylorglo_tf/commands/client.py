@@ -21,6 +21,7 @@ No TensorFlow here.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Callable, Iterable, Optional, TextIO
@@ -36,7 +37,7 @@ from taylorglo_tf.commands.arguments import (
     non_negative_float,
     open_channel,
 )
-from taylorglo_tf.retry import Backoff
+from taylorglo_tf.retry import Backoff, Retryable, call_with_retries
 from taylorglo_tf.text import escape_controls
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, types_pb2
 
@@ -228,78 +229,123 @@ def watch(
 
     A coordinator restart does not end the watch: when the stream breaks with
     UNAVAILABLE, or ends before a final state (a coordinator shutting down ends its
-    streams), the watch is re-opened with exponential backoff (``taylorglo_tf.retry.Backoff``:
+    streams), the watch is re-opened with exponential backoff (``taylorglo_tf.retry``:
     0.5 s doubling to 5 s, with jitter) for up to ``reconnect_timeout_s`` seconds from the break; the server's
-    snapshot then resumes the bar. Any other gRPC error is raised at once.
+    snapshot then resumes the bar. Any other gRPC error is raised at once. Ctrl-C (and
+    SIGTERM in ``taylorglo run``) ends a wait between attempts at once.
     """
-    from rich.console import Console
-    from rich.markup import escape as escape_markup
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    with _ProgressView(experiment_id, out) as view:
+        experiment = _follow(stub, experiment_id, view, on_event, reconnect_timeout_s)
+    return _announce_end(experiment_id, experiment, out)
 
-    console = Console(file=out)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("evaluations  generations {task.fields[generations]} done  best {task.fields[best]:.4f}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    experiment: Optional[types_pb2.Experiment] = None
-    give_up_at: Optional[float] = None  # set while the coordinator is away
+
+class _ProgressView:
+    """Drawing: one experiment's rich progress bar, and a line per finished generation or connection change."""
+
+    def __init__(self, experiment_id: str, out: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._experiment_id = experiment_id
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("evaluations  generations {task.fields[generations]} done  best {task.fields[best]:.4f}"),
+            TimeElapsedColumn(),
+            console=Console(file=out),
+            transient=False,
+        )
+
+    def __enter__(self) -> "_ProgressView":
+        self._progress.__enter__()
+        self._task = self._progress.add_task(_markup_text(shown(self._experiment_id)), total=None, generations="-",
+                                             best=0.0)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.__exit__(*exc_info)
+
+    def show(self, experiment: types_pb2.Experiment) -> None:
+        self._progress.update(
+            self._task,
+            description=_markup_text(shown(experiment.spec.name or self._experiment_id)),
+            total=experiment.evaluations_total or None,
+            completed=experiment.evaluations_done,
+            generations=_generations_done(experiment),
+            best=experiment.best_fitness,
+        )
+
+    def generation_finished(self, g: types_pb2.GenerationSummary) -> None:
+        self.say(f"generation {g.generation}: best {g.best_fitness:.4f}  mean {g.mean_fitness:.4f}")
+
+    def say(self, line: str) -> None:
+        self._progress.console.print(line)
+
+
+def _markup_text(value: str) -> str:
+    """``value`` as rich markup that shows it verbatim ("[...]" in a name must stay text)."""
+    from rich.markup import escape
+
+    return escape(value)
+
+
+class _StreamEnded(Retryable):
+    """The watch stream ended before the experiment reached a final state (a coordinator stopping ends them)."""
+
+
+def _follow(stub, experiment_id: str, view: _ProgressView,
+            on_event: Optional[Callable[[experiment_service_pb2.ProgressEvent], None]],
+            reconnect_timeout_s: float) -> types_pb2.Experiment:
+    """Reconnecting: the experiment in its final state, following its watch stream and re-opening it after a
+    break, for up to ``reconnect_timeout_s`` from the break (an UNAVAILABLE error is then raised as it came)."""
+    latest: Optional[types_pb2.Experiment] = None
+    broke_at: Optional[float] = None  # set while the coordinator is away
     backoff = Backoff(RECONNECT_INITIAL_DELAY_S, RECONNECT_MAX_DELAY_S)
-    with progress:
-        task = progress.add_task(escape_markup(shown(experiment_id)), total=None, generations="-", best=0.0)
-        while True:
-            stream = stub.WatchExperiment(experiment_service_pb2.WatchExperimentRequest(experiment_id=experiment_id))
-            try:
-                for event in stream:
-                    if give_up_at is not None:
-                        progress.console.print("reconnected to the coordinator")
-                        give_up_at = None
-                        backoff.reset()
-                    experiment = event.experiment
-                    progress.update(
-                        task,
-                        # the description is rich markup: "[...]" in a name must stay text
-                        description=escape_markup(shown(experiment.spec.name or experiment_id)),
-                        total=experiment.evaluations_total or None,
-                        completed=experiment.evaluations_done,
-                        generations=_generations_done(experiment),
-                        best=experiment.best_fitness,
-                    )
-                    if on_event is not None:
-                        on_event(event)
-                    if event.kind == experiment_service_pb2.ProgressEvent.KIND_GENERATION_FINISHED:
-                        g = event.generation
-                        progress.console.print(
-                            f"generation {g.generation}: best {g.best_fitness:.4f}  mean {g.mean_fitness:.4f}"
-                        )
-                    if event.kind == experiment_service_pb2.ProgressEvent.KIND_EXPERIMENT_FINISHED:
-                        break
-                if experiment is not None and experiment.state in FINAL_STATES:
+
+    def follow_stream(_time_left_s: float) -> types_pb2.Experiment:
+        nonlocal latest, broke_at
+        stream = stub.WatchExperiment(experiment_service_pb2.WatchExperimentRequest(experiment_id=experiment_id))
+        try:
+            for event in stream:
+                if broke_at is not None:
+                    view.say("reconnected to the coordinator")
+                    broke_at = None
+                    backoff.reset()
+                latest = event.experiment
+                view.show(latest)
+                if on_event is not None:
+                    on_event(event)
+                if event.kind == experiment_service_pb2.ProgressEvent.KIND_GENERATION_FINISHED:
+                    view.generation_finished(event.generation)
+                if event.kind == experiment_service_pb2.ProgressEvent.KIND_EXPERIMENT_FINISHED:
                     break
-                lost = (f"the watch stream ended while experiment {experiment_id} was "
-                        f"{state_name(experiment.state) if experiment is not None else 'unknown'}")
-                failure: Optional[grpc.RpcError] = None
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                lost, failure = f"lost the coordinator ({error.details()})", error
-            finally:
-                stream.cancel()
-            now = time.monotonic()
-            if give_up_at is None:
-                give_up_at = now + reconnect_timeout_s
-                progress.console.print(f"{lost}; reconnecting for up to {reconnect_timeout_s:g} s")
-            if now >= give_up_at:
-                if failure is not None:
-                    raise failure  # reported as "cannot reach the coordinator"
-                raise CommandError(f"{lost}; gave up after {reconnect_timeout_s:g} s")
-            time.sleep(min(backoff.next_delay(), give_up_at - now))
-    if experiment is None:
-        raise CommandError(f"the coordinator sent no progress for experiment {shown(experiment_id)}")
+            if latest is not None and latest.state in FINAL_STATES:
+                return latest
+            lost = (f"the watch stream ended while experiment {experiment_id} was "
+                    f"{state_name(latest.state) if latest is not None else 'unknown'}")
+            failure: Exception = _StreamEnded(lost)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            lost, failure = f"lost the coordinator ({error.details()})", error
+        finally:
+            stream.cancel()
+        if broke_at is None:
+            broke_at = time.monotonic()
+            view.say(f"{lost}; reconnecting for up to {reconnect_timeout_s:g} s")
+        raise failure  # a grpc.RpcError is reported as "cannot reach the coordinator" when it is the last
+
+    try:
+        return call_with_retries(
+            follow_stream, retryable={grpc.StatusCode.UNAVAILABLE}, backoff=backoff,
+            give_up_at=lambda: math.inf if broke_at is None else broke_at + reconnect_timeout_s)
+    except _StreamEnded as ended:
+        raise CommandError(f"{ended}; gave up after {reconnect_timeout_s:g} s") from None
+
+
+def _announce_end(experiment_id: str, experiment: types_pb2.Experiment, out: TextIO) -> int:
+    """Exit code: 0 when the experiment succeeded, 3 when it was cancelled or failed (after saying which)."""
     print(f"experiment {shown(experiment_id)} {state_name(experiment.state)}: best fitness "
           f"{experiment.best_fitness:.4f}", file=out)
     if experiment.error:
