@@ -194,25 +194,13 @@ class _Heartbeater:
     def _loop(self) -> None:
         interval = self._interval(self._lease.ttl_s)
         while not self._done.wait(interval):
-            request = worker_service_pb2.HeartbeatRequest(
-                lease_id=self._lease.lease_id,
-                trainer_id=self._worker.trainer_id,
-                steps_done=int(self.steps_done),
-            )
             try:
-                response = self._worker._stub.Heartbeat(
-                    request, timeout=max(1.0, interval), metadata=self._worker.metadata
-                )
+                response = self._beat(interval)
             except grpc.RpcError as error:
-                code = error.code()
-                if code in RETRYABLE_CODES:
-                    # The coordinator may be restarting; keep training, retry sooner (halving
-                    # keeps the retries within the TTL), but not below 1 s: every trainer of a
-                    # cluster retries at once against a coordinator that is coming back up.
-                    log.warning("heartbeat for %s failed (%s); retrying", self._lease.lease_id, code.name)
-                    interval = max(min(interval, 1.0), interval / 2)
-                    continue
-                log.warning("heartbeat for %s rejected (%s: %s); stopping", self._lease.lease_id, code.name, error.details())
+                if self._done.is_set():
+                    return  # reported or given back while the coordinator was away
+                log.warning("heartbeat for %s rejected (%s: %s); stopping", self._lease.lease_id, error.code().name,
+                            error.details())
                 self._mark_lost()
                 return
             if not response.keep_going:
@@ -221,6 +209,25 @@ class _Heartbeater:
                 return
             self.expires_at = time.monotonic() + response.ttl_s
             interval = self._interval(response.ttl_s)
+
+    def _beat(self, interval: float) -> worker_service_pb2.HeartbeatResponse:
+        """One heartbeat, retried through the one retry helper while the coordinator is away (it may be
+        restarting; training goes on): the first retry after 0.5-1 s, at most one per ``interval`` after
+        that, with jitter, so a cluster's trainers do not all retry at once; until the lease is done."""
+        request = worker_service_pb2.HeartbeatRequest(
+            lease_id=self._lease.lease_id, trainer_id=self._worker.trainer_id, steps_done=int(self.steps_done))
+
+        def send(_time_left_s: float) -> worker_service_pb2.HeartbeatResponse:
+            request.steps_done = int(self.steps_done)
+            return self._worker._stub.Heartbeat(request, timeout=max(1.0, interval), metadata=self._worker.metadata)
+
+        def on_retry(error: Exception, delay: float) -> None:
+            code = error.code().name if isinstance(error, grpc.RpcError) else type(error).__name__
+            log.warning("heartbeat for %s failed (%s); retrying in %.2f s", self._lease.lease_id, code, delay)
+
+        return call_with_retries(
+            send, retryable=RETRYABLE_CODES, backoff=Backoff(min(1.0, interval), interval), wait=self._done.wait,
+            give_up_at=lambda: -math.inf if self._done.is_set() else math.inf, on_retry=on_retry)
 
     def _mark_lost(self) -> None:
         self.lost = True
