@@ -28,6 +28,7 @@ stop, the loop is closed only once calls still in the pool have finished.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -177,6 +178,32 @@ def serve(
     service only (see ``.health_port``).
     """
     host, port = parse_address(listen)
+    _check_exposure(listen, host, trainer_token, client_token, insecure, tls_cert, tls_key, health_listen)
+    credentials = _server_credentials(tls_cert, tls_key)
+    storage, scheduler = _resume(db_path, lease_ttl_s, scheduler_options)
+    # Plain servicer methods (everything but LeaseCandidate) run in this pool; scheduler
+    # calls of the event loop's coroutines in a small one of their own, so neither waits for the other.
+    rpc_pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc")
+    lease_pool = futures.ThreadPoolExecutor(max_workers=LEASE_THREADS, thread_name_prefix="lease")
+    loop = _EventLoop()
+    try:
+        started = loop.run(_start_grpc(scheduler, rpc_pool, lease_pool, _interceptors(trainer_token, client_token),
+                                       credentials, listen, host, port, health_listen))
+    except BaseException:
+        scheduler.stop()
+        loop.close()
+        for pool in (rpc_pool, lease_pool):
+            pool.shutdown(wait=False)
+        storage.close()
+        raise
+    return CoordinatorServer(loop, started.server, scheduler, storage, started.health, [rpc_pool, lease_pool], host,
+                             started.port, started.health_server, started.health_port)
+
+
+def _check_exposure(listen: str, host: str, trainer_token: str | None, client_token: str | None, insecure: bool,
+                    tls_cert: object, tls_key: object, health_listen: str | None) -> None:
+    """The security policy, before anything starts: tokens strong enough, and none missing off loopback
+    (unless ``insecure``); TLS as a whole pair; ValueError names what is wrong."""
     if health_listen is not None:
         parse_address(health_listen)  # a bad value is named before anything starts
     if trainer_token:
@@ -193,9 +220,18 @@ def serve(
     if authenticated and tls_cert is None and not is_loopback(host):
         log.warning("tokens on %s travel unencrypted; use --tls-cert/--tls-key", listen)
 
-    credentials = None
-    if tls_cert is not None and tls_key is not None:  # both or neither (checked above)
-        credentials = grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
+
+def _server_credentials(tls_cert: str | os.PathLike[str] | None,
+                        tls_key: str | os.PathLike[str] | None) -> grpc.ServerCredentials | None:
+    """TLS credentials from the PEM files, or None for plaintext (both or neither: checked before)."""
+    if tls_cert is None or tls_key is None:
+        return None
+    return grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
+
+
+def _resume(db_path: str | os.PathLike[str], lease_ttl_s: float,
+            scheduler_options: dict | None) -> tuple[SqliteStorage, Scheduler]:
+    """The database opened (or created) and a started scheduler over it, its experiments resumed."""
     storage = open_storage(db_path)
     try:
         scheduler = Scheduler(storage, lease_ttl_s=lease_ttl_s, **(scheduler_options or {}))
@@ -203,62 +239,65 @@ def serve(
     except BaseException:
         storage.close()
         raise
-    interceptors: list[grpc.aio.ServerInterceptor] = (
-        [TokenAuthInterceptor(trainer_token=trainer_token, client_token=client_token)] if authenticated else [])
-    interceptors.append(DecodeGuardInterceptor())  # after auth: unauthenticated bytes are never parsed
-    # Plain servicer methods (everything but LeaseCandidate) run in this pool; scheduler
-    # calls of the event loop's coroutines in a small one of their own, so neither waits for the other.
-    rpc_pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc")
-    lease_pool = futures.ThreadPoolExecutor(max_workers=LEASE_THREADS, thread_name_prefix="lease")
-    loop = _EventLoop()
+    return storage, scheduler
 
-    async def start() -> tuple[grpc.aio.Server, health_aio.HealthServicer, int, grpc.aio.Server | None, int | None]:
-        server = grpc.aio.server(
-            migration_thread_pool=rpc_pool,
-            interceptors=interceptors,
-            options=[
-                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-                ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
-                ("grpc.so_reuseport", 0),  # a second coordinator on the same port must fail, not share it
-                # grpc cancels calls at random once more than 1,000 wait to be taken up by the event
-                # loop (a generation's worth of reports from 2,000 trainers at once): allow a burst
-                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
-                ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
-            ],
-        )
-        experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler, rpc_pool),
-                                                                            server)
-        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-            WorkerServicer(scheduler, LongPolls(scheduler, lease_pool)), server)
-        health_servicer = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            bound = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
-            if not bound:
-                raise OSError(f"cannot listen on {listen}")
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise OSError(f"cannot listen on {listen}: {exc}") from exc
-        health_server, health_port = None, None
-        if health_listen is not None:
-            health_server, health_port = await _serve_health_only(health_servicer, health_listen)
-        await server.start()
-        for name in ("", *SERVICE_NAMES):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return server, health_servicer, bound, health_server, health_port
 
+def _interceptors(trainer_token: str | None, client_token: str | None) -> list[grpc.aio.ServerInterceptor]:
+    """Token auth when any token is set, then the decode guard: unauthenticated bytes are never parsed."""
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if trainer_token or client_token:
+        interceptors.append(TokenAuthInterceptor(trainer_token=trainer_token, client_token=client_token))
+    interceptors.append(DecodeGuardInterceptor())
+    return interceptors
+
+
+@dataclasses.dataclass
+class _Started:
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    port: int
+    health_server: grpc.aio.Server | None
+    health_port: int | None
+
+
+async def _start_grpc(scheduler: Scheduler, rpc_pool: futures.ThreadPoolExecutor,
+                      lease_pool: futures.ThreadPoolExecutor, interceptors: list[grpc.aio.ServerInterceptor],
+                      credentials: grpc.ServerCredentials | None, listen: str, host: str, port: int,
+                      health_listen: str | None) -> _Started:
+    """The gRPC server with the two services, health and reflection, bound and started; health SERVING."""
+    server = grpc.aio.server(
+        migration_thread_pool=rpc_pool,
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+            ("grpc.so_reuseport", 0),  # a second coordinator on the same port must fail, not share it
+            # grpc cancels calls at random once more than 1,000 wait to be taken up by the event
+            # loop (a generation's worth of reports from 2,000 trainers at once): allow a burst
+            ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+        ],
+    )
+    experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler, rpc_pool), server)
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerServicer(scheduler, LongPolls(scheduler, lease_pool)), server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        server, health_servicer, bound, health_server, health_port = loop.run(start())
-    except BaseException:
-        scheduler.stop()
-        loop.close()
-        for pool in (rpc_pool, lease_pool):
-            pool.shutdown(wait=False)
-        storage.close()
-        raise
-    return CoordinatorServer(loop, server, scheduler, storage, health_servicer, [rpc_pool, lease_pool], host, bound,
-                             health_server, health_port)
+        bound = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+        if not bound:
+            raise OSError(f"cannot listen on {listen}")
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise OSError(f"cannot listen on {listen}: {exc}") from exc
+    health_server, health_port = None, None
+    if health_listen is not None:
+        health_server, health_port = await _serve_health_only(health_servicer, health_listen)
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return _Started(server, health_servicer, bound, health_server, health_port)
 
 
 async def _serve_health_only(health_servicer: health_aio.HealthServicer, listen: str) -> tuple[grpc.aio.Server, int]:
