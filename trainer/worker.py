@@ -84,6 +84,9 @@ REPORT_RETRYABLE_CODES = RETRYABLE_CODES | {grpc.StatusCode.INTERNAL}
 FATAL_CODES = frozenset(
     {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED}
 )
+# A lease call is retried after anything but those and INVALID_ARGUMENT (a bad trainer id):
+# asking for work again changes nothing on the coordinator.
+LEASE_RETRYABLE_CODES = frozenset(grpc.StatusCode) - FATAL_CODES - {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
 
 RETURN_TIMEOUT_S = 5.0  # giving a lease back is best effort: it expires anyway
 
@@ -162,6 +165,13 @@ EvaluateFn = Callable[[worker_service_pb2.Lease, Heartbeat], Outcome]
 Result = Outcome | BaseException
 
 
+def _failure(error: Exception) -> str:
+    """``CODE: details`` of a failed call, for the log."""
+    if isinstance(error, grpc.RpcError):
+        return f"{error.code().name}: {error.details()}"
+    return f"{type(error).__name__}: {error}"
+
+
 def error_outcome(error: BaseException) -> Outcome:
     """Status ERROR with ``error``'s traceback (sent to the coordinator, which retries the candidate)."""
     return Outcome(status="error", error="".join(traceback.format_exception(type(error), error, error.__traceback__)))
@@ -222,8 +232,7 @@ class _Heartbeater:
             return self._worker._stub.Heartbeat(request, timeout=max(1.0, interval), metadata=self._worker.metadata)
 
         def on_retry(error: Exception, delay: float) -> None:
-            code = error.code().name if isinstance(error, grpc.RpcError) else type(error).__name__
-            log.warning("heartbeat for %s failed (%s); retrying in %.2f s", self._lease.lease_id, code, delay)
+            log.warning("heartbeat for %s failed (%s); retrying in %.2f s", self._lease.lease_id, _failure(error), delay)
 
         return call_with_retries(
             send, retryable=RETRYABLE_CODES, backoff=Backoff(min(1.0, interval), interval), wait=self._done.wait,
@@ -360,7 +369,46 @@ class Worker:
         return max(1, size)
 
     def _lease(self) -> list[worker_service_pb2.Lease]:
-        """One long-poll for up to a step's worth of leases; [] when none came (or a stop was requested)."""
+        """Up to a step's worth of leases from one long-poll, retried through the one retry helper while the
+        coordinator is away (a stop request ends the wait); [] when none came or a stop was requested."""
+
+        def on_retry(error: Exception, delay: float) -> None:
+            log.warning("cannot lease from the coordinator (%s); retrying in %.2f s", _failure(error), delay)
+
+        try:
+            polled = call_with_retries(self._poll_lease, retryable=LEASE_RETRYABLE_CODES, backoff=self._backoff,
+                                       wait=self._sleep, on_retry=on_retry,
+                                       give_up_at=lambda: -math.inf if self.stopping else math.inf)
+        except grpc.RpcError as error:
+            self._check_fatal(error, "LeaseCandidate")
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # e.g. a bad trainer id: no retry fixes it
+                raise WorkerError(f"LeaseCandidate rejected by the coordinator: {error.details()}") from None
+            return []  # failed while stopping
+        if polled is None:
+            return []
+        response, waited = polled
+        self._backoff.reset()
+        # A coordinator that predates `leases` fills only `lease`.
+        leases = list(response.leases) or ([response.lease] if response.HasField("lease") else [])
+        if not leases:
+            if waited < self.wait_ms / 1000 / 10:
+                # The coordinator answered at once without work: do not spin.
+                self._sleep(min(1.0, self.wait_ms / 1000) * random.uniform(0.5, 1.0))
+            return []
+        if self.stopping:
+            # Granted in the instant a stop was requested: hand them straight back.
+            for lease in leases:
+                self._return(lease, "trainer shutting down")
+            return []
+        # Counted once kept: a stop requested after this finishes them within its grace period.
+        self.lease_calls += 1
+        self.lease_wait_s.append(waited)
+        return leases
+
+    def _poll_lease(self, _time_left_s: float) -> Optional[tuple[worker_service_pb2.LeaseCandidateResponse, float]]:
+        """One LeaseCandidate long-poll and its round trip in seconds; None when a stop request cancelled it."""
+        if self.stopping:
+            return None
         request = worker_service_pb2.LeaseCandidateRequest(
             trainer_id=self.trainer_id, wait_ms=self.wait_ms, max_candidates=self._batch_size())
         started = time.monotonic()
@@ -371,40 +419,12 @@ class Worker:
         future.add_done_callback(lambda _: self._wake.set())
         while not future.done():
             if self.stopping and future.cancel():
-                return []
+                return None
             self._wake.wait(0.5)  # bounded, so signal handlers run promptly
         try:
-            response = future.result()
+            return future.result(), time.monotonic() - started
         except grpc.FutureCancelledError:
-            return []
-        except grpc.RpcError as error:
-            self._check_fatal(error, "LeaseCandidate")
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # e.g. a bad trainer id: no retry fixes it
-                raise WorkerError(f"LeaseCandidate rejected by the coordinator: {error.details()}") from None
-            delay = self._backoff.next_delay()
-            log.warning(
-                "cannot lease from the coordinator (%s: %s); retrying in %.2f s",
-                error.code().name, error.details(), delay,
-            )
-            self._sleep(delay)
-            return []
-        self._backoff.reset()
-        waited = time.monotonic() - started
-        # A coordinator that predates `leases` fills only `lease`.
-        leases = list(response.leases) or ([response.lease] if response.HasField("lease") else [])
-        if not leases:
-            if waited < self.wait_ms / 1000 / 10:
-                # The coordinator answered at once without work: do not spin.
-                self._sleep(min(1.0, self.wait_ms / 1000) * random.uniform(0.5, 1.0))
-            return []
-        self.lease_calls += 1
-        self.lease_wait_s.append(waited)
-        if self.stopping:
-            # Granted in the instant a stop was requested: hand them straight back.
-            for lease in leases:
-                self._return(lease, "trainer shutting down")
-            return []
-        return leases
+            return None
 
     def _process(self, leases: list[worker_service_pb2.Lease]) -> None:
         """Evaluates a batch of leases with heartbeats, then reports or returns each."""
@@ -547,9 +567,8 @@ class Worker:
             timeout = max(1.0, min(self.rpc_timeout_s, time_left_s))
             return self._stub.ReportResult(request, timeout=timeout, metadata=self.metadata)
 
-        def on_retry(error: grpc.RpcError, delay: float) -> None:
-            log.warning("report for %s failed (%s: %s); retrying in %.2f s", lease.lease_id, error.code().name,
-                        error.details(), delay)
+        def on_retry(error: Exception, delay: float) -> None:
+            log.warning("report for %s failed (%s); retrying in %.2f s", lease.lease_id, _failure(error), delay)
 
         while True:
             try:
