@@ -24,6 +24,7 @@ import argparse
 import math
 import sys
 import time
+from types import TracebackType
 from typing import Callable, Iterable, Optional, TextIO
 
 import grpc
@@ -263,8 +264,9 @@ class _ProgressView:
                                              best=0.0)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._progress.__exit__(*exc_info)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._progress.__exit__(exc_type, exc, traceback)
 
     def show(self, experiment: types_pb2.Experiment) -> None:
         self._progress.update(
