@@ -74,7 +74,7 @@ def test_the_proto_comment_of_each_string_field_states_its_bound(full_name):
 
 @pytest.mark.parametrize("full_name", sorted(limits.INT_LIMITS))
 def test_the_proto_comment_of_each_bounded_integer_states_its_bound(full_name):
-    assert f"at most {limits.INT_LIMITS[full_name]}" in field_comment(full_name).lower()
+    assert f"0..{limits.INT_LIMITS[full_name]}" in field_comment(full_name)
 
 
 @pytest.fixture(scope="module")
