@@ -16,7 +16,14 @@ CPU time is the steadier of the two, wall time is what a lone machine delivers).
 
 Memory per candidate: the bytes of one candidate's state (weights and optimizer
 slots, what every extra slot adds), and on a GPU the peak device memory of the
-batched run divided by K.
+batched run divided by K. The process's peak resident memory after each K (the
+K grow, so each row's peak is its K's batched run or an earlier one) shows what
+activations add on a CPU.
+
+On a shared machine, read the K=1 row first: both sides do identical work there,
+so its ratio is the measurement's bias. Each round's ratio (its two sides run back
+to back) is kept; their median, with the load average before and after each K,
+is printed next to the totals.
 
 Data: random arrays of the model's shape written to a temporary ``.npz``:
 MNIST (28x28x1, batch 100) for ``basic_cnn``, CIFAR-10 (32x32x3, batch 128) for
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -98,7 +106,9 @@ def measure(evaluator, task, k: int, rounds: int, sequential_max: int | None) ->
     """Seconds (wall, CPU) and counts of evaluations, sequential and batched, summed over the rounds.
 
     Sequential evaluations per hour do not depend on K, so ``sequential_max``
-    may cap how many are timed per round (long GPU evaluations).
+    may cap how many are timed per round (long GPU evaluations). ``round_ratios``
+    are each round's batched/sequential evaluations per hour, (wall, CPU): the two
+    sides of a round run back to back, so their median resists another job's burst.
     """
     warm_up = task.replace(steps=min(task.steps, 10))  # same session: compilation is not per candidate
     evaluator.evaluate(candidate_losses(1)[0], warm_up)
@@ -106,9 +116,11 @@ def measure(evaluator, task, k: int, rounds: int, sequential_max: int | None) ->
     spent = {"sequential": np.zeros(2), "batched": np.zeros(2)}
     counts = {"sequential": 0, "batched": 0}
     statuses = {"sequential": [], "batched": []}
+    round_ratios = []
     peak = None
     for round_index in range(rounds):
         order = ("sequential", "batched") if round_index % 2 == 0 else ("batched", "sequential")
+        rates = {}
         for mode in order:
             losses = candidate_losses(k)
             if mode == "batched":
@@ -119,11 +131,20 @@ def measure(evaluator, task, k: int, rounds: int, sequential_max: int | None) ->
             else:
                 results = evaluator.evaluate_many(losses, task)
                 peak = device_peak_bytes()
-            spent[mode] += clock() - started
+            seconds = clock() - started
+            spent[mode] += seconds
             counts[mode] += len(results)
+            rates[mode] = len(results) / seconds
             statuses[mode] += [r.status for r in results]
+        round_ratios.append(rates["batched"] / rates["sequential"])
     agree = statuses["sequential"] == statuses["batched"][: len(statuses["sequential"])]
-    return {"spent": spent, "counts": counts, "statuses_agree": agree, "peak": peak}
+    return {"spent": spent, "counts": counts, "statuses_agree": agree, "peak": peak,
+            "round_ratios": np.array(round_ratios)}
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (host memory; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             for jit in args.jit.split(","):
                 evaluator = Evaluator(jit_compile=jit.strip() == "on")
                 for k in [int(k) for k in args.k.split(",")]:
+                    load_before = os.getloadavg()[0]
                     m = measure(evaluator, task, k, args.rounds, args.sequential_max)
                     seq, bat = m["spent"]["sequential"], m["spent"]["batched"]
                     n_seq, n_bat = m["counts"]["sequential"], m["counts"]["batched"]
@@ -173,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                         "batched_per_cpu_hour": 3600 * n_bat / bat[1],
                         "state_mb_per_candidate": state_bytes_per_candidate(evaluator) / 2**20,
                         "device_peak_mb_per_candidate": None if m["peak"] is None else m["peak"] / 2**20 / k,
+                        "median_round_ratio_wall": float(np.median(m["round_ratios"][:, 0])),
+                        "median_round_ratio_cpu": float(np.median(m["round_ratios"][:, 1])),
+                        "process_peak_rss_mb": peak_rss_mb(),
+                        "load_average": [load_before, os.getloadavg()[0]],
                         "statuses_agree": m["statuses_agree"],
                     }
                     rows.append(row)
@@ -180,12 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(
         ["model", "XLA", "K", "sequential evals/h", "batched evals/h", "batched/sequential (wall)",
-         "batched/sequential (CPU)", "state MB/candidate", "device peak MB/candidate"],
+         "batched/sequential (CPU)", "median round ratio (wall)", "state MB/candidate", "process peak RSS MB",
+         "device peak MB/candidate", "load average"],
         [[r["model"], r["xla"], str(r["k"]), f"{r['sequential_per_hour']:.0f}", f"{r['batched_per_hour']:.0f}",
           f"{r['batched_per_hour'] / r['sequential_per_hour']:.2f}",
           f"{r['batched_per_cpu_hour'] / r['sequential_per_cpu_hour']:.2f}",
-          f"{r['state_mb_per_candidate']:.1f}",
-          "-" if r["device_peak_mb_per_candidate"] is None else f"{r['device_peak_mb_per_candidate']:.0f}"]
+          f"{r['median_round_ratio_wall']:.2f}", f"{r['state_mb_per_candidate']:.1f}",
+          f"{r['process_peak_rss_mb']:.0f}",
+          "-" if r["device_peak_mb_per_candidate"] is None else f"{r['device_peak_mb_per_candidate']:.0f}",
+          "{:.1f}-{:.1f}".format(*r["load_average"])]
          for r in rows],
     )
     if args.json:

@@ -19,11 +19,12 @@ leave to the caller because it slows some ops; results then agree to rounding.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -32,9 +33,11 @@ import keras
 from taylorglo_tf.data.augmentation import Augmentation
 from taylorglo_tf.models.recipe import Recipe
 from taylorglo_tf.training.population import Population, PopulationLoss
-from taylorglo_tf.training.task import EvaluationResult, Task
+from taylorglo_tf.training.task import EvaluationResult, Status, Task
 
 ProgressFn = Callable[[int, int], "bool | None"]
+# How a training attempt ends: a result's status, or "retry" when the abort rule fired.
+AttemptStatus = Literal["ok", "diverged", "aborted", "retry"]
 
 # XLA on/off was measured with benchmarks/evaluation.py (docs/BENCHMARKS.md): on CPU
 # XLA is slower for these convnets, so it is off by default; GPUs may differ.
@@ -105,6 +108,95 @@ def _initial_seed(seed: int, attempt: int) -> int:
     if attempt == 1:
         return seed
     return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How far an evaluation trains and where the abort rule looks (steps count from 1)."""
+
+    total: int  # optimizer steps to train
+    full_length: int  # steps of the whole recipe: a time-varying loss's t runs over these
+    check_step: int  # the step after which the abort rule scores the validation split
+
+    def progress_at(self, step: int) -> float:
+        """``t`` at ``step``: partial training is exactly the first steps of the full run."""
+        return min(1.0, (step - 1) / self.full_length)
+
+    def reports_at(self, step: int, every: int) -> bool:
+        """Whether ``step`` checks for divergence and calls ``progress`` (every ``every`` steps and the last)."""
+        return step % every == 0 or step == self.total
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """How one training attempt of one candidate ended."""
+
+    status: AttemptStatus  # aborted: stopped by ``progress``
+    steps: int  # optimizer steps done
+
+    def reported(self) -> Status:
+        """The status of a result that ends with this attempt: the abort rule firing on the last one is ``aborted``."""
+        if self.status == "retry":
+            return "aborted"
+        return self.status
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One candidate's evaluation: an ``EvaluationResult`` but for the wall time (known at the end of the call)."""
+
+    status: Status
+    steps: int
+    attempts: int
+    val_accuracy: float
+    val_loss: float
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+
+    @classmethod
+    def of(cls, result: EvaluationResult) -> _Outcome:
+        return cls(result.status, result.steps, result.attempts, result.val_accuracy, result.val_loss,
+                   result.test_accuracy, result.test_loss)
+
+    def result(self, wall_time_s: float) -> EvaluationResult:
+        return EvaluationResult(
+            fitness=self.val_accuracy if self.status == "ok" else 0.0,
+            val_accuracy=self.val_accuracy,
+            val_loss=self.val_loss,
+            steps=self.steps,
+            wall_time_s=wall_time_s,
+            attempts=self.attempts,
+            status=self.status,
+            test_accuracy=self.test_accuracy,
+            test_loss=self.test_loss,
+        )
+
+
+class _LoopClock:
+    """(wall, CPU) seconds of a step loop from its first batch on, less the phases run in ``excluded()``.
+
+    The training pipeline's start-up (before the first batch) and the abort rule's
+    validation count as overhead, not as training.
+    """
+
+    def __init__(self) -> None:
+        self._started: np.ndarray | None = None
+        self._excluded = np.zeros(2)
+
+    def start(self) -> None:
+        if self._started is None:
+            self._started = _clock()
+
+    @contextlib.contextmanager
+    def excluded(self):
+        paused = _clock()
+        try:
+            yield
+        finally:
+            self._excluded += _clock() - paused
+
+    def elapsed(self) -> np.ndarray:
+        return np.zeros(2) if self._started is None else _clock() - self._started - self._excluded
 
 
 @dataclass
@@ -251,33 +343,11 @@ class Evaluator:
         started = _clock()
         session = self._session(task)
         compiled = self._compiled_loss(session, loss)
-        total, full_length, check_step = _schedule(session, task)
-        train_time = np.zeros(2)
-        attempt = 0
-        status = "aborted"
-        steps_done = 0
-        for attempt in range(1, task.max_attempts + 1):
-            seed = _initial_seed(task.seed, attempt)
-            self._reset(session, seed)
-            iterator = iter(self._train_dataset(session, seed))
-            status, steps_done, seconds = self._train(
-                session, compiled, iterator, total, full_length, check_step, task, progress
-            )
-            train_time += seconds
-            if status != "retry":
-                break
-        else:
-            status = "aborted"  # abort rule hit on every attempt
+        attempt, attempts, train_time = self._train_attempts(session, compiled, task, progress)
         validation_started = _clock()
-        val_accuracy, val_loss = self._score(session, compiled, "val")
-        test_accuracy = test_loss = None
-        if test:
-            test_accuracy, test_loss = self._score(session, compiled, "test")
-        if status == "ok" and not self._weights_finite(session):
-            status = "diverged"
+        outcome = self._scored_outcome(session, compiled, attempt, attempts, test)
         self._record_timings(started, train_time, validation_started)
-        return _result(self.last_timings["total_s"], status, steps_done, attempt, val_accuracy, val_loss,
-                       test_accuracy, test_loss)
+        return outcome.result(self.last_timings["total_s"])
 
     def evaluate_many(
         self,
@@ -322,7 +392,7 @@ class Evaluator:
         groups: dict[tuple, list[int]] = collections.defaultdict(list)
         for index, loss in enumerate(losses):
             groups[_loss_signature(loss)].append(index)
-        outcomes: dict[int, tuple] = {}
+        outcomes: dict[int, _Outcome] = {}
         train_time = np.zeros(2)
         validation_started = None
         for indices in groups.values():
@@ -332,14 +402,12 @@ class Evaluator:
                 )
             except _BatchFailed:
                 for i in indices:
-                    result = self.evaluate(losses[i], task, progress[i], test=test)
-                    outcomes[i] = (result.status, result.steps, result.attempts, result.val_accuracy,
-                                   result.val_loss, result.test_accuracy, result.test_loss)
+                    outcomes[i] = _Outcome.of(self.evaluate(losses[i], task, progress[i], test=test))
                 continue
             train_time += seconds
             outcomes.update(zip(indices, group))
         self._record_timings(started, train_time, _clock() if validation_started is None else validation_started)
-        return [_result(self.last_timings["total_s"], *outcomes[index]) for index in range(len(losses))]
+        return [outcomes[index].result(self.last_timings["total_s"]) for index in range(len(losses))]
 
     def step_rate(self, task: Task, candidates: int, steps: int = 3, *, seconds: float = 0.0,
                   ready: Callable[[], None] | None = None) -> float:
@@ -555,49 +623,79 @@ class Evaluator:
 
     # ---------------------------------------------------------------- training
 
-    def _train(self, session, compiled, iterator, total, full_length, check_step, task, progress):
-        """Run one attempt: returns (status, steps done, (wall, CPU) seconds spent training).
+    def _train_attempts(
+        self, session: _Session, compiled: _CompiledLoss, task: Task, progress: ProgressFn | None
+    ) -> tuple[_Attempt, int, np.ndarray]:
+        """Train until an attempt ends other than by the abort rule, at most ``task.max_attempts``.
 
-        status is ``ok``, ``diverged``, ``aborted`` (stopped by ``progress``) or
-        ``retry`` (the abort rule fired). The seconds cover the step loop (batch
-        fetches included) from the first batch on: the pipeline's start-up before
-        the first batch and the abort-rule validation count as overhead.
+        Returns the last attempt (``retry`` when the abort rule fired on every
+        one), its number, and the (wall, CPU) training seconds of all attempts.
+        """
+        schedule = _schedule(session, task)
+        train_time = np.zeros(2)
+        for number in range(1, task.max_attempts + 1):
+            seed = _initial_seed(task.seed, number)
+            self._reset(session, seed)
+            attempt, seconds = self._train(session, compiled, iter(self._train_dataset(session, seed)), schedule,
+                                           task, progress)
+            train_time += seconds
+            if attempt.status != "retry":
+                return attempt, number, train_time
+        return attempt, task.max_attempts, train_time
+
+    def _train(
+        self,
+        session: _Session,
+        compiled: _CompiledLoss,
+        batches: Iterator,
+        schedule: _Schedule,
+        task: Task,
+        progress: ProgressFn | None,
+    ) -> tuple[_Attempt, np.ndarray]:
+        """Run one attempt from the current weights: how it ended, (wall, CPU) seconds of its step loop.
+
+        Every ``progress_every`` steps (and at the last) the divergence flag is read
+        and ``progress`` called; after ``schedule.check_step`` the abort rule scores
+        the validation split (not counted as training time).
         """
         step_fn = compiled.train_step
-        # A time-varying loss (input "t") sees progress through the full recipe, so
-        # partial training is exactly the first steps of the full run.
+        # A time-varying loss (input "t") sees progress through the full recipe.
         set_progress = compiled.loss.set_progress if "t" in getattr(compiled.loss, "inputs", ()) else None
-        loop_started = None
-        excluded = np.zeros(2)
-
-        def elapsed() -> np.ndarray:
-            return _clock() - loop_started - excluded if loop_started is not None else np.zeros(2)
-
-        for step in range(1, total + 1):
-            x, y = next(iterator)
-            if loop_started is None:
-                loop_started = _clock()
+        clock = _LoopClock()
+        for step in range(1, schedule.total + 1):
+            x, y = next(batches)
+            clock.start()
             if set_progress is not None:
-                set_progress(min(1.0, (step - 1) / full_length))
+                set_progress(schedule.progress_at(step))
             try:
                 step_fn(x, y)
             except (tf.errors.InvalidArgumentError, FloatingPointError):
                 # e.g. a numerics check inside a loss or an XLA kernel
-                return "diverged", step, elapsed()
-            if step % self.progress_every == 0 or step == total:
+                return _Attempt("diverged", step), clock.elapsed()
+            if schedule.reports_at(step, self.progress_every):
                 if not bool(session.finite.numpy()):
-                    return "diverged", step, elapsed()
-                if progress is not None and progress(step, total) is False:
-                    return "aborted", step, elapsed()
-            if step == check_step:
-                check_started = _clock()
-                accuracy, _ = self._score(session, compiled, "val")
-                excluded += _clock() - check_started
+                    return _Attempt("diverged", step), clock.elapsed()
+                if progress is not None and progress(step, schedule.total) is False:
+                    return _Attempt("aborted", step), clock.elapsed()
+            if step == schedule.check_step:
+                with clock.excluded():
+                    accuracy, _ = self._score(session, compiled, "val")
                 if accuracy < task.abort_threshold:
-                    return "retry", step, elapsed()
-        if not bool(session.finite.numpy()):
-            return "diverged", total, elapsed()
-        return "ok", total, elapsed()
+                    return _Attempt("retry", step), clock.elapsed()
+        return _Attempt("ok" if bool(session.finite.numpy()) else "diverged", schedule.total), clock.elapsed()
+
+    def _scored_outcome(
+        self, session: _Session, compiled: _CompiledLoss, attempt: _Attempt, attempts: int, test: bool
+    ) -> _Outcome:
+        """Score the trained model on the validation split (and test when ``test``); NaN/inf weights: diverged."""
+        val_accuracy, val_loss = self._score(session, compiled, "val")
+        test_accuracy = test_loss = None
+        if test:
+            test_accuracy, test_loss = self._score(session, compiled, "test")
+        status = attempt.reported()
+        if status == "ok" and not self._weights_finite(session):
+            status = "diverged"
+        return _Outcome(status, attempt.steps, attempts, val_accuracy, val_loss, test_accuracy, test_loss)
 
     def _score(self, session: _Session, compiled: _CompiledLoss, split: str) -> tuple[float, float]:
         """(accuracy, mean loss) of the current model on ``split`` (never empty: ``data.load`` refuses that).
@@ -656,103 +754,107 @@ class Evaluator:
                 slot_loss.set_theta(loss.theta)
         return compiled
 
-    def _train_together(self, session, group, task, progress, test):
+    def _train_together(
+        self, session: _Session, group: list[Any], task: Task, progress: list[ProgressFn | None], test: bool
+    ) -> tuple[list[_Outcome], np.ndarray, np.ndarray]:
         """Train the losses of one form in population slots 0..len(group)-1, all attempts, and score them.
 
-        Returns ((status, steps, attempts, val acc, val loss, test acc, test loss)
-        per loss, (wall, CPU) training seconds, when validation started).
+        Returns the outcome per loss, the (wall, CPU) training seconds, and when
+        validation started.
         """
         population = self._population(session, len(group))
         compiled = self._population_loss(session, population, group)
-        total, full_length, check_step = _schedule(session, task)
+        schedule = _schedule(session, task)
         count = len(group)
-        status, steps, attempts = [""] * count, [0] * count, [0] * count
+        ended: dict[int, _Attempt] = {}
+        attempts = [0] * count
         pending = list(range(count))
         train_time = np.zeros(2)
-        for attempt in range(1, task.max_attempts + 1):
-            seed = _initial_seed(task.seed, attempt)
+        for number in range(1, task.max_attempts + 1):
+            seed = _initial_seed(task.seed, number)
             population.reset(pending, self._initial_state(session, seed))
             keras.utils.set_random_seed(seed)  # as _reset: the pipeline's seeding must not depend on history
-            iterator = iter(self._train_dataset(session, seed))
-            ended, seconds = self._train_population(
-                session, population, compiled, iterator, pending, (total, full_length, check_step), task, progress
-            )
+            batches = iter(self._train_dataset(session, seed))
+            this_attempt, seconds = self._train_population(session, population, compiled, batches, pending,
+                                                           schedule, task, progress)
             train_time += seconds
-            for slot, (slot_status, slot_steps) in ended.items():
-                status[slot], steps[slot], attempts[slot] = slot_status, slot_steps, attempt
-            pending = [slot for slot in pending if status[slot] == "retry"]
+            ended.update(this_attempt)
+            for slot in this_attempt:
+                attempts[slot] = number
+            pending = [slot for slot in pending if ended[slot].status == "retry"]
             if not pending:
                 break
-        for slot in pending:
-            status[slot] = "aborted"  # abort rule hit on every attempt
         validation_started = _clock()
         everyone = np.arange(population.size) < count
         val_accuracy, val_loss = self._score_population(session, population, compiled, "val", everyone)
-        test_accuracy = test_loss = [None] * count
-        if test:
-            test_accuracy, test_loss = self._score_population(session, population, compiled, "test", everyone)
-        for slot in range(count):
-            if status[slot] == "ok" and not population.weights_finite(slot):
-                status[slot] = "diverged"
-        outcomes = [
-            (status[k], steps[k], attempts[k], float(val_accuracy[k]), float(val_loss[k]),
-             None if test_accuracy[k] is None else float(test_accuracy[k]),
-             None if test_loss[k] is None else float(test_loss[k]))
-            for k in range(count)
-        ]
+        tested = self._score_population(session, population, compiled, "test", everyone) if test else None
+        outcomes = []
+        for k in range(count):
+            status = ended[k].reported()
+            if status == "ok" and not population.weights_finite(k):
+                status = "diverged"
+            test_accuracy, test_loss = (None, None) if tested is None else (float(tested[0][k]), float(tested[1][k]))
+            outcomes.append(_Outcome(status, ended[k].steps, attempts[k], float(val_accuracy[k]), float(val_loss[k]),
+                                     test_accuracy, test_loss))
         return outcomes, train_time, validation_started
 
-    def _train_population(self, session, population, compiled, iterator, slots, schedule, task, progress):
-        """One attempt of the candidates in ``slots``: {slot: (status, steps done)}, (wall, CPU) seconds.
+    def _train_population(
+        self,
+        session: _Session,
+        population: Population,
+        compiled: PopulationLoss,
+        batches: Iterator,
+        slots: Sequence[int],
+        schedule: _Schedule,
+        task: Task,
+        progress: list[ProgressFn | None],
+    ) -> tuple[dict[int, _Attempt], np.ndarray]:
+        """One attempt of the candidates in ``slots``: how each ended, (wall, CPU) seconds of the step loop.
 
         The same rules as ``_train``, applied per slot, in the same order (NaN
         check, then ``progress``, then the abort rule) so that every candidate
         stops exactly where it would alone.
         """
-        total, full_length, check_step = schedule
         active = np.zeros(population.size, dtype=bool)
         active[list(slots)] = True
-        ended: dict[int, tuple[str, int]] = {}
+        ended: dict[int, _Attempt] = {}
 
-        def stop(slot: int, slot_status: str, step: int) -> None:
-            ended[slot] = (slot_status, step)
+        def stop(slot: int, status: AttemptStatus, step: int) -> None:
+            ended[slot] = _Attempt(status, step)
             active[slot] = False
 
         time_varying = "t" in getattr(compiled.losses[0], "inputs", ())
-        loop_started = None
-        excluded = np.zeros(2)
-        for step in range(1, total + 1):
+        clock = _LoopClock()
+        for step in range(1, schedule.total + 1):
             if not active.any():
                 break
-            x, y = next(iterator)
-            if loop_started is None:
-                loop_started = _clock()
+            x, y = next(batches)
+            clock.start()
             if time_varying:
                 for loss in compiled.losses:
-                    loss.set_progress(min(1.0, (step - 1) / full_length))
+                    loss.set_progress(schedule.progress_at(step))
             try:
                 compiled.train_step(x, y, tf.constant(active))
             except (tf.errors.InvalidArgumentError, FloatingPointError) as error:
                 raise _BatchFailed() from error
-            if step % self.progress_every == 0 or step == total:
+            if schedule.reports_at(step, self.progress_every):
                 finite = population.finite_flags()
-                for slot in np.flatnonzero(active):
+                for slot in np.flatnonzero(active).tolist():
+                    report = progress[slot]
                     if not finite[slot]:
                         stop(slot, "diverged", step)
-                    elif progress[slot] is not None and progress[slot](step, total) is False:
+                    elif report is not None and report(step, schedule.total) is False:
                         stop(slot, "aborted", step)
-            if step == check_step and active.any():
-                check_started = _clock()
-                accuracy, _ = self._score_population(session, population, compiled, "val", active)
-                excluded += _clock() - check_started
-                for slot in np.flatnonzero(active):
+            if step == schedule.check_step and active.any():
+                with clock.excluded():
+                    accuracy, _ = self._score_population(session, population, compiled, "val", active)
+                for slot in np.flatnonzero(active).tolist():
                     if accuracy[slot] < task.abort_threshold:
                         stop(slot, "retry", step)
         finite = population.finite_flags()
-        for slot in np.flatnonzero(active):
-            stop(slot, "ok" if finite[slot] else "diverged", total)
-        seconds = _clock() - loop_started - excluded if loop_started is not None else np.zeros(2)
-        return ended, seconds
+        for slot in np.flatnonzero(active).tolist():
+            stop(slot, "ok" if finite[slot] else "diverged", schedule.total)
+        return ended, clock.elapsed()
 
     def _score_population(self, session, population, compiled, split, active) -> tuple[np.ndarray, np.ndarray]:
         """Per slot (accuracy, mean loss) on ``split``; slots not ``active`` score 0 and cost nothing."""
@@ -766,29 +868,19 @@ class Evaluator:
         return sums[:, 0], sums[:, 1]
 
 
-def _result(wall_time_s, status, steps, attempts, val_accuracy, val_loss, test_accuracy, test_loss) -> EvaluationResult:
-    return EvaluationResult(
-        fitness=val_accuracy if status == "ok" else 0.0,
-        val_accuracy=val_accuracy,
-        val_loss=val_loss,
-        steps=steps,
-        wall_time_s=wall_time_s,
-        attempts=attempts,
-        status=status,
-        test_accuracy=test_accuracy,
-        test_loss=test_loss,
-    )
-
-
 def _check_task(task: Any) -> None:
     if not isinstance(task, Task):
         raise TypeError(f"task must be a training.Task, got {type(task).__name__}")
 
 
-def _schedule(session: _Session, task: Task) -> tuple[int, int, int]:
-    """(steps to train, steps of the full recipe, step of the abort-rule check)."""
+def _schedule(session: _Session, task: Task) -> _Schedule:
+    """The task's schedule on the session's data: ``task.steps`` (0: the whole recipe), the abort check's step."""
     full_length = session.recipe.total_steps(session.steps_per_epoch)
-    return task.steps or full_length, full_length, math.ceil(task.abort_check_epoch * session.steps_per_epoch)
+    return _Schedule(
+        total=task.steps or full_length,
+        full_length=full_length,
+        check_step=math.ceil(task.abort_check_epoch * session.steps_per_epoch),
+    )
 
 
 def evaluate(loss: Any, task: Task, progress: ProgressFn | None = None) -> EvaluationResult:
