@@ -4,7 +4,7 @@ Starts a real coordinator process (``python -m taylorglo_tf coordinator``) on a
 loopback port with a fresh SQLite database, submits four experiments whose
 populations together hold ``--work`` x the trainer count of candidates per
 generation round, and runs N simulated trainers: real
-:class:`trainer.worker.Worker` loops whose evaluation sleeps a fixed time, as
+:class:`taylorglo_tf.trainer.worker.Worker` loops whose evaluation sleeps a fixed time, as
 threads in a few trainer processes (at most 32 threads each). All trainers run
 for the same wall-clock window; the first seconds are warm-up.
 
@@ -74,12 +74,12 @@ EXPERIMENTS = 4
 
 def trainer_process(address: str, threads: int, eval_s: float, start_at: float, end_at: float,
                     warmup_s: float, checkout: str = str(REPO)) -> dict:
-    """Runs ``threads`` Worker loops (``trainer.worker`` from the source tree ``checkout``) from
+    """Runs ``threads`` Worker loops (``taylorglo_tf.trainer.worker`` from the source tree ``checkout``) from
     wall-clock ``start_at`` to ``end_at``; returns their statistics."""
     from benchmarks.checkout import use
 
     use(checkout)
-    from trainer.worker import Backoff, Outcome, Worker
+    from taylorglo_tf.trainer.worker import Backoff, Outcome, Worker
 
     window = (start_at + warmup_s, end_at)
     finished: list[tuple[float, float]] = []  # (start, end) wall-clock times of evaluations
@@ -150,7 +150,7 @@ def null_server(port: int) -> None:
     report, with no storage and no CMA-ES (same gRPC server settings as the coordinator)."""
     from concurrent import futures
 
-    from coordinator.defaults import DEFAULT_MAX_WORKERS
+    from taylorglo_tf.coordinator.defaults import DEFAULT_MAX_WORKERS
     from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
 
     class NullWorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
@@ -360,8 +360,8 @@ def scheduler_cost(evaluations: int = 4000, population: int = 128) -> list[dict]
     """Time of ``Scheduler.lease`` and ``Scheduler.report`` in-process (no gRPC), the time the
     scheduler lock is held per call, with SQLite and with no storage at all: what batching
     commits could save at most. Four experiments; reports include the CMA-ES steps."""
-    from coordinator.scheduler import Report, Scheduler
-    from coordinator.storage import SqliteStorage
+    from taylorglo_tf.coordinator.scheduler import Report, Scheduler
+    from taylorglo_tf.coordinator.storage import SqliteStorage
     from taylorglo_tf.rpc import types_pb2, worker_service_pb2
 
     rows = []
@@ -402,8 +402,8 @@ def simulate_barrier(trainers: int, work_multiple: float, spread: float, seconds
     import itertools
     import random
 
-    from coordinator.scheduler import Report, Scheduler
-    from coordinator.storage import SqliteStorage
+    from taylorglo_tf.coordinator.scheduler import Report, Scheduler
+    from taylorglo_tf.coordinator.storage import SqliteStorage
     from taylorglo_tf.rpc import worker_service_pb2
 
     now = [0.0]

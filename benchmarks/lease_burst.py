@@ -37,8 +37,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 def burst(waiting: int) -> dict:
     """One measurement in this process, with whatever ``coordinator`` is importable."""
-    from coordinator.scheduler import Scheduler
-    from coordinator.storage import SqliteStorage
+    from taylorglo_tf.coordinator.scheduler import Scheduler
+    from taylorglo_tf.coordinator.storage import SqliteStorage
     from taylorglo_tf import spec as spec_lib
 
     transactions = [0]

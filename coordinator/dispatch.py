@@ -20,12 +20,12 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
-from coordinator.errors import StorageUnavailable
-from coordinator.leases import Lease, LeaseTable
-from coordinator.model import CandidateRecord, LeaseRecord
-from coordinator.ratelog import RateLimitedLog
-from coordinator.runner import ExperimentRun
-from coordinator.storage import Storage
+from .errors import StorageUnavailable
+from .leases import Lease, LeaseTable
+from .model import CandidateRecord, LeaseRecord
+from .ratelog import RateLimitedLog
+from .runner import ExperimentRun
+from .storage import Storage
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
@@ -37,7 +37,7 @@ OnGranted = Callable[[list[ws_pb2.Lease]], None]
 
 @dataclass(eq=False)
 class LeaseTicket:
-    """A waiting lease request (see :meth:`coordinator.scheduler.Scheduler.wait_for_leases`)."""
+    """A waiting lease request (see :meth:`taylorglo_tf.coordinator.scheduler.Scheduler.wait_for_leases`)."""
 
     trainer_id: str
     max_candidates: int

@@ -1,4 +1,4 @@
-"""The coordinator's exceptions (no gRPC here): :mod:`coordinator.grpc_util` maps each to a status code."""
+"""The coordinator's exceptions (no gRPC here): :mod:`taylorglo_tf.coordinator.grpc_util` maps each to a status code."""
 
 from __future__ import annotations
 

@@ -20,14 +20,14 @@ from typing import Any, Callable
 
 import grpc
 
-from coordinator.errors import (  # noqa: F401 (re-exported)
+from .errors import (  # noqa: F401 (re-exported)
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     StorageUnavailable,
     Unavailable,
 )
-from coordinator.ratelog import RateLimitedLog
+from .ratelog import RateLimitedLog
 from taylorglo_tf.spec import SpecError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """LeaseCandidate long polls on an asyncio event loop: no thread per waiting trainer.
 
-The scheduler's :meth:`~coordinator.scheduler.Scheduler.wait_for_leases` queues a
+The scheduler's :meth:`~taylorglo_tf.coordinator.scheduler.Scheduler.wait_for_leases` queues a
 ticket and later calls ``on_granted`` from whichever thread made work
 available; here that call only hands the leases to the waiting coroutine
 (``loop.call_soon_threadsafe``). Scheduler calls themselves take its lock and a
@@ -16,7 +16,7 @@ import functools
 import logging
 from concurrent.futures import Executor
 
-from coordinator.scheduler import Scheduler
+from .scheduler import Scheduler
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
 log = logging.getLogger(__name__)

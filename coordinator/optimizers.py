@@ -19,7 +19,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from coordinator import cmaes
+from . import cmaes
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
 
@@ -44,7 +44,7 @@ class Optimizer(Protocol):
 
 
 class CmaEs:
-    """pycma's CMA-ES (see :mod:`coordinator.cmaes`): minimises 1 - accuracy."""
+    """pycma's CMA-ES (see :mod:`taylorglo_tf.coordinator.cmaes`): minimises 1 - accuracy."""
 
     def __init__(self, es) -> None:
         self._es = es

@@ -18,8 +18,8 @@ import binascii
 import json
 from typing import Any, Callable, Sequence
 
-from coordinator.grpc_util import InvalidArgument
-from coordinator.model import ExperimentRecord
+from .grpc_util import InvalidArgument
+from .model import ExperimentRecord
 from taylorglo_tf.limits import (
     DEFAULT_LIST_PAGE_SIZE,
     DEFAULT_RESULT_PAGE_SIZE,
@@ -92,7 +92,7 @@ def result_page(read: Callable[..., es_pb2.ExperimentResult],
     """One page of an experiment's result.
 
     ``read(experiment_id, generations_from=, candidates_from=, limit=)`` is
-    :meth:`coordinator.scheduler.Scheduler.result`; one more entry than the page
+    :meth:`taylorglo_tf.coordinator.scheduler.Scheduler.result`; one more entry than the page
     holds is read to know whether another page follows.
     """
     size = page_size(request.page_size, DEFAULT_RESULT_PAGE_SIZE, MAX_RESULT_PAGE_SIZE)

@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from coordinator import optimizers
-from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord
+from . import optimizers
+from .model import CandidateRecord, ExperimentRecord, GenerationRecord
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
 

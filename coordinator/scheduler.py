@@ -1,12 +1,12 @@
 """The search service: experiments, generations, leases, fairness, progress events.
 
 One :class:`Scheduler` serves every experiment of a coordinator. It ties
-together parts that each do one job: :class:`~coordinator.runner.ExperimentRun`
-(an experiment's current generation and queue) and :func:`~coordinator.runner.compute_step`
-(the step to the next generation, through an :mod:`~coordinator.optimizers`
-optimizer), the :class:`~coordinator.leases.LeaseTable`, the
-:class:`~coordinator.dispatch.Dispatcher` (waiting calls and batch grants), the
-:class:`~coordinator.events.EventHub` and a :class:`~coordinator.storage.Storage`.
+together parts that each do one job: :class:`~taylorglo_tf.coordinator.runner.ExperimentRun`
+(an experiment's current generation and queue) and :func:`~taylorglo_tf.coordinator.runner.compute_step`
+(the step to the next generation, through an :mod:`~taylorglo_tf.coordinator.optimizers`
+optimizer), the :class:`~taylorglo_tf.coordinator.leases.LeaseTable`, the
+:class:`~taylorglo_tf.coordinator.dispatch.Dispatcher` (waiting calls and batch grants), the
+:class:`~taylorglo_tf.coordinator.events.EventHub` and a :class:`~taylorglo_tf.coordinator.storage.Storage`.
 Its rules:
 
 - Store before dispatch. A generation's candidates and the optimizer state
@@ -57,16 +57,16 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from coordinator import optimizers, runner
-from coordinator.defaults import DEFAULT_LEASE_TTL_S
-from coordinator.dispatch import Dispatcher, LeaseTicket, OnGranted
-from coordinator.errors import FailedPrecondition, NotFound, StorageUnavailable, Unavailable
-from coordinator.events import CLOSED, EventHub, ProgressEvent
-from coordinator.leases import Lease, LeaseTable
-from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, result_proto
-from coordinator.ratelog import RateLimitedLog
-from coordinator.runner import ExperimentRun, Prescreen, Step
-from coordinator.storage import Storage
+from . import optimizers, runner
+from .defaults import DEFAULT_LEASE_TTL_S
+from .dispatch import Dispatcher, LeaseTicket, OnGranted
+from .errors import FailedPrecondition, NotFound, StorageUnavailable, Unavailable
+from .events import CLOSED, EventHub, ProgressEvent
+from .leases import Lease, LeaseTable
+from .model import CandidateRecord, ExperimentRecord, GenerationRecord, result_proto
+from .ratelog import RateLimitedLog
+from .runner import ExperimentRun, Prescreen, Step
+from .storage import Storage
 from taylorglo_tf.limits import MAX_ERROR_CHARS
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import types_pb2
@@ -110,7 +110,7 @@ class Report:
 
 
 class Scheduler:
-    """Experiments, optimizers and leases over a :class:`~coordinator.storage.Storage`.
+    """Experiments, optimizers and leases over a :class:`~taylorglo_tf.coordinator.storage.Storage`.
 
     ``lease_ttl_s``: seconds a lease lives without a heartbeat. ``prescreen``:
     ``(theta, num_classes) -> valid`` for specs that ask for the invariant
@@ -272,7 +272,7 @@ class Scheduler:
     def result(self, experiment_id: str, *, generations_from: int = 0, candidates_from: int = 0,
                limit: int | None = None) -> es_pb2.ExperimentResult:
         """Best theta, history and candidates; with offsets and ``limit`` (summaries plus
-        candidates), one page of them (see :mod:`coordinator.paging`)."""
+        candidates), one page of them (see :mod:`taylorglo_tf.coordinator.paging`)."""
         with self._cond:  # a consistent snapshot: nothing commits while we read
             record = self._record(experiment_id)
             generations = self._storage.load_generations(experiment_id, offset=generations_from, limit=limit)

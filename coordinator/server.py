@@ -17,7 +17,7 @@ carries no tokens and no data, only SERVING / NOT_SERVING.
 
 The server is ``grpc.aio`` on an event loop in a thread of its own, so that a
 trainer waiting in LeaseCandidate holds a future, not a thread
-(:mod:`coordinator.longpoll`): thousands can wait at once. Every WorkerService
+(:mod:`taylorglo_tf.coordinator.longpoll`): thousands can wait at once. Every WorkerService
 call is a coroutine whose scheduler call runs in a small pool; the
 ExperimentService calls (few clients) are plain methods run in a pool of
 ``max_workers`` threads (grpc's migration pool); a watch stream is an async
@@ -42,13 +42,13 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from coordinator.auth import TokenAuthInterceptor, check_token
-from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, LEASE_THREADS, MAX_PENDING_CALLS  # noqa: F401
-from coordinator.grpc_util import DecodeGuardInterceptor
-from coordinator.longpoll import LongPolls
-from coordinator.scheduler import Scheduler
-from coordinator.servicers import ExperimentServicer, WorkerServicer
-from coordinator.storage import SqliteStorage, open_storage
+from .auth import TokenAuthInterceptor, check_token
+from .defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, LEASE_THREADS, MAX_PENDING_CALLS  # noqa: F401
+from .grpc_util import DecodeGuardInterceptor
+from .longpoll import LongPolls
+from .scheduler import Scheduler
+from .servicers import ExperimentServicer, WorkerServicer
+from .storage import SqliteStorage, open_storage
 from taylorglo_tf.connection import parse_address
 from taylorglo_tf.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc

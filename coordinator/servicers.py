@@ -1,4 +1,4 @@
-"""gRPC servicers: request validation, then the :class:`~coordinator.scheduler.Scheduler`.
+"""gRPC servicers: request validation, then the :class:`~taylorglo_tf.coordinator.scheduler.Scheduler`.
 
 Every field a client or trainer sends is checked here; a bad one is
 INVALID_ARGUMENT naming its path in the request (``spec.search.population``,
@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import grpc
 
-from coordinator import paging
-from coordinator.grpc_util import InvalidArgument, rpc
-from coordinator.longpoll import LongPolls
-from coordinator.scheduler import Report, Scheduler
+from . import paging
+from .grpc_util import InvalidArgument, rpc
+from .longpoll import LongPolls
+from .scheduler import Report, Scheduler
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.limits import MAX_ID_CHARS, MAX_LEASE_CANDIDATES, MAX_WAIT_MS, overlong_string
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2

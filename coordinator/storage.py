@@ -25,8 +25,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from coordinator.errors import StorageUnavailable
-from coordinator.model import (
+from .errors import StorageUnavailable
+from .model import (
     FINAL_EXPERIMENT_STATES,
     CandidateRecord,
     ExperimentRecord,

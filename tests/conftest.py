@@ -17,7 +17,7 @@ import pytest  # noqa: E402  (after the environment above)
 @pytest.fixture
 def served(tmp_path):
     """An in-process coordinator on ``tmp_path/c.db``: ``(server, ExperimentService stub, WorkerService stub)``."""
-    from coordinator.server import serve
+    from taylorglo_tf.coordinator.server import serve
     from taylorglo_tf.connection import connect
     from taylorglo_tf.rpc import experiment_service_pb2_grpc, worker_service_pb2_grpc
 

@@ -9,14 +9,14 @@ import time
 import grpc
 import pytest
 
-from coordinator.server import serve
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.connection import connect
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
-from trainer.worker import Backoff, EvaluationStopped, Outcome, Worker
+from taylorglo_tf.trainer.worker import Backoff, EvaluationStopped, Outcome, Worker
 
 STEPS = 30  # simulated training steps per candidate
 

@@ -6,12 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from coordinator import cmaes
-from coordinator import scheduler as scheduler_module
-from coordinator.grpc_util import FailedPrecondition, NotFound
-from coordinator.model import result_proto
-from coordinator.scheduler import Report, Scheduler
-from coordinator.storage import SqliteStorage
+from taylorglo_tf.coordinator import cmaes
+from taylorglo_tf.coordinator import scheduler as scheduler_module
+from taylorglo_tf.coordinator.grpc_util import FailedPrecondition, NotFound
+from taylorglo_tf.coordinator.model import result_proto
+from taylorglo_tf.coordinator.scheduler import Report, Scheduler
+from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2 as ws
 

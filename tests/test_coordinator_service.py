@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from coordinator.server import serve
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.connection import connect
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
@@ -227,7 +227,7 @@ def test_a_second_coordinator_cannot_take_a_port_in_use(coordinator, tmp_path):
 
 
 def test_the_coordinator_imports_without_tensorflow():
-    code = ("import sys\nimport coordinator.server, taylorglo_tf.commands.coordinator\n"
+    code = ("import sys\nimport taylorglo_tf.coordinator.server, taylorglo_tf.commands.coordinator\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -245,7 +245,7 @@ def test_sigterm_stops_the_coordinator_command_cleanly_and_keeps_leases(tmp_path
     import signal
     import time
 
-    from coordinator.storage import SqliteStorage
+    from taylorglo_tf.coordinator.storage import SqliteStorage
 
     port = _free_port()
     db = tmp_path / "term.db"

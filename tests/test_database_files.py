@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.scheduler import Scheduler
-from coordinator.storage import DatabaseFileError, SqliteStorage
+from taylorglo_tf.coordinator.scheduler import Scheduler
+from taylorglo_tf.coordinator.storage import DatabaseFileError, SqliteStorage
 from taylorglo_tf import spec as spec_lib
 
 

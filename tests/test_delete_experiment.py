@@ -9,7 +9,7 @@ import sqlite3
 import grpc
 import pytest
 
-from coordinator.server import serve
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.commands import client
 from taylorglo_tf.connection import connect
 from taylorglo_tf.rpc import experiment_service_pb2 as es

@@ -366,7 +366,7 @@ def test_coordinator_serves_a_search_with_only_the_coordinator_extra_installed(t
         "        if name.split('.')[0] in ABSENT:\n"
         "            raise ModuleNotFoundError(f'{name} is not in the coordinator image', name=name)\n"
         "sys.meta_path.insert(0, Absent())\n"
-        "from coordinator.server import serve\n"
+        "from taylorglo_tf.coordinator.server import serve\n"
         "from taylorglo_tf import spec\n"
         "from taylorglo_tf.cli import main\n"
         "from taylorglo_tf.connection import connect\n"

@@ -1,8 +1,8 @@
 """A stateful property test: any interleaving of leases, reports (good, stale, foreign or malformed),
 heartbeats, returns, lease expiry and restarts loses no candidate.
 
-Calls go through the servicers' validation (:func:`coordinator.servicers.validate_report`)
-into the :class:`~coordinator.scheduler.Scheduler` with a hand-driven clock; after
+Calls go through the servicers' validation (:func:`taylorglo_tf.coordinator.servicers.validate_report`)
+into the :class:`~taylorglo_tf.coordinator.scheduler.Scheduler` with a hand-driven clock; after
 every step the recorded counters agree with the stored candidates, and at the end
 draining the queue finishes the experiment with every candidate accounted for.
 """
@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from coordinator.grpc_util import InvalidArgument
-from coordinator.scheduler import Scheduler
-from coordinator.servicers import validate_report
-from coordinator.storage import SqliteStorage
+from taylorglo_tf.coordinator.grpc_util import InvalidArgument
+from taylorglo_tf.coordinator.scheduler import Scheduler
+from taylorglo_tf.coordinator.servicers import validate_report
+from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws

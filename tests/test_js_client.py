@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.server import serve
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf import spec as spec_module
 from taylorglo_tf.connection import connect
 from taylorglo_tf.rpc import experiment_service_pb2 as es

@@ -1,4 +1,4 @@
-"""The trainer's Keras adapter (trainer.keras_evaluator): lease -> Task + loss -> Outcome."""
+"""The trainer's Keras adapter (taylorglo_tf.trainer.keras_evaluator): lease -> Task + loss -> Outcome."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from taylorglo_tf import taylor
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2
 from taylorglo_tf.training import EvaluationResult, Task
-from trainer.keras_evaluator import KerasEvaluator
-from trainer.worker import EvaluationStopped, Outcome
+from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator
+from taylorglo_tf.trainer.worker import EvaluationStopped, Outcome
 
 # Appendix C's best MNIST loss: trains the tiny model on digits well.
 APPENDIX_C_THETA = list(taylor.PAPER_MNIST_THETA)

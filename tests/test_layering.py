@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("taylorglo_tf", "coordinator", "trainer")
+#: source folder -> the package it installs as (pyproject.toml's [tool.setuptools.package-dir])
+PACKAGES = {"taylorglo_tf": "taylorglo_tf", "coordinator": "taylorglo_tf.coordinator", "trainer": "taylorglo_tf.trainer"}
 
 #: Highest first. A module belongs to the layer of the longest prefix that names
 #: it, and may import modules of its own layer or of a lower one. Within a layer
@@ -23,7 +24,7 @@ PACKAGES = ("taylorglo_tf", "coordinator", "trainer")
 #: import each other, nor do data, models and the protos.
 LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("command line", (("taylorglo_tf.cli", "taylorglo_tf.__main__", "taylorglo_tf.commands"),)),
-    ("services", (("coordinator",), ("trainer",))),
+    ("services", (("taylorglo_tf.coordinator",), ("taylorglo_tf.trainer",))),
     ("library", (("taylorglo_tf",),)),
     ("data, models, protos", (("taylorglo_tf.data",), ("taylorglo_tf.models",), ("taylorglo_tf.rpc",))),
     ("foundation", (("taylorglo_tf.extras",),)),  # what every layer may use; it imports nothing of the project
@@ -31,7 +32,8 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
 
 
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    folder, *rest = path.relative_to(ROOT).with_suffix("").parts
+    parts = [PACKAGES[folder], *rest]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -137,27 +139,27 @@ def test_imports_inside_functions_relative_ones_and_importlib_names_all_count():
         "def later(name):\n"
         "    from taylorglo_tf.commands import client\n"
         "    from ..commands.run import run\n"
-        "    importlib.import_module('coordinator.server')\n"
+        "    importlib.import_module('taylorglo_tf.coordinator.server')\n"
         "    importlib.import_module(f'taylorglo_tf.commands.{name}')\n"
     )
     found = {target for target, _ in imports_of("taylorglo_tf.training.later", source)}
     assert found == {
         "taylorglo_tf.commands.client",
         "taylorglo_tf.commands.run",
-        "coordinator.server",
+        "taylorglo_tf.coordinator.server",
         "taylorglo_tf.commands",
     }
 
 
 def test_an_upward_import_and_a_sibling_service_import_are_reported_by_file_and_line():
-    lazy = "def f():\n    from trainer.worker import Worker\n"
+    lazy = "def f():\n    from taylorglo_tf.trainer.worker import Worker\n"
     assert upward_imports("taylorglo_tf.fake", lazy, "taylorglo_tf/fake.py") == [
-        "taylorglo_tf/fake.py:2: taylorglo_tf.fake (library) imports trainer.worker (services), a higher layer"
+        "taylorglo_tf/fake.py:2: taylorglo_tf.fake (library) imports taylorglo_tf.trainer.worker (services), a higher layer"
     ]
-    assert upward_imports("coordinator.fake", "import trainer.worker\n", "coordinator/fake.py") == [
-        "coordinator/fake.py:1: coordinator.fake imports trainer.worker, another unit of the services layer"
+    assert upward_imports("taylorglo_tf.coordinator.fake", "import taylorglo_tf.trainer.worker\n", "coordinator/fake.py") == [
+        "coordinator/fake.py:1: taylorglo_tf.coordinator.fake imports taylorglo_tf.trainer.worker, another unit of the services layer"
     ]
     assert upward_imports("taylorglo_tf.data.fake", "from taylorglo_tf import spec\n", "d.py") == [
         "d.py:1: taylorglo_tf.data.fake (data, models, protos) imports taylorglo_tf.spec (library), a higher layer"
     ]
-    assert upward_imports("taylorglo_tf.commands.fake", "import coordinator.server\n", "c.py") == []  # downward
+    assert upward_imports("taylorglo_tf.commands.fake", "import taylorglo_tf.coordinator.server\n", "c.py") == []  # downward

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from coordinator.scheduler import Scheduler
-from coordinator.storage import SqliteStorage
+from taylorglo_tf.coordinator.scheduler import Scheduler
+from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf.rpc import types_pb2
 from tests.test_coordinator_scheduler import make_spec, open_scheduler, report
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from coordinator.server import serve
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf import limits
 from taylorglo_tf.connection import connect
 from taylorglo_tf.rpc import experiment_service_pb2 as es

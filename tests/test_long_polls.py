@@ -8,8 +8,8 @@ import time
 import grpc
 import pytest
 
-from coordinator.defaults import DEFAULT_MAX_WORKERS
-from coordinator.server import serve
+from taylorglo_tf.coordinator.defaults import DEFAULT_MAX_WORKERS
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2

@@ -21,7 +21,7 @@ import pytest
 
 from taylorglo_tf import spec as spec_module
 from taylorglo_tf.rpc import experiment_service_pb2 as es, experiment_service_pb2_grpc, types_pb2
-from trainer.synthetic import synthetic_fitness
+from taylorglo_tf.trainer.synthetic import synthetic_fitness
 
 REPO = Path(__file__).resolve().parents[1]
 SUCCEEDED = types_pb2.CANDIDATE_STATUS_SUCCEEDED

@@ -142,8 +142,10 @@ def test_the_coordinator_extra_installs_in_a_clean_venv_without_the_training_sta
         "for name in ('tensorflow', 'keras', 'tensorflow_datasets', 'sklearn'):\n"
         "    assert importlib.util.find_spec(name) is None, name\n"
         "import taylorglo_tf\n"
+        "for name in ('coordinator', 'trainer'):  # inside the package, not generic top-level names\n"
+        "    assert importlib.util.find_spec(name) is None, name\n"
         "assert (pathlib.Path(taylorglo_tf.__file__).parent / 'py.typed').is_file()\n"
-        "from coordinator.server import serve\n"
+        "from taylorglo_tf.coordinator.server import serve\n"
         "from taylorglo_tf.cli import main\n"
         "try:\n"
         "    import taylorglo_tf.losses\n"
@@ -157,3 +159,14 @@ def test_the_coordinator_extra_installs_in_a_clean_venv_without_the_training_sta
     assert check.returncode == 0, check.stderr[-3000:]
     assert "pip install 'taylorglo-tf[train]'" in check.stdout
     assert "--listen" in check.stdout
+
+
+def test_the_package_list_names_every_package_folder():
+    """pyproject.toml lists the packages (the package-dir mapping needs a list): none may be missing."""
+    setuptools_config = PYPROJECT["tool"]["setuptools"]
+    folders = {"taylorglo_tf": "taylorglo_tf", **setuptools_config["package-dir"]}
+    expected = set()
+    for installed, folder in folders.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            expected.add(".".join([installed, *init.parent.relative_to(ROOT / folder).parts]))
+    assert sorted(setuptools_config["packages"]) == sorted(expected)

@@ -9,7 +9,7 @@ import json
 import grpc
 import pytest
 
-from coordinator import paging
+from taylorglo_tf.coordinator import paging
 from taylorglo_tf import limits
 from taylorglo_tf.commands import client
 from taylorglo_tf.rpc import experiment_service_pb2 as es

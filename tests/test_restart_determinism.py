@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVER = r"""
 import json, sys
 import numpy as np
-from coordinator.scheduler import Report, Scheduler
-from coordinator.storage import SqliteStorage
+from taylorglo_tf.coordinator.scheduler import Report, Scheduler
+from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 

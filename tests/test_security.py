@@ -8,8 +8,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from coordinator.auth import TokenAuthInterceptor
-from coordinator.server import is_loopback, serve
+from taylorglo_tf.coordinator.auth import TokenAuthInterceptor
+from taylorglo_tf.coordinator.server import is_loopback, serve
 from taylorglo_tf.connection import connect, load_token
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc

@@ -5,8 +5,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord
-from coordinator.storage import SqliteStorage
+from taylorglo_tf.coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord
+from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf.rpc import types_pb2
 
 

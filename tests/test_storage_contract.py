@@ -7,8 +7,8 @@ trips, one transaction per call (all or nothing), reads in a defined order.
 import numpy as np
 import pytest
 
-from coordinator.model import GenerationRecord, LeaseRecord
-from coordinator.storage import open_storage
+from taylorglo_tf.coordinator.model import GenerationRecord, LeaseRecord
+from taylorglo_tf.coordinator.storage import open_storage
 from taylorglo_tf.rpc import types_pb2
 from tests.test_storage import candidates, experiment
 

@@ -13,12 +13,12 @@ import time
 import grpc
 import pytest
 
-from coordinator.errors import StorageUnavailable
-from coordinator.grpc_util import status_for
-from coordinator.ratelog import RateLimitedLog
-from coordinator.scheduler import Scheduler
-from coordinator.server import serve
-from coordinator.storage import SqliteStorage, SqliteUnavailable
+from taylorglo_tf.coordinator.errors import StorageUnavailable
+from taylorglo_tf.coordinator.grpc_util import status_for
+from taylorglo_tf.coordinator.ratelog import RateLimitedLog
+from taylorglo_tf.coordinator.scheduler import Scheduler
+from taylorglo_tf.coordinator.server import serve
+from taylorglo_tf.coordinator.storage import SqliteStorage, SqliteUnavailable
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 from tests.test_coordinator_scheduler import Clock, drain, make_spec, report
@@ -124,7 +124,7 @@ def test_over_grpc_a_full_disk_answers_unavailable_and_logs_one_line(tmp_path, c
         monkeypatch.setattr(storage, "update_candidate", full)
         request = ws.ReportResultRequest(lease_id=lease.lease_id, trainer_id="t", status=ws.EVALUATION_STATUS_OK,
                                          fitness=synthetic_fitness(lease.theta))
-        caplog.set_level(logging.WARNING, logger="coordinator")
+        caplog.set_level(logging.WARNING, logger="taylorglo_tf.coordinator")
         for _ in range(50):
             with pytest.raises(grpc.RpcError) as raised:
                 client.worker.ReportResult(request, timeout=10)
@@ -159,7 +159,7 @@ def test_the_lease_reaper_logs_a_full_disk_once_not_every_pass(tmp_path, caplog)
         s.submit(make_spec(population=2, generations=1))
         s.lease("gone"), s.lease("gone")
         storage.full = True  # before the leases expire
-        caplog.set_level(logging.INFO, logger="coordinator")
+        caplog.set_level(logging.INFO, logger="taylorglo_tf.coordinator")
         deadline = time.monotonic() + 60
         while storage.refused < 8:
             assert time.monotonic() < deadline

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.scheduler import Report, Scheduler
-from coordinator.storage import SCHEMA_VERSION, SqliteStorage
+from taylorglo_tf.coordinator.scheduler import Report, Scheduler
+from taylorglo_tf.coordinator.storage import SCHEMA_VERSION, SqliteStorage
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws

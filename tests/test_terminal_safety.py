@@ -9,7 +9,7 @@ from concurrent import futures
 import grpc
 import pytest
 
-from coordinator.server import serve
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf import text
 from taylorglo_tf.commands import client

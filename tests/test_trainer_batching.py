@@ -1,13 +1,13 @@
-"""A trainer with K candidates per step: a leased batch trained together (trainer.batching)."""
+"""A trainer with K candidates per step: a leased batch trained together (taylorglo_tf.trainer.batching)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.test_keras_evaluator import APPENDIX_C_THETA, RecordingHeartbeat, lease
-from trainer.batching import BatchingEvaluator
-from trainer.keras_evaluator import KerasEvaluator
-from trainer.worker import EvaluationStopped
+from taylorglo_tf.trainer.batching import BatchingEvaluator
+from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator
+from taylorglo_tf.trainer.worker import EvaluationStopped
 
 THETAS = [APPENDIX_C_THETA, [t * 0.8 for t in APPENDIX_C_THETA], [t * 1.2 for t in APPENDIX_C_THETA]]
 

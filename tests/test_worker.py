@@ -18,8 +18,8 @@ import grpc
 import pytest
 
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
-from trainer.synthetic import SyntheticEvaluator, default_target, synthetic_fitness
-from trainer.worker import Backoff, EvaluationStopped, Outcome, Worker, WorkerError
+from taylorglo_tf.trainer.synthetic import SyntheticEvaluator, default_target, synthetic_fitness
+from taylorglo_tf.trainer.worker import Backoff, EvaluationStopped, Outcome, Worker, WorkerError
 
 OK = worker_service_pb2.EVALUATION_STATUS_OK
 
@@ -159,7 +159,7 @@ def test_evaluation_exception_is_reported_as_error_with_its_traceback_and_logged
 
     fake = ScriptedCoordinator([[0.0] * 8])
     worker = _fast_worker(coordinator(fake), broken, max_candidates=1)
-    with caplog.at_level("WARNING", logger="trainer.worker"):
+    with caplog.at_level("WARNING", logger="taylorglo_tf.trainer.worker"):
         worker.run()
     (report,) = fake.reports
     assert report.status == worker_service_pb2.EVALUATION_STATUS_ERROR
@@ -205,7 +205,7 @@ def test_report_retries_end_when_the_lease_ttl_is_spent(coordinator, caplog):
     fake = ScriptedCoordinator([[0.1] * 8], ttl_s=ttl, heartbeats_unavailable=True,
                                report_errors=[grpc.StatusCode.UNAVAILABLE] * 1000)
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), backoff=Backoff(0.05, 0.05))
-    with caplog.at_level("ERROR", logger="trainer.worker"):
+    with caplog.at_level("ERROR", logger="taylorglo_tf.trainer.worker"):
         thread, _ = _run_in_thread(worker)
         deadline = time.monotonic() + 10
         while "not delivered within the lease's TTL" not in caplog.text:
@@ -505,7 +505,7 @@ def test_trainer_cli_exits_1_with_a_clear_message_when_its_token_is_rejected():
 
 def test_worker_synthetic_evaluator_and_commands_do_not_import_tensorflow():
     code = (
-        "import sys; import trainer.worker, trainer.synthetic, taylorglo_tf.commands.trainer, "
+        "import sys; import taylorglo_tf.trainer.worker, taylorglo_tf.trainer.synthetic, taylorglo_tf.commands.trainer, "
         "taylorglo_tf.commands.client; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

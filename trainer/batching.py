@@ -1,7 +1,7 @@
 """K leased candidates trained together: the batched evaluation of a trainer.
 
 ``BatchingEvaluator(keras_evaluator, candidates_per_step=K)`` is the evaluation
-function of a :class:`trainer.worker.Worker` that leases up to K candidates in
+function of a :class:`taylorglo_tf.trainer.worker.Worker` that leases up to K candidates in
 one LeaseCandidate call (``taylorglo trainer --candidates-per-step K``). Its
 :meth:`~BatchingEvaluator.evaluate_many` trains a leased batch with
 :meth:`taylorglo_tf.training.Evaluator.evaluate_many`:
@@ -27,8 +27,8 @@ import logging
 import threading
 from typing import Any, Callable, Optional, Sequence
 
-from trainer.keras_evaluator import KerasEvaluator
-from trainer.worker import EvaluationStopped, Heartbeat, Outcome, Result, check_candidates_per_step
+from .keras_evaluator import KerasEvaluator
+from .worker import EvaluationStopped, Heartbeat, Outcome, Result, check_candidates_per_step
 
 log = logging.getLogger(__name__)
 

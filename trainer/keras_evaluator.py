@@ -1,7 +1,7 @@
 """The Keras evaluation function of a trainer: a Lease in, an Outcome out.
 
 ``KerasEvaluator(data_dir=...)`` is the ``evaluate_fn`` that ``taylorglo trainer
---evaluator keras`` hands to :class:`trainer.worker.Worker`. For each lease it
+--evaluator keras`` hands to :class:`taylorglo_tf.trainer.worker.Worker`. For each lease it
 
 1. maps ``lease.task`` (``TaskSpec``) to a :class:`taylorglo_tf.training.Task`
    (:meth:`~taylorglo_tf.training.Task.from_proto`: the proto's defaults for
@@ -15,9 +15,9 @@
    candidate to the next (only theta changes: no retracing);
 4. forwards the evaluator's progress hook to the worker's ``heartbeat``: when it
    answers False (lease lost, experiment cancelled, shutdown grace over) training
-   stops and :class:`~trainer.worker.EvaluationStopped` tells the worker not to
+   stops and :class:`~taylorglo_tf.trainer.worker.EvaluationStopped` tells the worker not to
    report;
-5. maps the ``EvaluationResult`` to an :class:`~trainer.worker.Outcome` (status
+5. maps the ``EvaluationResult`` to an :class:`~taylorglo_tf.trainer.worker.Outcome` (status
    ok/diverged/aborted, fitness = validation accuracy, metrics).
 
 A bad task (unknown model, missing data, path outside ``data_dir``) raises
@@ -38,7 +38,7 @@ from taylorglo_tf import spec as spec_module
 from taylorglo_tf import taylor
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2
 from taylorglo_tf.training import Task
-from trainer.worker import EvaluationStopped, Heartbeat, Outcome
+from .worker import EvaluationStopped, Heartbeat, Outcome
 
 log = logging.getLogger(__name__)
 

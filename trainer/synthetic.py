@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from trainer.worker import EvaluationStopped, Heartbeat, Outcome
+from .worker import EvaluationStopped, Heartbeat, Outcome
 
 
 def default_target(dimension: int) -> np.ndarray:
@@ -47,7 +47,7 @@ def synthetic_fitness(
 
 
 class SyntheticEvaluator:
-    """Callable ``(lease, heartbeat) -> Outcome`` for :class:`trainer.worker.Worker`.
+    """Callable ``(lease, heartbeat) -> Outcome`` for :class:`taylorglo_tf.trainer.worker.Worker`.
 
     ``sleep_s``: wall time per evaluation in seconds (slept in slices of at most
     ``heartbeat_every_s``, calling ``heartbeat`` after each). ``diverge_above``:

@@ -22,7 +22,7 @@ CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN
+    from taylorglo_tf.coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN
 
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)")
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from coordinator.server import serve
+    from taylorglo_tf.coordinator.server import serve
     from taylorglo_tf.connection import load_token
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

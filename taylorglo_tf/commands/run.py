@@ -383,8 +383,8 @@ class LocalSearch:
     # -- steps --------------------------------------------------------------------------
 
     def _start_coordinator(self, stack: contextlib.ExitStack, port: int):
-        from coordinator.server import serve
-        from coordinator.storage import DatabaseFileError
+        from taylorglo_tf.coordinator.server import serve
+        from taylorglo_tf.coordinator.storage import DatabaseFileError
         from taylorglo_tf import connection
         from taylorglo_tf.rpc import experiment_service_pb2_grpc
 

@@ -3,7 +3,7 @@
 The token comes from ``--token-file`` or ``$TAYLORGLO_TOKEN`` (a trainer-role
 token). ``--evaluator keras`` (the default) trains with TensorFlow, imported
 only then; ``--evaluator synthetic`` scores theta with the deterministic
-function of :mod:`trainer.synthetic` (tests, benchmarks, dry runs).
+function of :mod:`taylorglo_tf.trainer.synthetic` (tests, benchmarks, dry runs).
 
 SIGTERM or SIGINT: no new candidate is taken; the one in progress is finished
 and reported if that takes at most ``--grace`` seconds, otherwise its lease is
@@ -40,7 +40,7 @@ DEFAULT_GRACE_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from trainer.worker import DEFAULT_WAIT_MS  # no TensorFlow
+    from taylorglo_tf.trainer.worker import DEFAULT_WAIT_MS  # no TensorFlow
 
     add_connection_arguments(parser)
     parser.add_argument(
@@ -82,10 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def make_evaluator(args: argparse.Namespace):
     """The ``(lease, heartbeat) -> Outcome`` callable chosen by ``--evaluator``."""
     if args.evaluator == "synthetic":
-        from trainer.synthetic import SyntheticEvaluator
+        from taylorglo_tf.trainer.synthetic import SyntheticEvaluator
 
         return SyntheticEvaluator(sleep_s=args.synthetic_sleep, diverge_above=args.synthetic_diverge_above)
-    from trainer.keras_evaluator import KerasEvaluator  # imports TensorFlow
+    from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator  # imports TensorFlow
 
     import tensorflow as tf
 
@@ -106,7 +106,7 @@ def make_evaluator(args: argparse.Namespace):
         keras_evaluator.evaluator = Evaluator(jit_compile=xla == "on")
         if args.candidates_per_step == 1:
             return keras_evaluator
-    from trainer.batching import BatchingEvaluator
+    from taylorglo_tf.trainer.batching import BatchingEvaluator
 
     return BatchingEvaluator(keras_evaluator, args.candidates_per_step, xla=xla)
 
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             return run_per_gpu(argv[argv.index("trainer") + 1:], gpus)
         # The same trainer command serves GPU and CPU hosts.
         log.warning("--gpus all: no GPU is visible on this host; one worker on the CPU")
-    from trainer.worker import Worker, WorkerError
+    from taylorglo_tf.trainer.worker import Worker, WorkerError
 
     trainer_id = args.trainer_id or f"{socket.gethostname()}-{os.getpid()}"
     try:
