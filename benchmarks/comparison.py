@@ -37,11 +37,23 @@ def measure(mode: str, runs: int, tuning_seeds: int) -> dict:
         result = compare.compare(loss, baseline, task, runs, **common)
         chosen = "-"
     else:
-        result = compare.compare_tuned(loss, baseline, task, runs, tuning_seeds=tuning_seeds,
-                                       on_tuning_run=lambda *args: trainings.append(args), **common)
+        result = compare.compare_tuned(
+            loss,
+            baseline,
+            task,
+            runs,
+            tuning_seeds=tuning_seeds,
+            on_tuning_run=lambda *args: trainings.append(args),
+            **common,
+        )
         chosen = f"x{result.baseline_lr.chosen:g}"
-    return {"mode": mode, "wall_s": time.perf_counter() - started_wall, "cpu_s": time.process_time() - started_cpu,
-            "trainings": len(trainings), "chosen": chosen}
+    return {
+        "mode": mode,
+        "wall_s": time.perf_counter() - started_wall,
+        "cpu_s": time.process_time() - started_cpu,
+        "trainings": len(trainings),
+        "chosen": chosen,
+    }
 
 
 def main() -> None:
@@ -56,15 +68,22 @@ def main() -> None:
         for mode in order:
             row = measure(mode, args.runs, args.tuning_seeds)
             rows.append(row)
-            print(f"repeat {repeat + 1} {mode:<6} wall {row['wall_s']:7.1f} s  cpu {row['cpu_s']:7.1f} s  "
-                  f"trainings {row['trainings']:3d}  chosen {row['chosen']}", flush=True)
-    medians = {mode: {key: statistics.median(r[key] for r in rows if r["mode"] == mode) for key in ("wall_s", "cpu_s")}
-               for mode in ("plain", "tuned")}
+            print(
+                f"repeat {repeat + 1} {mode:<6} wall {row['wall_s']:7.1f} s  cpu {row['cpu_s']:7.1f} s  "
+                f"trainings {row['trainings']:3d}  chosen {row['chosen']}",
+                flush=True,
+            )
+    medians = {
+        mode: {key: statistics.median(r[key] for r in rows if r["mode"] == mode) for key in ("wall_s", "cpu_s")}
+        for mode in ("plain", "tuned")
+    }
     print(f"\n{'mode':<8} {'wall (median)':>14} {'cpu (median)':>14}")
     for mode, median in medians.items():
         print(f"{mode:<8} {median['wall_s']:>12.1f} s {median['cpu_s']:>12.1f} s")
-    print(f"{'tuned/plain':<8} {medians['tuned']['wall_s'] / medians['plain']['wall_s']:>13.2f}x "
-          f"{medians['tuned']['cpu_s'] / medians['plain']['cpu_s']:>13.2f}x")
+    print(
+        f"{'tuned/plain':<8} {medians['tuned']['wall_s'] / medians['plain']['wall_s']:>13.2f}x "
+        f"{medians['tuned']['cpu_s'] / medians['plain']['cpu_s']:>13.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,15 @@ EXPERIMENTS = 4
 # -- simulated trainers (runs inside a trainer process) ---------------------------
 
 
-def trainer_process(address: str, threads: int, eval_s: float, start_at: float, end_at: float,
-                    warmup_s: float, checkout: str = str(REPO)) -> dict:
+def trainer_process(
+    address: str,
+    threads: int,
+    eval_s: float,
+    start_at: float,
+    end_at: float,
+    warmup_s: float,
+    checkout: str = str(REPO),
+) -> dict:
     """Runs ``threads`` Worker loops (``taylorglo_tf.trainer.worker`` from the source tree ``checkout``) from
     wall-clock ``start_at`` to ``end_at``; returns their statistics."""
     from benchmarks.checkout import use
@@ -98,8 +105,7 @@ def trainer_process(address: str, threads: int, eval_s: float, start_at: float, 
 
     channel = grpc.insecure_channel(address)
     workers = [
-        Worker(channel, evaluate, f"bench-{os.getpid()}-{i}", wait_ms=2000, grace_s=0.0,
-               backoff=Backoff(0.05, 1.0))
+        Worker(channel, evaluate, f"bench-{os.getpid()}-{i}", wait_ms=2000, grace_s=0.0, backoff=Backoff(0.05, 1.0))
         for i in range(threads)
     ]
     time.sleep(max(0.0, start_at - time.time()))
@@ -119,8 +125,13 @@ def trainer_process(address: str, threads: int, eval_s: float, start_at: float, 
     completed = sum(1 for s, e in busy_intervals if window[0] <= e < window[1])
     lease_wait = [x for w in workers for x in w.lease_wait_s]
     report = [x for w in workers for x in w.report_s]
-    return {"busy_s": busy, "completed": completed, "lease_wait_s": lease_wait, "report_s": report,
-            "reported": sum(w.reported for w in workers)}
+    return {
+        "busy_s": busy,
+        "completed": completed,
+        "lease_wait_s": lease_wait,
+        "report_s": report,
+        "reported": sum(w.reported for w in workers),
+    }
 
 
 # -- orchestration ------------------------------------------------------------------
@@ -162,9 +173,17 @@ def null_server(port: int) -> None:
             with self._lock:
                 self._count += 1
                 n = self._count
-            return worker_service_pb2.LeaseCandidateResponse(lease=worker_service_pb2.Lease(
-                lease_id=f"null-{n}", experiment_id="null", index=n, theta=[0.0] * 8, attempt=1, ttl_s=60.0,
-                task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=1)))
+            return worker_service_pb2.LeaseCandidateResponse(
+                lease=worker_service_pb2.Lease(
+                    lease_id=f"null-{n}",
+                    experiment_id="null",
+                    index=n,
+                    theta=[0.0] * 8,
+                    attempt=1,
+                    ttl_s=60.0,
+                    task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=1),
+                )
+            )
 
         def Heartbeat(self, request, context):
             return worker_service_pb2.HeartbeatResponse(keep_going=True, ttl_s=60.0)
@@ -190,9 +209,22 @@ def _start_server(kind: str, workdir: Path, lease_ttl: float, checkout: Path = R
     log = open(workdir / f"{kind}.log", "w")  # noqa: SIM115 (the process writes it until it ends)
     env = dict(os.environ)
     if kind == "coordinator":
-        command = [sys.executable, str(CHECKOUT_RUNNER), str(checkout), "-m", "taylorglo_tf", "coordinator",
-                   "--listen", address, "--db", str(workdir / "bench.db"), "--lease-ttl", str(lease_ttl),
-                   "--log-level", "WARNING"]
+        command = [
+            sys.executable,
+            str(CHECKOUT_RUNNER),
+            str(checkout),
+            "-m",
+            "taylorglo_tf",
+            "coordinator",
+            "--listen",
+            address,
+            "--db",
+            str(workdir / "bench.db"),
+            "--lease-ttl",
+            str(lease_ttl),
+            "--log-level",
+            "WARNING",
+        ]
     else:
         command = [sys.executable, __file__, "--_null-server", str(port)]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=checkout, env=env)
@@ -214,17 +246,28 @@ def _submit_work(address: str, trainers: int, eval_s: float, duration_s: float, 
     generations = max(3, math.ceil(duration_s / eval_s) + 2)
     ids = []
     for i in range(EXPERIMENTS):
-        spec = spec_module.load_spec({
-            "name": f"bench-{i}",
-            "task": {"dataset": "digits", "model": "tiny", "steps": 1},
-            "search": {"population": population, "generations": generations, "seed": i + 1},
-        })
+        spec = spec_module.load_spec(
+            {
+                "name": f"bench-{i}",
+                "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                "search": {"population": population, "generations": generations, "seed": i + 1},
+            }
+        )
         ids.append(stub.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=30).id)
     return ids
 
 
-def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup_s: float, workdir: Path,
-            work_multiple: float = 4.0, checkout: Path = REPO, label: str = "") -> dict:
+def measure(
+    server: str,
+    trainers: int,
+    eval_s: float,
+    duration_s: float,
+    warmup_s: float,
+    workdir: Path,
+    work_multiple: float = 4.0,
+    checkout: Path = REPO,
+    label: str = "",
+) -> dict:
     """One configuration: a fresh server (``"coordinator"`` from ``checkout``, or ``"null"``),
     ``trainers`` simulated trainers, one measurement window."""
     process, address = _start_server(server, workdir, lease_ttl=max(30.0, 10 * eval_s), checkout=checkout)
@@ -237,12 +280,28 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
         children = []
         for p in range(processes):
             threads = trainers // processes + (1 if p < trainers % processes else 0)
-            children.append(subprocess.Popen(
-                [sys.executable, __file__, "--_trainer-process", json.dumps(
-                    {"address": address, "threads": threads, "eval_s": eval_s, "start_at": start_at,
-                     "end_at": end_at, "warmup_s": warmup_s, "checkout": str(checkout)})],
-                stdout=subprocess.PIPE, cwd=REPO,
-            ))
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--_trainer-process",
+                        json.dumps(
+                            {
+                                "address": address,
+                                "threads": threads,
+                                "eval_s": eval_s,
+                                "start_at": start_at,
+                                "end_at": end_at,
+                                "warmup_s": warmup_s,
+                                "checkout": str(checkout),
+                            }
+                        ),
+                    ],
+                    stdout=subprocess.PIPE,
+                    cwd=REPO,
+                )
+            )
         time.sleep(max(0.0, start_at + warmup_s - time.time()))
         cpu_before = _cpu_seconds(process.pid)
         time.sleep(max(0.0, end_at - time.time()))
@@ -250,8 +309,9 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
         stats = [json.loads(child.communicate(timeout=120)[0]) for child in children]
         for experiment_id in ids:
             with contextlib.suppress(grpc.RpcError):
-                stub.CancelExperiment(experiment_service_pb2.CancelExperimentRequest(experiment_id=experiment_id),
-                                      timeout=10)
+                stub.CancelExperiment(
+                    experiment_service_pb2.CancelExperimentRequest(experiment_id=experiment_id), timeout=10
+                )
     finally:
         process.terminate()
         process.wait(30)
@@ -261,12 +321,20 @@ def measure(server: str, trainers: int, eval_s: float, duration_s: float, warmup
     reports = [x for s in stats for x in s["report_s"]]
     ideal = trainers / eval_s
     return {
-        "server": server if checkout == REPO else f"{server} ({label or checkout.name})", "trainers": trainers, "eval_s": eval_s,
-        "work": f"{work_multiple:g}x" if server == "coordinator" else "inf", "window_s": duration_s, "evaluations": completed,
-        "throughput": completed / duration_s, "ideal": ideal, "percent_of_ideal": 100 * completed / duration_s / ideal,
+        "server": server if checkout == REPO else f"{server} ({label or checkout.name})",
+        "trainers": trainers,
+        "eval_s": eval_s,
+        "work": f"{work_multiple:g}x" if server == "coordinator" else "inf",
+        "window_s": duration_s,
+        "evaluations": completed,
+        "throughput": completed / duration_s,
+        "ideal": ideal,
+        "percent_of_ideal": 100 * completed / duration_s / ideal,
         "idle_percent": 100 * (1 - busy / (trainers * duration_s)),
-        "lease_p50_ms": 1000 * _percentile(waits, 50), "lease_p99_ms": 1000 * _percentile(waits, 99),
-        "report_p50_ms": 1000 * _percentile(reports, 50), "report_p99_ms": 1000 * _percentile(reports, 99),
+        "lease_p50_ms": 1000 * _percentile(waits, 50),
+        "lease_p99_ms": 1000 * _percentile(waits, 99),
+        "report_p50_ms": 1000 * _percentile(reports, 50),
+        "report_p99_ms": 1000 * _percentile(reports, 99),
         "coordinator_cpu_ms_per_eval": 1000 * (cpu_after - cpu_before) / max(1, completed),
         "coordinator_cpu_percent": 100 * (cpu_after - cpu_before) / duration_s,
     }
@@ -285,14 +353,17 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
     try:
         workers = [worker_service_pb2_grpc.WorkerServiceStub(c) for c in channels]
         experiments = experiment_service_pb2_grpc.ExperimentServiceStub(channels[0])
-        small = spec_module.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 1},
-                                       "search": {"population": 2, "generations": 1}})
+        small = spec_module.load_spec(
+            {"task": {"dataset": "digits", "model": "tiny", "steps": 1}, "search": {"population": 2, "generations": 1}}
+        )
         first = experiments.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=small), timeout=30)
         experiments.CancelExperiment(experiment_service_pb2.CancelExperimentRequest(experiment_id=first.id), timeout=30)
+
         def ask(trainer_id: str, k: int):
             return workers[k % len(workers)].LeaseCandidate.future(
                 worker_service_pb2.LeaseCandidateRequest(trainer_id=trainer_id, wait_ms=wait_ms),
-                timeout=wait_ms / 1000 + 30)
+                timeout=wait_ms / 1000 + 30,
+            )
 
         polls = [(f"burst-{i}", ask(f"burst-{i}", i)) for i in range(trainers)]
         time.sleep(2.0)  # every poll reaches the server and waits
@@ -300,13 +371,20 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
         for _ in range(5):  # a client while the trainers wait
             started = time.perf_counter()
             with contextlib.suppress(grpc.RpcError):
-                experiments.GetExperiment(experiment_service_pb2.GetExperimentRequest(experiment_id=first.id),
-                                          timeout=wait_ms / 1000 + 10)
+                experiments.GetExperiment(
+                    experiment_service_pb2.GetExperimentRequest(experiment_id=first.id), timeout=wait_ms / 1000 + 10
+                )
             reads.append(time.perf_counter() - started)
-        spec = spec_module.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 1},
-                                      "search": {"population": max(2, trainers), "generations": 2}})
+        spec = spec_module.load_spec(
+            {
+                "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                "search": {"population": max(2, trainers), "generations": 2},
+            }
+        )
         submitted = time.perf_counter()
-        experiments.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=wait_ms / 1000 + 30)
+        experiments.SubmitExperiment(
+            experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=wait_ms / 1000 + 30
+        )
         granted_at: dict[str, float] = {}
         for trainer_id, poll in polls:  # record when each answer arrives
             poll.add_done_callback(lambda _, t=trainer_id: granted_at.setdefault(t, time.perf_counter()))
@@ -326,9 +404,18 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
             leases.append((trainer_id, response.lease))
         grants = [granted_at[t] - submitted for t, _ in leases]
         reported = time.perf_counter()
-        acks = [workers[i % len(workers)].ReportResult.future(worker_service_pb2.ReportResultRequest(
-            lease_id=lease.lease_id, trainer_id=trainer_id, status=worker_service_pb2.EVALUATION_STATUS_OK,
-            fitness=0.5), timeout=120) for i, (trainer_id, lease) in enumerate(leases)]
+        acks = [
+            workers[i % len(workers)].ReportResult.future(
+                worker_service_pb2.ReportResultRequest(
+                    lease_id=lease.lease_id,
+                    trainer_id=trainer_id,
+                    status=worker_service_pb2.EVALUATION_STATUS_OK,
+                    fitness=0.5,
+                ),
+                timeout=120,
+            )
+            for i, (trainer_id, lease) in enumerate(leases)
+        ]
         accepted = failed = 0
         for ack in acks:
             try:
@@ -341,12 +428,19 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
             channel.close()
         process.terminate()
         process.wait(30)
-    return {"server": "coordinator" if checkout == REPO else f"coordinator ({label or checkout.name})",
-            "trainers": trainers, "read_p50_ms": 1000 * _percentile(reads, 50),
-            "read_max_ms": 1000 * max(reads), "grant_all_s": max(grants),
-            "lease_p50_ms": 1000 * _percentile(grants, 50), "lease_p99_ms": 1000 * _percentile(grants, 99),
-            "leases_per_s": trainers / max(grants), "reports_per_s": accepted / report_s, "accepted": accepted,
-            "reports_failed": failed}
+    return {
+        "server": "coordinator" if checkout == REPO else f"coordinator ({label or checkout.name})",
+        "trainers": trainers,
+        "read_p50_ms": 1000 * _percentile(reads, 50),
+        "read_max_ms": 1000 * max(reads),
+        "grant_all_s": max(grants),
+        "lease_p50_ms": 1000 * _percentile(grants, 50),
+        "lease_p99_ms": 1000 * _percentile(grants, 99),
+        "leases_per_s": trainers / max(grants),
+        "reports_per_s": accepted / report_s,
+        "accepted": accepted,
+        "reports_failed": failed,
+    }
 
 
 class _NoStorage:
@@ -366,14 +460,21 @@ def scheduler_cost(evaluations: int = 4000, population: int = 128) -> list[dict]
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="taylorglo-bench-") as tmp:
-        for name, storage in (("sqlite (WAL, synchronous=NORMAL)", SqliteStorage(Path(tmp) / "s.db")),
-                              ("no storage", _NoStorage())):
+        for name, storage in (
+            ("sqlite (WAL, synchronous=NORMAL)", SqliteStorage(Path(tmp) / "s.db")),
+            ("no storage", _NoStorage()),
+        ):
             scheduler = Scheduler(storage, prescreen=lambda theta, n: True)
             scheduler.start(reaper=False)
             for seed in range(1, EXPERIMENTS + 1):
-                scheduler.submit(spec_module.load_spec({
-                    "task": {"dataset": "digits", "model": "tiny", "steps": 1},
-                    "search": {"population": population, "generations": 1000, "seed": seed}}))
+                scheduler.submit(
+                    spec_module.load_spec(
+                        {
+                            "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                            "search": {"population": population, "generations": 1000, "seed": seed},
+                        }
+                    )
+                )
             metrics = types_pb2.EvaluationMetrics(val_accuracy=0.5, steps=1, wall_time_s=1.0)
             times: dict[str, list[float]] = {"lease": [], "report": []}
             for _ in range(evaluations):
@@ -381,20 +482,27 @@ def scheduler_cost(evaluations: int = 4000, population: int = 128) -> list[dict]
                 lease = scheduler.lease("bench")
                 times["lease"].append(time.perf_counter() - started)
                 started = time.perf_counter()
-                scheduler.report(Report(lease.lease_id, "bench", worker_service_pb2.EVALUATION_STATUS_OK, 0.5,
-                                        metrics))
+                scheduler.report(Report(lease.lease_id, "bench", worker_service_pb2.EVALUATION_STATUS_OK, 0.5, metrics))
                 times["report"].append(time.perf_counter() - started)
             scheduler.stop()
             if hasattr(storage, "close"):
                 storage.close()
             for call, values in times.items():
-                rows.append({"storage": name, "call": call, "mean_ms": 1000 * sum(values) / len(values),
-                             "p50_ms": 1000 * _percentile(values, 50), "p99_ms": 1000 * _percentile(values, 99)})
+                rows.append(
+                    {
+                        "storage": name,
+                        "call": call,
+                        "mean_ms": 1000 * sum(values) / len(values),
+                        "p50_ms": 1000 * _percentile(values, 50),
+                        "p99_ms": 1000 * _percentile(values, 99),
+                    }
+                )
     return rows
 
 
-def simulate_barrier(trainers: int, work_multiple: float, spread: float, seconds: float = 60.0,
-                     warmup_s: float = 10.0, seed: int = 0) -> float:
+def simulate_barrier(
+    trainers: int, work_multiple: float, spread: float, seconds: float = 60.0, warmup_s: float = 10.0, seed: int = 0
+) -> float:
     """Idle % of ``trainers`` under the real scheduler with a virtual clock: evaluations take
     1 s +- ``spread`` (uniform), RPCs are instant, idle trainers retry whenever a result
     arrives. What is left is the cost of the generation barrier and the lease policy alone."""
@@ -419,9 +527,14 @@ def simulate_barrier(trainers: int, work_multiple: float, spread: float, seconds
         scheduler.start(reaper=False)
         population = max(8, math.ceil(work_multiple * trainers / EXPERIMENTS))
         for s_ in range(1, EXPERIMENTS + 1):
-            scheduler.submit(spec_module.load_spec({
-                "task": {"dataset": "digits", "model": "tiny", "steps": 1},
-                "search": {"population": population, "generations": 100_000, "seed": s_}}))
+            scheduler.submit(
+                spec_module.load_spec(
+                    {
+                        "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                        "search": {"population": population, "generations": 100_000, "seed": s_},
+                    }
+                )
+            )
 
         def try_lease(trainer: str) -> None:
             nonlocal busy
@@ -463,13 +576,30 @@ def print_burst_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="Trainers waiting in LeaseCandidate, then a generation of as many candidates")
-    for column in ("server", "trainers", "client read p50 / max ms", "all granted s", "lease p50 ms",
-                   "lease p99 ms", "leases/s", "reports/s", "reports failed"):
+    for column in (
+        "server",
+        "trainers",
+        "client read p50 / max ms",
+        "all granted s",
+        "lease p50 ms",
+        "lease p99 ms",
+        "leases/s",
+        "reports/s",
+        "reports failed",
+    ):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["server"], str(r["trainers"]), f"{r['read_p50_ms']:.1f} / {r['read_max_ms']:.0f}",
-                      f"{r['grant_all_s']:.2f}", f"{r['lease_p50_ms']:.0f}", f"{r['lease_p99_ms']:.0f}",
-                      f"{r['leases_per_s']:.0f}", f"{r['reports_per_s']:.0f}", str(r["reports_failed"]))
+        table.add_row(
+            r["server"],
+            str(r["trainers"]),
+            f"{r['read_p50_ms']:.1f} / {r['read_max_ms']:.0f}",
+            f"{r['grant_all_s']:.2f}",
+            f"{r['lease_p50_ms']:.0f}",
+            f"{r['lease_p99_ms']:.0f}",
+            f"{r['leases_per_s']:.0f}",
+            f"{r['reports_per_s']:.0f}",
+            str(r["reports_failed"]),
+        )
     Console(width=150).print(table)
 
 
@@ -490,16 +620,40 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="Coordinator throughput (simulated trainers, loopback)")
-    for column in ("server", "work", "trainers", "eval s", "evals", "evals/s", "ideal/s", "% of ideal", "idle %",
-                   "lease p50 ms", "lease p99 ms", "report p50 ms", "report p99 ms", "server CPU ms/eval",
-                   "server CPU %"):
+    for column in (
+        "server",
+        "work",
+        "trainers",
+        "eval s",
+        "evals",
+        "evals/s",
+        "ideal/s",
+        "% of ideal",
+        "idle %",
+        "lease p50 ms",
+        "lease p99 ms",
+        "report p50 ms",
+        "report p99 ms",
+        "server CPU ms/eval",
+        "server CPU %",
+    ):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
-            r["server"], r["work"], str(r["trainers"]), f"{r['eval_s']:g}", str(r["evaluations"]), f"{r['throughput']:.1f}",
-            f"{r['ideal']:.1f}", f"{r['percent_of_ideal']:.1f}", f"{r['idle_percent']:.1f}",
-            f"{r['lease_p50_ms']:.1f}", f"{r['lease_p99_ms']:.1f}", f"{r['report_p50_ms']:.1f}",
-            f"{r['report_p99_ms']:.1f}", f"{r['coordinator_cpu_ms_per_eval']:.2f}",
+            r["server"],
+            r["work"],
+            str(r["trainers"]),
+            f"{r['eval_s']:g}",
+            str(r["evaluations"]),
+            f"{r['throughput']:.1f}",
+            f"{r['ideal']:.1f}",
+            f"{r['percent_of_ideal']:.1f}",
+            f"{r['idle_percent']:.1f}",
+            f"{r['lease_p50_ms']:.1f}",
+            f"{r['lease_p99_ms']:.1f}",
+            f"{r['report_p50_ms']:.1f}",
+            f"{r['report_p99_ms']:.1f}",
+            f"{r['coordinator_cpu_ms_per_eval']:.2f}",
             f"{r['coordinator_cpu_percent']:.0f}",
         )
     Console(width=190).print(table)
@@ -513,26 +667,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="measurement window per configuration, s (default: 20)")
     parser.add_argument("--warmup", type=float, help="warm-up before the window, s (default: 3)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    parser.add_argument("--work", type=float, nargs="+", metavar="X",
-                        help="queued work per generation round, as a multiple of the trainer count "
-                             "(several values: one row each; default: 4)")
+    parser.add_argument(
+        "--work",
+        type=float,
+        nargs="+",
+        metavar="X",
+        help="queued work per generation round, as a multiple of the trainer count "
+        "(several values: one row each; default: 4)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the null-server baseline rows")
-    parser.add_argument("--other-checkout", type=Path, metavar="DIR",
-                        help="also run the coordinator and the trainers' worker loop from this source tree "
-                             "(e.g. an export of an older commit), for before/after rows in one run")
-    parser.add_argument("--other-ref", metavar="COMMIT",
-                        help="like --other-checkout, with the tree of this git commit (exported to a temporary folder)")
-    parser.add_argument("--scale", action="store_true",
-                        help="many waiting trainers: 64 512 2000 trainers, 10 s evaluations, 1x work, "
-                             "40 s windows after 10 s of warm-up, no null-server rows (each overridable)")
-    parser.add_argument("--burst", action="store_true",
-                        help="only the waiting-trainers burst: N polls wait, a client reads, a generation of N "
-                             "appears, all report (--trainers, default 64 512 2000)")
-    parser.add_argument("--scheduler-only", action="store_true",
-                        help="only time Scheduler.lease/report in-process, with SQLite and without storage")
-    parser.add_argument("--simulate", action="store_true",
-                        help="only simulate the generation barrier: idle %% of 128 trainers under the real "
-                             "scheduler with a virtual clock and instant RPCs (--work values, default 1 2 4 8)")
+    parser.add_argument(
+        "--other-checkout",
+        type=Path,
+        metavar="DIR",
+        help="also run the coordinator and the trainers' worker loop from this source tree "
+        "(e.g. an export of an older commit), for before/after rows in one run",
+    )
+    parser.add_argument(
+        "--other-ref",
+        metavar="COMMIT",
+        help="like --other-checkout, with the tree of this git commit (exported to a temporary folder)",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="many waiting trainers: 64 512 2000 trainers, 10 s evaluations, 1x work, "
+        "40 s windows after 10 s of warm-up, no null-server rows (each overridable)",
+    )
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="only the waiting-trainers burst: N polls wait, a client reads, a generation of N "
+        "appears, all report (--trainers, default 64 512 2000)",
+    )
+    parser.add_argument(
+        "--scheduler-only",
+        action="store_true",
+        help="only time Scheduler.lease/report in-process, with SQLite and without storage",
+    )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="only simulate the generation barrier: idle %% of 128 trainers under the real "
+        "scheduler with a virtual clock and instant RPCs (--work values, default 1 2 4 8)",
+    )
     parser.add_argument("--_trainer-process", dest="trainer_process", help=argparse.SUPPRESS)
     parser.add_argument("--_null-server", dest="null_server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -596,8 +774,11 @@ def main(argv: list[str] | None = None) -> int:
                 workdir = Path(tmp) / f"{server}-{work:g}-{n}-{k}"
                 workdir.mkdir()
                 rows.append(measure(server, n, eval_s, duration, warmup, workdir, work, checkout, label))
-                print(f"{rows[-1]['server']} (work {work:g}x), {n} trainers: "
-                      f"{rows[-1]['percent_of_ideal']:.1f}% of ideal", file=sys.stderr)
+                print(
+                    f"{rows[-1]['server']} (work {work:g}x), {n} trainers: "
+                    f"{rows[-1]['percent_of_ideal']:.1f}% of ideal",
+                    file=sys.stderr,
+                )
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

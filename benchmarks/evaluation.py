@@ -31,9 +31,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from taylorglo_tf import taylor  # noqa: E402
+from taylorglo_tf import taylor
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
@@ -136,19 +136,43 @@ def main(argv: list[str] | None = None) -> int:
         from taylorglo_tf import models
 
         batch_size = models.recipe(args.model).batch_size
-        print(f"dataset {dataset}, model {args.model}, {args.steps} steps of batch {batch_size}, "
-              f"{args.candidates} warm candidates per setting")
+        print(
+            f"dataset {dataset}, model {args.model}, {args.steps} steps of batch {batch_size}, "
+            f"{args.candidates} warm candidates per setting"
+        )
         rows = []
         for setting in args.jit.split(","):
             rows += run_evaluations(dataset, args.model, args.steps, args.candidates, setting.strip() == "on")
         print_table(
-            ["XLA", "evaluation", "status", "val acc", "total s", "train s", "steps/s", "validation s",
-             "other s", "overhead", "CPU overhead", "CPU validation"],
             [
-                [r["jit"], r["evaluation"], r["status"], f"{r['val_accuracy']:.4f}", f"{r['total_s']:.2f}",
-                 f"{r['train_s']:.2f}", f"{r['steps_per_s']:.1f}", f"{r['validation_s']:.3f}",
-                 f"{r['other_s']:.3f}", f"{100 * r['overhead']:.1f}%", f"{100 * r['cpu_overhead']:.1f}%",
-                 f"{100 * r['cpu_validation']:.1f}%"]
+                "XLA",
+                "evaluation",
+                "status",
+                "val acc",
+                "total s",
+                "train s",
+                "steps/s",
+                "validation s",
+                "other s",
+                "overhead",
+                "CPU overhead",
+                "CPU validation",
+            ],
+            [
+                [
+                    r["jit"],
+                    r["evaluation"],
+                    r["status"],
+                    f"{r['val_accuracy']:.4f}",
+                    f"{r['total_s']:.2f}",
+                    f"{r['train_s']:.2f}",
+                    f"{r['steps_per_s']:.1f}",
+                    f"{r['validation_s']:.3f}",
+                    f"{r['other_s']:.3f}",
+                    f"{100 * r['overhead']:.1f}%",
+                    f"{100 * r['cpu_overhead']:.1f}%",
+                    f"{100 * r['cpu_validation']:.1f}%",
+                ]
                 for r in rows
             ],
         )
@@ -158,17 +182,29 @@ def main(argv: list[str] | None = None) -> int:
         for setting in sorted({r["jit"] for r in rows}):
             warm = [r for r in rows if r["jit"] == setting and r["evaluation"] != "cold"]
             rates[setting] = statistics.mean(r["steps_per_s"] for r in warm)
-            summary.append([
-                setting,
-                f"{100 * statistics.mean(r['overhead'] for r in warm):.2f}%",
-                f"{100 * statistics.mean(_other_share(r) for r in warm):.2f}%",
-                f"{100 * statistics.mean(r['cpu_overhead'] for r in warm):.2f}%",
-                f"{100 * statistics.mean(r['cpu_overhead'] - r['cpu_validation'] for r in warm):.2f}%",
-                f"{rates[setting]:.1f}",
-                str([r for r in rows if r["jit"] == setting][-1]["traces"]),
-            ])
-        print_table(["XLA", "warm overhead (mean)", "of which not validation", "CPU overhead (mean)",
-                     "CPU, not validation", "train steps/s", "traces"], summary)
+            summary.append(
+                [
+                    setting,
+                    f"{100 * statistics.mean(r['overhead'] for r in warm):.2f}%",
+                    f"{100 * statistics.mean(_other_share(r) for r in warm):.2f}%",
+                    f"{100 * statistics.mean(r['cpu_overhead'] for r in warm):.2f}%",
+                    f"{100 * statistics.mean(r['cpu_overhead'] - r['cpu_validation'] for r in warm):.2f}%",
+                    f"{rates[setting]:.1f}",
+                    str([r for r in rows if r["jit"] == setting][-1]["traces"]),
+                ]
+            )
+        print_table(
+            [
+                "XLA",
+                "warm overhead (mean)",
+                "of which not validation",
+                "CPU overhead (mean)",
+                "CPU, not validation",
+                "train steps/s",
+                "traces",
+            ],
+            summary,
+        )
         if {"on", "off"} <= set(rates):
             print(f"\nXLA on / off training steps/s ratio: {rates['on'] / rates['off']:.3f}")
 
@@ -177,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         pipeline_rows = []
         for label, augmentation in (
             ("plain", {}),
-            ("flip + crop 2 + cutout 8 + CutMix 0.5", {"flip": True, "crop_padding": 2, "cutout": 8,
-                                                      "cutmix_prob": 0.5}),
+            (
+                "flip + crop 2 + cutout 8 + CutMix 0.5",
+                {"flip": True, "crop_padding": 2, "cutout": 8, "cutmix_prob": 0.5},
+            ),
         ):
             rate = pipeline_rate(dataset, batch_size, 500, augmentation)
             pipeline_rows.append([label, f"{rate:.0f}", f"{train_rate:.1f}", f"{rate / train_rate:.0f}x"])

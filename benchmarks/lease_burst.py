@@ -37,9 +37,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 def burst(waiting: int) -> dict:
     """One measurement in this process, with whatever ``coordinator`` is importable."""
+    from taylorglo_tf import spec as spec_lib
     from taylorglo_tf.coordinator.scheduler import Scheduler
     from taylorglo_tf.coordinator.storage import SqliteStorage
-    from taylorglo_tf import spec as spec_lib
 
     transactions = [0]
     with tempfile.TemporaryDirectory(prefix="taylorglo-burst-") as tmp:
@@ -68,8 +68,12 @@ def burst(waiting: int) -> dict:
         for t in threads:
             t.start()
         time.sleep(1.0 + waiting / 500)  # every call is waiting
-        spec = spec_lib.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 1},
-                                   "search": {"population": waiting, "generations": 1}})
+        spec = spec_lib.load_spec(
+            {
+                "task": {"dataset": "digits", "model": "tiny", "steps": 1},
+                "search": {"population": waiting, "generations": 1},
+            }
+        )
         submitted = time.perf_counter()
         scheduler.submit(spec)
         for t in threads:
@@ -77,14 +81,26 @@ def burst(waiting: int) -> dict:
         scheduler.stop()
         storage.close()
     delays = [1000 * (g - submitted) for g in granted]
-    return {"waiting": waiting, "granted": len(granted), "transactions": transactions[0],
-            "p50_ms": _percentile(delays, 50), "p99_ms": _percentile(delays, 99), "max_ms": max(delays)}
+    return {
+        "waiting": waiting,
+        "granted": len(granted),
+        "transactions": transactions[0],
+        "p50_ms": _percentile(delays, 50),
+        "p99_ms": _percentile(delays, 99),
+        "max_ms": max(delays),
+    }
 
 
 def run_checkout(checkout: Path, waiting: int) -> dict:
     runner = Path(__file__).resolve().parent / "checkout.py"  # the tree's own code, not the installed package
-    out = subprocess.run([sys.executable, str(runner), str(checkout), __file__, "--_one", str(waiting)],
-                         cwd=checkout, capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(runner), str(checkout), __file__, "--_one", str(waiting)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -107,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(run_checkout(checkout, waiting))
         for name, _ in checkouts:
             r = {key: statistics.median(run[key] for run in runs[name]) for key in runs[name][0]}
-            print(f"{name:<16} {r['waiting']:>7.0f} {r['granted']:>7.0f} {r['transactions']:>12.0f} {r['p50_ms']:>8.1f} "
-                  f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}", flush=True)
+            print(
+                f"{name:<16} {r['waiting']:>7.0f} {r['granted']:>7.0f} {r['transactions']:>12.0f} {r['p50_ms']:>8.1f} "
+                f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}",
+                flush=True,
+            )
     return 0
 
 

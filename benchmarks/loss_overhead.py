@@ -19,12 +19,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from taylorglo_tf import models, taylor  # noqa: E402
-from taylorglo_tf.losses import TaylorGLOLoss  # noqa: E402
+from taylorglo_tf import models, taylor
+from taylorglo_tf.losses import TaylorGLOLoss
 
 MNIST_THETA = list(taylor.PAPER_MNIST_THETA)
 
@@ -36,7 +36,9 @@ def basic_cnn() -> keras.Model:
 
 def small_mlp() -> keras.Model:
     """A deliberately cheap model, so that the loss is a larger share of the step."""
-    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    return keras.Sequential(
+        [keras.Input((784,)), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+    )
 
 
 def timed(fn, steps: int) -> tuple[float, float]:
@@ -98,7 +100,10 @@ def loss_op_times(batch: int, classes: int, jit: bool, with_grad: bool, rounds: 
     y_pred = tf.constant(rng.dirichlet(np.ones(classes), size=batch).astype(np.float32))
     y_true = tf.constant(np.eye(classes, dtype=np.float32)[rng.integers(0, classes, size=batch)])
     fns = {}
-    for name, loss in (("cross_entropy", keras.losses.CategoricalCrossentropy()), ("taylorglo", TaylorGLOLoss(MNIST_THETA))):
+    for name, loss in (
+        ("cross_entropy", keras.losses.CategoricalCrossentropy()),
+        ("taylorglo", TaylorGLOLoss(MNIST_THETA)),
+    ):
 
         def value_and_grad(loss=loss):
             with tf.GradientTape() as tape:
@@ -117,19 +122,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="calls per round")
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}")
-    print(f"rounds={args.rounds}, steps per round={args.steps}. "
-          "CE: Keras cross-entropy, TG: TaylorGLO, MSE: mean squared error.")
-    print("Times: median CPU time per call. "
-          "Ratios: median of per-round ratios to CE, by CPU time (TG also by wall time).\n")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
+    print(
+        f"rounds={args.rounds}, steps per round={args.steps}. "
+        "CE: Keras cross-entropy, TG: TaylorGLO, MSE: mean squared error."
+    )
+    print(
+        "Times: median CPU time per call. "
+        "Ratios: median of per-round ratios to CE, by CPU time (TG also by wall time).\n"
+    )
     header = f"{'measurement':<42} {'unit':>4} {'CE cpu':>9} {'TG cpu':>9} {'TG/CE':>7} {'(wall)':>8} {'MSE/CE':>9}"
     print(header)
     print("-" * len(header))
-    models = (("train step, basic CNN, batch 100", basic_cnn, (28, 28, 1), 100), ("train step, MLP 784-128-10, batch 128", small_mlp, (784,), 128))
+    models = (
+        ("train step, basic CNN, batch 100", basic_cnn, (28, 28, 1), 100),
+        ("train step, MLP 784-128-10, batch 128", small_mlp, (784,), 128),
+    )
     for label, builder, shape, batch in models:
         steps = max(2, args.steps // 4) if builder is basic_cnn else args.steps  # the CNN step is ~100x the MLP's
         for jit in (False, True):
-            print_row(f"{label}{', XLA' if jit else ''}", train_step_times(builder, shape, batch, jit, args.rounds, steps))
+            print_row(
+                f"{label}{', XLA' if jit else ''}", train_step_times(builder, shape, batch, jit, args.rounds, steps)
+            )
     for with_grad in (False, True):
         for jit in (False, True):
             label = f"loss op 1024x100{' + gradient' if with_grad else ''}{', XLA' if jit else ''}"

@@ -47,24 +47,38 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PRESETS = ROOT / "docs" / "examples" / "paper"
 # Appendix A split sizes: train, validation, test.
-SPLITS = {"mnist": (55_000, 5_000, 10_000), "cifar10": (45_000, 5_000, 10_000),
-          "cifar100": (45_000, 5_000, 10_000), "svhn_cropped": (47_225, 26_032, 26_032)}
-SHAPES = {"mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10),
-          "cifar100": ((32, 32, 3), 100), "svhn_cropped": ((32, 32, 3), 10)}
+SPLITS = {
+    "mnist": (55_000, 5_000, 10_000),
+    "cifar10": (45_000, 5_000, 10_000),
+    "cifar100": (45_000, 5_000, 10_000),
+    "svhn_cropped": (47_225, 26_032, 26_032),
+}
+SHAPES = {
+    "mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+    "svhn_cropped": ((32, 32, 3), 10),
+}
 BENCH_TRAIN, BENCH_VAL = 1024, 512
 COMPARE_RUNS = 10
 MEASURED = ("step_s", "step_cpu_s", "val_image_s", "setup_s", "cold_start_s", "measured_steps", "measured_with")
 # Paper Table 3: hours for 50 generations of 20 concurrent candidates on GTX 1080Ti GPUs
 # (10% evaluations on CIFAR-10), so one evaluation takes hours / 50.
-TABLE3_HOURS = {"alexnet": 3.60, "preact_resnet20": 9.26, "allcnn_c": 17.06, "pyramidnet_110_48": 73.86,
-                "wide_resnet_28_5": 42.90, "wide_resnet_16_8": 36.08}
+TABLE3_HOURS = {
+    "alexnet": 3.60,
+    "preact_resnet20": 9.26,
+    "allcnn_c": 17.06,
+    "pyramidnet_110_48": 73.86,
+    "wide_resnet_28_5": 42.90,
+    "wide_resnet_16_8": 36.08,
+}
 TABLE3_GENERATIONS = 50
 CIFAR10_STEPS_PER_EPOCH = 45_000 // 128
 
@@ -121,10 +135,17 @@ def extrapolate(spec, cost: dict) -> dict:
     partial_s = spec.task.steps * cost["step_s"] + val * cost["val_image_s"] + cost["setup_s"]
     full_s = full_steps * cost["step_s"] + test * cost["val_image_s"]
     search_s = spec.search.population * spec.search.generations * partial_s
-    return {"partial_steps": spec.task.steps, "full_steps": full_steps, "partial_s": partial_s, "full_s": full_s,
-            "search_s": search_s, "comparison_s": 2 * COMPARE_RUNS * full_s,
-            "evaluations": spec.search.population * spec.search.generations,
-            "population": spec.search.population, "generations": spec.search.generations}
+    return {
+        "partial_steps": spec.task.steps,
+        "full_steps": full_steps,
+        "partial_s": partial_s,
+        "full_s": full_s,
+        "search_s": search_s,
+        "comparison_s": 2 * COMPARE_RUNS * full_s,
+        "evaluations": spec.search.population * spec.search.generations,
+        "population": spec.search.population,
+        "generations": spec.search.generations,
+    }
 
 
 def table3_evaluation_s(row: dict, by_model: dict) -> tuple[float, str]:
@@ -189,10 +210,14 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per model (default 4)")
     parser.add_argument("--only", nargs="*", default=None, help="preset names (default: all)")
     parser.add_argument("--json", help="also write the measurements and extrapolations as JSON")
-    parser.add_argument("--from-json", nargs="+", metavar="JSON",
-                        help="print the tables of earlier --json runs, measuring nothing; a model measured "
-                             "in a later file replaces an earlier file's measurement, and every preset of that "
-                             "model is extrapolated from it")
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        metavar="JSON",
+        help="print the tables of earlier --json runs, measuring nothing; a model measured "
+        "in a later file replaces an earlier file's measurement, and every preset of that "
+        "model is extrapolated from it",
+    )
     parser.add_argument("--gpus", default="1,4,20", help="GPU counts for the estimate table (default 1,4,20)")
     args = parser.parse_args(argv)
     gpus = [int(n) for n in args.gpus.split(",")]
@@ -257,30 +282,47 @@ def paper_cell(preset: str) -> str:
 
 def print_tables(rows: list[dict], gpus: list[int]) -> None:
     print("CPU, measured here (s/step) and extrapolated (the rest):\n")
-    print(f"| preset | s/step wall (CPU) | partial evaluation | full training | search, 1 worker | "
-          f"comparison 2x{COMPARE_RUNS}, 1 worker |")
+    print(
+        f"| preset | s/step wall (CPU) | partial evaluation | full training | search, 1 worker | "
+        f"comparison 2x{COMPARE_RUNS}, 1 worker |"
+    )
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['preset']} | {row['step_s']:.3f} ({row.get('step_cpu_s', float('nan')):.3f}) | "
-              f"{human(row['partial_s'])} ({row['partial_steps']} steps) | "
-              f"{human(row['full_s'])} ({row['full_steps']} steps) | {human(row['search_s'])} "
-              f"({row['evaluations']} evaluations) | {human(row['comparison_s'])} |")
-    print("\nOne line per experiment: the paper's row, the CPU costs measured here, and the whole experiment "
-          "(search + comparison) on N GPUs estimated from the paper's Table 3:\n")
-    print("| experiment (docs/examples/paper/) | paper: TaylorGLO / cross-entropy (p) | CPU: partial evaluation | "
-          "CPU: full training | GPU here | " + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in gpus) + " |")
+        print(
+            f"| {row['preset']} | {row['step_s']:.3f} ({row.get('step_cpu_s', float('nan')):.3f}) | "
+            f"{human(row['partial_s'])} ({row['partial_steps']} steps) | "
+            f"{human(row['full_s'])} ({row['full_steps']} steps) | {human(row['search_s'])} "
+            f"({row['evaluations']} evaluations) | {human(row['comparison_s'])} |"
+        )
+    print(
+        "\nOne line per experiment: the paper's row, the CPU costs measured here, and the whole experiment "
+        "(search + comparison) on N GPUs estimated from the paper's Table 3:\n"
+    )
+    print(
+        "| experiment (docs/examples/paper/) | paper: TaylorGLO / cross-entropy (p) | CPU: partial evaluation | "
+        "CPU: full training | GPU here | " + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in gpus) + " |"
+    )
     print("|---|---|---|---|---|" + "---|" * len(gpus))
     estimates = {est["preset"]: est for est in gpu_estimates(rows, gpus)}
     for row in rows:
         est = estimates.get(row["preset"])
-        print(f"| {row['preset']} | {paper_cell(row['preset'])} | {human(row['partial_s'])} | {human(row['full_s'])} | "
-              "not available | " + " | ".join(human(est[n]) if est else "-" for n in gpus) + " |")
+        print(
+            f"| {row['preset']} | {paper_cell(row['preset'])} | {human(row['partial_s'])} | {human(row['full_s'])} | "
+            "not available | " + " | ".join(human(est[n]) if est else "-" for n in gpus) + " |"
+        )
     print("\nGPU (GTX 1080Ti), estimated from the paper's Table 3, whole experiment (search + comparison):\n")
-    print("| preset | from | evaluation | full training | " + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in gpus) + " |")
+    print(
+        "| preset | from | evaluation | full training | "
+        + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in gpus)
+        + " |"
+    )
     print("|---|---|---|---|" + "---|" * len(gpus))
     for est in gpu_estimates(rows, gpus):
-        print(f"| {est['preset']} | {est['how']} | {human(est['evaluation_s'])} | {human(est['full_s'])} | "
-              + " | ".join(human(est[n]) for n in gpus) + " |")
+        print(
+            f"| {est['preset']} | {est['how']} | {human(est['evaluation_s'])} | {human(est['full_s'])} | "
+            + " | ".join(human(est[n]) for n in gpus)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from taylorglo_tf import data, models  # noqa: E402
-from taylorglo_tf.data import Augmentation  # noqa: E402
+from taylorglo_tf import data, models
+from taylorglo_tf.data import Augmentation
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -94,25 +94,36 @@ def startup_seconds(build, rounds: int) -> list[float]:
 def startup_table(rng, rounds: int) -> None:
     header = ("training split", "shuffle buffer ms", "arrays ms", "tensors ms", "buffer / tensors")
     table = [header]
-    for setting, n, shape, batch in (("MNIST 55,000 x 28x28x1", 55_000, (28, 28, 1), 100),
-                                     ("CIFAR-10 45,000 x 32x32x3", 45_000, (32, 32, 3), 128)):
+    for setting, n, shape, batch in (
+        ("MNIST 55,000 x 28x28x1", 55_000, (28, 28, 1), 100),
+        ("CIFAR-10 45,000 x 32x32x3", 45_000, (32, 32, 3), 128),
+    ):
         x = rng.normal(size=(n, *shape)).astype(np.float32)
         y = rng.integers(0, 10, n).astype(np.int32)
         held = data.as_tensors(x, y)
         variants = {
             "buffer": lambda seed, x=x, y=y, batch=batch: shuffle_buffer_pipeline(x, y, batch, seed),
-            "arrays": lambda seed, x=x, y=y, batch=batch: data.pipeline(x, y, batch_size=batch, training=True,
-                                                                         seed=seed),
-            "tensors": lambda seed, held=held, batch=batch: data.pipeline(*held, batch_size=batch, training=True,
-                                                                           seed=seed),
+            "arrays": lambda seed, x=x, y=y, batch=batch: data.pipeline(
+                x, y, batch_size=batch, training=True, seed=seed
+            ),
+            "tensors": lambda seed, held=held, batch=batch: data.pipeline(
+                *held, batch_size=batch, training=True, seed=seed
+            ),
         }
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(rounds):  # interleaved, so the machine's slow phases hit all three
             for name, build in variants.items():
                 times[name] += startup_seconds(build, 1)
         med = {name: 1000 * float(np.median(t)) for name, t in times.items()}
-        table.append((setting, f"{med['buffer']:.1f}", f"{med['arrays']:.1f}", f"{med['tensors']:.1f}",
-                      f"{med['buffer'] / med['tensors']:.0f}x"))
+        table.append(
+            (
+                setting,
+                f"{med['buffer']:.1f}",
+                f"{med['arrays']:.1f}",
+                f"{med['tensors']:.1f}",
+                f"{med['buffer'] / med['tensors']:.0f}x",
+            )
+        )
     print_table(table)
 
 
@@ -157,8 +168,15 @@ def main() -> None:
     full = Augmentation(flip=True, crop_padding=2, cutout=16, cutmix_prob=0.5)
     cases = [
         # (setting, model, shape, classes, examples, batch, augmentations)
-        ("CIFAR-10", "preact_resnet20", (32, 32, 3), 10, 20_000, 128,
-         [("none", Augmentation()), ("flip+crop", flip_crop), ("flip+crop+cutout+cutmix", full)]),
+        (
+            "CIFAR-10",
+            "preact_resnet20",
+            (32, 32, 3),
+            10,
+            20_000,
+            128,
+            [("none", Augmentation()), ("flip+crop", flip_crop), ("flip+crop+cutout+cutmix", full)],
+        ),
         ("MNIST", "basic_cnn", (28, 28, 1), 10, 20_000, 100, [("none", Augmentation())]),
         ("digits", "tiny", (8, 8, 1), 10, 1_197, 32, [("none", Augmentation())]),
     ]
@@ -169,18 +187,41 @@ def main() -> None:
         train = train_steps_per_second(model_name, shape, classes, batch, steps)
         for aug_name, aug in augs:
             ours = batches_per_second(
-                data.pipeline(x, y, batch_size=batch, training=True, augment=aug, seed=0), batches)
+                data.pipeline(x, y, batch_size=batch, training=True, augment=aug, seed=0), batches
+            )
             if aug.cutmix or aug.cutout:
                 naive = float("nan")  # no per-example formulation of batch-level CutMix
             else:
                 naive = batches_per_second(per_example_pipeline(x, y, batch, 0, aug), batches)
-            rows.append((setting, model_name, batch, aug_name, naive, ours, ours / naive, train,
-                         ours / train))
-    header = ("data", "model", "batch", "augmentation", "per-example b/s", "data.pipeline b/s",
-              "speed-up", "train steps/s", "pipeline/train")
-    print_table([header] + [(r[0], r[1], str(r[2]), r[3], f"{r[4]:.1f}", f"{r[5]:.1f}",
-                             "-" if np.isnan(r[6]) else f"{r[6]:.1f}x", f"{r[7]:.2f}", f"{r[8]:.0f}x")
-                            for r in rows])
+            rows.append((setting, model_name, batch, aug_name, naive, ours, ours / naive, train, ours / train))
+    header = (
+        "data",
+        "model",
+        "batch",
+        "augmentation",
+        "per-example b/s",
+        "data.pipeline b/s",
+        "speed-up",
+        "train steps/s",
+        "pipeline/train",
+    )
+    print_table(
+        [header]
+        + [
+            (
+                r[0],
+                r[1],
+                str(r[2]),
+                r[3],
+                f"{r[4]:.1f}",
+                f"{r[5]:.1f}",
+                "-" if np.isnan(r[6]) else f"{r[6]:.1f}x",
+                f"{r[7]:.2f}",
+                f"{r[8]:.0f}x",
+            )
+            for r in rows
+        ]
+    )
     print()
     startup_table(rng, 2 if args.quick else 7)
 

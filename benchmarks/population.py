@@ -45,10 +45,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
+import numpy as np
+from evaluation import print_table
 
-from evaluation import print_table  # noqa: E402  (benchmarks/ is the script's folder)
-from taylorglo_tf import taylor  # noqa: E402
+from taylorglo_tf import taylor
 
 PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
 SHAPES = {"basic_cnn": ((28, 28, 1), 100)}  # anything else: CIFAR-10 shape, batch 128
@@ -138,8 +138,13 @@ def measure(evaluator, task, k: int, rounds: int, sequential_max: int | None) ->
             statuses[mode] += [r.status for r in results]
         round_ratios.append(rates["batched"] / rates["sequential"])
     agree = statuses["sequential"] == statuses["batched"][: len(statuses["sequential"])]
-    return {"spent": spent, "counts": counts, "statuses_agree": agree, "peak": peak,
-            "round_ratios": np.array(round_ratios)}
+    return {
+        "spent": spent,
+        "counts": counts,
+        "statuses_agree": agree,
+        "peak": peak,
+        "round_ratios": np.array(round_ratios),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -156,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jit", default="off", help="XLA settings: off, on or off,on (default: off)")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 models")
     parser.add_argument("--rounds", type=int, default=1, help="timed rounds per K (default: 1)")
-    parser.add_argument("--sequential-max", type=int, metavar="M",
-                        help="time at most M sequential evaluations per K and round (default: K)")
+    parser.add_argument(
+        "--sequential-max",
+        type=int,
+        metavar="M",
+        help="time at most M sequential evaluations per K and round (default: K)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)
 
@@ -172,15 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     from taylorglo_tf.training import Evaluator, Task
 
     devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
-    print(f"devices {devices}; {args.steps} steps and {args.val} validation images per evaluation; "
-          f"mixed precision {'on' if args.mixed_precision else 'off'}", flush=True)
+    print(
+        f"devices {devices}; {args.steps} steps and {args.val} validation images per evaluation; "
+        f"mixed precision {'on' if args.mixed_precision else 'off'}",
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for model in args.models.split(","):
             dataset, batch = dataset_for(model, args.val, folder)
             # A threshold of 0 keeps the abort rule out of the timing.
-            task = Task(dataset=dataset, model=model, steps=args.steps, batch_size=batch, seed=0,
-                        abort_threshold=0.0)
+            task = Task(dataset=dataset, model=model, steps=args.steps, batch_size=batch, seed=0, abort_threshold=0.0)
             for jit in args.jit.split(","):
                 evaluator = Evaluator(jit_compile=jit.strip() == "on")
                 for k in [int(k) for k in args.k.split(",")]:
@@ -189,8 +200,13 @@ def main(argv: list[str] | None = None) -> int:
                     seq, bat = m["spent"]["sequential"], m["spent"]["batched"]
                     n_seq, n_bat = m["counts"]["sequential"], m["counts"]["batched"]
                     row = {
-                        "model": model, "xla": jit.strip(), "k": k, "batch": batch, "steps": args.steps,
-                        "sequential_per_hour": 3600 * n_seq / seq[0], "batched_per_hour": 3600 * n_bat / bat[0],
+                        "model": model,
+                        "xla": jit.strip(),
+                        "k": k,
+                        "batch": batch,
+                        "steps": args.steps,
+                        "sequential_per_hour": 3600 * n_seq / seq[0],
+                        "batched_per_hour": 3600 * n_bat / bat[0],
                         "sequential_per_cpu_hour": 3600 * n_seq / seq[1],
                         "batched_per_cpu_hour": 3600 * n_bat / bat[1],
                         "state_mb_per_candidate": state_bytes_per_candidate(evaluator) / 2**20,
@@ -205,17 +221,37 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(row), flush=True)
     print()
     print_table(
-        ["model", "XLA", "K", "sequential evals/h", "batched evals/h", "batched/sequential (wall)",
-         "batched/sequential (CPU)", "median round ratio (wall)", "state MB/candidate", "process peak RSS MB",
-         "device peak MB/candidate", "load average"],
-        [[r["model"], r["xla"], str(r["k"]), f"{r['sequential_per_hour']:.0f}", f"{r['batched_per_hour']:.0f}",
-          f"{r['batched_per_hour'] / r['sequential_per_hour']:.2f}",
-          f"{r['batched_per_cpu_hour'] / r['sequential_per_cpu_hour']:.2f}",
-          f"{r['median_round_ratio_wall']:.2f}", f"{r['state_mb_per_candidate']:.1f}",
-          f"{r['process_peak_rss_mb']:.0f}",
-          "-" if r["device_peak_mb_per_candidate"] is None else f"{r['device_peak_mb_per_candidate']:.0f}",
-          "{:.1f}-{:.1f}".format(*r["load_average"])]
-         for r in rows],
+        [
+            "model",
+            "XLA",
+            "K",
+            "sequential evals/h",
+            "batched evals/h",
+            "batched/sequential (wall)",
+            "batched/sequential (CPU)",
+            "median round ratio (wall)",
+            "state MB/candidate",
+            "process peak RSS MB",
+            "device peak MB/candidate",
+            "load average",
+        ],
+        [
+            [
+                r["model"],
+                r["xla"],
+                str(r["k"]),
+                f"{r['sequential_per_hour']:.0f}",
+                f"{r['batched_per_hour']:.0f}",
+                f"{r['batched_per_hour'] / r['sequential_per_hour']:.2f}",
+                f"{r['batched_per_cpu_hour'] / r['sequential_per_cpu_hour']:.2f}",
+                f"{r['median_round_ratio_wall']:.2f}",
+                f"{r['state_mb_per_candidate']:.1f}",
+                f"{r['process_peak_rss_mb']:.0f}",
+                "-" if r["device_peak_mb_per_candidate"] is None else f"{r['device_peak_mb_per_candidate']:.0f}",
+                "{:.1f}-{:.1f}".format(*r["load_average"]),
+            ]
+            for r in rows
+        ],
     )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -69,12 +69,15 @@ def vectorized(k: int):
     def step(x, y):
         with tf.GradientTape() as tape:
             h = tf.nn.max_pool2d(tf.nn.relu(tf.nn.conv2d(x, w1, 1, "SAME") + b1), 2, 2, "SAME")
-            h = tf.concat([tf.nn.conv2d(a, b, 1, "SAME")
-                           for a, b in zip(tf.split(h, k, axis=-1), tf.split(w2, k, axis=-1))], -1)
+            h = tf.concat(
+                [tf.nn.conv2d(a, b, 1, "SAME") for a, b in zip(tf.split(h, k, axis=-1), tf.split(w2, k, axis=-1))], -1
+            )
             h = tf.nn.max_pool2d(tf.nn.relu(h + b2), 2, 2, "SAME")  # (B, 7, 7, K*64)
             h = tf.reshape(tf.transpose(tf.reshape(h, (BATCH, 7, 7, k, 64)), (3, 0, 1, 2, 4)), (k, BATCH, -1))
             logits = tf.matmul(tf.nn.relu(tf.matmul(h, w3) + b3), w4) + b4
-            losses = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(tf.broadcast_to(y, tf.shape(logits)), logits), axis=-1)
+            losses = tf.reduce_mean(
+                tf.nn.softmax_cross_entropy_with_logits(tf.broadcast_to(y, tf.shape(logits)), logits), axis=-1
+            )
             total = tf.reduce_sum(losses)
         for variable, gradient in zip(variables, tape.gradient(total, variables)):
             variable.assign_sub(0.01 * gradient)
@@ -93,8 +96,11 @@ def main() -> None:
 
     x = tf.random.uniform((BATCH, 28, 28, 1))
     y = tf.one_hot(tf.random.uniform((BATCH,), 0, 10, tf.int32), 10)
-    layouts = {"alone": (alone_or_side_by_side(1), 1), "side by side": (alone_or_side_by_side(args.k), args.k),
-               "vectorized": (vectorized(args.k), args.k)}
+    layouts = {
+        "alone": (alone_or_side_by_side(1), 1),
+        "side by side": (alone_or_side_by_side(args.k), args.k),
+        "vectorized": (vectorized(args.k), args.k),
+    }
     for step, _ in layouts.values():
         step(x, y).numpy()  # trace and warm up
     totals = {name: [0.0, 0.0] for name in layouts}

@@ -13,7 +13,7 @@ be configured for both roles.
 from __future__ import annotations
 
 import hmac
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -78,7 +78,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return {role for role, ok in matches.items() if ok}
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         known, needed = _role_of(handler_call_details.method)
@@ -87,11 +88,16 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         presented = _bearer(handler_call_details.invocation_metadata)
         roles = self._roles(presented) if presented else set()
         if not roles:
-            return _denial(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token",
-                           await continuation(handler_call_details))
+            return _denial(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or invalid bearer token",
+                await continuation(handler_call_details),
+            )
         if known and needed not in roles:
             service = handler_call_details.method.split("/")[1]
-            return _denial(grpc.StatusCode.PERMISSION_DENIED,
-                           f"a {' or '.join(sorted(roles))} token may not call {service}",
-                           await continuation(handler_call_details))
+            return _denial(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"a {' or '.join(sorted(roles))} token may not call {service}",
+                await continuation(handler_call_details),
+            )
         return await continuation(handler_call_details)

@@ -17,7 +17,7 @@ solutions the strategy does not recognise rather than silently change the search
 from __future__ import annotations
 
 import pickle
-from typing import Sequence
+from collections.abc import Sequence
 
 import cma
 import numpy as np
@@ -93,8 +93,10 @@ def _solution_dicts(root: object) -> list[SolutionDict]:
 def _rehash(solutions: SolutionDict) -> None:
     """Re-file a SolutionDict's entries under this process's hash of their solutions, in order."""
     unhashed = solutions._unhashed_keys
-    key = {old: solutions.key(unhashed[old]) if old in unhashed else old
-           for old in [*solutions.data, *solutions.data_with_same_key]}
+    key = {
+        old: solutions.key(unhashed[old]) if old in unhashed else old
+        for old in [*solutions.data, *solutions.data_with_same_key]
+    }
     solutions.data = {key[old]: entry for old, entry in solutions.data.items()}
     solutions.data_with_same_key = {key[old]: entries for old, entries in solutions.data_with_same_key.items()}
     solutions._unhashed_keys = {key.get(old, old): x for old, x in unhashed.items()}

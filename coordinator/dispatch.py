@@ -17,8 +17,11 @@ import logging
 import secrets
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+
+from taylorglo_tf.rpc import types_pb2
+from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
 from .errors import StorageUnavailable
 from .leases import Lease, LeaseTable
@@ -26,8 +29,6 @@ from .model import CandidateRecord, LeaseRecord
 from .ratelog import RateLimitedLog
 from .runner import ExperimentRun
 from .storage import Storage
-from taylorglo_tf.rpc import types_pb2
-from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
 log = logging.getLogger(__name__)
 storage_log = RateLimitedLog(log)
@@ -43,7 +44,7 @@ class LeaseTicket:
     max_candidates: int
     on_granted: OnGranted
     is_active: Callable[[], bool]
-    _dispatcher: "Dispatcher" = field(repr=False)
+    _dispatcher: Dispatcher = field(repr=False)
     done: bool = False
 
     def cancel(self) -> bool:
@@ -60,16 +61,25 @@ class _Grant:
 
 
 class Dispatcher:
-    def __init__(self, storage: Storage, leases: LeaseTable, running: dict[str, ExperimentRun],
-                 lock: threading.RLock, *, lease_ttl_s: float, clock: Callable[[], float],
-                 wall: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        leases: LeaseTable,
+        running: dict[str, ExperimentRun],
+        lock: threading.RLock,
+        *,
+        lease_ttl_s: float,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+    ) -> None:
         self._storage, self._leases, self._running, self._lock = storage, leases, running, lock
         self._ttl, self._clock, self._wall = lease_ttl_s, clock, wall
         self.waiting: deque[LeaseTicket] = deque()
         self._rr_next = 0
 
-    def ticket(self, trainer_id: str, max_candidates: int, on_granted: OnGranted,
-               is_active: Callable[[], bool]) -> LeaseTicket:
+    def ticket(
+        self, trainer_id: str, max_candidates: int, on_granted: OnGranted, is_active: Callable[[], bool]
+    ) -> LeaseTicket:
         return LeaseTicket(trainer_id, max_candidates, on_granted, is_active, self)
 
     def wait(self, ticket: LeaseTicket) -> None:
@@ -142,10 +152,18 @@ class Dispatcher:
                 c = run.candidates[run.queue[taken.get(run.id, 0)]]
                 taken[run.id] = taken.get(run.id, 0) + 1
                 lease_id = secrets.token_urlsafe(16)
-                updated = replace(c, status=types_pb2.CANDIDATE_STATUS_LEASED, attempts=c.attempts + 1,
-                                  lease_id=lease_id)
-                grants.append(_Grant(run, updated, LeaseRecord(lease_id, c.experiment_id, c.generation, c.index,
-                                                               updated.attempts, trainer_id, now)))
+                updated = replace(
+                    c, status=types_pb2.CANDIDATE_STATUS_LEASED, attempts=c.attempts + 1, lease_id=lease_id
+                )
+                grants.append(
+                    _Grant(
+                        run,
+                        updated,
+                        LeaseRecord(
+                            lease_id, c.experiment_id, c.generation, c.index, updated.attempts, trainer_id, now
+                        ),
+                    )
+                )
             plan.append(grants)
         flat = [g for grants in plan for g in grants]
         if not flat:
@@ -156,8 +174,11 @@ class Dispatcher:
         for g in flat:
             g.run.queue.popleft()
             g.run.candidates[g.candidate.index] = g.candidate
-            self._leases.add(Lease(g.lease.lease_id, g.lease.trainer_id, g.run.id, g.candidate.generation,
-                                   g.candidate.index, expires))
+            self._leases.add(
+                Lease(
+                    g.lease.lease_id, g.lease.trainer_id, g.run.id, g.candidate.generation, g.candidate.index, expires
+                )
+            )
         return [[self._lease_proto(g) for g in grants] for grants in plan]
 
     def _pick(self, rr: int, taken: dict[str, int]) -> tuple[ExperimentRun | None, int]:
@@ -173,6 +194,13 @@ class Dispatcher:
     def _lease_proto(self, grant: _Grant) -> ws_pb2.Lease:
         c, spec = grant.candidate, grant.run.record.spec
         return ws_pb2.Lease(
-            lease_id=grant.lease.lease_id, experiment_id=c.experiment_id, generation=c.generation, index=c.index,
-            theta=c.theta.tolist(), task=spec.task, loss=spec.loss, attempt=c.attempts, ttl_s=self._ttl,
+            lease_id=grant.lease.lease_id,
+            experiment_id=c.experiment_id,
+            generation=c.generation,
+            index=c.index,
+            theta=c.theta.tolist(),
+            task=spec.task,
+            loss=spec.loss,
+            attempt=c.attempts,
+            ttl_s=self._ttl,
         )

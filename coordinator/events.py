@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 

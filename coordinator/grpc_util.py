@@ -16,11 +16,14 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
-from .errors import (  # noqa: F401 (re-exported)
+from taylorglo_tf.spec import SpecError
+
+from .errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -28,7 +31,6 @@ from .errors import (  # noqa: F401 (re-exported)
     Unavailable,
 )
 from .ratelog import RateLimitedLog
-from taylorglo_tf.spec import SpecError
 
 log = logging.getLogger(__name__)
 storage_log = RateLimitedLog(log)
@@ -74,7 +76,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 async for response in method(self, request, context):
                     yield response
-            except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+            except Exception as exc:
                 await context.abort(*_logged_status(exc, method.__qualname__))
 
         return async_stream
@@ -85,7 +87,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         async def coroutine(self, request, context):
             try:
                 return await method(self, request, context)
-            except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+            except Exception as exc:
                 await context.abort(*_logged_status(exc, method.__qualname__))
 
         return coroutine
@@ -96,7 +98,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         def streaming(self, request, context):
             try:
                 yield from method(self, request, context)
-            except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+            except Exception as exc:
                 _abort(context, exc, method.__qualname__)
 
         return streaming
@@ -105,7 +107,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     def unary(self, request, context):
         try:
             return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+        except Exception as exc:
             _abort(context, exc, method.__qualname__)
 
     return unary
@@ -133,7 +135,8 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
     """
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
@@ -144,15 +147,20 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
         def tolerant(data: bytes) -> Any:
             try:
                 return parse(data)
-            except Exception as exc:  # noqa: BLE001 - DecodeError, or anything a parser raises on bad bytes
+            except Exception as exc:
                 return _Undecodable(exc)
 
         if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(_guarded(handler.unary_stream, method),
-                                                        request_deserializer=tolerant,
-                                                        response_serializer=handler.response_serializer)
-        return grpc.unary_unary_rpc_method_handler(_guarded(handler.unary_unary, method), request_deserializer=tolerant,
-                                                   response_serializer=handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(
+                _guarded(handler.unary_stream, method),
+                request_deserializer=tolerant,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            _guarded(handler.unary_unary, method),
+            request_deserializer=tolerant,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def _guarded(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:

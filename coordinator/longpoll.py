@@ -16,8 +16,9 @@ import functools
 import logging
 from concurrent.futures import Executor
 
-from .scheduler import Scheduler
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
+
+from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,13 @@ class LongPolls:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped
                 loop.call_soon_threadsafe(_resolve, granted, leases)
 
-        ticket = await self.call(self._scheduler.wait_for_leases, trainer_id, on_granted,
-                                  max_candidates=max_candidates, is_active=lambda: caller["active"])
+        ticket = await self.call(
+            self._scheduler.wait_for_leases,
+            trainer_id,
+            on_granted,
+            max_candidates=max_candidates,
+            is_active=lambda: caller["active"],
+        )
         try:
             try:
                 return await asyncio.wait_for(asyncio.shield(granted), wait_s)

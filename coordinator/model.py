@@ -18,18 +18,22 @@ from taylorglo_tf.rpc import types_pb2
 ExperimentState = types_pb2.ExperimentState
 CandidateStatus = types_pb2.CandidateStatus
 
-FINAL_EXPERIMENT_STATES = frozenset({
-    types_pb2.EXPERIMENT_STATE_SUCCEEDED,
-    types_pb2.EXPERIMENT_STATE_CANCELLED,
-    types_pb2.EXPERIMENT_STATE_FAILED,
-})
-FINAL_CANDIDATE_STATUSES = frozenset({
-    types_pb2.CANDIDATE_STATUS_SUCCEEDED,
-    types_pb2.CANDIDATE_STATUS_DIVERGED,
-    types_pb2.CANDIDATE_STATUS_ABORTED,
-    types_pb2.CANDIDATE_STATUS_FAILED,
-    types_pb2.CANDIDATE_STATUS_INVALID,
-})
+FINAL_EXPERIMENT_STATES = frozenset(
+    {
+        types_pb2.EXPERIMENT_STATE_SUCCEEDED,
+        types_pb2.EXPERIMENT_STATE_CANCELLED,
+        types_pb2.EXPERIMENT_STATE_FAILED,
+    }
+)
+FINAL_CANDIDATE_STATUSES = frozenset(
+    {
+        types_pb2.CANDIDATE_STATUS_SUCCEEDED,
+        types_pb2.CANDIDATE_STATUS_DIVERGED,
+        types_pb2.CANDIDATE_STATUS_ABORTED,
+        types_pb2.CANDIDATE_STATUS_FAILED,
+        types_pb2.CANDIDATE_STATUS_INVALID,
+    }
+)
 
 
 def timestamp(seconds: float) -> Timestamp | None:
@@ -66,10 +70,16 @@ class ExperimentRecord:
 
     def to_proto(self) -> types_pb2.Experiment:
         return types_pb2.Experiment(
-            id=self.id, spec=self.spec, state=self.state, generation=self.generation,
-            evaluations_done=self.evaluations_done, evaluations_total=self.evaluations_total,
-            best_fitness=self.best_fitness, best_theta=self.best_theta.tolist(),
-            create_time=timestamp(self.create_time), update_time=timestamp(self.update_time),
+            id=self.id,
+            spec=self.spec,
+            state=self.state,
+            generation=self.generation,
+            evaluations_done=self.evaluations_done,
+            evaluations_total=self.evaluations_total,
+            best_fitness=self.best_fitness,
+            best_theta=self.best_theta.tolist(),
+            create_time=timestamp(self.create_time),
+            update_time=timestamp(self.update_time),
             error=self.error,
         )
 
@@ -97,10 +107,17 @@ class CandidateRecord:
 
     def to_proto(self) -> types_pb2.Candidate:
         return types_pb2.Candidate(
-            experiment_id=self.experiment_id, generation=self.generation, index=self.index,
-            theta=self.theta.tolist(), status=self.status, fitness=self.fitness,
-            attempts=self.attempts, trainer_id=self.trainer_id, metrics=self.metrics,
-            create_time=timestamp(self.create_time), finish_time=timestamp(self.finish_time),
+            experiment_id=self.experiment_id,
+            generation=self.generation,
+            index=self.index,
+            theta=self.theta.tolist(),
+            status=self.status,
+            fitness=self.fitness,
+            attempts=self.attempts,
+            trainer_id=self.trainer_id,
+            metrics=self.metrics,
+            create_time=timestamp(self.create_time),
+            finish_time=timestamp(self.finish_time),
             error=self.error,
         )
 
@@ -118,8 +135,12 @@ class GenerationRecord:
 
     def to_proto(self) -> types_pb2.GenerationSummary:
         return types_pb2.GenerationSummary(
-            generation=self.generation, best_fitness=self.best_fitness, mean_fitness=self.mean_fitness,
-            best_theta=self.best_theta.tolist(), mean_theta=self.mean_theta.tolist(), sigma=self.sigma,
+            generation=self.generation,
+            best_fitness=self.best_fitness,
+            mean_fitness=self.mean_fitness,
+            best_theta=self.best_theta.tolist(),
+            mean_theta=self.mean_theta.tolist(),
+            sigma=self.sigma,
             finish_time=timestamp(self.finish_time),
         )
 

@@ -15,13 +15,15 @@ names them; an empty name is CMA-ES, as in specs written before the field).
 from __future__ import annotations
 
 import json
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-from . import cmaes
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
+
+from . import cmaes
 
 
 class Optimizer(Protocol):
@@ -50,11 +52,11 @@ class CmaEs:
         self._es = es
 
     @classmethod
-    def create(cls, search: types_pb2.SearchSpec, dimension: int) -> "CmaEs":
+    def create(cls, search: types_pb2.SearchSpec, dimension: int) -> CmaEs:
         return cls(cmaes.new_strategy(dimension, search.sigma0, search.population, search.seed))
 
     @classmethod
-    def restore(cls, search: types_pb2.SearchSpec, dimension: int, state: bytes) -> "CmaEs":
+    def restore(cls, search: types_pb2.SearchSpec, dimension: int, state: bytes) -> CmaEs:
         return cls(cmaes.loads(state))
 
     def ask(self) -> list[np.ndarray]:
@@ -86,11 +88,11 @@ class RandomSearch:
         self._rng, self._population, self._dimension, self._sigma0 = rng, population, dimension, sigma0
 
     @classmethod
-    def create(cls, search: types_pb2.SearchSpec, dimension: int) -> "RandomSearch":
+    def create(cls, search: types_pb2.SearchSpec, dimension: int) -> RandomSearch:
         return cls(np.random.default_rng(search.seed), search.population, dimension, search.sigma0)
 
     @classmethod
-    def restore(cls, search: types_pb2.SearchSpec, dimension: int, state: bytes) -> "RandomSearch":
+    def restore(cls, search: types_pb2.SearchSpec, dimension: int, state: bytes) -> RandomSearch:
         rng = np.random.default_rng()
         rng.bit_generator.state = json.loads(state)
         return cls(rng, search.population, dimension, search.sigma0)

@@ -16,10 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .grpc_util import InvalidArgument
-from .model import ExperimentRecord
 from taylorglo_tf.limits import (
     DEFAULT_LIST_PAGE_SIZE,
     DEFAULT_RESULT_PAGE_SIZE,
@@ -28,6 +27,9 @@ from taylorglo_tf.limits import (
     MAX_RESULT_PAGE_SIZE,
 )
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
+
+from .grpc_util import InvalidArgument
+from .model import ExperimentRecord
 
 
 def page_size(requested: int, default: int, maximum: int) -> int:
@@ -45,8 +47,11 @@ def _decode(token: str, keys: dict[str, type]) -> dict[str, Any]:
         fields = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (ValueError, UnicodeError, binascii.Error):
         fields = None
-    if not (isinstance(fields, dict) and set(fields) == set(keys)
-            and all(isinstance(fields[k], kind) and not isinstance(fields[k], bool) for k, kind in keys.items())):
+    if not (
+        isinstance(fields, dict)
+        and set(fields) == set(keys)
+        and all(isinstance(fields[k], kind) and not isinstance(fields[k], bool) for k, kind in keys.items())
+    ):
         raise InvalidArgument("page_token", f"{token[:40]!r} is not a next_page_token of this call")
     return fields
 
@@ -64,7 +69,9 @@ def _fits(sizes: Sequence[int], budget: int) -> int:
 # --------------------------------------------------------------------------- ListExperiments
 
 
-def list_page(records: Sequence[ExperimentRecord], request: es_pb2.ListExperimentsRequest) -> es_pb2.ListExperimentsResponse:
+def list_page(
+    records: Sequence[ExperimentRecord], request: es_pb2.ListExperimentsRequest
+) -> es_pb2.ListExperimentsResponse:
     """One page of ``records`` (every experiment, newest first) for ``request``."""
     size = page_size(request.page_size, DEFAULT_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE)
     start = 0
@@ -75,8 +82,8 @@ def list_page(records: Sequence[ExperimentRecord], request: es_pb2.ListExperimen
             start = ids.index(after["id"]) + 1
         else:  # deleted meanwhile: continue with what was created before it
             start = next((i for i, r in enumerate(records) if r.create_time < after["t"]), len(records))
-    chosen = [r.to_proto() for r in records[start:start + size]]
-    chosen = chosen[:_fits([e.ByteSize() for e in chosen], MAX_PAGE_BYTES)]
+    chosen = [r.to_proto() for r in records[start : start + size]]
+    chosen = chosen[: _fits([e.ByteSize() for e in chosen], MAX_PAGE_BYTES)]
     response = es_pb2.ListExperimentsResponse(experiments=chosen)
     if start + len(chosen) < len(records):
         last = records[start + len(chosen) - 1]
@@ -87,8 +94,9 @@ def list_page(records: Sequence[ExperimentRecord], request: es_pb2.ListExperimen
 # --------------------------------------------------------------------------- GetResult
 
 
-def result_page(read: Callable[..., es_pb2.ExperimentResult],
-                request: es_pb2.GetResultRequest) -> es_pb2.ExperimentResult:
+def result_page(
+    read: Callable[..., es_pb2.ExperimentResult], request: es_pb2.GetResultRequest
+) -> es_pb2.ExperimentResult:
     """One page of an experiment's result.
 
     ``read(experiment_id, generations_from=, candidates_from=, limit=)`` is
@@ -102,8 +110,9 @@ def result_page(read: Callable[..., es_pb2.ExperimentResult],
         if cursor["e"] != request.experiment_id or cursor["g"] < 0 or cursor["c"] < 0:
             raise InvalidArgument("page_token", "belongs to another experiment's result")
         sent_generations, sent_candidates = cursor["g"], cursor["c"]
-    result = read(request.experiment_id, generations_from=sent_generations, candidates_from=sent_candidates,
-                  limit=size + 1)
+    result = read(
+        request.experiment_id, generations_from=sent_generations, candidates_from=sent_candidates, limit=size + 1
+    )
     entries = [g.ByteSize() for g in result.generations] + [c.ByteSize() for c in result.candidates]
     keep = min(size, _fits(entries, MAX_PAGE_BYTES - _header_bytes(result)))
     more = keep < len(entries)
@@ -112,13 +121,19 @@ def result_page(read: Callable[..., es_pb2.ExperimentResult],
     del result.generations[keep_generations:]
     del result.candidates[keep_candidates:]
     if more:
-        result.next_page_token = _encode({"e": request.experiment_id, "g": sent_generations + keep_generations,
-                                          "c": sent_candidates + keep_candidates})
+        result.next_page_token = _encode(
+            {
+                "e": request.experiment_id,
+                "g": sent_generations + keep_generations,
+                "c": sent_candidates + keep_candidates,
+            }
+        )
     return result
 
 
 def _header_bytes(result: es_pb2.ExperimentResult) -> int:
     """The bytes every page repeats: the experiment, best theta and fitness."""
-    header = es_pb2.ExperimentResult(experiment=result.experiment, best_theta=result.best_theta,
-                                     best_fitness=result.best_fitness)
+    header = es_pb2.ExperimentResult(
+        experiment=result.experiment, best_theta=result.best_theta, best_fitness=result.best_fitness
+    )
     return header.ByteSize()

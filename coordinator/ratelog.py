@@ -11,15 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 DEFAULT_INTERVAL_S = 60.0
 _MAX_MESSAGES = 1000  # distinct messages remembered; the oldest are forgotten beyond it
 
 
 class RateLimitedLog:
-    def __init__(self, logger: logging.Logger, interval_s: float = DEFAULT_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._logger, self._interval, self._clock = logger, interval_s, clock
         self._lock = threading.Lock()
         self._seen: dict[str, list[float | int]] = {}  # message -> [last logged at, left out since]

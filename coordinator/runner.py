@@ -11,15 +11,16 @@ transaction.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
 
 import numpy as np
 
-from . import optimizers
-from .model import CandidateRecord, ExperimentRecord, GenerationRecord
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
+
+from . import optimizers
+from .model import CandidateRecord, ExperimentRecord, GenerationRecord
 
 Prescreen = Callable[[np.ndarray, int], bool]
 
@@ -70,8 +71,9 @@ class Step:
     time: float
 
 
-def ask(optimizer: optimizers.Optimizer, record: ExperimentRecord, generation: int, now: float,
-        prescreen: Prescreen) -> list[CandidateRecord]:
+def ask(
+    optimizer: optimizers.Optimizer, record: ExperimentRecord, generation: int, now: float, prescreen: Prescreen
+) -> list[CandidateRecord]:
     """Generation ``generation``'s candidates; pre-screened invalid ones are final already."""
     search, loss = record.spec.search, record.spec.loss
     screen = search.invariant_prescreen and spec_lib.prescreen_applies(loss)
@@ -79,22 +81,35 @@ def ask(optimizer: optimizers.Optimizer, record: ExperimentRecord, generation: i
     for index, theta in enumerate(optimizer.ask()):
         c = CandidateRecord(record.id, generation, index, theta, create_time=now)
         if screen and not prescreen(theta, search.num_classes):
-            c = replace(c, status=types_pb2.CANDIDATE_STATUS_INVALID, finish_time=now,
-                        error="rejected by the invariant pre-screen")
+            c = replace(
+                c,
+                status=types_pb2.CANDIDATE_STATUS_INVALID,
+                finish_time=now,
+                error="rejected by the invariant pre-screen",
+            )
         candidates.append(c)
     return candidates
 
 
-def compute_step(record: ExperimentRecord, candidates: Sequence[CandidateRecord], now: float,
-                 prescreen: Prescreen) -> Step:
+def compute_step(
+    record: ExperimentRecord, candidates: Sequence[CandidateRecord], now: float, prescreen: Prescreen
+) -> Step:
     """Tell the optimizer the complete generation; ask the next one unless this was the last."""
     optimizer = optimizers.restore(record.spec, record.es_state)
     thetas = [c.theta for c in candidates]
     fitness = np.array([c.fitness for c in candidates])
     optimizer.tell(thetas, fitness)
     best = int(np.argmax(fitness))
-    summary = GenerationRecord(record.id, record.generation, float(fitness[best]), float(fitness.mean()),
-                               thetas[best], optimizer.mean, optimizer.sigma, now)
+    summary = GenerationRecord(
+        record.id,
+        record.generation,
+        float(fitness[best]),
+        float(fitness.mean()),
+        thetas[best],
+        optimizer.mean,
+        optimizer.sigma,
+        now,
+    )
     last = record.generation + 1 >= record.spec.search.generations
     nxt = [] if last else ask(optimizer, record, record.generation + 1, now, prescreen)
     return Step(summary, nxt, optimizer.state(), last, now)
@@ -104,8 +119,9 @@ def queued(c: CandidateRecord) -> bool:
     return c.status == types_pb2.CANDIDATE_STATUS_QUEUED
 
 
-_TRAINED = frozenset({types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_DIVERGED,
-                      types_pb2.CANDIDATE_STATUS_ABORTED})
+_TRAINED = frozenset(
+    {types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_DIVERGED, types_pb2.CANDIDATE_STATUS_ABORTED}
+)
 
 
 def untrainable(generation: int, candidates: Sequence[CandidateRecord]) -> str:
@@ -118,8 +134,10 @@ def untrainable(generation: int, candidates: Sequence[CandidateRecord]) -> str:
     failed = [c for c in candidates if c.status == types_pb2.CANDIDATE_STATUS_FAILED]
     if not failed or any(c.status in _TRAINED for c in candidates):
         return ""
-    return (f"every candidate of generation {generation} sent to trainers failed ({len(failed)} of "
-            f"{len(candidates)}); first error: {_error_summary(failed[0].error)}")
+    return (
+        f"every candidate of generation {generation} sent to trainers failed ({len(failed)} of "
+        f"{len(candidates)}); first error: {_error_summary(failed[0].error)}"
+    )
 
 
 def all_prescreened(candidates: Sequence[CandidateRecord]) -> str:
@@ -127,8 +145,10 @@ def all_prescreened(candidates: Sequence[CandidateRecord]) -> str:
     if not candidates or any(c.status != types_pb2.CANDIDATE_STATUS_INVALID for c in candidates):
         return ""
     generations = len({c.generation for c in candidates})
-    return (f"every candidate of every generation failed the invariant pre-screen ({len(candidates)} "
-            f"candidates in {generations} generations); nothing was trained")
+    return (
+        f"every candidate of every generation failed the invariant pre-screen ({len(candidates)} "
+        f"candidates in {generations} generations); nothing was trained"
+    )
 
 
 def _error_summary(error: str) -> str:

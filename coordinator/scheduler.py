@@ -52,10 +52,15 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
 
 import numpy as np
+
+from taylorglo_tf.limits import MAX_ERROR_CHARS
+from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
+from taylorglo_tf.rpc import types_pb2
+from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
 from . import optimizers, runner
 from .defaults import DEFAULT_LEASE_TTL_S
@@ -67,10 +72,6 @@ from .model import CandidateRecord, ExperimentRecord, GenerationRecord, result_p
 from .ratelog import RateLimitedLog
 from .runner import ExperimentRun, Prescreen, Step
 from .storage import Storage
-from taylorglo_tf.limits import MAX_ERROR_CHARS
-from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
-from taylorglo_tf.rpc import types_pb2
-from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
 log = logging.getLogger(__name__)
 storage_log = RateLimitedLog(log)  # a full disk fails every pass: one line per distinct error
@@ -93,8 +94,9 @@ def invariant_prescreen(theta: np.ndarray, num_classes: int) -> bool:
 
 def _candidate_finished(record: ExperimentRecord, candidate: CandidateRecord) -> Callable[[], ProgressEvent]:
     """The event of a finished candidate, built only when someone watches."""
-    return lambda: ProgressEvent(kind=ProgressEvent.KIND_CANDIDATE_FINISHED, experiment=record.to_proto(),
-                                 candidate=candidate.to_proto())
+    return lambda: ProgressEvent(
+        kind=ProgressEvent.KIND_CANDIDATE_FINISHED, experiment=record.to_proto(), candidate=candidate.to_proto()
+    )
 
 
 @dataclass
@@ -139,8 +141,9 @@ class Scheduler:
         self._running: dict[str, ExperimentRun] = {}
         self._leases = LeaseTable()
         self._events = EventHub()
-        self._dispatcher = Dispatcher(storage, self._leases, self._running, self._cond, lease_ttl_s=self.lease_ttl_s,
-                                      clock=clock, wall=wall)
+        self._dispatcher = Dispatcher(
+            storage, self._leases, self._running, self._cond, lease_ttl_s=self.lease_ttl_s, clock=clock, wall=wall
+        )
         self._pending: list[ExperimentRun] = []  # runs whose optimizer step is due
         self._stopping = False
         self._reaper: threading.Thread | None = None
@@ -217,16 +220,18 @@ class Scheduler:
             exp_id = secrets.token_hex(8)
             now = self._wall()
             optimizer = optimizers.create(spec)
-            record = ExperimentRecord(id=exp_id, spec=spec, state=types_pb2.EXPERIMENT_STATE_RUNNING,
-                                      create_time=now, update_time=now)
+            record = ExperimentRecord(
+                id=exp_id, spec=spec, state=types_pb2.EXPERIMENT_STATE_RUNNING, create_time=now, update_time=now
+            )
             candidates = runner.ask(optimizer, record, 0, now, self._prescreen)
             record = runner.with_results(replace(record, es_state=optimizer.state()), candidates)
             self._storage.insert_experiment(record, candidates)
             run = ExperimentRun(record, candidates)
             self._experiments[exp_id] = record
             self._running[exp_id] = run
-            log.info("experiment %s submitted: %d generations x %d", exp_id, spec.search.generations,
-                     spec.search.population)
+            log.info(
+                "experiment %s submitted: %d generations x %d", exp_id, spec.search.generations, spec.search.population
+            )
             self._advance(run)
             self._work_available()
         self._step_pending()
@@ -252,7 +257,8 @@ class Scheduler:
             if not record.final:
                 raise FailedPrecondition(
                     f"experiment {experiment_id} is {types_pb2.ExperimentState.Name(record.state)}; "
-                    "cancel it before deleting it")
+                    "cancel it before deleting it"
+                )
             self._storage.delete_experiment(experiment_id)
             del self._experiments[experiment_id]
             log.info("experiment %s deleted", experiment_id)
@@ -263,14 +269,16 @@ class Scheduler:
             record = self._record(experiment_id)
             if record.final:
                 raise FailedPrecondition(
-                    f"experiment {experiment_id} already finished ({types_pb2.ExperimentState.Name(record.state)})")
+                    f"experiment {experiment_id} already finished ({types_pb2.ExperimentState.Name(record.state)})"
+                )
             record = replace(record, state=types_pb2.EXPERIMENT_STATE_CANCELLED, update_time=self._wall())
             self._storage.update_experiment(record)
             self._finish(self._running[experiment_id], record)
             return record.to_proto()
 
-    def result(self, experiment_id: str, *, generations_from: int = 0, candidates_from: int = 0,
-               limit: int | None = None) -> es_pb2.ExperimentResult:
+    def result(
+        self, experiment_id: str, *, generations_from: int = 0, candidates_from: int = 0, limit: int | None = None
+    ) -> es_pb2.ExperimentResult:
         """Best theta, history and candidates; with offsets and ``limit`` (summaries plus
         candidates), one page of them (see :mod:`taylorglo_tf.coordinator.paging`)."""
         with self._cond:  # a consistent snapshot: nothing commits while we read
@@ -321,8 +329,14 @@ class Scheduler:
                 return []
             return self._dispatcher.grant([(trainer_id, max_candidates)])[0]
 
-    def wait_for_leases(self, trainer_id: str, on_granted: OnGranted, *, max_candidates: int = 1,
-                        is_active: Callable[[], bool] = lambda: True) -> LeaseTicket:
+    def wait_for_leases(
+        self,
+        trainer_id: str,
+        on_granted: OnGranted,
+        *,
+        max_candidates: int = 1,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> LeaseTicket:
         """Grant now if there is work, else wait for it without a thread.
 
         ``on_granted(leases)`` is called exactly once: with the granted leases
@@ -345,8 +359,9 @@ class Scheduler:
                 self._dispatcher.wait(ticket)
             return ticket
 
-    def lease(self, trainer_id: str, wait_s: float = 0.0,
-              is_active: Callable[[], bool] = lambda: True) -> ws_pb2.Lease | None:
+    def lease(
+        self, trainer_id: str, wait_s: float = 0.0, is_active: Callable[[], bool] = lambda: True
+    ) -> ws_pb2.Lease | None:
         """The next queued candidate (round-robin over experiments), waiting up to ``wait_s`` for one.
 
         The blocking form, holding the calling thread: for thread-per-call servers.
@@ -431,8 +446,15 @@ class Scheduler:
                 self._retry_or_fail(run, c, error or "the trainer reported an error")
                 return True, ""
             fitness = report.fitness if report.status == ws_pb2.EVALUATION_STATUS_OK else 0.0
-            self._finish_candidate(run, c, _FINAL_STATUS[report.status], fitness,
-                                   trainer_id=report.trainer_id, metrics=report.metrics, error=error)
+            self._finish_candidate(
+                run,
+                c,
+                _FINAL_STATUS[report.status],
+                fitness,
+                trainer_id=report.trainer_id,
+                metrics=report.metrics,
+                error=error,
+            )
             self._advance(run)
             return True, ""
 
@@ -472,8 +494,13 @@ class Scheduler:
 
     def _retry_or_fail(self, run: ExperimentRun, c: CandidateRecord, error: str) -> None:
         if c.attempts >= run.record.spec.search.max_attempts:
-            self._finish_candidate(run, c, types_pb2.CANDIDATE_STATUS_FAILED, 0.0,
-                                   error=f"{error} (attempt {c.attempts} of {run.record.spec.search.max_attempts})")
+            self._finish_candidate(
+                run,
+                c,
+                types_pb2.CANDIDATE_STATUS_FAILED,
+                0.0,
+                error=f"{error} (attempt {c.attempts} of {run.record.spec.search.max_attempts})",
+            )
             self._advance(run)
             return
         updated = replace(c, status=types_pb2.CANDIDATE_STATUS_QUEUED, lease_id="", error=error)
@@ -482,12 +509,28 @@ class Scheduler:
         run.requeue(updated)
         self._work_available()
 
-    def _finish_candidate(self, run: ExperimentRun, c: CandidateRecord, status: types_pb2.CandidateStatus, fitness: float, *,
-                          trainer_id: str = "", metrics: types_pb2.EvaluationMetrics | None = None,
-                          error: str = "") -> None:
+    def _finish_candidate(
+        self,
+        run: ExperimentRun,
+        c: CandidateRecord,
+        status: types_pb2.CandidateStatus,
+        fitness: float,
+        *,
+        trainer_id: str = "",
+        metrics: types_pb2.EvaluationMetrics | None = None,
+        error: str = "",
+    ) -> None:
         now = self._wall()
-        updated = replace(c, status=status, fitness=fitness, trainer_id=trainer_id, metrics=metrics,
-                          finish_time=now, error=error, lease_id="")
+        updated = replace(
+            c,
+            status=status,
+            fitness=fitness,
+            trainer_id=trainer_id,
+            metrics=metrics,
+            finish_time=now,
+            error=error,
+            lease_id="",
+        )
         record = runner.with_results(replace(run.record, update_time=now), [updated])
         self._storage.update_candidate(updated, record)
         if c.lease_id:
@@ -551,16 +594,23 @@ class Scheduler:
                 self._fail(run, record, rejected)
                 return
         if step.last:
-            final = replace(record, state=types_pb2.EXPERIMENT_STATE_SUCCEEDED, update_time=step.time,
-                            generation=record.spec.search.generations, es_state=step.optimizer_state)
+            final = replace(
+                record,
+                state=types_pb2.EXPERIMENT_STATE_SUCCEEDED,
+                update_time=step.time,
+                generation=record.spec.search.generations,
+                es_state=step.optimizer_state,
+            )
             self._storage.advance_generation(final, summary, [])
             self._emit_generation(final, summary)
             self._finish(run, final)
             log.info("experiment %s finished: best fitness %.4f", record.id, final.best_fitness)
             return
         candidates = step.candidates
-        nxt = runner.with_results(replace(record, generation=record.generation + 1, update_time=step.time,
-                                          es_state=step.optimizer_state), candidates)
+        nxt = runner.with_results(
+            replace(record, generation=record.generation + 1, update_time=step.time, es_state=step.optimizer_state),
+            candidates,
+        )
         self._storage.advance_generation(nxt, summary, candidates)
         self._leases.forget(run.id)
         run.next_generation(nxt, candidates)
@@ -578,9 +628,12 @@ class Scheduler:
         log.info("experiment %s failed: %s", record.id, error)
 
     def _emit_generation(self, record: ExperimentRecord, summary: GenerationRecord) -> None:
-        self._events.publish(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_GENERATION_FINISHED,
-                                                              experiment=record.to_proto(),
-                                                              generation=summary.to_proto()))
+        self._events.publish(
+            record.id,
+            lambda: ProgressEvent(
+                kind=ProgressEvent.KIND_GENERATION_FINISHED, experiment=record.to_proto(), generation=summary.to_proto()
+            ),
+        )
 
     def _finish(self, run: ExperimentRun, record: ExperimentRecord) -> None:
         """Take a finished (succeeded, cancelled, failed) experiment out of dispatch."""
@@ -588,8 +641,9 @@ class Scheduler:
         self._running.pop(record.id, None)
         self._leases.forget(record.id)
         run.queue.clear()
-        self._events.publish(record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_EXPERIMENT_FINISHED,
-                                                              experiment=record.to_proto()))
+        self._events.publish(
+            record.id, lambda: ProgressEvent(kind=ProgressEvent.KIND_EXPERIMENT_FINISHED, experiment=record.to_proto())
+        )
         self._events.close_experiment(record.id)
 
     def _set_record(self, run: ExperimentRun, record: ExperimentRecord) -> None:

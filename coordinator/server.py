@@ -33,14 +33,24 @@ import ipaddress
 import logging
 import os
 import threading
+from collections.abc import Coroutine
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from taylorglo_tf.connection import parse_address
+from taylorglo_tf.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from taylorglo_tf.rpc import (
+    experiment_service_pb2,
+    experiment_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 
 from .auth import TokenAuthInterceptor, check_token
 from .defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, LEASE_THREADS, MAX_PENDING_CALLS  # noqa: F401
@@ -49,9 +59,6 @@ from .longpoll import LongPolls
 from .scheduler import Scheduler
 from .servicers import ExperimentServicer, WorkerServicer
 from .storage import SqliteStorage, open_storage
-from taylorglo_tf.connection import parse_address
-from taylorglo_tf.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
-from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +112,19 @@ def _drain(pools: list[futures.ThreadPoolExecutor], timeout: float) -> bool:
 class CoordinatorServer:
     """A running coordinator: ``.port``, ``.address``, ``.scheduler``, ``.stop(grace)``."""
 
-    def __init__(self, loop: _EventLoop, server: grpc.aio.Server, scheduler: Scheduler, storage: SqliteStorage,
-                 health_servicer: health_aio.HealthServicer, pools: list[futures.ThreadPoolExecutor],
-                 host: str, port: int, health_server: grpc.aio.Server | None = None,
-                 health_port: int | None = None):
+    def __init__(
+        self,
+        loop: _EventLoop,
+        server: grpc.aio.Server,
+        scheduler: Scheduler,
+        storage: SqliteStorage,
+        health_servicer: health_aio.HealthServicer,
+        pools: list[futures.ThreadPoolExecutor],
+        host: str,
+        port: int,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int | None = None,
+    ):
         self._loop = loop
         self._server = server
         self._health_server = health_server
@@ -187,8 +203,19 @@ def serve(
     lease_pool = futures.ThreadPoolExecutor(max_workers=LEASE_THREADS, thread_name_prefix="lease")
     loop = _EventLoop()
     try:
-        started = loop.run(_start_grpc(scheduler, rpc_pool, lease_pool, _interceptors(trainer_token, client_token),
-                                       credentials, listen, host, port, health_listen))
+        started = loop.run(
+            _start_grpc(
+                scheduler,
+                rpc_pool,
+                lease_pool,
+                _interceptors(trainer_token, client_token),
+                credentials,
+                listen,
+                host,
+                port,
+                health_listen,
+            )
+        )
     except BaseException:
         scheduler.stop()
         loop.close()
@@ -196,12 +223,30 @@ def serve(
             pool.shutdown(wait=False)
         storage.close()
         raise
-    return CoordinatorServer(loop, started.server, scheduler, storage, started.health, [rpc_pool, lease_pool], host,
-                             started.port, started.health_server, started.health_port)
+    return CoordinatorServer(
+        loop,
+        started.server,
+        scheduler,
+        storage,
+        started.health,
+        [rpc_pool, lease_pool],
+        host,
+        started.port,
+        started.health_server,
+        started.health_port,
+    )
 
 
-def _check_exposure(listen: str, host: str, trainer_token: str | None, client_token: str | None, insecure: bool,
-                    tls_cert: object, tls_key: object, health_listen: str | None) -> None:
+def _check_exposure(
+    listen: str,
+    host: str,
+    trainer_token: str | None,
+    client_token: str | None,
+    insecure: bool,
+    tls_cert: object,
+    tls_key: object,
+    health_listen: str | None,
+) -> None:
     """The security policy, before anything starts: tokens strong enough, and none missing off loopback
     (unless ``insecure``); TLS as a whole pair; ValueError names what is wrong."""
     if health_listen is not None:
@@ -214,23 +259,26 @@ def _check_exposure(listen: str, host: str, trainer_token: str | None, client_to
     if not is_loopback(host) and not authenticated and not insecure:
         raise ValueError(
             f"refusing to listen on {listen} without tokens: set a trainer and a client token, "
-            "or pass --insecure to expose the coordinator unauthenticated")
+            "or pass --insecure to expose the coordinator unauthenticated"
+        )
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
     if authenticated and tls_cert is None and not is_loopback(host):
         log.warning("tokens on %s travel unencrypted; use --tls-cert/--tls-key", listen)
 
 
-def _server_credentials(tls_cert: str | os.PathLike[str] | None,
-                        tls_key: str | os.PathLike[str] | None) -> grpc.ServerCredentials | None:
+def _server_credentials(
+    tls_cert: str | os.PathLike[str] | None, tls_key: str | os.PathLike[str] | None
+) -> grpc.ServerCredentials | None:
     """TLS credentials from the PEM files, or None for plaintext (both or neither: checked before)."""
     if tls_cert is None or tls_key is None:
         return None
     return grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
 
 
-def _resume(db_path: str | os.PathLike[str], lease_ttl_s: float,
-            scheduler_options: dict | None) -> tuple[SqliteStorage, Scheduler]:
+def _resume(
+    db_path: str | os.PathLike[str], lease_ttl_s: float, scheduler_options: dict | None
+) -> tuple[SqliteStorage, Scheduler]:
     """The database opened (or created) and a started scheduler over it, its experiments resumed."""
     storage = open_storage(db_path)
     try:
@@ -260,10 +308,17 @@ class _Started:
     health_port: int | None
 
 
-async def _start_grpc(scheduler: Scheduler, rpc_pool: futures.ThreadPoolExecutor,
-                      lease_pool: futures.ThreadPoolExecutor, interceptors: list[grpc.aio.ServerInterceptor],
-                      credentials: grpc.ServerCredentials | None, listen: str, host: str, port: int,
-                      health_listen: str | None) -> _Started:
+async def _start_grpc(
+    scheduler: Scheduler,
+    rpc_pool: futures.ThreadPoolExecutor,
+    lease_pool: futures.ThreadPoolExecutor,
+    interceptors: list[grpc.aio.ServerInterceptor],
+    credentials: grpc.ServerCredentials | None,
+    listen: str,
+    host: str,
+    port: int,
+    health_listen: str | None,
+) -> _Started:
     """The gRPC server with the two services, health and reflection, bound and started; health SERVING."""
     server = grpc.aio.server(
         migration_thread_pool=rpc_pool,
@@ -280,7 +335,8 @@ async def _start_grpc(scheduler: Scheduler, rpc_pool: futures.ThreadPoolExecutor
     )
     experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler, rpc_pool), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(scheduler, LongPolls(scheduler, lease_pool)), server)
+        WorkerServicer(scheduler, LongPolls(scheduler, lease_pool)), server
+    )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

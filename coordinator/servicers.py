@@ -13,15 +13,10 @@ import functools
 import inspect
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, Callable
+from typing import Any
 
-import grpc
-
-from . import paging
-from .grpc_util import InvalidArgument, rpc
-from .longpoll import LongPolls
-from .scheduler import Report, Scheduler
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.limits import MAX_ID_CHARS, MAX_LEASE_CANDIDATES, MAX_WAIT_MS, overlong_string
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
@@ -30,12 +25,19 @@ from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
 
-_REPORTABLE = frozenset({
-    ws_pb2.EVALUATION_STATUS_OK,
-    ws_pb2.EVALUATION_STATUS_DIVERGED,
-    ws_pb2.EVALUATION_STATUS_ABORTED,
-    ws_pb2.EVALUATION_STATUS_ERROR,
-})
+from . import paging
+from .grpc_util import InvalidArgument, rpc
+from .longpoll import LongPolls
+from .scheduler import Report, Scheduler
+
+_REPORTABLE = frozenset(
+    {
+        ws_pb2.EVALUATION_STATUS_OK,
+        ws_pb2.EVALUATION_STATUS_DIVERGED,
+        ws_pb2.EVALUATION_STATUS_ABORTED,
+        ws_pb2.EVALUATION_STATUS_ERROR,
+    }
+)
 
 
 def _check_strings(request: Any) -> None:
@@ -185,8 +187,9 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
             raise InvalidArgument("wait_ms", f"{request.wait_ms} is outside 0..{MAX_WAIT_MS}")
         if not 0 <= request.max_candidates <= MAX_LEASE_CANDIDATES:
             raise InvalidArgument("max_candidates", f"{request.max_candidates} is outside 0..{MAX_LEASE_CANDIDATES}")
-        leases = await self._long_polls.lease(trainer_id, request.wait_ms / 1000.0,
-                                              max_candidates=request.max_candidates or 1)  # 0: a client of one lease
+        leases = await self._long_polls.lease(
+            trainer_id, request.wait_ms / 1000.0, max_candidates=request.max_candidates or 1
+        )  # 0: a client of one lease
         # `lease` too: clients that predate `leases` read the first one there.
         return ws_pb2.LeaseCandidateResponse(lease=leases[0] if leases else None, leases=leases)
 

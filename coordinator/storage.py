@@ -20,10 +20,13 @@ import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
+
+from taylorglo_tf.rpc import types_pb2
 
 from .errors import StorageUnavailable
 from .model import (
@@ -33,13 +36,14 @@ from .model import (
     GenerationRecord,
     LeaseRecord,
 )
-from taylorglo_tf.rpc import types_pb2
 
 # Each migration takes the schema from the version before it to its own version, in
 # one transaction; a database is migrated in place from whatever version it has.
 # Add a step for every schema change; never edit a released one.
 _MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (1, """
+    (
+        1,
+        """
 CREATE TABLE IF NOT EXISTS experiments (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -91,18 +95,22 @@ CREATE TABLE IF NOT EXISTS leases (
     grant_time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS leases_by_candidate ON leases (experiment_id, generation, idx);
-"""),
+""",
+    ),
     # The optimizer state gets a table of its own: SQLite rewrites (or at least reads and
     # compares) a whole row when any column changes, so a multi-MiB state in the experiments
     # row made every report's counter update cost as much as writing the state.
-    (2, """
+    (
+        2,
+        """
 CREATE TABLE optimizer_states (
     experiment_id TEXT PRIMARY KEY,
     state BLOB NOT NULL
 );
 INSERT INTO optimizer_states (experiment_id, state) SELECT id, es_state FROM experiments;
 ALTER TABLE experiments DROP COLUMN es_state;
-"""),
+""",
+    ),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 _TABLES = frozenset({"experiments", "candidates", "generations", "leases", "optimizer_states", "sqlite_sequence"})
@@ -143,12 +151,14 @@ class Storage(Protocol):
     def load_experiments(self) -> list[ExperimentRecord]:
         """In submission order; the optimizer state only for unfinished experiments (else b"")."""
 
-    def load_candidates(self, experiment_id: str, generation: int | None = None, *,
-                        offset: int = 0, limit: int | None = None) -> list[CandidateRecord]:
+    def load_candidates(
+        self, experiment_id: str, generation: int | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[CandidateRecord]:
         """Ordered by (generation, index); ``offset``/``limit`` select a page of that order."""
 
-    def load_generations(self, experiment_id: str, *, offset: int = 0,
-                         limit: int | None = None) -> list[GenerationRecord]:
+    def load_generations(
+        self, experiment_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[GenerationRecord]:
         """Ordered by generation; ``offset``/``limit`` select a page of that order."""
 
     def load_leases(self, experiment_id: str, generation: int) -> list[LeaseRecord]: ...
@@ -169,7 +179,7 @@ def open_storage(url: str | os.PathLike[str], **options) -> SqliteStorage:
     if text in (":memory:", "sqlite://", "sqlite:///:memory:"):
         return SqliteStorage(":memory:", **options)
     if text.startswith("sqlite:///"):
-        return SqliteStorage(text[len("sqlite:///"):], **options)
+        return SqliteStorage(text[len("sqlite:///") :], **options)
     if "://" in text:
         raise ValueError(f"database URL {text!r}: the scheme is not sqlite:/// (or use :memory: or a file path)")
     return SqliteStorage(text, **options)
@@ -208,8 +218,10 @@ def _check_database(db: sqlite3.Connection, path: Path) -> None:
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     foreign = sorted(tables - _TABLES)
     if foreign:
-        raise DatabaseFileError(f"{str(path)!r} is not a TaylorGLO coordinator database "
-                                f"(it holds the table(s) {', '.join(foreign[:5])}); pass another --db")
+        raise DatabaseFileError(
+            f"{str(path)!r} is not a TaylorGLO coordinator database "
+            f"(it holds the table(s) {', '.join(foreign[:5])}); pass another --db"
+        )
 
 
 def _page(offset: int, limit: int | None) -> tuple[int, int]:
@@ -259,8 +271,10 @@ class SqliteStorage:
         """Bring the schema to :data:`SCHEMA_VERSION`, one versioned step at a time (0: a new file)."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"database {str(self.path)!r} has schema version {version}, newer than this "
-                               f"coordinator's {SCHEMA_VERSION}: use a newer coordinator")
+            raise RuntimeError(
+                f"database {str(self.path)!r} has schema version {version}, newer than this "
+                f"coordinator's {SCHEMA_VERSION}: use a newer coordinator"
+            )
         for target, script in _MIGRATIONS:
             if target > version:
                 self._db.executescript(f"BEGIN; {script}; PRAGMA user_version={target}; COMMIT;")
@@ -297,8 +311,18 @@ class SqliteStorage:
             " ON CONFLICT(id) DO UPDATE SET spec=excluded.spec, state=excluded.state, generation=excluded.generation,"
             " evaluations_done=excluded.evaluations_done, best_fitness=excluded.best_fitness,"
             " best_theta=excluded.best_theta, update_time=excluded.update_time, error=excluded.error",
-            (e.id, e.spec.SerializeToString(), e.state, e.generation, e.evaluations_done, e.best_fitness,
-             _blob(e.best_theta), e.create_time, e.update_time, e.error),
+            (
+                e.id,
+                e.spec.SerializeToString(),
+                e.state,
+                e.generation,
+                e.evaluations_done,
+                e.best_fitness,
+                _blob(e.best_theta),
+                e.create_time,
+                e.update_time,
+                e.error,
+            ),
         )
 
     @staticmethod
@@ -308,9 +332,21 @@ class SqliteStorage:
 
     @staticmethod
     def _candidate_row(c: CandidateRecord) -> tuple:
-        return (c.experiment_id, c.generation, c.index, _blob(c.theta), c.status, c.fitness, c.attempts,
-                c.trainer_id, c.metrics.SerializeToString() if c.metrics is not None else None,
-                c.create_time, c.finish_time, c.error, c.lease_id)
+        return (
+            c.experiment_id,
+            c.generation,
+            c.index,
+            _blob(c.theta),
+            c.status,
+            c.fitness,
+            c.attempts,
+            c.trainer_id,
+            c.metrics.SerializeToString() if c.metrics is not None else None,
+            c.create_time,
+            c.finish_time,
+            c.error,
+            c.lease_id,
+        )
 
     def _put_candidates(self, db: sqlite3.Connection, candidates: Sequence[CandidateRecord]) -> None:
         db.executemany(
@@ -332,8 +368,16 @@ class SqliteStorage:
             db.execute(
                 "INSERT OR REPLACE INTO generations (experiment_id, generation, best_fitness, mean_fitness,"
                 " best_theta, mean_theta, sigma, finish_time) VALUES (?,?,?,?,?,?,?,?)",
-                (summary.experiment_id, summary.generation, summary.best_fitness, summary.mean_fitness,
-                 _blob(summary.best_theta), _blob(summary.mean_theta), summary.sigma, summary.finish_time),
+                (
+                    summary.experiment_id,
+                    summary.generation,
+                    summary.best_fitness,
+                    summary.mean_fitness,
+                    _blob(summary.best_theta),
+                    _blob(summary.mean_theta),
+                    summary.sigma,
+                    summary.finish_time,
+                ),
             )
             self._put_candidates(db, candidates)
             self._put_experiment(db, experiment)
@@ -348,8 +392,18 @@ class SqliteStorage:
             db.executemany(
                 "INSERT INTO leases (lease_id, experiment_id, generation, idx, attempt, trainer_id, grant_time)"
                 " VALUES (?,?,?,?,?,?,?)",
-                [(lease.lease_id, lease.experiment_id, lease.generation, lease.index, lease.attempt,
-                  lease.trainer_id, lease.grant_time) for lease, _ in grants],
+                [
+                    (
+                        lease.lease_id,
+                        lease.experiment_id,
+                        lease.generation,
+                        lease.index,
+                        lease.attempt,
+                        lease.trainer_id,
+                        lease.grant_time,
+                    )
+                    for lease, _ in grants
+                ],
             )
             self._put_candidates(db, [candidate for _, candidate in grants])
 
@@ -360,15 +414,22 @@ class SqliteStorage:
                 # counters only; the optimizer state lives in its own table
                 db.execute(
                     "UPDATE experiments SET evaluations_done=?, best_fitness=?, best_theta=?, update_time=? WHERE id=?",
-                    (experiment.evaluations_done, experiment.best_fitness, _blob(experiment.best_theta),
-                     experiment.update_time, experiment.id),
+                    (
+                        experiment.evaluations_done,
+                        experiment.best_fitness,
+                        _blob(experiment.best_theta),
+                        experiment.update_time,
+                        experiment.id,
+                    ),
                 )
 
     def delete_experiment(self, experiment_id: str) -> None:
         with self._tx() as db:
             for table in ("leases", "candidates", "generations", "optimizer_states", "experiments"):
-                db.execute(f"DELETE FROM {table} WHERE {'id' if table == 'experiments' else 'experiment_id'}=?",
-                           (experiment_id,))
+                db.execute(
+                    f"DELETE FROM {table} WHERE {'id' if table == 'experiments' else 'experiment_id'}=?",
+                    (experiment_id,),
+                )
 
     # -- reads
 
@@ -386,21 +447,31 @@ class SqliteStorage:
         # A finished experiment's optimizer state stays on disk only: nothing resumes it, and
         # holding every one in memory would cost up to a few MiB per experiment.
         final = ",".join(str(state) for state in sorted(FINAL_EXPERIMENT_STATES))
-        rows = self._query(f"SELECT e.*, CASE WHEN e.state IN ({final}) THEN NULL ELSE s.state END AS es_state"
-                           " FROM experiments e LEFT JOIN optimizer_states s ON s.experiment_id = e.id"
-                           " ORDER BY e.seq")
+        rows = self._query(
+            f"SELECT e.*, CASE WHEN e.state IN ({final}) THEN NULL ELSE s.state END AS es_state"
+            " FROM experiments e LEFT JOIN optimizer_states s ON s.experiment_id = e.id"
+            " ORDER BY e.seq"
+        )
         return [
             ExperimentRecord(
-                id=r["id"], spec=types_pb2.ExperimentSpec.FromString(r["spec"]), state=r["state"],
-                generation=r["generation"], evaluations_done=r["evaluations_done"], best_fitness=r["best_fitness"],
-                best_theta=_array(r["best_theta"]), create_time=r["create_time"], update_time=r["update_time"],
-                error=r["error"], es_state=r["es_state"] or b"",
+                id=r["id"],
+                spec=types_pb2.ExperimentSpec.FromString(r["spec"]),
+                state=r["state"],
+                generation=r["generation"],
+                evaluations_done=r["evaluations_done"],
+                best_fitness=r["best_fitness"],
+                best_theta=_array(r["best_theta"]),
+                create_time=r["create_time"],
+                update_time=r["update_time"],
+                error=r["error"],
+                es_state=r["es_state"] or b"",
             )
             for r in rows
         ]
 
-    def load_candidates(self, experiment_id: str, generation: int | None = None, *,
-                        offset: int = 0, limit: int | None = None) -> list[CandidateRecord]:
+    def load_candidates(
+        self, experiment_id: str, generation: int | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[CandidateRecord]:
         sql = "SELECT * FROM candidates WHERE experiment_id=?"
         args: tuple = (experiment_id,)
         if generation is not None:
@@ -409,37 +480,61 @@ class SqliteStorage:
         rows = self._query(sql + " ORDER BY generation, idx LIMIT ? OFFSET ?", args + _page(offset, limit))
         return [
             CandidateRecord(
-                experiment_id=r["experiment_id"], generation=r["generation"], index=r["idx"],
-                theta=_array(r["theta"]), status=r["status"], fitness=r["fitness"], attempts=r["attempts"],
+                experiment_id=r["experiment_id"],
+                generation=r["generation"],
+                index=r["idx"],
+                theta=_array(r["theta"]),
+                status=r["status"],
+                fitness=r["fitness"],
+                attempts=r["attempts"],
                 trainer_id=r["trainer_id"],
                 metrics=types_pb2.EvaluationMetrics.FromString(r["metrics"]) if r["metrics"] is not None else None,
-                create_time=r["create_time"], finish_time=r["finish_time"], error=r["error"],
+                create_time=r["create_time"],
+                finish_time=r["finish_time"],
+                error=r["error"],
                 lease_id=r["lease_id"],
             )
             for r in rows
         ]
 
-    def load_generations(self, experiment_id: str, *, offset: int = 0,
-                         limit: int | None = None) -> list[GenerationRecord]:
-        rows = self._query("SELECT * FROM generations WHERE experiment_id=? ORDER BY generation LIMIT ? OFFSET ?",
-                           (experiment_id, *_page(offset, limit)))
+    def load_generations(
+        self, experiment_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[GenerationRecord]:
+        rows = self._query(
+            "SELECT * FROM generations WHERE experiment_id=? ORDER BY generation LIMIT ? OFFSET ?",
+            (experiment_id, *_page(offset, limit)),
+        )
         return [
-            GenerationRecord(experiment_id=r["experiment_id"], generation=r["generation"],
-                             best_fitness=r["best_fitness"], mean_fitness=r["mean_fitness"],
-                             best_theta=_array(r["best_theta"]), mean_theta=_array(r["mean_theta"]),
-                             sigma=r["sigma"], finish_time=r["finish_time"])
+            GenerationRecord(
+                experiment_id=r["experiment_id"],
+                generation=r["generation"],
+                best_fitness=r["best_fitness"],
+                mean_fitness=r["mean_fitness"],
+                best_theta=_array(r["best_theta"]),
+                mean_theta=_array(r["mean_theta"]),
+                sigma=r["sigma"],
+                finish_time=r["finish_time"],
+            )
             for r in rows
         ]
 
     @staticmethod
     def _lease(r: sqlite3.Row) -> LeaseRecord:
-        return LeaseRecord(lease_id=r["lease_id"], experiment_id=r["experiment_id"], generation=r["generation"],
-                           index=r["idx"], attempt=r["attempt"], trainer_id=r["trainer_id"],
-                           grant_time=r["grant_time"])
+        return LeaseRecord(
+            lease_id=r["lease_id"],
+            experiment_id=r["experiment_id"],
+            generation=r["generation"],
+            index=r["idx"],
+            attempt=r["attempt"],
+            trainer_id=r["trainer_id"],
+            grant_time=r["grant_time"],
+        )
 
     def load_leases(self, experiment_id: str, generation: int) -> list[LeaseRecord]:
-        rows = self._query("SELECT * FROM leases WHERE experiment_id=? AND generation=? ORDER BY grant_time",
-                           (experiment_id, generation))
+        rows = self._query(
+            "SELECT * FROM leases WHERE experiment_id=? AND generation=? ORDER BY grant_time",
+            (experiment_id, generation),
+        )
         return [self._lease(r) for r in rows]
 
     def find_lease(self, lease_id: str) -> LeaseRecord | None:

@@ -42,12 +42,16 @@ def check(address: str, *, tls_ca: str | None = None, timeout_s: float = 5.0) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "address", nargs="?",
+        "address",
+        nargs="?",
         default=os.environ.get("TAYLORGLO_HEALTHCHECK_ADDRESS") or DEFAULT_ADDRESS,
         help="HOST:PORT of the coordinator (default: $TAYLORGLO_HEALTHCHECK_ADDRESS or %(default)s)",
     )
-    parser.add_argument("--tls-ca", default=os.environ.get("TAYLORGLO_TLS_CA") or None,
-                        help="PEM CA bundle; enables TLS (default: $TAYLORGLO_TLS_CA)")
+    parser.add_argument(
+        "--tls-ca",
+        default=os.environ.get("TAYLORGLO_TLS_CA") or None,
+        help="PEM CA bundle; enables TLS (default: $TAYLORGLO_TLS_CA)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default: %(default)s)")
     args = parser.parse_args(argv)
     try:

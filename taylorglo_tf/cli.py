@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from taylorglo_tf import extras
 from taylorglo_tf.commands.arguments import EXIT_ERROR, EXIT_INTERRUPTED

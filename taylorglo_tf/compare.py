@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from taylorglo_tf.training.task import EvaluationResult, Task
 
@@ -130,8 +131,13 @@ class LearningRateChoice:
             "chosen_multiplier": self.chosen,
             "chosen_learning_rate": self.base_learning_rate * self.chosen,
             "grid": [
-                {"multiplier": m, "learning_rate": self.base_learning_rate * m, "mean_validation_accuracy": mean,
-                 "validation_accuracy": list(row), "status": list(statuses)}
+                {
+                    "multiplier": m,
+                    "learning_rate": self.base_learning_rate * m,
+                    "mean_validation_accuracy": mean,
+                    "validation_accuracy": list(row),
+                    "status": list(statuses),
+                }
                 for m, mean, row, statuses in zip(self.multipliers, self.mean_scores(), self.scores, self.statuses)
             ],
         }
@@ -155,8 +161,10 @@ class TunedComparison:
         """In plain words, what tuning the learning rate(s) did to the win."""
         sentence = self._win_sentence()
         if self.loss_lr is not None:
-            sentence += (f" In the tuned comparison {self.plain.loss_name} also trains at its own best learning rate "
-                         f"(x{self.loss_lr.chosen:g}).")
+            sentence += (
+                f" In the tuned comparison {self.plain.loss_name} also trains at its own best learning rate "
+                f"(x{self.loss_lr.chosen:g})."
+            )
         return sentence
 
     def _win_sentence(self) -> str:
@@ -166,14 +174,20 @@ class TunedComparison:
         best = f"its best learning rate (x{choice.chosen:g} = {choice.base_learning_rate * choice.chosen:.4g})"
         plain, tuned = _points(self.plain.win), _points(self.tuned.win)
         if self.win_shrank and self.tuned.win > 0:
-            return (f"Most of the win is a learning-rate effect: {loss} beats {baseline} by {plain} at {own}, "
-                    f"but by only {tuned} against {baseline} at {best}.")
+            return (
+                f"Most of the win is a learning-rate effect: {loss} beats {baseline} by {plain} at {own}, "
+                f"but by only {tuned} against {baseline} at {best}."
+            )
         if self.win_shrank:
-            return (f"The win is a learning-rate effect: {loss} beats {baseline} by {plain} at {own}, "
-                    f"but not {baseline} at {best} ({tuned}).")
+            return (
+                f"The win is a learning-rate effect: {loss} beats {baseline} by {plain} at {own}, "
+                f"but not {baseline} at {best} ({tuned})."
+            )
         if self.plain.win > 0:
-            return (f"The win holds against a tuned baseline: {loss} beats {baseline} by {plain} at {own} "
-                    f"and by {tuned} against {baseline} at {best}.")
+            return (
+                f"The win holds against a tuned baseline: {loss} beats {baseline} by {plain} at {own} "
+                f"and by {tuned} against {baseline} at {best}."
+            )
         return f"{loss} does not beat {baseline} at {own} ({plain}); against {baseline} at {best}: {tuned}."
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,8 +200,7 @@ class TunedComparison:
         tuned = self.tuned.to_dict()
         tuned.pop("loss_scale", None)  # a property of the loss: once, at the top
         record["tuned"] = tuned
-        record["win"] = {"plain": self.plain.win, "tuned": self.tuned.win,
-                         "shrank_by_more_than_half": self.win_shrank}
+        record["win"] = {"plain": self.plain.win, "tuned": self.tuned.win, "shrank_by_more_than_half": self.win_shrank}
         record["verdict"] = self.verdict()
         return record
 
@@ -348,8 +361,10 @@ def compare(
     """
     _check_runs(runs)
     _check_task(task)
-    multipliers = {side: check_lr_multipliers([value])[0]
-                   for side, value in zip(SIDES, (loss_lr_multiplier, baseline_lr_multiplier))}
+    multipliers = {
+        side: check_lr_multipliers([value])[0]
+        for side, value in zip(SIDES, (loss_lr_multiplier, baseline_lr_multiplier))
+    }
     evaluator = evaluator if evaluator is not None else _new_evaluator()
     sides = [(side, side_loss, multipliers[side]) for side, side_loss in zip(SIDES, (loss, baseline))]
     records = _train_runs(sides, task, runs, evaluator, progress, on_run)
@@ -392,16 +407,28 @@ def compare_tuned(
         raise ValueError(f"tuning_seeds must be an integer >= 1, got {tuning_seeds!r}")
     evaluator = evaluator if evaluator is not None else _new_evaluator()
     seeds = [task.seed + runs + j for j in range(tuning_seeds)]
-    choose = functools.partial(choose_learning_rate, task=task, seeds=seeds, multipliers=multipliers,
-                               evaluator=evaluator, on_run=on_tuning_run)
+    choose = functools.partial(
+        choose_learning_rate, task=task, seeds=seeds, multipliers=multipliers, evaluator=evaluator, on_run=on_tuning_run
+    )
     baseline_lr = choose(baseline, side="baseline")
     loss_lr = choose(loss, side="loss") if tune_loss_lr else None
-    plain = compare(loss, baseline, task, runs, loss_name=loss_name, baseline_name=baseline_name,
-                    measure_loss_scale=measure_loss_scale, evaluator=evaluator, progress=progress, on_run=on_run)
+    plain = compare(
+        loss,
+        baseline,
+        task,
+        runs,
+        loss_name=loss_name,
+        baseline_name=baseline_name,
+        measure_loss_scale=measure_loss_scale,
+        evaluator=evaluator,
+        progress=progress,
+        on_run=on_run,
+    )
     chosen = {"loss": loss_lr.chosen if loss_lr else 1.0, "baseline": baseline_lr.chosen}
     kept = [r for r in plain.records if chosen[r.side] == 1.0]
-    retrain = [(side, side_loss, chosen[side]) for side, side_loss in zip(SIDES, (loss, baseline))
-               if chosen[side] != 1.0]
+    retrain = [
+        (side, side_loss, chosen[side]) for side, side_loss in zip(SIDES, (loss, baseline)) if chosen[side] != 1.0
+    ]
     records = kept + _train_runs(retrain, task, runs, evaluator, progress, on_run)
     records.sort(key=lambda r: (r.run, SIDES.index(r.side)))
     tuned = _comparison(loss_name, baseline_name, task, records, chosen, plain.loss_scale)
@@ -447,8 +474,14 @@ def _train_runs(
     return records
 
 
-def _comparison(loss_name: str, baseline_name: str, task: Task, records: Sequence[RunRecord],
-                multipliers: dict[str, float], loss_scale: LossScale | None) -> Comparison:
+def _comparison(
+    loss_name: str,
+    baseline_name: str,
+    task: Task,
+    records: Sequence[RunRecord],
+    multipliers: dict[str, float],
+    loss_scale: LossScale | None,
+) -> Comparison:
     from taylorglo_tf import stats
 
     by_side = {side: [r.test_accuracy for r in records if r.side == side] for side in SIDES}
@@ -487,8 +520,9 @@ def _loss_scale(loss: Any, task: Task) -> LossScale:
 
 
 def _finite_or_none(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: (value if not isinstance(value, float) or math.isfinite(value) else None)
-            for key, value in values.items()}
+    return {
+        key: (value if not isinstance(value, float) or math.isfinite(value) else None) for key, value in values.items()
+    }
 
 
 def _points(difference: float) -> str:

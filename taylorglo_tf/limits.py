@@ -42,13 +42,18 @@ DEFAULT_RESULT_PAGE_SIZE, MAX_RESULT_PAGE_SIZE = 1000, 10_000
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 
 _ID_FIELDS = (
-    "GetExperimentRequest.experiment_id", "WatchExperimentRequest.experiment_id",
-    "CancelExperimentRequest.experiment_id", "GetResultRequest.experiment_id",
+    "GetExperimentRequest.experiment_id",
+    "WatchExperimentRequest.experiment_id",
+    "CancelExperimentRequest.experiment_id",
+    "GetResultRequest.experiment_id",
     "DeleteExperimentRequest.experiment_id",
     "LeaseCandidateRequest.trainer_id",
-    "HeartbeatRequest.lease_id", "HeartbeatRequest.trainer_id",
-    "ReportResultRequest.lease_id", "ReportResultRequest.trainer_id",
-    "ReturnLeaseRequest.lease_id", "ReturnLeaseRequest.trainer_id",
+    "HeartbeatRequest.lease_id",
+    "HeartbeatRequest.trainer_id",
+    "ReportResultRequest.lease_id",
+    "ReportResultRequest.trainer_id",
+    "ReturnLeaseRequest.lease_id",
+    "ReturnLeaseRequest.trainer_id",
 )
 
 # Full proto field name -> most characters, for every string field a request can carry.

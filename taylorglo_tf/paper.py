@@ -13,7 +13,8 @@ prints, for example::
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.text import escape_controls
@@ -49,13 +50,25 @@ def table_row(paper: types_pb2.PaperResult, record: Mapping[str, Any]) -> str:
     loss, baseline = summary.get("loss") or {}, summary.get("baseline") or {}
     welch = record.get("welch") or {}
     rows = [
-        ("paper", _cell(paper.taylorglo, paper.taylorglo_std, True),
-         _cell(paper.baseline, paper.baseline_std, True), _p(paper.p_value, True), f"{PAPER_RUNS} + {PAPER_RUNS}"),
-        ("measured", _cell(loss.get("mean"), loss.get("std")), _cell(baseline.get("mean"), baseline.get("std")),
-         _p(welch.get("pvalue")), f"{loss.get('n', 0)} + {baseline.get('n', 0)}"),
+        (
+            "paper",
+            _cell(paper.taylorglo, paper.taylorglo_std, True),
+            _cell(paper.baseline, paper.baseline_std, True),
+            _p(paper.p_value, True),
+            f"{PAPER_RUNS} + {PAPER_RUNS}",
+        ),
+        (
+            "measured",
+            _cell(loss.get("mean"), loss.get("std")),
+            _cell(baseline.get("mean"), baseline.get("std")),
+            _p(welch.get("pvalue")),
+            f"{loss.get('n', 0)} + {baseline.get('n', 0)}",
+        ),
     ]
-    lines = [f"{escape_controls(paper.table)}: test accuracy, mean (std)",
-             f"{'':<10} {'TaylorGLO':<16} {'cross-entropy':<16} {'p-value':<10} runs"]
+    lines = [
+        f"{escape_controls(paper.table)}: test accuracy, mean (std)",
+        f"{'':<10} {'TaylorGLO':<16} {'cross-entropy':<16} {'p-value':<10} runs",
+    ]
     lines += [f"{name:<10} {a:<16} {b:<16} {p:<10} {n}" for name, a, b, p, n in rows]
     if paper.note:
         lines.append(f"paper note: {escape_controls(paper.note)}")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib.axes
 import numpy as np
@@ -38,13 +39,13 @@ def binary_view(loss: LossLike, num_points: int = 201) -> tuple[np.ndarray, np.n
 
 
 def plot_losses(
-    ax: "matplotlib.axes.Axes",
+    ax: matplotlib.axes.Axes,
     losses: Sequence[LossLike] | Mapping[str, LossLike],
     labels: Sequence[str] | None = None,
     num_points: int = 201,
     colors: Sequence[Any] | None = None,
     legend: bool = True,
-) -> "matplotlib.axes.Axes":
+) -> matplotlib.axes.Axes:
     """Draw several losses in the binary view on ``ax`` (one line each).
 
     ``colors`` (one matplotlib colour per loss) overrides the colour cycle, e.g.

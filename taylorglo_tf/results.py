@@ -27,8 +27,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from taylorglo_tf import atomic, taylor
 from taylorglo_tf.rpc import experiment_service_pb2, types_pb2
@@ -116,7 +117,9 @@ def write_result_folder(
         write_comparison(comparison, out)
     if plots and history:
         plot_fitness(history, out / FITNESS_PLOT, title=result.experiment.spec.name or result.experiment.id)
-        shapes = [(row["generation"], list(g.best_theta)) for row, g in zip(history, result.generations) if g.best_theta]
+        shapes = [
+            (row["generation"], list(g.best_theta)) for row, g in zip(history, result.generations) if g.best_theta
+        ]
         if shapes:
             plot_loss_shapes(shapes, order, inputs, out / LOSS_SHAPES_PLOT)
     if tensorboard and history:
@@ -170,27 +173,49 @@ def _best_theta_record(
 
 
 CANDIDATE_COLUMNS = (
-    "generation", "index", "status", "fitness", "attempts", "trainer_id",
-    "val_accuracy", "val_loss", "steps", "wall_time_s", "trainer_attempts",
-    "create_time", "finish_time", "error",
+    "generation",
+    "index",
+    "status",
+    "fitness",
+    "attempts",
+    "trainer_id",
+    "val_accuracy",
+    "val_loss",
+    "steps",
+    "wall_time_s",
+    "trainer_attempts",
+    "create_time",
+    "finish_time",
+    "error",
 )
 
 
-def candidate_table(
-    candidates: Iterable[types_pb2.Candidate], theta_length: int
-) -> tuple[list[str], list[list[Any]]]:
+def candidate_table(candidates: Iterable[types_pb2.Candidate], theta_length: int) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of candidates.csv; ``status`` without its ``CANDIDATE_STATUS_`` prefix, lower case."""
     header = [*CANDIDATE_COLUMNS, *(f"theta_{i}" for i in range(theta_length))]
     rows = []
     for c in candidates:
         status = types_pb2.CandidateStatus.Name(c.status).removeprefix("CANDIDATE_STATUS_").lower()
         theta = _padded(c.theta, theta_length)
-        rows.append([
-            c.generation, c.index, status, c.fitness, c.attempts, c.trainer_id,
-            c.metrics.val_accuracy, c.metrics.val_loss, c.metrics.steps, c.metrics.wall_time_s,
-            c.metrics.attempts, _timestamp(c.create_time), _timestamp(c.finish_time), c.error,
-            *theta,
-        ])
+        rows.append(
+            [
+                c.generation,
+                c.index,
+                status,
+                c.fitness,
+                c.attempts,
+                c.trainer_id,
+                c.metrics.val_accuracy,
+                c.metrics.val_loss,
+                c.metrics.steps,
+                c.metrics.wall_time_s,
+                c.metrics.attempts,
+                _timestamp(c.create_time),
+                _timestamp(c.finish_time),
+                c.error,
+                *theta,
+            ]
+        )
     return header, rows
 
 
@@ -204,15 +229,17 @@ def history_rows(generations: Iterable[types_pb2.GenerationSummary]) -> list[dic
     best_so_far = -math.inf
     for g in sorted(generations, key=lambda g: g.generation):
         best_so_far = max(best_so_far, g.best_fitness)
-        rows.append({
-            "generation": g.generation,
-            "best_fitness": g.best_fitness,
-            "mean_fitness": g.mean_fitness,
-            "best_so_far": best_so_far,
-            "sigma": g.sigma,
-            "finish_time": _timestamp(g.finish_time),
-            "finish_seconds": g.finish_time.seconds + g.finish_time.nanos / 1e9,
-        })
+        rows.append(
+            {
+                "generation": g.generation,
+                "best_fitness": g.best_fitness,
+                "mean_fitness": g.mean_fitness,
+                "best_so_far": best_so_far,
+                "sigma": g.sigma,
+                "finish_time": _timestamp(g.finish_time),
+                "finish_seconds": g.finish_time.seconds + g.finish_time.nanos / 1e9,
+            }
+        )
     return rows
 
 
@@ -229,7 +256,9 @@ def _history_table(
     rows = []
     for row in history:
         g = by_generation[row["generation"]]
-        rows.append([row[c] for c in scalar_columns] + _padded(g.best_theta, theta_length) + _padded(g.mean_theta, theta_length))
+        rows.append(
+            [row[c] for c in scalar_columns] + _padded(g.best_theta, theta_length) + _padded(g.mean_theta, theta_length)
+        )
     return header, rows
 
 
@@ -299,10 +328,13 @@ def _tuned_lines(record: dict[str, Any]) -> list[str]:
     lines.append("(win: loss minus baseline mean test accuracy, in percentage points; p: one-tailed Welch t-test)")
     for side, choice in (record.get("learning_rate_tuning") or {}).items():
         if choice:
-            grid = ", ".join(f"x{row['multiplier']:g} {_number(row['mean_validation_accuracy'])}"
-                             for row in choice.get("grid", []))
-            lines.append(f"{side} learning rate x{choice['chosen_multiplier']:g}, chosen by mean validation "
-                         f"accuracy (seeds {choice.get('seeds')}; the test split is not used): {grid}")
+            grid = ", ".join(
+                f"x{row['multiplier']:g} {_number(row['mean_validation_accuracy'])}" for row in choice.get("grid", [])
+            )
+            lines.append(
+                f"{side} learning rate x{choice['chosen_multiplier']:g}, chosen by mean validation "
+                f"accuracy (seeds {choice.get('seeds')}; the test split is not used): {grid}"
+            )
     if record.get("verdict"):
         lines.append(record["verdict"])
     return lines
@@ -368,8 +400,12 @@ def plot_loss_shapes(
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
     plotting.plot_losses(axes, curves, colors=[colormap(norm(g)) for g in generations], legend=False)
-    figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colormap), ax=axes, label="generation",
-                    ticks=matplotlib.ticker.MaxNLocator(integer=True))  # no "generation 0.4"
+    figure.colorbar(
+        matplotlib.cm.ScalarMappable(norm=norm, cmap=colormap),
+        ax=axes,
+        label="generation",
+        ticks=matplotlib.ticker.MaxNLocator(integer=True),
+    )  # no "generation 0.4"
     axes.set_title("best loss of each generation (binary view)")
     figure.tight_layout()
     _save_figure(figure, path)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, Collection, Optional, TypeVar
+from collections.abc import Callable, Collection
+from typing import TypeVar
 
 import grpc
 
@@ -34,7 +35,7 @@ class Backoff:
         initial_s: float = 0.1,
         maximum_s: float = 5.0,
         multiplier: float = 2.0,
-        rng: Optional[random.Random] = None,
+        rng: random.Random | None = None,
     ) -> None:
         if not (initial_s > 0 and maximum_s >= initial_s and multiplier >= 1):
             raise ValueError(
@@ -53,7 +54,7 @@ class Backoff:
     def reset(self) -> None:
         self._failures = 0
 
-    def fresh(self) -> "Backoff":
+    def fresh(self) -> Backoff:
         """A new schedule with the same settings (one per retried operation)."""
         return Backoff(self.initial_s, self.maximum_s, self.multiplier, self._rng)
 

@@ -19,16 +19,17 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import json_format
 
 from taylorglo_tf import taylor, text
 from taylorglo_tf.limits import is_repeated, overlong_string
-from taylorglo_tf.training import task as task_defaults
 from taylorglo_tf.rpc import types_pb2
+from taylorglo_tf.training import task as task_defaults
 
 ExperimentSpec = types_pb2.ExperimentSpec
 
@@ -271,9 +272,12 @@ def validate(spec: ExperimentSpec) -> None:
         field, length, bound = overlong
         raise SpecError(field, f"is {length} characters long; at most {bound}")
     controls = text.control_characters(spec.name)
-    _require(not controls, "spec.name",
-             f"{text.escape_controls(spec.name)!r} contains control characters ({', '.join(controls)}); "
-             "a name is plain text")
+    _require(
+        not controls,
+        "spec.name",
+        f"{text.escape_controls(spec.name)!r} contains control characters ({', '.join(controls)}); "
+        "a name is plain text",
+    )
     _require(spec.HasField("task"), "spec.task", "is required (dataset, model, steps)")
     _validate_task(spec.task, "spec.task")
     _validate_loss(spec.loss, "spec.loss")
@@ -290,20 +294,31 @@ def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
     _check_range(task.steps, 1, MAX_STEPS, f"{path}.steps", "steps")
     _check_range(task.batch_size, 0, MAX_BATCH_SIZE, f"{path}.batch_size", "batch size")
     _check_range(task.seed, 0, MAX_SEED, f"{path}.seed", "seed")  # trainers seed NumPy/Keras with it
-    _require(math.isfinite(task.train_fraction) and 0 < task.train_fraction <= 1,
-             f"{path}.train_fraction", f"{task.train_fraction!r} is outside (0, 1]")
-    _require(math.isfinite(task.abort_accuracy) and task.abort_accuracy <= 1,
-             f"{path}.abort_accuracy", f"{task.abort_accuracy!r} must be <= 1 (0 or negative disables the abort rule)")
+    _require(
+        math.isfinite(task.train_fraction) and 0 < task.train_fraction <= 1,
+        f"{path}.train_fraction",
+        f"{task.train_fraction!r} is outside (0, 1]",
+    )
+    _require(
+        math.isfinite(task.abort_accuracy) and task.abort_accuracy <= 1,
+        f"{path}.abort_accuracy",
+        f"{task.abort_accuracy!r} must be <= 1 (0 or negative disables the abort rule)",
+    )
     _check_range(task.abort_epochs, 1, MAX_STEPS, f"{path}.abort_epochs", "epochs")
-    _require(math.isfinite(task.lr_scale) and task.lr_scale > 0,
-             f"{path}.lr_scale", f"{task.lr_scale!r} must be a positive, finite multiplier of the recipe's learning rate")
+    _require(
+        math.isfinite(task.lr_scale) and task.lr_scale > 0,
+        f"{path}.lr_scale",
+        f"{task.lr_scale!r} must be a positive, finite multiplier of the recipe's learning rate",
+    )
     aug = task.augmentation
     apath = f"{path}.augmentation"
     _check_range(aug.crop_padding, 0, MAX_PIXELS, f"{apath}.crop_padding", "padding")
     _check_range(aug.cutout_length, 0, MAX_PIXELS, f"{apath}.cutout_length", "length")
     _check_range(aug.cutmix_probability, 0, 1, f"{apath}.cutmix_probability", "probability")
     _check_range(aug.cutmix_alpha, 0, 1e6, f"{apath}.cutmix_alpha", "alpha")
-    _require(aug.cutmix_probability == 0 or aug.cutmix_alpha > 0, f"{apath}.cutmix_alpha", "must be > 0 when CutMix is on")
+    _require(
+        aug.cutmix_probability == 0 or aug.cutmix_alpha > 0, f"{apath}.cutmix_alpha", "must be > 0 when CutMix is on"
+    )
 
 
 def _model_names() -> list[str]:
@@ -325,26 +340,42 @@ def _validate_loss(loss: types_pb2.LossSpec, path: str) -> None:
 def _validate_search(search: types_pb2.SearchSpec, dataset: str, loss: types_pb2.LossSpec, path: str) -> None:
     _check_range(search.population, 2, MAX_POPULATION, f"{path}.population", "population")
     _check_range(search.generations, 1, MAX_GENERATIONS, f"{path}.generations", "generations")
-    _require(math.isfinite(search.sigma0) and 0 < search.sigma0 <= 1e6, f"{path}.sigma0", f"{search.sigma0!r} must be in (0, 1e6]")
+    _require(
+        math.isfinite(search.sigma0) and 0 < search.sigma0 <= 1e6,
+        f"{path}.sigma0",
+        f"{search.sigma0!r} must be in (0, 1e6]",
+    )
     _check_range(search.seed, 0, MAX_SEED, f"{path}.seed", "seed")
     _check_range(search.max_attempts, 1, MAX_ATTEMPTS, f"{path}.max_attempts", "attempts")
     _check_range(search.num_classes, 0, MAX_NUM_CLASSES, f"{path}.num_classes", "classes")
-    _require(search.algorithm in SEARCH_ALGORITHMS, f"{path}.algorithm",
-             f"{search.algorithm!r} is not one of {', '.join(SEARCH_ALGORITHMS)}")
+    _require(
+        search.algorithm in SEARCH_ALGORITHMS,
+        f"{path}.algorithm",
+        f"{search.algorithm!r} is not one of {', '.join(SEARCH_ALGORITHMS)}",
+    )
     size = search.population * theta_length(loss)
-    _require(size <= MAX_SEARCH_SIZE, f"{path}.population",
-             f"population {search.population} x {theta_length(loss)} parameters (order {loss.order} in "
-             f"{', '.join(loss.inputs)}) = {size:,} exceeds the limit of {MAX_SEARCH_SIZE:,} for population x "
-             f"parameter count; lower the population or the order")
+    _require(
+        size <= MAX_SEARCH_SIZE,
+        f"{path}.population",
+        f"population {search.population} x {theta_length(loss)} parameters (order {loss.order} in "
+        f"{', '.join(loss.inputs)}) = {size:,} exceeds the limit of {MAX_SEARCH_SIZE:,} for population x "
+        f"parameter count; lower the population or the order",
+    )
     if search.invariant_prescreen and prescreen_applies(loss):
-        _require(search.num_classes >= 2, f"{path}.num_classes",
-                 f"the invariant pre-screen needs the number of classes (>= 2); dataset {dataset!r} does not tell it")
+        _require(
+            search.num_classes >= 2,
+            f"{path}.num_classes",
+            f"the invariant pre-screen needs the number of classes (>= 2); dataset {dataset!r} does not tell it",
+        )
 
 
 def _validate_paper(paper: types_pb2.PaperResult, path: str) -> None:
     """The published numbers an experiment reproduces: fractions, not percentages."""
-    _require(bool(paper.table.strip()), f"{path}.table",
-             "is required when the paper block is given (where the numbers come from, e.g. 'Table 1, MNIST')")
+    _require(
+        bool(paper.table.strip()),
+        f"{path}.table",
+        "is required when the paper block is given (where the numbers come from, e.g. 'Table 1, MNIST')",
+    )
     for name in ("taylorglo", "taylorglo_std", "baseline", "baseline_std", "p_value"):
         value = getattr(paper, name)
         hint = "" if name == "p_value" else "; give accuracies as fractions (0.9271, not 92.71)"
@@ -379,16 +410,18 @@ def check_dataset_uri(uri: str, field: str = "spec.task.dataset") -> None:
     if uri == "digits":
         return
     scheme, sep, rest = uri.partition(":")
-    _require(bool(sep) and scheme in DATASET_SCHEMES, field,
-             f"{uri!r} is not digits, tfds:NAME, idx:DIR or npz:FILE")
+    _require(bool(sep) and scheme in DATASET_SCHEMES, field, f"{uri!r} is not digits, tfds:NAME, idx:DIR or npz:FILE")
     if scheme == "tfds":
         _require(bool(_TFDS_NAME.match(rest)), field, f"{rest!r} is not a TFDS dataset name")
         return
     _require(bool(rest), field, f"{uri!r} names no path")
     _require("\\" not in rest and "\x00" not in rest, field, f"path {rest!r} contains a backslash or NUL")
     path = PurePosixPath(rest)
-    _require(not path.is_absolute() and not rest.startswith("~"), field,
-             f"path {rest!r} must be relative to the trainer's data directory")
+    _require(
+        not path.is_absolute() and not rest.startswith("~"),
+        field,
+        f"path {rest!r} must be relative to the trainer's data directory",
+    )
     _require(".." not in path.parts, field, f"path {rest!r} must not contain '..'")
 
 
@@ -404,6 +437,9 @@ def resolve_dataset(uri: str, data_dir: str | os.PathLike[str]) -> str:
         return uri
     root = Path(data_dir).resolve()
     target = (root / rest).resolve()
-    _require(target == root or root in target.parents, "spec.task.dataset",
-             f"path {rest!r} resolves to {str(target)!r}, outside the data directory {str(root)!r}")
+    _require(
+        target == root or root in target.parents,
+        "spec.task.dataset",
+        f"path {rest!r} resolves to {str(target)!r}, outside the data directory {str(root)!r}",
+    )
     return f"{scheme}:{target}"

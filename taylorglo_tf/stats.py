@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import stats as _scipy_stats
@@ -56,9 +57,7 @@ def summarize(values: Sequence[float], name: str = "values") -> Summary:
     return Summary(n=int(array.size), mean=float(np.mean(array)), std=std)
 
 
-def welch_t_test(
-    a: Sequence[float], b: Sequence[float], alternative: Alternative = "greater"
-) -> WelchResult:
+def welch_t_test(a: Sequence[float], b: Sequence[float], alternative: Alternative = "greater") -> WelchResult:
     """Welch's unequal-variance t-test of sample ``a`` against sample ``b``.
 
     Uses ``scipy.stats.ttest_ind(a, b, equal_var=False, alternative=...)``. With

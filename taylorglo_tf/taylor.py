@@ -39,10 +39,11 @@ The loss for one sample with ``n`` classes is ``L = -(1/n) sum_i f(x_i, y_i[, t]
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import product
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -160,7 +161,9 @@ class Expansion:
         try:
             arr = np.asarray(theta, dtype=np.float64)
         except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: ints beyond a double
-            raise ValueError(f"theta must be a vector of {self.num_params} numbers for {self.describe()}: {exc}") from None
+            raise ValueError(
+                f"theta must be a vector of {self.num_params} numbers for {self.describe()}: {exc}"
+            ) from None
         if arr.ndim != 1 or arr.shape[0] != self.num_params:
             raise ValueError(
                 f"theta has shape {arr.shape}, expected a vector of length {self.num_params} for {self.describe()}"
@@ -232,21 +235,32 @@ class Expansion:
 
 
 def expected_theta_length(
-    order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True,
+    order: int = DEFAULT_ORDER,
+    inputs: Sequence[str] = DEFAULT_INPUTS,
+    *,
+    trimmed: bool = True,
 ) -> int:
     """Length of theta for a TaylorGLO loss of this order and inputs (8 for the paper's default)."""
     return Expansion(inputs, order, trimmed).num_params
 
 
 def paper_to_folded(
-    theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True,
+    theta: Any,
+    order: int = DEFAULT_ORDER,
+    inputs: Sequence[str] = DEFAULT_INPUTS,
+    *,
+    trimmed: bool = True,
 ) -> np.ndarray:
     """Fold the ``1/alpha!`` factors into the coefficients (the authors' code convention)."""
     return Expansion(inputs, order, trimmed).to_folded(theta)
 
 
 def folded_to_paper(
-    theta: Any, order: int = DEFAULT_ORDER, inputs: Sequence[str] = DEFAULT_INPUTS, *, trimmed: bool = True,
+    theta: Any,
+    order: int = DEFAULT_ORDER,
+    inputs: Sequence[str] = DEFAULT_INPUTS,
+    *,
+    trimmed: bool = True,
 ) -> np.ndarray:
     """Inverse of :func:`paper_to_folded`: multiply the coefficients by ``alpha!``."""
     return Expansion(inputs, order, trimmed).to_paper(theta)

@@ -11,19 +11,22 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-import pytest  # noqa: E402  (after the environment above)
+import pytest
 
 
 @pytest.fixture
 def served(tmp_path):
     """An in-process coordinator on ``tmp_path/c.db``: ``(server, ExperimentService stub, WorkerService stub)``."""
-    from taylorglo_tf.coordinator.server import serve
     from taylorglo_tf.connection import connect
+    from taylorglo_tf.coordinator.server import serve
     from taylorglo_tf.rpc import experiment_service_pb2_grpc, worker_service_pb2_grpc
 
     server = serve(tmp_path / "c.db", "127.0.0.1:0")
     channel = connect(server.address)
-    yield (server, experiment_service_pb2_grpc.ExperimentServiceStub(channel),
-           worker_service_pb2_grpc.WorkerServiceStub(channel))
+    yield (
+        server,
+        experiment_service_pb2_grpc.ExperimentServiceStub(channel),
+        worker_service_pb2_grpc.WorkerServiceStub(channel),
+    )
     channel.close()
     server.stop(grace=0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -40,8 +40,9 @@ def plain_base() -> list[dict]:
 
 def render(overlay: str) -> list[dict]:
     """`kubectl kustomize` of an overlay (Kustomize is built into kubectl)."""
-    result = subprocess.run([tool("kubectl"), "kustomize", str(OVERLAYS[overlay])],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [tool("kubectl"), "kustomize", str(OVERLAYS[overlay])], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 

@@ -17,8 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -42,8 +42,13 @@ def clean_environment() -> dict[str, str]:
 class Host:
     """What the engine would provide: name resolution, volumes, the images' files, the PATH."""
 
-    def __init__(self, tmp_path: Path, port: int, service_names: Iterable[str] = ("coordinator",),
-                 other_ports: Iterable[str] = ()):
+    def __init__(
+        self,
+        tmp_path: Path,
+        port: int,
+        service_names: Iterable[str] = ("coordinator",),
+        other_ports: Iterable[str] = (),
+    ):
         self.port = port
         # Container port -> local port: the coordinator's, and any other it listens on.
         self.ports = {CONTAINER_PORT: port, **{other: free_port() for other in other_ports}}
@@ -61,7 +66,7 @@ class Host:
     def mount(self, target: str, source: str | Path) -> None:
         self.mounts[target] = str(source)
 
-    def with_own_mounts(self) -> "Host":
+    def with_own_mounts(self) -> Host:
         """The same host for a container whose mounts are its own (a pod's emptyDir at /tmp, ...)."""
         other = copy.copy(self)
         other.mounts = {}
@@ -75,7 +80,7 @@ class Host:
         paths = {**IMAGE_FILES, **self.mounts}
         for container_path in sorted(paths, key=len, reverse=True):
             if text == container_path or text.startswith(container_path + "/"):
-                return paths[container_path] + text[len(container_path):]
+                return paths[container_path] + text[len(container_path) :]
         return text
 
     def argv(self, command: list[str]) -> list[str]:
@@ -110,7 +115,7 @@ class Processes:
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text()
 
-    def __enter__(self) -> "Processes":
+    def __enter__(self) -> Processes:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -135,5 +140,10 @@ def client(host: Host, token: str, *args: str, timeout: float = 240) -> subproce
     """A ``taylorglo`` client command against the host's coordinator, with ``token``."""
     env = clean_environment()
     env.update(TAYLORGLO_TOKEN=token, COLUMNS="120")
-    return subprocess.run([TAYLORGLO, *args, "--coordinator", f"127.0.0.1:{host.port}"],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [TAYLORGLO, *args, "--coordinator", f"127.0.0.1:{host.port}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

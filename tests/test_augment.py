@@ -22,6 +22,7 @@ def _seed(a=1, b=2):
 
 # ----------------------------------------------------------- Augmentation
 
+
 def test_augmentation_is_off_by_default_and_round_trips():
     assert not Augmentation().active and not Augmentation().cutmix
     aug = Augmentation(flip=True, crop_padding=2, cutout=16, cutmix_prob=0.5, cutmix_alpha=1.0)
@@ -30,17 +31,24 @@ def test_augmentation_is_off_by_default_and_round_trips():
     assert Augmentation.from_dict({"cutout": 8}) == Augmentation(cutout=8)
 
 
-@pytest.mark.parametrize("options, field", [
-    ({"flips": True}, "flips"), ({"cutout": -1}, "cutout"), ({"crop_padding": 1.5}, "crop_padding"),
-    ({"cutmix_prob": 1.5}, "cutmix_prob"), ({"cutmix_alpha": 0}, "cutmix_alpha"),
-    ({"flip": "yes"}, "flip"),
-])
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"flips": True}, "flips"),
+        ({"cutout": -1}, "cutout"),
+        ({"crop_padding": 1.5}, "crop_padding"),
+        ({"cutmix_prob": 1.5}, "cutmix_prob"),
+        ({"cutmix_alpha": 0}, "cutmix_alpha"),
+        ({"flip": "yes"}, "flip"),
+    ],
+)
 def test_bad_augmentation_options_are_errors_naming_them(options, field):
     with pytest.raises(ValueError, match=field):
         Augmentation.from_dict(options)
 
 
 # ----------------------------------------------------------------- pipeline
+
 
 def test_evaluation_pipeline_yields_every_example_in_order():
     x, y = _indexed_images(10)
@@ -84,9 +92,13 @@ def test_training_set_smaller_than_a_batch_still_yields_one_batch():
     assert len(batch[1]) == 3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+    ],
+)
 def test_bad_pipeline_arguments_are_errors_naming_them(kwargs, match):
     x, y = _indexed_images(4)
     with pytest.raises(ValueError, match=match):
@@ -100,8 +112,10 @@ def test_augmented_pipeline_is_deterministic_given_the_seed():
     aug = Augmentation(flip=True, crop_padding=2, cutout=3, cutmix_prob=0.5)
 
     def run(seed):
-        return [(b[0].numpy(), b[1][2].numpy()) for b in
-                data.pipeline(x, y, batch_size=4, training=True, augment=aug, seed=seed)]
+        return [
+            (b[0].numpy(), b[1][2].numpy())
+            for b in data.pipeline(x, y, batch_size=4, training=True, augment=aug, seed=seed)
+        ]
 
     first, again, other = run(3), run(3), run(4)
     for (xa, la), (xb, lb) in zip(first, again):
@@ -113,12 +127,13 @@ def test_augmented_pipeline_is_deterministic_given_the_seed():
 def test_evaluation_pipeline_never_augments():
     x, y = _indexed_images(6)
     aug = Augmentation(flip=True, crop_padding=2, cutout=4, cutmix_prob=1.0)
-    (xb, yb), = list(data.pipeline(x, y, batch_size=6, training=False, augment=aug))
+    ((xb, yb),) = list(data.pipeline(x, y, batch_size=6, training=False, augment=aug))
     np.testing.assert_array_equal(xb, x)
     np.testing.assert_array_equal(yb, y)
 
 
 # ------------------------------------------------------------ flip and crop
+
 
 def test_flip_mirrors_some_images_and_leaves_the_rest():
     x = np.random.default_rng(1).normal(size=(64, 5, 6, 2)).astype(np.float32)
@@ -136,8 +151,12 @@ def test_pad_crop_is_a_window_of_the_zero_padded_image_at_every_offset():
     padded = np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
     offsets = set()
     for o, pad in zip(out, padded):
-        hits = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
-                if np.array_equal(o, pad[dy:dy + 6, dx:dx + 7])]
+        hits = [
+            (dy, dx)
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+            if np.array_equal(o, pad[dy : dy + 6, dx : dx + 7])
+        ]
         assert len(hits) == 1
         offsets.add(hits[0])
     assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}  # uniform over all 25
@@ -150,8 +169,13 @@ def test_combined_flip_and_crop_is_a_window_of_the_padded_image_or_its_mirror():
     padded = np.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
     mirrored = 0
     for o, pad in zip(out, padded):
-        windows = [(m, dy, dx) for m in (False, True) for dy in range(3) for dx in range(3)
-                   if np.array_equal(o, (pad[:, ::-1] if m else pad)[dy:dy + 5, dx:dx + 6])]
+        windows = [
+            (m, dy, dx)
+            for m in (False, True)
+            for dy in range(3)
+            for dx in range(3)
+            if np.array_equal(o, (pad[:, ::-1] if m else pad)[dy : dy + 5, dx : dx + 6])
+        ]
         assert len(windows) == 1
         mirrored += windows[0][0]
     assert 25 <= mirrored <= 75
@@ -159,17 +183,21 @@ def test_combined_flip_and_crop_is_a_window_of_the_padded_image_or_its_mirror():
 
 # ------------------------------------------------------------------ Cutout
 
-@pytest.mark.parametrize("cy, cx, length, rows, cols", [
-    (4, 4, 4, (2, 6), (2, 6)),    # inside: length x length
-    (0, 0, 4, (0, 2), (0, 2)),    # corner: clipped to a quarter
-    (7, 3, 4, (5, 8), (1, 5)),    # bottom edge: 3 rows left
-    (4, 4, 3, (3, 6), (3, 6)),    # odd length: [c - 1, c + 2)
-    (0, 9, 16, (0, 8), (1, 10)),  # longer than the image: clipped both ways
-])
+
+@pytest.mark.parametrize(
+    "cy, cx, length, rows, cols",
+    [
+        (4, 4, 4, (2, 6), (2, 6)),  # inside: length x length
+        (0, 0, 4, (0, 2), (0, 2)),  # corner: clipped to a quarter
+        (7, 3, 4, (5, 8), (1, 5)),  # bottom edge: 3 rows left
+        (4, 4, 3, (3, 6), (3, 6)),  # odd length: [c - 1, c + 2)
+        (0, 9, 16, (0, 8), (1, 10)),  # longer than the image: clipped both ways
+    ],
+)
 def test_box_mask_is_the_clipped_box_around_the_centre(cy, cx, length, rows, cols):
     mask = ops.box_mask(8, 10, tf.constant([cy]), tf.constant([cx]), length, length).numpy()[0]
     expected = np.zeros((8, 10), bool)
-    expected[rows[0]:rows[1], cols[0]:cols[1]] = True
+    expected[rows[0] : rows[1], cols[0] : cols[1]] = True
     np.testing.assert_array_equal(mask, expected)
 
 
@@ -193,6 +221,7 @@ def test_cutout_zeroes_one_clipped_square_per_image():
 
 
 # ------------------------------------------------------------------ CutMix
+
 
 def test_cutmix_box_sides_follow_the_target_lambda():
     h, w = ops.cutmix_box(32, 32, tf.constant(0.75))
@@ -250,8 +279,7 @@ def test_cutmix_pipeline_yields_two_label_sets_and_a_per_example_weight():
     for xb, (y_a, y_b, lam) in ds:
         assert xb.shape == (4, 8, 8, 1) and y_a.shape == y_b.shape == lam.shape == (4,)
         assert lam.dtype == tf.float32 and y_a.dtype == tf.int32
-    xb, yb = next(iter(data.pipeline(x, y, batch_size=4, training=True,
-                                     augment=Augmentation(flip=True))))
+    xb, yb = next(iter(data.pipeline(x, y, batch_size=4, training=True, augment=Augmentation(flip=True))))
     assert yb.shape == (4,)  # without CutMix: plain (x, y)
 
 

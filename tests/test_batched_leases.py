@@ -9,8 +9,8 @@ import time
 import grpc
 import pytest
 
-from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.connection import connect
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -23,8 +23,10 @@ STEPS = 30  # simulated training steps per candidate
 
 def spec(population: int, name: str = "batched") -> types_pb2.ExperimentSpec:
     return types_pb2.ExperimentSpec(
-        name=name, task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=STEPS),
-        search=types_pb2.SearchSpec(population=population, generations=1, seed=1))
+        name=name,
+        task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=STEPS),
+        search=types_pb2.SearchSpec(population=population, generations=1, seed=1),
+    )
 
 
 class Calls(grpc.UnaryUnaryClientInterceptor):
@@ -40,6 +42,7 @@ class Calls(grpc.UnaryUnaryClientInterceptor):
             return _Unavailable()
         call = continuation(details, request)
         if details.method.endswith("/LeaseCandidate"):
+
             def record(done):
                 if done.exception() is None and done.result().leases:
                     self.lease_calls.append((request.max_candidates, len(done.result().leases)))
@@ -87,8 +90,13 @@ def coordinator(tmp_path):
     server = serve(tmp_path / "c.db", "127.0.0.1:0", lease_ttl_s=1.0)  # the reaper looks every 0.25 s
     channel = connect(server.address)
     calls = Calls()
-    yield (server, es_grpc.ExperimentServiceStub(channel), ws_grpc.WorkerServiceStub(channel),
-           grpc.intercept_channel(channel, calls), calls)
+    yield (
+        server,
+        es_grpc.ExperimentServiceStub(channel),
+        ws_grpc.WorkerServiceStub(channel),
+        grpc.intercept_channel(channel, calls),
+        calls,
+    )
     channel.close()
     server.stop(grace=0)
 
@@ -113,13 +121,25 @@ class SimulatedBatch:
                     self.stopped_at[leases[k].lease_id] = step
                     running.discard(k)
             time.sleep(self.step_s)
-        return [Outcome(fitness=0.5, val_accuracy=0.5, steps=STEPS) if k in running
-                else EvaluationStopped(leases[k].lease_id) for k in range(len(leases))]
+        return [
+            Outcome(fitness=0.5, val_accuracy=0.5, steps=STEPS)
+            if k in running
+            else EvaluationStopped(leases[k].lease_id)
+            for k in range(len(leases))
+        ]
 
 
 def batched_worker(channel, evaluate_fn, k, **kwargs):
-    return Worker(channel, evaluate_fn, "batch-trainer", wait_ms=500, candidates_per_step=k,
-                  heartbeat_interval_s=0.1, backoff=Backoff(0.01, 0.05), **kwargs)
+    return Worker(
+        channel,
+        evaluate_fn,
+        "batch-trainer",
+        wait_ms=500,
+        candidates_per_step=k,
+        heartbeat_interval_s=0.1,
+        backoff=Backoff(0.01, 0.05),
+        **kwargs,
+    )
 
 
 def candidates(experiments, experiment_id):
@@ -140,12 +160,17 @@ def test_one_call_grants_up_to_max_candidates_of_one_experiment_and_experiments_
     _, experiments, workers, _, _ = coordinator
     a = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(6, "a")), timeout=10)
     b = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(6, "b")), timeout=10)
-    answers = [workers.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t", max_candidates=4), timeout=10)
-               for _ in range(4)]
+    answers = [
+        workers.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t", max_candidates=4), timeout=10) for _ in range(4)
+    ]
     granted = [[(lease.experiment_id, lease.index) for lease in answer.leases] for answer in answers]
     # round-robin over experiments, as for single leases: a, b, a, b; each call up to 4 of one experiment
-    assert granted == [[(a.id, i) for i in range(4)], [(b.id, i) for i in range(4)],
-                       [(a.id, 4), (a.id, 5)], [(b.id, 4), (b.id, 5)]]
+    assert granted == [
+        [(a.id, i) for i in range(4)],
+        [(b.id, i) for i in range(4)],
+        [(a.id, 4), (a.id, 5)],
+        [(b.id, 4), (b.id, 5)],
+    ]
     assert all(answer.lease == answer.leases[0] for answer in answers)  # the singular field: the first lease
     assert len({lease.lease_id for answer in answers for lease in answer.leases}) == 12
 
@@ -158,15 +183,17 @@ def test_a_single_lease_client_gets_one_lease_and_fairness_between_experiments_i
     assert [answer.lease.experiment_id for answer in answers] == [a.id, b.id, a.id, b.id]
     assert all(list(answer.leases) == [answer.lease] for answer in answers)
     for answer in answers:  # a one-lease client's reports count as before
-        report = ws.ReportResultRequest(lease_id=answer.lease.lease_id, trainer_id="t",
-                                        status=ws.EVALUATION_STATUS_OK, fitness=0.5)
+        report = ws.ReportResultRequest(
+            lease_id=answer.lease.lease_id, trainer_id="t", status=ws.EVALUATION_STATUS_OK, fitness=0.5
+        )
         assert workers.ReportResult(report, timeout=10).accepted
 
 
 def test_a_waiting_call_for_several_is_granted_a_batch_when_work_arrives(coordinator):
     _, experiments, workers, _, _ = coordinator
     waiting = workers.LeaseCandidate.future(
-        ws.LeaseCandidateRequest(trainer_id="t", wait_ms=20_000, max_candidates=3), timeout=30)
+        ws.LeaseCandidateRequest(trainer_id="t", wait_ms=20_000, max_candidates=3), timeout=30
+    )
     time.sleep(0.3)
     experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(5)), timeout=10)
     assert [lease.index for lease in waiting.result(timeout=30).leases] == [0, 1, 2]
@@ -184,8 +211,11 @@ def test_a_trainer_with_four_per_step_leases_each_batch_in_one_call_and_reports_
     assert worker.run() == 9
     # One LeaseCandidate call per trained batch, of one experiment, the experiments taking turns;
     # the last call asks for only the 2 that max_candidates=9 still allows.
-    assert [[lease.experiment_id for lease in leases] for leases in batch.batches] == [[a.id] * 4, [b.id] * 3,
-                                                                                        [a.id] * 2]
+    assert [[lease.experiment_id for lease in leases] for leases in batch.batches] == [
+        [a.id] * 4,
+        [b.id] * 3,
+        [a.id] * 2,
+    ]
     assert calls.lease_calls == [(4, 4), (4, 3), (2, 2)]
     for experiment in (a, b):
         wait_for_state(experiments, experiment.id, types_pb2.EXPERIMENT_STATE_SUCCEEDED)
@@ -253,7 +283,14 @@ def test_a_shutdown_gives_back_the_leases_a_one_at_a_time_evaluation_has_not_sta
     assert not thread.is_alive() and started == [0]
     assert worker.reported == 1 and worker.returned == 2
     states = {c.index: (c.status, c.attempts) for c in candidates(experiments, a.id)}
-    assert states == {0: (types_pb2.CANDIDATE_STATUS_SUCCEEDED, 1), 1: (types_pb2.CANDIDATE_STATUS_QUEUED, 0),
-                      2: (types_pb2.CANDIDATE_STATUS_QUEUED, 0)}  # given back without spending an attempt
-    assert sorted(lease.index for lease in workers.LeaseCandidate(
-        ws.LeaseCandidateRequest(trainer_id="other", max_candidates=4), timeout=10).leases) == [1, 2]
+    assert states == {
+        0: (types_pb2.CANDIDATE_STATUS_SUCCEEDED, 1),
+        1: (types_pb2.CANDIDATE_STATUS_QUEUED, 0),
+        2: (types_pb2.CANDIDATE_STATUS_QUEUED, 0),
+    }  # given back without spending an attempt
+    assert sorted(
+        lease.index
+        for lease in workers.LeaseCandidate(
+            ws.LeaseCandidateRequest(trainer_id="other", max_candidates=4), timeout=10
+        ).leases
+    ) == [1, 2]

@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from taylorglo_tf.commands import client
-from taylorglo_tf.rpc import experiment_service_pb2 as es, experiment_service_pb2_grpc, types_pb2
+from taylorglo_tf.rpc import experiment_service_pb2 as es
+from taylorglo_tf.rpc import experiment_service_pb2_grpc, types_pb2
 
 Event = es.ProgressEvent
 SPEC_YAML = """\
@@ -29,8 +30,14 @@ def _experiment(state=types_pb2.EXPERIMENT_STATE_RUNNING, done=0, generation=0, 
         search=types_pb2.SearchSpec(population=4, generations=2),
     )
     return types_pb2.Experiment(
-        id="exp-1", spec=spec, state=state, generation=generation, evaluations_done=done,
-        evaluations_total=8, best_fitness=best, best_theta=[0.5] * 8 if best else [],
+        id="exp-1",
+        spec=spec,
+        state=state,
+        generation=generation,
+        evaluations_done=done,
+        evaluations_total=8,
+        best_fitness=best,
+        best_theta=[0.5] * 8 if best else [],
     )
 
 
@@ -75,16 +82,23 @@ class ScriptedExperiments(experiment_service_pb2_grpc.ExperimentServiceServicer)
         yield Event(kind=Event.KIND_SNAPSHOT, experiment=_experiment())
         for done in range(1, 9):
             generation = done // 4
-            yield Event(kind=Event.KIND_CANDIDATE_FINISHED,
-                        experiment=_experiment(done=done, generation=generation, best=0.1 * done),
-                        candidate=types_pb2.Candidate(index=(done - 1) % 4, fitness=0.1 * done))
+            yield Event(
+                kind=Event.KIND_CANDIDATE_FINISHED,
+                experiment=_experiment(done=done, generation=generation, best=0.1 * done),
+                candidate=types_pb2.Candidate(index=(done - 1) % 4, fitness=0.1 * done),
+            )
             if done % 4 == 0:
-                yield Event(kind=Event.KIND_GENERATION_FINISHED,
-                            experiment=_experiment(done=done, generation=generation, best=0.1 * done),
-                            generation=types_pb2.GenerationSummary(
-                                generation=generation - 1, best_fitness=0.1 * done, mean_fitness=0.05 * done))
-        yield Event(kind=Event.KIND_EXPERIMENT_FINISHED,
-                    experiment=_experiment(self.final_state, done=8, generation=2, best=0.8))
+                yield Event(
+                    kind=Event.KIND_GENERATION_FINISHED,
+                    experiment=_experiment(done=done, generation=generation, best=0.1 * done),
+                    generation=types_pb2.GenerationSummary(
+                        generation=generation - 1, best_fitness=0.1 * done, mean_fitness=0.05 * done
+                    ),
+                )
+        yield Event(
+            kind=Event.KIND_EXPERIMENT_FINISHED,
+            experiment=_experiment(self.final_state, done=8, generation=2, best=0.8),
+        )
 
     def CancelExperiment(self, request, context):
         self._enter(context)
@@ -97,18 +111,36 @@ class ScriptedExperiments(experiment_service_pb2_grpc.ExperimentServiceServicer)
         self._known(request.experiment_id, context)
         experiment = _experiment(types_pb2.EXPERIMENT_STATE_SUCCEEDED, done=8, generation=2, best=0.8)
         candidates = [
-            types_pb2.Candidate(experiment_id="exp-1", generation=g, index=i, theta=[0.1 * i] * 8,
-                                status=types_pb2.CANDIDATE_STATUS_SUCCEEDED, fitness=0.1 * (4 * g + i + 1),
-                                attempts=1)
-            for g in range(2) for i in range(4)
+            types_pb2.Candidate(
+                experiment_id="exp-1",
+                generation=g,
+                index=i,
+                theta=[0.1 * i] * 8,
+                status=types_pb2.CANDIDATE_STATUS_SUCCEEDED,
+                fitness=0.1 * (4 * g + i + 1),
+                attempts=1,
+            )
+            for g in range(2)
+            for i in range(4)
         ]
         generations = [
-            types_pb2.GenerationSummary(generation=g, best_fitness=0.4 * (g + 1), mean_fitness=0.25 + 0.4 * g,
-                                        best_theta=[0.3] * 8, mean_theta=[0.1] * 8, sigma=1.0)
+            types_pb2.GenerationSummary(
+                generation=g,
+                best_fitness=0.4 * (g + 1),
+                mean_fitness=0.25 + 0.4 * g,
+                best_theta=[0.3] * 8,
+                mean_theta=[0.1] * 8,
+                sigma=1.0,
+            )
             for g in range(2)
         ]
-        return es.ExperimentResult(experiment=experiment, best_theta=[0.3] * 8, best_fitness=0.8,
-                                   generations=generations, candidates=candidates)
+        return es.ExperimentResult(
+            experiment=experiment,
+            best_theta=[0.3] * 8,
+            best_fitness=0.8,
+            generations=generations,
+            candidates=candidates,
+        )
 
 
 @pytest.fixture
@@ -172,8 +204,9 @@ def test_submit_sends_the_bearer_token_from_the_token_file(service, tmp_path):
     address = service(fake)
     (tmp_path / "spec.yaml").write_text(SPEC_YAML)
     (tmp_path / "token").write_text("s3cret\n")
-    code, _ = invoke(["submit", str(tmp_path / "spec.yaml"), "--coordinator", address,
-                      "--token-file", str(tmp_path / "token")])
+    code, _ = invoke(
+        ["submit", str(tmp_path / "spec.yaml"), "--coordinator", address, "--token-file", str(tmp_path / "token")]
+    )
     assert code == 0 and fake.metadata[0]["authorization"] == "Bearer s3cret"
 
 
@@ -221,8 +254,9 @@ def test_watch_of_a_cancelled_experiment_exits_3(service):
 
 def test_submit_with_watch_prints_the_id_then_follows_the_experiment(service, tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC_YAML)
-    code, out = invoke(["submit", str(tmp_path / "spec.yaml"), "--watch", "--coordinator",
-                        service(ScriptedExperiments())])
+    code, out = invoke(
+        ["submit", str(tmp_path / "spec.yaml"), "--watch", "--coordinator", service(ScriptedExperiments())]
+    )
     assert code == 0 and out.splitlines()[0] == "exp-1"
     assert out.rstrip().endswith("experiment exp-1 succeeded: best fitness 0.8000")
 
@@ -292,8 +326,7 @@ def test_watch_gives_up_on_streams_that_keep_ending_empty_after_the_reconnect_ti
     started = time.monotonic()
     code, _ = invoke(["watch", "exp-1", "--reconnect-timeout", "1", "--coordinator", service(fake)])
     assert code == 1 and 1 <= time.monotonic() - started < 10
-    assert ("the watch stream ended while experiment exp-1 was unknown; gave up after 1 s"
-            in capsys.readouterr().err)
+    assert "the watch stream ended while experiment exp-1 was unknown; gave up after 1 s" in capsys.readouterr().err
     assert 2 <= fake.watches < 20  # backoff between attempts: 0.5 s doubling
 
 
@@ -342,8 +375,9 @@ def test_a_malformed_address_or_missing_token_file_is_reported(capsys, tmp_path)
 
 def test_result_writes_the_result_folder(service, tmp_path):
     pytest.importorskip("taylorglo_tf.results")
-    code, out = invoke(["result", "exp-1", "--out", str(tmp_path / "out"),
-                        "--coordinator", service(ScriptedExperiments())])
+    code, out = invoke(
+        ["result", "exp-1", "--out", str(tmp_path / "out"), "--coordinator", service(ScriptedExperiments())]
+    )
     assert code == 0 and "best fitness 0.8000" in out
     assert (tmp_path / "out" / "best_theta.json").is_file()
     assert (tmp_path / "out" / "candidates.csv").read_text().count("\n") == 9  # header + 8 candidates

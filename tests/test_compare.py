@@ -29,15 +29,23 @@ class ScriptedEvaluator:
         if progress is not None:
             progress(task.steps, task.steps)
         accuracy = self.accuracies[loss][task.seed - 7]
-        return EvaluationResult(accuracy, accuracy, 0.1, task.steps, 0.01, 1, "ok", test_accuracy=accuracy, test_loss=0.1)
+        return EvaluationResult(
+            accuracy, accuracy, 0.1, task.steps, 0.01, 1, "ok", test_accuracy=accuracy, test_loss=0.1
+        )
 
 
 def test_compare_pairs_seeds_and_tests_the_loss_against_the_baseline():
     accuracies = {"L": [0.99, 0.98, 0.995, 0.985], "B": [0.97, 0.975, 0.98, 0.96]}
     evaluator = ScriptedEvaluator(accuracies)
     steps_seen = []
-    result = compare("L", "B", Task(steps=5, seed=7), runs=4, evaluator=evaluator,
-                     progress=lambda side, run, done, total: steps_seen.append((side, run, done, total)))
+    result = compare(
+        "L",
+        "B",
+        Task(steps=5, seed=7),
+        runs=4,
+        evaluator=evaluator,
+        progress=lambda side, run, done, total: steps_seen.append((side, run, done, total)),
+    )
     # Run i trains both sides with seed 7 + i, on the test split.
     assert evaluator.calls == [(loss, 7 + i, True) for i in range(4) for loss in ("L", "B")]
     assert result.accuracies("loss") == accuracies["L"]
@@ -61,12 +69,21 @@ class RateEvaluator:
         self.calls.append((loss, task.lr_scale, task.seed, test))
         accuracy = self.accuracy(loss, task.lr_scale, task.seed)
         status = "ok" if accuracy > 0 else "diverged"
-        return EvaluationResult(accuracy if status == "ok" else 0.0, accuracy, 0.1, task.steps, 0.01, 1, status,
-                                test_accuracy=accuracy if test else None, test_loss=0.1 if test else None)
+        return EvaluationResult(
+            accuracy if status == "ok" else 0.0,
+            accuracy,
+            0.1,
+            task.steps,
+            0.01,
+            1,
+            status,
+            test_accuracy=accuracy if test else None,
+            test_loss=0.1 if test else None,
+        )
 
 
 def scaled_loss_world(loss, lr_scale, seed):
-    """"L" is the baseline "B" at 10x the rate; B is best at 3x, diverges at 30x and above."""
+    """ "L" is the baseline "B" at 10x the rate; B is best at 3x, diverges at 30x and above."""
     effective = lr_scale * (10 if loss == "L" else 1)
     best = {0.3: 0.5, 1.0: 0.80, 3.0: 0.95, 10.0: 0.90}.get(round(effective, 6), 0.0)
     return best + 0.001 * (seed % 3) if best else 0.0
@@ -78,7 +95,8 @@ def test_choose_learning_rate_uses_validation_only_and_picks_the_best_mean():
     assert choice.chosen == 3.0
     assert all(test is False for *_, test in evaluator.calls)  # the test split is never asked for
     assert [(scale, seed) for _, scale, seed, _ in evaluator.calls] == [
-        (m, s) for m in DEFAULT_LR_MULTIPLIERS for s in (20, 21)]
+        (m, s) for m in DEFAULT_LR_MULTIPLIERS for s in (20, 21)
+    ]
     assert choice.statuses[-1] == ("diverged", "diverged") and choice.scores[-1] == (0.0, 0.0)
     record = choice.to_dict()
     assert record["split"] == "validation"
@@ -91,10 +109,13 @@ def test_choose_learning_rate_breaks_ties_toward_the_tasks_own_rate():
     evaluator = RateEvaluator(lambda loss, scale, seed: 0.9)
     assert choose_learning_rate("B", Task(steps=5), seeds=[0], evaluator=evaluator).chosen == 1.0
     only_failures = RateEvaluator(lambda loss, scale, seed: 0.0)
-    assert choose_learning_rate("B", Task(steps=5), seeds=[0], multipliers=[10, 0.5, 3],
-                                evaluator=only_failures).chosen == 0.5  # nearest 1 by ratio
-    assert choose_learning_rate("B", Task(steps=5), seeds=[0], multipliers=[2, 0.5],
-                                evaluator=only_failures).chosen == 0.5  # then the smaller
+    assert (
+        choose_learning_rate("B", Task(steps=5), seeds=[0], multipliers=[10, 0.5, 3], evaluator=only_failures).chosen
+        == 0.5
+    )  # nearest 1 by ratio
+    assert (
+        choose_learning_rate("B", Task(steps=5), seeds=[0], multipliers=[2, 0.5], evaluator=only_failures).chosen == 0.5
+    )  # then the smaller
 
 
 @pytest.mark.parametrize("multipliers", [[], [1, 0], [1, -3], [1, float("nan")], [1, 1.0], "1,3"])
@@ -105,14 +126,23 @@ def test_learning_rate_multipliers_must_be_distinct_positive_numbers(multipliers
 
 def test_tuned_comparison_retrains_the_baseline_at_its_chosen_rate_and_keeps_the_loss_runs():
     evaluator = RateEvaluator(scaled_loss_world)
-    result = compare_tuned("L", "B", Task(steps=5, seed=0), runs=3, tuning_seeds=2, evaluator=evaluator,
-                           loss_name="ce_x10", baseline_name="ce")
+    result = compare_tuned(
+        "L",
+        "B",
+        Task(steps=5, seed=0),
+        runs=3,
+        tuning_seeds=2,
+        evaluator=evaluator,
+        loss_name="ce_x10",
+        baseline_name="ce",
+    )
     tuning, comparisons = evaluator.calls[:10], evaluator.calls[10:]
     # Tuning: the baseline only, on seeds no comparison run uses, never on the test split.
     assert {(loss, seed, test) for loss, _, seed, test in tuning} == {("B", 3, False), ("B", 4, False)}
     # Then the plain comparison (both sides at x1) and the baseline alone again at x3.
     assert comparisons == [(loss, 1.0, seed, True) for seed in range(3) for loss in ("L", "B")] + [
-        ("B", 3.0, seed, True) for seed in range(3)]
+        ("B", 3.0, seed, True) for seed in range(3)
+    ]
     assert result.baseline_lr.chosen == 3.0 and result.loss_lr is None
     assert result.plain.accuracies("loss") == result.tuned.accuracies("loss")  # the same runs, kept
     assert result.plain.win == pytest.approx(0.10)
@@ -121,7 +151,8 @@ def test_tuned_comparison_retrains_the_baseline_at_its_chosen_rate_and_keeps_the
     assert result.plain.welch.pvalue < 0.05 < result.tuned.welch.pvalue
     assert result.verdict() == (
         "The win is a learning-rate effect: ce_x10 beats ce by +10.00 points at the task's learning rate (0.05), "
-        "but not ce at its best learning rate (x3 = 0.15) (-5.00 points).")
+        "but not ce at its best learning rate (x3 = 0.15) (-5.00 points)."
+    )
     record = json.loads(json.dumps(result.to_dict()))
     assert [r["lr_scale"] for r in record["runs"]] == [1.0] * 6  # the plain comparison stays at the top
     assert record["tuned"]["lr_multipliers"] == {"loss": 1.0, "baseline": 3.0}
@@ -135,8 +166,9 @@ def test_tuned_comparison_retrains_the_baseline_at_its_chosen_rate_and_keeps_the
 
 def test_tuning_the_loss_too_treats_both_sides_alike():
     evaluator = RateEvaluator(scaled_loss_world)
-    result = compare_tuned("L", "B", Task(steps=5, seed=0), runs=2, tuning_seeds=1, tune_loss_lr=True,
-                           evaluator=evaluator)
+    result = compare_tuned(
+        "L", "B", Task(steps=5, seed=0), runs=2, tuning_seeds=1, tune_loss_lr=True, evaluator=evaluator
+    )
     assert (result.loss_lr.chosen, result.baseline_lr.chosen) == (0.3, 3.0)  # both at effective rate 3x
     assert result.tuned.accuracies("loss") == pytest.approx(result.tuned.accuracies("baseline"))
     assert result.plain.win > 0 and result.tuned.win == pytest.approx(0.0) and result.win_shrank
@@ -147,8 +179,16 @@ def test_a_win_that_holds_against_the_tuned_baseline_is_reported_as_holding():
     def world(loss, scale, seed):
         return (0.95 if loss == "L" else 0.89 if scale == 3.0 else 0.85) + 0.001 * seed
 
-    result = compare_tuned("L", "B", Task(steps=5), runs=3, tuning_seeds=1, evaluator=RateEvaluator(world),
-                           loss_name="found", baseline_name="ce")
+    result = compare_tuned(
+        "L",
+        "B",
+        Task(steps=5),
+        runs=3,
+        tuning_seeds=1,
+        evaluator=RateEvaluator(world),
+        loss_name="found",
+        baseline_name="ce",
+    )
     assert result.baseline_lr.chosen == 3.0
     assert (result.plain.win, result.tuned.win) == (pytest.approx(0.10), pytest.approx(0.06))
     assert not result.win_shrank
@@ -181,14 +221,40 @@ def test_taylorglo_compare_end_to_end_on_digits_prints_both_tables_and_writes_js
     task_path = tmp_path / "task.yaml"
     task_path.write_text("dataset: digits\nmodel: tiny\nsteps: 300\nseed: 0\n")
     out = tmp_path / "comparison.json"
-    rc = _cli("--loss", str(loss_path), "--baseline", "cross_entropy", "--runs", "3",
-              "--task", str(task_path), "--steps", "80", "--json", str(out),
-              "--tune-baseline-lr", "--lr-multipliers", "0.3,1", "--tuning-seeds", "1")
+    rc = _cli(
+        "--loss",
+        str(loss_path),
+        "--baseline",
+        "cross_entropy",
+        "--runs",
+        "3",
+        "--task",
+        str(task_path),
+        "--steps",
+        "80",
+        "--json",
+        str(out),
+        "--tune-baseline-lr",
+        "--lr-multipliers",
+        "0.3,1",
+        "--tuning-seeds",
+        "1",
+    )
     printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert rc == 0
-    for text in ("side", "mean", "std", "taylor_ce", "cross_entropy", "Welch", "p =",
-                 "At the task's learning rate", "At the tuned learning rate", "chosen by mean validation accuracy",
-                 "loss scale:"):
+    for text in (
+        "side",
+        "mean",
+        "std",
+        "taylor_ce",
+        "cross_entropy",
+        "Welch",
+        "p =",
+        "At the task's learning rate",
+        "At the tuned learning rate",
+        "chosen by mean validation accuracy",
+        "loss scale:",
+    ):
         assert text in printed
     written = json.loads(out.read_text())
     tuning = written["learning_rate_tuning"]["baseline"]
@@ -251,7 +317,7 @@ def test_task_file_with_an_unknown_field_is_rejected_by_name(tmp_path, capsys):
     assert "['epochs']" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("name", "text"), [("task.yaml", "dataset: [digits\n"), ("task.json", "{\"steps\": 5,}")])
+@pytest.mark.parametrize(("name", "text"), [("task.yaml", "dataset: [digits\n"), ("task.json", '{"steps": 5,}')])
 def test_a_task_file_that_cannot_be_parsed_is_rejected_by_name(tmp_path, capsys, name, text):
     task_path = tmp_path / name
     task_path.write_text(text)
@@ -297,13 +363,21 @@ def test_ten_times_cross_entropy_wins_the_plain_comparison_but_not_the_tuned_one
 
     evaluator = SplitRecorder()
     task = Task(dataset="digits", model="tiny", steps=60, seed=0, lr_scale=0.1)
-    result = compare_tuned(ScaledCrossEntropy(10.0), keras.losses.CategoricalCrossentropy(), task, runs=4,
-                           tuning_seeds=1, evaluator=evaluator, loss_name="ce_x10", baseline_name="ce")
+    result = compare_tuned(
+        ScaledCrossEntropy(10.0),
+        keras.losses.CategoricalCrossentropy(),
+        task,
+        runs=4,
+        tuning_seeds=1,
+        evaluator=evaluator,
+        loss_name="ce_x10",
+        baseline_name="ce",
+    )
 
     tuning = evaluator.evaluations[: len(DEFAULT_LR_MULTIPLIERS)]
     assert [(scale, seed) for scale, seed, _ in tuning] == [(0.1 * m, 4) for m in DEFAULT_LR_MULTIPLIERS]
     assert all(splits == ("val",) for *_, splits in tuning)  # the choice never touched the test split
-    assert all("test" in splits for *_, splits in evaluator.evaluations[len(tuning):])
+    assert all("test" in splits for *_, splits in evaluator.evaluations[len(tuning) :])
     assert result.plain.win > 0.1 and result.plain.welch.pvalue < 0.05  # the plain comparison: a win
     assert result.baseline_lr.chosen >= 10  # the rate the scale stands for (or more)
     assert result.tuned.welch.pvalue > 0.05  # the tuned comparison: no win

@@ -26,7 +26,10 @@ import yaml
 
 from tests.local_deploy import DOCKER, Host, Processes, client, free_port, wait_until
 
-TOKENS = {"TAYLORGLO_TRAINER_TOKEN": "compose-trainer-token-0123", "TAYLORGLO_CLIENT_TOKEN": "compose-client-token-4567"}
+TOKENS = {
+    "TAYLORGLO_TRAINER_TOKEN": "compose-trainer-token-0123",
+    "TAYLORGLO_CLIENT_TOKEN": "compose-client-token-4567",
+}
 
 _VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
 
@@ -89,8 +92,13 @@ def healthcheck_argv(host: Host, service: dict) -> list[str]:
 
 
 def healthy(host: Host, service: dict) -> bool:
-    check = subprocess.run(healthcheck_argv(host, service), env=host.environment(service.get("environment", {})),
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        healthcheck_argv(host, service),
+        env=host.environment(service.get("environment", {})),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return check.returncode == 0
 
 
@@ -99,21 +107,29 @@ def test_compose_services_run_locally_complete_a_search_and_stop_cleanly(compose
     coordinator_service, trainer_service = services["coordinator"], services["trainer"]
     host = compose_host(tmp_path, compose)
     with Processes(tmp_path) as processes:
-        coordinator = processes.start("coordinator", host.argv(coordinator_service["command"]),
-                                      host.environment(coordinator_service["environment"]))
+        coordinator = processes.start(
+            "coordinator",
+            host.argv(coordinator_service["command"]),
+            host.environment(coordinator_service["environment"]),
+        )
         # depends_on: coordinator service_healthy
         assert trainer_service["depends_on"]["coordinator"]["condition"] == "service_healthy"
         wait_until(lambda: healthy(host, coordinator_service), coordinator, "coordinator health check")
-        trainer = processes.start("trainer", host.argv(trainer_service["command"]),
-                                  host.environment(trainer_service["environment"]))
+        trainer = processes.start(
+            "trainer", host.argv(trainer_service["command"]), host.environment(trainer_service["environment"])
+        )
         wait_until(lambda: healthy(host, trainer_service), trainer, "trainer health check")
 
         spec = tmp_path / "spec.yaml"
-        spec.write_text(yaml.safe_dump({
-            "name": "compose wiring",
-            "task": {"dataset": "digits", "model": "tiny", "steps": 20},
-            "search": {"population": 3, "generations": 2},
-        }))
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "compose wiring",
+                    "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                    "search": {"population": 3, "generations": 2},
+                }
+            )
+        )
         # The trainer's token cannot submit: roles are wired separately.
         refused = client(host, TOKENS["TAYLORGLO_TRAINER_TOKEN"], "submit", str(spec), timeout=60)
         assert refused.returncode == 1 and "permission denied" in refused.stderr
@@ -122,8 +138,9 @@ def test_compose_services_run_locally_complete_a_search_and_stop_cleanly(compose
         assert re.search(r"experiment \w+ succeeded: best fitness 0\.\d+", submitted.stdout)
         experiment_id = re.search(r"experiment (\w+) succeeded", submitted.stdout).group(1)
 
-        result = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "result", experiment_id,
-                        "--out", str(tmp_path / "result"))
+        result = client(
+            host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "result", experiment_id, "--out", str(tmp_path / "result")
+        )
         assert result.returncode == 0, result.stderr
         candidates = (tmp_path / "result" / "candidates.csv").read_text().splitlines()
         assert len(candidates) == 1 + 6
@@ -152,30 +169,43 @@ def test_compose_trainer_on_a_three_gpu_host_runs_one_pinned_worker_per_gpu(comp
     command[command.index("--evaluator") + 1] = "synthetic"
     command += ["--synthetic-sleep", "0.5"]
     with Processes(tmp_path) as processes:
-        coordinator = processes.start("coordinator", host.argv(coordinator_service["command"]),
-                                      host.environment(coordinator_service["environment"]))
+        coordinator = processes.start(
+            "coordinator",
+            host.argv(coordinator_service["command"]),
+            host.environment(coordinator_service["environment"]),
+        )
         wait_until(lambda: healthy(host, coordinator_service), coordinator, "coordinator health check")
-        trainer = processes.start("trainer", command, {**host.environment(trainer_service["environment"]),
-                                                       "CUDA_VISIBLE_DEVICES": "0,1,2"})
+        trainer = processes.start(
+            "trainer", command, {**host.environment(trainer_service["environment"]), "CUDA_VISIBLE_DEVICES": "0,1,2"}
+        )
         wait_until(lambda: processes.log("trainer").count("working for") == 3, trainer, "three GPU workers", 120)
         workers = dict(re.findall(r"worker on GPU (\d+) \(pid (\d+)\)", processes.log("trainer")))
         assert sorted(workers) == ["0", "1", "2"]  # every GPU once
         for gpu, pid in workers.items():
-            environ = dict(item.split("=", 1) for item in
-                           Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+            environ = dict(
+                item.split("=", 1)
+                for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+                if "=" in item
+            )
             assert environ["CUDA_VISIBLE_DEVICES"] == gpu  # pinned to its GPU alone
             assert environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
 
         spec = tmp_path / "spec.yaml"
-        spec.write_text(yaml.safe_dump({
-            "name": "one worker per GPU", "task": {"dataset": "digits", "model": "tiny", "steps": 20},
-            "search": {"population": 6, "generations": 1},
-        }))
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "one worker per GPU",
+                    "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                    "search": {"population": 6, "generations": 1},
+                }
+            )
+        )
         submitted = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "submit", str(spec), "--watch")
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         experiment_id = re.search(r"experiment (\w+) succeeded", submitted.stdout).group(1)
-        result = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "result", experiment_id,
-                        "--out", str(tmp_path / "result"))
+        result = client(
+            host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "result", experiment_id, "--out", str(tmp_path / "result")
+        )
         assert result.returncode == 0, result.stderr
         candidates = (tmp_path / "result" / "candidates.csv").read_text().splitlines()[1:]
         assert len(candidates) == 6 and all(line.split(",")[5] for line in candidates)
@@ -190,10 +220,27 @@ def test_compose_trainer_on_a_three_gpu_host_runs_one_pinned_worker_per_gpu(comp
 def _make_certificate(certs: Path) -> None:
     """A self-signed server certificate that is also the CA, for the names the README lists."""
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=coordinator",
-         "-addext", "subjectAltName=DNS:coordinator,IP:127.0.0.1",
-         "-keyout", str(certs / "server.key"), "-out", str(certs / "server.crt")],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=coordinator",
+            "-addext",
+            "subjectAltName=DNS:coordinator,IP:127.0.0.1",
+            "-keyout",
+            str(certs / "server.key"),
+            "-out",
+            str(certs / "server.crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     shutil.copy(certs / "server.crt", certs / "ca.crt")
 
@@ -212,25 +259,41 @@ def test_compose_tls_override_serves_health_checks_and_clients_over_tls_only(tmp
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAYLORGLO_", "COMPOSE_"))}
     merged = subprocess.run(
         [binary, "-f", "compose.yaml", "-f", "compose.tls.yaml", "config"],
-        cwd=project, env={**env, **TOKENS}, capture_output=True, text=True, timeout=60, check=True,
+        cwd=project,
+        env={**env, **TOKENS},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     config = yaml.safe_load(merged.stdout)
     coordinator_service, trainer_service = config["services"]["coordinator"], config["services"]["trainer"]
     host = compose_host(tmp_path, config)
     with Processes(tmp_path) as processes:
-        coordinator = processes.start("coordinator", host.argv(coordinator_service["command"]),
-                                      host.environment(coordinator_service["environment"]))
+        coordinator = processes.start(
+            "coordinator",
+            host.argv(coordinator_service["command"]),
+            host.environment(coordinator_service["environment"]),
+        )
         # Both health checks speak TLS (TAYLORGLO_TLS_CA from the override), trusting ca.crt.
         wait_until(lambda: healthy(host, coordinator_service), coordinator, "coordinator health check")
         assert healthy(host, trainer_service)
         # The trainer's command dials the coordinator with the mounted CA.
         trainer_argv = host.argv(trainer_service["command"])
-        assert Path(trainer_argv[trainer_argv.index("--tls-ca") + 1]).read_bytes() == \
-            (project / "certs" / "ca.crt").read_bytes()
+        assert (
+            Path(trainer_argv[trainer_argv.index("--tls-ca") + 1]).read_bytes()
+            == (project / "certs" / "ca.crt").read_bytes()
+        )
 
         spec = tmp_path / "spec.yaml"
-        spec.write_text(yaml.safe_dump({"task": {"dataset": "digits", "model": "tiny", "steps": 20},
-                                        "search": {"population": 2, "generations": 1}}))
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                    "search": {"population": 2, "generations": 1},
+                }
+            )
+        )
         ca = str(project / "certs" / "ca.crt")
         submitted = client(host, TOKENS["TAYLORGLO_CLIENT_TOKEN"], "submit", str(spec), "--tls-ca", ca, timeout=60)
         assert submitted.returncode == 0, submitted.stderr
@@ -243,4 +306,3 @@ def test_compose_tls_override_serves_health_checks_and_clients_over_tls_only(tmp
 
         coordinator.send_signal(signal.SIGTERM)
         assert coordinator.wait(timeout=duration_s(coordinator_service["stop_grace_period"])) == 0
-

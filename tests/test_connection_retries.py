@@ -89,8 +89,9 @@ def flaky_coordinator():
 
 def test_an_idempotent_call_answered_unavailable_three_times_succeeds_on_the_fourth_attempt(flaky_coordinator):
     flaky, channel = flaky_coordinator(failures=3)
-    experiment = es_grpc.ExperimentServiceStub(channel).GetExperiment(es.GetExperimentRequest(experiment_id="e"),
-                                                                      timeout=10)
+    experiment = es_grpc.ExperimentServiceStub(channel).GetExperiment(
+        es.GetExperimentRequest(experiment_id="e"), timeout=10
+    )
     assert experiment.id == "e" and flaky.calls["GetExperiment"] == 4
 
 
@@ -123,9 +124,11 @@ def test_a_call_that_is_not_idempotent_is_sent_once(flaky_coordinator, call):
     flaky, channel = flaky_coordinator(failures=1)
     send = {
         "SubmitExperiment": lambda: es_grpc.ExperimentServiceStub(channel).SubmitExperiment(
-            es.SubmitExperimentRequest(), timeout=10),
+            es.SubmitExperimentRequest(), timeout=10
+        ),
         "LeaseCandidate": lambda: ws_grpc.WorkerServiceStub(channel).LeaseCandidate(
-            ws.LeaseCandidateRequest(trainer_id="t"), timeout=10),
+            ws.LeaseCandidateRequest(trainer_id="t"), timeout=10
+        ),
     }[call]
     with pytest.raises(grpc.RpcError) as raised:
         send()
@@ -143,7 +146,8 @@ def test_a_trainer_call_waits_for_a_coordinator_that_comes_up_within_its_deadlin
     channel = connection.connect(f"127.0.0.1:{port}")
     started = time.monotonic()
     answer = futures.ThreadPoolExecutor(1).submit(
-        ws_grpc.WorkerServiceStub(channel).Heartbeat, ws.HeartbeatRequest(lease_id="l", trainer_id="t"), timeout=20)
+        ws_grpc.WorkerServiceStub(channel).Heartbeat, ws.HeartbeatRequest(lease_id="l", trainer_id="t"), timeout=20
+    )
     time.sleep(1.0)  # nothing listens yet: without waiting for ready the call would have failed by now
     assert not answer.done()
     server, _ = start_server(Flaky(failures=0), port)
@@ -165,8 +169,10 @@ def test_a_client_command_call_fails_at_once_when_nothing_listens():
 
 def test_the_service_config_names_only_methods_the_services_have():
     config = json.loads(connection.SERVICE_CONFIG)
-    services = {s.full_name: s for s in (es.DESCRIPTOR.services_by_name["ExperimentService"],
-                                          ws.DESCRIPTOR.services_by_name["WorkerService"])}
+    services = {
+        s.full_name: s
+        for s in (es.DESCRIPTOR.services_by_name["ExperimentService"], ws.DESCRIPTOR.services_by_name["WorkerService"])
+    }
     for method_config in config["methodConfig"]:
         for name in method_config["name"]:
             assert name["method"] in services[name["service"]].methods_by_name, name

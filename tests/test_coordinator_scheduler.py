@@ -6,14 +6,15 @@ import time
 import numpy as np
 import pytest
 
+from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.coordinator import cmaes
 from taylorglo_tf.coordinator import scheduler as scheduler_module
 from taylorglo_tf.coordinator.grpc_util import FailedPrecondition, NotFound
 from taylorglo_tf.coordinator.model import result_proto
 from taylorglo_tf.coordinator.scheduler import Report, Scheduler
 from taylorglo_tf.coordinator.storage import SqliteStorage
-from taylorglo_tf import spec as spec_lib
-from taylorglo_tf.rpc import types_pb2, worker_service_pb2 as ws
+from taylorglo_tf.rpc import types_pb2
+from taylorglo_tf.rpc import worker_service_pb2 as ws
 
 OK = ws.EVALUATION_STATUS_OK
 
@@ -24,10 +25,12 @@ def synthetic_fitness(theta) -> float:
 
 
 def make_spec(population=4, generations=3, seed=1, **search):
-    return spec_lib.load_spec({
-        "task": {"dataset": "digits", "model": "tiny", "steps": 10},
-        "search": {"population": population, "generations": generations, "seed": seed, **search},
-    })
+    return spec_lib.load_spec(
+        {
+            "task": {"dataset": "digits", "model": "tiny", "steps": 10},
+            "search": {"population": population, "generations": generations, "seed": seed, **search},
+        }
+    )
 
 
 class Clock:
@@ -41,8 +44,9 @@ class Clock:
 
 
 def open_scheduler(path, clock=None, prescreen=lambda theta, n: True, ttl=30.0):
-    scheduler = Scheduler(SqliteStorage(path), lease_ttl_s=ttl, prescreen=prescreen,
-                          **({"clock": clock} if clock else {}))
+    scheduler = Scheduler(
+        SqliteStorage(path), lease_ttl_s=ttl, prescreen=prescreen, **({"clock": clock} if clock else {})
+    )
     scheduler.start(reaper=False)
     return scheduler
 
@@ -64,8 +68,10 @@ def drain(scheduler, trainer="t", limit=10_000):
 
 def trajectory(scheduler, experiment_id):
     result = scheduler.result(experiment_id)
-    return ([(c.generation, c.index, tuple(c.theta), c.fitness) for c in result.candidates],
-            [(g.generation, tuple(g.mean_theta), g.sigma) for g in result.generations])
+    return (
+        [(c.generation, c.index, tuple(c.theta), c.fitness) for c in result.candidates],
+        [(g.generation, tuple(g.mean_theta), g.sigma) for g in result.generations],
+    )
 
 
 @pytest.fixture
@@ -265,9 +271,13 @@ def test_the_invariant_prescreen_scores_invalid_candidates_without_leasing_them(
 
 def test_the_prescreen_is_skipped_for_loss_forms_other_than_the_papers(db):
     s = open_scheduler(db, prescreen=lambda theta, n: pytest.fail("pre-screen called"))
-    spec = spec_lib.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 5},
-                               "loss": {"order": 2}, "search": {"population": 2, "generations": 1,
-                                                                "invariant_prescreen": True}})
+    spec = spec_lib.load_spec(
+        {
+            "task": {"dataset": "digits", "model": "tiny", "steps": 5},
+            "loss": {"order": 2},
+            "search": {"population": 2, "generations": 1, "invariant_prescreen": True},
+        }
+    )
     s.submit(spec)
     assert drain(s) == 2
 
@@ -378,10 +388,16 @@ def test_watch_streams_a_snapshot_then_every_event_and_ends_after_the_final_stat
     watcher.join(5)
     kinds = [e.kind for e in events]
     K = events[0].__class__
-    assert kinds == [K.KIND_SNAPSHOT,
-                     K.KIND_CANDIDATE_FINISHED, K.KIND_CANDIDATE_FINISHED, K.KIND_GENERATION_FINISHED,
-                     K.KIND_CANDIDATE_FINISHED, K.KIND_CANDIDATE_FINISHED, K.KIND_GENERATION_FINISHED,
-                     K.KIND_EXPERIMENT_FINISHED]
+    assert kinds == [
+        K.KIND_SNAPSHOT,
+        K.KIND_CANDIDATE_FINISHED,
+        K.KIND_CANDIDATE_FINISHED,
+        K.KIND_GENERATION_FINISHED,
+        K.KIND_CANDIDATE_FINISHED,
+        K.KIND_CANDIDATE_FINISHED,
+        K.KIND_GENERATION_FINISHED,
+        K.KIND_EXPERIMENT_FINISHED,
+    ]
     assert events[-1].experiment.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED
     assert [e.generation.generation for e in events if e.kind == K.KIND_GENERATION_FINISHED] == [0, 1]
     # watching a finished experiment: its snapshot and the final event

@@ -10,8 +10,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.connection import connect
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -46,16 +46,22 @@ class Client:
         """Lease, score with the synthetic fitness and report until no work comes; returns reports made."""
         done = 0
         while limit is None or done < limit:
-            response = self.worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id=trainer_id, wait_ms=100),
-                                                  timeout=10)
+            response = self.worker.LeaseCandidate(
+                ws.LeaseCandidateRequest(trainer_id=trainer_id, wait_ms=100), timeout=10
+            )
             if not response.HasField("lease"):
                 break
             lease = response.lease
-            ack = self.worker.ReportResult(ws.ReportResultRequest(
-                lease_id=lease.lease_id, trainer_id=trainer_id, status=ws.EVALUATION_STATUS_OK,
-                fitness=synthetic_fitness(lease.theta),
-                metrics=types_pb2.EvaluationMetrics(val_accuracy=synthetic_fitness(lease.theta), steps=10)),
-                timeout=10)
+            ack = self.worker.ReportResult(
+                ws.ReportResultRequest(
+                    lease_id=lease.lease_id,
+                    trainer_id=trainer_id,
+                    status=ws.EVALUATION_STATUS_OK,
+                    fitness=synthetic_fitness(lease.theta),
+                    metrics=types_pb2.EvaluationMetrics(val_accuracy=synthetic_fitness(lease.theta), steps=10),
+                ),
+                timeout=10,
+            )
             assert ack.accepted, ack.reason
             done += 1
         return done
@@ -127,8 +133,11 @@ def test_list_get_and_cancel(client):
 
 @pytest.mark.parametrize("call", ["GetExperiment", "GetResult", "CancelExperiment"])
 def test_an_unknown_experiment_is_not_found(client, call):
-    request_type = {"GetExperiment": es.GetExperimentRequest, "GetResult": es.GetResultRequest,
-                    "CancelExperiment": es.CancelExperimentRequest}[call]
+    request_type = {
+        "GetExperiment": es.GetExperimentRequest,
+        "GetResult": es.GetResultRequest,
+        "CancelExperiment": es.CancelExperimentRequest,
+    }[call]
     with pytest.raises(grpc.RpcError) as err:
         getattr(client.experiments, call)(request_type(experiment_id="no-such-id"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND and "no-such-id" in err.value.details()
@@ -163,8 +172,9 @@ def test_a_watch_ends_when_the_experiment_is_cancelled(client):
 def test_duplicate_reports_are_acknowledged_but_not_accepted(client):
     client.submit()
     lease = client.worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t")).lease
-    request = ws.ReportResultRequest(lease_id=lease.lease_id, trainer_id="t", status=ws.EVALUATION_STATUS_OK,
-                                     fitness=0.5)
+    request = ws.ReportResultRequest(
+        lease_id=lease.lease_id, trainer_id="t", status=ws.EVALUATION_STATUS_OK, fitness=0.5
+    )
     assert client.worker.ReportResult(request).accepted
     again = client.worker.ReportResult(request)
     assert not again.accepted and "final result" in again.reason
@@ -191,8 +201,10 @@ def test_server_reflection_lists_the_services(coordinator):
 
 def test_restart_on_the_same_database_continues_the_uninterrupted_trajectory(tmp_path):
     def trajectory(result):
-        return ([(c.generation, c.index, tuple(c.theta), c.fitness) for c in result.candidates],
-                [(g.generation, tuple(g.mean_theta), g.sigma) for g in result.generations])
+        return (
+            [(c.generation, c.index, tuple(c.theta), c.fitness) for c in result.candidates],
+            [(g.generation, tuple(g.mean_theta), g.sigma) for g in result.generations],
+        )
 
     reference = serve(tmp_path / "ref.db")
     try:
@@ -227,8 +239,10 @@ def test_a_second_coordinator_cannot_take_a_port_in_use(coordinator, tmp_path):
 
 
 def test_the_coordinator_imports_without_tensorflow():
-    code = ("import sys\nimport taylorglo_tf.coordinator.server, taylorglo_tf.commands.coordinator\n"
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'\n")
+    code = (
+        "import sys\nimport taylorglo_tf.coordinator.server, taylorglo_tf.commands.coordinator\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -250,9 +264,25 @@ def test_sigterm_stops_the_coordinator_command_cleanly_and_keeps_leases(tmp_path
     port = _free_port()
     db = tmp_path / "term.db"
     env = dict(os.environ, TAYLORGLO_TRAINER_TOKEN="", TAYLORGLO_CLIENT_TOKEN="")
-    process = subprocess.Popen([sys.executable, "-m", "taylorglo_tf", "coordinator", "--listen", f"127.0.0.1:{port}",
-                                "--db", str(db), "--grace", "1", "--log-level", "WARNING"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taylorglo_tf",
+            "coordinator",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--db",
+            str(db),
+            "--grace",
+            "1",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
         client = Client(f"127.0.0.1:{port}")
         deadline = time.monotonic() + 60

@@ -14,6 +14,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 # ------------------------------------------------------------------ digits
 
+
 def test_digits_has_the_documented_fixed_split():
     splits = data.load("digits")
     assert splits.sizes() == {"train": 1197, "val": 300, "test": 300}
@@ -39,6 +40,7 @@ def test_digits_splits_are_disjoint_and_cover_all_images():
 
 # --------------------------------------------------------------- fractions
 
+
 def test_fraction_keeps_a_seeded_subset_of_training_only():
     full = data.load("digits")
     a = data.load("digits", fraction=0.25, seed=1)
@@ -62,6 +64,7 @@ def test_bad_fraction_is_an_error_naming_it(bad):
 
 # --------------------------------------------------------------------- URIs
 
+
 @pytest.mark.parametrize("uri", ["", "mnist", "cifar10", "http://x", "idx:", "tfds:"])
 def test_unknown_dataset_uri_is_an_error_naming_it(uri):
     with pytest.raises(ValueError, match="dataset"):
@@ -72,12 +75,16 @@ def test_parse_uri_splits_scheme_target_and_options():
     assert data.parse_uri("digits") == ("digits", "", {})
     assert data.parse_uri("idx:fashion") == ("idx", "fashion", {})
     assert data.parse_uri("tfds:mnist?train=train[:90%]&val=train[90%:]") == (
-        "tfds", "mnist", {"train": "train[:90%]", "val": "train[90%:]"})
+        "tfds",
+        "mnist",
+        {"train": "train[:90%]", "val": "train[90%:]"},
+    )
     with pytest.raises(ValueError, match="malformed option 'oops'"):
         data.parse_uri("tfds:mnist?oops")
 
 
 # ---------------------------------------------------------------------- npz
+
 
 def _arrays(n, shape=(6, 5), classes=4, seed=0):
     rng = np.random.default_rng(seed)
@@ -126,6 +133,7 @@ def test_missing_npz_file_is_an_error_naming_the_path(tmp_path):
 
 # ---------------------------------------------------------------------- idx
 
+
 def _write_idx(path: Path, array: np.ndarray, compress: bool):
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.astype(np.uint8).tobytes()
@@ -156,8 +164,7 @@ def test_idx_folder_gz_or_raw_loads_with_validation_carved_from_train(tmp_path):
     splits = data.load("idx:mini", data_dir=tmp_path)
     assert splits.sizes() == {"train": 22, "val": 2, "test": 6}
     assert splits.input_shape == (7, 7, 1)
-    np.testing.assert_allclose(splits.x_val[..., 0], arrays["train-images-idx3-ubyte"][22:] / 255.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(splits.x_val[..., 0], arrays["train-images-idx3-ubyte"][22:] / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(splits.y_test, arrays["t10k-labels-idx1-ubyte"])
 
 
@@ -184,13 +191,14 @@ def test_idx_corrupt_files_are_named(tmp_path):
         data.load("idx:mini", data_dir=tmp_path)
 
 
-@pytest.mark.skipif(not FASHION.is_dir(),
-                    reason=f"{FASHION} absent: install Debian's dataset-fashion-mnist (.ci/run does)")
+@pytest.mark.skipif(
+    not FASHION.is_dir(), reason=f"{FASHION} absent: install Debian's dataset-fashion-mnist (.ci/run does)"
+)
 def test_idx_loads_debians_fashion_mnist_as_55k_5k_10k():
     splits = data.load(f"idx:{FASHION}")
     assert splits.sizes() == {"train": 55_000, "val": 5_000, "test": 10_000}
     assert splits.input_shape == (28, 28, 1) and splits.num_classes == 10
-    assert 0.0 <= splits.x_train.min() and splits.x_train.max() <= 1.0
+    assert splits.x_train.min() >= 0.0 and splits.x_train.max() <= 1.0
     assert set(np.unique(splits.y_test)) == set(range(10))
     assert np.bincount(splits.y_test).tolist() == [1000] * 10  # Fashion-MNIST's balanced test set
 

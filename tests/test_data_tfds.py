@@ -45,8 +45,7 @@ def _split_size(name: str, split) -> int:
 
 # The mock's images: real shape for MNIST (checks the full path), small images of
 # the real channel count elsewhere (keeps the 100k-example loads fast).
-FAKE_SHAPE = {"mnist": (28, 28, 1), "cifar10": (4, 4, 3), "cifar100": (4, 4, 3),
-              "svhn_cropped": (4, 4, 3)}
+FAKE_SHAPE = {"mnist": (28, 28, 1), "cifar10": (4, 4, 3), "cifar100": (4, 4, 3), "svhn_cropped": (4, 4, 3)}
 
 
 def _fake_as_dataset(self, split, **kwargs):
@@ -85,7 +84,7 @@ def test_tfds_dataset_has_the_papers_train_validation_test_sizes(mocked_tfds, na
 def test_mnist_is_scaled_to_unit_range(mocked_tfds):
     splits = data.load("tfds:mnist", download=False)
     assert splits.info["normalisation"] == "unit"
-    assert 0.0 <= splits.x_train.min() and splits.x_train.max() <= 1.0
+    assert splits.x_train.min() >= 0.0 and splits.x_train.max() <= 1.0
     assert splits.x_train.max() > 0.9  # 250 / 255 occurs
 
 
@@ -107,8 +106,7 @@ def test_training_fraction_applies_to_the_training_split_only(mocked_tfds):
 
 
 def test_custom_splits_in_the_uri_are_used(mocked_tfds):
-    splits = data.load("tfds:mnist?train=train[:10%]&val=train[10%:12%]&test=test[:1000]&norm=unit",
-                       download=False)
+    splits = data.load("tfds:mnist?train=train[:10%]&val=train[10%:12%]&test=test[:1000]&norm=unit", download=False)
     assert splits.sizes() == {"train": 6_000, "val": 1_200, "test": 1_000}
 
 

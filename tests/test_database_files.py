@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.coordinator.scheduler import Scheduler
 from taylorglo_tf.coordinator.storage import DatabaseFileError, SqliteStorage
-from taylorglo_tf import spec as spec_lib
 
 
 def coordinator_database_damaged_mid_file(path: Path) -> Path:
@@ -27,9 +27,15 @@ def coordinator_database_damaged_mid_file(path: Path) -> Path:
     scheduler = Scheduler(storage)
     scheduler.start(reaper=False)
     for i in range(12):
-        scheduler.submit(spec_lib.load_spec({
-            "name": f"search {i}", "task": {"dataset": "digits", "model": "tiny", "steps": 10},
-            "search": {"population": 50, "generations": 3}}))
+        scheduler.submit(
+            spec_lib.load_spec(
+                {
+                    "name": f"search {i}",
+                    "task": {"dataset": "digits", "model": "tiny", "steps": 10},
+                    "search": {"population": 50, "generations": 3},
+                }
+            )
+        )
     scheduler.stop()
     storage.close()
     for suffix in ("-wal", "-shm"):  # checkpointed on close: the damage is in the main file
@@ -75,12 +81,14 @@ def test_another_applications_sqlite_file_is_refused_and_left_untouched(tmp_path
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, TAYLORGLO_TRAINER_TOKEN="", TAYLORGLO_CLIENT_TOKEN="")
-    return subprocess.run([sys.executable, "-m", "taylorglo_tf", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "taylorglo_tf", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("make", [coordinator_database_damaged_mid_file, another_applications_database],
-                         ids=["damaged", "foreign"])
+@pytest.mark.parametrize(
+    "make", [coordinator_database_damaged_mid_file, another_applications_database], ids=["damaged", "foreign"]
+)
 def test_the_coordinator_command_refuses_a_bad_database_in_one_line_with_exit_2(tmp_path, make):
     path = make(tmp_path / "bad.db")
     done = run_cli("coordinator", "--db", str(path), "--listen", "127.0.0.1:0", cwd=tmp_path)
@@ -89,8 +97,9 @@ def test_the_coordinator_command_refuses_a_bad_database_in_one_line_with_exit_2(
     assert done.stderr.startswith("taylorglo coordinator: ") and str(path) in done.stderr
 
 
-@pytest.mark.parametrize("make", [coordinator_database_damaged_mid_file, another_applications_database],
-                         ids=["damaged", "foreign"])
+@pytest.mark.parametrize(
+    "make", [coordinator_database_damaged_mid_file, another_applications_database], ids=["damaged", "foreign"]
+)
 def test_run_refuses_a_bad_database_in_one_line_with_exit_2(tmp_path, make):
     path = make(tmp_path / "bad.db")
     done = run_cli("run", "--db", str(path), "--trainers", "1", "--out", str(tmp_path / "out"), cwd=tmp_path)

@@ -9,25 +9,32 @@ import sqlite3
 import grpc
 import pytest
 
-from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.commands import client
 from taylorglo_tf.connection import connect
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 
-SPEC = types_pb2.ExperimentSpec(name="to delete", task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=10),
-                                search=types_pb2.SearchSpec(population=3, generations=2))
+SPEC = types_pb2.ExperimentSpec(
+    name="to delete",
+    task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=10),
+    search=types_pb2.SearchSpec(population=3, generations=2),
+)
 
 
 def rows(db_path, experiment_id) -> dict[str, int]:
     """Rows per table that belong to the experiment, read from the file by a separate connection."""
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        counts = {table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE experiment_id=?", (experiment_id,)).fetchone()[0]
-                  for table in ("candidates", "generations", "leases")}
-        counts["experiments"] = db.execute("SELECT COUNT(*) FROM experiments WHERE id=?", (experiment_id,)).fetchone()[0]
+        counts = {
+            table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE experiment_id=?", (experiment_id,)).fetchone()[0]
+            for table in ("candidates", "generations", "leases")
+        }
+        counts["experiments"] = db.execute("SELECT COUNT(*) FROM experiments WHERE id=?", (experiment_id,)).fetchone()[
+            0
+        ]
         return counts
     finally:
         db.close()
@@ -56,9 +63,11 @@ def test_a_cancelled_experiment_is_deleted_from_the_database_before_the_answer(s
     assert deleted.id == exp.id and deleted.state == types_pb2.EXPERIMENT_STATE_CANCELLED
     assert rows(tmp_path / "c.db", exp.id) == {"experiments": 0, "candidates": 0, "generations": 0, "leases": 0}
     assert rows(tmp_path / "c.db", keep.id)["candidates"] == 3  # the other experiment is untouched
-    for call, request in [(experiments.GetExperiment, es.GetExperimentRequest),
-                          (experiments.GetResult, es.GetResultRequest),
-                          (experiments.DeleteExperiment, es.DeleteExperimentRequest)]:
+    for call, request in [
+        (experiments.GetExperiment, es.GetExperimentRequest),
+        (experiments.GetResult, es.GetResultRequest),
+        (experiments.DeleteExperiment, es.DeleteExperimentRequest),
+    ]:
         with pytest.raises(grpc.RpcError) as err:
             call(request(experiment_id=exp.id), timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND

@@ -15,12 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
+import tomllib
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -63,7 +63,11 @@ def _compose_config(*files: Path, env: dict[str, str]) -> subprocess.CompletedPr
     empty.write_text("")
     return subprocess.run(
         args + ["--project-directory", str(DOCKER), "--env-file", str(empty), "config"],
-        capture_output=True, text=True, env=env, timeout=60, cwd=DOCKER,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=DOCKER,
     )
 
 
@@ -322,7 +326,10 @@ def _health_server(status: int):
 def _run_healthcheck(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(DOCKER / "healthcheck.py"), *args, "--timeout", "3"],
-        capture_output=True, text=True, timeout=30, env=_compose_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_compose_env(),
     )
 
 
@@ -389,9 +396,7 @@ def test_coordinator_serves_a_search_with_only_the_coordinator_extra_installed(t
         "print('served', lease.experiment_id == exp.id, report.accepted)\n"
         "server.stop(grace=0)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=ROOT
-    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--listen" in result.stdout
     assert result.stdout.splitlines()[-1] == "served True True"

@@ -19,9 +19,11 @@ from taylorglo_tf.training.task import Task
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                    st.integers(min_value=-(10**400), max_value=10**400),
-                    st.sampled_from([10**400, -(10**400), 1e308, 3.5e38]))
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.sampled_from([10**400, -(10**400), 1e308, 3.5e38]),
+)
 odd = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=6), st.binary(max_size=4))
 thetas = st.one_of(
     st.lists(numbers, max_size=12),
@@ -58,8 +60,9 @@ def test_an_expansion_is_built_or_refused_with_a_value_error(order, inputs):
 
 
 @FUZZ
-@given(st.integers(min_value=1, max_value=4), st.sampled_from([("x", "y"), ("y",), ("x", "y", "t"), ("y", "t")]),
-       thetas)
+@given(
+    st.integers(min_value=1, max_value=4), st.sampled_from([("x", "y"), ("y",), ("x", "y", "t"), ("y", "t")]), thetas
+)
 def test_theta_of_any_shape_or_value_is_accepted_only_at_the_expected_length(order, inputs, theta):
     expansion = taylor.Expansion(inputs, order)
     try:
@@ -89,8 +92,9 @@ def keras_loss():
     return TaylorGLOLoss
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(thetas, orders, inputs_)
 def test_the_keras_loss_refuses_any_bad_theta_order_or_inputs_with_a_value_error(keras_loss, theta, order, inputs):
     expansion = _valid_expansion(order, inputs)
@@ -121,14 +125,33 @@ def test_set_theta_refuses_bad_values_and_keeps_the_previous_theta(keras_loss, t
         np.testing.assert_array_equal(loss.theta, np.asarray(theta, dtype=np.float64))
 
 
-TASK_FIELDS = ["dataset", "model", "steps", "batch_size", "fraction", "augmentation", "seed", "abort_threshold",
-               "abort_check_epoch", "max_attempts", "data_dir"]
+TASK_FIELDS = [
+    "dataset",
+    "model",
+    "steps",
+    "batch_size",
+    "fraction",
+    "augmentation",
+    "seed",
+    "abort_threshold",
+    "abort_check_epoch",
+    "max_attempts",
+    "data_dir",
+]
 
 
 @FUZZ
-@given(st.dictionaries(st.one_of(st.sampled_from(TASK_FIELDS), st.text(max_size=6), st.integers()),
-                       st.one_of(odd, st.dictionaries(st.one_of(st.text(max_size=4), st.integers()), odd, max_size=2),
-                                 st.lists(odd, max_size=2)), max_size=5))
+@given(
+    st.dictionaries(
+        st.one_of(st.sampled_from(TASK_FIELDS), st.text(max_size=6), st.integers()),
+        st.one_of(
+            odd,
+            st.dictionaries(st.one_of(st.text(max_size=4), st.integers()), odd, max_size=2),
+            st.lists(odd, max_size=2),
+        ),
+        max_size=5,
+    )
+)
 def test_task_from_any_mapping_is_a_task_or_a_value_error_naming_the_field(data):
     try:
         task = Task.from_dict(data)
@@ -147,9 +170,27 @@ def test_a_task_that_is_not_a_mapping_is_a_value_error(value):
 
 uris = st.one_of(
     st.text(max_size=20),
-    st.sampled_from(["", " ", "\x00", "\ud800", "tfds:", "tfds:mnist?", "tfds:mnist?a", "tfds:mnist?=1",
-                     "idx:", "idx:\x00", "npz:\ud800", "npz:/nonexistent.npz", "idx:../../none", "digits",
-                     "DIGITS", "tfds", "csv:x"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\x00",
+            "\ud800",
+            "tfds:",
+            "tfds:mnist?",
+            "tfds:mnist?a",
+            "tfds:mnist?=1",
+            "idx:",
+            "idx:\x00",
+            "npz:\ud800",
+            "npz:/nonexistent.npz",
+            "idx:../../none",
+            "digits",
+            "DIGITS",
+            "tfds",
+            "csv:x",
+        ]
+    ),
     st.builds(lambda s, r: f"{s}:{r}", st.sampled_from(["tfds", "idx", "npz"]), st.text(max_size=12)),
     odd,
 )
@@ -177,9 +218,16 @@ def test_loading_a_file_uri_that_names_nothing_usable_is_a_clear_error(uri):
             loader.load(uri, data_dir=empty)
         except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
             target = uri.partition(":")[2]
-            named = {repr(target)} if "\x00" in target else {
-                repr(target), str(PurePosixPath(target)), os.path.expanduser(str(PurePosixPath(target))),
-                os.path.normpath(os.path.join(empty, target))}
+            named = (
+                {repr(target)}
+                if "\x00" in target
+                else {
+                    repr(target),
+                    str(PurePosixPath(target)),
+                    os.path.expanduser(str(PurePosixPath(target))),
+                    os.path.normpath(os.path.join(empty, target)),
+                }
+            )
             assert any(name in str(err) for name in named), err
             return
     pytest.fail(f"{uri!r} loaded from an empty directory")
@@ -191,15 +239,24 @@ def test_load_names_a_bad_fraction_or_seed(fraction, seed):
         loader.load("digits", fraction=fraction, seed=seed)
 
 
-tfds_queries = st.one_of(st.just(""), st.builds(
-    lambda k, v: f"?{k}={v}", st.sampled_from(["train", "val", "test", "norm", "x"]),
-    st.one_of(st.text(min_size=1, max_size=8).filter(lambda v: "&" not in v),
-              st.sampled_from(["train[:200%]", "train[", "bogus", "unit"]))))
+tfds_queries = st.one_of(
+    st.just(""),
+    st.builds(
+        lambda k, v: f"?{k}={v}",
+        st.sampled_from(["train", "val", "test", "norm", "x"]),
+        st.one_of(
+            st.text(min_size=1, max_size=8).filter(lambda v: "&" not in v),
+            st.sampled_from(["train[:200%]", "train[", "bogus", "unit"]),
+        ),
+    ),
+)
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.one_of(st.text(max_size=10), st.sampled_from(["mnist", "zzz", "MNIST", "../../etc", "mnist:9.9", "\x00"])),
-       tfds_queries)
+@given(
+    st.one_of(st.text(max_size=10), st.sampled_from(["mnist", "zzz", "MNIST", "../../etc", "mnist:9.9", "\x00"])),
+    tfds_queries,
+)
 def test_a_tfds_uri_with_any_name_or_split_is_a_clear_error_without_data(tmp_path_factory, name, query):
     uri = f"tfds:{name}{query}"
     with pytest.raises((ValueError, FileNotFoundError)) as err:
@@ -210,11 +267,12 @@ def test_a_tfds_uri_with_any_name_or_split_is_a_clear_error_without_data(tmp_pat
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 idx_bytes = st.one_of(
     st.binary(max_size=40),
-    st.builds(lambda dtype, dims, body: bytes([0, 0, dtype, len(dims)])
-              + b"".join(d.to_bytes(4, "big") for d in dims) + body,
-              st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x07]),
-              st.lists(st.one_of(st.integers(min_value=0, max_value=4), st.just(2**32 - 1)), max_size=3),
-              st.binary(max_size=40)),
+    st.builds(
+        lambda dtype, dims, body: bytes([0, 0, dtype, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + body,
+        st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x07]),
+        st.lists(st.one_of(st.integers(min_value=0, max_value=4), st.just(2**32 - 1)), max_size=3),
+        st.binary(max_size=40),
+    ),
 )
 
 
@@ -258,9 +316,12 @@ arrays = st.one_of(
 
 
 @FUZZ
-@given(st.sampled_from([("x", "y"), ("y",), ("x", "y", "t")]),
-       st.one_of(st.lists(arrays, max_size=4), st.dictionaries(st.sampled_from(["x", "y", "t", "z"]), arrays,
-                                                              max_size=3), odd))
+@given(
+    st.sampled_from([("x", "y"), ("y",), ("x", "y", "t")]),
+    st.one_of(
+        st.lists(arrays, max_size=4), st.dictionaries(st.sampled_from(["x", "y", "t", "z"]), arrays, max_size=3), odd
+    ),
+)
 def test_evaluating_an_expansion_on_any_values_is_an_array_or_a_value_error(inputs, values):
     expansion = taylor.Expansion(inputs, 2)
     theta = np.linspace(0.1, 0.9, expansion.num_params)

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
+from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.coordinator.grpc_util import InvalidArgument
 from taylorglo_tf.coordinator.scheduler import Scheduler
 from taylorglo_tf.coordinator.servicers import validate_report
 from taylorglo_tf.coordinator.storage import SqliteStorage
-from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 
@@ -47,15 +47,22 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
         self.db = Path(self.dir.name) / "s.db"
         self.clock = Clock()
         self.scheduler = self._open()
-        spec = spec_lib.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 5},
-                                   "search": {"population": POPULATION, "generations": GENERATIONS, "seed": 5,
-                                              "max_attempts": MAX_ATTEMPTS}})
+        spec = spec_lib.load_spec(
+            {
+                "task": {"dataset": "digits", "model": "tiny", "steps": 5},
+                "search": {
+                    "population": POPULATION,
+                    "generations": GENERATIONS,
+                    "seed": 5,
+                    "max_attempts": MAX_ATTEMPTS,
+                },
+            }
+        )
         self.exp_id = self.scheduler.submit(spec).id
 
     def _open(self):
         self.storage = SqliteStorage(self.db)
-        scheduler = Scheduler(self.storage, lease_ttl_s=TTL, prescreen=lambda theta, n: True,
-                              clock=self.clock)
+        scheduler = Scheduler(self.storage, lease_ttl_s=TTL, prescreen=lambda theta, n: True, clock=self.clock)
         scheduler.start(reaper=False)
         return scheduler
 
@@ -68,7 +75,8 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
     def _state(self):
         result = self.scheduler.result(self.exp_id)
         return result.experiment.SerializeToString(deterministic=True), [
-            c.SerializeToString(deterministic=True) for c in result.candidates]
+            c.SerializeToString(deterministic=True) for c in result.candidates
+        ]
 
     # ------------------------------------------------------------------ legitimate traffic
 
@@ -77,9 +85,18 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
         lease = self.scheduler.lease(trainer)
         return (lease.lease_id, trainer) if lease is not None else ("none", trainer)
 
-    @rule(held=leases, status=st.sampled_from([ws.EVALUATION_STATUS_OK, ws.EVALUATION_STATUS_DIVERGED,
-                                               ws.EVALUATION_STATUS_ABORTED, ws.EVALUATION_STATUS_ERROR]),
-          fitness=st.floats(min_value=0, max_value=1))
+    @rule(
+        held=leases,
+        status=st.sampled_from(
+            [
+                ws.EVALUATION_STATUS_OK,
+                ws.EVALUATION_STATUS_DIVERGED,
+                ws.EVALUATION_STATUS_ABORTED,
+                ws.EVALUATION_STATUS_ERROR,
+            ]
+        ),
+        fitness=st.floats(min_value=0, max_value=1),
+    )
     def report(self, held, status, fitness):
         accepted, reason = self._report(*held, status, fitness)
         assert accepted or reason
@@ -125,11 +142,15 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
                 assert not self.scheduler.return_lease(lid, tid)
         assert self._state() == before
 
-    @rule(held=leases,
-          status=st.one_of(st.integers(min_value=-3, max_value=100).filter(lambda s: s not in (1, 2, 3, 4)),
-                           st.sampled_from([ws.EVALUATION_STATUS_OK])),
-          fitness=st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, -0.5, 1.5, 1e300])),
-          steps=st.integers(min_value=-(2**31), max_value=-1))
+    @rule(
+        held=leases,
+        status=st.one_of(
+            st.integers(min_value=-3, max_value=100).filter(lambda s: s not in (1, 2, 3, 4)),
+            st.sampled_from([ws.EVALUATION_STATUS_OK]),
+        ),
+        fitness=st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, -0.5, 1.5, 1e300])),
+        steps=st.integers(min_value=-(2**31), max_value=-1),
+    )
     def malformed_reports_are_refused_and_change_nothing(self, held, status, fitness, steps):
         before = self._state()
         for metrics in (None, types_pb2.EvaluationMetrics(val_accuracy=0.5, steps=steps)):
@@ -150,8 +171,11 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
     def counters_agree_with_the_stored_candidates(self):
         result = self.scheduler.result(self.exp_id)
         exp = result.experiment
-        finals = [c for c in result.candidates if c.status not in (types_pb2.CANDIDATE_STATUS_QUEUED,
-                                                                   types_pb2.CANDIDATE_STATUS_LEASED)]
+        finals = [
+            c
+            for c in result.candidates
+            if c.status not in (types_pb2.CANDIDATE_STATUS_QUEUED, types_pb2.CANDIDATE_STATUS_LEASED)
+        ]
         assert exp.evaluations_done == len(finals)
         assert all(0 <= c.attempts <= MAX_ATTEMPTS for c in result.candidates)
         assert len(result.candidates) == POPULATION * min(GENERATIONS, exp.generation + 1)
@@ -186,6 +210,7 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
             self.dir.cleanup()
 
 
-SchedulerUnderAttack.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None,
-                                                  suppress_health_check=[HealthCheck.too_slow])
+SchedulerUnderAttack.TestCase.settings = settings(
+    max_examples=80, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestSchedulerUnderAttack = SchedulerUnderAttack.TestCase

@@ -14,11 +14,30 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 MINIMAL = {"task": {"dataset": "digits", "model": "tiny", "steps": 100}}
 SECTIONS = {
-    "task": ["dataset", "model", "steps", "batch_size", "train_fraction", "augmentation", "seed",
-             "abort_accuracy", "abort_epochs", "trainFraction", "batchSize"],
+    "task": [
+        "dataset",
+        "model",
+        "steps",
+        "batch_size",
+        "train_fraction",
+        "augmentation",
+        "seed",
+        "abort_accuracy",
+        "abort_epochs",
+        "trainFraction",
+        "batchSize",
+    ],
     "loss": ["order", "inputs"],
-    "search": ["population", "generations", "sigma0", "seed", "max_attempts", "invariant_prescreen",
-               "num_classes", "maxAttempts"],
+    "search": [
+        "population",
+        "generations",
+        "sigma0",
+        "seed",
+        "max_attempts",
+        "invariant_prescreen",
+        "num_classes",
+        "maxAttempts",
+    ],
     "augmentation": ["flip_crop", "crop_padding", "cutout_length", "cutmix_probability", "cutmix_alpha"],
 }
 
@@ -30,20 +49,45 @@ odd_numbers = st.one_of(
 )
 odd_strings = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["", "\x00", "\ud800", "..", "/etc/passwd", "idx:../x", "npz:/abs.npz", "idx:a/../../b",
-                     "npz:~/x.npz", "tfds:", "tfds:../x", "idx:\x00", "idx:a\\b", "npz:é/ü.npz", "tfds:MNIST",
-                     "idx:", ":", "digits ", "x" * 1000]),
+    st.sampled_from(
+        [
+            "",
+            "\x00",
+            "\ud800",
+            "..",
+            "/etc/passwd",
+            "idx:../x",
+            "npz:/abs.npz",
+            "idx:a/../../b",
+            "npz:~/x.npz",
+            "tfds:",
+            "tfds:../x",
+            "idx:\x00",
+            "idx:a\\b",
+            "npz:é/ü.npz",
+            "tfds:MNIST",
+            "idx:",
+            ":",
+            "digits ",
+            "x" * 1000,
+        ]
+    ),
 )
 scalars = st.one_of(st.none(), st.booleans(), odd_numbers, odd_strings)
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                      max_leaves=6)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 def _section(name):
     keys = st.one_of(st.sampled_from(SECTIONS[name]), st.text(max_size=10))
-    inner = values if name != "task" else st.one_of(values, st.dictionaries(
-        st.sampled_from(SECTIONS["augmentation"]), values, max_size=3))
+    inner = (
+        values
+        if name != "task"
+        else st.one_of(values, st.dictionaries(st.sampled_from(SECTIONS["augmentation"]), values, max_size=3))
+    )
     return st.dictionaries(keys, inner, max_size=4)
 
 
@@ -60,12 +104,16 @@ def _merge(base, extra):
 specs = st.builds(
     _merge,
     st.just(MINIMAL),
-    st.dictionaries(st.sampled_from(["task", "loss", "search", "name", "tasks", 3]),
-                    st.one_of(_section("task"), _section("loss"), _section("search"), values), max_size=4),
+    st.dictionaries(
+        st.sampled_from(["task", "loss", "search", "name", "tasks", 3]),
+        st.one_of(_section("task"), _section("loss"), _section("search"), values),
+        max_size=4,
+    ),
 )
 # Keys may also be non-strings at the top level or below.
-weird_keys = st.dictionaries(st.one_of(st.integers(), st.none(), st.booleans(), st.text(max_size=5)), values,
-                             max_size=4)
+weird_keys = st.dictionaries(
+    st.one_of(st.integers(), st.none(), st.booleans(), st.text(max_size=5)), values, max_size=4
+)
 
 
 def assert_named_spec_error(source) -> SpecError | None:
@@ -95,9 +143,20 @@ def test_any_mapping_with_odd_keys_is_a_spec_error_or_a_spec(data):
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(["task", "loss", "search", "augmentation"]), st.text(min_size=1, max_size=12))
 def test_an_unknown_key_at_any_level_is_named_with_its_path(section, key):
-    known = set(SECTIONS[section]) | {"trainFraction", "batchSize", "abortAccuracy", "abortEpochs", "maxAttempts",
-                                      "invariantPrescreen", "numClasses", "flipCrop", "cropPadding", "cutoutLength",
-                                      "cutmixProbability", "cutmixAlpha"}
+    known = set(SECTIONS[section]) | {
+        "trainFraction",
+        "batchSize",
+        "abortAccuracy",
+        "abortEpochs",
+        "maxAttempts",
+        "invariantPrescreen",
+        "numClasses",
+        "flipCrop",
+        "cropPadding",
+        "cutoutLength",
+        "cutmixProbability",
+        "cutmixAlpha",
+    }
     if key in known:
         return
     data = json.loads(json.dumps(MINIMAL))
@@ -112,8 +171,10 @@ def test_an_unknown_key_at_any_level_is_named_with_its_path(section, key):
 
 
 @FUZZ
-@given(st.sampled_from([(s, k) for s in ("task", "loss", "search") for k in SECTIONS[s] if "_" in k or k.islower()]),
-       st.one_of(odd_numbers, odd_strings, st.booleans(), st.lists(scalars, max_size=2)))
+@given(
+    st.sampled_from([(s, k) for s in ("task", "loss", "search") for k in SECTIONS[s] if "_" in k or k.islower()]),
+    st.one_of(odd_numbers, odd_strings, st.booleans(), st.lists(scalars, max_size=2)),
+)
 def test_an_odd_value_in_a_known_field_is_named_by_that_field(section_key, value):
     section, key = section_key
     data = _merge(MINIMAL, {section: {key: value}})
@@ -133,23 +194,35 @@ def test_any_dataset_string_is_valid_or_refused_naming_the_dataset_field(uri):
     err = assert_named_spec_error(_merge(MINIMAL, {"task": {"dataset": uri}}))
     if err is None:
         scheme, _, rest = uri.partition(":")
-        assert uri == "digits" or scheme == "tfds" or (
-            rest and not rest.startswith(("/", "~")) and ".." not in rest.split("/") and "\x00" not in rest)
+        assert (
+            uri == "digits"
+            or scheme == "tfds"
+            or (rest and not rest.startswith(("/", "~")) and ".." not in rest.split("/") and "\x00" not in rest)
+        )
     else:
         assert err.field == "spec.task.dataset"
 
 
-@pytest.mark.parametrize("uri", ["idx:../x", "npz:/abs.npz", "idx:a/../../b", "npz:~/x.npz", "idx:\x00",
-                                 "idx:a\\b", "tfds:../x", "tfds:", "idx:"])
+@pytest.mark.parametrize(
+    "uri",
+    ["idx:../x", "npz:/abs.npz", "idx:a/../../b", "npz:~/x.npz", "idx:\x00", "idx:a\\b", "tfds:../x", "tfds:", "idx:"],
+)
 def test_traversal_absolute_and_nul_dataset_paths_are_refused(uri):
     err = assert_named_spec_error(_merge(MINIMAL, {"task": {"dataset": uri}}))
     assert err is not None and err.field == "spec.task.dataset"
 
 
-@pytest.mark.parametrize("field, value", [
-    ("search.sigma0", 10**400), ("task.train_fraction", -(10**400)), ("search.population", 10**400),
-    ("task.seed", 2**64), ("search.sigma0", math.nan), ("task.steps", math.inf),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("search.sigma0", 10**400),
+        ("task.train_fraction", -(10**400)),
+        ("search.population", 10**400),
+        ("task.seed", 2**64),
+        ("search.sigma0", math.nan),
+        ("task.steps", math.inf),
+    ],
+)
 def test_numbers_too_big_for_any_float_or_integer_are_named(field, value):
     section, key = field.split(".")
     err = assert_named_spec_error(_merge(MINIMAL, {section: {key: value}}))

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf import spec as spec_module
 from taylorglo_tf.connection import connect
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -55,7 +55,10 @@ def node_modules() -> Path:
             shutil.copy(path, staging)
         install = subprocess.run(
             [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=staging, capture_output=True, text=True, timeout=180,
+            cwd=staging,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         if install.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
@@ -79,7 +82,11 @@ def test_a_node_client_built_from_the_protos_submits_reads_back_leases_and_repor
     env.update(NODE_PATH=str(node_modules), TAYLORGLO_CLIENT_TOKEN=CLIENT_TOKEN, TAYLORGLO_TRAINER_TOKEN=TRAINER_TOKEN)
     run = subprocess.run(
         ["node", str(CLIENT_DIR / "client.js"), str(ROOT / "protos"), coordinator.address],
-        input=json.dumps(SPEC), capture_output=True, text=True, env=env, timeout=60,
+        input=json.dumps(SPEC),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads(run.stdout)

@@ -8,9 +8,9 @@ import pytest
 
 from taylorglo_tf import taylor
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2
-from taylorglo_tf.training import EvaluationResult, Task
 from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator
-from taylorglo_tf.trainer.worker import EvaluationStopped, Outcome
+from taylorglo_tf.trainer.worker import EvaluationStopped
+from taylorglo_tf.training import EvaluationResult, Task
 
 # Appendix C's best MNIST loss: trains the tiny model on digits well.
 APPENDIX_C_THETA = list(taylor.PAPER_MNIST_THETA)
@@ -19,9 +19,15 @@ STEPS = 40
 
 def lease(theta=APPENDIX_C_THETA, *, dataset="digits", steps=STEPS, index=0, **task_fields):
     return worker_service_pb2.Lease(
-        lease_id=f"lease-{index}", experiment_id="exp", generation=0, index=index, theta=theta,
+        lease_id=f"lease-{index}",
+        experiment_id="exp",
+        generation=0,
+        index=index,
+        theta=theta,
         task=types_pb2.TaskSpec(dataset=dataset, model="tiny", steps=steps, seed=3, **task_fields),
-        loss=types_pb2.LossSpec(), attempt=1, ttl_s=30,
+        loss=types_pb2.LossSpec(),
+        attempt=1,
+        ttl_s=30,
     )
 
 
@@ -57,20 +63,40 @@ class FixedEvaluator:
 def test_minimal_task_spec_gets_the_documented_defaults():
     task = Task.from_proto(types_pb2.TaskSpec(dataset="digits", model="tiny", steps=25, seed=7), None)
     assert task == Task(
-        dataset="digits", model="tiny", steps=25, batch_size=0, fraction=1.0,
+        dataset="digits",
+        model="tiny",
+        steps=25,
+        batch_size=0,
+        fraction=1.0,
         augmentation={"flip": False, "crop_padding": 0, "cutout": 0, "cutmix_prob": 0.0, "cutmix_alpha": 1.0},
-        seed=7, abort_threshold=0.15, abort_check_epoch=10.0, data_dir=None,
+        seed=7,
+        abort_threshold=0.15,
+        abort_check_epoch=10.0,
+        data_dir=None,
     )
 
 
 def test_task_spec_fields_map_onto_the_task():
     spec = types_pb2.TaskSpec(
-        dataset="tfds:cifar10", model="alexnet", steps=2000, batch_size=64, train_fraction=0.1, seed=5,
-        abort_accuracy=0.2, abort_epochs=3, lr_scale=0.3,
+        dataset="tfds:cifar10",
+        model="alexnet",
+        steps=2000,
+        batch_size=64,
+        train_fraction=0.1,
+        seed=5,
+        abort_accuracy=0.2,
+        abort_epochs=3,
+        lr_scale=0.3,
         augmentation=types_pb2.AugmentationSpec(flip_crop=True, cutout_length=16, cutmix_probability=0.5),
     )
     task = Task.from_proto(spec, None)
-    assert (task.dataset, task.model, task.steps, task.batch_size, task.fraction) == ("tfds:cifar10", "alexnet", 2000, 64, 0.1)
+    assert (task.dataset, task.model, task.steps, task.batch_size, task.fraction) == (
+        "tfds:cifar10",
+        "alexnet",
+        2000,
+        64,
+        0.1,
+    )
     assert (task.abort_threshold, task.abort_check_epoch, task.lr_scale) == (0.2, 3.0, 0.3)
     assert task.augmentation == {"flip": True, "crop_padding": 4, "cutout": 16, "cutmix_prob": 0.5, "cutmix_alpha": 1.0}
 
@@ -151,12 +177,17 @@ def test_the_loss_object_is_reused_and_only_its_theta_changes():
 
 
 def test_evaluation_results_map_to_outcomes_with_status_fitness_and_metrics():
-    diverged = EvaluationResult(fitness=0.0, val_accuracy=0.1, val_loss=float("nan"), steps=12,
-                                wall_time_s=0.5, attempts=1, status="diverged")
+    diverged = EvaluationResult(
+        fitness=0.0, val_accuracy=0.1, val_loss=float("nan"), steps=12, wall_time_s=0.5, attempts=1, status="diverged"
+    )
     stand_in = FixedEvaluator(diverged)
     outcome = KerasEvaluator(evaluator=stand_in)(lease(), RecordingHeartbeat())
     assert (outcome.status, outcome.fitness, outcome.val_accuracy, outcome.steps, outcome.wall_time_s) == (
-        "diverged", 0.0, 0.1, 12, 0.5
+        "diverged",
+        0.0,
+        0.1,
+        12,
+        0.5,
     )
     # The NaN loss is reported as 0 (proto metrics must be finite).
     assert outcome.to_request("lease-0", "t").metrics.val_loss == 0.0

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
 
 import pytest
+import tomllib
 import yaml
 
 from tests.kube_manifests import (
@@ -44,13 +44,18 @@ def rendered() -> dict[str, list[dict]]:
 
 
 def every_object(rendered) -> list[tuple[str, dict]]:
-    return [(name, obj) for name, objects in rendered.items() for obj in objects] + \
-        [("example", obj) for obj in load(SUBMIT_EXAMPLE)]
+    return [(name, obj) for name, objects in rendered.items() for obj in objects] + [
+        ("example", obj) for obj in load(SUBMIT_EXAMPLE)
+    ]
 
 
 def _validate(version: str, *paths) -> subprocess.CompletedProcess:
-    return subprocess.run([tool("kubernetes-validate"), "--strict", "--kubernetes-version", version,
-                           *map(str, paths)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--kubernetes-version", version, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 # ------------------------------------------------------------------ API schema
@@ -91,8 +96,9 @@ def test_the_base_files_are_plain_manifests_that_kustomize_leaves_unchanged(rend
 def test_no_manifest_holds_a_secret_value(rendered):
     for where, obj in every_object(rendered):
         assert obj["kind"] != "Secret", f"{where}: Secrets are created by the user, never committed"
-    for _, pod in [spec for _, objects in rendered.items() for spec in pod_specs(objects)] + \
-            list(pod_specs(load(SUBMIT_EXAMPLE))):
+    for _, pod in [spec for _, objects in rendered.items() for spec in pod_specs(objects)] + list(
+        pod_specs(load(SUBMIT_EXAMPLE))
+    ):
         for container in containers(pod):
             for variable in container.get("env", []):
                 if re.search(r"TOKEN|SECRET|PASSWORD|KEY", variable["name"]):
@@ -125,15 +131,22 @@ def test_trainers_hold_only_the_trainer_token_and_clients_only_the_client_token(
     objects = rendered["base"]
 
     def secret_keys(pod: dict) -> dict[str, str]:
-        return {v["name"]: v["valueFrom"]["secretKeyRef"]["key"] for c in containers(pod) for v in c.get("env", [])
-                if "valueFrom" in v}
+        return {
+            v["name"]: v["valueFrom"]["secretKeyRef"]["key"]
+            for c in containers(pod)
+            for v in c.get("env", [])
+            if "valueFrom" in v
+        }
 
     pods = dict(pod_specs(objects))
     assert secret_keys(pods["Deployment/taylorglo-trainer"]) == {"TAYLORGLO_TOKEN": "trainer-token"}
     assert secret_keys(pods["StatefulSet/taylorglo-coordinator"]) == {
-        "TAYLORGLO_TRAINER_TOKEN": "trainer-token", "TAYLORGLO_CLIENT_TOKEN": "client-token"}
+        "TAYLORGLO_TRAINER_TOKEN": "trainer-token",
+        "TAYLORGLO_CLIENT_TOKEN": "client-token",
+    }
     assert secret_keys(dict(pod_specs(load(SUBMIT_EXAMPLE)))["Job/taylorglo-submit-digits"]) == {
-        "TAYLORGLO_TOKEN": "client-token"}
+        "TAYLORGLO_TOKEN": "client-token"
+    }
 
 
 # -------------------------------------------------------------------- security
@@ -202,7 +215,9 @@ def test_the_coordinator_grace_period_covers_its_drain(rendered):
 
 @pytest.mark.parametrize("overlay, probe_flag", [("base", "--listen"), ("cpu", "--listen"), ("tls", "--health-listen")])
 def test_coordinator_probes_are_native_grpc_on_a_plaintext_port_it_serves(rendered, overlay, probe_flag):
-    [container] = find(rendered[overlay], "StatefulSet", "taylorglo-coordinator")["spec"]["template"]["spec"]["containers"]
+    [container] = find(rendered[overlay], "StatefulSet", "taylorglo-coordinator")["spec"]["template"]["spec"][
+        "containers"
+    ]
     port = int(flag(container["command"], probe_flag).rpartition(":")[2])
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe] == {**container[probe], "grpc": {"port": port}}, probe
@@ -234,8 +249,10 @@ def test_the_service_exposes_the_coordinator_port_inside_the_cluster_only(render
     trainer = find(objects, "Deployment", "taylorglo-trainer")["spec"]["template"]["spec"]["containers"][0]
     assert flag(trainer["command"], "--coordinator") == f"{service['metadata']['name']}:{listen_port}"
     job = find(load(SUBMIT_EXAMPLE), "Job", "taylorglo-submit-digits")["spec"]["template"]["spec"]["containers"][0]
-    assert flag(job["command"], "--coordinator") == \
-        f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc:{listen_port}"
+    assert (
+        flag(job["command"], "--coordinator")
+        == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc:{listen_port}"
+    )
 
 
 # -------------------------------------------------------------------- trainers
@@ -288,7 +305,10 @@ def test_trainers_and_the_download_job_share_one_dataset_claim(rendered):
             for mount in container.get("volumeMounts", []):
                 if mount["mountPath"] == "/data":
                     claims[where] = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
-    assert claims == {"Deployment/taylorglo-trainer": "taylorglo-datasets", "Job/taylorglo-datasets": "taylorglo-datasets"}
+    assert claims == {
+        "Deployment/taylorglo-trainer": "taylorglo-datasets",
+        "Job/taylorglo-datasets": "taylorglo-datasets",
+    }
     assert find(objects, "PersistentVolumeClaim", "taylorglo-datasets")["spec"]["accessModes"] == ["ReadWriteMany"]
     trainer = find(objects, "Deployment", "taylorglo-trainer")["spec"]["template"]["spec"]["containers"][0]
     assert flag(trainer["command"], "--data-dir") == "/data"
@@ -307,8 +327,10 @@ def test_the_download_job_runs_valid_python_naming_the_datasets_from_its_environ
 
 def test_the_tls_overlay_mounts_the_secret_where_the_commands_read_it(rendered):
     objects = rendered["tls"]
-    for kind, name, flags in (("StatefulSet", "taylorglo-coordinator", ("--tls-cert", "--tls-key")),
-                              ("Deployment", "taylorglo-trainer", ("--tls-ca",))):
+    for kind, name, flags in (
+        ("StatefulSet", "taylorglo-coordinator", ("--tls-cert", "--tls-key")),
+        ("Deployment", "taylorglo-trainer", ("--tls-ca",)),
+    ):
         pod = find(objects, kind, name)["spec"]["template"]["spec"]
         [container] = pod["containers"]
         secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}

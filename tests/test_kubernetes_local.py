@@ -40,14 +40,22 @@ from tests.local_deploy import Host, Processes, client, free_port, wait_until
 
 # The Secrets of the README's `kubectl create secret` commands, per namespace.
 SECRETS = {
-    ("taylorglo", "taylorglo-tokens"): {"trainer-token": "kube-trainer-token-0123456789",
-                                        "client-token": "kube-client-token-0123456789"},
+    ("taylorglo", "taylorglo-tokens"): {
+        "trainer-token": "kube-trainer-token-0123456789",
+        "client-token": "kube-client-token-0123456789",
+    },
     ("taylorglo-clients", "taylorglo-tokens"): {"client-token": "kube-client-token-0123456789"},
 }
-SUCCEEDED, LEASED, QUEUED = (types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_LEASED,
-                             types_pb2.CANDIDATE_STATUS_QUEUED)
-SMALL_SEARCH = {"name": "kubernetes wiring", "task": {"dataset": "digits", "model": "tiny", "steps": 20},
-                "search": {"population": 4, "generations": 2}}
+SUCCEEDED, LEASED, QUEUED = (
+    types_pb2.CANDIDATE_STATUS_SUCCEEDED,
+    types_pb2.CANDIDATE_STATUS_LEASED,
+    types_pb2.CANDIDATE_STATUS_QUEUED,
+)
+SMALL_SEARCH = {
+    "name": "kubernetes wiring",
+    "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+    "search": {"population": 4, "generations": 2},
+}
 
 
 class Pod:
@@ -58,8 +66,10 @@ class Pod:
         self.namespace = workload["metadata"]["namespace"]
         self.spec = workload["spec"]["template"]["spec"]
         [self.container] = self.spec["containers"]
-        claims = {t["metadata"]["name"]: f"{t['metadata']['name']}-{name}"  # a StatefulSet's per-pod claims
-                  for t in workload["spec"].get("volumeClaimTemplates", [])}
+        claims = {
+            t["metadata"]["name"]: f"{t['metadata']['name']}-{name}"  # a StatefulSet's per-pod claims
+            for t in workload["spec"].get("volumeClaimTemplates", [])
+        }
         volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
         for mount in self.container.get("volumeMounts", []):
             volume = volumes.get(mount["name"], {})
@@ -116,7 +126,7 @@ def use_evaluator(workload: dict, evaluator: str) -> None:
     assert flag(command, "--evaluator") == "keras"
     if EVALUATORS[evaluator]:
         at = command.index("--evaluator")
-        command[at:at + 2] = EVALUATORS[evaluator]
+        command[at : at + 2] = EVALUATORS[evaluator]
 
 
 # The trainers' evaluator: the manifests' own (Keras: TensorFlow in each trainer,
@@ -131,8 +141,7 @@ EVALUATORS = {
 def base_host(tmp_path, objects: list[dict]) -> Host:
     """Loopback standing for the coordinator's Service, by its short and its namespaced name."""
     service = find(objects, "Service", "taylorglo-coordinator")["metadata"]
-    return Host(tmp_path, free_port(), service_names=[
-        service["name"], f"{service['name']}.{service['namespace']}.svc"])
+    return Host(tmp_path, free_port(), service_names=[service["name"], f"{service['name']}.{service['namespace']}.svc"])
 
 
 def start_ready(pod: Pod, processes: Processes) -> None:
@@ -170,8 +179,14 @@ def test_the_manifests_containers_run_locally_and_complete_a_search_with_two_tra
         output = processes.log(submitter.name)
         experiment_id = re.search(r"experiment (\w+) succeeded: best fitness 0\.\d+", output).group(1)
 
-        result = client(host, SECRETS[("taylorglo-clients", "taylorglo-tokens")]["client-token"],
-                        "result", experiment_id, "--out", str(tmp_path / "result"))
+        result = client(
+            host,
+            SECRETS[("taylorglo-clients", "taylorglo-tokens")]["client-token"],
+            "result",
+            experiment_id,
+            "--out",
+            str(tmp_path / "result"),
+        )
         assert result.returncode == 0, result.stderr
         candidates = (tmp_path / "result" / "candidates.csv").read_text().splitlines()
         assert len(candidates) == 1 + 8
@@ -198,8 +213,14 @@ def test_scaling_the_trainers_while_a_search_runs_spends_no_attempt(tmp_path):
     coordinator = Pod(host, find(objects, "StatefulSet", "taylorglo-coordinator"), "taylorglo-coordinator-0", [])
     client_token = SECRETS[("taylorglo", "taylorglo-tokens")]["client-token"]
     spec = tmp_path / "spec.yaml"  # far more work than the test waits for; it is cancelled at the end
-    spec.write_text(yaml.safe_dump({"task": {"dataset": "digits", "model": "tiny", "steps": 20},
-                                    "search": {"population": 4, "generations": 100}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                "search": {"population": 4, "generations": 100},
+            }
+        )
+    )
     with Processes(tmp_path) as processes:
         start_ready(coordinator, processes)
         first, second, third = (Pod(host, trainers, f"taylorglo-trainer-{i}", []) for i in range(3))
@@ -223,8 +244,11 @@ def test_scaling_the_trainers_while_a_search_runs_spends_no_attempt(tmp_path):
         done_by_second, done_by_others = trained_by(second), trained_by(first) + trained_by(third)
         # Two generations more: the one the second replica was in has closed, so its candidate
         # was finished or handed back (an abandoned lease would hold the generation for the 60 s TTL).
-        wait_until(lambda: trained_by(first) + trained_by(third) >= done_by_others + 8, running[first.name],
-                   "two generations after the scale-down")
+        wait_until(
+            lambda: trained_by(first) + trained_by(third) >= done_by_others + 8,
+            running[first.name],
+            "two generations after the scale-down",
+        )
         assert trained_by(second) == done_by_second
 
         candidates = results.GetResult(es.GetResultRequest(experiment_id=experiment_id), timeout=10).candidates
@@ -244,20 +268,41 @@ def test_the_tls_overlay_serves_probes_in_plaintext_and_trainers_and_clients_ove
         pytest.skip("needs openssl to make a certificate")
     certificate = tmp_path / "certificate"
     certificate.mkdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=taylorglo-coordinator", "-addext",
-                    "subjectAltName=DNS:taylorglo-coordinator,DNS:taylorglo-coordinator.taylorglo.svc,IP:127.0.0.1",
-                    "-keyout", str(certificate / "key"), "-out", str(certificate / "crt")],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=taylorglo-coordinator",
+            "-addext",
+            "subjectAltName=DNS:taylorglo-coordinator,DNS:taylorglo-coordinator.taylorglo.svc,IP:127.0.0.1",
+            "-keyout",
+            str(certificate / "key"),
+            "-out",
+            str(certificate / "crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     pem = (certificate / "crt").read_text()
-    secrets = {**SECRETS, ("taylorglo", "taylorglo-tls"): {
-        "tls.crt": pem, "tls.key": (certificate / "key").read_text(), "ca.crt": pem}}
+    secrets = {
+        **SECRETS,
+        ("taylorglo", "taylorglo-tls"): {"tls.crt": pem, "tls.key": (certificate / "key").read_text(), "ca.crt": pem},
+    }
     coordinator_set = find(objects, "StatefulSet", "taylorglo-coordinator")
     trainers = find(objects, "Deployment", "taylorglo-trainer")
     use_evaluator(trainers, "synthetic")
     probe = coordinator_set["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
-    host = Host(tmp_path, free_port(), service_names=["taylorglo-coordinator"],
-                other_ports=[str(probe["grpc"]["port"])])
+    host = Host(
+        tmp_path, free_port(), service_names=["taylorglo-coordinator"], other_ports=[str(probe["grpc"]["port"])]
+    )
     coordinator = Pod(host, coordinator_set, "taylorglo-coordinator-0", [], secrets)
     trainer = Pod(host, trainers, "taylorglo-trainer-0", [], secrets)
     client_token = SECRETS[("taylorglo", "taylorglo-tokens")]["client-token"]
@@ -266,8 +311,14 @@ def test_the_tls_overlay_serves_probes_in_plaintext_and_trainers_and_clients_ove
         trainer.start(processes)
 
         spec = tmp_path / "spec.yaml"
-        spec.write_text(yaml.safe_dump({"task": {"dataset": "digits", "model": "tiny", "steps": 20},
-                                        "search": {"population": 2, "generations": 1}}))
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "task": {"dataset": "digits", "model": "tiny", "steps": 20},
+                    "search": {"population": 2, "generations": 1},
+                }
+            )
+        )
         ca = trainer.host.localize(flag(trainer.container["command"], "--tls-ca"))
         submitted = client(host, client_token, "submit", str(spec), "--watch", "--tls-ca", ca, timeout=120)
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr + processes.log(trainer.name)

@@ -16,7 +16,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: source folder -> the package it installs as (pyproject.toml's [tool.setuptools.package-dir])
-PACKAGES = {"taylorglo_tf": "taylorglo_tf", "coordinator": "taylorglo_tf.coordinator", "trainer": "taylorglo_tf.trainer"}
+PACKAGES = {
+    "taylorglo_tf": "taylorglo_tf",
+    "coordinator": "taylorglo_tf.coordinator",
+    "trainer": "taylorglo_tf.trainer",
+}
 
 #: Highest first. A module belongs to the layer of the longest prefix that names
 #: it, and may import modules of its own layer or of a lower one. Within a layer
@@ -154,12 +158,18 @@ def test_imports_inside_functions_relative_ones_and_importlib_names_all_count():
 def test_an_upward_import_and_a_sibling_service_import_are_reported_by_file_and_line():
     lazy = "def f():\n    from taylorglo_tf.trainer.worker import Worker\n"
     assert upward_imports("taylorglo_tf.fake", lazy, "taylorglo_tf/fake.py") == [
-        "taylorglo_tf/fake.py:2: taylorglo_tf.fake (library) imports taylorglo_tf.trainer.worker (services), a higher layer"
+        "taylorglo_tf/fake.py:2: taylorglo_tf.fake (library) imports taylorglo_tf.trainer.worker (services), a higher "
+        "layer"
     ]
-    assert upward_imports("taylorglo_tf.coordinator.fake", "import taylorglo_tf.trainer.worker\n", "coordinator/fake.py") == [
-        "coordinator/fake.py:1: taylorglo_tf.coordinator.fake imports taylorglo_tf.trainer.worker, another unit of the services layer"
+    assert upward_imports(
+        "taylorglo_tf.coordinator.fake", "import taylorglo_tf.trainer.worker\n", "coordinator/fake.py"
+    ) == [
+        "coordinator/fake.py:1: taylorglo_tf.coordinator.fake imports taylorglo_tf.trainer.worker, another unit of the "
+        "services layer"
     ]
     assert upward_imports("taylorglo_tf.data.fake", "from taylorglo_tf import spec\n", "d.py") == [
         "d.py:1: taylorglo_tf.data.fake (data, models, protos) imports taylorglo_tf.spec (library), a higher layer"
     ]
-    assert upward_imports("taylorglo_tf.commands.fake", "import taylorglo_tf.coordinator.server\n", "c.py") == []  # downward
+    assert (
+        upward_imports("taylorglo_tf.commands.fake", "import taylorglo_tf.coordinator.server\n", "c.py") == []
+    )  # downward

@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf import limits
 from taylorglo_tf.connection import connect
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -87,8 +87,11 @@ def stubs(tmp_path_factory):
 
 
 def valid_spec() -> types_pb2.ExperimentSpec:
-    return types_pb2.ExperimentSpec(name="ok", task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=10),
-                                    search=types_pb2.SearchSpec(population=4, generations=1))
+    return types_pb2.ExperimentSpec(
+        name="ok",
+        task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=10),
+        search=types_pb2.SearchSpec(population=4, generations=1),
+    )
 
 
 def request_with(full_name: str, text: str):
@@ -101,23 +104,33 @@ def request_with(full_name: str, text: str):
         "taylorglo.v1.LossSpec.inputs": lambda: spec.loss.inputs.extend(["x", "y", text]),
         "taylorglo.v1.SearchSpec.algorithm": lambda: setattr(spec.search, "algorithm", text),
         "taylorglo.v1.PaperResult.table": lambda: setattr(spec.paper, "table", text),
-        "taylorglo.v1.PaperResult.note": lambda: (setattr(spec.paper, "table", "T1"), setattr(spec.paper, "note", text)),
+        "taylorglo.v1.PaperResult.note": lambda: (
+            setattr(spec.paper, "table", "T1"),
+            setattr(spec.paper, "note", text),
+        ),
     }
     if full_name in spec_fields:
         spec_fields[full_name]()
         return "SubmitExperiment", es.SubmitExperimentRequest(spec=spec)
     _, message, field = full_name.rsplit(".", 2)
     valid = {
-        "GetExperimentRequest": {}, "WatchExperimentRequest": {}, "CancelExperimentRequest": {},
-        "GetResultRequest": {}, "DeleteExperimentRequest": {}, "ListExperimentsRequest": {},
+        "GetExperimentRequest": {},
+        "WatchExperimentRequest": {},
+        "CancelExperimentRequest": {},
+        "GetResultRequest": {},
+        "DeleteExperimentRequest": {},
+        "ListExperimentsRequest": {},
         "LeaseCandidateRequest": {"trainer_id": "t"},
         "HeartbeatRequest": {"lease_id": "l", "trainer_id": "t"},
         "ReportResultRequest": {"lease_id": "l", "trainer_id": "t", "status": ws.EVALUATION_STATUS_ERROR},
         "ReturnLeaseRequest": {"lease_id": "l", "trainer_id": "t"},
     }[message]
     module = es if hasattr(es, message) else ws
-    fields = {"experiment_id": "e", **valid} if "experiment_id" in module.DESCRIPTOR.message_types_by_name[
-        message].fields_by_name else dict(valid)
+    fields = (
+        {"experiment_id": "e", **valid}
+        if "experiment_id" in module.DESCRIPTOR.message_types_by_name[message].fields_by_name
+        else dict(valid)
+    )
     fields[field] = text
     return message.removesuffix("Request"), getattr(module, message)(**fields)
 
@@ -148,8 +161,9 @@ def test_a_megabyte_dataset_uri_is_refused_before_anything_is_stored(stubs):
     with pytest.raises(grpc.RpcError) as err:
         experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details() == (f"spec.task.dataset: is {len(spec.task.dataset)} characters long; "
-                                   f"at most {limits.MAX_DATASET_CHARS}")
+    assert err.value.details() == (
+        f"spec.task.dataset: is {len(spec.task.dataset)} characters long; at most {limits.MAX_DATASET_CHARS}"
+    )
     assert len(experiments.ListExperiments(es.ListExperimentsRequest(), timeout=10).experiments) == before
 
 
@@ -174,6 +188,7 @@ def test_an_integer_over_its_bound_is_invalid_argument_naming_the_value(stubs, f
 
 def test_integers_at_their_bounds_are_accepted(stubs):
     response = stubs[1].LeaseCandidate(
-        ws.LeaseCandidateRequest(trainer_id="t", wait_ms=0, max_candidates=limits.MAX_LEASE_CANDIDATES), timeout=10)
+        ws.LeaseCandidateRequest(trainer_id="t", wait_ms=0, max_candidates=limits.MAX_LEASE_CANDIDATES), timeout=10
+    )
     assert len(response.leases) <= limits.MAX_LEASE_CANDIDATES  # what is queued (other tests' experiments)
     assert not response.leases or response.lease == response.leases[0]

@@ -25,20 +25,27 @@ def waiting(server) -> int:
 
 
 def spec(population: int) -> types_pb2.ExperimentSpec:
-    return types_pb2.ExperimentSpec(task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=1),
-                                    search=types_pb2.SearchSpec(population=population, generations=2))
+    return types_pb2.ExperimentSpec(
+        task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=1),
+        search=types_pb2.SearchSpec(population=population, generations=2),
+    )
 
 
 def test_more_waiting_trainers_than_server_threads_are_all_served_and_clients_still_answered(tmp_path):
     server = serve(tmp_path / "c.db")
     threads_before = threading.active_count()
     # several connections, as from many trainer machines
-    channels = [grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(8)]
+    channels = [
+        grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(8)
+    ]
     try:
         workers = [ws_grpc.WorkerServiceStub(c) for c in channels]
-        polls = [workers[i % len(workers)].LeaseCandidate.future(
-            ws.LeaseCandidateRequest(trainer_id=f"trainer-{i}", wait_ms=30_000), timeout=60) for i in range(TRAINERS)]
+        polls = [
+            workers[i % len(workers)].LeaseCandidate.future(
+                ws.LeaseCandidateRequest(trainer_id=f"trainer-{i}", wait_ms=30_000), timeout=60
+            )
+            for i in range(TRAINERS)
+        ]
         deadline = time.monotonic() + 30
         while waiting(server) < TRAINERS:  # every poll is waiting on the server
             assert time.monotonic() < deadline, f"{waiting(server)} of {TRAINERS} polls arrived"
@@ -76,7 +83,8 @@ def test_a_trainer_that_hangs_up_while_waiting_is_granted_nothing(tmp_path):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             exp = es_grpc.ExperimentServiceStub(channel).SubmitExperiment(
-                es.SubmitExperimentRequest(spec=spec(2)), timeout=10)
+                es.SubmitExperimentRequest(spec=spec(2)), timeout=10
+            )
             candidates = server.scheduler.result(exp.id).candidates
             assert [c.status for c in candidates] == [types_pb2.CANDIDATE_STATUS_QUEUED] * 2
     finally:
@@ -87,7 +95,8 @@ def test_stopping_the_server_ends_waiting_polls_without_a_lease(tmp_path):
     server = serve(tmp_path / "c.db")
     with grpc.insecure_channel(server.address) as channel:
         poll = ws_grpc.WorkerServiceStub(channel).LeaseCandidate.future(
-            ws.LeaseCandidateRequest(trainer_id="t", wait_ms=30_000), timeout=30)
+            ws.LeaseCandidateRequest(trainer_id="t", wait_ms=30_000), timeout=30
+        )
         deadline = time.monotonic() + 10
         while not waiting(server):
             assert time.monotonic() < deadline
@@ -105,18 +114,33 @@ def test_stopping_the_server_ends_waiting_polls_without_a_lease(tmp_path):
 def test_two_thousand_trainers_are_granted_a_generation_and_all_their_reports_are_accepted(tmp_path):
     trainers = 2000  # more calls at once than grpc lets wait for the event loop by default (1,000)
     server = serve(tmp_path / "c.db")
-    channels = [grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(8)]
+    channels = [
+        grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(8)
+    ]
     try:
         workers = [ws_grpc.WorkerServiceStub(c) for c in channels]
-        polls = [(f"trainer-{i}", workers[i % 8].LeaseCandidate.future(
-            ws.LeaseCandidateRequest(trainer_id=f"trainer-{i}", wait_ms=60_000), timeout=120)) for i in range(trainers)]
-        es_grpc.ExperimentServiceStub(channels[0]).SubmitExperiment(es.SubmitExperimentRequest(spec=spec(trainers)),
-                                                                    timeout=30)
+        polls = [
+            (
+                f"trainer-{i}",
+                workers[i % 8].LeaseCandidate.future(
+                    ws.LeaseCandidateRequest(trainer_id=f"trainer-{i}", wait_ms=60_000), timeout=120
+                ),
+            )
+            for i in range(trainers)
+        ]
+        es_grpc.ExperimentServiceStub(channels[0]).SubmitExperiment(
+            es.SubmitExperimentRequest(spec=spec(trainers)), timeout=30
+        )
         leases = [(trainer_id, poll.result(timeout=120).lease) for trainer_id, poll in polls]
-        acks = [workers[i % 8].ReportResult.future(ws.ReportResultRequest(
-            lease_id=lease.lease_id, trainer_id=trainer_id, status=ws.EVALUATION_STATUS_OK, fitness=0.5), timeout=120)
-            for i, (trainer_id, lease) in enumerate(leases)]
+        acks = [
+            workers[i % 8].ReportResult.future(
+                ws.ReportResultRequest(
+                    lease_id=lease.lease_id, trainer_id=trainer_id, status=ws.EVALUATION_STATUS_OK, fitness=0.5
+                ),
+                timeout=120,
+            )
+            for i, (trainer_id, lease) in enumerate(leases)
+        ]
         assert sum(ack.result().accepted for ack in acks) == trainers
     finally:
         for channel in channels:

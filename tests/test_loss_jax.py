@@ -49,7 +49,9 @@ def test_losses_give_reference_values_and_train_on_the_jax_backend():
     y_pred = rng.dirichlet(np.ones(3), size=6).astype(np.float32)
     payload = json.dumps({"labels": labels.tolist(), "y_pred": y_pred.tolist(), "theta": MNIST_THETA})
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], input=payload, capture_output=True, text=True, env=env, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], input=payload, capture_output=True, text=True, env=env, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     one_hot = np.eye(3)[labels]

@@ -29,7 +29,18 @@ def as_numpy(value):
 
 
 # -- values -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("order", "inputs"), [(1, ("x", "y")), (2, ("x", "y")), (3, ("x", "y")), (4, ("x", "y")), (5, ("x", "y")), (3, ("y", "x")), (3, ("x", "y", "t"))])
+@pytest.mark.parametrize(
+    ("order", "inputs"),
+    [
+        (1, ("x", "y")),
+        (2, ("x", "y")),
+        (3, ("x", "y")),
+        (4, ("x", "y")),
+        (5, ("x", "y")),
+        (3, ("y", "x")),
+        (3, ("x", "y", "t")),
+    ],
+)
 def test_keras_loss_matches_numpy_reference_in_float32(order, inputs):
     rng = np.random.default_rng(order)
     length = taylor.expected_theta_length(order, inputs)
@@ -38,7 +49,9 @@ def test_keras_loss_matches_numpy_reference_in_float32(order, inputs):
         theta = rng.normal(scale=1.5, size=length)
         loss = TaylorGLOLoss(theta, order=order, inputs=inputs, reduction=None)
         loss.set_progress(0.3)
-        expected = taylor.reference_loss(theta.astype(np.float32), one_hot, y_pred, order=order, inputs=inputs, progress=0.3)
+        expected = taylor.reference_loss(
+            theta.astype(np.float32), one_hot, y_pred, order=order, inputs=inputs, progress=0.3
+        )
         scale = np.max(np.abs(expected))
         np.testing.assert_allclose(as_numpy(loss(one_hot, y_pred)), expected, rtol=1e-5, atol=1e-6 * scale)
 
@@ -96,7 +109,9 @@ def test_gradient_wrt_predictions_matches_finite_differences():
         up, down = base.copy(), base.copy()
         up[idx] += h
         down[idx] -= h
-        fd[idx] = (taylor.reference_loss(theta, one_hot, up).sum() - taylor.reference_loss(theta, one_hot, down).sum()) / (2 * h)
+        fd[idx] = (
+            taylor.reference_loss(theta, one_hot, up).sum() - taylor.reference_loss(theta, one_hot, down).sum()
+        ) / (2 * h)
     np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-4 * np.abs(fd).max())
 
 
@@ -123,7 +138,9 @@ def test_zero_sample_weight_removes_a_sample():
     weights = np.ones(len(labels), np.float32)
     weights[0] = 0.0
     loss = TaylorGLOLoss(MNIST_THETA, reduction="sum")
-    assert float(loss(labels, y_pred, sample_weight=weights)) == pytest.approx(float(loss(labels[1:], y_pred[1:])), rel=1e-5)
+    assert float(loss(labels, y_pred, sample_weight=weights)) == pytest.approx(
+        float(loss(labels[1:], y_pred[1:])), rel=1e-5
+    )
 
 
 # -- bad theta --------------------------------------------------------------------------------
@@ -162,7 +179,10 @@ def test_theta_property_is_a_float64_copy():
     assert loss.theta[0] == MNIST_THETA[0]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"convention": "other"}, "convention"), ({"inputs": ("x", "q")}, "unknown input"), ({"order": 0}, "order")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"convention": "other"}, "convention"), ({"inputs": ("x", "q")}, "unknown input"), ({"order": 0}, "order")],
+)
 def test_bad_options_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TaylorGLOLoss([0.0] * 8, **kwargs)
@@ -178,7 +198,11 @@ def test_progress_must_lie_in_the_unit_interval():
 def tiny_model(num_classes=5, seed=0, dtype=None):
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(8, activation="relu", dtype=dtype), keras.layers.Dense(num_classes, activation="softmax", dtype=dtype)]
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", dtype=dtype),
+            keras.layers.Dense(num_classes, activation="softmax", dtype=dtype),
+        ]
     )
 
 
@@ -225,7 +249,13 @@ def test_model_save_and_load_without_custom_objects_gives_the_same_loss(tmp_path
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: TaylorGLOLoss(np.random.default_rng(5).normal(size=13), inputs=("x", "y", "t"), from_logits=True, convention="folded", reduction="sum"),
+        lambda: TaylorGLOLoss(
+            np.random.default_rng(5).normal(size=13),
+            inputs=("x", "y", "t"),
+            from_logits=True,
+            convention="folded",
+            reduction="sum",
+        ),
         lambda: TaylorGLOLoss(np.random.default_rng(6).normal(size=12), order=4),
         lambda: BaikalLoss(from_logits=True),
         lambda: Poly1Loss(epsilon=2.0, label_smoothing=0.1),
@@ -337,7 +367,9 @@ def test_time_varying_loss_changes_with_progress():
     for t in (0.0, 1.0):
         loss.set_progress(t)
         values.append(float(loss(one_hot, y_pred)))
-        assert values[-1] == pytest.approx(taylor.reference_loss(theta, one_hot, y_pred, inputs=("x", "y", "t"), progress=t).mean(), rel=1e-5, abs=1e-7)
+        assert values[-1] == pytest.approx(
+            taylor.reference_loss(theta, one_hot, y_pred, inputs=("x", "y", "t"), progress=t).mean(), rel=1e-5, abs=1e-7
+        )
     assert values[0] != values[1]
 
 
@@ -352,7 +384,9 @@ def test_poly1_is_cross_entropy_plus_epsilon_times_one_minus_pt():
     labels, one_hot, y_pred = batch()
     ce = as_numpy(keras.losses.CategoricalCrossentropy(reduction=None)(one_hot, y_pred))
     pt = np.sum(one_hot * y_pred, axis=-1)
-    np.testing.assert_allclose(as_numpy(Poly1Loss(epsilon=2.0, reduction=None)(labels, y_pred)), ce + 2.0 * (1 - pt), rtol=1e-5)
+    np.testing.assert_allclose(
+        as_numpy(Poly1Loss(epsilon=2.0, reduction=None)(labels, y_pred)), ce + 2.0 * (1 - pt), rtol=1e-5
+    )
 
 
 def test_baselines_stay_finite_at_zero_probability():
@@ -439,7 +473,9 @@ def test_order_2_cross_entropy_approximation_is_mean_squared_error_up_to_a_const
     # constant over classes), so L = (1/n) sum_i (y_i - x_i)^2 + const: Keras's MeanSquaredError.
     order2 = TaylorGLOLoss.from_loss("cross_entropy", order=2, reduction=None)
     _, one_hot, y_pred = batch(num_samples=32, num_classes=10)
-    difference = as_numpy(order2(one_hot, y_pred)) - as_numpy(keras.losses.MeanSquaredError(reduction=None)(one_hot, y_pred))
+    difference = as_numpy(order2(one_hot, y_pred)) - as_numpy(
+        keras.losses.MeanSquaredError(reduction=None)(one_hot, y_pred)
+    )
     np.testing.assert_allclose(difference, difference[0], atol=1e-6)
 
 

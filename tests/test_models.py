@@ -1,6 +1,5 @@
 """Model zoo: names, parameter counts against the literature, any shape, options, recipes."""
 
-import math
 import re
 
 import numpy as np
@@ -12,8 +11,17 @@ from taylorglo_tf import models  # noqa: E402
 from taylorglo_tf.models import Recipe  # noqa: E402
 
 CIFAR = (32, 32, 3)
-ALL = ["alexnet", "allcnn_c", "basic_cnn", "preact_resnet20", "pyramidnet_110_48", "tiny",
-       "wide_resnet_16_8", "wide_resnet_28_10", "wide_resnet_28_5"]
+ALL = [
+    "alexnet",
+    "allcnn_c",
+    "basic_cnn",
+    "preact_resnet20",
+    "pyramidnet_110_48",
+    "tiny",
+    "wide_resnet_16_8",
+    "wide_resnet_28_10",
+    "wide_resnet_28_5",
+]
 
 
 def trainable_params(model) -> int:
@@ -25,23 +33,25 @@ def test_names_lists_the_zoo():
     assert models.names() == ALL
 
 
-@pytest.mark.parametrize("call", [lambda: models.build("resnet50", CIFAR, 10),
-                                  lambda: models.recipe("resnet50")])
+@pytest.mark.parametrize("call", [lambda: models.build("resnet50", CIFAR, 10), lambda: models.recipe("resnet50")])
 def test_unknown_model_is_an_error_listing_valid_names(call):
     with pytest.raises(ValueError, match="unknown model 'resnet50'; valid names: alexnet, allcnn_c"):
         call()
 
 
 # Literature counts (REFERENCE section 4); the paper's setting of each model.
-@pytest.mark.parametrize("name, shape, classes, millions", [
-    ("basic_cnn", (28, 28, 1), 10, 3.27),
-    ("alexnet", CIFAR, 10, 2.47),
-    ("allcnn_c", CIFAR, 10, 1.37),
-    ("preact_resnet20", CIFAR, 10, 0.27),
-    ("wide_resnet_16_8", CIFAR, 10, 11.0),
-    ("wide_resnet_28_5", CIFAR, 10, 9.1),
-    ("wide_resnet_28_10", CIFAR, 10, 36.5),
-])
+@pytest.mark.parametrize(
+    "name, shape, classes, millions",
+    [
+        ("basic_cnn", (28, 28, 1), 10, 3.27),
+        ("alexnet", CIFAR, 10, 2.47),
+        ("allcnn_c", CIFAR, 10, 1.37),
+        ("preact_resnet20", CIFAR, 10, 0.27),
+        ("wide_resnet_16_8", CIFAR, 10, 11.0),
+        ("wide_resnet_28_5", CIFAR, 10, 9.1),
+        ("wide_resnet_28_10", CIFAR, 10, 36.5),
+    ],
+)
 def test_parameter_count_is_within_two_percent_of_the_literature(name, shape, classes, millions):
     count = trainable_params(models.build(name, shape, classes))
     assert count == pytest.approx(millions * 1e6, rel=0.02)
@@ -88,8 +98,7 @@ def test_zero_pad_shortcut_survives_save_and_load(tmp_path):
 
 # Skipped for time: wide_resnet_28_* share wide_resnet_16_8's builder (only depth and
 # width differ); pyramidnet_110_48 is checked on a small input in its count test.
-@pytest.mark.parametrize("name", [n for n in ALL
-                                  if not n.startswith("wide_resnet_28") and n != "pyramidnet_110_48"])
+@pytest.mark.parametrize("name", [n for n in ALL if not n.startswith("wide_resnet_28") and n != "pyramidnet_110_48"])
 def test_every_model_takes_any_input_shape_and_class_count(name):
     model = models.build(name, (5, 7, 2), 3)  # small, odd, non-square
     x = np.random.default_rng(0).random((2, *model.input_shape[1:])).astype(np.float32)
@@ -114,6 +123,7 @@ def test_weight_decay_is_an_l2_of_half_the_recipe_value_on_kernels():
     layer = kernels[0]
     w = layer.kernel
     import tensorflow as tf
+
     with tf.GradientTape() as tape:
         penalty = layer.kernel_regularizer(w)
     np.testing.assert_allclose(tape.gradient(penalty, w).numpy(), 1e-4 * w.numpy(), rtol=1e-5)
@@ -130,15 +140,18 @@ def test_dropout_option_of_wide_resnets():
         models.build("wide_resnet_16_8", (8, 8, 3), 10, dropout=1.0)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"input_shape": (8, 8, 1, 1), "num_classes": 10}, "input_shape must be"),
-    ({"input_shape": (0, 8, 1), "num_classes": 10}, "input_shape must be"),
-    ({"input_shape": (8, 8, 1), "num_classes": 1}, "num_classes must be at least 2"),
-    ({"input_shape": (8, 8, 1), "num_classes": 10, "dropout": 0.5}, r"no option\(s\) \['dropout'\]"),
-    ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": -1}, "weight_decay must be"),
-    ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": "1e-4"}, "weight_decay .* got '1e-4'"),
-    ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": float("nan")}, "weight_decay .* got nan"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"input_shape": (8, 8, 1, 1), "num_classes": 10}, "input_shape must be"),
+        ({"input_shape": (0, 8, 1), "num_classes": 10}, "input_shape must be"),
+        ({"input_shape": (8, 8, 1), "num_classes": 1}, "num_classes must be at least 2"),
+        ({"input_shape": (8, 8, 1), "num_classes": 10, "dropout": 0.5}, r"no option\(s\) \['dropout'\]"),
+        ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": -1}, "weight_decay must be"),
+        ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": "1e-4"}, "weight_decay .* got '1e-4'"),
+        ({"input_shape": (8, 8, 1), "num_classes": 10, "weight_decay": float("nan")}, "weight_decay .* got nan"),
+    ],
+)
 def test_bad_build_arguments_are_errors_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
         models.build("tiny", **kwargs)
@@ -235,12 +248,15 @@ def test_step_based_recipe_needs_no_steps_per_epoch():
     assert float(r.optimizer().learning_rate) == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"epochs": 10, "steps": 10}, "exactly one of epochs and steps"),
-    ({}, "exactly one of epochs and steps"),
-    ({"epochs": 10, "milestones": (5, 3)}, "milestones"),
-    ({"epochs": 10, "milestones": (10,)}, "milestones"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs": 10, "steps": 10}, "exactly one of epochs and steps"),
+        ({}, "exactly one of epochs and steps"),
+        ({"epochs": 10, "milestones": (5, 3)}, "milestones"),
+        ({"epochs": 10, "milestones": (10,)}, "milestones"),
+    ],
+)
 def test_bad_recipe_is_an_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Recipe("bad", lr=0.1, **kwargs)
@@ -256,6 +272,7 @@ def test_recipe_to_dict_round_trips():
     d = r.to_dict()
     assert Recipe(**{**d, "milestones": tuple(d["milestones"])}) == r
     import json
+
     json.dumps(d)
 
 
@@ -267,10 +284,8 @@ def test_tiny_trains_on_digits_with_its_recipe():
     splits = data.load("digits")
     r = models.recipe("tiny")
     model = models.build("tiny", splits.input_shape, splits.num_classes)
-    model.compile(optimizer=r.optimizer(), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    train = data.pipeline(splits.x_train, splits.y_train, batch_size=r.batch_size, training=True,
-                          seed=0).repeat()
+    model.compile(optimizer=r.optimizer(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    train = data.pipeline(splits.x_train, splits.y_train, batch_size=r.batch_size, training=True, seed=0).repeat()
     model.fit(train, steps_per_epoch=r.total_steps(), epochs=1, verbose=0, shuffle=False)
     _, accuracy = model.evaluate(splits.x_val, splits.y_val, verbose=0)
     assert accuracy >= 0.9
@@ -288,5 +303,7 @@ def test_an_lr_scale_multiplies_every_step_of_the_schedule_and_a_variable_one_ca
     variable.assign(0.5)
     assert float(constant_rate._learning_rate(0)) == pytest.approx(0.025)
     for bad in (0, -1.0, float("nan"), float("inf"), True, "2"):
-        with pytest.raises(ValueError, match=rf"lr scale must be a positive, finite number, got {re.escape(repr(bad))}"):
+        with pytest.raises(
+            ValueError, match=rf"lr scale must be a positive, finite number, got {re.escape(repr(bad))}"
+        ):
             r.optimizer(spe, lr_scale=bad)

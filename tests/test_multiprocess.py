@@ -20,7 +20,8 @@ import grpc
 import pytest
 
 from taylorglo_tf import spec as spec_module
-from taylorglo_tf.rpc import experiment_service_pb2 as es, experiment_service_pb2_grpc, types_pb2
+from taylorglo_tf.rpc import experiment_service_pb2 as es
+from taylorglo_tf.rpc import experiment_service_pb2_grpc, types_pb2
 from taylorglo_tf.trainer.synthetic import synthetic_fitness
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,14 +47,23 @@ class Cluster:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 (the process writes it until it ends)
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
         env.pop("TAYLORGLO_TOKEN", None)
-        process = subprocess.Popen([*CLI, *args], cwd=REPO, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*CLI, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.processes.append((name, process))
         return process
 
     def coordinator(self, db: str, port: int, lease_ttl: float = 30.0) -> subprocess.Popen:
-        process = self._spawn(f"coordinator-{port}", ["coordinator", "--listen", f"127.0.0.1:{port}", "--db",
-                                                      str(self.workdir / db), "--lease-ttl", str(lease_ttl)])
+        process = self._spawn(
+            f"coordinator-{port}",
+            [
+                "coordinator",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                str(self.workdir / db),
+                "--lease-ttl",
+                str(lease_ttl),
+            ],
+        )
         stub = self.stub(port)
         deadline = time.monotonic() + 60
         while True:  # ready when it answers
@@ -66,10 +76,26 @@ class Cluster:
                 time.sleep(0.1)
 
     def trainer(self, port: int, trainer_id: str, sleep_s: float) -> subprocess.Popen:
-        return self._spawn(trainer_id, ["trainer", "--coordinator", f"127.0.0.1:{port}", "--evaluator",
-                                        "synthetic", "--synthetic-sleep", str(sleep_s), "--trainer-id",
-                                        trainer_id, "--wait-ms", "500", "--grace", "0", "--log-level",
-                                        "WARNING"])
+        return self._spawn(
+            trainer_id,
+            [
+                "trainer",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--evaluator",
+                "synthetic",
+                "--synthetic-sleep",
+                str(sleep_s),
+                "--trainer-id",
+                trainer_id,
+                "--wait-ms",
+                "500",
+                "--grace",
+                "0",
+                "--log-level",
+                "WARNING",
+            ],
+        )
 
     @staticmethod
     def stub(port: int) -> experiment_service_pb2_grpc.ExperimentServiceStub:
@@ -94,11 +120,13 @@ def cluster(tmp_path):
 
 
 def submit(stub, population: int, generations: int, seed: int) -> str:
-    spec = spec_module.load_spec({
-        "name": f"synthetic p{population} g{generations} s{seed}",
-        "task": {"dataset": "digits", "model": "tiny", "steps": 10},
-        "search": {"population": population, "generations": generations, "seed": seed},
-    })
+    spec = spec_module.load_spec(
+        {
+            "name": f"synthetic p{population} g{generations} s{seed}",
+            "task": {"dataset": "digits", "model": "tiny", "steps": 10},
+            "search": {"population": population, "generations": generations, "seed": seed},
+        }
+    )
     return stub.SubmitExperiment(es.SubmitExperimentRequest(spec=spec), timeout=10).id
 
 
@@ -176,8 +204,9 @@ def test_a_killed_trainers_candidate_is_released_and_the_search_completes(cluste
 
 
 def _trajectory(result: es.ExperimentResult):
-    return [(list(g.mean_theta), g.sigma, list(g.best_theta), g.best_fitness, g.mean_fitness)
-            for g in result.generations]
+    return [
+        (list(g.mean_theta), g.sigma, list(g.best_theta), g.best_fitness, g.mean_fitness) for g in result.generations
+    ]
 
 
 def test_a_coordinator_killed_mid_generation_resumes_on_its_database_with_the_same_trajectory(cluster):
@@ -221,9 +250,13 @@ def test_watch_follows_an_experiment_across_a_coordinator_restart(cluster):
     experiment_id = submit(stub, population=4, generations=3, seed=7)
     watch_log = cluster.workdir / "watch.out"
     with open(watch_log, "wb") as out:
-        watcher = subprocess.Popen([*CLI, "watch", experiment_id, "--coordinator", f"127.0.0.1:{port}",
-                                    "--reconnect-timeout", "120"], cwd=REPO, stdout=out,
-                                   stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        watcher = subprocess.Popen(
+            [*CLI, "watch", experiment_id, "--coordinator", f"127.0.0.1:{port}", "--reconnect-timeout", "120"],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
     cluster.processes.append(("watch", watcher))
 
     def some_done():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from taylorglo_tf.coordinator import optimizers
 from taylorglo_tf import spec as spec_lib
+from taylorglo_tf.coordinator import optimizers
 from taylorglo_tf.rpc import types_pb2
 from tests.test_coordinator_scheduler import drain, make_spec, open_scheduler, synthetic_fitness
 

@@ -12,10 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from taylorglo_tf import extras
 
@@ -37,7 +37,7 @@ def test_the_base_install_and_the_coordinator_extra_hold_none_of_the_training_st
     extras_ = project["optional-dependencies"]
     coordinator = {_name(r) for r in project["dependencies"] + extras_["coordinator"]}
     assert not coordinator & TRAINING_STACK
-    assert TRAINING_STACK <= {_name(r) for r in extras_["train"]}
+    assert {_name(r) for r in extras_["train"]} >= TRAINING_STACK
     assert extras_["all"] == ["taylorglo-tf[coordinator,train]"]
 
 
@@ -59,8 +59,11 @@ def test_library_dependencies_are_ranges_and_the_exact_versions_live_in_constrai
 
 def test_every_module_of_an_extra_has_its_distribution_in_that_extra():
     extras_ = PYPROJECT["project"]["optional-dependencies"]
-    distribution = {"sklearn": "scikit-learn", "tensorflow_datasets": "tensorflow-datasets",
-                    "grpc_reflection": "grpcio-reflection"}
+    distribution = {
+        "sklearn": "scikit-learn",
+        "tensorflow_datasets": "tensorflow-datasets",
+        "grpc_reflection": "grpcio-reflection",
+    }
     for module, extra in extras.EXTRA_OF.items():
         assert distribution.get(module, module) in {_name(r) for r in extras_[extra]}, module
 
@@ -82,16 +85,20 @@ def _run_without(absent: list[str], code: str) -> subprocess.CompletedProcess:
 
 
 def test_a_missing_training_stack_is_an_import_error_naming_the_extra():
-    result = _run_without(["tensorflow", "keras"], (
-        "for statement in ('from taylorglo_tf import TaylorGLOLoss',\n"
-        "                  'import taylorglo_tf.losses',\n"
-        "                  'from taylorglo_tf.training import Evaluator', 'from taylorglo_tf.data import pipeline',\n"
-        "                  'from taylorglo_tf import models; models.build(\"tiny\", (8, 8, 1), 10)'):\n"
-        "    try:\n"
-        "        exec(statement)\n"
-        "    except ImportError as error:\n"
-        "        print(error)\n"
-    ))
+    result = _run_without(
+        ["tensorflow", "keras"],
+        (
+            "for statement in ('from taylorglo_tf import TaylorGLOLoss',\n"
+            "                  'import taylorglo_tf.losses',\n"
+            "                  'from taylorglo_tf.training import Evaluator', 'from taylorglo_tf.data import "
+            "pipeline',\n"
+            "                  'from taylorglo_tf import models; models.build(\"tiny\", (8, 8, 1), 10)'):\n"
+            "    try:\n"
+            "        exec(statement)\n"
+            "    except ImportError as error:\n"
+            "        print(error)\n"
+        ),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert len(lines) == 5, result.stdout
@@ -99,16 +106,16 @@ def test_a_missing_training_stack_is_an_import_error_naming_the_extra():
         assert line.endswith("install it with: pip install 'taylorglo-tf[train]'"), line
 
 
-@pytest.mark.parametrize(("command", "absent", "extra"), [
-    (["trainer", "--coordinator", "127.0.0.1:1"], ["tensorflow", "keras"], "train"),
-    (["coordinator", "--listen", "127.0.0.1:0"], ["cma"], "coordinator"),
-])
+@pytest.mark.parametrize(
+    ("command", "absent", "extra"),
+    [
+        (["trainer", "--coordinator", "127.0.0.1:1"], ["tensorflow", "keras"], "train"),
+        (["coordinator", "--listen", "127.0.0.1:0"], ["cma"], "coordinator"),
+    ],
+)
 def test_a_command_without_its_extra_says_which_extra_to_install(command, absent, extra, tmp_path):
     argv = [*command, "--db", str(tmp_path / "c.db")] if command[0] == "coordinator" else command
-    result = _run_without(absent, (
-        "from taylorglo_tf.cli import main\n"
-        f"sys.exit(main({argv!r}))\n"
-    ))
+    result = _run_without(absent, (f"from taylorglo_tf.cli import main\nsys.exit(main({argv!r}))\n"))
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].endswith(f"install it with: pip install 'taylorglo-tf[{extra}]'")
 
@@ -128,34 +135,60 @@ def test_the_coordinator_extra_installs_in_a_clean_venv_without_the_training_sta
     report = tmp_path / "report.json"
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--report", str(report),
-         "-c", str(source / "constraints.txt"), f"{source}[coordinator]"],
-        capture_output=True, text=True, timeout=600, env=environment,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--report",
+            str(report),
+            "-c",
+            str(source / "constraints.txt"),
+            f"{source}[coordinator]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     installed = {_name(item["metadata"]["name"]) for item in json.loads(report.read_text())["install"]}
     assert {"taylorglo-tf", "cma", "grpcio", "grpcio-reflection"} <= installed
     assert not installed & TRAINING_STACK, installed & TRAINING_STACK
 
-    check = subprocess.run([str(python), "-c", (
-        "import importlib.util, pathlib, sys\n"
-        "for name in ('tensorflow', 'keras', 'tensorflow_datasets', 'sklearn'):\n"
-        "    assert importlib.util.find_spec(name) is None, name\n"
-        "import taylorglo_tf\n"
-        "for name in ('coordinator', 'trainer'):  # inside the package, not generic top-level names\n"
-        "    assert importlib.util.find_spec(name) is None, name\n"
-        "assert (pathlib.Path(taylorglo_tf.__file__).parent / 'py.typed').is_file()\n"
-        "from taylorglo_tf.coordinator.server import serve\n"
-        "from taylorglo_tf.cli import main\n"
-        "try:\n"
-        "    import taylorglo_tf.losses\n"
-        "except ImportError as error:\n"
-        "    print(error)\n"
-        "try:\n"
-        "    main(['coordinator', '--help'])\n"
-        "except SystemExit as done:\n"
-        "    assert done.code == 0, done.code\n"
-    )], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=environment)
+    check = subprocess.run(
+        [
+            str(python),
+            "-c",
+            (
+                "import importlib.util, pathlib, sys\n"
+                "for name in ('tensorflow', 'keras', 'tensorflow_datasets', 'sklearn'):\n"
+                "    assert importlib.util.find_spec(name) is None, name\n"
+                "import taylorglo_tf\n"
+                "for name in ('coordinator', 'trainer'):  # inside the package, not generic top-level names\n"
+                "    assert importlib.util.find_spec(name) is None, name\n"
+                "assert (pathlib.Path(taylorglo_tf.__file__).parent / 'py.typed').is_file()\n"
+                "from taylorglo_tf.coordinator.server import serve\n"
+                "from taylorglo_tf.cli import main\n"
+                "try:\n"
+                "    import taylorglo_tf.losses\n"
+                "except ImportError as error:\n"
+                "    print(error)\n"
+                "try:\n"
+                "    main(['coordinator', '--help'])\n"
+                "except SystemExit as done:\n"
+                "    assert done.code == 0, done.code\n"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=environment,
+    )
     assert check.returncode == 0, check.stderr[-3000:]
     assert "pip install 'taylorglo-tf[train]'" in check.stdout
     assert "--listen" in check.stdout

@@ -9,14 +9,24 @@ from taylorglo_tf.paper import table_row
 from taylorglo_tf.spec import SpecError
 
 BASE = {"task": {"dataset": "digits", "model": "tiny", "steps": 10}}
-TABLE_1_MNIST = {"table": "Table 1, MNIST, Basic CNN", "taylorglo": 0.9951, "taylorglo_std": 0.0005,
-                 "baseline": 0.9899, "baseline_std": 0.0003, "p_value": 2.95e-15}
+TABLE_1_MNIST = {
+    "table": "Table 1, MNIST, Basic CNN",
+    "taylorglo": 0.9951,
+    "taylorglo_std": 0.0005,
+    "baseline": 0.9899,
+    "baseline_std": 0.0003,
+    "p_value": 2.95e-15,
+}
 
 
 def measured(loss_mean, loss_std, base_mean, base_std, pvalue, n=10):
-    return {"summary": {"loss": {"n": n, "mean": loss_mean, "std": loss_std},
-                        "baseline": {"n": n, "mean": base_mean, "std": base_std}},
-            "welch": {"statistic": 3.0, "df": 17.0, "pvalue": pvalue, "alternative": "greater"}}
+    return {
+        "summary": {
+            "loss": {"n": n, "mean": loss_mean, "std": loss_std},
+            "baseline": {"n": n, "mean": base_mean, "std": base_std},
+        },
+        "welch": {"statistic": 3.0, "df": 17.0, "pvalue": pvalue, "alternative": "greater"},
+    }
 
 
 def test_a_spec_carries_the_papers_numbers_unchanged():
@@ -29,15 +39,18 @@ def test_a_spec_without_the_block_has_none():
     assert not spec_module.load_spec(BASE).HasField("paper")
 
 
-@pytest.mark.parametrize("paper, field, words", [
-    ({"taylorglo": 0.99}, "spec.paper.table", "required"),
-    ({"table": "  ", "taylorglo": 0.99}, "spec.paper.table", "required"),
-    ({"table": "T1", "taylorglo": 99.51}, "spec.paper.taylorglo", "fractions"),
-    ({"table": "T1", "baseline_std": -0.1}, "spec.paper.baseline_std", "outside [0, 1]"),
-    ({"table": "T1", "p_value": float("nan")}, "spec.paper.p_value", "outside [0, 1]"),
-    ({"table": "T1", "note": "x" * 501}, "spec.paper.note", "at most 500"),
-    ({"table": "T1", "accuracy": 0.9}, "spec.paper.accuracy", "unknown field"),
-])
+@pytest.mark.parametrize(
+    "paper, field, words",
+    [
+        ({"taylorglo": 0.99}, "spec.paper.table", "required"),
+        ({"table": "  ", "taylorglo": 0.99}, "spec.paper.table", "required"),
+        ({"table": "T1", "taylorglo": 99.51}, "spec.paper.taylorglo", "fractions"),
+        ({"table": "T1", "baseline_std": -0.1}, "spec.paper.baseline_std", "outside [0, 1]"),
+        ({"table": "T1", "p_value": float("nan")}, "spec.paper.p_value", "outside [0, 1]"),
+        ({"table": "T1", "note": "x" * 501}, "spec.paper.note", "at most 500"),
+        ({"table": "T1", "accuracy": 0.9}, "spec.paper.accuracy", "unknown field"),
+    ],
+)
 def test_a_bad_paper_block_is_refused_naming_the_field(paper, field, words):
     with pytest.raises(SpecError) as error:
         spec_module.load_spec({**BASE, "paper": paper})
@@ -55,8 +68,9 @@ def test_the_table_row_puts_the_measured_numbers_under_the_papers():
 
 
 def test_numbers_the_paper_does_not_report_show_as_dashes_and_the_note_follows():
-    paper = spec_module.load_spec({**BASE, "paper": {"table": "Figure 6, MNIST, 10% of the data",
-                                                     "note": "read off a figure"}}).paper
+    paper = spec_module.load_spec(
+        {**BASE, "paper": {"table": "Figure 6, MNIST, 10% of the data", "note": "read off a figure"}}
+    ).paper
     text = table_row(paper, measured(0.9, 0.01, 0.8, 0.02, float("nan"), n=3))
     assert text.splitlines()[2].split() == ["paper", "-", "-", "-", "10", "+", "10"]
     assert text.splitlines()[3].split() == ["measured", "0.9000", "(0.0100)", "0.8000", "(0.0200)", "-", "3", "+", "3"]

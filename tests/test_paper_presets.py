@@ -20,8 +20,12 @@ from taylorglo_tf import spec as spec_module
 PRESETS = Path(__file__).resolve().parent.parent / "docs" / "examples" / "paper"
 PRESET_FILES = sorted(PRESETS.glob("*.yaml"))
 # Image shape and classes of each dataset the presets use (TFDS catalog).
-REAL_SHAPES = {"mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10),
-               "cifar100": ((32, 32, 3), 100), "svhn_cropped": ((32, 32, 3), 10)}
+REAL_SHAPES = {
+    "mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+    "svhn_cropped": ((32, 32, 3), 10),
+}
 PAPER_TRAIN_SIZE = {"mnist": 55_000, "cifar10": 45_000, "cifar100": 45_000, "svhn_cropped": 47_225}  # Appendix A
 # Over ~20 s for two steps on a shared 2-core CPU (30-200 s measured): trained under -m slow only.
 HEAVY_MODELS = {"pyramidnet_110_48", "wide_resnet_16_8", "wide_resnet_28_5"}
@@ -35,11 +39,26 @@ def _load(path: Path):
 
 def test_there_is_a_preset_for_every_experiment_of_the_paper():
     names = {path.stem for path in PRESET_FILES}
-    table_1 = {"mnist-basic-cnn", "cifar10-alexnet", "cifar10-alexnet-cutout", "cifar10-alexnet-cutmix",
-               "cifar10-preresnet-20", "cifar10-allcnn-c", "cifar10-allcnn-c-cutout", "cifar10-allcnn-c-cutmix",
-               "cifar10-wrn-16-8", "cifar10-wrn-16-8-cutout", "cifar10-wrn-28-5", "cifar10-wrn-28-5-cutout",
-               "cifar100-pyramidnet-110-48", "cifar100-pyramidnet-110-48-cutout", "svhn-wrn-16-8",
-               "svhn-wrn-16-8-cutout", "svhn-wrn-28-5", "svhn-wrn-28-5-cutout"}
+    table_1 = {
+        "mnist-basic-cnn",
+        "cifar10-alexnet",
+        "cifar10-alexnet-cutout",
+        "cifar10-alexnet-cutmix",
+        "cifar10-preresnet-20",
+        "cifar10-allcnn-c",
+        "cifar10-allcnn-c-cutout",
+        "cifar10-allcnn-c-cutmix",
+        "cifar10-wrn-16-8",
+        "cifar10-wrn-16-8-cutout",
+        "cifar10-wrn-28-5",
+        "cifar10-wrn-28-5-cutout",
+        "cifar100-pyramidnet-110-48",
+        "cifar100-pyramidnet-110-48-cutout",
+        "svhn-wrn-16-8",
+        "svhn-wrn-16-8-cutout",
+        "svhn-wrn-28-5",
+        "svhn-wrn-28-5-cutout",
+    }
     reduced_data = {"mnist-basic-cnn-10pct-data", "cifar10-allcnn-c-10pct-data"}
     evaluation_length = {"mnist-basic-cnn-200-steps", "mnist-basic-cnn-20000-steps"}
     order_sweep = {f"cifar10-allcnn-c-order-{k}" for k in (2, 3, 4, 5)}
@@ -138,6 +157,9 @@ def test_the_scaled_reproduction_keeps_the_papers_mnist_protocol_on_embedded_dat
     mnist = _load(PRESETS / "mnist-basic-cnn.yaml")
     assert spec.task.dataset == "digits"  # no download
     assert (spec.search.population, spec.search.sigma0, spec.loss.order) == (
-        mnist.search.population, mnist.search.sigma0, mnist.loss.order)
+        mnist.search.population,
+        mnist.search.sigma0,
+        mnist.loss.order,
+    )
     assert spec.task.steps * 10 == 2000  # 10% of the --compare-steps 2000 full run, as 2,000 of 20,000
     assert spec.paper.taylorglo == mnist.paper.taylorglo

@@ -41,7 +41,10 @@ def test_plot_losses_draws_one_line_per_loss_with_labels():
     fig, ax = plt.subplots()
     try:
         plotting.plot_losses(ax, {"mnist": {"theta": MNIST_THETA}, "baikal": "baikal"})
-        assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == ["mnist", "baikal"]
+        assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == [
+            "mnist",
+            "baikal",
+        ]
         # the pole of Baikal at y0 = 0 must not squash the axes
         assert ax.get_ylim()[1] < 100
     finally:
@@ -95,9 +98,9 @@ def test_taylorglo_plot_command_writes_the_figure_without_tensorflow_or_a_backen
 
 
 def test_taylorglo_plot_command_reports_a_missing_file(tmp_path, capsys):
-    from taylorglo_tf.commands import plot
-
     import argparse
+
+    from taylorglo_tf.commands import plot
 
     parser = argparse.ArgumentParser()
     plot.add_arguments(parser)
@@ -107,8 +110,12 @@ def test_taylorglo_plot_command_reports_a_missing_file(tmp_path, capsys):
 
 def test_taylorglo_plot_of_a_baseline_name_keeps_tensorflows_start_up_lines_off_the_terminal(tmp_path):
     # TensorFlow writes them through absl whatever TF_CPP_MIN_LOG_LEVEL says (conftest sets it).
-    proc = subprocess.run([sys.executable, "-m", "taylorglo_tf", "plot", "baikal", "--out", str(tmp_path / "b.png")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "taylorglo_tf", "plot", "baikal", "--out", str(tmp_path / "b.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert (tmp_path / "b.png").stat().st_size > 1000

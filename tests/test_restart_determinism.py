@@ -54,16 +54,23 @@ print(json.dumps({"state": exp.state, "generation": exp.generation,
 sys.stdin.read()  # the test kills this process here
 """
 
-SPEC = {"task": {"dataset": "digits", "model": "tiny", "steps": 10},
-        "search": {"population": POPULATION, "generations": GENERATIONS, "seed": SEED}}
+SPEC = {
+    "task": {"dataset": "digits", "model": "tiny", "steps": 10},
+    "search": {"population": POPULATION, "generations": GENERATIONS, "seed": SEED},
+}
 
 
 def live_once(db: Path, reports: int, carried, hash_seed: int) -> dict:
     """Run one coordinator life and SIGKILL it; returns what it printed."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED=str(hash_seed))
-    process = subprocess.Popen([sys.executable, "-c", DRIVER, str(db), str(reports), json.dumps(carried),
-                                json.dumps(SPEC)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(db), str(reports), json.dumps(carried), json.dumps(SPEC)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         line = process.stdout.readline()
         assert line, process.stderr.read().decode()
@@ -103,5 +110,6 @@ def test_a_kill_in_every_generation_gives_the_bitwise_identical_trajectory(tmp_p
     assert len(got) == POPULATION * GENERATIONS
     assert got == want  # every theta of every generation, bit for bit
     ref_gens = reference.result(ref_exp.id).generations
-    assert [(g.sigma, tuple(g.mean_theta)) for g in resumed.result(exp.id).generations] == \
-        [(g.sigma, tuple(g.mean_theta)) for g in ref_gens]
+    assert [(g.sigma, tuple(g.mean_theta)) for g in resumed.result(exp.id).generations] == [
+        (g.sigma, tuple(g.mean_theta)) for g in ref_gens
+    ]

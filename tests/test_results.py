@@ -18,7 +18,6 @@ from taylorglo_tf.rpc import experiment_service_pb2, types_pb2
 S = types_pb2
 
 
-
 def make_result(generations: int = 3, population: int = 4, order: int = 3) -> experiment_service_pb2.ExperimentResult:
     """A finished search: fitness rises over generations; one candidate per generation diverged."""
     length = taylor.expected_theta_length(order)
@@ -39,9 +38,14 @@ def make_result(generations: int = 3, population: int = 4, order: int = 3) -> ex
             diverged = i == population - 1
             fitness = 0.0 if diverged else round(0.5 + 0.1 * g + 0.01 * i, 4)
             candidate = result.candidates.add(
-                experiment_id="exp-1", generation=g, index=i, theta=theta,
+                experiment_id="exp-1",
+                generation=g,
+                index=i,
+                theta=theta,
                 status=S.CANDIDATE_STATUS_DIVERGED if diverged else S.CANDIDATE_STATUS_SUCCEEDED,
-                fitness=fitness, attempts=1, trainer_id=f"trainer-{i % 2}",
+                fitness=fitness,
+                attempts=1,
+                trainer_id=f"trainer-{i % 2}",
                 metrics=S.EvaluationMetrics(val_accuracy=fitness, val_loss=0.3, steps=50, wall_time_s=1.5, attempts=1),
             )
             candidate.finish_time.FromSeconds(1_700_000_000 + 10 * g + i)
@@ -51,16 +55,27 @@ def make_result(generations: int = 3, population: int = 4, order: int = 3) -> ex
                 best = (theta, fitness)
         top = int(np.argmax(fitnesses))
         result.generations.add(
-            generation=g, best_fitness=fitnesses[top], mean_fitness=float(np.mean(fitnesses)),
-            best_theta=thetas[top], mean_theta=np.mean(thetas, axis=0).tolist(), sigma=1.2 * 0.9**g,
+            generation=g,
+            best_fitness=fitnesses[top],
+            mean_fitness=float(np.mean(fitnesses)),
+            best_theta=thetas[top],
+            mean_theta=np.mean(thetas, axis=0).tolist(),
+            sigma=1.2 * 0.9**g,
         )
     result.best_theta.extend(best[0])
     result.best_fitness = best[1]
-    result.experiment.CopyFrom(S.Experiment(
-        id="exp-1", spec=spec, state=S.EXPERIMENT_STATE_SUCCEEDED, generation=generations,
-        evaluations_done=generations * population, evaluations_total=generations * population,
-        best_fitness=best[1], best_theta=best[0],
-    ))
+    result.experiment.CopyFrom(
+        S.Experiment(
+            id="exp-1",
+            spec=spec,
+            state=S.EXPERIMENT_STATE_SUCCEEDED,
+            generation=generations,
+            evaluations_done=generations * population,
+            evaluations_total=generations * population,
+            best_fitness=best[1],
+            best_theta=best[0],
+        )
+    )
     return result
 
 
@@ -73,7 +88,8 @@ def read_csv(path):
 def folder(tmp_path_factory):
     result = make_result()
     comparison = {
-        "loss": "best_loss.json", "baseline": "cross_entropy",
+        "loss": "best_loss.json",
+        "baseline": "cross_entropy",
         "task": {"dataset": "digits", "model": "tiny", "steps": 100},
         "summary": {"loss": {"n": 3, "mean": 0.91, "std": 0.01}, "baseline": {"n": 3, "mean": 0.89, "std": 0.02}},
         "welch": {"t": 1.5, "p_value": 0.12},
@@ -86,8 +102,16 @@ def test_writes_every_documented_file(folder):
     _, out = folder
     names = {p.name for p in out.iterdir()}
     assert {
-        "experiment.json", "best_theta.json", "best_loss.json", "candidates.csv", "history.csv",
-        "fitness.png", "loss_shapes.png", "tensorboard", "comparison.json", "comparison.txt",
+        "experiment.json",
+        "best_theta.json",
+        "best_loss.json",
+        "candidates.csv",
+        "history.csv",
+        "fitness.png",
+        "loss_shapes.png",
+        "tensorboard",
+        "comparison.json",
+        "comparison.txt",
     } <= names
     assert not [name for name in names if name.endswith(".tmp")]
 
@@ -121,7 +145,9 @@ def test_candidates_csv_has_every_candidate_in_order_with_status_metrics_and_the
     result, out = folder
     rows = read_csv(out / "candidates.csv")
     assert len(rows) == len(result.candidates) == 12
-    assert [(int(r["generation"]), int(r["index"])) for r in rows] == [(c.generation, c.index) for c in result.candidates]
+    assert [(int(r["generation"]), int(r["index"])) for r in rows] == [
+        (c.generation, c.index) for c in result.candidates
+    ]
     assert [r["status"] for r in rows[:4]] == ["succeeded", "succeeded", "succeeded", "diverged"]
     for row, candidate in zip(rows, result.candidates):
         assert float(row["fitness"]) == pytest.approx(candidate.fitness)
@@ -145,10 +171,12 @@ def test_history_csv_has_best_mean_sigma_and_running_best_per_generation(folder)
 
 
 def test_history_best_so_far_keeps_the_maximum_when_a_generation_gets_worse():
-    rows = results.history_rows([
-        S.GenerationSummary(generation=1, best_fitness=0.5),
-        S.GenerationSummary(generation=0, best_fitness=0.8),
-    ])
+    rows = results.history_rows(
+        [
+            S.GenerationSummary(generation=1, best_fitness=0.5),
+            S.GenerationSummary(generation=0, best_fitness=0.8),
+        ]
+    )
     assert [(r["generation"], r["best_so_far"]) for r in rows] == [(0, 0.8), (1, 0.8)]
 
 
@@ -215,24 +243,39 @@ def test_a_tuned_comparison_text_has_one_row_per_comparison_the_choice_and_the_v
     from taylorglo_tf.training import Task
     from tests.test_compare import RateEvaluator, scaled_loss_world
 
-    tuned = compare_tuned("L", "B", Task(steps=5), runs=3, tuning_seeds=1, evaluator=RateEvaluator(scaled_loss_world),
-                          loss_name="best_loss.json", baseline_name="cross_entropy")
+    tuned = compare_tuned(
+        "L",
+        "B",
+        Task(steps=5),
+        runs=3,
+        tuning_seeds=1,
+        evaluator=RateEvaluator(scaled_loss_world),
+        loss_name="best_loss.json",
+        baseline_name="cross_entropy",
+    )
     lines = results.comparison_text(tuned.to_dict()).splitlines()
     plain_row = next(line for line in lines if line.startswith("at the task's learning rate"))
     tuned_row = next(line for line in lines if line.startswith("against the tuned baseline"))
     # baseline lr, loss mean, baseline mean, win in points, p
     assert plain_row.split()[-6:] == ["0.05", "(x1)", "0.9010", "0.8010", "+10.00", f"{tuned.plain.welch.pvalue:.4f}"]
     assert tuned_row.split()[-6:] == ["0.15", "(x3)", "0.9010", "0.9510", "-5.00", f"{tuned.tuned.welch.pvalue:.4f}"]
-    assert any(line.startswith("baseline learning rate x3, chosen by mean validation accuracy (seeds [3]")
-               and "x3 0.9500" in line for line in lines)
+    assert any(
+        line.startswith("baseline learning rate x3, chosen by mean validation accuracy (seeds [3]")
+        and "x3 0.9500" in line
+        for line in lines
+    )
     assert lines[-1] == tuned.verdict() and "learning-rate effect" in lines[-1]
 
 
 def test_a_measured_loss_scale_is_a_line_of_the_comparison_text():
-    record = {"loss": "l.json", "baseline": "cross_entropy",
-              "loss_scale": {"ratio": 9.87654, "definition": "mean |dL/dlogits| relative to cross-entropy"}}
+    record = {
+        "loss": "l.json",
+        "baseline": "cross_entropy",
+        "loss_scale": {"ratio": 9.87654, "definition": "mean |dL/dlogits| relative to cross-entropy"},
+    }
     assert "loss scale: 9.8765 x cross-entropy (mean |dL/dlogits| relative to cross-entropy)" in (
-        results.comparison_text(record))
+        results.comparison_text(record)
+    )
 
 
 def test_a_result_without_any_finished_candidate_writes_tables_but_no_loss_or_plots(tmp_path):
@@ -288,8 +331,13 @@ def test_writing_a_result_folder_does_not_import_tensorflow(tmp_path):
         f"results.write_result_folder(make_result(), {str(tmp_path)!r})\n"
         "print('tensorflow' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False"]
     assert (tmp_path / "loss_shapes.png").exists() and list((tmp_path / "tensorboard").iterdir())

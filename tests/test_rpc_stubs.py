@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) regenerates the stubs")
 
-from taylorglo_tf.rpc import generate  # noqa: E402
+from taylorglo_tf.rpc import generate
 
 
 def test_committed_stubs_are_identical_to_freshly_generated_ones():

@@ -39,7 +39,11 @@ def start_run(*args: str, cwd: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="120")
     return subprocess.Popen(
         [sys.executable, "-m", "taylorglo_tf", "run", *args],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -76,8 +80,20 @@ def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp
     with_paper["task"]["lr_scale"] = 0.5  # the search and the comparison at half the recipe's rate
     spec.write_text(yaml.safe_dump(with_paper))
     out = tmp_path / "result"
-    process = start_run(str(spec), "--trainers", "1", "--out", str(out), "--compare-runs", "2",
-                        "--compare-steps", "30", "--tuning-seeds", "1", cwd=tmp_path)
+    process = start_run(
+        str(spec),
+        "--trainers",
+        "1",
+        "--out",
+        str(out),
+        "--compare-runs",
+        "2",
+        "--compare-steps",
+        "30",
+        "--tuning-seeds",
+        "1",
+        cwd=tmp_path,
+    )
     stdout, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr[-3000:]
     assert re.search(r"experiment \w+ succeeded: best fitness 0\.\d{4}", stdout)
@@ -102,7 +118,9 @@ def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp
     assert tuning["seeds"] == [2] and tuning["split"] == "validation"  # seeds 0 and 1 are the comparison's
     chosen = tuning["chosen_multiplier"]
     assert [(r["side"], r["lr_scale"]) for r in comparison["tuned"]["runs"]] == [
-        ("loss", 0.5), ("baseline", pytest.approx(0.5 * chosen))] * 2
+        ("loss", 0.5),
+        ("baseline", pytest.approx(0.5 * chosen)),
+    ] * 2
     assert comparison["loss_scale"]["ratio"] > 0
     text = (out / "comparison.txt").read_text()
     assert "one-tailed Welch t-test" in text
@@ -115,8 +133,18 @@ def test_run_with_keras_trainers_writes_the_result_folder_and_the_comparison(tmp
 def test_run_with_a_batching_trainer_accounts_for_every_candidate_of_the_digits_search(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", population=6)
     out = tmp_path / "result"
-    process = start_run(str(spec), "--trainers", "1", "--candidates-per-step", "3", "--out", str(out),
-                        "--compare-runs", "0", cwd=tmp_path)
+    process = start_run(
+        str(spec),
+        "--trainers",
+        "1",
+        "--candidates-per-step",
+        "3",
+        "--out",
+        str(out),
+        "--compare-runs",
+        "0",
+        cwd=tmp_path,
+    )
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
     assert "1 trainer(s), 3 candidate(s) per step" in stdout
@@ -155,8 +183,9 @@ def test_run_measures_the_trainer_layout_once_and_reuses_it(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_run_with_the_synthetic_evaluator_accounts_for_every_candidate_of_the_default_search(tmp_path):
     out = tmp_path / "result"
-    process = start_run("--evaluator", "synthetic", "--trainers", "2", "--out", str(out),
-                        "--compare-runs", "0", cwd=tmp_path)
+    process = start_run(
+        "--evaluator", "synthetic", "--trainers", "2", "--out", str(out), "--compare-runs", "0", cwd=tmp_path
+    )
     stdout, stderr = process.communicate(timeout=180)
     assert process.returncode == 0, stderr[-3000:]
     spec = run_command.load_run_spec(None)
@@ -177,8 +206,7 @@ def start_long_run(tmp_path: Path, out: Path, until_generation: int) -> tuple[su
     """A synthetic run of a search too long to finish, once ``until_generation`` is done and
     both trainers are up; returns the process and its coordinator's address."""
     spec = write_spec(tmp_path / "long.yaml", population=20, generations=5000)
-    process = start_run(str(spec), "--evaluator", "synthetic", "--out", str(out), "--compare-runs", "0",
-                        cwd=tmp_path)
+    process = start_run(str(spec), "--evaluator", "synthetic", "--out", str(out), "--compare-runs", "0", cwd=tmp_path)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
     deadline = time.monotonic() + 90
@@ -230,8 +258,11 @@ def test_a_trainer_whose_parent_died_before_the_death_signal_was_set_exits_at_on
         "    os._exit(0)\n"
         "print(child, flush=True)\n"
     )
-    child = int(subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                               timeout=60, check=True).stdout)
+    child = int(
+        subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
     deadline = time.monotonic() + 30
     while _alive(child):
         assert time.monotonic() < deadline, "the orphaned child neither exited nor survived"
@@ -308,7 +339,7 @@ def test_the_default_run_is_the_readme_main_job(tmp_path):
     out = tmp_path / "result"
     started = time.monotonic()
     process = start_run("--out", str(out), cwd=tmp_path)
-    stdout, stderr = process.communicate(timeout=900)
+    _stdout, stderr = process.communicate(timeout=900)
     assert process.returncode == 0, stderr[-3000:]
     print(f"default run: {time.monotonic() - started:.0f} s")
     assert json.loads((out / "best_theta.json").read_text())["fitness"] > 0.9
@@ -349,6 +380,10 @@ def test_the_options_are_built_once_from_the_arguments_without_changing_them(tmp
     options = run_command.RunOptions.from_args(args)
     assert vars(args) == parsed  # args.data_dir stays None: the default is the options'
     assert (options.data_dir, options.trainers, options.tune_baseline_lr, options.lease_ttl) == (
-        str(tmp_path / "data"), 3, False, 7.0)
+        str(tmp_path / "data"),
+        3,
+        False,
+        7.0,
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.trainers = 1

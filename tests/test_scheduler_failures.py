@@ -1,6 +1,7 @@
 """A search whose trainers cannot run the task fails, naming the error, instead of "succeeding" with nothing."""
 
-from taylorglo_tf.rpc import types_pb2, worker_service_pb2 as ws
+from taylorglo_tf.rpc import types_pb2
+from taylorglo_tf.rpc import worker_service_pb2 as ws
 from tests.test_coordinator_scheduler import make_spec, open_scheduler, report
 
 ERROR = ws.EVALUATION_STATUS_ERROR
@@ -59,8 +60,10 @@ def test_a_search_whose_every_candidate_failed_the_prescreen_fails_as_nothing_wa
     assert s.lease("t") is None
     record = s.get(exp.id)
     assert record.state == types_pb2.EXPERIMENT_STATE_FAILED
-    assert record.error == ("every candidate of every generation failed the invariant pre-screen "
-                            "(8 candidates in 2 generations); nothing was trained")
+    assert record.error == (
+        "every candidate of every generation failed the invariant pre-screen "
+        "(8 candidates in 2 generations); nothing was trained"
+    )
     assert record.evaluations_done == 8 and len(record.best_theta) == 0
 
 

@@ -8,9 +8,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from taylorglo_tf.connection import connect, load_token
 from taylorglo_tf.coordinator.auth import TokenAuthInterceptor
 from taylorglo_tf.coordinator.server import is_loopback, serve
-from taylorglo_tf.connection import connect, load_token
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -22,8 +22,10 @@ CLIENT_TOKEN = "client-secret-0123456789"
 
 
 def good_spec():
-    return types_pb2.ExperimentSpec(task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=5),
-                                    search=types_pb2.SearchSpec(population=2, generations=1))
+    return types_pb2.ExperimentSpec(
+        task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=5),
+        search=types_pb2.SearchSpec(population=2, generations=1),
+    )
 
 
 def code_of(call, *args, **kwargs):
@@ -50,7 +52,9 @@ def stubs(address, token=None):
 def test_calls_without_a_token_are_unauthenticated(secured):
     experiments, worker = stubs(secured.address)
     assert code_of(experiments.ListExperiments, es.ListExperimentsRequest())[0] == grpc.StatusCode.UNAUTHENTICATED
-    assert code_of(worker.LeaseCandidate, ws.LeaseCandidateRequest(trainer_id="t"))[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        code_of(worker.LeaseCandidate, ws.LeaseCandidateRequest(trainer_id="t"))[0] == grpc.StatusCode.UNAUTHENTICATED
+    )
 
 
 def test_a_wrong_token_is_unauthenticated(secured):
@@ -69,7 +73,9 @@ def test_a_trainer_token_cannot_submit_or_cancel(secured):
 
 def test_a_client_token_cannot_lease_or_report(secured):
     _, worker = stubs(secured.address, token=CLIENT_TOKEN)
-    assert code_of(worker.LeaseCandidate, ws.LeaseCandidateRequest(trainer_id="t"))[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code_of(worker.LeaseCandidate, ws.LeaseCandidateRequest(trainer_id="t"))[0] == grpc.StatusCode.PERMISSION_DENIED
+    )
     request = ws.ReportResultRequest(lease_id="l", trainer_id="t", status=ws.EVALUATION_STATUS_OK, fitness=1)
     assert code_of(worker.ReportResult, request)[0] == grpc.StatusCode.PERMISSION_DENIED
 
@@ -90,11 +96,13 @@ def test_each_role_reaches_its_own_service(secured):
 
 def test_the_bearer_scheme_name_is_case_insensitive(secured):
     experiments = es_grpc.ExperimentServiceStub(grpc.insecure_channel(secured.address))
-    response = experiments.ListExperiments(es.ListExperimentsRequest(),
-                                           metadata=[("authorization", f"bearer {CLIENT_TOKEN}")])
+    response = experiments.ListExperiments(
+        es.ListExperimentsRequest(), metadata=[("authorization", f"bearer {CLIENT_TOKEN}")]
+    )
     assert list(response.experiments) == []
-    code, _ = code_of(experiments.ListExperiments, es.ListExperimentsRequest(),
-                      metadata=[("authorization", f"Basic {CLIENT_TOKEN}")])
+    code, _ = code_of(
+        experiments.ListExperiments, es.ListExperimentsRequest(), metadata=[("authorization", f"Basic {CLIENT_TOKEN}")]
+    )
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -165,9 +173,29 @@ def test_tls_needs_both_certificate_and_key(tmp_path):
 def _self_signed(folder):
     """A self-signed certificate (its own CA) for localhost and 127.0.0.1: (cert, key) paths."""
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
@@ -179,7 +207,9 @@ def test_tls_with_a_self_signed_certificate(tmp_path):
         experiments = es_grpc.ExperimentServiceStub(connect(server.address, token=CLIENT_TOKEN, tls_ca=cert))
         assert experiments.ListExperiments(es.ListExperimentsRequest(), timeout=10).experiments == []
         plaintext = es_grpc.ExperimentServiceStub(connect(server.address, token=CLIENT_TOKEN))
-        assert code_of(plaintext.ListExperiments, es.ListExperimentsRequest(), timeout=5)[0] == grpc.StatusCode.UNAVAILABLE
+        assert (
+            code_of(plaintext.ListExperiments, es.ListExperimentsRequest(), timeout=5)[0] == grpc.StatusCode.UNAVAILABLE
+        )
     finally:
         server.stop(grace=0)
 
@@ -193,8 +223,14 @@ def _health_status(address: str) -> int:
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 def test_a_health_only_plaintext_port_serves_probes_that_cannot_speak_tls(tmp_path):
     cert, key = _self_signed(tmp_path)
-    server = serve(tmp_path / "h.db", tls_cert=cert, tls_key=key, trainer_token=TRAINER_TOKEN,
-                   client_token=CLIENT_TOKEN, health_listen="127.0.0.1:0")
+    server = serve(
+        tmp_path / "h.db",
+        tls_cert=cert,
+        tls_key=key,
+        trainer_token=TRAINER_TOKEN,
+        client_token=CLIENT_TOKEN,
+        health_listen="127.0.0.1:0",
+    )
     health_address = f"127.0.0.1:{server.health_port}"
     try:
         assert server.health_port not in (None, 0, server.port)
@@ -231,19 +267,25 @@ def _spec_with(mutate):
     return spec
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda s: s.ClearField("task"), "spec.task"),
-    (lambda s: setattr(s.task, "steps", 0), "spec.task.steps"),
-    (lambda s: setattr(s.task, "model", "Not A Model!"), "spec.task.model"),
-    (lambda s: setattr(s.task, "train_fraction", 1.5), "spec.task.train_fraction"),
-    (lambda s: setattr(s.task.augmentation, "cutmix_probability", math.nan), "spec.task.augmentation.cutmix_probability"),
-    (lambda s: setattr(s.search, "population", 1), "spec.search.population"),
-    (lambda s: setattr(s.search, "sigma0", -1.0), "spec.search.sigma0"),
-    (lambda s: setattr(s.search, "max_attempts", 1000), "spec.search.max_attempts"),
-    (lambda s: setattr(s.loss, "order", 11), "spec.loss.order"),
-    (lambda s: s.loss.inputs.extend(["x", "z"]), "spec.loss.inputs"),
-    (lambda s: setattr(s, "name", "n" * 201), "spec.name"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda s: s.ClearField("task"), "spec.task"),
+        (lambda s: setattr(s.task, "steps", 0), "spec.task.steps"),
+        (lambda s: setattr(s.task, "model", "Not A Model!"), "spec.task.model"),
+        (lambda s: setattr(s.task, "train_fraction", 1.5), "spec.task.train_fraction"),
+        (
+            lambda s: setattr(s.task.augmentation, "cutmix_probability", math.nan),
+            "spec.task.augmentation.cutmix_probability",
+        ),
+        (lambda s: setattr(s.search, "population", 1), "spec.search.population"),
+        (lambda s: setattr(s.search, "sigma0", -1.0), "spec.search.sigma0"),
+        (lambda s: setattr(s.search, "max_attempts", 1000), "spec.search.max_attempts"),
+        (lambda s: setattr(s.loss, "order", 11), "spec.loss.order"),
+        (lambda s: s.loss.inputs.extend(["x", "z"]), "spec.loss.inputs"),
+        (lambda s: setattr(s, "name", "n" * 201), "spec.name"),
+    ],
+)
 def test_a_malformed_spec_is_invalid_argument_naming_the_field(open_coordinator, mutate, field):
     experiments, _ = open_coordinator
     code, details = code_of(experiments.SubmitExperiment, es.SubmitExperimentRequest(spec=_spec_with(mutate)))
@@ -251,8 +293,10 @@ def test_a_malformed_spec_is_invalid_argument_naming_the_field(open_coordinator,
     assert details.startswith(field + ":"), details
 
 
-@pytest.mark.parametrize("dataset", ["npz:../secret.npz", "idx:/etc", "idx:data/../../x", "npz:~/x.npz",
-                                     "idx:..", "idx:a\\..\\b", "file:/etc/passwd"])
+@pytest.mark.parametrize(
+    "dataset",
+    ["npz:../secret.npz", "idx:/etc", "idx:data/../../x", "npz:~/x.npz", "idx:..", "idx:a\\..\\b", "file:/etc/passwd"],
+)
 def test_dataset_path_traversal_is_refused(open_coordinator, dataset):
     experiments, _ = open_coordinator
     spec = _spec_with(lambda s: setattr(s.task, "dataset", dataset))
@@ -274,19 +318,22 @@ def test_a_bad_identifier_is_named_with_its_value(open_coordinator):
     assert details == "trainer_id: is 300 characters long; at most 200"
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"fitness": 1.5}, "fitness"),
-    ({"fitness": -0.1}, "fitness"),
-    ({"fitness": math.nan}, "fitness"),
-    ({"status": 0}, "status"),
-    ({"status": 42}, "status"),
-    ({"lease_id": ""}, "lease_id"),
-    ({"trainer_id": ""}, "trainer_id"),
-    ({"trainer_id": "t" * 201}, "trainer_id"),
-    ({"metrics": types_pb2.EvaluationMetrics(val_accuracy=math.inf)}, "metrics.val_accuracy"),
-    ({"metrics": types_pb2.EvaluationMetrics(steps=-1)}, "metrics.steps"),
-    ({"metrics": types_pb2.EvaluationMetrics(wall_time_s=math.nan)}, "metrics.wall_time_s"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"fitness": 1.5}, "fitness"),
+        ({"fitness": -0.1}, "fitness"),
+        ({"fitness": math.nan}, "fitness"),
+        ({"status": 0}, "status"),
+        ({"status": 42}, "status"),
+        ({"lease_id": ""}, "lease_id"),
+        ({"trainer_id": ""}, "trainer_id"),
+        ({"trainer_id": "t" * 201}, "trainer_id"),
+        ({"metrics": types_pb2.EvaluationMetrics(val_accuracy=math.inf)}, "metrics.val_accuracy"),
+        ({"metrics": types_pb2.EvaluationMetrics(steps=-1)}, "metrics.steps"),
+        ({"metrics": types_pb2.EvaluationMetrics(wall_time_s=math.nan)}, "metrics.wall_time_s"),
+    ],
+)
 def test_a_malformed_report_is_invalid_argument_naming_the_field(open_coordinator, changes, field):
     _, worker = open_coordinator
     fields = {"lease_id": "lease", "trainer_id": "t", "status": ws.EVALUATION_STATUS_OK, "fitness": 0.5, **changes}
@@ -298,9 +345,14 @@ def test_a_diverged_report_may_carry_a_nan_validation_loss(open_coordinator):
     experiments, worker = open_coordinator
     experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=good_spec()))
     lease = worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t")).lease
-    ack = worker.ReportResult(ws.ReportResultRequest(
-        lease_id=lease.lease_id, trainer_id="t", status=ws.EVALUATION_STATUS_DIVERGED,
-        metrics=types_pb2.EvaluationMetrics(val_loss=math.nan)))
+    ack = worker.ReportResult(
+        ws.ReportResultRequest(
+            lease_id=lease.lease_id,
+            trainer_id="t",
+            status=ws.EVALUATION_STATUS_DIVERGED,
+            metrics=types_pb2.EvaluationMetrics(val_loss=math.nan),
+        )
+    )
     assert ack.accepted
 
 

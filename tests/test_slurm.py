@@ -32,13 +32,23 @@ SLURM = DOCKER / "slurm"
 SCRIPTS = [SLURM / "trainers.sbatch", SLURM / "start-coordinator.sh"]
 # What Slurm sets in task 3 of `sbatch --array=0-3` (job 4242) with --gres=gpu:1.
 ARRAY_TASK = {
-    "SLURM_JOB_ID": "4245", "SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": "3",
-    "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3",
-    "SLURM_JOB_NAME": "taylorglo-trainer", "SLURM_CPUS_PER_TASK": "4", "SLURM_JOB_GPUS": "1",
-    "CUDA_VISIBLE_DEVICES": "0", "SLURM_SUBMIT_DIR": str(SLURM),
+    "SLURM_JOB_ID": "4245",
+    "SLURM_ARRAY_JOB_ID": "4242",
+    "SLURM_ARRAY_TASK_ID": "3",
+    "SLURM_ARRAY_TASK_COUNT": "4",
+    "SLURM_ARRAY_TASK_MIN": "0",
+    "SLURM_ARRAY_TASK_MAX": "3",
+    "SLURM_JOB_NAME": "taylorglo-trainer",
+    "SLURM_CPUS_PER_TASK": "4",
+    "SLURM_JOB_GPUS": "1",
+    "CUDA_VISIBLE_DEVICES": "0",
+    "SLURM_SUBMIT_DIR": str(SLURM),
 }
-SUCCEEDED, LEASED, QUEUED = (types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_LEASED,
-                             types_pb2.CANDIDATE_STATUS_QUEUED)
+SUCCEEDED, LEASED, QUEUED = (
+    types_pb2.CANDIDATE_STATUS_SUCCEEDED,
+    types_pb2.CANDIDATE_STATUS_LEASED,
+    types_pb2.CANDIDATE_STATUS_QUEUED,
+)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
@@ -51,8 +61,11 @@ def test_script_passes_shellcheck(script):
 
 
 def test_the_job_script_asks_for_one_gpu_per_array_task_and_signals_before_the_time_limit():
-    directives = [line.split(None, 1)[1] for line in (SLURM / "trainers.sbatch").read_text().splitlines()
-                  if line.startswith("#SBATCH ")]
+    directives = [
+        line.split(None, 1)[1]
+        for line in (SLURM / "trainers.sbatch").read_text().splitlines()
+        if line.startswith("#SBATCH ")
+    ]
     assert "--gres=gpu:1" in directives
     # The batch shell is the trainer (exec), so B: signals reach it.
     assert any(d.startswith("--signal=B:TERM@") for d in directives)
@@ -67,13 +80,23 @@ def _environment(home: Path, **extra: str) -> dict[str, str]:
 
 
 def test_the_job_script_names_what_is_missing(tmp_path):
-    result = subprocess.run(["bash", str(SLURM / "trainers.sbatch")], env={**_environment(tmp_path), **ARRAY_TASK},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(SLURM / "trainers.sbatch")],
+        env={**_environment(tmp_path), **ARRAY_TASK},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "TAYLORGLO_COORDINATOR" in result.stderr and str(tmp_path / "coordinator.address") in result.stderr
     (tmp_path / "coordinator.address").write_text("127.0.0.1:1\n")
-    result = subprocess.run(["bash", str(SLURM / "trainers.sbatch")], env={**_environment(tmp_path), **ARRAY_TASK},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(SLURM / "trainers.sbatch")],
+        env={**_environment(tmp_path), **ARRAY_TASK},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and str(tmp_path / "trainer.token") in result.stderr
 
 
@@ -86,25 +109,40 @@ def test_an_array_task_trains_candidates_and_returns_its_lease_on_sigterm(tmp_pa
         pytest.skip("needs openssl (start-coordinator.sh makes a certificate)")
     home, port = tmp_path / "taylorglo", free_port()
     with Processes(tmp_path) as processes:
-        coordinator = processes.start("coordinator", ["bash", str(SLURM / "start-coordinator.sh")], _environment(
-            home, TAYLORGLO_LISTEN=f"127.0.0.1:{port}", TAYLORGLO_ADVERTISE=f"127.0.0.1:{port}"))
+        coordinator = processes.start(
+            "coordinator",
+            ["bash", str(SLURM / "start-coordinator.sh")],
+            _environment(home, TAYLORGLO_LISTEN=f"127.0.0.1:{port}", TAYLORGLO_ADVERTISE=f"127.0.0.1:{port}"),
+        )
         wait_until(lambda: "coordinator listening" in processes.log("coordinator"), coordinator, "coordinator")
         for name in ("trainer.token", "client.token", "server.key"):  # secrets: this user only
             assert (home / name).stat().st_mode & 0o077 == 0, name
         assert (home / "coordinator.address").read_text().strip() == f"127.0.0.1:{port}"
 
         # The client's side: TLS with the created CA, the client token.
-        channel = connect(f"127.0.0.1:{port}", token=(home / "client.token").read_text().strip(),
-                          tls_ca=str(home / "ca.crt"))
+        channel = connect(
+            f"127.0.0.1:{port}", token=(home / "client.token").read_text().strip(), tls_ca=str(home / "ca.crt")
+        )
         results = es_grpc.ExperimentServiceStub(channel)
-        spec = load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 20},
-                          "search": {"population": 4, "generations": 3}})
+        spec = load_spec(
+            {"task": {"dataset": "digits", "model": "tiny", "steps": 20}, "search": {"population": 4, "generations": 3}}
+        )
         experiment_id = results.SubmitExperiment(es.SubmitExperimentRequest(spec=spec), timeout=30).id
 
         # One array task, as Slurm starts it (the synthetic evaluator: 1 s per candidate, no TensorFlow).
-        job = processes.start("trainer", ["bash", str(SLURM / "trainers.sbatch")], {**_environment(
-            home, TAYLORGLO_EVALUATOR="synthetic", TAYLORGLO_GRACE="0",
-            TAYLORGLO_TRAINER_ARGS="--synthetic-sleep 1"), **ARRAY_TASK})
+        job = processes.start(
+            "trainer",
+            ["bash", str(SLURM / "trainers.sbatch")],
+            {
+                **_environment(
+                    home,
+                    TAYLORGLO_EVALUATOR="synthetic",
+                    TAYLORGLO_GRACE="0",
+                    TAYLORGLO_TRAINER_ARGS="--synthetic-sleep 1",
+                ),
+                **ARRAY_TASK,
+            },
+        )
         trainer_id = f"slurm-4242_3@{socket.gethostname().split('.')[0]}"
 
         def working_on_a_third() -> bool:

@@ -27,7 +27,12 @@ def with_(section, **values):
 def test_a_minimal_spec_gets_the_documented_defaults():
     s = spec.load_spec(MINIMAL)
     assert (s.search.population, s.search.generations, s.search.sigma0, s.search.seed, s.search.max_attempts) == (
-        20, 10, 1.2, 1, 3)
+        20,
+        10,
+        1.2,
+        1,
+        3,
+    )
     assert (s.loss.order, list(s.loss.inputs)) == (3, ["x", "y"])
     assert (s.task.train_fraction, s.task.abort_accuracy, s.task.abort_epochs, s.task.batch_size) == (1.0, 0.15, 10, 0)
     assert s.task.lr_scale == 1.0  # the recipe's own learning rate
@@ -39,11 +44,17 @@ def test_yaml_and_json_files_load_to_the_same_spec(tmp_path):
     (tmp_path / "s.yaml").write_text(
         "name: digits search\n"
         "task: {dataset: digits, model: tiny, steps: 100, augmentation: {flip_crop: true}}\n"
-        "search:\n  population: 8\n  generations: 5\n  invariantPrescreen: true\n")
-    (tmp_path / "s.json").write_text(json.dumps({
-        "name": "digits search",
-        "task": {"dataset": "digits", "model": "tiny", "steps": 100, "augmentation": {"flipCrop": True}},
-        "search": {"population": 8, "generations": 5, "invariant_prescreen": True}}))
+        "search:\n  population: 8\n  generations: 5\n  invariantPrescreen: true\n"
+    )
+    (tmp_path / "s.json").write_text(
+        json.dumps(
+            {
+                "name": "digits search",
+                "task": {"dataset": "digits", "model": "tiny", "steps": 100, "augmentation": {"flipCrop": True}},
+                "search": {"population": 8, "generations": 5, "invariant_prescreen": True},
+            }
+        )
+    )
     from_yaml, from_json = spec.load_spec(tmp_path / "s.yaml"), spec.load_spec(str(tmp_path / "s.json"))
     assert from_yaml == from_json
     assert from_yaml.task.augmentation.crop_padding == 4  # default when flip_crop is on
@@ -56,9 +67,18 @@ def test_explicit_values_are_kept():
 
 
 def test_a_zero_that_means_something_is_kept_not_replaced_by_the_default():
-    s = spec.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 100, "abort_accuracy": 0,
-                                 "augmentation": {"flip_crop": True, "crop_padding": 0}},
-                        "search": {"seed": 0, "num_classes": 0}})
+    s = spec.load_spec(
+        {
+            "task": {
+                "dataset": "digits",
+                "model": "tiny",
+                "steps": 100,
+                "abort_accuracy": 0,
+                "augmentation": {"flip_crop": True, "crop_padding": 0},
+            },
+            "search": {"seed": 0, "num_classes": 0},
+        }
+    )
     assert s.search.seed == 0  # a seed like any other, not 1
     assert s.task.abort_accuracy == 0  # the abort rule off, not 0.15
     assert s.task.augmentation.crop_padding == 0  # flips without crops, not 4
@@ -66,17 +86,24 @@ def test_a_zero_that_means_something_is_kept_not_replaced_by_the_default():
     assert int(spec.to_dict(s)["search"]["seed"]) == 0 and spec.to_dict(s)["task"]["abort_accuracy"] == 0  # written out
 
 
-@pytest.mark.parametrize("section, values, field", [
-    ("search", {"sigma0": 0}, "spec.search.sigma0"),
-    ("search", {"population": 0}, "spec.search.population"),
-    ("search", {"generations": 0}, "spec.search.generations"),
-    ("search", {"max_attempts": 0}, "spec.search.max_attempts"),
-    ("loss", {"order": 0}, "spec.loss.order"),
-    ("task", {"lr_scale": 0}, "spec.task.lr_scale"),
-    ("task", {"train_fraction": 0}, "spec.task.train_fraction"),
-    ("task", {"abort_epochs": 0}, "spec.task.abort_epochs"),
-    ("task", {"augmentation": {"cutmix_probability": 0.5, "cutmix_alpha": 0}}, "spec.task.augmentation.cutmix_alpha"),
-])
+@pytest.mark.parametrize(
+    "section, values, field",
+    [
+        ("search", {"sigma0": 0}, "spec.search.sigma0"),
+        ("search", {"population": 0}, "spec.search.population"),
+        ("search", {"generations": 0}, "spec.search.generations"),
+        ("search", {"max_attempts": 0}, "spec.search.max_attempts"),
+        ("loss", {"order": 0}, "spec.loss.order"),
+        ("task", {"lr_scale": 0}, "spec.task.lr_scale"),
+        ("task", {"train_fraction": 0}, "spec.task.train_fraction"),
+        ("task", {"abort_epochs": 0}, "spec.task.abort_epochs"),
+        (
+            "task",
+            {"augmentation": {"cutmix_probability": 0.5, "cutmix_alpha": 0}},
+            "spec.task.augmentation.cutmix_alpha",
+        ),
+    ],
+)
 def test_a_zero_that_is_no_valid_value_is_refused_naming_the_field_and_the_value(section, values, field):
     with pytest.raises(SpecError) as err:
         spec.load_spec(with_(section, **values))
@@ -88,7 +115,9 @@ def test_a_spec_from_a_client_that_cannot_send_presence_reads_as_unset_and_gets_
     # Such a client (stubs from before the fields were optional) leaves a 0 off the wire.
     from taylorglo_tf.rpc import types_pb2
 
-    wire = types_pb2.ExperimentSpec(task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=100)).SerializeToString()
+    wire = types_pb2.ExperimentSpec(
+        task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=100)
+    ).SerializeToString()
     s = spec.load_spec(types_pb2.ExperimentSpec.FromString(wire))
     assert (s.search.seed, s.search.sigma0, s.task.abort_accuracy, s.task.lr_scale) == (1, 1.2, 0.15, 1.0)
 
@@ -103,47 +132,53 @@ def test_unknown_fields_are_named_with_their_path():
     assert error_field({**MINIMAL, "serch": {}}) == "spec.serch"
 
 
-@pytest.mark.parametrize("section, values, field", [
-    ("task", {"steps": "many"}, "spec.task.steps"),
-    ("task", {"steps": 2.5}, "spec.task.steps"),
-    ("task", {"steps": True}, "spec.task.steps"),
-    ("task", {"model": 3}, "spec.task.model"),
-    ("task", {"augmentation": []}, "spec.task.augmentation"),
-    ("search", {"sigma0": "big"}, "spec.search.sigma0"),
-    ("search", {"invariant_prescreen": "yes"}, "spec.search.invariant_prescreen"),
-    ("search", {"population": 2**40}, "spec.search.population"),
-    ("loss", {"inputs": "xy"}, "spec.loss.inputs"),
-    ("loss", {"inputs": ["x", 1]}, "spec.loss.inputs[1]"),
-])
+@pytest.mark.parametrize(
+    "section, values, field",
+    [
+        ("task", {"steps": "many"}, "spec.task.steps"),
+        ("task", {"steps": 2.5}, "spec.task.steps"),
+        ("task", {"steps": True}, "spec.task.steps"),
+        ("task", {"model": 3}, "spec.task.model"),
+        ("task", {"augmentation": []}, "spec.task.augmentation"),
+        ("search", {"sigma0": "big"}, "spec.search.sigma0"),
+        ("search", {"invariant_prescreen": "yes"}, "spec.search.invariant_prescreen"),
+        ("search", {"population": 2**40}, "spec.search.population"),
+        ("loss", {"inputs": "xy"}, "spec.loss.inputs"),
+        ("loss", {"inputs": ["x", 1]}, "spec.loss.inputs[1]"),
+    ],
+)
 def test_values_of_the_wrong_type_are_named(section, values, field):
     assert error_field(with_(section, **values)) == field
 
 
-@pytest.mark.parametrize("section, values, field", [
-    ("task", {"steps": 0}, "spec.task.steps"),
-    ("task", {"steps": -5}, "spec.task.steps"),
-    ("task", {"batch_size": -1}, "spec.task.batch_size"),
-    ("task", {"seed": -1}, "spec.task.seed"),
-    ("task", {"seed": 2**32}, "spec.task.seed"),
-    ("task", {"train_fraction": 1.01}, "spec.task.train_fraction"),
-    ("task", {"abort_accuracy": 2.0}, "spec.task.abort_accuracy"),
-    ("task", {"abort_epochs": -1}, "spec.task.abort_epochs"),
-    ("task", {"lr_scale": -0.5}, "spec.task.lr_scale"),
-    ("task", {"lr_scale": float("inf")}, "spec.task.lr_scale"),
-    ("task", {"lr_scale": float("nan")}, "spec.task.lr_scale"),
-    ("task", {"model": ""}, "spec.task.model"),
-    ("task", {"model": "../evil"}, "spec.task.model"),
-    ("task", {"model": "resnet9000"}, "spec.task.model"),
-    ("search", {"population": 1}, "spec.search.population"),
-    ("search", {"generations": -1}, "spec.search.generations"),
-    ("search", {"sigma0": float("inf")}, "spec.search.sigma0"),
-    ("search", {"seed": -3}, "spec.search.seed"),
-    ("search", {"max_attempts": 101}, "spec.search.max_attempts"),
-    ("search", {"num_classes": -2}, "spec.search.num_classes"),
-    ("loss", {"order": 11}, "spec.loss.order"),
-    ("loss", {"inputs": ["y", "t"]}, "spec.loss.inputs"),
-    ("loss", {"inputs": ["x", "y", "y"]}, "spec.loss.inputs"),
-])
+@pytest.mark.parametrize(
+    "section, values, field",
+    [
+        ("task", {"steps": 0}, "spec.task.steps"),
+        ("task", {"steps": -5}, "spec.task.steps"),
+        ("task", {"batch_size": -1}, "spec.task.batch_size"),
+        ("task", {"seed": -1}, "spec.task.seed"),
+        ("task", {"seed": 2**32}, "spec.task.seed"),
+        ("task", {"train_fraction": 1.01}, "spec.task.train_fraction"),
+        ("task", {"abort_accuracy": 2.0}, "spec.task.abort_accuracy"),
+        ("task", {"abort_epochs": -1}, "spec.task.abort_epochs"),
+        ("task", {"lr_scale": -0.5}, "spec.task.lr_scale"),
+        ("task", {"lr_scale": float("inf")}, "spec.task.lr_scale"),
+        ("task", {"lr_scale": float("nan")}, "spec.task.lr_scale"),
+        ("task", {"model": ""}, "spec.task.model"),
+        ("task", {"model": "../evil"}, "spec.task.model"),
+        ("task", {"model": "resnet9000"}, "spec.task.model"),
+        ("search", {"population": 1}, "spec.search.population"),
+        ("search", {"generations": -1}, "spec.search.generations"),
+        ("search", {"sigma0": float("inf")}, "spec.search.sigma0"),
+        ("search", {"seed": -3}, "spec.search.seed"),
+        ("search", {"max_attempts": 101}, "spec.search.max_attempts"),
+        ("search", {"num_classes": -2}, "spec.search.num_classes"),
+        ("loss", {"order": 11}, "spec.loss.order"),
+        ("loss", {"inputs": ["y", "t"]}, "spec.loss.inputs"),
+        ("loss", {"inputs": ["x", "y", "y"]}, "spec.loss.inputs"),
+    ],
+)
 def test_out_of_range_values_are_named(section, values, field):
     assert error_field(with_(section, **values)) == field
 
@@ -173,14 +208,31 @@ def test_the_prescreen_needs_a_class_count_when_the_dataset_does_not_tell():
     assert spec.load_spec(data).search.num_classes == 7
 
 
-@pytest.mark.parametrize("uri", ["digits", "tfds:mnist", "tfds:cifar100", "tfds:svhn_cropped",
-                                 "idx:fashion-mnist", "npz:sets/a.npz", "idx:./x"])
+@pytest.mark.parametrize(
+    "uri",
+    ["digits", "tfds:mnist", "tfds:cifar100", "tfds:svhn_cropped", "idx:fashion-mnist", "npz:sets/a.npz", "idx:./x"],
+)
 def test_valid_dataset_uris_are_accepted(uri):
     spec.check_dataset_uri(uri)
 
 
-@pytest.mark.parametrize("uri", ["", "mnist", "http://x/y", "tfds:", "tfds:../x", "idx:", "idx:/abs",
-                                 "npz:../up.npz", "npz:a/../../b.npz", "npz:~root/x", "idx:a\\b", "idx:a\x00"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "",
+        "mnist",
+        "http://x/y",
+        "tfds:",
+        "tfds:../x",
+        "idx:",
+        "idx:/abs",
+        "npz:../up.npz",
+        "npz:a/../../b.npz",
+        "npz:~root/x",
+        "idx:a\\b",
+        "idx:a\x00",
+    ],
+)
 def test_invalid_dataset_uris_are_refused(uri):
     with pytest.raises(SpecError) as err:
         spec.check_dataset_uri(uri)
@@ -222,12 +274,21 @@ def test_a_proto_spec_is_copied_not_modified():
 def test_what_one_experiment_may_cost_is_bounded_with_an_error_naming_the_values():
     from taylorglo_tf.spec import MAX_SEARCH_SIZE
 
-    huge = {"task": {"dataset": "digits", "model": "tiny", "steps": 10},
-            "loss": {"order": 10, "inputs": ["x", "y", "t"]}, "search": {"population": 10_000}}
-    with pytest.raises(SpecError, match=r"spec\.search\.population: population 10000 x 223 parameters "
-                                        r"\(order 10 in x, y, t\) = 2,230,000 exceeds the limit of 200,000"):
+    huge = {
+        "task": {"dataset": "digits", "model": "tiny", "steps": 10},
+        "loss": {"order": 10, "inputs": ["x", "y", "t"]},
+        "search": {"population": 10_000},
+    }
+    with pytest.raises(
+        SpecError,
+        match=r"spec\.search\.population: population 10000 x 223 parameters "
+        r"\(order 10 in x, y, t\) = 2,230,000 exceeds the limit of 200,000",
+    ):
         spec.load_spec(huge)
-    at_limit = {"task": {"dataset": "digits", "model": "tiny", "steps": 10},
-                "loss": {"order": 4, "inputs": ["x", "y", "t"]}, "search": {"population": 6_000}}
+    at_limit = {
+        "task": {"dataset": "digits", "model": "tiny", "steps": 10},
+        "loss": {"order": 4, "inputs": ["x", "y", "t"]},
+        "search": {"population": 6_000},
+    }
     assert spec.theta_length(spec.load_spec({**at_limit, "search": {}}).loss) * 6_000 <= MAX_SEARCH_SIZE
     assert spec.load_spec(at_limit).search.population == 6_000

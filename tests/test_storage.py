@@ -11,10 +11,19 @@ from taylorglo_tf.rpc import types_pb2
 
 
 def experiment(exp_id="e1", **changes):
-    spec = types_pb2.ExperimentSpec(name="s", task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=3),
-                                    search=types_pb2.SearchSpec(population=2, generations=2))
-    fields = {"id": exp_id, "spec": spec, "state": types_pb2.EXPERIMENT_STATE_RUNNING, "create_time": 1.5,
-                  "update_time": 2.5, "es_state": b"strategy-0"}
+    spec = types_pb2.ExperimentSpec(
+        name="s",
+        task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=3),
+        search=types_pb2.SearchSpec(population=2, generations=2),
+    )
+    fields = {
+        "id": exp_id,
+        "spec": spec,
+        "state": types_pb2.EXPERIMENT_STATE_RUNNING,
+        "create_time": 1.5,
+        "update_time": 2.5,
+        "es_state": b"strategy-0",
+    }
     fields.update(changes)
     return ExperimentRecord(**fields)
 

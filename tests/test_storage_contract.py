@@ -91,8 +91,9 @@ def test_a_finished_experiments_optimizer_state_stays_on_disk(storage):
     storage.insert_experiment(experiment("running"), candidates("running"))
     storage.insert_experiment(experiment("done"), candidates("done"))
     summary = GenerationRecord("done", 0, 0.9, 0.5, np.ones(8), np.zeros(8), 1.1, 6.0)
-    storage.advance_generation(experiment("done", state=types_pb2.EXPERIMENT_STATE_SUCCEEDED, generation=2,
-                                          es_state=b"final"), summary, [])
+    storage.advance_generation(
+        experiment("done", state=types_pb2.EXPERIMENT_STATE_SUCCEEDED, generation=2, es_state=b"final"), summary, []
+    )
     loaded = {e.id: e for e in storage.load_experiments()}
     assert loaded["running"].es_state == b"strategy-0"  # needed to resume
     assert loaded["done"].es_state == b"" and loaded["done"].state == types_pb2.EXPERIMENT_STATE_SUCCEEDED

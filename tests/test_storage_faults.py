@@ -72,8 +72,9 @@ def test_leases_that_expire_while_the_disk_is_full_are_requeued_once_it_has_spac
     assert drain(s) == 3 + 3
     record = s.get(exp.id)
     assert record.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED and record.evaluations_done == 6
-    assert {c.attempts for c in s.result(exp.id).candidates if c.generation == 0 and
-            c.index in {l.index for l in lost}} == {2}
+    assert {
+        c.attempts for c in s.result(exp.id).candidates if c.generation == 0 and c.index in {l.index for l in lost}
+    } == {2}
 
 
 def test_a_report_refused_by_a_full_disk_changes_nothing_and_counts_when_retried(tmp_path):
@@ -122,8 +123,12 @@ def test_over_grpc_a_full_disk_answers_unavailable_and_logs_one_line(tmp_path, c
             raise SqliteUnavailable(f"database {str(storage.path)!r}: database or disk is full")
 
         monkeypatch.setattr(storage, "update_candidate", full)
-        request = ws.ReportResultRequest(lease_id=lease.lease_id, trainer_id="t", status=ws.EVALUATION_STATUS_OK,
-                                         fitness=synthetic_fitness(lease.theta))
+        request = ws.ReportResultRequest(
+            lease_id=lease.lease_id,
+            trainer_id="t",
+            status=ws.EVALUATION_STATUS_OK,
+            fitness=synthetic_fitness(lease.theta),
+        )
         caplog.set_level(logging.WARNING, logger="taylorglo_tf.coordinator")
         for _ in range(50):
             with pytest.raises(grpc.RpcError) as raised:
@@ -148,7 +153,10 @@ def test_the_rate_limited_log_counts_what_it_left_out(caplog):
     now[0] = 61
     log.warning("disk full")
     assert [r.getMessage() for r in caplog.records] == [
-        "disk full", "database is locked", "disk full (and 99 more times in the last 60 s)"]
+        "disk full",
+        "database is locked",
+        "disk full (and 99 more times in the last 60 s)",
+    ]
 
 
 def test_the_lease_reaper_logs_a_full_disk_once_not_every_pass(tmp_path, caplog):

@@ -12,23 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
+from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.coordinator.scheduler import Report, Scheduler
 from taylorglo_tf.coordinator.storage import SCHEMA_VERSION, SqliteStorage
-from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 from tests.test_coordinator_scheduler import drain, make_spec, open_scheduler, synthetic_fitness
 from tests.test_storage import candidates, experiment
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema-v1.db"
-FIXTURE_SPEC = {"name": "fixture", "task": {"dataset": "digits", "model": "tiny", "steps": 10},
-                "search": {"population": 4, "generations": 3, "seed": 3}}
+FIXTURE_SPEC = {
+    "name": "fixture",
+    "task": {"dataset": "digits", "model": "tiny", "steps": 10},
+    "search": {"population": 4, "generations": 3, "seed": 3},
+}
 
 
 def trajectory(scheduler, experiment_id):
     result = scheduler.result(experiment_id)
-    return ([(c.generation, c.index, np.array(c.theta).tobytes()) for c in result.candidates],
-            [(g.generation, np.array(g.mean_theta).tobytes(), g.sigma) for g in result.generations])
+    return (
+        [(c.generation, c.index, np.array(c.theta).tobytes()) for c in result.candidates],
+        [(g.generation, np.array(g.mean_theta).tobytes(), g.sigma) for g in result.generations],
+    )
 
 
 def test_a_schema_1_file_is_migrated_and_its_search_continues_exactly(tmp_path):
@@ -79,8 +84,9 @@ def test_a_report_does_not_rewrite_the_optimizer_state(tmp_path):
 def test_the_optimizer_state_is_written_once_per_generation(tmp_path, monkeypatch):
     writes = []
     real = SqliteStorage._put_optimizer_state
-    monkeypatch.setattr(SqliteStorage, "_put_optimizer_state",
-                        staticmethod(lambda db, e: (writes.append(e.generation), real(db, e))))
+    monkeypatch.setattr(
+        SqliteStorage, "_put_optimizer_state", staticmethod(lambda db, e: (writes.append(e.generation), real(db, e)))
+    )
     s = open_scheduler(tmp_path / "c.db")
     s.submit(make_spec(population=6, generations=3))
     assert drain(s) == 18

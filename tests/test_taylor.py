@@ -46,7 +46,9 @@ def eq4_by_hand(theta, x, y):
     )
 
 
-@pytest.mark.parametrize(("num_vars", "order", "expected"), [(2, 1, 5), (2, 2, 8), (2, 3, 12), (2, 4, 17), (2, 5, 23), (3, 3, 23)])
+@pytest.mark.parametrize(
+    ("num_vars", "order", "expected"), [(2, 1, 5), (2, 2, 8), (2, 3, 12), (2, 4, 17), (2, 5, 23), (3, 3, 23)]
+)
 def test_full_parameter_count_is_v_plus_binomial(num_vars, order, expected):
     assert taylor.full_param_count(num_vars, order) == expected
     assert len(taylor.multi_indices(num_vars, order)) + num_vars == expected
@@ -55,7 +57,15 @@ def test_full_parameter_count_is_v_plus_binomial(num_vars, order, expected):
 @pytest.mark.parametrize(
     ("inputs", "order", "expected"),
     # v + C(v+k,k) - C(v-1+k,k): the y-free multi-indices are those of v-1 variables.
-    [(("x", "y"), 1, 3), (("x", "y"), 2, 5), (("x", "y"), 3, 8), (("x", "y"), 4, 12), (("x", "y"), 5, 17), (("x", "y", "t"), 3, 13), (("y",), 3, 4)],
+    [
+        (("x", "y"), 1, 3),
+        (("x", "y"), 2, 5),
+        (("x", "y"), 3, 8),
+        (("x", "y"), 4, 12),
+        (("x", "y"), 5, 17),
+        (("x", "y", "t"), 3, 13),
+        (("y",), 3, 4),
+    ],
 )
 def test_trimmed_parameter_count_drops_terms_without_y(inputs, order, expected):
     assert taylor.expected_theta_length(order, inputs) == expected
@@ -78,7 +88,9 @@ def test_numpy_expansion_matches_eq5_written_by_hand_for_random_thetas():
         theta = rng.normal(scale=3.0, size=8)
         x = rng.integers(0, 2, size=50).astype(float)
         y = rng.uniform(size=50)
-        np.testing.assert_allclose(expansion.evaluate(theta, {"x": x, "y": y}), eq5_by_hand(theta, x, y), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            expansion.evaluate(theta, {"x": x, "y": y}), eq5_by_hand(theta, x, y), rtol=1e-12, atol=1e-12
+        )
 
 
 def test_untrimmed_expansion_matches_eq4_written_by_hand():
@@ -134,7 +146,13 @@ def test_reference_loss_is_minus_mean_over_classes():
 
 @pytest.mark.parametrize(
     ("theta", "message"),
-    [([1.0] * 7, "expected a vector of length 8"), ([1.0] * 9, "length 8"), ([np.nan] + [0.0] * 7, "non-finite"), ([0.0] * 7 + [np.inf], "non-finite"), ([[1.0] * 8], "length 8")],
+    [
+        ([1.0] * 7, "expected a vector of length 8"),
+        ([1.0] * 9, "length 8"),
+        ([np.nan] + [0.0] * 7, "non-finite"),
+        ([0.0] * 7 + [np.inf], "non-finite"),
+        ([[1.0] * 8], "length 8"),
+    ],
 )
 def test_bad_theta_is_rejected_with_the_expected_length(theta, message):
     with pytest.raises(ValueError, match=message):
@@ -146,7 +164,15 @@ def test_expected_length_in_error_depends_on_order_and_inputs():
         taylor.Expansion(("x", "y", "t"), 3).validate([0.0] * 8)
 
 
-@pytest.mark.parametrize(("inputs", "message"), [(("x",), "must contain 'y'"), (("x", "y", "z"), "unknown input"), (("y", "y"), "twice"), ("xy", "sequence of names")])
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (("x",), "must contain 'y'"),
+        (("x", "y", "z"), "unknown input"),
+        (("y", "y"), "twice"),
+        ("xy", "sequence of names"),
+    ],
+)
 def test_bad_inputs_are_rejected(inputs, message):
     with pytest.raises(ValueError, match=message):
         taylor.Expansion(inputs, 3)

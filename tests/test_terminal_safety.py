@@ -9,11 +9,11 @@ from concurrent import futures
 import grpc
 import pytest
 
-from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf import text
 from taylorglo_tf.commands import client
 from taylorglo_tf.connection import connect
+from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -22,8 +22,9 @@ HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\x00\r\u202etxt.exe[bold red]"
 TASK = {"dataset": "digits", "model": "tiny", "steps": 10}
 
 
-@pytest.mark.parametrize("name", ["a\x00b", "clear\x1b[2J", "two\nlines", "tab\there", "del\x7f", "c1\x9b",
-                                  "bidi\u202eflip", "sep\u2028x"])
+@pytest.mark.parametrize(
+    "name", ["a\x00b", "clear\x1b[2J", "two\nlines", "tab\there", "del\x7f", "c1\x9b", "bidi\u202eflip", "sep\u2028x"]
+)
 def test_a_name_with_a_control_character_is_refused_naming_the_field(name):
     with pytest.raises(spec_lib.SpecError) as err:
         spec_lib.load_spec({"name": name, "task": TASK})
@@ -43,8 +44,9 @@ def test_the_coordinator_refuses_a_name_with_esc_as_invalid_argument(tmp_path):
         with connect(server.address) as channel:
             spec = types_pb2.ExperimentSpec(name="x\x1b[31m", task=types_pb2.TaskSpec(**TASK))
             with pytest.raises(grpc.RpcError) as err:
-                es_grpc.ExperimentServiceStub(channel).SubmitExperiment(es.SubmitExperimentRequest(spec=spec),
-                                                                        timeout=10)
+                es_grpc.ExperimentServiceStub(channel).SubmitExperiment(
+                    es.SubmitExperimentRequest(spec=spec), timeout=10
+                )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details().startswith("spec.name: 'x\\\\x1b[31m' contains control characters (\\x1b)")
     finally:
@@ -55,8 +57,9 @@ def hostile_experiment(state=types_pb2.EXPERIMENT_STATE_FAILED) -> types_pb2.Exp
     """What an older coordinator (or a hand-edited database) could still hold."""
     spec = types_pb2.ExperimentSpec(name=HOSTILE, task=types_pb2.TaskSpec(dataset="npz:" + HOSTILE, model=HOSTILE))
     spec.search.generations = 1
-    return types_pb2.Experiment(id="exp\x1b[1m", spec=spec, state=state, error="boom\x1b[31m\nsecond line",
-                                evaluations_total=2)
+    return types_pb2.Experiment(
+        id="exp\x1b[1m", spec=spec, state=state, error="boom\x1b[31m\nsecond line", evaluations_total=2
+    )
 
 
 class HostileExperiments(es_grpc.ExperimentServiceServicer):
@@ -103,9 +106,18 @@ def printed_controls(output: str) -> list[str]:
     return text.control_characters(output.replace("\n", ""))
 
 
-@pytest.mark.parametrize("argv", [["status"], ["status", "exp-1"], ["watch", "exp-1"], ["delete", "exp-1"],
-                                  ["cancel", "exp-1"], ["result", "exp-1", "--out", "{tmp}"]],
-                         ids=["list", "status", "watch", "delete", "error", "result"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["status", "exp-1"],
+        ["watch", "exp-1"],
+        ["delete", "exp-1"],
+        ["cancel", "exp-1"],
+        ["result", "exp-1", "--out", "{tmp}"],
+    ],
+    ids=["list", "status", "watch", "delete", "error", "result"],
+)
 def test_no_command_prints_a_control_character_it_received(hostile_address, argv, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     argv = [a.replace("{tmp}", str(tmp_path / "out")) for a in argv]

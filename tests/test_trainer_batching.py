@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_keras_evaluator import APPENDIX_C_THETA, RecordingHeartbeat, lease
 from taylorglo_tf.trainer.batching import BatchingEvaluator
 from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator
 from taylorglo_tf.trainer.worker import EvaluationStopped
+from tests.test_keras_evaluator import APPENDIX_C_THETA, RecordingHeartbeat, lease
 
 THETAS = [APPENDIX_C_THETA, [t * 0.8 for t in APPENDIX_C_THETA], [t * 1.2 for t in APPENDIX_C_THETA]]
 
@@ -52,8 +52,9 @@ def test_candidates_of_different_tasks_are_not_batched_together(keras_evaluator)
 
 def test_a_bad_theta_fails_only_its_own_candidate(keras_evaluator):
     batching = BatchingEvaluator(keras_evaluator, 2)
-    bad, good = batching.evaluate_many([lease([1.0, 2.0], index=9), lease(THETAS[0], index=10)],
-                                       [RecordingHeartbeat(), RecordingHeartbeat()])
+    bad, good = batching.evaluate_many(
+        [lease([1.0, 2.0], index=9), lease(THETAS[0], index=10)], [RecordingHeartbeat(), RecordingHeartbeat()]
+    )
     assert isinstance(bad, ValueError) and "lease theta has 2 entries" in str(bad)
     assert good.status == "ok" and batching.batch_sizes == [1]
 

@@ -19,12 +19,15 @@ def test_all_means_every_visible_gpu_once_and_a_list_picks_some():
     assert chosen_gpus("0,2", ["0", "1", "2"]) == ["0", "2"]
 
 
-@pytest.mark.parametrize("value, visible, message", [
-    ("5", ["0", "1"], r"unknown GPU\(s\) \['5'\]; visible GPUs: 0,1"),
-    ("0,0", ["0", "1"], "names a GPU twice"),
-    ("0,", ["0", "1"], "unknown GPU"),
-    ("all", [], "no GPU is visible"),
-])
+@pytest.mark.parametrize(
+    "value, visible, message",
+    [
+        ("5", ["0", "1"], r"unknown GPU\(s\) \['5'\]; visible GPUs: 0,1"),
+        ("0,0", ["0", "1"], "names a GPU twice"),
+        ("0,", ["0", "1"], "unknown GPU"),
+        ("all", [], "no GPU is visible"),
+    ],
+)
 def test_a_gpu_list_naming_what_is_not_there_is_refused_naming_it(value, visible, message):
     with pytest.raises(GpuError, match=message):
         chosen_gpus(value, visible)
@@ -32,8 +35,14 @@ def test_a_gpu_list_naming_what_is_not_there_is_refused_naming_it(value, visible
 
 def test_a_child_runs_the_same_trainer_without_gpus_and_with_its_own_id():
     argv = ["--coordinator", "c:1", "--gpus", "all", "--trainer-id", "box", "--candidates-per-step", "auto"]
-    assert child_argv(argv, "2") == ["--coordinator", "c:1", "--candidates-per-step", "auto",
-                                     "--trainer-id", "box-gpu2"]
+    assert child_argv(argv, "2") == [
+        "--coordinator",
+        "c:1",
+        "--candidates-per-step",
+        "auto",
+        "--trainer-id",
+        "box-gpu2",
+    ]
     assert child_argv(["--gpus=0,1", "--coordinator", "c:1"], "1") == ["--coordinator", "c:1"]
 
 

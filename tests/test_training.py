@@ -22,9 +22,20 @@ EXPLODING_THETA = [0.0, 0.0, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30]
 
 
 def test_task_round_trips_through_a_plain_dict():
-    task = Task(dataset="tfds:mnist", model="basic_cnn", steps=2000, batch_size=100, fraction=0.1,
-                augmentation={"cutout": 8}, seed=3, lr_scale=0.3, abort_threshold=0.2, abort_check_epoch=5.0,
-                max_attempts=2, data_dir="/data")
+    task = Task(
+        dataset="tfds:mnist",
+        model="basic_cnn",
+        steps=2000,
+        batch_size=100,
+        fraction=0.1,
+        augmentation={"cutout": 8},
+        seed=3,
+        lr_scale=0.3,
+        abort_threshold=0.2,
+        abort_check_epoch=5.0,
+        max_attempts=2,
+        data_dir="/data",
+    )
     assert Task.from_dict(task.to_dict()) == task
 
 

@@ -13,8 +13,9 @@ def test_the_fastest_setting_is_measured_once_then_read_from_the_cache(tmp_path,
     best = max(choice.rates, key=choice.rates.get)
     assert f"{choice.candidates_per_step}/off" == best and choice.jit_compile is False
     cached = json.loads((tmp_path / "tuning.json").read_text())
-    assert list(cached.values()) == [{"candidates_per_step": choice.candidates_per_step, "jit_compile": False,
-                                      "rates": choice.rates}]
+    assert list(cached.values()) == [
+        {"candidates_per_step": choice.candidates_per_step, "jit_compile": False, "rates": choice.rates}
+    ]
 
     from taylorglo_tf.training.evaluator import Evaluator
 

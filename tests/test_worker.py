@@ -27,8 +27,9 @@ OK = worker_service_pb2.EVALUATION_STATUS_OK
 class ScriptedCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):
     """Hands out queued thetas as leases and records every call."""
 
-    def __init__(self, thetas=(), ttl_s=30.0, failing_reports=0, abort_code=None, report_errors=(),
-                 heartbeats_unavailable=False):
+    def __init__(
+        self, thetas=(), ttl_s=30.0, failing_reports=0, abort_code=None, report_errors=(), heartbeats_unavailable=False
+    ):
         self.queue = [list(t) for t in thetas]
         self.ttl_s = ttl_s
         self.failing_reports = failing_reports  # answer the first N reports UNAVAILABLE
@@ -55,8 +56,13 @@ class ScriptedCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):
                 return worker_service_pb2.LeaseCandidateResponse()
             index = len(self.leases)
             lease = worker_service_pb2.Lease(
-                lease_id=f"lease-{index}", experiment_id="exp", generation=0, index=index,
-                theta=self.queue.pop(0), attempt=1, ttl_s=self.ttl_s,
+                lease_id=f"lease-{index}",
+                experiment_id="exp",
+                generation=0,
+                index=index,
+                theta=self.queue.pop(0),
+                attempt=1,
+                ttl_s=self.ttl_s,
                 task=types_pb2.TaskSpec(dataset="digits", model="tiny", steps=100),
             )
             self.leases[lease.lease_id] = lease
@@ -67,9 +73,7 @@ class ScriptedCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "scripted outage")
         with self.lock:
             self.heartbeats.append(request)
-        return worker_service_pb2.HeartbeatResponse(
-            keep_going=request.lease_id not in self.revoked, ttl_s=self.ttl_s
-        )
+        return worker_service_pb2.HeartbeatResponse(keep_going=request.lease_id not in self.revoked, ttl_s=self.ttl_s)
 
     def ReportResult(self, request, context):
         with self.lock:
@@ -176,8 +180,12 @@ def test_report_is_retried_through_an_outage_and_delivered_once(coordinator):
 
 
 def test_a_report_answered_internal_unavailable_or_deadline_exceeded_is_retried_not_dropped(coordinator):
-    codes = [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.INTERNAL]
+    codes = [
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+    ]
     fake = ScriptedCoordinator([[0.1] * 8], report_errors=codes)
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), max_candidates=1)
     thread, result = _run_in_thread(worker)
@@ -202,8 +210,9 @@ def test_report_retries_go_on_while_heartbeats_keep_the_lease_alive(coordinator)
 
 def test_report_retries_end_when_the_lease_ttl_is_spent(coordinator, caplog):
     ttl = 0.8
-    fake = ScriptedCoordinator([[0.1] * 8], ttl_s=ttl, heartbeats_unavailable=True,
-                               report_errors=[grpc.StatusCode.UNAVAILABLE] * 1000)
+    fake = ScriptedCoordinator(
+        [[0.1] * 8], ttl_s=ttl, heartbeats_unavailable=True, report_errors=[grpc.StatusCode.UNAVAILABLE] * 1000
+    )
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(), backoff=Backoff(0.05, 0.05))
     with caplog.at_level("ERROR", logger="taylorglo_tf.trainer.worker"):
         thread, _ = _run_in_thread(worker)
@@ -448,9 +457,26 @@ def test_synthetic_evaluator_diverges_deterministically_beyond_the_threshold():
 
 def _spawn_trainer(port: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "taylorglo_tf", "trainer", "--coordinator", f"127.0.0.1:{port}", "--evaluator", "synthetic",
-         "--trainer-id", "cli-trainer", "--wait-ms", "200", "--log-level", "WARNING", *extra],
-        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "taylorglo_tf",
+            "trainer",
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--evaluator",
+            "synthetic",
+            "--trainer-id",
+            "cli-trainer",
+            "--wait-ms",
+            "200",
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if k != "TAYLORGLO_TOKEN"},
     )
 
@@ -505,9 +531,15 @@ def test_trainer_cli_exits_1_with_a_clear_message_when_its_token_is_rejected():
 
 def test_worker_synthetic_evaluator_and_commands_do_not_import_tensorflow():
     code = (
-        "import sys; import taylorglo_tf.trainer.worker, taylorglo_tf.trainer.synthetic, taylorglo_tf.commands.trainer, "
+        "import sys; import taylorglo_tf.trainer.worker, taylorglo_tf.trainer.synthetic, "
+        "taylorglo_tf.commands.trainer, "
         "taylorglo_tf.commands.client; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                            cwd=Path(__file__).resolve().parents[1])
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert output.stdout.split() == ["False", "False"], output.stderr

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .keras_evaluator import KerasEvaluator
 from .worker import EvaluationStopped, Heartbeat, Outcome, Result, check_candidates_per_step
@@ -41,15 +42,16 @@ class BatchingEvaluator:
             try:
                 check_candidates_per_step(candidates_per_step)
             except ValueError:
-                raise ValueError(f"candidates_per_step must be an integer >= 1 or 'auto', "
-                                 f"got {candidates_per_step!r}") from None
+                raise ValueError(
+                    f"candidates_per_step must be an integer >= 1 or 'auto', got {candidates_per_step!r}"
+                ) from None
         if xla not in ("on", "off", "auto"):
             raise ValueError(f"xla must be 'on', 'off' or 'auto', got {xla!r}")
         self.keras = keras_evaluator
         self.candidates_per_step = candidates_per_step
         self.xla = xla
         # Called with the measured K when candidates_per_step is "auto" (the worker then leases K at a time).
-        self.on_chosen: Optional[Callable[[int], None]] = None
+        self.on_chosen: Callable[[int], None] | None = None
         self._tuned = candidates_per_step != "auto" and xla != "auto"
         self._tuning = threading.Lock()
         self.batch_sizes: list[int] = []  # candidates per trained batch (tests, logs)
@@ -63,7 +65,7 @@ class BatchingEvaluator:
 
     def evaluate_many(self, leases: Sequence[Any], heartbeats: Sequence[Heartbeat]) -> list[Result]:
         """One entry per lease: its :class:`Outcome`, or the exception that ended it."""
-        results: list[Optional[Result]] = [None] * len(leases)
+        results: list[Result | None] = [None] * len(leases)
         by_task: list[tuple[Any, list[int]]] = []  # (task, lease indices); a Task holds a dict: not hashable
         for i, lease in enumerate(leases):
             try:
@@ -77,8 +79,9 @@ class BatchingEvaluator:
             else:
                 same.append(i)
         for task, indices in by_task:
-            for i, result in zip(indices, self._train(task, [leases[i] for i in indices],
-                                                      [heartbeats[i] for i in indices])):
+            for i, result in zip(
+                indices, self._train(task, [leases[i] for i in indices], [heartbeats[i] for i in indices])
+            ):
                 results[i] = result
         return [result for result in results if result is not None]  # every entry is set
 
@@ -91,12 +94,18 @@ class BatchingEvaluator:
 
             choice = tuning.choose(
                 task,
-                candidates=tuning.auto_candidates() if self.candidates_per_step == "auto"
+                candidates=tuning.auto_candidates()
+                if self.candidates_per_step == "auto"
                 else (int(self.candidates_per_step),),
                 jit=(False, True) if self.xla == "auto" else (self.xla == "on",),
             )
-            log.info("measured on %s: %d candidates per step, XLA %s (candidate-steps/s: %s)", tuning.device_name(),
-                     choice.candidates_per_step, "on" if choice.jit_compile else "off", choice.rates)
+            log.info(
+                "measured on %s: %d candidates per step, XLA %s (candidate-steps/s: %s)",
+                tuning.device_name(),
+                choice.candidates_per_step,
+                "on" if choice.jit_compile else "off",
+                choice.rates,
+            )
             self.keras.evaluator = Evaluator(jit_compile=choice.jit_compile)
             self._tuned = True
             if self.candidates_per_step == "auto":
@@ -151,7 +160,14 @@ class BatchingEvaluator:
                 results[j] = EvaluationStopped(f"lease {lease.lease_id} stopped after {result.steps} steps")
                 continue
             results[j] = Outcome.from_result(result)
-            log.info("candidate %s/%d/%d: %s, validation accuracy %.4f (%d trained together, %.1f s)",
-                     lease.experiment_id, lease.generation, lease.index, result.status, result.val_accuracy,
-                     len(batch), result.wall_time_s)
+            log.info(
+                "candidate %s/%d/%d: %s, validation accuracy %.4f (%d trained together, %.1f s)",
+                lease.experiment_id,
+                lease.generation,
+                lease.index,
+                result.status,
+                result.val_accuracy,
+                len(batch),
+                result.wall_time_s,
+            )
         return results

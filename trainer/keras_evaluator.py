@@ -32,12 +32,13 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from taylorglo_tf import spec as spec_module
 from taylorglo_tf import taylor
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2
 from taylorglo_tf.training import Task
+
 from .worker import EvaluationStopped, Heartbeat, Outcome
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class KerasEvaluator:
     (default: one created on first use and kept for the trainer's lifetime).
     """
 
-    def __init__(self, data_dir: Optional[str | os.PathLike[str]] = None, *, evaluator: Any = None) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, evaluator: Any = None) -> None:
         if data_dir is not None and not Path(data_dir).is_dir():
             raise ValueError(f"data directory {str(data_dir)!r} does not exist or is not a directory")
         self.data_dir = None if data_dir is None else Path(data_dir).resolve()
@@ -119,7 +120,11 @@ class KerasEvaluator:
             raise EvaluationStopped(f"lease {lease.lease_id} stopped after {result.steps} steps")
         log.info(
             "candidate %s/%d/%d: %s, validation accuracy %.4f in %.1f s",
-            lease.experiment_id, lease.generation, lease.index, result.status, result.val_accuracy,
+            lease.experiment_id,
+            lease.generation,
+            lease.index,
+            result.status,
+            result.val_accuracy,
             result.wall_time_s,
         )
         return Outcome.from_result(result)

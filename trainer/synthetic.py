@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ def default_target(dimension: int) -> np.ndarray:
 
 
 def synthetic_fitness(
-    theta: Sequence[float], target: Optional[Sequence[float]] = None, scale: Optional[float] = None
+    theta: Sequence[float], target: Sequence[float] | None = None, scale: float | None = None
 ) -> float:
     """``exp(-||theta - target||^2 / scale)``; ValueError names a theta with NaN/inf or a bad shape."""
     x = np.asarray(theta, dtype=np.float64)
@@ -59,9 +59,9 @@ class SyntheticEvaluator:
         self,
         *,
         sleep_s: float = 0.0,
-        diverge_above: Optional[float] = None,
-        target: Optional[Sequence[float]] = None,
-        scale: Optional[float] = None,
+        diverge_above: float | None = None,
+        target: Sequence[float] | None = None,
+        scale: float | None = None,
         heartbeat_every_s: float = 0.1,
     ) -> None:
         if not (math.isfinite(sleep_s) and sleep_s >= 0):
@@ -93,5 +93,11 @@ class SyntheticEvaluator:
         if self.diverge_above is not None and max(abs(v) for v in theta) > self.diverge_above:
             return Outcome(status="diverged", fitness=0.0, steps=steps, wall_time_s=wall)
         fitness = synthetic_fitness(theta, self.target, self.scale)
-        return Outcome(status="ok", fitness=fitness, val_accuracy=fitness, val_loss=-math.log(max(fitness, 1e-300)),
-                       steps=steps, wall_time_s=wall)
+        return Outcome(
+            status="ok",
+            fitness=fitness,
+            val_accuracy=fitness,
+            val_loss=-math.log(max(fitness, 1e-300)),
+            steps=steps,
+            wall_time_s=wall,
+        )

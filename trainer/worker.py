@@ -47,8 +47,9 @@ import random
 import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import grpc
 
@@ -86,7 +87,9 @@ FATAL_CODES = frozenset(
 )
 # A lease call is retried after anything but those and INVALID_ARGUMENT (a bad trainer id):
 # asking for work again changes nothing on the coordinator.
-LEASE_RETRYABLE_CODES = frozenset(grpc.StatusCode) - FATAL_CODES - {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
+LEASE_RETRYABLE_CODES = (
+    frozenset(grpc.StatusCode) - FATAL_CODES - {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
+)
 
 RETURN_TIMEOUT_S = 5.0  # giving a lease back is best effort: it expires anyway
 
@@ -125,7 +128,7 @@ class Outcome:
             raise ValueError(f"Outcome.fitness must be a finite number in [0, 1], got {self.fitness!r}")
 
     @classmethod
-    def from_result(cls, result: Any) -> "Outcome":
+    def from_result(cls, result: Any) -> Outcome:
         """Converts an object with the fields of ``taylorglo_tf.training.EvaluationResult``."""
         return cls(
             status=str(result.status),
@@ -180,7 +183,7 @@ def error_outcome(error: BaseException) -> Outcome:
 class _Heartbeater:
     """Sends Heartbeat RPCs for one lease from a background thread, until the lease is reported."""
 
-    def __init__(self, worker: "Worker", lease: worker_service_pb2.Lease) -> None:
+    def __init__(self, worker: Worker, lease: worker_service_pb2.Lease) -> None:
         self._worker = worker
         self._lease = lease
         self.steps_done = 0
@@ -209,8 +212,12 @@ class _Heartbeater:
             except grpc.RpcError as error:
                 if self._done.is_set():
                     return  # reported or given back while the coordinator was away
-                log.warning("heartbeat for %s rejected (%s: %s); stopping", self._lease.lease_id, error.code().name,
-                            error.details())
+                log.warning(
+                    "heartbeat for %s rejected (%s: %s); stopping",
+                    self._lease.lease_id,
+                    error.code().name,
+                    error.details(),
+                )
                 self._mark_lost()
                 return
             if not response.keep_going:
@@ -225,18 +232,26 @@ class _Heartbeater:
         restarting; training goes on): the first retry after 0.5-1 s, at most one per ``interval`` after
         that, with jitter, so a cluster's trainers do not all retry at once; until the lease is done."""
         request = worker_service_pb2.HeartbeatRequest(
-            lease_id=self._lease.lease_id, trainer_id=self._worker.trainer_id, steps_done=int(self.steps_done))
+            lease_id=self._lease.lease_id, trainer_id=self._worker.trainer_id, steps_done=int(self.steps_done)
+        )
 
         def send(_time_left_s: float) -> worker_service_pb2.HeartbeatResponse:
             request.steps_done = int(self.steps_done)
             return self._worker._stub.Heartbeat(request, timeout=max(1.0, interval), metadata=self._worker.metadata)
 
         def on_retry(error: Exception, delay: float) -> None:
-            log.warning("heartbeat for %s failed (%s); retrying in %.2f s", self._lease.lease_id, _failure(error), delay)
+            log.warning(
+                "heartbeat for %s failed (%s); retrying in %.2f s", self._lease.lease_id, _failure(error), delay
+            )
 
         return call_with_retries(
-            send, retryable=RETRYABLE_CODES, backoff=Backoff(min(1.0, interval), interval), wait=self._done.wait,
-            give_up_at=lambda: -math.inf if self._done.is_set() else math.inf, on_retry=on_retry)
+            send,
+            retryable=RETRYABLE_CODES,
+            backoff=Backoff(min(1.0, interval), interval),
+            wait=self._done.wait,
+            give_up_at=lambda: -math.inf if self._done.is_set() else math.inf,
+            on_retry=on_retry,
+        )
 
     def _mark_lost(self) -> None:
         self.lost = True
@@ -270,10 +285,10 @@ class Worker:
         trainer_id: str,
         *,
         wait_ms: int = DEFAULT_WAIT_MS,
-        heartbeat_interval_s: Optional[float] = None,
-        max_candidates: Optional[int] = None,
+        heartbeat_interval_s: float | None = None,
+        max_candidates: int | None = None,
         grace_s: float = 30.0,
-        backoff: Optional[Backoff] = None,
+        backoff: Backoff | None = None,
         rpc_timeout_s: float = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
         candidates_per_step: int = 1,
@@ -315,7 +330,7 @@ class Worker:
 
     # -- control ---------------------------------------------------------------
 
-    def request_stop(self, grace_s: Optional[float] = None) -> None:
+    def request_stop(self, grace_s: float | None = None) -> None:
         """Starts a graceful shutdown (safe to call from a signal handler or another thread)."""
         grace = self.grace_s if grace_s is None else grace_s
         self._stop_deadline = min(self._stop_deadline, time.monotonic() + grace)
@@ -376,9 +391,14 @@ class Worker:
             log.warning("cannot lease from the coordinator (%s); retrying in %.2f s", _failure(error), delay)
 
         try:
-            polled = call_with_retries(self._poll_lease, retryable=LEASE_RETRYABLE_CODES, backoff=self._backoff,
-                                       wait=self._sleep, on_retry=on_retry,
-                                       give_up_at=lambda: -math.inf if self.stopping else math.inf)
+            polled = call_with_retries(
+                self._poll_lease,
+                retryable=LEASE_RETRYABLE_CODES,
+                backoff=self._backoff,
+                wait=self._sleep,
+                on_retry=on_retry,
+                give_up_at=lambda: -math.inf if self.stopping else math.inf,
+            )
         except grpc.RpcError as error:
             self._check_fatal(error, "LeaseCandidate")
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # e.g. a bad trainer id: no retry fixes it
@@ -405,12 +425,13 @@ class Worker:
         self.lease_wait_s.append(waited)
         return leases
 
-    def _poll_lease(self, _time_left_s: float) -> Optional[tuple[worker_service_pb2.LeaseCandidateResponse, float]]:
+    def _poll_lease(self, _time_left_s: float) -> tuple[worker_service_pb2.LeaseCandidateResponse, float] | None:
         """One LeaseCandidate long-poll and its round trip in seconds; None when a stop request cancelled it."""
         if self.stopping:
             return None
         request = worker_service_pb2.LeaseCandidateRequest(
-            trainer_id=self.trainer_id, wait_ms=self.wait_ms, max_candidates=self._batch_size())
+            trainer_id=self.trainer_id, wait_ms=self.wait_ms, max_candidates=self._batch_size()
+        )
         started = time.monotonic()
         self._wake.clear()
         future = self._stub.LeaseCandidate.future(
@@ -433,7 +454,11 @@ class Worker:
         for lease in leases:
             log.info(
                 "leased %s: experiment %s generation %d candidate %d (attempt %d)",
-                lease.lease_id, lease.experiment_id, lease.generation, lease.index, lease.attempt,
+                lease.lease_id,
+                lease.experiment_id,
+                lease.generation,
+                lease.index,
+                lease.attempt,
             )
         heartbeaters = [_Heartbeater(self, lease) for lease in leases]
         started = time.monotonic()
@@ -448,7 +473,7 @@ class Worker:
             for heartbeater in heartbeaters:
                 heartbeater.stop()
 
-    def _heartbeat_fn(self, heartbeater: "_Heartbeater") -> Heartbeat:
+    def _heartbeat_fn(self, heartbeater: _Heartbeater) -> Heartbeat:
         """One candidate's ``heartbeat(steps_done) -> keep_going``: False once its lease is lost or the
         shutdown deadline has passed."""
 
@@ -458,8 +483,9 @@ class Worker:
 
         return heartbeat
 
-    def _start_evaluation(self, leases: list[worker_service_pb2.Lease],
-                          heartbeats: list[Heartbeat]) -> "Future[list[Result]]":
+    def _start_evaluation(
+        self, leases: list[worker_service_pb2.Lease], heartbeats: list[Heartbeat]
+    ) -> Future[list[Result]]:
         """Runs the evaluation of ``leases`` in a background thread; the future holds one result per lease."""
         results: Future = Future()
         results.set_running_or_notify_cancel()
@@ -495,17 +521,28 @@ class Worker:
             except BaseException as error:  # the whole batch failed: each candidate reports it
                 results = [error] * len(leases)
             if len(results) != len(leases):
-                results = [Outcome(status="error", error=f"evaluate_many returned {len(results)} results for "
-                                                           f"{len(leases)} leases")] * len(leases)
+                results = [
+                    Outcome(
+                        status="error", error=f"evaluate_many returned {len(results)} results for {len(leases)} leases"
+                    )
+                ] * len(leases)
         for lease, result in zip(leases, results):
             if isinstance(result, BaseException) and not isinstance(result, EvaluationStopped):
                 # The traceback goes to the coordinator; the trainer's own log says why too.
-                log.warning("evaluation of %s failed: %s", lease.lease_id,
-                            "".join(traceback.format_exception_only(type(result), result)).strip())
+                log.warning(
+                    "evaluation of %s failed: %s",
+                    lease.lease_id,
+                    "".join(traceback.format_exception_only(type(result), result)).strip(),
+                )
         return results
 
-    def _await_outcome(self, leases: list[worker_service_pb2.Lease], heartbeaters: list["_Heartbeater"],
-                       results: "Future[list[Result]]", started: float) -> bool:
+    def _await_outcome(
+        self,
+        leases: list[worker_service_pb2.Lease],
+        heartbeaters: list[_Heartbeater],
+        results: Future[list[Result]],
+        started: float,
+    ) -> bool:
         """Waits for the evaluation thread: True when it finished; False when, past the shutdown
         deadline, the leases were given back instead."""
         try:
@@ -529,7 +566,7 @@ class Worker:
         finally:
             self.busy_s += time.monotonic() - started
 
-    def _deliver(self, lease: worker_service_pb2.Lease, heartbeater: "_Heartbeater", result: Result) -> None:
+    def _deliver(self, lease: worker_service_pb2.Lease, heartbeater: _Heartbeater, result: Result) -> None:
         """Reports one candidate's outcome, or gives its lease back when its evaluation stopped (or never started)."""
         if heartbeater.lost:
             log.info("lease %s stopped before finishing; not reported", lease.lease_id)
@@ -545,7 +582,7 @@ class Worker:
             result = Outcome(status="error", error=f"evaluate_fn returned {type(result).__name__}, expected Outcome")
         self._report(lease, result, heartbeater)
 
-    def _report(self, lease: worker_service_pb2.Lease, outcome: Outcome, heartbeater: "_Heartbeater") -> None:
+    def _report(self, lease: worker_service_pb2.Lease, outcome: Outcome, heartbeater: _Heartbeater) -> None:
         """Reports an outcome, retrying until the lease's TTL is spent: a finished training is not thrown away.
 
         UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are
@@ -572,8 +609,14 @@ class Worker:
 
         while True:
             try:
-                response = call_with_retries(send, retryable=REPORT_RETRYABLE_CODES, give_up_at=give_up_at,
-                                             backoff=backoff, wait=self._wait_for_stop, on_retry=on_retry)
+                response = call_with_retries(
+                    send,
+                    retryable=REPORT_RETRYABLE_CODES,
+                    give_up_at=give_up_at,
+                    backoff=backoff,
+                    wait=self._wait_for_stop,
+                    on_retry=on_retry,
+                )
             except grpc.RpcError as error:
                 self._check_fatal(error, "ReportResult")
                 code = error.code()
@@ -587,8 +630,13 @@ class Worker:
                     continue
                 if code in REPORT_RETRYABLE_CODES:
                     why = "before shutdown" if self.stopping and self._past_deadline() else "within the lease's TTL"
-                    log.error("report for %s not delivered %s (%s: %s); the coordinator will lease the "
-                              "candidate again", lease.lease_id, why, code.name, error.details())
+                    log.error(
+                        "report for %s not delivered %s (%s: %s); the coordinator will lease the candidate again",
+                        lease.lease_id,
+                        why,
+                        code.name,
+                        error.details(),
+                    )
                 else:
                     log.error("report for %s failed (%s: %s); dropped", lease.lease_id, code.name, error.details())
                 return
@@ -608,9 +656,13 @@ class Worker:
         give_up_at = time.monotonic() + RETURN_TIMEOUT_S
         try:
             call_with_retries(
-                lambda time_left_s: self._stub.ReturnLease(request, timeout=max(0.5, time_left_s),
-                                                           metadata=self.metadata),
-                retryable=RETRYABLE_CODES, give_up_at=lambda: give_up_at, backoff=Backoff(0.2, 1.0))
+                lambda time_left_s: self._stub.ReturnLease(
+                    request, timeout=max(0.5, time_left_s), metadata=self.metadata
+                ),
+                retryable=RETRYABLE_CODES,
+                give_up_at=lambda: give_up_at,
+                backoff=Backoff(0.2, 1.0),
+            )
         except grpc.RpcError:
             log.warning("could not return lease %s; it will expire on the coordinator", lease.lease_id)
             return

@@ -24,8 +24,9 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Callable, Iterable, Optional, TextIO
+from typing import TextIO
 
 import grpc
 
@@ -39,8 +40,8 @@ from taylorglo_tf.commands.arguments import (
     open_channel,
 )
 from taylorglo_tf.retry import Backoff, Retryable, call_with_retries
-from taylorglo_tf.text import escape_controls
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, types_pb2
+from taylorglo_tf.text import escape_controls
 
 RPC_TIMEOUT_S = 30.0
 RECONNECT_TIMEOUT_S = 300.0  # a watch outlives a coordinator restart of up to 5 minutes
@@ -49,8 +50,7 @@ RECONNECT_INITIAL_DELAY_S, RECONNECT_MAX_DELAY_S = 0.5, 5.0
 EXIT_UNSUCCESSFUL = 3  # watch: the experiment ended CANCELLED or FAILED
 
 _STATE_NAMES = {
-    value: name.removeprefix("EXPERIMENT_STATE_").lower()
-    for name, value in types_pb2.ExperimentState.items()
+    value: name.removeprefix("EXPERIMENT_STATE_").lower() for name, value in types_pb2.ExperimentState.items()
 }
 FINAL_STATES = frozenset(
     {
@@ -132,8 +132,12 @@ def _print_table(experiments: list[types_pb2.Experiment], out: TextIO) -> None:
     table = Table("id", "name", "state", "generations", "evaluations", "best")
     for e in experiments:
         table.add_row(  # Text, not str: rich would read "[...]" in a name as markup
-            Text(shown(e.id)), Text(shown(e.spec.name)), state_name(e.state), _generations_done(e),
-            f"{e.evaluations_done}/{e.evaluations_total}", f"{e.best_fitness:.4f}",
+            Text(shown(e.id)),
+            Text(shown(e.spec.name)),
+            state_name(e.state),
+            _generations_done(e),
+            f"{e.evaluations_done}/{e.evaluations_total}",
+            f"{e.best_fitness:.4f}",
         )
     Console(file=out, width=max(100, Console(file=out).width)).print(table)
 
@@ -150,8 +154,9 @@ def list_experiments(stub) -> list[types_pb2.Experiment]:
     experiments: list[types_pb2.Experiment] = []
     token = ""
     while True:
-        page = stub.ListExperiments(experiment_service_pb2.ListExperimentsRequest(page_token=token),
-                                    timeout=RPC_TIMEOUT_S)
+        page = stub.ListExperiments(
+            experiment_service_pb2.ListExperimentsRequest(page_token=token), timeout=RPC_TIMEOUT_S
+        )
         experiments.extend(page.experiments)
         token = page.next_page_token
         if not token:
@@ -167,8 +172,10 @@ def fetch_result(stub, experiment_id: str) -> experiment_service_pb2.ExperimentR
     merged = experiment_service_pb2.ExperimentResult()
     token = ""
     while True:
-        page = stub.GetResult(experiment_service_pb2.GetResultRequest(experiment_id=experiment_id, page_token=token),
-                              timeout=RPC_TIMEOUT_S)
+        page = stub.GetResult(
+            experiment_service_pb2.GetResultRequest(experiment_id=experiment_id, page_token=token),
+            timeout=RPC_TIMEOUT_S,
+        )
         merged.experiment.CopyFrom(page.experiment)
         merged.best_theta[:] = page.best_theta
         merged.best_fitness = page.best_fitness
@@ -186,9 +193,7 @@ def cmd_submit(args: argparse.Namespace, stub, out: TextIO) -> int:
         spec = spec_module.load_spec(args.spec)
     except (ValueError, OSError) as error:  # SpecError is a ValueError naming the field
         raise CommandError(f"invalid spec {args.spec}: {error}") from None
-    experiment = stub.SubmitExperiment(
-        experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=RPC_TIMEOUT_S
-    )
+    experiment = stub.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=RPC_TIMEOUT_S)
     print(shown(experiment.id), file=out)  # alone on stdout, for scripts
     print(
         f"submitted {shown(experiment.spec.name) or 'experiment'}: {experiment.evaluations_total} evaluations "
@@ -219,7 +224,7 @@ def watch(
     stub,
     experiment_id: str,
     out: TextIO,
-    on_event: Optional[Callable[[experiment_service_pb2.ProgressEvent], None]] = None,
+    on_event: Callable[[experiment_service_pb2.ProgressEvent], None] | None = None,
     reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
 ) -> int:
     """Follows an experiment with a rich progress bar until it reaches a final state.
@@ -258,14 +263,16 @@ class _ProgressView:
             transient=False,
         )
 
-    def __enter__(self) -> "_ProgressView":
+    def __enter__(self) -> _ProgressView:
         self._progress.__enter__()
-        self._task = self._progress.add_task(_markup_text(shown(self._experiment_id)), total=None, generations="-",
-                                             best=0.0)
+        self._task = self._progress.add_task(
+            _markup_text(shown(self._experiment_id)), total=None, generations="-", best=0.0
+        )
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self._progress.__exit__(exc_type, exc, traceback)
 
     def show(self, experiment: types_pb2.Experiment) -> None:
@@ -296,13 +303,17 @@ class _StreamEnded(Retryable):
     """The watch stream ended before the experiment reached a final state (a coordinator stopping ends them)."""
 
 
-def _follow(stub, experiment_id: str, view: _ProgressView,
-            on_event: Optional[Callable[[experiment_service_pb2.ProgressEvent], None]],
-            reconnect_timeout_s: float) -> types_pb2.Experiment:
+def _follow(
+    stub,
+    experiment_id: str,
+    view: _ProgressView,
+    on_event: Callable[[experiment_service_pb2.ProgressEvent], None] | None,
+    reconnect_timeout_s: float,
+) -> types_pb2.Experiment:
     """Reconnecting: the experiment in its final state, following its watch stream and re-opening it after a
     break, for up to ``reconnect_timeout_s`` from the break (an UNAVAILABLE error is then raised as it came)."""
-    latest: Optional[types_pb2.Experiment] = None
-    broke_at: Optional[float] = None  # set while the coordinator is away
+    latest: types_pb2.Experiment | None = None
+    broke_at: float | None = None  # set while the coordinator is away
     backoff = Backoff(RECONNECT_INITIAL_DELAY_S, RECONNECT_MAX_DELAY_S)
 
     def follow_stream(_time_left_s: float) -> types_pb2.Experiment:
@@ -324,8 +335,10 @@ def _follow(stub, experiment_id: str, view: _ProgressView,
                     break
             if latest is not None and latest.state in FINAL_STATES:
                 return latest
-            lost = (f"the watch stream ended while experiment {experiment_id} was "
-                    f"{state_name(latest.state) if latest is not None else 'unknown'}")
+            lost = (
+                f"the watch stream ended while experiment {experiment_id} was "
+                f"{state_name(latest.state) if latest is not None else 'unknown'}"
+            )
             failure: Exception = _StreamEnded(lost)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.UNAVAILABLE:
@@ -340,16 +353,21 @@ def _follow(stub, experiment_id: str, view: _ProgressView,
 
     try:
         return call_with_retries(
-            follow_stream, retryable={grpc.StatusCode.UNAVAILABLE}, backoff=backoff,
-            give_up_at=lambda: math.inf if broke_at is None else broke_at + reconnect_timeout_s)
+            follow_stream,
+            retryable={grpc.StatusCode.UNAVAILABLE},
+            backoff=backoff,
+            give_up_at=lambda: math.inf if broke_at is None else broke_at + reconnect_timeout_s,
+        )
     except _StreamEnded as ended:
         raise CommandError(f"{ended}; gave up after {reconnect_timeout_s:g} s") from None
 
 
 def _announce_end(experiment_id: str, experiment: types_pb2.Experiment, out: TextIO) -> int:
     """Exit code: 0 when the experiment succeeded, 3 when it was cancelled or failed (after saying which)."""
-    print(f"experiment {shown(experiment_id)} {state_name(experiment.state)}: best fitness "
-          f"{experiment.best_fitness:.4f}", file=out)
+    print(
+        f"experiment {shown(experiment_id)} {state_name(experiment.state)}: best fitness {experiment.best_fitness:.4f}",
+        file=out,
+    )
     if experiment.error:
         print(f"error: {shown(experiment.error)}", file=out)
     return EXIT_OK if experiment.state == types_pb2.EXPERIMENT_STATE_SUCCEEDED else EXIT_UNSUCCESSFUL
@@ -368,8 +386,11 @@ def cmd_result(args: argparse.Namespace, stub, out: TextIO) -> int:
     except (ValueError, OSError) as error:
         raise CommandError(f"cannot write the result folder {str(args.out)!r}: {error}") from None
     state = state_name(result.experiment.state)
-    print(f"wrote the result of experiment {shown(args.experiment_id)} ({state}, best fitness "
-          f"{result.best_fitness:.4f}) to {folder}", file=out)
+    print(
+        f"wrote the result of experiment {shown(args.experiment_id)} ({state}, best fitness "
+        f"{result.best_fitness:.4f}) to {folder}",
+        file=out,
+    )
     return EXIT_OK
 
 
@@ -377,8 +398,11 @@ def cmd_cancel(args: argparse.Namespace, stub, out: TextIO) -> int:
     experiment = stub.CancelExperiment(
         experiment_service_pb2.CancelExperimentRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
     )
-    print(f"experiment {shown(experiment.id)} {state_name(experiment.state)} after "
-          f"{experiment.evaluations_done} of {experiment.evaluations_total} evaluations", file=out)
+    print(
+        f"experiment {shown(experiment.id)} {state_name(experiment.state)} after "
+        f"{experiment.evaluations_done} of {experiment.evaluations_total} evaluations",
+        file=out,
+    )
     return EXIT_OK
 
 
@@ -387,8 +411,11 @@ def cmd_delete(args: argparse.Namespace, stub, out: TextIO) -> int:
         experiment_service_pb2.DeleteExperimentRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
     ).experiment
     name = f" ({shown(deleted.spec.name)})" if deleted.spec.name else ""
-    print(f"deleted experiment {shown(deleted.id)}{name}, {state_name(deleted.state)} with "
-          f"{deleted.evaluations_done} evaluations", file=out)
+    print(
+        f"deleted experiment {shown(deleted.id)}{name}, {state_name(deleted.state)} with "
+        f"{deleted.evaluations_done} evaluations",
+        file=out,
+    )
     return EXIT_OK
 
 
@@ -415,16 +442,19 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("experiment_id", metavar="ID", help="experiment id")
     if name in ("submit", "watch"):
         parser.add_argument(
-            "--reconnect-timeout", type=non_negative_float, default=RECONNECT_TIMEOUT_S, metavar="S",
+            "--reconnect-timeout",
+            type=non_negative_float,
+            default=RECONNECT_TIMEOUT_S,
+            metavar="S",
             help="while watching, seconds to keep reconnecting to a restarting coordinator "
-                 f"(default {RECONNECT_TIMEOUT_S:g})",
+            f"(default {RECONNECT_TIMEOUT_S:g})",
         )
     if name == "result":
         parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the result into")
     add_connection_arguments(parser)
 
 
-def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Runs ``args.command``; returns the exit code (errors are printed to stderr)."""
     out = sys.stdout if out is None else out
     handler = _COMMANDS[args.command]
@@ -436,6 +466,5 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         print(f"taylorglo {args.command}: error: {shown(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     except grpc.RpcError as error:
-        print(f"taylorglo {args.command}: error: {shown(describe_rpc_error(error, args.coordinator))}",
-              file=sys.stderr)
+        print(f"taylorglo {args.command}: error: {shown(describe_rpc_error(error, args.coordinator))}", file=sys.stderr)
         return EXIT_ERROR

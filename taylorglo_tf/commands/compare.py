@@ -57,18 +57,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of run 0 (run i uses seed + i on both sides)")
     parser.add_argument("--data-dir", help="dataset directory (TFDS data_dir)")
     parser.add_argument("--attempts", type=int, help="attempts per run under the abort rule")
-    parser.add_argument("--lr-scale", type=float,
-                        help="multiplier of the recipe's learning rate for both sides (default 1)")
-    parser.add_argument("--tune-baseline-lr", action="store_true",
-                        help="also compare against the baseline at its best learning rate, chosen on the "
-                             "validation split (never the test split)")
-    parser.add_argument("--tune-loss-lr", action="store_true",
-                        help="tune the loss's learning rate the same way (implies --tune-baseline-lr)")
-    parser.add_argument("--lr-multipliers", type=lr_multipliers, default=DEFAULT_LR_MULTIPLIERS, metavar="LIST",
-                        help="comma-separated multipliers of the task's learning rate tried when tuning "
-                             f"(default {','.join(f'{m:g}' for m in DEFAULT_LR_MULTIPLIERS)})")
-    parser.add_argument("--tuning-seeds", type=int, default=DEFAULT_TUNING_SEEDS, metavar="N",
-                        help=f"training runs per multiplier when tuning (default {DEFAULT_TUNING_SEEDS})")
+    parser.add_argument(
+        "--lr-scale", type=float, help="multiplier of the recipe's learning rate for both sides (default 1)"
+    )
+    parser.add_argument(
+        "--tune-baseline-lr",
+        action="store_true",
+        help="also compare against the baseline at its best learning rate, chosen on the "
+        "validation split (never the test split)",
+    )
+    parser.add_argument(
+        "--tune-loss-lr",
+        action="store_true",
+        help="tune the loss's learning rate the same way (implies --tune-baseline-lr)",
+    )
+    parser.add_argument(
+        "--lr-multipliers",
+        type=lr_multipliers,
+        default=DEFAULT_LR_MULTIPLIERS,
+        metavar="LIST",
+        help="comma-separated multipliers of the task's learning rate tried when tuning "
+        f"(default {','.join(f'{m:g}' for m in DEFAULT_LR_MULTIPLIERS)})",
+    )
+    parser.add_argument(
+        "--tuning-seeds",
+        type=int,
+        default=DEFAULT_TUNING_SEEDS,
+        metavar="N",
+        help=f"training runs per multiplier when tuning (default {DEFAULT_TUNING_SEEDS})",
+    )
     parser.add_argument("--json", metavar="OUT.json", help="also write the comparison as JSON")
 
 
@@ -200,8 +217,7 @@ class ComparisonOptions:
         return len(self.lr_multipliers) * self.tuning_seeds * (2 if self.tune_loss_lr else 1)
 
 
-def train_and_compare(loss, baseline, task, options: ComparisonOptions, *, loss_name: str, baseline_name: str,
-                      console):
+def train_and_compare(loss, baseline, task, options: ComparisonOptions, *, loss_name: str, baseline_name: str, console):
     """Trains both losses as ``options`` says, showing progress on ``console`` (a ``rich`` Console).
 
     The one comparison loop of ``taylorglo compare`` and ``taylorglo run``: returns
@@ -249,14 +265,30 @@ def train_and_compare(loss, baseline, task, options: ComparisonOptions, *, loss_
 
         if options.tuned:
             return comparison_module.compare_tuned(
-                loss, baseline, task, options.runs, loss_name=loss_name, baseline_name=baseline_name,
+                loss,
+                baseline,
+                task,
+                options.runs,
+                loss_name=loss_name,
+                baseline_name=baseline_name,
                 lr_multipliers=options.lr_multipliers,
-                tuning_seeds=options.tuning_seeds, tune_loss_lr=options.tune_loss_lr, measure_loss_scale=True,
-                progress=on_steps, on_run=on_run, on_tuning_run=on_tuning_run,
+                tuning_seeds=options.tuning_seeds,
+                tune_loss_lr=options.tune_loss_lr,
+                measure_loss_scale=True,
+                progress=on_steps,
+                on_run=on_run,
+                on_tuning_run=on_tuning_run,
             )
         return comparison_module.compare(
-            loss, baseline, task, options.runs, loss_name=loss_name, baseline_name=baseline_name,
-            measure_loss_scale=True, progress=on_steps, on_run=on_run,
+            loss,
+            baseline,
+            task,
+            options.runs,
+            loss_name=loss_name,
+            baseline_name=baseline_name,
+            measure_loss_scale=True,
+            progress=on_steps,
+            on_run=on_run,
         )
 
 
@@ -279,12 +311,22 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     options = ComparisonOptions(
-        runs=args.runs, tune_baseline_lr=args.tune_baseline_lr, tune_loss_lr=args.tune_loss_lr,
-        lr_multipliers=args.lr_multipliers, tuning_seeds=args.tuning_seeds,
+        runs=args.runs,
+        tune_baseline_lr=args.tune_baseline_lr,
+        tune_loss_lr=args.tune_loss_lr,
+        lr_multipliers=args.lr_multipliers,
+        tuning_seeds=args.tuning_seeds,
     )
     try:
-        result = train_and_compare(loss, baseline, task, options, loss_name=_loss_label(args.loss),
-                                   baseline_name=_loss_label(args.baseline), console=console)
+        result = train_and_compare(
+            loss,
+            baseline,
+            task,
+            options,
+            loss_name=_loss_label(args.loss),
+            baseline_name=_loss_label(args.baseline),
+            console=console,
+        )
     except (ValueError, OSError) as error:
         # The dataset and the model are first opened here: a missing file or an
         # unknown model name is bad input (the message names it), not a crash.

@@ -24,41 +24,83 @@ CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from taylorglo_tf.coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN
 
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
-                        help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)")
-    parser.add_argument("--db", default="taylorglo.db", metavar="URL",
-                        help="database: a file path or sqlite:///PATH, reopened on restart to resume experiments "
-                             "(default taylorglo.db); :memory: keeps nothing")
-    parser.add_argument("--trainer-token-file", metavar="FILE",
-                        help=f"file holding the trainers' bearer token (else env {TRAINER_TOKEN_ENV})")
-    parser.add_argument("--client-token-file", metavar="FILE",
-                        help=f"file holding the clients' bearer token (else env {CLIENT_TOKEN_ENV})")
-    parser.add_argument("--insecure", action="store_true",
-                        help="allow a non-loopback address without tokens (anyone reaching the port controls searches)")
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"address to bind (default {DEFAULT_LISTEN}; non-loopback needs tokens or --insecure)",
+    )
+    parser.add_argument(
+        "--db",
+        default="taylorglo.db",
+        metavar="URL",
+        help="database: a file path or sqlite:///PATH, reopened on restart to resume experiments "
+        "(default taylorglo.db); :memory: keeps nothing",
+    )
+    parser.add_argument(
+        "--trainer-token-file",
+        metavar="FILE",
+        help=f"file holding the trainers' bearer token (else env {TRAINER_TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--client-token-file",
+        metavar="FILE",
+        help=f"file holding the clients' bearer token (else env {CLIENT_TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address without tokens (anyone reaching the port controls searches)",
+    )
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain; enables TLS (with --tls-key)")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
-    parser.add_argument("--health-listen", metavar="HOST:PORT",
-                        help="also serve gRPC health checks, and nothing else, in plaintext here "
-                             "(for probes that cannot speak TLS, e.g. Kubernetes' gRPC probes)")
-    parser.add_argument("--lease-ttl", type=float, default=DEFAULT_LEASE_TTL_S, metavar="S",
-                        help=f"seconds a lease lives without a heartbeat (default {DEFAULT_LEASE_TTL_S:g})")
-    parser.add_argument("--grace", type=non_negative_float, default=5.0, metavar="S",
-                        help="on shutdown, seconds calls in flight may take to finish (default 5)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log lines shown on stderr (default: INFO)")
+    parser.add_argument(
+        "--health-listen",
+        metavar="HOST:PORT",
+        help="also serve gRPC health checks, and nothing else, in plaintext here "
+        "(for probes that cannot speak TLS, e.g. Kubernetes' gRPC probes)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=DEFAULT_LEASE_TTL_S,
+        metavar="S",
+        help=f"seconds a lease lives without a heartbeat (default {DEFAULT_LEASE_TTL_S:g})",
+    )
+    parser.add_argument(
+        "--grace",
+        type=non_negative_float,
+        default=5.0,
+        metavar="S",
+        help="on shutdown, seconds calls in flight may take to finish (default 5)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log lines shown on stderr (default: INFO)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from taylorglo_tf.coordinator.server import serve
     from taylorglo_tf.connection import load_token
+    from taylorglo_tf.coordinator.server import serve
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trainer_token = load_token(args.trainer_token_file, env=TRAINER_TOKEN_ENV)
         client_token = load_token(args.client_token_file, env=CLIENT_TOKEN_ENV)
-        server = serve(args.db, args.listen, trainer_token=trainer_token, client_token=client_token,
-                       insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                       lease_ttl_s=args.lease_ttl, health_listen=args.health_listen)
+        server = serve(
+            args.db,
+            args.listen,
+            trainer_token=trainer_token,
+            client_token=client_token,
+            insecure=args.insecure,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            lease_ttl_s=args.lease_ttl,
+            health_listen=args.health_listen,
+        )
     except (ValueError, OSError, RuntimeError) as exc:  # bad settings, port or database
         print(f"taylorglo coordinator: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -41,8 +41,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, TextIO
 
 from taylorglo_tf.commands.arguments import (
     DATA_DIR_ENV,
@@ -89,39 +90,83 @@ class RunError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", nargs="?", metavar="SPEC",
-                        help="experiment spec (YAML or JSON); default: a digits/tiny search (see README)")
-    parser.add_argument("--trainers", type=positive_int_or_auto, default="auto", metavar="N|auto",
-                        help="local trainer processes; auto measures (once per machine and task shape, then "
-                             "cached) whether one trainer training K candidates per step or one trainer per "
-                             f"core is faster (default auto; {DEFAULT_TRAINERS} with the synthetic evaluator)")
-    parser.add_argument("--candidates-per-step", type=positive_int, default=None, metavar="K",
-                        help="candidates each trainer trains together per step (default: 1 with --trainers N, "
-                             "the measured K with --trainers auto)")
-    parser.add_argument("--out", metavar="DIR",
-                        help="result folder (default results/<spec name>-<UTC time>)")
-    parser.add_argument("--compare-runs", type=non_negative_int, default=DEFAULT_COMPARE_RUNS, metavar="R",
-                        help=f"full-length trainings per side comparing the best loss with cross-entropy; "
-                             f"0 skips the comparison (default {DEFAULT_COMPARE_RUNS})")
-    parser.add_argument("--compare-steps", type=non_negative_int, default=0, metavar="S",
-                        help="training steps per comparison run; 0 = the model recipe's full length (default)")
-    parser.add_argument("--tune-baseline-lr", action=argparse.BooleanOptionalAction, default=True,
-                        help="also compare against cross-entropy at its best learning rate, chosen on the "
-                             "validation split (default: on)")
-    parser.add_argument("--tuning-seeds", type=positive_int, default=DEFAULT_TUNING_SEEDS, metavar="N",
-                        help=f"runs per learning-rate multiplier when tuning (default {DEFAULT_TUNING_SEEDS}; "
-                             f"multipliers {', '.join(f'{m:g}' for m in DEFAULT_LR_MULTIPLIERS)})")
+    parser.add_argument(
+        "spec",
+        nargs="?",
+        metavar="SPEC",
+        help="experiment spec (YAML or JSON); default: a digits/tiny search (see README)",
+    )
+    parser.add_argument(
+        "--trainers",
+        type=positive_int_or_auto,
+        default="auto",
+        metavar="N|auto",
+        help="local trainer processes; auto measures (once per machine and task shape, then "
+        "cached) whether one trainer training K candidates per step or one trainer per "
+        f"core is faster (default auto; {DEFAULT_TRAINERS} with the synthetic evaluator)",
+    )
+    parser.add_argument(
+        "--candidates-per-step",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="candidates each trainer trains together per step (default: 1 with --trainers N, "
+        "the measured K with --trainers auto)",
+    )
+    parser.add_argument("--out", metavar="DIR", help="result folder (default results/<spec name>-<UTC time>)")
+    parser.add_argument(
+        "--compare-runs",
+        type=non_negative_int,
+        default=DEFAULT_COMPARE_RUNS,
+        metavar="R",
+        help=f"full-length trainings per side comparing the best loss with cross-entropy; "
+        f"0 skips the comparison (default {DEFAULT_COMPARE_RUNS})",
+    )
+    parser.add_argument(
+        "--compare-steps",
+        type=non_negative_int,
+        default=0,
+        metavar="S",
+        help="training steps per comparison run; 0 = the model recipe's full length (default)",
+    )
+    parser.add_argument(
+        "--tune-baseline-lr",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also compare against cross-entropy at its best learning rate, chosen on the "
+        "validation split (default: on)",
+    )
+    parser.add_argument(
+        "--tuning-seeds",
+        type=positive_int,
+        default=DEFAULT_TUNING_SEEDS,
+        metavar="N",
+        help=f"runs per learning-rate multiplier when tuning (default {DEFAULT_TUNING_SEEDS}; "
+        f"multipliers {', '.join(f'{m:g}' for m in DEFAULT_LR_MULTIPLIERS)})",
+    )
     parser.add_argument("--db", metavar="PATH", help="coordinator database (default: a temporary file)")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="trainers' data directory: TFDS data and the base of idx:/npz: paths "
-                             f"(default ${DATA_DIR_ENV}, else ~/tensorflow_datasets, TFDS's own default)")
-    parser.add_argument("--evaluator", choices=("keras", "synthetic"), default="keras",
-                        help="how trainers score candidates (default keras; synthetic is a quick dry run)")
-    parser.add_argument("--lease-ttl", type=float, default=None, metavar="S",
-                        help="seconds a lease lives without a heartbeat (default: the coordinator's)")
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="trainers' data directory: TFDS data and the base of idx:/npz: paths "
+        f"(default ${DATA_DIR_ENV}, else ~/tensorflow_datasets, TFDS's own default)",
+    )
+    parser.add_argument(
+        "--evaluator",
+        choices=("keras", "synthetic"),
+        default="keras",
+        help="how trainers score candidates (default keras; synthetic is a quick dry run)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds a lease lives without a heartbeat (default: the coordinator's)",
+    )
 
 
-def load_run_spec(path: Optional[str]):
+def load_run_spec(path: str | None):
     """The spec to search: ``path`` loaded and validated, or :data:`DEFAULT_SPEC`."""
     from taylorglo_tf import spec as spec_module
 
@@ -135,7 +180,7 @@ def default_data_dir() -> Path:
     return path
 
 
-def default_out_dir(name: str, now: Optional[datetime.datetime] = None) -> Path:
+def default_out_dir(name: str, now: datetime.datetime | None = None) -> Path:
     """``results/<name>-<UTC time>``, with the name reduced to file-name-safe characters."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-.") or "search"
@@ -145,7 +190,7 @@ def default_out_dir(name: str, now: Optional[datetime.datetime] = None) -> Path:
 # ----------------------------------------------------------------------------- trainers
 
 
-def _parent_death_signal() -> Optional[Callable[[], None]]:
+def _parent_death_signal() -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies (None elsewhere).
 
     The libc function is looked up here, before the fork; the child only calls it.
@@ -170,8 +215,17 @@ def _parent_death_signal() -> Optional[Callable[[], None]]:
 class LocalTrainers:
     """N ``taylorglo trainer`` processes on this machine, each logging to ``log_dir/trainer-<i>.log``."""
 
-    def __init__(self, count: int, address: str, token: str, log_dir: Path, *,
-                 evaluator: str = "keras", data_dir: Optional[str] = None, candidates_per_step: int = 1) -> None:
+    def __init__(
+        self,
+        count: int,
+        address: str,
+        token: str,
+        log_dir: Path,
+        *,
+        evaluator: str = "keras",
+        data_dir: str | None = None,
+        candidates_per_step: int = 1,
+    ) -> None:
         self.count = count
         self.candidates_per_step = candidates_per_step
         self.address = address
@@ -182,10 +236,24 @@ class LocalTrainers:
         self._data_dir = data_dir
 
     def command(self, index: int) -> list[str]:
-        argv = [sys.executable, "-m", "taylorglo_tf", "trainer", "--coordinator", self.address,
-                "--evaluator", self._evaluator, "--trainer-id", f"local-{index}",
-                "--grace", f"{TRAINER_GRACE_S:g}", "--wait-ms", "2000",
-                "--candidates-per-step", str(self.candidates_per_step)]
+        argv = [
+            sys.executable,
+            "-m",
+            "taylorglo_tf",
+            "trainer",
+            "--coordinator",
+            self.address,
+            "--evaluator",
+            self._evaluator,
+            "--trainer-id",
+            f"local-{index}",
+            "--grace",
+            f"{TRAINER_GRACE_S:g}",
+            "--wait-ms",
+            "2000",
+            "--candidates-per-step",
+            str(self.candidates_per_step),
+        ]
         if self._data_dir:
             argv += ["--data-dir", self._data_dir]
         return argv
@@ -196,10 +264,16 @@ class LocalTrainers:
         preexec = _parent_death_signal()
         for index in range(self.count):
             with open(self.log_dir / f"trainer-{index}.log", "ab") as log:
-                self.processes.append(subprocess.Popen(
-                    self.command(index), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, preexec_fn=preexec,  # noqa: PLW1509 (only prctl, looked up before the fork)
-                ))
+                self.processes.append(
+                    subprocess.Popen(
+                        self.command(index),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        preexec_fn=preexec,  # noqa: PLW1509 (only prctl, looked up before the fork)
+                    )
+                )
 
     def alive(self) -> int:
         return sum(process.poll() is None for process in self.processes)
@@ -225,8 +299,9 @@ def _free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
-def _watch_trainers(trainers: LocalTrainers, on_all_exited: Callable[[], None], done: threading.Event,
-                    interval_s: float = 1.0) -> None:
+def _watch_trainers(
+    trainers: LocalTrainers, on_all_exited: Callable[[], None], done: threading.Event, interval_s: float = 1.0
+) -> None:
     """Calls ``on_all_exited`` once if every trainer exits while ``done`` is unset (polls every ``interval_s``)."""
     while not done.wait(interval_s):
         if trainers.alive() == 0:
@@ -237,7 +312,7 @@ def _watch_trainers(trainers: LocalTrainers, on_all_exited: Callable[[], None], 
 # ----------------------------------------------------------------------------- the command
 
 
-def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
     # TensorFlow (result folder, comparison) logs C++ noise to stderr unless told not to.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -320,8 +395,8 @@ class LocalSearch:
         self.options = options
         self.out_dir = out_dir
         self.out = out
-        self.trainers: Optional[LocalTrainers] = None
-        self.experiment_id: Optional[str] = None
+        self.trainers: LocalTrainers | None = None
+        self.experiment_id: str | None = None
         self.trainers_lost = False
         self._trainer_token = secrets.token_urlsafe(24)
 
@@ -333,8 +408,13 @@ class LocalSearch:
             port = _free_loopback_port()
             count, per_step = self._layout()
             self.trainers = LocalTrainers(
-                count, f"127.0.0.1:{port}", self._trainer_token, self.out_dir / "logs",
-                evaluator=self.options.evaluator, data_dir=self.options.data_dir, candidates_per_step=per_step,
+                count,
+                f"127.0.0.1:{port}",
+                self._trainer_token,
+                self.out_dir / "logs",
+                evaluator=self.options.evaluator,
+                data_dir=self.options.data_dir,
+                candidates_per_step=per_step,
             )
             stack.callback(self.trainers.stop)
             self.trainers.start()
@@ -342,8 +422,10 @@ class LocalSearch:
             # Stop trainers again (a no-op when done) while the coordinator still
             # serves, so that interrupted trainers can hand their leases back.
             stack.callback(self.trainers.stop)
-            self._print(f"coordinator on {server.address}, {count} trainer(s), {per_step} candidate(s) per step "
-                        f"(logs in {self.out_dir / 'logs'})")
+            self._print(
+                f"coordinator on {server.address}, {count} trainer(s), {per_step} candidate(s) per step "
+                f"(logs in {self.out_dir / 'logs'})"
+            )
             try:
                 code = self._search(stub)
             except KeyboardInterrupt:
@@ -383,9 +465,9 @@ class LocalSearch:
     # -- steps --------------------------------------------------------------------------
 
     def _start_coordinator(self, stack: contextlib.ExitStack, port: int):
+        from taylorglo_tf import connection
         from taylorglo_tf.coordinator.server import serve
         from taylorglo_tf.coordinator.storage import DatabaseFileError
-        from taylorglo_tf import connection
         from taylorglo_tf.rpc import experiment_service_pb2_grpc
 
         client_token = secrets.token_urlsafe(24)
@@ -395,8 +477,9 @@ class LocalSearch:
             db_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taylorglo-run-"))) / "search.db"
         options: dict[str, Any] = {} if self.options.lease_ttl is None else {"lease_ttl_s": self.options.lease_ttl}
         try:
-            server = serve(db_path, f"127.0.0.1:{port}", trainer_token=self._trainer_token,
-                           client_token=client_token, **options)
+            server = serve(
+                db_path, f"127.0.0.1:{port}", trainer_token=self._trainer_token, client_token=client_token, **options
+            )
         except DatabaseFileError as error:  # a bad --db is bad input, like a bad spec file
             raise RunError(str(error), EXIT_BAD_INPUT) from None
         except (ValueError, OSError) as error:
@@ -412,23 +495,29 @@ class LocalSearch:
         from taylorglo_tf.rpc import experiment_service_pb2
 
         try:
-            experiment = stub.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=self.spec),
-                                               timeout=client.RPC_TIMEOUT_S)
+            experiment = stub.SubmitExperiment(
+                experiment_service_pb2.SubmitExperimentRequest(spec=self.spec), timeout=client.RPC_TIMEOUT_S
+            )
         except grpc.RpcError as error:
             raise RunError(f"the coordinator refused the spec: {error.details()}") from None
         self.experiment_id = experiment.id
-        self._print(f"experiment {experiment.id}: {experiment.evaluations_total} evaluations "
-                    f"({self.spec.search.generations} generations x {self.spec.search.population})")
+        self._print(
+            f"experiment {experiment.id}: {experiment.evaluations_total} evaluations "
+            f"({self.spec.search.generations} generations x {self.spec.search.population})"
+        )
         done = threading.Event()
 
         def all_trainers_exited() -> None:
             self.trainers_lost = True
             with contextlib.suppress(grpc.RpcError):
-                stub.CancelExperiment(experiment_service_pb2.CancelExperimentRequest(experiment_id=experiment.id),
-                                      timeout=client.RPC_TIMEOUT_S)
+                stub.CancelExperiment(
+                    experiment_service_pb2.CancelExperimentRequest(experiment_id=experiment.id),
+                    timeout=client.RPC_TIMEOUT_S,
+                )
 
-        monitor = threading.Thread(target=_watch_trainers, args=(self.trainers, all_trainers_exited, done),
-                                   name="trainer-monitor", daemon=True)
+        monitor = threading.Thread(
+            target=_watch_trainers, args=(self.trainers, all_trainers_exited, done), name="trainer-monitor", daemon=True
+        )
         monitor.start()
         try:
             code = client.watch(stub, experiment.id, self.out)
@@ -457,8 +546,9 @@ class LocalSearch:
             raise RunError(f"cannot fetch the result: {error.details()}") from None
         write_result_folder(result, self.out_dir)
         if result.best_theta:
-            self._print(f"best fitness {result.best_fitness:.4f}, theta "
-                        f"[{', '.join(f'{v:.4f}' for v in result.best_theta)}]")
+            self._print(
+                f"best fitness {result.best_fitness:.4f}, theta [{', '.join(f'{v:.4f}' for v in result.best_theta)}]"
+            )
         else:
             self._print("no candidate trained successfully: no best loss")
         return EXIT_OK
@@ -475,9 +565,15 @@ class LocalSearch:
             self._print("comparison skipped: the search found no successful candidate")
             return EXIT_OK
         tuning_seeds = self.options.tuning_seeds if self.options.tune_baseline_lr else 0
-        comparison = compare_with_cross_entropy(best_loss, self.spec, runs, steps=self.options.compare_steps,
-                                                data_dir=self.options.data_dir, out=self.out,
-                                                tuning_seeds=tuning_seeds)
+        comparison = compare_with_cross_entropy(
+            best_loss,
+            self.spec,
+            runs,
+            steps=self.options.compare_steps,
+            data_dir=self.options.data_dir,
+            out=self.out,
+            tuning_seeds=tuning_seeds,
+        )
         from taylorglo_tf.results import COMPARISON_TEXT, write_comparison
 
         write_comparison(comparison, self.out_dir)
@@ -493,9 +589,16 @@ class LocalSearch:
         print(text, file=self.out, flush=True)
 
 
-def compare_with_cross_entropy(best_loss: Path, spec: Any, runs: int, *, steps: int = 0,
-                               data_dir: Optional[str] = None, out: Optional[TextIO] = None,
-                               tuning_seeds: int = DEFAULT_TUNING_SEEDS):
+def compare_with_cross_entropy(
+    best_loss: Path,
+    spec: Any,
+    runs: int,
+    *,
+    steps: int = 0,
+    data_dir: str | None = None,
+    out: TextIO | None = None,
+    tuning_seeds: int = DEFAULT_TUNING_SEEDS,
+):
     """Train the loss in ``best_loss`` and cross-entropy ``runs`` times each on the spec's task.
 
     ``steps`` per run (0 = the model recipe's full length). With ``tuning_seeds``
@@ -514,6 +617,12 @@ def compare_with_cross_entropy(best_loss: Path, spec: Any, runs: int, *, steps: 
 
     task = Task.from_proto(spec.task, data_dir).replace(steps=steps)
     options = ComparisonOptions(runs=runs, tune_baseline_lr=tuning_seeds > 0, tuning_seeds=max(tuning_seeds, 1))
-    return train_and_compare(losses.load_json(best_loss), losses.get("cross_entropy"), task, options,
-                             loss_name=str(best_loss.name), baseline_name="cross_entropy",
-                             console=Console(file=out or sys.stdout))
+    return train_and_compare(
+        losses.load_json(best_loss),
+        losses.get("cross_entropy"),
+        task,
+        options,
+        loss_name=str(best_loss.name),
+        baseline_name="cross_entropy",
+        console=Console(file=out or sys.stdout),
+    )

@@ -44,39 +44,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_connection_arguments(parser)
     parser.add_argument(
-        "--data-dir", default=os.environ.get(DATA_DIR_ENV), metavar="DIR",
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_ENV),
+        metavar="DIR",
         help=f"TFDS data and the base of idx:/npz: paths in specs (default: ${DATA_DIR_ENV}; "
         "without either, TFDS's own ~/tensorflow_datasets and no idx:/npz: datasets)",
     )
-    parser.add_argument("--evaluator", choices=("keras", "synthetic"), default="keras",
-                        help="how candidates are scored (default: keras)")
+    parser.add_argument(
+        "--evaluator",
+        choices=("keras", "synthetic"),
+        default="keras",
+        help="how candidates are scored (default: keras)",
+    )
     parser.add_argument("--trainer-id", metavar="ID", help="name in the coordinator's records (default: HOST-PID)")
-    parser.add_argument("--max-candidates", type=positive_int, metavar="N",
-                        help="exit after reporting N evaluations")
-    parser.add_argument("--grace", type=non_negative_float, default=DEFAULT_GRACE_S, metavar="S",
-                        help=f"on SIGTERM, finish the current candidate if it ends within S seconds, "
-                             f"else give it back (default: {DEFAULT_GRACE_S:g})")
-    parser.add_argument("--wait-ms", type=int, default=DEFAULT_WAIT_MS, metavar="MS",
-                        help=f"lease long-poll time in milliseconds, 0..{MAX_WAIT_MS} (default: {DEFAULT_WAIT_MS})")
-    parser.add_argument("--synthetic-sleep", type=non_negative_float, default=0.0, metavar="S",
-                        help="synthetic evaluator: seconds per evaluation (default: 0)")
-    parser.add_argument("--synthetic-diverge-above", type=float, metavar="X",
-                        help="synthetic evaluator: report divergence when max |theta_i| > X")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="log lines shown on stderr (default: INFO)")
-    parser.add_argument("--candidates-per-step", type=positive_int_or_auto, default=1, metavar="K|auto",
-                        help=f"lease up to K candidates (of one experiment) per call, at most "
-                             f"{MAX_LEASE_CANDIDATES}; the keras evaluator trains them together in one compiled "
-                             f"step; auto measures the fastest K for the first task on this device (cached; "
-                             f"a CPU measures only small K) (default: 1)")
-    parser.add_argument("--gpus", metavar="all|0,2,...",
-                        help="run one worker process per GPU (all visible ones, or those listed), each pinned "
-                             "to its GPU with memory growth on (default: this process, on whatever TensorFlow sees)")
-    parser.add_argument("--xla", choices=("auto", "on", "off"), default="auto",
-                        help="compile train steps with XLA; auto measures on/off on a GPU and is off on a CPU, "
-                             "where XLA measured 3-4x slower (default: auto)")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="keras evaluator: models compute in bfloat16 (the loss stays float32)")
+    parser.add_argument("--max-candidates", type=positive_int, metavar="N", help="exit after reporting N evaluations")
+    parser.add_argument(
+        "--grace",
+        type=non_negative_float,
+        default=DEFAULT_GRACE_S,
+        metavar="S",
+        help=f"on SIGTERM, finish the current candidate if it ends within S seconds, "
+        f"else give it back (default: {DEFAULT_GRACE_S:g})",
+    )
+    parser.add_argument(
+        "--wait-ms",
+        type=int,
+        default=DEFAULT_WAIT_MS,
+        metavar="MS",
+        help=f"lease long-poll time in milliseconds, 0..{MAX_WAIT_MS} (default: {DEFAULT_WAIT_MS})",
+    )
+    parser.add_argument(
+        "--synthetic-sleep",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="synthetic evaluator: seconds per evaluation (default: 0)",
+    )
+    parser.add_argument(
+        "--synthetic-diverge-above",
+        type=float,
+        metavar="X",
+        help="synthetic evaluator: report divergence when max |theta_i| > X",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log lines shown on stderr (default: INFO)",
+    )
+    parser.add_argument(
+        "--candidates-per-step",
+        type=positive_int_or_auto,
+        default=1,
+        metavar="K|auto",
+        help=f"lease up to K candidates (of one experiment) per call, at most "
+        f"{MAX_LEASE_CANDIDATES}; the keras evaluator trains them together in one compiled "
+        f"step; auto measures the fastest K for the first task on this device (cached; "
+        f"a CPU measures only small K) (default: 1)",
+    )
+    parser.add_argument(
+        "--gpus",
+        metavar="all|0,2,...",
+        help="run one worker process per GPU (all visible ones, or those listed), each pinned "
+        "to its GPU with memory growth on (default: this process, on whatever TensorFlow sees)",
+    )
+    parser.add_argument(
+        "--xla",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="compile train steps with XLA; auto measures on/off on a GPU and is off on a CPU, "
+        "where XLA measured 3-4x slower (default: auto)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="keras evaluator: models compute in bfloat16 (the loss stays float32)",
+    )
 
 
 def make_evaluator(args: argparse.Namespace):
@@ -85,10 +128,9 @@ def make_evaluator(args: argparse.Namespace):
         from taylorglo_tf.trainer.synthetic import SyntheticEvaluator
 
         return SyntheticEvaluator(sleep_s=args.synthetic_sleep, diverge_above=args.synthetic_diverge_above)
-    from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator  # imports TensorFlow
-
     import tensorflow as tf
 
+    from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator  # imports TensorFlow
     from taylorglo_tf.training import Evaluator
 
     if args.mixed_precision:
@@ -112,8 +154,9 @@ def make_evaluator(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     if args.gpus is not None:
         from taylorglo_tf.commands.gpus import GpuError, chosen_gpus, run_per_gpu, visible_gpus
@@ -126,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"taylorglo trainer: error: {error}", file=sys.stderr)
                 return EXIT_ERROR
             argv = list(getattr(args, "argv", sys.argv[1:]))
-            return run_per_gpu(argv[argv.index("trainer") + 1:], gpus)
+            return run_per_gpu(argv[argv.index("trainer") + 1 :], gpus)
         # The same trainer command serves GPU and CPU hosts.
         log.warning("--gpus all: no GPU is visible on this host; one worker on the CPU")
     from taylorglo_tf.trainer.worker import Worker, WorkerError
@@ -138,8 +181,15 @@ def run(args: argparse.Namespace) -> int:
         # One loop leases a step's worth of candidates per LeaseCandidate call; "auto" leases
         # one until the first task has measured K.
         chosen = getattr(evaluate_fn, "candidates_per_step", args.candidates_per_step)
-        worker = Worker(channel, evaluate_fn, trainer_id, wait_ms=args.wait_ms, max_candidates=args.max_candidates,
-                        grace_s=args.grace, candidates_per_step=chosen if isinstance(chosen, int) else 1)
+        worker = Worker(
+            channel,
+            evaluate_fn,
+            trainer_id,
+            wait_ms=args.wait_ms,
+            max_candidates=args.max_candidates,
+            grace_s=args.grace,
+            candidates_per_step=chosen if isinstance(chosen, int) else 1,
+        )
     except (CommandError, ValueError) as error:
         print(f"taylorglo trainer: error: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -153,8 +203,14 @@ def run(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    log.info("trainer %s working for %s (%s evaluator, %s candidates per step, CUDA_VISIBLE_DEVICES=%s)",
-             trainer_id, args.coordinator, args.evaluator, chosen, os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+    log.info(
+        "trainer %s working for %s (%s evaluator, %s candidates per step, CUDA_VISIBLE_DEVICES=%s)",
+        trainer_id,
+        args.coordinator,
+        args.evaluator,
+        chosen,
+        os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+    )
     try:
         reported = worker.run()
     except WorkerError as error:

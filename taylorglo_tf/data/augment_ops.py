@@ -78,8 +78,7 @@ def cutmix_box(h, w, lam):
     """Side lengths of the CutMix box for a target ``lam``: ``floor(H sqrt(1-lam))`` x
     ``floor(W sqrt(1-lam))``."""
     ratio = tf.sqrt(1.0 - lam)
-    return (tf.cast(tf.cast(h, tf.float32) * ratio, tf.int32),
-            tf.cast(tf.cast(w, tf.float32) * ratio, tf.int32))
+    return (tf.cast(tf.cast(h, tf.float32) * ratio, tf.int32), tf.cast(tf.cast(w, tf.float32) * ratio, tf.int32))
 
 
 def cutmix(x, y, prob: float, alpha: float, seed):
@@ -118,5 +117,3 @@ def augment_batch(x, y, seed, aug: Augmentation):
     if aug.cutmix:
         return cutmix(x, y, aug.cutmix_prob, aug.cutmix_alpha, s[3])
     return x, y
-
-

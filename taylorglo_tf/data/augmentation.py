@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 # Cutout hole side per dataset (DeVries & Taylor 2017; REFERENCE section 4).
 CUTOUT_LENGTH: Mapping[str, int] = {"cifar10": 16, "cifar100": 8, "svhn_cropped": 20}
@@ -56,7 +57,7 @@ class Augmentation:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "Augmentation":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Augmentation:
         """Inverse of ``to_dict``; missing keys take defaults, unknown keys are an error."""
         d = dict(d or {})
         known = {f.name for f in fields(cls)}

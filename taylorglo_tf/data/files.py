@@ -38,8 +38,7 @@ def read_idx(path: Path) -> np.ndarray:
     body = 4 + 4 * ndim
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - body != expected:
-        raise ValueError(f"{path}: header says {dims} ({expected} bytes), "
-                         f"file holds {len(data) - body} bytes")
+        raise ValueError(f"{path}: header says {dims} ({expected} bytes), file holds {len(data) - body} bytes")
     return np.frombuffer(data, dtype=dtype, offset=body).reshape(dims)
 
 
@@ -60,8 +59,13 @@ def load_idx(directory: Path) -> Splits:
     n_val = len(x_tr) // IDX_VAL_DIVISOR
     x_tr, x_te = to_unit(x_tr, arr["test_images"])
     cut = len(x_tr) - n_val
-    return make_splits(f"idx:{directory}", (x_tr[:cut], y_tr[:cut]), (x_tr[cut:], y_tr[cut:]),
-                       (x_te, arr["test_labels"]), info={"normalisation": "unit"})
+    return make_splits(
+        f"idx:{directory}",
+        (x_tr[:cut], y_tr[:cut]),
+        (x_tr[cut:], y_tr[cut:]),
+        (x_te, arr["test_labels"]),
+        info={"normalisation": "unit"},
+    )
 
 
 def load_npz(path: Path) -> Splits:
@@ -87,8 +91,13 @@ def load_npz(path: Path) -> Splits:
     integer = [np.issubdtype(np.asarray(x).dtype, np.integer) for x in xs]
     if any(integer):
         xs = [to_unit(x)[0] if i else x for x, i in zip(xs, integer)]
-    return make_splits(f"npz:{path}", (xs[0], y_tr), (xs[1], y_va), (xs[2], data["y_test"]),
-                       info={"normalisation": "unit" if any(integer) else "as stored"})
+    return make_splits(
+        f"npz:{path}",
+        (xs[0], y_tr),
+        (xs[1], y_va),
+        (xs[2], data["y_test"]),
+        info={"normalisation": "unit" if any(integer) else "as stored"},
+    )
 
 
 def load_digits() -> Splits:
@@ -102,5 +111,11 @@ def load_digits() -> Splits:
     y = bunch.target
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
     test, val, train = np.split(order, [DIGITS_TEST, DIGITS_TEST + DIGITS_VAL])
-    return make_splits("digits", (x[train], y[train]), (x[val], y[val]), (x[test], y[test]),
-                       num_classes=10, info={"normalisation": "x / 16"})
+    return make_splits(
+        "digits",
+        (x[train], y[train]),
+        (x[val], y[val]),
+        (x[test], y[test]),
+        num_classes=10,
+        info={"normalisation": "x / 16"},
+    )

@@ -54,16 +54,16 @@ def _epoch_batches(n: int, batch_size: int, seed: int) -> tf.data.Dataset:
         shuffle_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
         order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), shuffle_seed)
         indices = tf.reshape(order[: rows * batch], [rows, batch])
-        return tf.data.Dataset.from_tensor_slices(
-            (indices, tf.random.experimental.stateless_split(augment_seed, rows)))
+        return tf.data.Dataset.from_tensor_slices((indices, tf.random.experimental.stateless_split(augment_seed, rows)))
 
     # A new seed pair each time the dataset is iterated (each epoch of a .repeat()).
     pairs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
     return pairs.flat_map(epoch)
 
 
-def pipeline(x: Any, y: Any, *, batch_size: int, training: bool,
-             augment: Augmentation | None = None, seed: int = 0) -> tf.data.Dataset:
+def pipeline(
+    x: Any, y: Any, *, batch_size: int, training: bool, augment: Augmentation | None = None, seed: int = 0
+) -> tf.data.Dataset:
     """One epoch of batches of ``(x, y)``.
 
     ``x``/``y``: NumPy arrays, or tensors from ``as_tensors`` (not copied).
@@ -78,19 +78,29 @@ def pipeline(x: Any, y: Any, *, batch_size: int, training: bool,
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"pipeline needs as many labels as images (> 0): got {len(x)} images, "
-                         f"{len(y)} labels")
+        raise ValueError(f"pipeline needs as many labels as images (> 0): got {len(x)} images, {len(y)} labels")
     images, labels = as_tensors(x, y)
     n, batch_size = len(x), int(batch_size)
     if not training:
-        return tf.data.Dataset.range(n).batch(batch_size).map(
-            lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE
-        ).prefetch(AUTOTUNE).with_options(_options())
+        return (
+            tf.data.Dataset.range(n)
+            .batch(batch_size)
+            .map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE)
+            .prefetch(AUTOTUNE)
+            .with_options(_options())
+        )
     if augment.active:
+
         def load(i, s):
             return augment_batch(tf.gather(images, i), tf.gather(labels, i), s, augment)
     else:
+
         def load(i, s):
             return tf.gather(images, i), tf.gather(labels, i)
-    return _epoch_batches(n, batch_size, seed).map(load, num_parallel_calls=AUTOTUNE).prefetch(
-        AUTOTUNE).with_options(_options())
+
+    return (
+        _epoch_batches(n, batch_size, seed)
+        .map(load, num_parallel_calls=AUTOTUNE)
+        .prefetch(AUTOTUNE)
+        .with_options(_options())
+    )

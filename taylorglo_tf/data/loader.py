@@ -11,8 +11,8 @@ Relative ``DIR``/``FILE`` paths resolve under ``data_dir`` (else the working dir
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -34,8 +34,9 @@ def parse_uri(uri: str) -> tuple[str, str, dict[str, str]]:
         return uri, "", {}
     scheme, sep, rest = uri.partition(":")
     if not sep or scheme not in SCHEMES or not rest:
-        raise ValueError(f"unknown dataset {uri!r}; use one of: "
-                         + ", ".join([f"{s}:..." for s in SCHEMES] + list(PLAIN)))
+        raise ValueError(
+            f"unknown dataset {uri!r}; use one of: " + ", ".join([f"{s}:..." for s in SCHEMES] + list(PLAIN))
+        )
     options: dict[str, str] = {}
     if scheme == "tfds":
         rest, _, query = rest.partition("?")
@@ -75,8 +76,9 @@ def _read_files(reader: Callable[[Path], Splits], path: Path, uri: str) -> Split
         raise ValueError(f"dataset {uri!r} ({path}) cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
-def load(uri: str, *, data_dir: str | Path | None = None, fraction: float = 1.0, seed: int = 0,
-         download: bool = True) -> Splits:
+def load(
+    uri: str, *, data_dir: str | Path | None = None, fraction: float = 1.0, seed: int = 0, download: bool = True
+) -> Splits:
     """Load dataset ``uri`` as NumPy ``Splits`` (normalised float32 images, int32 labels).
 
     Args:

@@ -123,8 +123,9 @@ def standardise(train: np.ndarray, *others: np.ndarray):
     return out, {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def make_splits(name: str, train, val, test, *, num_classes: int | None = None,
-                info: dict[str, Any] | None = None) -> Splits:
+def make_splits(
+    name: str, train, val, test, *, num_classes: int | None = None, info: dict[str, Any] | None = None
+) -> Splits:
     """Assemble validated ``Splits`` from ``(x, y)`` pairs of float images and labels."""
     arrays, empty = {}, []
     for split, (x, y) in (("train", train), ("val", val), ("test", test)):
@@ -143,6 +144,12 @@ def make_splits(name: str, train, val, test, *, num_classes: int | None = None,
     height, width, channels = shapes["train"]  # as_images checked (N, H, W, C)
     if seen > classes:
         raise ValueError(f"{name}: label {seen - 1} out of range for {classes} classes")
-    return Splits(name, *arrays["train"], *arrays["val"], *arrays["test"],
-                  num_classes=classes, input_shape=(int(height), int(width), int(channels)),
-                  info=dict(info or {}))
+    return Splits(
+        name,
+        *arrays["train"],
+        *arrays["val"],
+        *arrays["test"],
+        num_classes=classes,
+        input_shape=(int(height), int(width), int(channels)),
+        info=dict(info or {}),
+    )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -47,13 +47,17 @@ def resolve_splits(name: str, options: Mapping[str, str]) -> TfdsSplits:
     if base is None and not {"train", "val", "test"} <= set(options):
         raise ValueError(
             f"tfds:{name} has no built-in splits (known: {', '.join(sorted(PAPER_SPLITS))}); "
-            f"name them, e.g. tfds:{name}?train=train[:90%]&val=train[90%:]&test=test")
+            f"name them, e.g. tfds:{name}?train=train[:90%]&val=train[90%:]&test=test"
+        )
     norm = options.get("norm", base.normalisation if base else "standardise")
     if norm not in NORMALISATIONS:
         raise ValueError(f"tfds:{name}: unknown norm {norm!r}; valid: {list(NORMALISATIONS)}")
-    splits = TfdsSplits(options.get("train", base.train if base else ""),
-                        options.get("val", base.val if base else ""),
-                        options.get("test", base.test if base else ""), norm)
+    splits = TfdsSplits(
+        options.get("train", base.train if base else ""),
+        options.get("val", base.val if base else ""),
+        options.get("test", base.test if base else ""),
+        norm,
+    )
     import tensorflow_datasets as tfds
 
     for role in ("train", "val", "test"):
@@ -80,16 +84,21 @@ def _as_numpy(ds) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def load_tfds(name: str, options: Mapping[str, str], data_dir: str | None,
-              download: bool) -> Splits:
+def load_tfds(name: str, options: Mapping[str, str], data_dir: str | None, download: bool) -> Splits:
     """Load ``name`` through ``tfds.load`` (downloading and preparing it if allowed)."""
     import tensorflow_datasets as tfds
 
     splits = resolve_splits(name, options)
     try:
-        datasets, info = tfds.load(name, split=[splits.train, splits.val, splits.test],
-                                   as_supervised=True, data_dir=data_dir, download=download,
-                                   batch_size=_LOAD_BATCH, with_info=True)
+        datasets, info = tfds.load(
+            name,
+            split=[splits.train, splits.val, splits.test],
+            as_supervised=True,
+            data_dir=data_dir,
+            download=download,
+            batch_size=_LOAD_BATCH,
+            with_info=True,
+        )
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(f"unknown TFDS dataset {name!r} (tfds:{name})") from None
     except (AssertionError, FileNotFoundError) as e:
@@ -100,8 +109,7 @@ def load_tfds(name: str, options: Mapping[str, str], data_dir: str | None,
     except ValueError as e:
         raise ValueError(f"tfds:{name}: bad split in {splits}: {e}") from e
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (_as_numpy(d) for d in datasets)
-    info_dict: dict = {"normalisation": splits.normalisation,
-                       "splits": [splits.train, splits.val, splits.test]}
+    info_dict: dict = {"normalisation": splits.normalisation, "splits": [splits.train, splits.val, splits.test]}
     if splits.normalisation == "unit":
         x_tr, x_va, x_te = to_unit(x_tr, x_va, x_te)
     else:
@@ -109,5 +117,6 @@ def load_tfds(name: str, options: Mapping[str, str], data_dir: str | None,
         info_dict.update(stats)
     label = info.features["label"] if "label" in info.features else None  # noqa: SIM401 (FeaturesDict has no .get)
     num_classes = getattr(label, "num_classes", None)
-    return make_splits(f"tfds:{name}", (x_tr, y_tr), (x_va, y_va), (x_te, y_te),
-                       num_classes=num_classes, info=info_dict)
+    return make_splits(
+        f"tfds:{name}", (x_tr, y_tr), (x_va, y_va), (x_te, y_te), num_classes=num_classes, info=info_dict
+    )

@@ -14,8 +14,8 @@ with extras.needs("taylorglo_tf.losses"):  # Keras: the `train` extra
     from taylorglo_tf.losses.taylor_loss import TaylorGLOLoss, partial_derivatives
 
 __all__ = [
-    "BaikalLoss",
     "NAMES",
+    "BaikalLoss",
     "Poly1Loss",
     "TaylorGLOLoss",
     "TrainingProgress",

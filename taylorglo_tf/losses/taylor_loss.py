@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -120,13 +121,17 @@ class TaylorGLOLoss(keras.losses.Loss):
         self.from_logits = bool(from_logits)
         self.convention = taylor.check_convention(convention)
         # 1/alpha! of each term (paper convention) or 1 (folded), applied to the coefficients in the graph.
-        term_scale = 1.0 / self.expansion.factorials if self.convention == "paper" else np.ones_like(self.expansion.factorials)
+        term_scale = (
+            1.0 / self.expansion.factorials if self.convention == "paper" else np.ones_like(self.expansion.factorials)
+        )
         self._param_scale = np.concatenate([np.ones(self.expansion.num_vars), term_scale]).astype(np.float32)
         self._theta64 = self._validated(theta)
         self._theta_var = keras.Variable(
             self._theta64.astype(np.float32), dtype="float32", trainable=False, autocast=False, name="taylorglo_theta"
         )
-        self._progress = keras.Variable(0.0, dtype="float32", trainable=False, autocast=False, name="taylorglo_progress")
+        self._progress = keras.Variable(
+            0.0, dtype="float32", trainable=False, autocast=False, name="taylorglo_progress"
+        )
 
     # -- parameters ---------------------------------------------------------------------------
     @property
@@ -206,7 +211,7 @@ class TaylorGLOLoss(keras.losses.Loss):
         return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "TaylorGLOLoss":
+    def from_config(cls, config: dict[str, Any]) -> TaylorGLOLoss:
         config = dict(config)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
@@ -224,7 +229,7 @@ class TaylorGLOLoss(keras.losses.Loss):
         scale: float = 1.0,
         convention: str = "paper",
         **kwargs: Any,
-    ) -> "TaylorGLOLoss":
+    ) -> TaylorGLOLoss:
         """The order-``k`` Taylor approximation of an existing loss around ``center`` (Appendix F).
 
         Formula:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import numbers
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from taylorglo_tf import extras
 from taylorglo_tf.models.recipe import Recipe
@@ -32,42 +33,115 @@ _CIFAR_AUG = {"flip": True, "crop_padding": 2}  # paper, Appendix A: flips + 2-p
 # variant, and what the TaylorGLO authors trained ("wrn ... --drop 0.3" in their
 # TrainingConfig.swift; 0.4 on SVHN, below).
 _WRN: dict[str, Any] = {
-    "lr": 0.1, "nesterov": True, "weight_decay": 5e-4, "epochs": 200, "milestones": (60, 120, 160),
-    "gamma": 0.2, "model_options": {"dropout": 0.3}, "augmentation": _CIFAR_AUG,
-    "source": "Zagoruyko & Komodakis 2016 (dropout 0.3, as the TaylorGLO authors' code)", **_MOMENTUM,
+    "lr": 0.1,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "epochs": 200,
+    "milestones": (60, 120, 160),
+    "gamma": 0.2,
+    "model_options": {"dropout": 0.3},
+    "augmentation": _CIFAR_AUG,
+    "source": "Zagoruyko & Komodakis 2016 (dropout 0.3, as the TaylorGLO authors' code)",
+    **_MOMENTUM,
 }
 
 # name -> (module, builder factory or function name, factory args, recipe)
 _ZOO: dict[str, tuple[str, str, tuple, Recipe]] = {
-    "tiny": ("cnn", "tiny", (), Recipe(
-        "tiny", lr=0.05, momentum=0.9, batch_size=32, steps=300,
-        source="this project: small CNN for tests and the embedded digits default")),
-    "basic_cnn": ("cnn", "basic_cnn", (), Recipe(
-        "basic_cnn", lr=0.01, batch_size=100, steps=20_000,
-        source="Gonzalez & Miikkulainen 2020 (GLO), MNIST")),
-    "alexnet": ("cnn", "alexnet", (), Recipe(
-        "alexnet", lr=0.1, weight_decay=5e-4, epochs=164, milestones=(81, 122),
-        augmentation=_CIFAR_AUG, source="Krizhevsky et al. 2012, CIFAR variant", **_MOMENTUM)),
-    "allcnn_c": ("allcnn", "allcnn_c", (), Recipe(
-        "allcnn_c", lr=0.01, weight_decay=1e-3, epochs=350, milestones=(200, 250, 300),
-        augmentation=_CIFAR_AUG, source="Springenberg et al. 2015", **_MOMENTUM)),
-    "preact_resnet20": ("resnet", "preact_resnet20", (), Recipe(
-        "preact_resnet20", lr=0.1, weight_decay=1e-4, epochs=200, milestones=(100, 150),
-        augmentation=_CIFAR_AUG, source="He et al. 2016", **_MOMENTUM)),
+    "tiny": (
+        "cnn",
+        "tiny",
+        (),
+        Recipe(
+            "tiny",
+            lr=0.05,
+            momentum=0.9,
+            batch_size=32,
+            steps=300,
+            source="this project: small CNN for tests and the embedded digits default",
+        ),
+    ),
+    "basic_cnn": (
+        "cnn",
+        "basic_cnn",
+        (),
+        Recipe("basic_cnn", lr=0.01, batch_size=100, steps=20_000, source="Gonzalez & Miikkulainen 2020 (GLO), MNIST"),
+    ),
+    "alexnet": (
+        "cnn",
+        "alexnet",
+        (),
+        Recipe(
+            "alexnet",
+            lr=0.1,
+            weight_decay=5e-4,
+            epochs=164,
+            milestones=(81, 122),
+            augmentation=_CIFAR_AUG,
+            source="Krizhevsky et al. 2012, CIFAR variant",
+            **_MOMENTUM,
+        ),
+    ),
+    "allcnn_c": (
+        "allcnn",
+        "allcnn_c",
+        (),
+        Recipe(
+            "allcnn_c",
+            lr=0.01,
+            weight_decay=1e-3,
+            epochs=350,
+            milestones=(200, 250, 300),
+            augmentation=_CIFAR_AUG,
+            source="Springenberg et al. 2015",
+            **_MOMENTUM,
+        ),
+    ),
+    "preact_resnet20": (
+        "resnet",
+        "preact_resnet20",
+        (),
+        Recipe(
+            "preact_resnet20",
+            lr=0.1,
+            weight_decay=1e-4,
+            epochs=200,
+            milestones=(100, 150),
+            augmentation=_CIFAR_AUG,
+            source="He et al. 2016",
+            **_MOMENTUM,
+        ),
+    ),
     "wide_resnet_16_8": ("resnet", "wide_resnet", (16, 8), Recipe("wide_resnet_16_8", **_WRN)),
     "wide_resnet_28_5": ("resnet", "wide_resnet", (28, 5), Recipe("wide_resnet_28_5", **_WRN)),
     "wide_resnet_28_10": ("resnet", "wide_resnet", (28, 10), Recipe("wide_resnet_28_10", **_WRN)),
-    "pyramidnet_110_48": ("pyramidnet", "pyramidnet", (110, 48), Recipe(
-        "pyramidnet_110_48", lr=0.1, weight_decay=1e-4, epochs=300, milestones=(150, 225),
-        augmentation=_CIFAR_AUG, source="Han et al. 2017", **_MOMENTUM)),
+    "pyramidnet_110_48": (
+        "pyramidnet",
+        "pyramidnet",
+        (110, 48),
+        Recipe(
+            "pyramidnet_110_48",
+            lr=0.1,
+            weight_decay=1e-4,
+            epochs=300,
+            milestones=(150, 225),
+            augmentation=_CIFAR_AUG,
+            source="Han et al. 2017",
+            **_MOMENTUM,
+        ),
+    ),
 }
 
 # Dataset-specific recipes: (model name prefix, TFDS dataset name) -> changes.
 # WRN on SVHN: 160 epochs, lr 0.01 x0.1 at 80 and 120, dropout 0.4, no flips/crops.
 _DATASET_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("wide_resnet_", "svhn_cropped"): {
-        "lr": 0.01, "epochs": 160, "milestones": (80, 120), "gamma": 0.1, "model_options": {"dropout": 0.4},
-        "augmentation": {}, "source": "Zagoruyko & Komodakis 2016, SVHN",
+        "lr": 0.01,
+        "epochs": 160,
+        "milestones": (80, 120),
+        "gamma": 0.1,
+        "model_options": {"dropout": 0.4},
+        "augmentation": {},
+        "source": "Zagoruyko & Komodakis 2016, SVHN",
     },
 }
 
@@ -93,8 +167,9 @@ def recipe(name: str, dataset: str | None = None) -> Recipe:
     ds = (dataset or "").removeprefix("tfds:")
     for (prefix, ds_name), changes in _DATASET_RECIPES.items():
         if name.startswith(prefix) and ds == ds_name:
-            return Recipe(**{**base.to_dict(), **changes,
-                             "milestones": tuple(changes.get("milestones", base.milestones))})
+            return Recipe(
+                **{**base.to_dict(), **changes, "milestones": tuple(changes.get("milestones", base.milestones))}
+            )
     return base
 
 
@@ -149,8 +224,7 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **options: An
 
         fn = _builder(name)
     shape = check_shape(input_shape, num_classes)
-    valid = [p for p in inspect.signature(fn).parameters
-             if p not in ("input_shape", "num_classes")]
+    valid = [p for p in inspect.signature(fn).parameters if p not in ("input_shape", "num_classes")]
     bad = sorted(set(options) - set(valid))
     if bad:
         raise ValueError(f"model {name!r} has no option(s) {bad}; valid options: {valid}")

@@ -21,8 +21,7 @@ def tiny(input_shape, num_classes, *, weight_decay=0.0, output_activation="softm
     return keras.Model(inputs, classifier(x, num_classes, weight_decay, output_activation), name="tiny")
 
 
-def basic_cnn(input_shape, num_classes, *, weight_decay=0.0, dropout=0.4,
-              output_activation="softmax"):
+def basic_cnn(input_shape, num_classes, *, weight_decay=0.0, dropout=0.4, output_activation="softmax"):
     """GLO's MNIST CNN: conv 5x5x32 ReLU, maxpool 2, conv 5x5x64 ReLU, maxpool 2,
     dense 1024 ReLU, dropout 0.4, dense C (3.27M parameters on 28x28x1, 10 classes)."""
     inputs = keras.Input(input_shape)
@@ -33,8 +32,7 @@ def basic_cnn(input_shape, num_classes, *, weight_decay=0.0, dropout=0.4,
     x = layers.Flatten()(x)
     x = layers.Dense(1024, activation="relu", kernel_regularizer=regularizer(weight_decay))(x)
     x = layers.Dropout(dropout)(x)
-    return keras.Model(inputs, classifier(x, num_classes, weight_decay, output_activation),
-                       name="basic_cnn")
+    return keras.Model(inputs, classifier(x, num_classes, weight_decay, output_activation), name="basic_cnn")
 
 
 def alexnet(input_shape, num_classes, *, weight_decay=5e-4, output_activation="softmax"):
@@ -51,5 +49,4 @@ def alexnet(input_shape, num_classes, *, weight_decay=5e-4, output_activation="s
         x = conv(filters, 3, weight_decay, activation="relu")(x)
     x = layers.MaxPooling2D(2, padding="same")(x)
     x = layers.Flatten()(x)
-    return keras.Model(inputs, classifier(x, num_classes, weight_decay, output_activation),
-                       name="alexnet")
+    return keras.Model(inputs, classifier(x, num_classes, weight_decay, output_activation), name="alexnet")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -13,11 +13,26 @@ def regularizer(weight_decay: float):
     return keras.regularizers.L2(weight_decay / 2.0) if weight_decay > 0 else None
 
 
-def conv(filters: int, kernel: int, weight_decay: float, *, strides: int = 1,
-         padding: str = "same", use_bias: bool = True, **kw) -> layers.Conv2D:
+def conv(
+    filters: int,
+    kernel: int,
+    weight_decay: float,
+    *,
+    strides: int = 1,
+    padding: str = "same",
+    use_bias: bool = True,
+    **kw,
+) -> layers.Conv2D:
     """A Conv2D with the weight-decay regulariser on its kernel."""
-    return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
-                         kernel_regularizer=regularizer(weight_decay), **kw)
+    return layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_regularizer=regularizer(weight_decay),
+        **kw,
+    )
 
 
 def batch_norm() -> layers.BatchNormalization:

@@ -12,8 +12,7 @@ def _block(x, filters: int, stride: int, weight_decay: float):
     """BN-conv3x3(stride)-BN-ReLU-conv3x3-BN; shortcut: 2x2 average pool when
     strided, then zero-padded channels (no parameters)."""
     y = batch_norm()(x)
-    y = conv(filters, 3, weight_decay, strides=stride, use_bias=False,
-             kernel_initializer="he_normal")(y)
+    y = conv(filters, 3, weight_decay, strides=stride, use_bias=False, kernel_initializer="he_normal")(y)
     y = layers.ReLU()(batch_norm()(y))
     y = conv(filters, 3, weight_decay, use_bias=False, kernel_initializer="he_normal")(y)
     y = batch_norm()(y)
@@ -34,8 +33,7 @@ def pyramidnet(depth: int, alpha: int):
 
     def build(input_shape, num_classes, *, weight_decay=1e-4, output_activation="softmax"):
         inputs = keras.Input(input_shape)
-        x = batch_norm()(conv(16, 3, weight_decay, use_bias=False,
-                               kernel_initializer="he_normal")(inputs))
+        x = batch_norm()(conv(16, 3, weight_decay, use_bias=False, kernel_initializer="he_normal")(inputs))
         width = 16.0
         step = alpha / (3 * per_stage)
         for stage in range(3):
@@ -45,8 +43,9 @@ def pyramidnet(depth: int, alpha: int):
                 x = _block(x, int(round(width)), stride, weight_decay)
         x = layers.ReLU()(batch_norm()(x))
         x = layers.GlobalAveragePooling2D()(x)
-        return keras.Model(inputs, classifier(x, num_classes, weight_decay, output_activation),
-                           name=f"pyramidnet_{depth}_{alpha}")
+        return keras.Model(
+            inputs, classifier(x, num_classes, weight_decay, output_activation), name=f"pyramidnet_{depth}_{alpha}"
+        )
 
     build.__doc__ = f"PyramidNet-{depth}, alpha {alpha}. " + (pyramidnet.__doc__ or "")
     return build

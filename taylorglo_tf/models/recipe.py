@@ -12,8 +12,9 @@ weight decay (gradient += wd * w, before momentum). The models express it as an
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,8 @@ class Recipe:
             length = self.steps
         else:
             raise ValueError(f"recipe {self.name!r}: give exactly one of epochs and steps")
-        if list(self.milestones) != sorted(self.milestones) or any(
-            not 0 < m < length for m in self.milestones
-        ):
-            raise ValueError(
-                f"recipe {self.name!r}: milestones {self.milestones} must increase within (0, {length})"
-            )
+        if list(self.milestones) != sorted(self.milestones) or any(not 0 < m < length for m in self.milestones):
+            raise ValueError(f"recipe {self.name!r}: milestones {self.milestones} must increase within (0, {length})")
 
     @property
     def unit(self) -> str:
@@ -128,9 +125,7 @@ class Recipe:
             from taylorglo_tf.models.scaled_rate import ScaledRate
 
             lr = ScaledRate(lr, lr_scale)
-        return keras.optimizers.SGD(
-            learning_rate=lr, momentum=self.momentum, nesterov=self.nesterov
-        )
+        return keras.optimizers.SGD(learning_rate=lr, momentum=self.momentum, nesterov=self.nesterov)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-compatible)."""

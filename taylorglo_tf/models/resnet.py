@@ -17,10 +17,8 @@ def _preact_block(x, filters: int, stride: int, weight_decay: float, dropout: fl
     pre = layers.ReLU()(batch_norm()(x))
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = conv(filters, 1, weight_decay, strides=stride, use_bias=False,
-                        kernel_initializer="he_normal")(pre)
-    y = conv(filters, 3, weight_decay, strides=stride, use_bias=False,
-             kernel_initializer="he_normal")(pre)
+        shortcut = conv(filters, 1, weight_decay, strides=stride, use_bias=False, kernel_initializer="he_normal")(pre)
+    y = conv(filters, 3, weight_decay, strides=stride, use_bias=False, kernel_initializer="he_normal")(pre)
     y = layers.ReLU()(batch_norm()(y))
     if dropout > 0:
         y = layers.Dropout(dropout)(y)
@@ -28,8 +26,7 @@ def _preact_block(x, filters: int, stride: int, weight_decay: float, dropout: fl
     return layers.Add()([y, shortcut])
 
 
-def _preact_net(name, input_shape, num_classes, widths, blocks_per_stage, weight_decay,
-                dropout, output_activation):
+def _preact_net(name, input_shape, num_classes, widths, blocks_per_stage, weight_decay, dropout, output_activation):
     inputs = keras.Input(input_shape)
     x = conv(16, 3, weight_decay, use_bias=False, kernel_initializer="he_normal")(inputs)
     for stage, filters in enumerate(widths):
@@ -44,8 +41,9 @@ def _preact_net(name, input_shape, num_classes, widths, blocks_per_stage, weight
 def preact_resnet20(input_shape, num_classes, *, weight_decay=1e-4, output_activation="softmax"):
     """Pre-activation ResNet-20 (He et al., 2016): 3 stages of 3 basic blocks,
     16/32/64 filters (0.27M parameters on 32x32x3, 10 classes)."""
-    return _preact_net("preact_resnet20", input_shape, num_classes, (16, 32, 64), 3,
-                       weight_decay, 0.0, output_activation)
+    return _preact_net(
+        "preact_resnet20", input_shape, num_classes, (16, 32, 64), 3, weight_decay, 0.0, output_activation
+    )
 
 
 def wide_resnet(depth: int, width: int):
@@ -54,13 +52,19 @@ def wide_resnet(depth: int, width: int):
     if (depth - 4) % 6:
         raise ValueError(f"wide_resnet depth must be 6n+4, got {depth}")
 
-    def build(input_shape, num_classes, *, weight_decay=5e-4, dropout=0.0,
-              output_activation="softmax"):
+    def build(input_shape, num_classes, *, weight_decay=5e-4, dropout=0.0, output_activation="softmax"):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        return _preact_net(f"wide_resnet_{depth}_{width}", input_shape, num_classes,
-                           (16 * width, 32 * width, 64 * width), (depth - 4) // 6,
-                           weight_decay, dropout, output_activation)
+        return _preact_net(
+            f"wide_resnet_{depth}_{width}",
+            input_shape,
+            num_classes,
+            (16 * width, 32 * width, 64 * width),
+            (depth - 4) // 6,
+            weight_decay,
+            dropout,
+            output_activation,
+        )
 
     build.__doc__ = f"Wide ResNet {depth}-{width}. " + (wide_resnet.__doc__ or "")
     return build

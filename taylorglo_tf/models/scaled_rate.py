@@ -29,7 +29,7 @@ class ScaledRate(keras.optimizers.schedules.LearningRateSchedule):
         return {"base": base, "scale": float(keras.ops.convert_to_numpy(self.scale))}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "ScaledRate":
+    def from_config(cls, config: dict[str, Any]) -> ScaledRate:
         base = config["base"]
         if isinstance(base, dict):
             base = keras.optimizers.schedules.deserialize(base)

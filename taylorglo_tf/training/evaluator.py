@@ -23,12 +23,13 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from taylorglo_tf.data.augmentation import Augmentation
 from taylorglo_tf.models.recipe import Recipe
@@ -68,7 +69,7 @@ def _label_encoder(num_classes: int, one_hot: bool) -> Callable:
     return lambda y: tf.one_hot(tf.cast(y, tf.int32), num_classes)
 
 
-def _labels_for(session: "_Session", loss: Any) -> tuple[bool, Callable]:
+def _labels_for(session: _Session, loss: Any) -> tuple[bool, Callable]:
     """Labels go in one-hot (every loss here takes them) except for the sparse-only Keras loss."""
     one_hot = not isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
     return one_hot, _label_encoder(session.num_classes, one_hot)
@@ -155,8 +156,15 @@ class _Outcome:
 
     @classmethod
     def of(cls, result: EvaluationResult) -> _Outcome:
-        return cls(result.status, result.steps, result.attempts, result.val_accuracy, result.val_loss,
-                   result.test_accuracy, result.test_loss)
+        return cls(
+            result.status,
+            result.steps,
+            result.attempts,
+            result.val_accuracy,
+            result.val_loss,
+            result.test_accuracy,
+            result.test_loss,
+        )
 
     def result(self, wall_time_s: float) -> EvaluationResult:
         return EvaluationResult(
@@ -229,9 +237,7 @@ class _Session:
     # multiple of the recipe's learning rate, read by the optimizers at every step (Task.lr_scale)
     lr_scale: tf.Variable
     # seed -> initial variable values, least recently used first
-    initial_states: collections.OrderedDict[int, list[np.ndarray]] = field(
-        default_factory=collections.OrderedDict
-    )
+    initial_states: collections.OrderedDict[int, list[np.ndarray]] = field(default_factory=collections.OrderedDict)
     losses: dict[tuple, _CompiledLoss] = field(default_factory=dict)
     # K model copies for batched evaluations (the largest K asked for so far)
     population: Population | None = None
@@ -384,7 +390,9 @@ class Evaluator:
             progress = [None] * len(losses)
         progress = list(progress)
         if len(progress) != len(losses):
-            raise ValueError(f"progress has {len(progress)} callbacks for {len(losses)} losses; give one per loss or None")
+            raise ValueError(
+                f"progress has {len(progress)} callbacks for {len(losses)} losses; give one per loss or None"
+            )
         if not losses:
             return []
         started = _clock()
@@ -409,8 +417,15 @@ class Evaluator:
         self._record_timings(started, train_time, _clock() if validation_started is None else validation_started)
         return [outcomes[index].result(self.last_timings["total_s"]) for index in range(len(losses))]
 
-    def step_rate(self, task: Task, candidates: int, steps: int = 3, *, seconds: float = 0.0,
-                  ready: Callable[[], None] | None = None) -> float:
+    def step_rate(
+        self,
+        task: Task,
+        candidates: int,
+        steps: int = 3,
+        *,
+        seconds: float = 0.0,
+        ready: Callable[[], None] | None = None,
+    ) -> float:
         """Candidate-steps per second of ``task``'s train step with ``candidates`` per step (after a warm-up step).
 
         One candidate uses ``evaluate``'s step, more the batched one; the models
@@ -455,8 +470,11 @@ class Evaluator:
     def _record_timings(self, started: np.ndarray, train_time: np.ndarray, validation_started: np.ndarray) -> None:
         finished = _clock()
         phases = {"total": finished - started, "train_steps": train_time, "validation": finished - validation_started}
-        self.last_timings = {f"{phase}_{kind}": float(seconds[i]) for phase, seconds in phases.items()
-                             for i, kind in enumerate(("s", "cpu_s"))}
+        self.last_timings = {
+            f"{phase}_{kind}": float(seconds[i])
+            for phase, seconds in phases.items()
+            for i, kind in enumerate(("s", "cpu_s"))
+        }
 
     # ---------------------------------------------------------------- sessions
 
@@ -636,8 +654,9 @@ class Evaluator:
         for number in range(1, task.max_attempts + 1):
             seed = _initial_seed(task.seed, number)
             self._reset(session, seed)
-            attempt, seconds = self._train(session, compiled, iter(self._train_dataset(session, seed)), schedule,
-                                           task, progress)
+            attempt, seconds = self._train(
+                session, compiled, iter(self._train_dataset(session, seed)), schedule, task, progress
+            )
             train_time += seconds
             if attempt.status != "retry":
                 return attempt, number, train_time
@@ -775,8 +794,9 @@ class Evaluator:
             population.reset(pending, self._initial_state(session, seed))
             keras.utils.set_random_seed(seed)  # as _reset: the pipeline's seeding must not depend on history
             batches = iter(self._train_dataset(session, seed))
-            this_attempt, seconds = self._train_population(session, population, compiled, batches, pending,
-                                                           schedule, task, progress)
+            this_attempt, seconds = self._train_population(
+                session, population, compiled, batches, pending, schedule, task, progress
+            )
             train_time += seconds
             ended.update(this_attempt)
             for slot in this_attempt:
@@ -794,8 +814,17 @@ class Evaluator:
             if status == "ok" and not population.weights_finite(k):
                 status = "diverged"
             test_accuracy, test_loss = (None, None) if tested is None else (float(tested[0][k]), float(tested[1][k]))
-            outcomes.append(_Outcome(status, ended[k].steps, attempts[k], float(val_accuracy[k]), float(val_loss[k]),
-                                     test_accuracy, test_loss))
+            outcomes.append(
+                _Outcome(
+                    status,
+                    ended[k].steps,
+                    attempts[k],
+                    float(val_accuracy[k]),
+                    float(val_loss[k]),
+                    test_accuracy,
+                    test_loss,
+                )
+            )
         return outcomes, train_time, validation_started
 
     def _train_population(

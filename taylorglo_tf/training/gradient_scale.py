@@ -69,8 +69,9 @@ def loss_scale(loss: Any, task: Task, *, examples: int = DEFAULT_EXAMPLES) -> Lo
     splits = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed)
     images, labels = splits.x_val[:examples], splits.y_val[:examples]
     keras.utils.set_random_seed(task.seed)
-    model = models.build(task.model, splits.input_shape, splits.num_classes, output_activation=None,
-                         **dict(recipe.model_options))
+    model = models.build(
+        task.model, splits.input_shape, splits.num_classes, output_activation=None, **dict(recipe.model_options)
+    )
     logits = tf.cast(model(images, training=False), tf.float32)
     loss_norm = _mean_gradient_norm(loss, logits, labels, splits.num_classes)
     reference_norm = _mean_gradient_norm(keras.losses.CategoricalCrossentropy(), logits, labels, splits.num_classes)

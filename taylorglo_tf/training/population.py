@@ -23,11 +23,12 @@ seed's initial state like its weights).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 

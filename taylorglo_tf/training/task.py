@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from taylorglo_tf.rpc import types_pb2
@@ -103,9 +104,7 @@ class Task:
         _check_int("batch_size", self.batch_size, 0)
         _check_real("fraction", self.fraction, 0.0, 1.0, low_open=True)
         if self.augmentation is not None:
-            if not isinstance(self.augmentation, Mapping) or not all(
-                isinstance(k, str) for k in self.augmentation
-            ):
+            if not isinstance(self.augmentation, Mapping) or not all(isinstance(k, str) for k in self.augmentation):
                 raise ValueError(
                     f"Task.augmentation must be a mapping of option names or null, got {self.augmentation!r}"
                 )
@@ -126,7 +125,7 @@ class Task:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Task":
+    def from_dict(cls, d: Mapping[str, Any]) -> Task:
         """Build a task from a mapping; unknown keys and bad values raise ValueError naming them."""
         if not isinstance(d, Mapping):
             raise ValueError(f"a task must be a mapping of fields, got {type(d).__name__}")
@@ -181,7 +180,7 @@ class Task:
             data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
         )
 
-    def replace(self, **changes: Any) -> "Task":
+    def replace(self, **changes: Any) -> Task:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
 

@@ -14,8 +14,9 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from taylorglo_tf import atomic
 from taylorglo_tf.training.task import Task
@@ -62,15 +63,22 @@ def auto_candidates() -> tuple[int, ...]:
     return DEFAULT_CANDIDATES
 
 
-def choose(task: Task, *, candidates: Sequence[int] = DEFAULT_CANDIDATES, jit: Sequence[bool] = (False, True),
-           steps: int = PROBE_STEPS, use_cache: bool = True) -> Choice:
+def choose(
+    task: Task,
+    *,
+    candidates: Sequence[int] = DEFAULT_CANDIDATES,
+    jit: Sequence[bool] = (False, True),
+    steps: int = PROBE_STEPS,
+    use_cache: bool = True,
+) -> Choice:
     """The fastest (K, XLA) for ``task`` on this device, measured (or read from the cache)."""
     from taylorglo_tf import data, models
 
     recipe = models.recipe(task.model, task.dataset)
     shape = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed).input_shape
-    key = json.dumps([device_name(), task.model, list(shape), task.batch_size or recipe.batch_size,
-                      list(candidates), list(jit)])
+    key = json.dumps(
+        [device_name(), task.model, list(shape), task.batch_size or recipe.batch_size, list(candidates), list(jit)]
+    )
     path = cache_file()
     cached = _read(path)
     if use_cache and key in cached:
@@ -118,6 +126,7 @@ def _read(path: Path) -> dict:
 
 # ------------------------------------------------------------------ local layout (CPU)
 
+
 def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: bool = True) -> dict:
     """One trainer with K candidates per step, or ``cores`` trainers of one candidate: whichever is faster here.
 
@@ -133,8 +142,19 @@ def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: boo
     import tempfile
 
     # Steps, seed and the abort rule do not change the cost of a step.
-    key = json.dumps(["layout", f"CPU x{os.cpu_count()}", cores, task.dataset, task.model, task.batch_size,
-                      task.fraction, task.augmentation], sort_keys=True)
+    key = json.dumps(
+        [
+            "layout",
+            f"CPU x{os.cpu_count()}",
+            cores,
+            task.dataset,
+            task.model,
+            task.batch_size,
+            task.fraction,
+            task.augmentation,
+        ],
+        sort_keys=True,
+    )
     path = cache_file()
     cached = _read(path)
     if use_cache and key in cached:
@@ -142,9 +162,19 @@ def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: boo
 
     def probe(candidates: str, barrier: str = "", parties: int = 1) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "taylorglo_tf.training.tuning", json.dumps(task.to_dict()), candidates,
-             str(seconds), barrier, str(parties)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "taylorglo_tf.training.tuning",
+                json.dumps(task.to_dict()),
+                candidates,
+                str(seconds),
+                barrier,
+                str(parties),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         )
 
@@ -156,16 +186,16 @@ def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: boo
 
     one = rates_of(probe("1,2,4"))
     with tempfile.TemporaryDirectory() as barrier:
-        parallel = sum(rate for p in [probe("1", barrier, cores) for _ in range(cores)]
-                       for rate in rates_of(p).values())
+        parallel = sum(
+            rate for p in [probe("1", barrier, cores) for _ in range(cores)] for rate in rates_of(p).values()
+        )
     best_k = max(one, key=one.__getitem__)
     layout: dict[str, Any]
     if parallel > one[best_k]:
         layout = {"trainers": cores, "candidates_per_step": 1}
     else:
         layout = {"trainers": 1, "candidates_per_step": int(best_k)}
-    layout["rates"] = {**{f"1 trainer, K={k}": rate for k, rate in one.items()},
-                       f"{cores} trainers, K=1": parallel}
+    layout["rates"] = {**{f"1 trainer, K={k}": rate for k, rate in one.items()}, f"{cores} trainers, K=1": parallel}
     if use_cache:
         _store(path, key, layout)
     return layout
