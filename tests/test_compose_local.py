@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.certificates import self_signed
 from tests.local_deploy import DOCKER, Host, Processes, client, free_port, wait_until
 
 TOKENS = {
@@ -219,29 +220,7 @@ def test_compose_trainer_on_a_three_gpu_host_runs_one_pinned_worker_per_gpu(comp
 
 def _make_certificate(certs: Path) -> None:
     """A self-signed server certificate that is also the CA, for the names the README lists."""
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=coordinator",
-            "-addext",
-            "subjectAltName=DNS:coordinator,IP:127.0.0.1",
-            "-keyout",
-            str(certs / "server.key"),
-            "-out",
-            str(certs / "server.crt"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    self_signed(certs / "server.crt", certs / "server.key", ["coordinator"])
     shutil.copy(certs / "server.crt", certs / "ca.crt")
 
 

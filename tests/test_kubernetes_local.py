@@ -23,7 +23,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -35,6 +34,7 @@ from taylorglo_tf.connection import connect
 from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
+from tests.certificates import self_signed
 from tests.kube_manifests import SUBMIT_EXAMPLE, find, flag, load, plain_base, render
 from tests.local_deploy import Host, Processes, client, free_port, wait_until
 
@@ -268,28 +268,10 @@ def test_the_tls_overlay_serves_probes_in_plaintext_and_trainers_and_clients_ove
         pytest.skip("needs openssl to make a certificate")
     certificate = tmp_path / "certificate"
     certificate.mkdir()
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=taylorglo-coordinator",
-            "-addext",
-            "subjectAltName=DNS:taylorglo-coordinator,DNS:taylorglo-coordinator.taylorglo.svc,IP:127.0.0.1",
-            "-keyout",
-            str(certificate / "key"),
-            "-out",
-            str(certificate / "crt"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
+    self_signed(
+        certificate / "crt",
+        certificate / "key",
+        ["taylorglo-coordinator", "taylorglo-coordinator.taylorglo.svc"],
     )
     pem = (certificate / "crt").read_text()
     secrets = {

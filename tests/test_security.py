@@ -2,7 +2,6 @@
 
 import math
 import shutil
-import subprocess
 
 import grpc
 import pytest
@@ -16,6 +15,7 @@ from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
+from tests.certificates import self_signed
 
 TRAINER_TOKEN = "trainer-secret-0123456789"
 CLIENT_TOKEN = "client-secret-0123456789"
@@ -173,29 +173,7 @@ def test_tls_needs_both_certificate_and_key(tmp_path):
 def _self_signed(folder):
     """A self-signed certificate (its own CA) for localhost and 127.0.0.1: (cert, key) paths."""
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    self_signed(cert, key, ["localhost"])
     return cert, key
 
 
