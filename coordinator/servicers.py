@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from taylorglo_tf import spec as spec_lib
-from taylorglo_tf.limits import MAX_ID_CHARS, MAX_LEASE_CANDIDATES, MAX_WAIT_MS, overlong_string
+from taylorglo_tf.limits import MAX_ID_CHARS, int_out_of_range, overlong_string
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -40,11 +40,16 @@ _REPORTABLE = frozenset(
 )
 
 
-def _check_strings(request: Any) -> None:
+def _check_bounds(request: Any) -> None:
+    """Every request's strings and bounded integers against ``limits`` (INVALID_ARGUMENT naming the field)."""
     overlong = overlong_string(request)
     if overlong:
         field, length, bound = overlong
         raise InvalidArgument(field, f"is {length} characters long; at most {bound}")
+    out_of_range = int_out_of_range(request)
+    if out_of_range:
+        field, value, bound = out_of_range
+        raise InvalidArgument(field, f"{value} is outside 0..{bound}")
 
 
 def handler(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,7 +58,7 @@ def handler(method: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(method)
         async def async_stream(self, request, context):
-            _check_strings(request)
+            _check_bounds(request)
             async for response in method(self, request, context):
                 yield response
 
@@ -62,7 +67,7 @@ def handler(method: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(method)
         async def coroutine(self, request, context):
-            _check_strings(request)
+            _check_bounds(request)
             return await method(self, request, context)
 
         return rpc(coroutine)
@@ -71,14 +76,14 @@ def handler(method: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(method)
         def streaming(self, request, context):
-            _check_strings(request)
+            _check_bounds(request)
             yield from method(self, request, context)
 
         return rpc(streaming)
 
     @functools.wraps(method)
     def unary(self, request, context):
-        _check_strings(request)
+        _check_bounds(request)
         return method(self, request, context)
 
     return rpc(unary)
@@ -183,10 +188,6 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
     @handler
     async def LeaseCandidate(self, request, context):
         trainer_id = _identifier(request.trainer_id, "trainer_id")
-        if not 0 <= request.wait_ms <= MAX_WAIT_MS:
-            raise InvalidArgument("wait_ms", f"{request.wait_ms} is outside 0..{MAX_WAIT_MS}")
-        if not 0 <= request.max_candidates <= MAX_LEASE_CANDIDATES:
-            raise InvalidArgument("max_candidates", f"{request.max_candidates} is outside 0..{MAX_LEASE_CANDIDATES}")
         leases = await self._long_polls.lease(
             trainer_id, request.wait_ms / 1000.0, max_candidates=request.max_candidates or 1
         )  # 0: a client of one lease

@@ -103,6 +103,19 @@ def overlong_string(message: Any, path: str = "") -> tuple[str, int, int] | None
     return None
 
 
+def int_out_of_range(message: Any) -> tuple[str, int, int] | None:
+    """The first integer field of ``message`` outside ``0..`` its bound in :data:`INT_LIMITS`.
+
+    Returns ``(field name, value, bound)`` or None. Only set fields are visited
+    (an unset proto3 integer is 0, always within bounds).
+    """
+    for field, value in message.ListFields():
+        bound = INT_LIMITS.get(field.full_name)
+        if bound is not None and not 0 <= value <= bound:
+            return field.name, value, bound
+    return None
+
+
 def is_repeated(field: Any) -> bool:
     """Whether a protobuf field descriptor is a repeated field."""
     is_repeated = getattr(field, "is_repeated", None)  # protobuf >= 5; older runtimes only the label
