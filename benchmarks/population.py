@@ -48,7 +48,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 from evaluation import print_table
 
-from taylorglo_tf import taylor
+from taylorglo_tf import runtime, taylor
+
+runtime.set_tensorflow_defaults()  # what a trainer runs with (oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 
 PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
 SHAPES = {"basic_cnn": ((28, 28, 1), 100)}  # anything else: CIFAR-10 shape, batch 128
@@ -183,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
     print(
         f"devices {devices}; {args.steps} steps and {args.val} validation images per evaluation; "
-        f"mixed precision {'on' if args.mixed_precision else 'off'}",
+        f"mixed precision {'on' if args.mixed_precision else 'off'}; "
+        f"{runtime.ONEDNN_ENV}={os.environ[runtime.ONEDNN_ENV]}",
         flush=True,
     )
     rows = []

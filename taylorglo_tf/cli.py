@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from taylorglo_tf import extras
+from taylorglo_tf import extras, runtime
 from taylorglo_tf.commands.arguments import EXIT_ERROR, EXIT_INTERRUPTED
 
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    runtime.set_tensorflow_defaults()  # before any command loads TensorFlow; inherited by the processes it starts
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # e.g. for trainer --gpus to start its children

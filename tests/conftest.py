@@ -1,17 +1,20 @@
 """Test-suite settings shared by every test module.
 
 Set before anything imports TensorFlow: quiet logs, the TensorFlow backend for
-Keras, and a headless matplotlib.
+Keras, the toolkit's TensorFlow defaults (as the ``taylorglo`` command sets
+them), and a headless matplotlib.
 """
 
 import os
 
+import pytest
+
+from taylorglo_tf import runtime
+
+runtime.set_tensorflow_defaults()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-import pytest
 
 
 @pytest.fixture

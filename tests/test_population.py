@@ -1,5 +1,7 @@
 """Batched evaluation (``Evaluator.evaluate_many``): K candidates per train step, each as if alone."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -107,10 +109,24 @@ def test_new_batches_of_one_task_reuse_the_compiled_step_without_retracing(evalu
     task = DIGITS.replace(steps=20)
     evaluator.evaluate_many(taylor_losses([PAPER_THETA, PAPER_THETA * 0.9]), task)
     traces = evaluator.trace_count()
-    first = evaluator.evaluate_many(taylor_losses([PAPER_THETA * 1.1, PAPER_THETA * 0.7]), task)
-    fewer = evaluator.evaluate_many(taylor_losses([PAPER_THETA * 0.7]), task)  # a smaller batch reuses the slots
+    evaluator.evaluate_many(taylor_losses([PAPER_THETA * 1.1, PAPER_THETA * 0.7]), task)
     assert evaluator.trace_count() == traces
-    assert_same_as_alone(fewer[0], first[1])
+
+
+def test_a_smaller_batch_runs_only_its_own_copies_and_traces_once_per_width():
+    from taylorglo_tf.training import Evaluator
+
+    evaluator = Evaluator(progress_every=10)  # its own: no width traced before
+    task = DIGITS.replace(steps=20)
+    pair = evaluator.evaluate_many(taylor_losses([PAPER_THETA * 1.1, PAPER_THETA * 0.7]), task)
+    traced_pair = evaluator.trace_count()
+    fewer = evaluator.evaluate_many(taylor_losses([PAPER_THETA * 0.7]), task)  # slot 0 of the two copies
+    traced_one = evaluator.trace_count()
+    assert traced_one > traced_pair  # a step one copy wide
+    again = evaluator.evaluate_many(taylor_losses([PAPER_THETA * 0.7]), task)
+    assert evaluator.trace_count() == traced_one
+    assert_same_as_alone(fewer[0], pair[1])
+    assert again[0] == dataclasses.replace(fewer[0], wall_time_s=again[0].wall_time_s)
 
 
 def test_bad_arguments_are_refused_naming_them(evaluator):

@@ -180,6 +180,31 @@ def test_run_measures_the_trainer_layout_once_and_reuses_it(tmp_path, monkeypatc
     assert one_run._layout() == (3, 1) and len(calls) == 1  # given: not measured
 
 
+def test_run_gives_its_trainers_the_measured_onednn_setting_unless_the_user_chose_one(tmp_path, monkeypatch):
+    from taylorglo_tf import runtime
+    from taylorglo_tf.training import tuning
+
+    measured_with = []
+
+    def measured(task, cores, *, onednn, **kwargs):
+        measured_with.append(tuple(onednn))
+        return {"trainers": 1, "candidates_per_step": 2, "onednn": "0", "rates": {"1 trainer, K=2": 9.0}}
+
+    monkeypatch.setattr(tuning, "local_layout", measured)
+    monkeypatch.delenv(runtime.ONEDNN_ENV, raising=False)
+    monkeypatch.delenv(runtime.DEFAULTED_ENV, raising=False)
+    runtime.set_tensorflow_defaults()  # as the taylorglo command does first
+    options = run_command.RunOptions.from_args(run_command_args(None, tmp_path))
+    search = run_command.LocalSearch(run_command.load_run_spec(None), options, tmp_path / "out", io.StringIO())
+    assert search._layout() == (1, 2)
+    assert measured_with == [("0", "1")] and os.environ[runtime.ONEDNN_ENV] == "0"
+
+    monkeypatch.setenv(runtime.ONEDNN_ENV, "1")  # the user's own choice
+    monkeypatch.delenv(runtime.DEFAULTED_ENV)
+    assert search._layout() == (1, 2)
+    assert measured_with[-1] == ("1",) and os.environ[runtime.ONEDNN_ENV] == "1"
+
+
 @pytest.mark.slow
 def test_run_with_the_synthetic_evaluator_accounts_for_every_candidate_of_the_default_search(tmp_path):
     out = tmp_path / "result"

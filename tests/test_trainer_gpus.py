@@ -6,6 +6,7 @@ import pytest
 
 from taylorglo_tf import cli
 from taylorglo_tf.commands.gpus import GpuError, child_argv, chosen_gpus, visible_gpus
+from taylorglo_tf.limits import MAX_LEASE_CANDIDATES
 
 
 def test_visible_gpus_are_the_cuda_visible_devices_when_set():
@@ -60,3 +61,14 @@ def test_candidates_per_step_takes_a_positive_integer_or_auto(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["trainer", "--candidates-per-step", "0"])
     assert "--candidates-per-step" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["trainer", "run"])
+def test_candidates_per_step_above_the_lease_limit_is_refused_by_the_parser_naming_it(command, capsys):
+    parser = cli.build_parser()
+    limit = str(MAX_LEASE_CANDIDATES)
+    assert parser.parse_args([command, "--candidates-per-step", limit]).candidates_per_step == MAX_LEASE_CANDIDATES
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--candidates-per-step", str(MAX_LEASE_CANDIDATES + 1)])
+    error = capsys.readouterr().err
+    assert "--candidates-per-step" in error and f"must be <= {limit}, got {MAX_LEASE_CANDIDATES + 1}" in error

@@ -2,6 +2,7 @@
 
 import json
 
+from taylorglo_tf import runtime
 from taylorglo_tf.training import Task, tuning
 
 
@@ -31,3 +32,62 @@ def test_auto_measures_at_most_eight_candidates_per_step_on_a_cpu_and_all_on_a_g
     assert tuning.auto_candidates() == (1, 2, 4, 8) and tuning.CPU_MAX_CANDIDATES == 8
     monkeypatch.setattr(tuning, "device_name", lambda: "NVIDIA H200")
     assert tuning.auto_candidates() == tuning.DEFAULT_CANDIDATES == (1, 2, 4, 8, 16, 32)
+
+
+# Candidate-steps/s of the fake single-trainer probes by (oneDNN setting, K).
+PROBE_RATES = {("0", "1"): 10.0, ("0", "2"): 14.0, ("0", "4"): 16.0, ("0", "8"): 15.0}
+PROBE_RATES |= {("1", "1"): 20.0, ("1", "2"): 24.0, ("1", "4"): 23.0, ("1", "8"): 22.0}
+
+
+class FakeProbe:
+    """A probe process that is never started: its rates come from ``PROBE_RATES``."""
+
+    def __init__(self, candidates, env, parties):
+        self.candidates, self.onednn, self.parties = candidates, env[runtime.ONEDNN_ENV], parties
+
+    def rates(self):
+        # Parallel probes (parties > 1) each get 9 candidate-steps/s.
+        if self.parties > 1:
+            return {"1": 9.0}
+        return {k: PROBE_RATES[(self.onednn, k)] for k in self.candidates.split(",")}
+
+
+def fake_probes(monkeypatch):
+    started = []
+
+    def start(task, candidates, seconds, env, barrier="", parties=1):
+        started.append(FakeProbe(candidates, env, parties))
+        return started[-1]
+
+    monkeypatch.setattr(tuning, "_start_probe", start)
+    monkeypatch.setattr(tuning, "_probe_rates", lambda probe: probe.rates())
+    return started
+
+
+def test_the_local_layout_measures_k_up_to_the_cpu_cap_and_both_onednn_settings_and_picks_the_fastest(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TAYLORGLO_CACHE_DIR", str(tmp_path))
+    started = fake_probes(monkeypatch)
+    task = Task(dataset="digits", model="tiny", steps=10)
+    layout = tuning.local_layout(task, 2)
+    assert {(p.onednn, p.candidates, p.parties) for p in started} == {
+        ("0", "1,2,4,8", 1),
+        ("0", "1", 2),
+        ("1", "1,2,4,8", 1),
+        ("1", "1", 2),
+    }
+    assert (layout["trainers"], layout["candidates_per_step"], layout["onednn"]) == (1, 2, "1")
+    assert layout["rates"]["2 trainers, K=1, oneDNN off"] == 18.0
+    assert layout["rates"]["1 trainer, K=4, oneDNN off"] == 16.0
+    count = len(started)
+    assert tuning.local_layout(task, 2) == layout and len(started) == count  # cached
+
+
+def test_the_local_layout_measures_only_the_onednn_setting_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAYLORGLO_CACHE_DIR", str(tmp_path))
+    started = fake_probes(monkeypatch)
+    layout = tuning.local_layout(Task(dataset="digits", model="tiny", steps=10), 2, onednn=("0",))
+    assert {p.onednn for p in started} == {"0"}
+    assert (layout["trainers"], layout["candidates_per_step"], layout["onednn"]) == (2, 1, "0")
+    assert set(layout["rates"]) == {f"1 trainer, K={k}" for k in (1, 2, 4, 8)} | {"2 trainers, K=1"}

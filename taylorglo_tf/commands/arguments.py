@@ -11,7 +11,7 @@ import argparse
 import os
 from collections.abc import Callable
 
-from taylorglo_tf import connection
+from taylorglo_tf import connection, limits
 
 ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
 TOKEN_ENV = connection.TOKEN_ENV
@@ -25,11 +25,13 @@ class CommandError(Exception):
     """A failure explained in one line for the user."""
 
 
-def _bounded(convert: Callable[[str], float], minimum: float) -> Callable[[str], float]:
+def _bounded(convert: Callable[[str], float], minimum: float, maximum: float | None = None) -> Callable[[str], float]:
     def parse(text: str):
         value = convert(text)
         if not value >= minimum:  # also refuses NaN
             raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {text}")
         return value
 
     parse.__name__ = convert.__name__  # argparse names the type in "invalid int value" messages
@@ -41,12 +43,22 @@ non_negative_int = _bounded(int, 0)
 non_negative_float = _bounded(float, 0.0)
 
 
+# Candidates one lease call may ask for (--candidates-per-step).
+candidates_per_step = _bounded(int, 1, limits.MAX_LEASE_CANDIDATES)
+
+
 def positive_int_or_auto(value: str):
-    """``auto`` or a positive integer (``--trainers``, ``--candidates-per-step``)."""
+    """``auto`` or a positive integer (``--trainers``)."""
     return value if value == "auto" else positive_int(value)
 
 
-positive_int_or_auto.__name__ = "'auto' or int"  # argparse: "invalid 'auto' or int value: 'x'"
+def candidates_per_step_or_auto(value: str):
+    """``auto`` or a number of candidates per lease call, 1..``limits.MAX_LEASE_CANDIDATES``."""
+    return value if value == "auto" else candidates_per_step(value)
+
+
+# argparse names the type in its message: "invalid 'auto' or int value: 'x'"
+positive_int_or_auto.__name__ = candidates_per_step_or_auto.__name__ = "'auto' or int"
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:

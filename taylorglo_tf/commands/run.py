@@ -45,12 +45,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from taylorglo_tf import runtime
 from taylorglo_tf.commands.arguments import (
     DATA_DIR_ENV,
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    candidates_per_step,
     non_negative_int,
     positive_int,
     positive_int_or_auto,
@@ -107,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--candidates-per-step",
-        type=positive_int,
+        type=candidates_per_step,
         default=None,
         metavar="K",
         help="candidates each trainer trains together per step (default: 1 with --trainers N, "
@@ -450,16 +452,22 @@ class LocalSearch:
             return DEFAULT_TRAINERS, per_step or 1
         from taylorglo_tf.training import Task, tuning
 
+        # oneDNN is measured too unless the user set it; the choice reaches the trainers
+        # and this process's comparison through the environment (TensorFlow is not loaded yet).
+        user_onednn = runtime.chosen_by_user(runtime.ONEDNN_ENV)
+        onednn = (os.environ[runtime.ONEDNN_ENV],) if user_onednn else tuning.ONEDNN_SETTINGS
         try:
             task = Task.from_proto(self.spec.task, self.options.data_dir)
             self._print(f"measuring the fastest trainer layout for {task.model} on this machine (once; cached)")
-            layout = tuning.local_layout(task, os.cpu_count() or 1)
+            layout = tuning.local_layout(task, os.cpu_count() or 1, onednn=onednn)
         except (ValueError, RuntimeError, OSError) as error:
             # The trainers will report a bad task themselves, as for any search.
             self._print(f"no layout measurement ({error}); {DEFAULT_TRAINERS} trainers")
             return DEFAULT_TRAINERS, per_step or 1
         rates = ", ".join(f"{name}: {rate:.0f}" for name, rate in layout["rates"].items())
         self._print(f"candidate-steps/s: {rates}")
+        if not user_onednn and "onednn" in layout:
+            os.environ[runtime.ONEDNN_ENV] = layout["onednn"]
         return layout["trainers"], per_step or layout["candidates_per_step"]
 
     # -- steps --------------------------------------------------------------------------

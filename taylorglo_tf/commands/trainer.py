@@ -27,10 +27,10 @@ from taylorglo_tf.commands.arguments import (
     EXIT_OK,
     CommandError,
     add_connection_arguments,
+    candidates_per_step_or_auto,
     non_negative_float,
     open_channel,
     positive_int,
-    positive_int_or_auto,
 )
 from taylorglo_tf.limits import MAX_LEASE_CANDIDATES, MAX_WAIT_MS
 
@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--candidates-per-step",
-        type=positive_int_or_auto,
+        type=candidates_per_step_or_auto,
         default=1,
         metavar="K|auto",
         help=f"lease up to K candidates (of one experiment) per call, at most "

@@ -444,7 +444,7 @@ class Evaluator:
         else:
             population = self._population(session, candidates)
             batched = self._population_loss(session, population, losses).train_step
-            active = tf.constant(np.arange(population.size) < candidates)
+            active = np.ones(candidates, dtype=bool)
             step = lambda x, y: batched(x, y, active)  # noqa: E731
         iterator = iter(self._train_dataset(session, task.seed))
         step(*next(iterator)).numpy()  # traces and warms up
@@ -805,7 +805,7 @@ class Evaluator:
             if not pending:
                 break
         validation_started = _clock()
-        everyone = np.arange(population.size) < count
+        everyone = np.ones(count, dtype=bool)
         val_accuracy, val_loss = self._score_population(session, population, compiled, "val", everyone)
         tested = self._score_population(session, population, compiled, "test", everyone) if test else None
         outcomes = []
@@ -844,7 +844,7 @@ class Evaluator:
         check, then ``progress``, then the abort rule) so that every candidate
         stops exactly where it would alone.
         """
-        active = np.zeros(population.size, dtype=bool)
+        active = np.zeros(max(slots) + 1, dtype=bool)  # the step runs this many copies, no more
         active[list(slots)] = True
         ended: dict[int, _Attempt] = {}
 
@@ -863,7 +863,8 @@ class Evaluator:
                 for loss in compiled.losses:
                     loss.set_progress(schedule.progress_at(step))
             try:
-                compiled.train_step(x, y, tf.constant(active))
+                # Copies past the last running candidate are left out of the step.
+                compiled.train_step(x, y, active[: np.flatnonzero(active)[-1] + 1])
             except (tf.errors.InvalidArgumentError, FloatingPointError) as error:
                 raise _BatchFailed() from error
             if schedule.reports_at(step, self.progress_every):
@@ -886,13 +887,12 @@ class Evaluator:
         return ended, clock.elapsed()
 
     def _score_population(self, session, population, compiled, split, active) -> tuple[np.ndarray, np.ndarray]:
-        """Per slot (accuracy, mean loss) on ``split``; slots not ``active`` score 0 and cost nothing."""
+        """Per slot of ``active`` (accuracy, mean loss) on ``split``; slots not ``active`` score 0."""
         images, labels = session.tensors[split]
         count = int(labels.shape[0])
-        mask = tf.constant(active)
-        sums = tf.zeros((population.size, 2))
+        sums = tf.zeros((len(active), 2))
         for start in range(0, count, _EVAL_BATCH):
-            sums += compiled.eval_step(images[start : start + _EVAL_BATCH], labels[start : start + _EVAL_BATCH], mask)
+            sums += compiled.eval_step(images[start : start + _EVAL_BATCH], labels[start : start + _EVAL_BATCH], active)
         sums = sums.numpy().astype(np.float64) / count
         return sums[:, 0], sums[:, 1]
 

@@ -4,13 +4,16 @@ A ``Population`` holds K copies of a session's model (each with its own weights,
 optimizer state and loss, so its own theta) side by side in one graph. One step
 feeds the same batch to every copy; each copy's forward pass, gradient and update
 are independent ops, so TensorFlow runs them in parallel and pays one call's
-overhead for all K. A boolean per slot in the step's ``active`` argument (a
-tensor, so no retracing) decides whether that copy's update is applied: a
-candidate that diverged, was stopped or waits for another attempt keeps its
-weights. Its forward and backward passes still run: inside a ``tf.cond`` branch
-TensorFlow's graph rewrites round the Taylor loss's gradient differently (1e-8
-after one step), and this layout keeps every candidate's arithmetic bit-for-bit
-that of ``Evaluator.evaluate``.
+overhead for all K. A step runs the first ``width`` copies only (its
+``active`` argument has one boolean per copy it runs; a step is traced once per
+width), so a batch of fewer candidates than copies, or one whose last
+candidates have stopped, pays for the copies it uses. Within the width,
+``active`` (a tensor, so no retracing) decides whether a copy's update is
+applied: a candidate that diverged, was stopped or waits for another attempt
+keeps its weights. Its forward and backward passes still run: inside a
+``tf.cond`` branch TensorFlow's graph rewrites round the Taylor loss's gradient
+differently (1e-8 after one step), and this layout keeps every candidate's
+arithmetic bit-for-bit that of ``Evaluator.evaluate``.
 
 Why side by side and not one vectorized model (weights stacked on a candidate
 axis, grouped convolutions, batched matmuls): measured on CPU with
@@ -34,12 +37,27 @@ import tensorflow as tf
 
 @dataclass
 class PopulationLoss:
-    """The K loss copies of one loss form and the steps compiled over them."""
+    """The K loss copies of one loss form and the steps compiled over them.
+
+    Both steps take ``active``, one boolean per copy to run: its length is the
+    step's width (copies ``0..width-1``).
+    """
 
     losses: list[Any]
     settable: bool
-    train_step: Any
-    eval_step: Any
+    train_fn: Any
+    eval_fn: Any
+
+    def train_step(self, x, y, active: np.ndarray):
+        """One optimizer step of the first ``len(active)`` copies; their training losses."""
+        return self.train_fn(x, y, tf.constant(active), len(active))
+
+    def eval_step(self, x, y, active: np.ndarray):
+        """Per copy run, (correct predictions, loss x batch size) of one batch; zeros where not ``active``."""
+        return self.eval_fn(x, y, tf.constant(active), len(active))
+
+    def traces(self) -> int:
+        return sum(fn.experimental_get_tracing_count() for fn in (self.train_fn, self.eval_fn))
 
 
 @dataclass
@@ -78,8 +96,8 @@ class Population:
         return PopulationLoss(
             losses=held,
             settable=settable,
-            train_step=self._make_train_step(held, labels, batch_loss),
-            eval_step=self._make_eval_step(held, labels),
+            train_fn=self._make_train_step(held, labels, batch_loss),
+            eval_fn=self._make_eval_step(held, labels),
         )
 
     def _make_train_step(self, loss_fns: list[Any], labels: Callable, batch_loss: Callable):
@@ -105,9 +123,9 @@ class Population:
             return loss
 
         @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
-        def train_step(x, y, active):
+        def train_step(x, y, active, width: int):
             # One branch per slot; slots do not depend on each other, so they run concurrently.
-            return tf.stack([slot_step(k, x, y, active) for k in range(len(models))])
+            return tf.stack([slot_step(k, x, y, active) for k in range(width)])
 
         return train_step
 
@@ -123,16 +141,12 @@ class Population:
             return tf.stack([tf.reduce_sum(tf.cast(hits, tf.float32)), loss * batch])
 
         @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
-        def eval_step(x, y, active):
+        def eval_step(x, y, active, width: int):
             y = tf.cast(y, tf.int64)
-            sums = tf.stack([slot_eval(k, x, y) for k in range(len(models))])
+            sums = tf.stack([slot_eval(k, x, y) for k in range(width)])
             return tf.where(active[:, None], sums, tf.zeros_like(sums))
 
         return eval_step
 
     def trace_count(self) -> int:
-        return sum(
-            fn.experimental_get_tracing_count()
-            for compiled in self.losses.values()
-            for fn in (compiled.train_step, compiled.eval_step)
-        )
+        return sum(compiled.traces() for compiled in self.losses.values())

@@ -6,6 +6,9 @@ gain less than ``min_gain``) and each XLA setting, and returns the setting with
 the most candidate-steps per second. The answer is kept in a JSON file keyed by
 device, model, input shape and batch size, so a trainer measures once per
 machine and task shape (``$TAYLORGLO_CACHE_DIR``, default ``~/.cache/taylorglo``).
+
+``local_layout(task, cores)`` is ``taylorglo run``'s choice on a CPU: trainer
+processes, K, and oneDNN off or on, measured in probe processes.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import dataclasses
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from taylorglo_tf import atomic
+from taylorglo_tf import atomic, runtime
 from taylorglo_tf.training.task import Task
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,8 @@ DEFAULT_CANDIDATES = (1, 2, 4, 8, 16, 32)
 # (docs/BENCHMARKS.md, "Many candidates per step"), so ``auto`` measures no more.
 CPU_MAX_CANDIDATES = 8
 PROBE_STEPS = 3
+# TF_ENABLE_ONEDNN_OPTS values the local layout measures: off, on.
+ONEDNN_SETTINGS = ("0", "1")
 # A larger K must beat the best smaller one by this factor to be worth its memory and latency.
 MIN_GAIN = 1.05
 
@@ -127,18 +134,26 @@ def _read(path: Path) -> dict:
 # ------------------------------------------------------------------ local layout (CPU)
 
 
-def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: bool = True) -> dict:
-    """One trainer with K candidates per step, or ``cores`` trainers of one candidate: whichever is faster here.
+def local_layout(
+    task: Task,
+    cores: int,
+    *,
+    onednn: Sequence[str] = ONEDNN_SETTINGS,
+    seconds: float = 0.5,
+    use_cache: bool = True,
+) -> dict:
+    """The fastest local layout here: one trainer with K candidates per step or ``cores`` trainers
+    of one candidate, each with TensorFlow's oneDNN CPU kernels off or on (``onednn``).
 
-    Two TensorFlow processes on two cores fight over the threads, and one
-    process may not fill the cores either, so both are measured as they would
-    run: one probe process timing K = 1, 2, 4, 8, and ``cores`` probe processes
-    timing one candidate each at the same time (they start the clock together).
-    Returns ``{"trainers", "candidates_per_step", "rates"}``; cached like ``choose``.
+    Two TensorFlow processes on two cores fight over the threads, one process
+    may not fill the cores either, and oneDNN trains the paper's convnets much
+    faster but tiny ones slower (docs/BENCHMARKS.md), so each is measured as it
+    would run: per oneDNN setting, one probe process timing K = 1, 2, 4, 8
+    (:data:`CPU_MAX_CANDIDATES`), and ``cores`` probe processes timing one
+    candidate each at the same time (they start the clock together). Returns
+    ``{"trainers", "candidates_per_step", "onednn", "rates"}``; cached like ``choose``.
     Runs in subprocesses: the caller imports no TensorFlow.
     """
-    import subprocess
-    import sys
     import tempfile
 
     # Steps, seed and the abort rule do not change the cost of a step.
@@ -152,6 +167,7 @@ def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: boo
             task.batch_size,
             task.fraction,
             task.augmentation,
+            list(onednn),
         ],
         sort_keys=True,
     )
@@ -159,51 +175,58 @@ def local_layout(task: Task, cores: int, *, seconds: float = 0.5, use_cache: boo
     cached = _read(path)
     if use_cache and key in cached:
         return cached[key]
-
-    def probe(candidates: str, barrier: str = "", parties: int = 1) -> subprocess.Popen:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "taylorglo_tf.training.tuning",
-                json.dumps(task.to_dict()),
-                candidates,
-                str(seconds),
-                barrier,
-                str(parties),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        )
-
-    def rates_of(process: subprocess.Popen) -> dict[str, float]:
-        out, _ = process.communicate(timeout=600)
-        if process.returncode != 0:
-            raise RuntimeError(f"tuning probe for {task.model} failed (exit {process.returncode})")
-        return json.loads(out)
-
-    one = rates_of(probe("1,2,4"))
-    with tempfile.TemporaryDirectory() as barrier:
-        parallel = sum(
-            rate for p in [probe("1", barrier, cores) for _ in range(cores)] for rate in rates_of(p).values()
-        )
-    best_k = max(one, key=one.__getitem__)
-    layout: dict[str, Any]
-    if parallel > one[best_k]:
-        layout = {"trainers": cores, "candidates_per_step": 1}
-    else:
-        layout = {"trainers": 1, "candidates_per_step": int(best_k)}
-    layout["rates"] = {**{f"1 trainer, K={k}": rate for k, rate in one.items()}, f"{cores} trainers, K=1": parallel}
+    candidates = ",".join(str(k) for k in DEFAULT_CANDIDATES if k <= CPU_MAX_CANDIDATES)
+    rates: dict[str, float] = {}
+    layouts: list[tuple[float, dict[str, Any]]] = []
+    for setting in onednn:
+        env = {runtime.ONEDNN_ENV: setting}
+        label = f", oneDNN {'on' if setting == '1' else 'off'}" if len(onednn) > 1 else ""
+        for k, rate in _probe_rates(_start_probe(task, candidates, seconds, env)).items():
+            rates[f"1 trainer, K={k}{label}"] = rate
+            layouts.append((rate, {"trainers": 1, "candidates_per_step": int(k), "onednn": setting}))
+        with tempfile.TemporaryDirectory() as barrier:
+            probes = [_start_probe(task, "1", seconds, env, barrier, cores) for _ in range(cores)]
+            parallel = sum(rate for probe in probes for rate in _probe_rates(probe).values())
+        rates[f"{cores} trainers, K=1{label}"] = parallel
+        layouts.append((parallel, {"trainers": cores, "candidates_per_step": 1, "onednn": setting}))
+    layout = {**max(layouts, key=lambda measured: measured[0])[1], "rates": rates}
     if use_cache:
         _store(path, key, layout)
     return layout
 
 
+def _start_probe(
+    task: Task, candidates: str, seconds: float, env: dict[str, str], barrier: str = "", parties: int = 1
+) -> subprocess.Popen:
+    """A probe process timing ``task``'s step at each K of ``candidates`` (see ``_probe_main``)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taylorglo_tf.training.tuning",
+            json.dumps(task.to_dict()),
+            candidates,
+            str(seconds),
+            barrier,
+            str(parties),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env),
+    )
+
+
+def _probe_rates(process: subprocess.Popen) -> dict[str, float]:
+    """A probe's candidate-steps per second by K; RuntimeError if it failed."""
+    out, _ = process.communicate(timeout=600)
+    if process.returncode != 0:
+        raise RuntimeError(f"a tuning probe process failed (exit {process.returncode})")
+    return json.loads(out)
+
+
 def _probe_main(argv: Sequence[str]) -> int:
     """``python -m taylorglo_tf.training.tuning TASK_JSON K,K,.. SECONDS [BARRIER_DIR PARTIES]``: rates as JSON."""
-    import sys
     import time
 
     from taylorglo_tf.training.evaluator import Evaluator
@@ -228,6 +251,4 @@ def _probe_main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(_probe_main(sys.argv[1:]))
