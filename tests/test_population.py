@@ -129,6 +129,17 @@ def test_a_smaller_batch_runs_only_its_own_copies_and_traces_once_per_width():
     assert again[0] == dataclasses.replace(fewer[0], wall_time_s=again[0].wall_time_s)
 
 
+def test_widths_are_powers_of_two_so_three_candidates_reuse_the_step_of_four():
+    from taylorglo_tf.training import Evaluator
+
+    evaluator = Evaluator(progress_every=10)
+    task = DIGITS.replace(steps=10)
+    evaluator.evaluate_many(taylor_losses([PAPER_THETA * s for s in (0.7, 0.8, 0.9, 1.0)]), task)
+    traces = evaluator.trace_count()
+    three = evaluator.evaluate_many(taylor_losses([PAPER_THETA * s for s in (0.7, 0.8, 0.9)]), task)
+    assert evaluator.trace_count() == traces and len(three) == 3
+
+
 def test_bad_arguments_are_refused_naming_them(evaluator):
     with pytest.raises(ValueError, match="2 callbacks for 1 losses"):
         evaluator.evaluate_many(taylor_losses([PAPER_THETA]), DIGITS, progress=[None, None])
@@ -152,3 +163,21 @@ def test_candidates_trained_together_at_another_learning_rate_match_their_runs_a
         assert_same_as_alone(one_batched, one_alone)
     at_recipe_rate = evaluator.evaluate_many(candidates(), task.replace(lr_scale=1.0))
     assert at_recipe_rate[0].val_loss < 0.9 * batched[0].val_loss  # cross-entropy: the rate really changed
+
+
+def test_a_candidate_stopped_early_keeps_its_batch_norm_statistics_while_the_others_train():
+    """A stopped copy's forward pass goes on in the batched step; its score is still that of its run alone."""
+    from taylorglo_tf.training import Evaluator
+
+    evaluator = Evaluator(progress_every=5)
+    task = DIGITS.replace(model="preact_resnet20", steps=15, batch_size=32)  # a model with batch norm
+
+    def stop_after_5(steps_done, total):
+        return steps_done < 5
+
+    losses = taylor_losses([PAPER_THETA, PAPER_THETA * 0.9])
+    alone = evaluator.evaluate(losses[0], task, progress=stop_after_5)
+    batched = evaluator.evaluate_many(losses, task, progress=[stop_after_5, None])
+    assert alone.status == batched[0].status == "aborted" and batched[0].steps == 5
+    assert_same_as_alone(batched[0], alone)
+    assert batched[1].steps == 15

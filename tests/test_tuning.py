@@ -1,6 +1,10 @@
 """Choosing candidates per step and XLA by measurement (taylorglo_tf.training.tuning)."""
 
 import json
+import subprocess
+import sys
+
+import pytest
 
 from taylorglo_tf import runtime
 from taylorglo_tf.training import Task, tuning
@@ -27,6 +31,22 @@ def test_the_fastest_setting_is_measured_once_then_read_from_the_cache(tmp_path,
     assert tuning.choose(task, candidates=(1, 2), jit=(False,), steps=2) == choice
 
 
+def test_a_choice_measured_with_one_cpu_kernel_setting_is_not_reused_with_the_other(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAYLORGLO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "device_name", lambda: "CPU x2")
+    measured = []
+    from taylorglo_tf.training.evaluator import Evaluator
+
+    monkeypatch.setattr(Evaluator, "step_rate", lambda self, task, k, steps: measured.append(k) or float(k))
+    task = Task(dataset="digits", model="tiny", steps=10)
+    monkeypatch.setenv(runtime.ONEDNN_ENV, "0")
+    tuning.choose(task, candidates=(1,), jit=(False,))
+    tuning.choose(task, candidates=(1,), jit=(False,))  # cached
+    monkeypatch.setenv(runtime.ONEDNN_ENV, "1")
+    tuning.choose(task, candidates=(1,), jit=(False,))
+    assert measured == [1, 1]
+
+
 def test_auto_measures_at_most_eight_candidates_per_step_on_a_cpu_and_all_on_a_gpu(monkeypatch):
     monkeypatch.setattr(tuning, "device_name", lambda: "CPU x2")
     assert tuning.auto_candidates() == (1, 2, 4, 8) and tuning.CPU_MAX_CANDIDATES == 8
@@ -44,6 +64,12 @@ class FakeProbe:
 
     def __init__(self, candidates, env, parties):
         self.candidates, self.onednn, self.parties = candidates, env[runtime.ONEDNN_ENV], parties
+
+    def poll(self):
+        return 0  # already ended
+
+    def wait(self):
+        return 0
 
     def rates(self):
         # Parallel probes (parties > 1) each get 9 candidate-steps/s.
@@ -91,3 +117,37 @@ def test_the_local_layout_measures_only_the_onednn_setting_it_is_given(tmp_path,
     assert {p.onednn for p in started} == {"0"}
     assert (layout["trainers"], layout["candidates_per_step"], layout["onednn"]) == (2, 1, "0")
     assert set(layout["rates"]) == {f"1 trainer, K={k}" for k in (1, 2, 4, 8)} | {"2 trainers, K=1"}
+
+
+def sleeping_process(seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"], stdout=subprocess.PIPE)
+
+
+def test_a_stuck_probe_is_killed_and_reported(monkeypatch):
+    monkeypatch.setattr(tuning, "PROBE_TIMEOUT_S", 0.5)
+    stuck = sleeping_process(60)
+    with pytest.raises(RuntimeError, match="took over 0.5 s"):
+        tuning._probe_rates(stuck)
+    assert stuck.poll() is not None  # killed and reaped
+
+
+def test_when_one_parallel_probe_fails_the_others_are_killed_and_the_layout_reports_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAYLORGLO_CACHE_DIR", str(tmp_path))
+    started = []
+
+    def start(task, candidates, seconds, env, barrier="", parties=1):
+        if parties == 1:  # the single-trainer probe works
+            process = subprocess.Popen(
+                [sys.executable, "-c", "print('{\"1\": 5.0}')"], stdout=subprocess.PIPE, text=True
+            )
+        elif len(started) == 1:  # the first parallel probe fails, the second would wait at the barrier
+            process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], stdout=subprocess.PIPE)
+        else:
+            process = sleeping_process(60)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(tuning, "_start_probe", start)
+    with pytest.raises(RuntimeError, match="exit 3"):
+        tuning.local_layout(Task(dataset="digits", model="tiny", steps=10), 2, onednn=("1",))
+    assert all(process.poll() is not None for process in started)

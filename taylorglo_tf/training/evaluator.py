@@ -847,10 +847,15 @@ class Evaluator:
         active = np.zeros(max(slots) + 1, dtype=bool)  # the step runs this many copies, no more
         active[list(slots)] = True
         ended: dict[int, _Attempt] = {}
+        # Non-trainable state of candidates stopped before the last step: their copy's
+        # forward pass goes on while others train (see training.population).
+        stopped_state: dict[int, list[np.ndarray]] = {}
 
         def stop(slot: int, status: AttemptStatus, step: int) -> None:
             ended[slot] = _Attempt(status, step)
             active[slot] = False
+            if step < schedule.total:
+                stopped_state[slot] = population.non_trainable_state(slot)
 
         time_varying = "t" in getattr(compiled.losses[0], "inputs", ())
         clock = _LoopClock()
@@ -884,6 +889,8 @@ class Evaluator:
         finite = population.finite_flags()
         for slot in np.flatnonzero(active).tolist():
             stop(slot, "ok" if finite[slot] else "diverged", schedule.total)
+        for slot, state in stopped_state.items():
+            population.restore_non_trainable(slot, state)
         return ended, clock.elapsed()
 
     def _score_population(self, session, population, compiled, split, active) -> tuple[np.ndarray, np.ndarray]:

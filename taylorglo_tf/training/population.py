@@ -4,16 +4,20 @@ A ``Population`` holds K copies of a session's model (each with its own weights,
 optimizer state and loss, so its own theta) side by side in one graph. One step
 feeds the same batch to every copy; each copy's forward pass, gradient and update
 are independent ops, so TensorFlow runs them in parallel and pays one call's
-overhead for all K. A step runs the first ``width`` copies only (its
-``active`` argument has one boolean per copy it runs; a step is traced once per
-width), so a batch of fewer candidates than copies, or one whose last
-candidates have stopped, pays for the copies it uses. Within the width,
+overhead for all K. A step runs the first ``width`` copies only (the
+copies its ``active`` argument covers, rounded up to a power of two so that a
+step is traced at most log2(K) + 1 times), so a batch of fewer candidates than
+copies, or one whose last candidates have stopped, pays for about the copies it
+uses. Within the width,
 ``active`` (a tensor, so no retracing) decides whether a copy's update is
 applied: a candidate that diverged, was stopped or waits for another attempt
 keeps its weights. Its forward and backward passes still run: inside a
 ``tf.cond`` branch TensorFlow's graph rewrites round the Taylor loss's gradient
 differently (1e-8 after one step), and this layout keeps every candidate's
-arithmetic bit-for-bit that of ``Evaluator.evaluate``.
+arithmetic bit-for-bit that of ``Evaluator.evaluate``. Those forward passes
+still move a stopped copy's non-trainable variables (batch-norm statistics,
+dropout seed state), so the evaluator saves them when a candidate stops and
+puts them back before scoring it.
 
 Why side by side and not one vectorized model (weights stacked on a candidate
 axis, grouped convolutions, batched matmuls): measured on CPU with
@@ -49,12 +53,23 @@ class PopulationLoss:
     eval_fn: Any
 
     def train_step(self, x, y, active: np.ndarray):
-        """One optimizer step of the first ``len(active)`` copies; their training losses."""
-        return self.train_fn(x, y, tf.constant(active), len(active))
+        """One optimizer step of the copies ``active`` marks (the first ``len(active)``); their training losses."""
+        return self.train_fn(x, y, *self._widened(active))[: len(active)]
 
     def eval_step(self, x, y, active: np.ndarray):
-        """Per copy run, (correct predictions, loss x batch size) of one batch; zeros where not ``active``."""
-        return self.eval_fn(x, y, tf.constant(active), len(active))
+        """Per copy of ``active``, (correct predictions, loss x batch size) of one batch; zeros where not active."""
+        return self.eval_fn(x, y, *self._widened(active))[: len(active)]
+
+    def _widened(self, active: np.ndarray) -> tuple[tf.Tensor, int]:
+        """The mask padded to the step's width: the next power of two, at most every copy.
+
+        Each width is a trace (with XLA a compilation), so widths are powers of two:
+        at most log2(K) + 1 of them however candidates stop; the padding copies are inactive.
+        """
+        width = min(1 << (len(active) - 1).bit_length(), len(self.losses))
+        padded = np.zeros(width, dtype=bool)
+        padded[: len(active)] = active
+        return tf.constant(padded), width
 
     def traces(self) -> int:
         return sum(fn.experimental_get_tracing_count() for fn in (self.train_fn, self.eval_fn))
@@ -83,6 +98,14 @@ class Population:
             for variable, value in zip(self.optimizers[k].variables, self.optimizer_initial[k]):
                 variable.assign(value)
             self.finite[k].assign(True)
+
+    def non_trainable_state(self, k: int) -> list[np.ndarray]:
+        """Slot ``k``'s non-trainable variables (batch-norm statistics, dropout seed state)."""
+        return [v.numpy() for v in self.models[k].non_trainable_variables]
+
+    def restore_non_trainable(self, k: int, values: list[np.ndarray]) -> None:
+        for variable, value in zip(self.models[k].non_trainable_variables, values):
+            variable.assign(value)
 
     def finite_flags(self) -> np.ndarray:
         """Per slot: no NaN/inf in the training loss since the last reset."""

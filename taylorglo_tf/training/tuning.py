@@ -33,6 +33,8 @@ DEFAULT_CANDIDATES = (1, 2, 4, 8, 16, 32)
 # (docs/BENCHMARKS.md, "Many candidates per step"), so ``auto`` measures no more.
 CPU_MAX_CANDIDATES = 8
 PROBE_STEPS = 3
+# A probe process (TensorFlow start-up, data, tracing, timing) that takes longer is stuck.
+PROBE_TIMEOUT_S = 600
 # TF_ENABLE_ONEDNN_OPTS values the local layout measures: off, on.
 ONEDNN_SETTINGS = ("0", "1")
 # A larger K must beat the best smaller one by this factor to be worth its memory and latency.
@@ -83,8 +85,11 @@ def choose(
 
     recipe = models.recipe(task.model, task.dataset)
     shape = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed).input_shape
+    device = device_name()
+    # On a CPU the kernels (oneDNN or not) change the answer; the variable is read when TensorFlow loads.
+    kernels = os.environ.get(runtime.ONEDNN_ENV, "") if device.startswith("CPU") else ""
     key = json.dumps(
-        [device_name(), task.model, list(shape), task.batch_size or recipe.batch_size, list(candidates), list(jit)]
+        [device, task.model, list(shape), task.batch_size or recipe.batch_size, list(candidates), list(jit), kernels]
     )
     path = cache_file()
     cached = _read(path)
@@ -186,7 +191,11 @@ def local_layout(
             layouts.append((rate, {"trainers": 1, "candidates_per_step": int(k), "onednn": setting}))
         with tempfile.TemporaryDirectory() as barrier:
             probes = [_start_probe(task, "1", seconds, env, barrier, cores) for _ in range(cores)]
-            parallel = sum(rate for probe in probes for rate in _probe_rates(probe).values())
+            try:
+                parallel = sum(rate for probe in probes for rate in _probe_rates(probe).values())
+            finally:  # one failed: the others would wait at the barrier
+                for probe in probes:
+                    _end(probe)
         rates[f"{cores} trainers, K=1{label}"] = parallel
         layouts.append((parallel, {"trainers": cores, "candidates_per_step": 1, "onednn": setting}))
     layout = {**max(layouts, key=lambda measured: measured[0])[1], "rates": rates}
@@ -218,11 +227,26 @@ def _start_probe(
 
 
 def _probe_rates(process: subprocess.Popen) -> dict[str, float]:
-    """A probe's candidate-steps per second by K; RuntimeError if it failed."""
-    out, _ = process.communicate(timeout=600)
+    """A probe's candidate-steps per second by K; RuntimeError if it failed or took over
+    ``PROBE_TIMEOUT_S`` (it is then killed)."""
+    try:
+        out, _ = process.communicate(timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _end(process)
+        raise RuntimeError(f"a tuning probe process took over {PROBE_TIMEOUT_S} s") from None
     if process.returncode != 0:
         raise RuntimeError(f"a tuning probe process failed (exit {process.returncode})")
-    return json.loads(out)
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise RuntimeError(f"a tuning probe process wrote no rates: {out[-200:]!r}") from None
+
+
+def _end(process: subprocess.Popen) -> None:
+    """Kill ``process`` if it still runs, and reap it."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
 
 
 def _probe_main(argv: Sequence[str]) -> int:
