@@ -326,6 +326,24 @@ def test_keep_going_false_stops_the_evaluation_without_a_report(coordinator):
     assert time.monotonic() - started < 5
 
 
+def test_a_stop_before_the_evaluation_thread_starts_still_trains_the_first_kept_lease_and_returns_the_rest():
+    """Leases evaluated one after another: the first was kept before the stop, so it trains within
+    the grace period whenever the evaluation thread gets going; the others are not started."""
+    trained = []
+
+    def evaluate(lease, heartbeat):
+        trained.append(lease.lease_id)
+        return Outcome(fitness=0.5)
+
+    worker = Worker(grpc.insecure_channel("127.0.0.1:1"), evaluate, "trainer-test")
+    worker.request_stop(grace_s=5.0)  # before the thread runs: the race a stop can win
+    leases = [worker_service_pb2.Lease(lease_id=f"lease-{i}") for i in range(3)]
+    results = worker._evaluate(leases, [lambda steps: True] * 3)
+    assert trained == ["lease-0"]
+    assert results[0] == Outcome(fitness=0.5)
+    assert all(isinstance(result, EvaluationStopped) for result in results[1:])
+
+
 def test_stop_within_the_grace_period_finishes_and_reports_the_candidate(coordinator):
     fake = ScriptedCoordinator([[0.0] * 8, [0.3] * 8])
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=0.5))

@@ -507,8 +507,10 @@ class Worker:
         evaluate_many = getattr(self._evaluate_fn, "evaluate_many", None)
         if evaluate_many is None:
             results: list[Result] = []
-            for lease, heartbeat in zip(leases, heartbeats):
-                if self.stopping:  # no new training once a shutdown began: the lease goes back
+            for index, (lease, heartbeat) in enumerate(zip(leases, heartbeats)):
+                # No new training once a shutdown began: the lease goes back. The first was
+                # kept before this thread started, so a stop in between finishes it (grace period).
+                if index > 0 and self.stopping:
                     results.append(EvaluationStopped(f"lease {lease.lease_id} not started: shutting down"))
                     continue
                 try:
