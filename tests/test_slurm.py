@@ -79,24 +79,23 @@ def _environment(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_the_job_script_names_what_is_missing(tmp_path):
-    result = subprocess.run(
+def _run_job_script(tmp_path):
+    """The array job's script as one array task runs it, with ``tmp_path`` as its home."""
+    return subprocess.run(
         ["bash", str(SLURM / "trainers.sbatch")],
         env={**_environment(tmp_path), **ARRAY_TASK},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_job_script_names_what_is_missing(tmp_path):
+    result = _run_job_script(tmp_path)
     assert result.returncode == 2
     assert "TAYLORGLO_COORDINATOR" in result.stderr and str(tmp_path / "coordinator.address") in result.stderr
     (tmp_path / "coordinator.address").write_text("127.0.0.1:1\n")
-    result = subprocess.run(
-        ["bash", str(SLURM / "trainers.sbatch")],
-        env={**_environment(tmp_path), **ARRAY_TASK},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _run_job_script(tmp_path)
     assert result.returncode == 2 and str(tmp_path / "trainer.token") in result.stderr
 
 

@@ -868,8 +868,7 @@ class Evaluator:
                 for loss in compiled.losses:
                     loss.set_progress(schedule.progress_at(step))
             try:
-                # Copies past the last running candidate are left out of the step.
-                compiled.train_step(x, y, active[: np.flatnonzero(active)[-1] + 1])
+                compiled.train_step(x, y, active)
             except (tf.errors.InvalidArgumentError, FloatingPointError) as error:
                 raise _BatchFailed() from error
             if schedule.reports_at(step, self.progress_every):

@@ -43,8 +43,9 @@ import tensorflow as tf
 class PopulationLoss:
     """The K loss copies of one loss form and the steps compiled over them.
 
-    Both steps take ``active``, one boolean per copy to run: its length is the
-    step's width (copies ``0..width-1``).
+    Both steps take ``active``, one boolean per copy from copy 0: the step runs the
+    copies up to the last one it covers (the train step: the last one marked),
+    rounded up to a power of two.
     """
 
     losses: list[Any]
@@ -53,8 +54,10 @@ class PopulationLoss:
     eval_fn: Any
 
     def train_step(self, x, y, active: np.ndarray):
-        """One optimizer step of the copies ``active`` marks (the first ``len(active)``); their training losses."""
-        return self.train_fn(x, y, *self._widened(active))[: len(active)]
+        """One optimizer step of the copies ``active`` marks; their training losses (copies after
+        the last marked one do not run, so their rows are left out)."""
+        running = active[: np.flatnonzero(active)[-1] + 1]
+        return self.train_fn(x, y, *self._widened(running))[: len(running)]
 
     def eval_step(self, x, y, active: np.ndarray):
         """Per copy of ``active``, (correct predictions, loss x batch size) of one batch; zeros where not active."""
