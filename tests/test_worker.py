@@ -344,6 +344,35 @@ def test_a_stop_before_the_evaluation_thread_starts_still_trains_the_first_kept_
     assert all(isinstance(result, EvaluationStopped) for result in results[1:])
 
 
+def test_a_report_in_flight_to_a_coordinator_that_died_ends_at_the_shutdown_deadline_not_its_timeout():
+    """The channel waits for a coordinator that is gone (wait for ready) up to the call's
+    timeout; a stop request's grace deadline cuts that wait short."""
+    from taylorglo_tf.connection import connect
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    worker = Worker(connect(dead), lambda lease, heartbeat: Outcome(fitness=0.5), "trainer-test")
+    request = Outcome(fitness=0.5).to_request("lease-0", "trainer-test")
+    outcome = {}
+
+    def report():
+        started = time.monotonic()
+        try:
+            worker._until_shutdown(worker._stub.ReportResult, request, timeout=30.0)
+        except grpc.RpcError as error:
+            outcome["code"] = error.code()
+        outcome["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=report)
+    thread.start()
+    time.sleep(0.5)
+    worker.request_stop(grace_s=0.5)
+    thread.join(10)
+    assert outcome["code"] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert outcome["seconds"] < 3
+
+
 def test_stop_within_the_grace_period_finishes_and_reports_the_candidate(coordinator):
     fake = ScriptedCoordinator([[0.0] * 8, [0.3] * 8])
     worker = _fast_worker(coordinator(fake), SyntheticEvaluator(sleep_s=0.5))

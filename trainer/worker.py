@@ -94,6 +94,16 @@ LEASE_RETRYABLE_CODES = (
 RETURN_TIMEOUT_S = 5.0  # giving a lease back is best effort: it expires anyway
 
 
+class _ShutdownDeadline(grpc.RpcError):
+    """A call that a shutdown's grace deadline cut short (see ``Worker._until_shutdown``)."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return "the shutdown's grace period ended first"
+
+
 class EvaluationStopped(Exception):
     """Raised by an evaluation function when ``heartbeat`` told it to stop."""
 
@@ -604,7 +614,7 @@ class Worker:
 
         def send(time_left_s: float) -> worker_service_pb2.ReportResultResponse:
             timeout = max(1.0, min(self.rpc_timeout_s, time_left_s))
-            return self._stub.ReportResult(request, timeout=timeout, metadata=self.metadata)
+            return self._until_shutdown(self._stub.ReportResult, request, timeout)
 
         def on_retry(error: Exception, delay: float) -> None:
             log.warning("report for %s failed (%s); retrying in %.2f s", lease.lease_id, _failure(error), delay)
@@ -649,6 +659,22 @@ class Worker:
             else:
                 log.info("report for %s not accepted (%s)", lease.lease_id, response.reason)
             return
+
+    def _until_shutdown(self, method: Any, request: Any, timeout: float) -> Any:
+        """``method(request)``, cut short once a stop request's grace deadline passes.
+
+        A call sent before the stop (the channel waits for a coordinator that is
+        gone, up to ``timeout``) would otherwise hold the shutdown for its whole
+        timeout; cut short, it fails as DEADLINE_EXCEEDED, which it then is.
+        """
+        future = method.future(request, timeout=timeout, metadata=self.metadata)
+        while True:
+            slice_s = 0.5 if not self.stopping else max(0.0, min(0.5, self._stop_deadline - time.monotonic()))
+            try:
+                return future.result(timeout=slice_s)
+            except grpc.FutureTimeoutError:
+                if self.stopping and self._past_deadline() and future.cancel():
+                    raise _ShutdownDeadline() from None
 
     def _return(self, lease: worker_service_pb2.Lease, reason: str) -> None:
         """Gives a lease back unfinished (best effort: an unreturned lease expires anyway)."""
