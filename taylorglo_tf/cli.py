@@ -50,13 +50,16 @@ def _command_module(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations anywhere: an abbreviated option (``--gpu`` for ``--gpus``) slips past
+    # code that looks for the full spelling, and one added option can change what another means.
     parser = argparse.ArgumentParser(
         prog="taylorglo",
         description="Discover loss functions with TaylorGLO (CMA-ES over Taylor expansions).",
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=command.help, description=command.help)
+        command_parser = sub.add_parser(name, help=command.help, description=command.help, allow_abbrev=False)
         module = _command_module(name)
         if command.shared:
             module.add_arguments(command_parser, name)

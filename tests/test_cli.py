@@ -44,3 +44,27 @@ def test_auto_or_a_positive_integer():
         arguments.positive_int_or_auto("0")
     with pytest.raises(ValueError):
         arguments.positive_int_or_auto("many")
+
+
+def _every_parser(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                yield from _every_parser(subparser)
+
+
+def test_no_parser_accepts_abbreviated_options():
+    """An abbreviation (``--gpu`` for ``--gpus``) escapes code that looks for the full spelling."""
+    parsers = list(_every_parser(cli.build_parser()))
+    assert len(parsers) == len(cli.COMMANDS) + 1
+    assert [p.prog for p in parsers if p.allow_abbrev] == []
+
+
+def test_the_standalone_compare_parser_accepts_no_abbreviations(capsys):
+    from taylorglo_tf.commands import compare
+
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main(["--loss", "cross_entropy", "--run", "3"])  # --runs abbreviated
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --run" in capsys.readouterr().err

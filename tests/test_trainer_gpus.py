@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from taylorglo_tf import cli
+from taylorglo_tf.commands import gpus
+from taylorglo_tf.commands import trainer as trainer_command
+from taylorglo_tf.commands.arguments import CommandError
 from taylorglo_tf.commands.gpus import GpuError, child_argv, chosen_gpus, visible_gpus
 from taylorglo_tf.limits import MAX_LEASE_CANDIDATES
 
@@ -72,3 +75,56 @@ def test_candidates_per_step_above_the_lease_limit_is_refused_by_the_parser_nami
         parser.parse_args([command, "--candidates-per-step", str(MAX_LEASE_CANDIDATES + 1)])
     error = capsys.readouterr().err
     assert "--candidates-per-step" in error and f"must be <= {limit}, got {MAX_LEASE_CANDIDATES + 1}" in error
+
+
+def test_an_abbreviated_gpus_option_is_refused_naming_it(capsys):
+    """``--gpu all`` once passed as ``--gpus`` but escaped ``child_argv``: every child started children."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["trainer", "--gpu", "all"])
+    assert exit_info.value.code == 2
+    assert "error: unrecognized arguments: --gpu all" in capsys.readouterr().err
+
+
+class _FakeChild:
+    """A started child that has already exited with status 0."""
+
+    pid = 4242
+
+    def poll(self):
+        return 0
+
+    def wait(self):
+        return 0
+
+
+def test_the_parent_tells_each_child_its_gpu_in_the_environment(monkeypatch):
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    def popen(command, env):
+        started.append((command, env))
+        return _FakeChild()
+
+    monkeypatch.delenv(gpus.CHILD_ENV, raising=False)
+    monkeypatch.setattr(gpus.subprocess, "Popen", popen)
+    assert gpus.run_per_gpu(["--coordinator", "c:1", "--gpus", "all"], ["0", "1"]) == 0
+    assert [env[gpus.CHILD_ENV] for _, env in started] == ["0", "1"]
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in started] == ["0", "1"]
+
+
+@pytest.mark.parametrize("gpus_argv", [["--gpus", "all"], ["--gpus", "0"], ["--gpus=all", "--gpus", "all"]])
+def test_a_child_never_starts_children_whatever_its_command_line_asks(monkeypatch, capsys, gpus_argv):
+    """The marker, not the command line, makes a child: it runs its one worker on its GPU."""
+
+    def popen(*args, **kwargs):
+        raise AssertionError("a child started a child")
+
+    def open_channel(args):
+        raise CommandError("stopped where the worker would connect")
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what its parent pinned it to
+    monkeypatch.setenv(gpus.CHILD_ENV, "0")
+    monkeypatch.setattr(gpus.subprocess, "Popen", popen)
+    monkeypatch.setattr(trainer_command, "open_channel", open_channel)
+    code = cli.main(["trainer", "--coordinator", "127.0.0.1:1", "--evaluator", "synthetic", *gpus_argv])
+    assert code != 0
+    assert "stopped where the worker would connect" in capsys.readouterr().err

@@ -342,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="taylorglo compare")
+    parser = argparse.ArgumentParser(prog="taylorglo compare", allow_abbrev=False)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

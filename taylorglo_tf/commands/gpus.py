@@ -6,6 +6,11 @@ GPUs, starts one child ``taylorglo trainer`` per chosen GPU with
 on (memory growth: a child takes what it uses, not the whole card), forwards
 SIGTERM/SIGINT to them, and exits with the worst child's status.
 
+A child knows it is one by :data:`CHILD_ENV` in its environment, set by the
+parent, not by its command line: it never starts children of its own, whatever
+its arguments say (an abbreviated or repeated ``--gpus`` that :func:`child_argv`
+missed would otherwise make every child a parent, without end).
+
 Visible GPUs: the entries of ``CUDA_VISIBLE_DEVICES`` when it is set (which is
 also how tests fake a multi-GPU host), else the indices ``nvidia-smi`` lists.
 """
@@ -18,6 +23,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+
+# In each child's environment: the GPU it was started for. A trainer that finds it set is a child.
+CHILD_ENV = "TAYLORGLO_GPU_CHILD"
 
 
 class GpuError(ValueError):
@@ -42,6 +50,11 @@ def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def parent_gpu(environ: Mapping[str, str] | None = None) -> str | None:
+    """The GPU a ``--gpus`` parent started this process for, or None when this process is no such child."""
+    return (os.environ if environ is None else environ).get(CHILD_ENV) or None
 
 
 def chosen_gpus(value: str, visible: Sequence[str]) -> list[str]:
@@ -90,7 +103,7 @@ def run_per_gpu(argv: Sequence[str], gpus: Sequence[str]) -> int:
     """Runs ``taylorglo trainer ARGV`` once per GPU, pinned to it; returns the worst exit status."""
     children = []
     for gpu in gpus:
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, TF_FORCE_GPU_ALLOW_GROWTH="true")
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, TF_FORCE_GPU_ALLOW_GROWTH="true", **{CHILD_ENV: gpu})
         command = [sys.executable, "-m", "taylorglo_tf", "trainer", *child_argv(argv, gpu)]
         children.append(subprocess.Popen(command, env=env))
         print(f"taylorglo trainer: worker on GPU {gpu} (pid {children[-1].pid})", file=sys.stderr, flush=True)

@@ -159,19 +159,22 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.gpus is not None:
-        from taylorglo_tf.commands.gpus import GpuError, chosen_gpus, run_per_gpu, visible_gpus
+        from taylorglo_tf.commands.gpus import GpuError, chosen_gpus, parent_gpu, run_per_gpu, visible_gpus
 
-        visible = visible_gpus()
-        if visible or args.gpus.strip() != "all":
-            try:
-                gpus = chosen_gpus(args.gpus, visible)
-            except GpuError as error:
-                print(f"taylorglo trainer: error: {error}", file=sys.stderr)
-                return EXIT_ERROR
-            argv = list(getattr(args, "argv", sys.argv[1:]))
-            return run_per_gpu(argv[argv.index("trainer") + 1 :], gpus)
-        # The same trainer command serves GPU and CPU hosts.
-        log.warning("--gpus all: no GPU is visible on this host; one worker on the CPU")
+        if parent_gpu() is not None:  # a child of a --gpus parent never starts children itself
+            log.info("worker for GPU %s of a --gpus parent: --gpus %s ignored", parent_gpu(), args.gpus)
+        else:
+            visible = visible_gpus()
+            if visible or args.gpus.strip() != "all":
+                try:
+                    gpus = chosen_gpus(args.gpus, visible)
+                except GpuError as error:
+                    print(f"taylorglo trainer: error: {error}", file=sys.stderr)
+                    return EXIT_ERROR
+                argv = list(getattr(args, "argv", sys.argv[1:]))
+                return run_per_gpu(argv[argv.index("trainer") + 1 :], gpus)
+            # The same trainer command serves GPU and CPU hosts.
+            log.warning("--gpus all: no GPU is visible on this host; one worker on the CPU")
     from taylorglo_tf.trainer.worker import Worker, WorkerError
 
     trainer_id = args.trainer_id or f"{socket.gethostname()}-{os.getpid()}"
