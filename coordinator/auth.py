@@ -4,10 +4,11 @@
 - the client token may call ``taylorglo.v1.ExperimentService`` only;
 - health checking and server reflection are open (probes and tooling).
 
-A call without a token, or with a token that matches neither, is
-UNAUTHENTICATED; a valid token of the wrong role is PERMISSION_DENIED. Tokens are
-compared with :func:`hmac.compare_digest` (constant time). The same secret may
-be configured for both roles.
+A call without a token, with a token that matches neither, or with more than
+one ``authorization`` header (which one would count is ambiguous) is
+UNAUTHENTICATED; a valid token of the wrong role is PERMISSION_DENIED. Tokens
+are compared with :func:`hmac.compare_digest` (constant time). The same secret
+may be configured for both roles.
 """
 
 from __future__ import annotations
@@ -46,12 +47,19 @@ def _role_of(method: str) -> tuple[bool, str | None]:
     return False, None
 
 
-def _bearer(metadata: tuple | None) -> str | None:
-    for key, value in metadata or ():
-        # the scheme name is case-insensitive (RFC 7235): clients in other languages send "bearer"
-        if key == AUTH_METADATA_KEY and isinstance(value, str) and value[:7].lower() == "bearer ":
-            return value[7:].strip()
-    return None
+def _bearer(metadata: tuple | None) -> tuple[str | None, str]:
+    """``(token, "")``, or ``(None, why)`` when the call has no single bearer token."""
+    values = [value for key, value in metadata or () if key == AUTH_METADATA_KEY]
+    if len(values) > 1:
+        # Refused rather than picking one: a proxy and a client could each add one.
+        return None, f"{len(values)} authorization headers; send exactly one bearer token"
+    if not values:
+        return None, "missing bearer token"
+    value = values[0]
+    # the scheme name is case-insensitive (RFC 7235): clients in other languages send "bearer"
+    if isinstance(value, str) and value[:7].lower() == "bearer ":
+        return value[7:].strip(), ""
+    return None, "the authorization header is not 'Bearer <token>'"
 
 
 def _denial(code: grpc.StatusCode, details: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
@@ -85,12 +93,12 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         known, needed = _role_of(handler_call_details.method)
         if known and needed is None:
             return await continuation(handler_call_details)
-        presented = _bearer(handler_call_details.invocation_metadata)
+        presented, problem = _bearer(handler_call_details.invocation_metadata)
         roles = self._roles(presented) if presented else set()
         if not roles:
             return _denial(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "missing or invalid bearer token",
+                problem or "invalid bearer token",
                 await continuation(handler_call_details),
             )
         if known and needed not in roles:

@@ -106,6 +106,19 @@ def test_the_bearer_scheme_name_is_case_insensitive(secured):
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_two_authorization_headers_are_unauthenticated_even_if_both_are_valid(secured):
+    """Which of two headers counts is ambiguous (a proxy may add one): refused, naming the cause."""
+    experiments = es_grpc.ExperimentServiceStub(grpc.insecure_channel(secured.address))
+    for second in (CLIENT_TOKEN, "not-the-right-token-at-all"):
+        code, details = code_of(
+            experiments.ListExperiments,
+            es.ListExperimentsRequest(),
+            metadata=[("authorization", f"Bearer {CLIENT_TOKEN}"), ("authorization", f"Bearer {second}")],
+        )
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert "2 authorization headers" in details
+
+
 def test_health_checks_need_no_token(secured):
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(secured.address))
     assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
