@@ -44,17 +44,17 @@ class RecordingHeartbeat:
 
 
 class FixedEvaluator:
-    """A stand-in training Evaluator that returns a given result and records its calls."""
+    """A stand-in training Evaluator that gives each candidate a given result and records its calls."""
 
     def __init__(self, result):
         self.result = result
         self.calls = []
 
-    def evaluate(self, loss, task, progress=None):
-        self.calls.append((loss, task))
-        if progress is not None:
-            progress(task.steps, task.steps)
-        return self.result
+    def evaluate_many(self, losses, task, progress):
+        self.calls += [(loss, task) for loss in losses]
+        for report in progress:
+            report(task.steps, task.steps)
+        return [self.result] * len(losses)
 
 
 # ------------------------------------------------------------------ TaskSpec -> Task
@@ -166,14 +166,13 @@ def test_theta_of_the_wrong_length_is_refused_naming_the_form():
         evaluator.loss_for(types_pb2.LossSpec(), [1.0, 2.0, 3.0])
 
 
-def test_the_loss_object_is_reused_and_only_its_theta_changes():
+def test_the_loss_has_the_lease_form_and_theta():
     evaluator = KerasEvaluator(evaluator=FixedEvaluator(None))
-    first = evaluator.loss_for(types_pb2.LossSpec(), APPENDIX_C_THETA)
-    second = evaluator.loss_for(types_pb2.LossSpec(order=3, inputs=["x", "y"]), [0.5] * 8)
-    assert second is first
-    assert second.theta.tolist() == [0.5] * 8
+    default = evaluator.loss_for(types_pb2.LossSpec(), APPENDIX_C_THETA)
+    assert (default.order, default.inputs) == (3, ("x", "y"))
+    assert default.theta.tolist() == pytest.approx(APPENDIX_C_THETA)
     timed = evaluator.loss_for(types_pb2.LossSpec(order=2, inputs=["x", "y", "t"]), [0.1] * 7)
-    assert timed is not first and timed.inputs == ("x", "y", "t") and timed.order == 2
+    assert timed.inputs == ("x", "y", "t") and timed.order == 2
 
 
 def test_evaluation_results_map_to_outcomes_with_status_fitness_and_metrics():

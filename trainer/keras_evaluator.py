@@ -1,29 +1,50 @@
-"""The Keras evaluation function of a trainer: a Lease in, an Outcome out.
+"""The trainer's one evaluation adapter: leases in, one result per lease out, trained as a population.
 
-``KerasEvaluator(data_dir=...)`` is the ``evaluate_fn`` that ``taylorglo trainer
---evaluator keras`` hands to :class:`taylorglo_tf.trainer.worker.Worker`. For each lease it
+``KerasEvaluator(data_dir=..., candidates_per_step=K, xla=...)`` is what
+``taylorglo trainer --evaluator keras`` hands to :class:`taylorglo_tf.trainer.worker.Worker`.
+Its interface with the worker is all here:
 
-1. maps ``lease.task`` (``TaskSpec``) to a :class:`taylorglo_tf.training.Task`
-   (:meth:`~taylorglo_tf.training.Task.from_proto`: the proto's defaults for
-   unset fields, and the dataset's ``idx:``/``npz:`` path resolved strictly
-   under ``data_dir``; absolute paths, ``..`` and symlinks leading out are
-   refused, naming the path);
-2. sets ``lease.theta`` into a :class:`~taylorglo_tf.losses.TaylorGLOLoss` of the
-   lease's form (``LossSpec`` order and inputs);
-3. trains with one long-lived :class:`~taylorglo_tf.training.Evaluator`, so the
-   dataset, the model and the compiled train step of a task stay warm from one
-   candidate to the next (only theta changes: no retracing);
-4. forwards the evaluator's progress hook to the worker's ``heartbeat``: when it
-   answers False (lease lost, experiment cancelled, shutdown grace over) training
-   stops and :class:`~taylorglo_tf.trainer.worker.EvaluationStopped` tells the worker not to
-   report;
-5. maps the ``EvaluationResult`` to an :class:`~taylorglo_tf.trainer.worker.Outcome` (status
-   ok/diverged/aborted, fitness = validation accuracy, metrics).
+``evaluate_many(leases, heartbeats) -> list[Outcome | BaseException]``
+    ``leases``: K >= 1 ``worker_service_pb2.Lease`` (one LeaseCandidate call's, so
+    usually of one task); ``heartbeats[i]``: lease i's ``heartbeat(steps_done) ->
+    keep_going``. Blocking (TensorFlow): the worker runs it in one thread. The
+    i-th entry of the result belongs to ``leases[i]``:
 
-A bad task (unknown model, missing data, path outside ``data_dir``) raises
-``ValueError``; the worker reports it as status ERROR with the message, and the
-coordinator retries the candidate while attempts remain.
-TensorFlow is imported when the first lease is evaluated, not at import.
+    - an :class:`~taylorglo_tf.trainer.worker.Outcome` (status ok/diverged/aborted,
+      fitness = validation accuracy, metrics): report it;
+    - :class:`~taylorglo_tf.trainer.worker.EvaluationStopped`: its heartbeat asked
+      it to stop; do not report it (give the lease back or let it go);
+    - any other exception (bad task, missing data, theta of the wrong length,
+      training failure): report it as status ERROR.
+
+    It never raises for a candidate's failure; an exception out of the call is a bug.
+
+``heartbeat(steps_done) -> keep_going`` (the worker's, one per lease)
+    Progress and stop request in one call. Called from the training thread: once
+    with 0 before training starts, then every ``Evaluator.progress_every`` steps
+    and at a candidate's last step (``steps_done`` starts again from 1 when the
+    abort rule retries a candidate with a fresh seed). It must be cheap (no RPC:
+    the worker sends the Heartbeat RPCs itself) and thread-safe. Returning False
+    stops that candidate only, at once; the others train on.
+
+``__call__(lease, heartbeat) -> Outcome``
+    One lease alone (the older ``evaluate_fn`` form); raises what its entry would hold.
+
+``candidates_per_step`` (an int, or ``"auto"`` until measured) and ``on_chosen``
+    With ``candidates_per_step="auto"`` (or ``xla="auto"``) the first task measures
+    K (and XLA on/off) on this device with :func:`taylorglo_tf.training.tuning.choose`
+    (at most :data:`~taylorglo_tf.training.tuning.CPU_MAX_CANDIDATES` on a CPU);
+    ``on_chosen(K)``, when set, then tells the worker to lease K at a time.
+
+How leases map to training: ``Task.from_proto(lease.task, data_dir)`` (the dataset's
+``idx:``/``npz:`` path strictly under ``data_dir``: absolute paths, ``..`` and
+symlinks leading out are refused, naming the path); a
+:class:`~taylorglo_tf.losses.TaylorGLOLoss` of the lease's form (``LossSpec`` order
+and inputs) and theta; the leases of one task train together in one
+:meth:`taylorglo_tf.training.Evaluator.evaluate_many` of a long-lived
+``Evaluator`` (the task's data, models and compiled steps stay warm from one batch
+to the next; a new theta needs no retracing), leases of different tasks one task
+after another. TensorFlow is imported when the first lease is trained, not at import.
 """
 
 from __future__ import annotations
@@ -31,6 +52,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,30 +62,79 @@ from taylorglo_tf import taylor
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2
 from taylorglo_tf.training import Task
 
-from .worker import EvaluationStopped, Heartbeat, Outcome
+from .worker import EvaluationStopped, Heartbeat, Outcome, Result, check_candidates_per_step
 
 log = logging.getLogger(__name__)
 
+XLA_SETTINGS = ("on", "off", "auto")
+
+
+@dataclass
+class _Candidate:
+    """One lease in training: its heartbeat is the progress hook, and a False answer its stop request."""
+
+    lease: Any
+    heartbeat: Heartbeat
+    loss: Any
+    stopped: bool = False
+
+    def progress(self, steps_done: int, total_steps: int) -> bool:
+        if not self.heartbeat(int(steps_done)):
+            self.stopped = True
+        return not self.stopped
+
 
 class KerasEvaluator:
-    """``(lease, heartbeat) -> Outcome`` that trains candidates with TensorFlow/Keras.
+    """Trains leased candidates with TensorFlow/Keras: ``evaluate_many(leases, heartbeats)`` (see the module).
 
-    ``data_dir``: the trainer's data directory (TFDS downloads and ``idx:``/``npz:``
-    files; None allows only ``digits`` and ``tfds:`` datasets in TFDS's default
-    place). ``evaluator``: a :class:`taylorglo_tf.training.Evaluator` to use
-    (default: one created on first use and kept for the trainer's lifetime).
+    Args:
+        data_dir: the trainer's data directory (TFDS downloads and ``idx:``/``npz:``
+            files); None allows only ``digits`` and ``tfds:`` datasets in TFDS's
+            default place. Must exist.
+        evaluator: a :class:`taylorglo_tf.training.Evaluator` to use (default: one
+            created on first use, with ``xla``'s setting, kept for the trainer's lifetime).
+        candidates_per_step: K, the most candidates one train step holds (1..
+            ``limits.MAX_LEASE_CANDIDATES``), or ``"auto"`` to measure it.
+        xla: ``"on"``, ``"off"`` or ``"auto"`` (measured with K on the first task).
+
+    Raises:
+        ValueError: naming a missing ``data_dir``, a bad ``candidates_per_step`` or ``xla``.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, evaluator: Any = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        evaluator: Any = None,
+        candidates_per_step: int | str = 1,
+        xla: str = "off",
+    ) -> None:
         if data_dir is not None and not Path(data_dir).is_dir():
             raise ValueError(f"data directory {str(data_dir)!r} does not exist or is not a directory")
         self.data_dir = None if data_dir is None else Path(data_dir).resolve()
         self._evaluator = evaluator
-        # One loss object per loss form; a new candidate only sets its theta.
-        self._losses: dict[tuple[int, tuple[str, ...]], Any] = {}
-        # The worker runs one evaluation at a time; the lock makes that a guarantee.
+        self.configure(candidates_per_step, xla)
+        # Called with the measured K when candidates_per_step is "auto" (the worker then leases K at a time).
+        self.on_chosen: Callable[[int], None] | None = None
+        # One training at a time (the models are shared); the lock makes that a guarantee.
         self._lock = threading.Lock()
-        self.evaluations = 0
+        self.evaluations = 0  # candidates trained (tests, logs)
+        self.batch_sizes: list[int] = []  # candidates per trained batch (tests, logs)
+
+    def configure(self, candidates_per_step: int | str, xla: str = "off") -> None:
+        """Sets K (or ``"auto"``) and the XLA setting (ValueError names a bad one)."""
+        if candidates_per_step != "auto":
+            try:
+                check_candidates_per_step(candidates_per_step)
+            except ValueError:
+                raise ValueError(
+                    f"candidates_per_step must be an integer >= 1 or 'auto', got {candidates_per_step!r}"
+                ) from None
+        if xla not in XLA_SETTINGS:
+            raise ValueError(f"xla must be one of {XLA_SETTINGS}, got {xla!r}")
+        self.candidates_per_step = candidates_per_step
+        self.xla = xla
+        self._tuned = candidates_per_step != "auto" and xla != "auto"
 
     @property
     def evaluator(self) -> Any:
@@ -70,7 +142,7 @@ class KerasEvaluator:
         if self._evaluator is None:
             from taylorglo_tf.training import Evaluator
 
-            self._evaluator = Evaluator()
+            self._evaluator = Evaluator(jit_compile=self.xla == "on")
         return self._evaluator
 
     @evaluator.setter
@@ -78,53 +150,121 @@ class KerasEvaluator:
         self._evaluator = evaluator
 
     def loss_for(self, loss_spec: types_pb2.LossSpec, theta: Any) -> Any:
-        """The :class:`TaylorGLOLoss` of ``loss_spec``'s form with ``theta`` (ValueError names a bad length)."""
+        """A :class:`TaylorGLOLoss` of ``loss_spec``'s form with ``theta`` (ValueError names a bad length)."""
         order, inputs = spec_module.loss_form(loss_spec)
         expected = taylor.expected_theta_length(order, inputs)
         if len(theta) != expected:
             raise ValueError(
                 f"lease theta has {len(theta)} entries; a loss of order {order} in {list(inputs)} needs {expected}"
             )
-        key = (order, inputs)
-        loss = self._losses.get(key)
-        if loss is None:
-            from taylorglo_tf.losses import TaylorGLOLoss
+        from taylorglo_tf.losses import TaylorGLOLoss
 
-            loss = TaylorGLOLoss(list(theta), order=order, inputs=inputs)
-            self._losses[key] = loss
-        else:
-            loss.set_theta(list(theta))
-        return loss
+        return TaylorGLOLoss(list(theta), order=order, inputs=inputs)
 
     def task(self, lease: worker_service_pb2.Lease) -> Task:
         """The lease's :class:`Task` with this trainer's data directory (ValueError names a bad dataset)."""
         return Task.from_proto(lease.task, self.data_dir)
 
     def __call__(self, lease: worker_service_pb2.Lease, heartbeat: Heartbeat) -> Outcome:
-        task = self.task(lease)
-        stopped = threading.Event()
+        [result] = self.evaluate_many([lease], [heartbeat])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-        def progress(steps_done: int, total_steps: int) -> bool:
-            if not heartbeat(int(steps_done)):
-                stopped.set()
-                return False
-            return True
+    def evaluate_many(self, leases: Sequence[Any], heartbeats: Sequence[Heartbeat]) -> list[Result]:
+        """One entry per lease: its :class:`Outcome`, or the exception that ended it (see the module)."""
+        if len(leases) != len(heartbeats):
+            raise ValueError(f"{len(leases)} leases and {len(heartbeats)} heartbeats; give one heartbeat per lease")
+        results: list[Result] = [EvaluationStopped("not trained")] * len(leases)
+        by_task: list[tuple[Task, list[int]]] = []  # a Task holds a dict: not hashable
+        for i, lease in enumerate(leases):
+            try:
+                task = self.task(lease)
+            except Exception as error:  # this candidate reports it
+                results[i] = error
+                continue
+            same = next((indices for known, indices in by_task if known == task), None)
+            if same is None:
+                by_task.append((task, [i]))
+            else:
+                same.append(i)
+        for task, indices in by_task:
+            trained = self._train(task, [leases[i] for i in indices], [heartbeats[i] for i in indices])
+            for i, result in zip(indices, trained):
+                results[i] = result
+        return results
 
-        with self._lock:
-            loss = self.loss_for(lease.loss, lease.theta)
+    def _train(self, task: Task, leases: list[Any], heartbeats: list[Heartbeat]) -> list[Result]:
+        """The leases of one task trained together, one result each. A failure of the whole training
+        (measuring, a missing dataset) is the result of every candidate that was in it."""
+        results: list[Result] = [EvaluationStopped("not trained")] * len(leases)
+        batch: list[tuple[int, _Candidate]] = []
+        for j, (lease, heartbeat) in enumerate(zip(leases, heartbeats)):
+            try:
+                loss = self.loss_for(lease.loss, lease.theta)
+            except ValueError as error:
+                results[j] = error
+                continue
             if not heartbeat(0):
-                raise EvaluationStopped(f"lease {lease.lease_id} stopped before training")
-            result = self.evaluator.evaluate(loss, task, progress)
-            self.evaluations += 1
-        if stopped.is_set():
-            raise EvaluationStopped(f"lease {lease.lease_id} stopped after {result.steps} steps")
-        log.info(
-            "candidate %s/%d/%d: %s, validation accuracy %.4f in %.1f s",
-            lease.experiment_id,
-            lease.generation,
-            lease.index,
-            result.status,
-            result.val_accuracy,
-            result.wall_time_s,
+                results[j] = EvaluationStopped(f"lease {lease.lease_id} stopped before training")
+                continue
+            batch.append((j, _Candidate(lease, heartbeat, loss)))
+        if not batch:
+            return results
+        candidates = [candidate for _, candidate in batch]
+        try:
+            with self._lock:
+                self._tune(task)
+                self.batch_sizes.append(len(candidates))
+                trained = self.evaluator.evaluate_many(
+                    [c.loss for c in candidates], task, [c.progress for c in candidates]
+                )
+                self.evaluations += len(candidates)
+        except Exception as error:  # each candidate of the batch reports it
+            for j, _ in batch:
+                results[j] = error
+            return results
+        for (j, candidate), result in zip(batch, trained):
+            lease = candidate.lease
+            if candidate.stopped:
+                results[j] = EvaluationStopped(f"lease {lease.lease_id} stopped after {result.steps} steps")
+                continue
+            results[j] = Outcome.from_result(result)
+            log.info(
+                "candidate %s/%d/%d: %s, validation accuracy %.4f (%d trained together, %.1f s)",
+                lease.experiment_id,
+                lease.generation,
+                lease.index,
+                result.status,
+                result.val_accuracy,
+                len(candidates),
+                result.wall_time_s,
+            )
+        return results
+
+    def _tune(self, task: Task) -> None:
+        """Once, on the first task: measure what is "auto" (K, XLA) on this device."""
+        if self._tuned:
+            return
+        from taylorglo_tf.training import Evaluator, tuning
+
+        choice = tuning.choose(
+            task,
+            candidates=tuning.auto_candidates()
+            if self.candidates_per_step == "auto"
+            else (int(self.candidates_per_step),),
+            jit=(False, True) if self.xla == "auto" else (self.xla == "on",),
         )
-        return Outcome.from_result(result)
+        log.info(
+            "measured on %s: %d candidates per step, XLA %s (candidate-steps/s: %s)",
+            tuning.device_name(),
+            choice.candidates_per_step,
+            "on" if choice.jit_compile else "off",
+            choice.rates,
+        )
+        self._evaluator = Evaluator(jit_compile=choice.jit_compile)
+        self._tuned = True
+        if self.candidates_per_step == "auto":
+            self.candidates_per_step = choice.candidates_per_step
+            if self.on_chosen is not None:
+                self.on_chosen(self.candidates_per_step)
