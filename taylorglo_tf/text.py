@@ -1,8 +1,9 @@
 """User-provided text on a terminal: what counts as a control character, and how it is shown.
 
 Names, dataset URIs, errors and ids come from whoever submitted or trained. A
-terminal obeys ESC sequences, carriage returns and bidirectional overrides, so
-a name could rewrite the screen or hide itself. Experiment names may not hold
+terminal obeys ESC sequences, carriage returns and bidirectional overrides, and
+shows nothing for zero-width and tag characters, so a name could rewrite the
+screen, reorder itself or hide text. Experiment names may not hold
 such characters (:func:`control_characters`); everything else is shown through
 :func:`escape_controls`, which writes them as visible escapes (``\\x1b``).
 """
@@ -11,22 +12,35 @@ from __future__ import annotations
 
 import unicodedata
 
-# Unicode controls beyond category Cc that move or reorder what a terminal shows.
-_LAYOUT_CONTROLS = frozenset(
-    "\u2028\u2029"  # line and paragraph separators
-    "\u202a\u202b\u202c\u202d\u202e"  # bidirectional embeddings and overrides
-    "\u2066\u2067\u2068\u2069"  # bidirectional isolates
-)
+# Line and paragraph separators (categories Zl, Zp): they move what a terminal shows.
+_LAYOUT_CONTROLS = frozenset("\u2028\u2029")
+
+# The format characters (category Cf) that are text: the joiners shape visible glyphs,
+# ZWJ in emoji sequences (a family, a profession), ZWNJ in Persian and Indic words.
+# Every other one hides or reorders text: bidirectional marks, embeddings, overrides
+# and isolates (U+200E, U+200F, U+061C, U+202A-U+202E, U+2066-U+2069), ZWSP
+# (U+200B), the word joiner (U+2060), the BOM (U+FEFF), the soft hyphen, invisible
+# operators and tag characters (U+E0000-U+E007F, which can carry a hidden message;
+# so subdivision flags such as Scotland's are refused too).
+_TEXT_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
 
 
 def is_control(ch: str) -> bool:
-    """True for C0/C1 controls (NUL, ESC, newline, DEL, ...), line/paragraph separators and bidi controls."""
-    return ch in _LAYOUT_CONTROLS or unicodedata.category(ch) == "Cc"
+    """True for what must not reach a terminal unescaped: C0/C1 controls (NUL, ESC, newline,
+    DEL, ...), line/paragraph separators, and format characters that hide or reorder text
+    (bidirectional controls, zero-width spaces, BOM, tag characters; every category Cf but
+    the joiners ZWJ and ZWNJ)."""
+    if ch in _LAYOUT_CONTROLS:
+        return True
+    category = unicodedata.category(ch)
+    return category == "Cc" or (category == "Cf" and ch not in _TEXT_FORMAT_CHARACTERS)
 
 
 def _escape(ch: str) -> str:
     code = ord(ch)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"  # as Python writes them
 
 
 def control_characters(text: str) -> list[str]:

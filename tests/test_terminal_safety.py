@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import unicodedata
 from concurrent import futures
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf import text
@@ -18,7 +21,8 @@ from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
 
-HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\x00\r\u202etxt.exe[bold red]"
+# Bidi marks, zero-width and tag characters last: a terminal shows nothing for them.
+HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\x00\r\u202etxt.exe[bold red]\u200e\u200f\u061c\u200b\u2060\ufeff\U000e0068"
 TASK = {"dataset": "digits", "model": "tiny", "steps": 10}
 
 
@@ -31,6 +35,61 @@ def test_a_name_with_a_control_character_is_refused_naming_the_field(name):
     assert err.value.field == "spec.name"
     assert "contains control characters" in str(err.value)
     assert not text.control_characters(str(err.value))  # the message itself is safe to print
+
+
+INVISIBLE = {
+    "\u200e": "\\u200e",  # left-to-right mark
+    "\u200f": "\\u200f",  # right-to-left mark
+    "\u061c": "\\u061c",  # Arabic letter mark
+    "\u200b": "\\u200b",  # zero-width space
+    "\u2060": "\\u2060",  # word joiner
+    "\ufeff": "\\ufeff",  # byte order mark
+    "\u00ad": "\\xad",  # soft hyphen
+    "\u2066": "\\u2066",  # left-to-right isolate
+    "\U000e0001": "\\U000e0001",  # language tag
+    "\U000e0041": "\\U000e0041",  # tag letter A: tags spell hidden text
+    "\U000e007f": "\\U000e007f",  # cancel tag
+}
+
+
+@pytest.mark.parametrize("ch, escape", INVISIBLE.items(), ids=list(INVISIBLE.values()))
+def test_a_name_with_a_bidi_mark_or_an_invisible_character_is_refused_naming_it_escaped(ch, escape):
+    with pytest.raises(spec_lib.SpecError) as err:
+        spec_lib.load_spec({"name": f"best{ch}loss", "task": TASK})
+    assert err.value.field == "spec.name"
+    assert f"contains control characters ({escape})" in str(err.value)
+    assert ch not in str(err.value)
+
+
+@pytest.mark.parametrize("ch, escape", INVISIBLE.items(), ids=list(INVISIBLE.values()))
+def test_a_bidi_mark_or_an_invisible_character_is_printed_as_its_escape(ch, escape):
+    assert text.escape_controls(f"a{ch}b") == f"a{escape}b"
+
+
+def test_the_joiners_that_shape_emoji_and_persian_words_are_accepted_in_names():
+    for name in ("👩\u200d🔬 search", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"):  # scientist; Persian
+        assert spec_lib.load_spec({"name": name, "task": TASK}).name == name
+        assert text.escape_controls(name) == name
+
+
+@given(st.text(max_size=50))
+def test_escaped_text_holds_no_control_character_and_text_without_one_is_unchanged(value):
+    shown = text.escape_controls(value)
+    assert not any(text.is_control(ch) for ch in shown)
+    assert not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in shown)
+    assert not any(unicodedata.category(ch) == "Cf" and ch not in "\u200c\u200d" for ch in shown)
+    if not text.control_characters(value):
+        assert shown == value
+
+
+@given(st.text(max_size=50))
+def test_a_name_is_accepted_exactly_when_it_holds_no_control_character(name):
+    try:
+        spec_lib.load_spec({"name": name, "task": TASK})
+    except spec_lib.SpecError as error:
+        assert error.field == "spec.name" and text.control_characters(name)
+    else:
+        assert not text.control_characters(name)
 
 
 def test_names_in_any_script_with_emoji_and_brackets_are_accepted():
