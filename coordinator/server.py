@@ -44,7 +44,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taylorglo_tf.connection import parse_address
-from taylorglo_tf.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from taylorglo_tf.limits import DEFAULT_COORDINATOR_GRACE_S, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from taylorglo_tf.rpc import (
     experiment_service_pb2,
     experiment_service_pb2_grpc,
@@ -138,7 +138,7 @@ class CoordinatorServer:
         self._stopped = False
         self._terminated = threading.Event()
 
-    def stop(self, grace: float | None = 5.0) -> None:
+    def stop(self, grace: float | None = DEFAULT_COORDINATOR_GRACE_S) -> None:
         """Health NOT_SERVING, stop accepting calls, let calls in flight finish for ``grace`` s,
         end watch streams, close the database. Leases stay recorded; a restart resumes them."""
         if self._stopped:

@@ -1,4 +1,4 @@
-"""Bounds on what one request may carry: the one home of these numbers.
+"""Bounds on what one request may carry, and the defaults that several processes share: their one home.
 
 The coordinator checks every string field of every request against
 :data:`STRING_LIMITS` (INVALID_ARGUMENT naming the field) and the integer fields
@@ -28,6 +28,22 @@ MAX_WAIT_MS = 60_000  # LeaseCandidateRequest.wait_ms: how long one lease call m
 # trains in one step (``--candidates-per-step auto`` measures at most 32); it bounds the
 # work one call holds (and the response's size).
 MAX_LEASE_CANDIDATES = 64
+
+# Lease TTLs a coordinator may be given (--lease-ttl): below a second a heartbeat can
+# hardly keep a lease; a day without a heartbeat is no lease at all.
+MIN_LEASE_TTL_S, MAX_LEASE_TTL_S = 1.0, 86_400.0
+# The TTL a trainer assumes for a lease whose coordinator states none (ttl_s unset: an
+# older coordinator); it heartbeats at a third of it.
+ASSUMED_LEASE_TTL_S = 30.0
+
+# Shutdown grace periods (--grace; SIGTERM or Ctrl-C). Two, because they bound different
+# work. A trainer finishes a candidate whose training ends within its grace, else gives the
+# lease back: a candidate's training takes minutes (the compose and Kubernetes files leave
+# room for it before their SIGKILL). A coordinator lets calls in flight finish: they take
+# milliseconds (long polls and watch streams end at once), and its drain must fit within
+# Kubernetes' default 30 s termination grace.
+DEFAULT_TRAINER_GRACE_S = 60.0
+DEFAULT_COORDINATOR_GRACE_S = 5.0
 
 # Message sizes (client channels and the server use the same): requests are small
 # (a spec, a report); responses may carry every candidate of an experiment.

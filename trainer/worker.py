@@ -53,7 +53,14 @@ from typing import Any
 
 import grpc
 
-from taylorglo_tf.limits import MAX_ERROR_CHARS, MAX_ID_CHARS, MAX_LEASE_CANDIDATES, MAX_WAIT_MS
+from taylorglo_tf.limits import (
+    ASSUMED_LEASE_TTL_S,
+    DEFAULT_TRAINER_GRACE_S,
+    MAX_ERROR_CHARS,
+    MAX_ID_CHARS,
+    MAX_LEASE_CANDIDATES,
+    MAX_WAIT_MS,
+)
 from taylorglo_tf.retry import Backoff, call_with_retries
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
 
@@ -199,7 +206,7 @@ class _Heartbeater:
         self.steps_done = 0
         self.lost = False  # the coordinator said keep_going = false
         # time.monotonic() at which the coordinator drops the lease unless it hears from us
-        self.expires_at = time.monotonic() + (lease.ttl_s if lease.ttl_s > 0 else 30.0)
+        self.expires_at = time.monotonic() + (lease.ttl_s if lease.ttl_s > 0 else ASSUMED_LEASE_TTL_S)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{lease.lease_id}", daemon=True)
 
@@ -212,7 +219,7 @@ class _Heartbeater:
     def _interval(self, ttl_s: float) -> float:
         if self._worker.heartbeat_interval_s is not None:
             return self._worker.heartbeat_interval_s
-        return max(0.05, (ttl_s if ttl_s > 0 else 30.0) / 3.0)
+        return max(0.05, (ttl_s if ttl_s > 0 else ASSUMED_LEASE_TTL_S) / 3.0)
 
     def _loop(self) -> None:
         interval = self._interval(self._lease.ttl_s)
@@ -297,7 +304,7 @@ class Worker:
         wait_ms: int = DEFAULT_WAIT_MS,
         heartbeat_interval_s: float | None = None,
         max_candidates: int | None = None,
-        grace_s: float = 30.0,
+        grace_s: float = DEFAULT_TRAINER_GRACE_S,
         backoff: Backoff | None = None,
         rpc_timeout_s: float = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
