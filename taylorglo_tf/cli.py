@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from taylorglo_tf import extras, runtime
-from taylorglo_tf.commands.arguments import EXIT_ERROR, EXIT_INTERRUPTED
+from taylorglo_tf.commands.arguments import EXIT_ERROR, EXIT_INTERRUPTED, print_error
 
 
 class Command(NamedTuple):
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         if extras.install_hint(error.name or "") is None:
             raise
-        print(f"taylorglo: error: {error}", file=sys.stderr)
+        print_error(args.command, error)
         return EXIT_ERROR
 
 

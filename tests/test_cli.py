@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from taylorglo_tf import cli
+from taylorglo_tf import cli, limits
 from taylorglo_tf.commands import arguments
 
 PACKAGE = Path(__file__).resolve().parent.parent / "taylorglo_tf"
@@ -68,3 +68,54 @@ def test_the_standalone_compare_parser_accepts_no_abbreviations(capsys):
         compare.main(["--loss", "cross_entropy", "--run", "3"])  # --runs abbreviated
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --run" in capsys.readouterr().err
+
+
+BAD_INPUT = {
+    "run": ["run", "{tmp}/missing.yaml"],
+    "coordinator": ["coordinator", "--trainer-token-file", "{tmp}/missing"],
+    "trainer": ["trainer", "--token-file", "{tmp}/missing", "--evaluator", "synthetic"],
+    "submit": ["submit", "{tmp}/missing.yaml"],
+    "status": ["status", "--token-file", "{tmp}/missing"],
+    "watch": ["watch", "e1", "--token-file", "{tmp}/missing"],
+    "result": ["result", "e1", "--out", "{tmp}/out", "--token-file", "{tmp}/missing"],
+    "cancel": ["cancel", "e1", "--token-file", "{tmp}/missing"],
+    "delete": ["delete", "e1", "--token-file", "{tmp}/missing"],
+    "compare": ["compare", "--loss", "cross_entropy", "--task", "{tmp}/missing.yaml"],
+    "plot": ["plot", "{tmp}/missing.json"],
+}
+
+
+def test_every_command_has_a_bad_input_case_below():
+    assert sorted(BAD_INPUT) == sorted(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUT))
+def test_bad_input_exits_2_with_one_error_line_naming_the_command(name, tmp_path, capsys):
+    """A missing file an argument names is bad input, as argparse's own refusals: status 2, ``error:``."""
+    code = cli.main([arg.replace("{tmp}", str(tmp_path)) for arg in BAD_INPUT[name]])
+    err = capsys.readouterr().err
+    assert code == arguments.EXIT_BAD_INPUT, err
+    assert f"taylorglo {name}: error: " in err and "missing" in err, err
+
+
+def test_a_bad_argument_gets_the_same_status_and_prefix_from_argparse(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["coordinator", "--grace", "-1"])
+    assert exit_info.value.code == arguments.EXIT_BAD_INPUT
+    assert "taylorglo coordinator: error: argument --grace: must be >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["coordinator", "run"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-5", "0", "0.5", "1e9", "many"])
+def test_a_lease_ttl_that_is_not_a_bounded_number_of_seconds_is_refused_naming_it(command, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args([command, f"--lease-ttl={value}"])
+    assert exit_info.value.code == arguments.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"taylorglo {command}: error: argument --lease-ttl: " in err and value in err, err
+
+
+@pytest.mark.parametrize("command", ["coordinator", "run"])
+def test_lease_ttls_at_the_bounds_are_accepted(command):
+    for value in (limits.MIN_LEASE_TTL_S, limits.MAX_LEASE_TTL_S):
+        assert cli.build_parser().parse_args([command, "--lease-ttl", f"{value:g}"]).lease_ttl == value

@@ -194,7 +194,7 @@ def test_submit_rejects_an_invalid_spec_naming_the_field_without_calling_the_coo
     spec_file = tmp_path / "bad.yaml"
     spec_file.write_text(SPEC_YAML.replace("population: 4", "population: 1"))
     code, _ = invoke(["submit", str(spec_file), "--coordinator", address])
-    assert code == 1
+    assert code == 2  # bad input
     assert "spec.search.population" in capsys.readouterr().err
     assert fake.submitted == []
 
@@ -366,10 +366,10 @@ def test_an_unreachable_coordinator_is_named_in_the_error(capsys):
     assert code == 1 and f"cannot reach the coordinator at 127.0.0.1:{port}" in capsys.readouterr().err
 
 
-def test_a_malformed_address_or_missing_token_file_is_reported(capsys, tmp_path):
-    assert invoke(["status", "--coordinator", "localhost"])[0] == 1
+def test_a_malformed_address_or_missing_token_file_is_bad_input(capsys, tmp_path):
+    assert invoke(["status", "--coordinator", "localhost"])[0] == 2
     assert "'localhost' is not HOST:PORT" in capsys.readouterr().err
-    assert invoke(["status", "--token-file", str(tmp_path / "missing")])[0] == 1
+    assert invoke(["status", "--token-file", str(tmp_path / "missing")])[0] == 2
     assert "cannot read token file" in capsys.readouterr().err
 
 
@@ -389,4 +389,4 @@ def test_result_into_a_folder_that_cannot_be_made_is_an_error_naming_it(service,
     out = make_out(tmp_path)
     code, _ = invoke(["result", "exp-1", "--out", str(out), "--coordinator", service(ScriptedExperiments())])
     err = capsys.readouterr().err
-    assert code == 1 and f"cannot write the result folder {str(out)!r}" in err and "Traceback" not in err
+    assert code == 2 and f"cannot write the result folder {str(out)!r}" in err and "Traceback" not in err

@@ -111,3 +111,44 @@ def test_the_standalone_health_check_uses_the_default_address():
         if isinstance(target, ast.Name)
     }
     assert values["DEFAULT_ADDRESS"] == connection.DEFAULT_ADDRESS
+
+
+def test_each_shutdown_grace_default_is_the_same_from_the_api_and_the_command_line():
+    """A trainer's grace was 60 s from ``taylorglo trainer`` and 30 s from ``Worker``."""
+    import inspect
+
+    from taylorglo_tf import cli
+    from taylorglo_tf.coordinator.server import CoordinatorServer
+    from taylorglo_tf.trainer.worker import Worker
+
+    parser = cli.build_parser()
+    assert inspect.signature(Worker).parameters["grace_s"].default == limits.DEFAULT_TRAINER_GRACE_S
+    assert parser.parse_args(["trainer"]).grace == limits.DEFAULT_TRAINER_GRACE_S
+    assert inspect.signature(CoordinatorServer.stop).parameters["grace"].default == limits.DEFAULT_COORDINATOR_GRACE_S
+    assert parser.parse_args(["coordinator"]).grace == limits.DEFAULT_COORDINATOR_GRACE_S
+
+
+def _mentions_a_ttl(node: ast.AST) -> bool:
+    return any(
+        "ttl" in (n.id if isinstance(n, ast.Name) else n.attr).lower()
+        for n in ast.walk(node)
+        if isinstance(n, (ast.Name, ast.Attribute))
+    )
+
+
+def test_no_module_falls_back_to_a_ttl_of_its_own():
+    """``ttl if ttl > 0 else 30.0`` was written twice in the worker: the assumed TTL has one home."""
+    fallbacks = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.IfExp) and _mentions_a_ttl(node.test) and isinstance(node.orelse, ast.Constant):
+                fallbacks.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            ttl_or_constant = (
+                isinstance(node, ast.BoolOp)
+                and isinstance(node.op, ast.Or)
+                and _mentions_a_ttl(node.values[0])
+                and isinstance(node.values[-1], ast.Constant)
+            )
+            if ttl_or_constant:
+                fallbacks.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert fallbacks == []

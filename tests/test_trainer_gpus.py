@@ -53,8 +53,8 @@ def test_a_child_runs_the_same_trainer_without_gpus_and_with_its_own_id():
 def test_the_trainer_refuses_a_gpu_the_host_does_not_have(monkeypatch, capsys):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     code = cli.main(["trainer", "--coordinator", "127.0.0.1:1", "--gpus", "0,7", "--evaluator", "synthetic"])
-    assert code == 1
-    assert "unknown GPU(s) ['7']; visible GPUs: 0,1" in capsys.readouterr().err
+    assert code == 2  # bad input
+    assert "taylorglo trainer: error: --gpus '0,7': unknown GPU(s) ['7']; visible GPUs: 0,1" in capsys.readouterr().err
 
 
 def test_candidates_per_step_takes_a_positive_integer_or_auto(capsys):

@@ -1,17 +1,25 @@
-"""Argument types, connection arguments and exit statuses that every command shares.
+"""Argument types, connection arguments, exit statuses and the error line that every command shares.
 
 The client commands, ``taylorglo trainer``, ``taylorglo run``, ``taylorglo
 coordinator`` and ``taylorglo compare`` take their argument types from here, so
 a bound or an environment variable is stated once. No heavy imports.
+
+Conventions of every command: bad input (an argument, or a file an argument
+names: a spec, a token, a loss) exits with status 2, as argparse does for
+what it refuses itself; any other failure exits with 1; Ctrl-C with 130. The
+error goes to stderr as one line, ``taylorglo COMMAND: error: MESSAGE`` (the
+form argparse uses), written by :func:`print_error`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 
 from taylorglo_tf import connection, limits
+from taylorglo_tf.text import escape_controls
 
 ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
 TOKEN_ENV = connection.TOKEN_ENV
@@ -22,7 +30,16 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CommandError(Exception):
-    """A failure explained in one line for the user."""
+    """A failure explained in one line for the user (exit status 1)."""
+
+
+class BadInput(CommandError):
+    """Bad input: an argument or a file it names (exit status 2, as argparse's own refusals)."""
+
+
+def print_error(command: str, message: object) -> None:
+    """Writes the one error line of every command: ``taylorglo COMMAND: error: MESSAGE`` on stderr, escaped."""
+    print(f"taylorglo {command}: error: {escape_controls(str(message))}", file=sys.stderr, flush=True)
 
 
 def _bounded(convert: Callable[[str], float], minimum: float, maximum: float | None = None) -> Callable[[str], float]:
@@ -41,6 +58,8 @@ def _bounded(convert: Callable[[str], float], minimum: float, maximum: float | N
 positive_int = _bounded(int, 1)
 non_negative_int = _bounded(int, 0)
 non_negative_float = _bounded(float, 0.0)
+# --lease-ttl: NaN, infinities, 0 and negative TTLs are refused by the parser.
+lease_ttl = _bounded(float, limits.MIN_LEASE_TTL_S, limits.MAX_LEASE_TTL_S)
 
 
 # Candidates one lease call may ask for (--candidates-per-step).
@@ -81,11 +100,11 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_channel(args: argparse.Namespace):
-    """A ``grpc.Channel`` from the connection arguments; CommandError names a bad address or file."""
+    """A ``grpc.Channel`` from the connection arguments; BadInput names a bad address or file."""
     try:
         token = connection.load_token(args.token_file, env=TOKEN_ENV)
         return connection.connect(
             args.coordinator, token=token, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name
         )
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        raise BadInput(str(error)) from None

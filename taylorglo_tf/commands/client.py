@@ -7,7 +7,7 @@ gRPC errors become one clear line on stderr and a non-zero exit code:
 
 - 0: success (``watch``: the experiment succeeded);
 - 1: the coordinator refused or failed the request, or is unreachable;
-- 2: bad command-line input (argparse);
+- 2: bad input: an argument (argparse) or a file it names (spec, token);
 - 3: ``watch`` followed an experiment that ended CANCELLED or FAILED.
 
 Every user-provided string (names, ids, dataset URIs, errors) is printed through
@@ -31,13 +31,16 @@ from typing import TextIO
 import grpc
 
 from taylorglo_tf.commands.arguments import (
+    EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_OK,
     TOKEN_ENV,
+    BadInput,
     CommandError,
     add_connection_arguments,
     non_negative_float,
     open_channel,
+    print_error,
 )
 from taylorglo_tf.retry import Backoff, Retryable, call_with_retries
 from taylorglo_tf.rpc import experiment_service_pb2, experiment_service_pb2_grpc, types_pb2
@@ -192,7 +195,7 @@ def cmd_submit(args: argparse.Namespace, stub, out: TextIO) -> int:
     try:
         spec = spec_module.load_spec(args.spec)
     except (ValueError, OSError) as error:  # SpecError is a ValueError naming the field
-        raise CommandError(f"invalid spec {args.spec}: {error}") from None
+        raise BadInput(f"invalid spec {args.spec}: {error}") from None
     experiment = stub.SubmitExperiment(experiment_service_pb2.SubmitExperimentRequest(spec=spec), timeout=RPC_TIMEOUT_S)
     print(shown(experiment.id), file=out)  # alone on stdout, for scripts
     print(
@@ -384,7 +387,7 @@ def cmd_result(args: argparse.Namespace, stub, out: TextIO) -> int:
     try:
         folder = write_result_folder(result, args.out)
     except (ValueError, OSError) as error:
-        raise CommandError(f"cannot write the result folder {str(args.out)!r}: {error}") from None
+        raise BadInput(f"cannot write the result folder {str(args.out)!r}: {error}") from None
     state = state_name(result.experiment.state)
     print(
         f"wrote the result of experiment {shown(args.experiment_id)} ({state}, best fitness "
@@ -463,8 +466,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         with channel:
             return handler(args, _stub(channel), out)
     except CommandError as error:
-        print(f"taylorglo {args.command}: error: {shown(str(error))}", file=sys.stderr)
-        return EXIT_ERROR
+        print_error(args.command, error)
+        return EXIT_BAD_INPUT if isinstance(error, BadInput) else EXIT_ERROR
     except grpc.RpcError as error:
-        print(f"taylorglo {args.command}: error: {shown(describe_rpc_error(error, args.coordinator))}", file=sys.stderr)
+        print_error(args.command, describe_rpc_error(error, args.coordinator))
         return EXIT_ERROR

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK
+from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK, print_error
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS, check_lr_multipliers
 
@@ -296,7 +296,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
-    error_console = Console(stderr=True)
     try:
         task = build_task(args)
         if args.runs < 2:
@@ -307,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         loss = _load_loss(args.loss, "loss")
         baseline = _load_loss(args.baseline, "baseline")
     except ValueError as error:
-        error_console.print(f"taylorglo compare: error: {error}")
+        print_error("compare", error)
         return EXIT_BAD_INPUT
 
     options = ComparisonOptions(
@@ -330,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         # The dataset and the model are first opened here: a missing file or an
         # unknown model name is bad input (the message names it), not a crash.
-        error_console.print(f"taylorglo compare: error: {type(error).__name__}: {error}")
+        print_error("compare", f"{type(error).__name__}: {error}")
         return EXIT_BAD_INPUT
     _print_result(console, result)
     if args.json:

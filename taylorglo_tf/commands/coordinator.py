@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 
-from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK, non_negative_float
+from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK, lease_ttl, non_negative_float, print_error
+from taylorglo_tf.limits import DEFAULT_COORDINATOR_GRACE_S, MAX_LEASE_TTL_S, MIN_LEASE_TTL_S
 
 TRAINER_TOKEN_ENV = "TAYLORGLO_TRAINER_TOKEN"
 CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
@@ -62,17 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lease-ttl",
-        type=float,
+        type=lease_ttl,
         default=DEFAULT_LEASE_TTL_S,
         metavar="S",
-        help=f"seconds a lease lives without a heartbeat (default {DEFAULT_LEASE_TTL_S:g})",
+        help=f"seconds a lease lives without a heartbeat, {MIN_LEASE_TTL_S:g}..{MAX_LEASE_TTL_S:g} "
+        f"(default {DEFAULT_LEASE_TTL_S:g})",
     )
     parser.add_argument(
         "--grace",
         type=non_negative_float,
-        default=5.0,
+        default=DEFAULT_COORDINATOR_GRACE_S,
         metavar="S",
-        help="on shutdown, seconds calls in flight may take to finish (default 5)",
+        help=f"on shutdown, seconds calls in flight may take to finish (default {DEFAULT_COORDINATOR_GRACE_S:g})",
     )
     parser.add_argument(
         "--log-level",
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             health_listen=args.health_listen,
         )
     except (ValueError, OSError, RuntimeError) as exc:  # bad settings, port or database
-        print(f"taylorglo coordinator: {exc}", file=sys.stderr)
+        print_error("coordinator", exc)
         return EXIT_BAD_INPUT
 
     stop = threading.Event()

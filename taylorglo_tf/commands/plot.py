@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK
+from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK, print_error
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 
 
@@ -32,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or (first.with_suffix(".png") if first.suffix == ".json" else Path("loss.png"))
     try:
         path = plotting.plot_loss(list(args.losses), out, title=args.title)
-    except ValueError as exc:
-        print(f"taylorglo plot: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # a loss file that is missing or not a loss
+        print_error("plot", exc)
         return EXIT_BAD_INPUT
     print(path)
     return EXIT_OK

@@ -53,13 +53,14 @@ from taylorglo_tf.commands.arguments import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     candidates_per_step,
+    lease_ttl,
     non_negative_int,
     positive_int,
     positive_int_or_auto,
+    print_error,
 )
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS
-from taylorglo_tf.text import escape_controls
 
 #: The README's main job: a search on the embedded digits data (1,797 8x8 images)
 #: with the tiny CNN, 12 x 12 = 144 partial trainings of 200 steps, measured at
@@ -161,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lease-ttl",
-        type=float,
+        type=lease_ttl,
         default=None,
         metavar="S",
         help="seconds a lease lives without a heartbeat (default: the coordinator's)",
@@ -323,17 +324,17 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         spec = load_run_spec(args.spec)
     except (SpecError, ValueError, OSError) as error:
-        print(f"taylorglo run: error: {error}", file=sys.stderr)
+        print_error("run", error)
         return EXIT_BAD_INPUT
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        print(f"taylorglo run: error: --data-dir {args.data_dir!r} is not a directory", file=sys.stderr)
+        print_error("run", f"--data-dir {args.data_dir!r} is not a directory")
         return EXIT_BAD_INPUT
     options = RunOptions.from_args(args)
     out_dir = Path(args.out) if args.out else default_out_dir(spec.name or "search")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)  # now, not after the search
     except OSError as error:
-        print(f"taylorglo run: error: cannot make the result folder {str(out_dir)!r}: {error}", file=sys.stderr)
+        print_error("run", f"cannot make the result folder {str(out_dir)!r}: {error}")
         return EXIT_BAD_INPUT
 
     previous = None
@@ -343,7 +344,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         return LocalSearch(spec, options, out_dir, out).run()
     except RunError as error:
-        print(f"taylorglo run: error: {escape_controls(str(error))}", file=sys.stderr)
+        print_error("run", error)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"taylorglo run: interrupted; partial results (if any) in {out_dir}", file=sys.stderr)

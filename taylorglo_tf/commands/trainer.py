@@ -7,8 +7,8 @@ function of :mod:`taylorglo_tf.trainer.synthetic` (tests, benchmarks, dry runs).
 
 SIGTERM or SIGINT: no new candidate is taken; the one in progress is finished
 and reported if that takes at most ``--grace`` seconds, otherwise its lease is
-given back; then the trainer exits 0. Exit 1 when the coordinator rejects the
-trainer's credentials or an argument is bad.
+given back; then the trainer exits 0. Exit 2 when an argument (or a file it
+names) is bad, 1 when the coordinator rejects the trainer's credentials.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import threading
 
 from taylorglo_tf.commands.arguments import (
     DATA_DIR_ENV,
+    EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_OK,
     CommandError,
@@ -31,12 +32,11 @@ from taylorglo_tf.commands.arguments import (
     non_negative_float,
     open_channel,
     positive_int,
+    print_error,
 )
-from taylorglo_tf.limits import MAX_LEASE_CANDIDATES, MAX_WAIT_MS
+from taylorglo_tf.limits import DEFAULT_TRAINER_GRACE_S, MAX_LEASE_CANDIDATES, MAX_WAIT_MS
 
 log = logging.getLogger("taylorglo.trainer")
-
-DEFAULT_GRACE_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,10 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace",
         type=non_negative_float,
-        default=DEFAULT_GRACE_S,
+        default=DEFAULT_TRAINER_GRACE_S,
         metavar="S",
         help=f"on SIGTERM, finish the current candidate if it ends within S seconds, "
-        f"else give it back (default: {DEFAULT_GRACE_S:g})",
+        f"else give it back (default: {DEFAULT_TRAINER_GRACE_S:g})",
     )
     parser.add_argument(
         "--wait-ms",
@@ -169,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     gpus = chosen_gpus(args.gpus, visible)
                 except GpuError as error:
-                    print(f"taylorglo trainer: error: {error}", file=sys.stderr)
-                    return EXIT_ERROR
+                    print_error("trainer", error)
+                    return EXIT_BAD_INPUT
                 argv = list(getattr(args, "argv", sys.argv[1:]))
                 return run_per_gpu(argv[argv.index("trainer") + 1 :], gpus)
             # The same trainer command serves GPU and CPU hosts.
@@ -193,9 +193,9 @@ def run(args: argparse.Namespace) -> int:
             grace_s=args.grace,
             candidates_per_step=chosen if isinstance(chosen, int) else 1,
         )
-    except (CommandError, ValueError) as error:
-        print(f"taylorglo trainer: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    except (CommandError, ValueError) as error:  # a bad address, token file, data directory or option
+        print_error("trainer", error)
+        return EXIT_BAD_INPUT
     if chosen == "auto" and hasattr(evaluate_fn, "on_chosen"):  # the synthetic evaluator measures nothing
         evaluate_fn.on_chosen = lambda k: setattr(worker, "candidates_per_step", k)
 
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         reported = worker.run()
     except WorkerError as error:
-        print(f"taylorglo trainer: error: {error}", file=sys.stderr)
+        print_error("trainer", error)
         return EXIT_ERROR
     log.info("trainer %s done: %d evaluations reported, %d leases returned", trainer_id, reported, worker.returned)
     if worker.abandoned_evaluation:
