@@ -20,6 +20,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -37,12 +38,18 @@ from .model import (
     LeaseRecord,
 )
 
+# The oldest SQLite the coordinator runs on: ``INSERT ... ON CONFLICT DO UPDATE`` (upsert) is 3.24.
+MIN_SQLITE_VERSION = (3, 24, 0)
+
 # Each migration takes the schema from the version before it to its own version, in
-# one transaction; a database is migrated in place from whatever version it has.
-# Add a step for every schema change; never edit a released one.
-_MIGRATIONS: tuple[tuple[int, str], ...] = (
+# one transaction; a database is migrated in place from whatever version it has, on
+# an SQLite no older than the step's (``DROP COLUMN`` is 3.35). Add a step for every
+# schema change, never edit a released one, and change _SCHEMA to match (a test
+# compares a new file's schema with a migrated one's).
+_MIGRATIONS: tuple[tuple[int, tuple[int, int, int], str], ...] = (
     (
         1,
+        MIN_SQLITE_VERSION,
         """
 CREATE TABLE IF NOT EXISTS experiments (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -102,6 +109,7 @@ CREATE INDEX IF NOT EXISTS leases_by_candidate ON leases (experiment_id, generat
     # row made every report's counter update cost as much as writing the state.
     (
         2,
+        (3, 35, 0),
         """
 CREATE TABLE optimizer_states (
     experiment_id TEXT PRIMARY KEY,
@@ -113,6 +121,65 @@ ALTER TABLE experiments DROP COLUMN es_state;
     ),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+# A new file is created at SCHEMA_VERSION directly (no migration runs on it, so any
+# SQLite from MIN_SQLITE_VERSION on can create one).
+_SCHEMA = """
+CREATE TABLE experiments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    spec BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    evaluations_done INTEGER NOT NULL,
+    best_fitness REAL NOT NULL,
+    best_theta BLOB NOT NULL,
+    create_time REAL NOT NULL,
+    update_time REAL NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE TABLE candidates (
+    experiment_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    theta BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    fitness REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    trainer_id TEXT NOT NULL,
+    metrics BLOB,
+    create_time REAL NOT NULL,
+    finish_time REAL NOT NULL,
+    error TEXT NOT NULL,
+    lease_id TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, generation, idx)
+);
+CREATE TABLE generations (
+    experiment_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    best_fitness REAL NOT NULL,
+    mean_fitness REAL NOT NULL,
+    best_theta BLOB NOT NULL,
+    mean_theta BLOB NOT NULL,
+    sigma REAL NOT NULL,
+    finish_time REAL NOT NULL,
+    PRIMARY KEY (experiment_id, generation)
+);
+CREATE TABLE leases (
+    lease_id TEXT PRIMARY KEY,
+    experiment_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    trainer_id TEXT NOT NULL,
+    grant_time REAL NOT NULL
+);
+CREATE INDEX leases_by_candidate ON leases (experiment_id, generation, idx);
+CREATE TABLE optimizer_states (
+    experiment_id TEXT PRIMARY KEY,
+    state BLOB NOT NULL
+);
+"""
 _TABLES = frozenset({"experiments", "candidates", "generations", "leases", "optimizer_states", "sqlite_sequence"})
 
 
@@ -185,28 +252,91 @@ def open_storage(url: str | os.PathLike[str], **options) -> SqliteStorage:
     return SqliteStorage(text, **options)
 
 
-def _claim(path: Path):
-    """Hold an exclusive lock on ``<db>.lock`` for this process's lifetime.
+# The files this process holds, by identity ((st_dev, st_ino) -> the path it was opened as).
+_CLAIMED: dict[tuple[int, int], str] = {}
+_CLAIMED_LOCK = threading.RLock()  # reentrant: a claim dropped by the garbage collector takes it too
 
-    Two coordinators dispatching from one database would lease the same
-    candidates twice; the operating system drops the lock when a process dies,
-    even by ``kill -9``, so a restart is never blocked by a stale claim.
+
+class _Claim:
+    """An exclusive ``flock`` on the database file itself, held while the storage is open.
+
+    Keyed by the file, not its name: a symlink or a hard link to a database in use
+    is refused (through a hard link SQLite would even use a second ``-wal`` file).
+    On Linux ``flock`` locks are independent of the POSIX locks SQLite takes on the
+    same file, so SQLite (and readers in other processes) work as before; the
+    operating system drops the lock when the process dies, even by ``kill -9``, so a
+    restart is never blocked by a stale claim, and no lock file is left beside the
+    database. (On NFS ``flock`` is emulated with POSIX locks, but SQLite's WAL
+    does not work over a network file system anyway.)
     """
-    try:
+
+    def __init__(self, path: Path) -> None:
         import fcntl
-    except ImportError:  # not POSIX: no claim
-        return None
-    handle = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 (held open: the claim lasts while it is)
+
+        with _CLAIMED_LOCK:
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                if (st.st_dev, st.st_ino) in _CLAIMED:
+                    # Checked before opening the file: closing a second descriptor of it would
+                    # drop the POSIX locks this process's SQLite connection holds on it.
+                    raise DatabaseFileError(
+                        f"database {str(path)!r} is in use by another coordinator in this process "
+                        f"(opened as {_CLAIMED[st.st_dev, st.st_ino]!r})"
+                    )
+            # read-only: claiming an existing file never changes it; a missing one is a new database
+            self._fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                st = os.fstat(self._fd)
+                os.close(self._fd)  # this process holds no SQLite lock on the file: safe to close
+                raise DatabaseFileError(
+                    f"database {str(path)!r} is in use by another coordinator{_holder(st)}"
+                ) from None
+            st = os.fstat(self._fd)
+            _CLAIMED[st.st_dev, st.st_ino] = str(path)
+            # a storage dropped without close() frees the file when it is collected
+            self.release = weakref.finalize(self, _unclaim, self._fd, (st.st_dev, st.st_ino))
+
+
+def _unclaim(fd: int, key: tuple[int, int]) -> None:
+    """Only after this process's SQLite connection to the file is closed (see :class:`_Claim`)."""
+    with _CLAIMED_LOCK:
+        os.close(fd)  # releases the flock
+        _CLAIMED.pop(key, None)
+
+
+def _holder(st: os.stat_result) -> str:
+    """`` (process N, which opened it as '...')`` for the process holding a claim on the file
+    ``st`` describes, as far as ``/proc`` shows it (Linux, same user), else ``""``."""
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with open("/proc/locks") as locks:
+            # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (waiters are "1: -> FLOCK ...")
+            pids = [f[4] for line in locks if len(f := line.split()) > 5 and f[1] == "FLOCK" and f[5] == inode]
     except OSError:
-        handle.close()
-        raise DatabaseFileError(f"database {str(path)!r} is in use by another coordinator") from None
-    return handle
+        return ""
+    if not pids:
+        return ""
+    for link in Path("/proc", pids[0], "fd").glob("*"):
+        with contextlib.suppress(OSError):
+            if os.path.samestat(link.stat(), st):
+                return f" (process {pids[0]}, which opened it as {os.readlink(link)!r})"
+    return f" (process {pids[0]})"
+
+
+def _check_sqlite_version(needed: tuple[int, int, int], why: str) -> None:
+    found = sqlite3.sqlite_version_info
+    if found < needed:
+        raise DatabaseFileError(
+            f"SQLite {'.'.join(map(str, found))} is too old {why}: it needs SQLite "
+            f"{'.'.join(map(str, needed))} or later (the library Python's sqlite3 module is built with)"
+        )
 
 
 def _check_database(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse a file that is damaged or belongs to another application, before writing to it.
+    """Refuse a file that is damaged, belongs to another application or is of a newer schema,
+    by reading it only.
 
     ``quick_check`` reads every page (seconds for a large file, once per start): a
     file damaged mid-way would otherwise fail later, in the middle of a search.
@@ -222,6 +352,21 @@ def _check_database(db: sqlite3.Connection, path: Path) -> None:
             f"{str(path)!r} is not a TaylorGLO coordinator database "
             f"(it holds the table(s) {', '.join(foreign[:5])}); pass another --db"
         )
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise DatabaseFileError(
+            f"database {str(path)!r} has schema version {version}, newer than this "
+            f"coordinator's {SCHEMA_VERSION}: use a newer coordinator"
+        )
+
+
+def _schema_steps(db: sqlite3.Connection) -> list[tuple[int, tuple[int, int, int], str]]:
+    """What brings the file to :data:`SCHEMA_VERSION`: ``_SCHEMA`` at once for a new (empty) file,
+    else the migrations after its version, one transaction each."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        return [(SCHEMA_VERSION, MIN_SQLITE_VERSION, _SCHEMA)]
+    return [step for step in _MIGRATIONS if step[0] > version]
 
 
 def _page(offset: int, limit: int | None) -> tuple[int, int]:
@@ -243,41 +388,37 @@ class SqliteStorage:
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 5.0):
         if synchronous not in ("OFF", "NORMAL", "FULL"):
             raise ValueError(f"synchronous={synchronous!r} is not OFF, NORMAL or FULL")
+        _check_sqlite_version(MIN_SQLITE_VERSION, "for a coordinator database")  # before any file is touched
         memory = str(path) == ":memory:"
         self.path = Path(path)
         if not memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._owner = None if memory else _claim(self.path)
+        self._owner = None if memory or os.name != "posix" else _Claim(self.path)
         self._lock = threading.Lock()
+        db = None
         try:
             # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in _tx
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.row_factory = sqlite3.Row  # rows are read by column name
+            db = self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            db.row_factory = sqlite3.Row  # rows are read by column name
+            # Whatever may refuse the file only reads it: a refused file is left as it was.
             if not memory:
-                _check_database(self._db, self.path)  # before anything writes to the file
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
+                _check_database(db, self.path)
+            steps = _schema_steps(db)
+            for target, needed, _ in steps:
+                _check_sqlite_version(needed, f"to bring {str(self.path)!r} to schema version {target}")
+            if not memory:
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={synchronous}")
             # how long a write waits for a lock held by another process before "database is locked"
-            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            self._migrate()
+            db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            for target, _, script in steps:
+                db.executescript(f"BEGIN; {script}; PRAGMA user_version={target}; COMMIT;")
         except sqlite3.Error as exc:
-            self._release()
+            self._release(db)
             raise DatabaseFileError(f"cannot open database {str(self.path)!r}: {exc}") from None
         except BaseException:
-            self._release()
+            self._release(db)
             raise
-
-    def _migrate(self) -> None:
-        """Bring the schema to :data:`SCHEMA_VERSION`, one versioned step at a time (0: a new file)."""
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"database {str(self.path)!r} has schema version {version}, newer than this "
-                f"coordinator's {SCHEMA_VERSION}: use a newer coordinator"
-            )
-        for target, script in _MIGRATIONS:
-            if target > version:
-                self._db.executescript(f"BEGIN; {script}; PRAGMA user_version={target}; COMMIT;")
 
     # -- transactions
 
@@ -543,10 +684,12 @@ class SqliteStorage:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
-            self._release()
+            self._release(self._db)
 
-    def _release(self) -> None:
+    def _release(self, db: sqlite3.Connection | None) -> None:
+        """Close the connection, then give up the claim: in this order (see :class:`_Claim`)."""
+        if db is not None:
+            db.close()
         if self._owner is not None:
-            self._owner.close()  # releases the claim
+            self._owner.release()
             self._owner = None

@@ -1,12 +1,14 @@
 """SQLite storage: round trips, atomic transactions, WAL, schema version."""
 
+import shutil
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from taylorglo_tf.coordinator.model import CandidateRecord, ExperimentRecord, GenerationRecord, LeaseRecord
-from taylorglo_tf.coordinator.storage import SqliteStorage
+from taylorglo_tf.coordinator.storage import SCHEMA_VERSION, DatabaseFileError, SqliteStorage
 from taylorglo_tf.rpc import types_pb2
 
 
@@ -120,7 +122,7 @@ def test_a_database_from_a_newer_schema_is_refused(tmp_path):
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(RuntimeError, match="schema version 99"):
+    with pytest.raises(DatabaseFileError, match=r"future\.db.* schema version 99, newer than this coordinator's"):
         SqliteStorage(path)
 
 
@@ -144,3 +146,64 @@ def test_a_file_that_is_not_a_database_is_an_error_naming_it(tmp_path):
         SqliteStorage(path)
     path.unlink()
     SqliteStorage(path).close()  # the failed attempt left no claim behind
+
+
+def schema(path: Path) -> dict:
+    """Every table's columns (name, type, not null, default, key) and every index's definition."""
+    db = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return {
+            "version": db.execute("PRAGMA user_version").fetchone()[0],
+            "columns": {t: db.execute(f"PRAGMA table_xinfo({t})").fetchall() for t in tables},
+            "indexes": sorted(
+                " ".join(r[0].replace("IF NOT EXISTS ", "").split())
+                for r in db.execute("SELECT sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")
+            ),
+        }
+    finally:
+        db.close()
+
+
+def test_a_new_file_is_created_at_the_latest_schema_which_equals_a_migrated_ones(tmp_path):
+    """New files skip the migrations (DROP COLUMN needs SQLite 3.35), so the two paths must agree."""
+    migrated = tmp_path / "migrated.db"
+    shutil.copy(Path(__file__).parent / "fixtures" / "schema-v1.db", migrated)
+    SqliteStorage(migrated).close()
+    SqliteStorage(tmp_path / "new.db").close()
+    assert schema(tmp_path / "new.db") == schema(migrated)
+    assert schema(migrated)["version"] == SCHEMA_VERSION
+
+
+def test_a_new_file_runs_no_migration(tmp_path, monkeypatch):
+    """No ALTER TABLE (DROP COLUMN needs SQLite 3.35) on a new file: it is created at the latest schema."""
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        db = connect(*args, **kwargs)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    SqliteStorage(tmp_path / "new.db").close()
+    assert any("CREATE TABLE" in s for s in statements)
+    assert not [s for s in statements if "ALTER TABLE" in s.upper()]
+
+
+def test_an_sqlite_older_than_the_coordinator_needs_is_refused_naming_both_versions(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 22, 0))
+    with pytest.raises(DatabaseFileError, match=r"SQLite 3\.22\.0 is too old .* needs SQLite 3\.24\.0 or later"):
+        SqliteStorage(tmp_path / "new.db")
+    assert not list(tmp_path.iterdir())  # refused before any file was made
+
+
+def test_a_new_file_needs_no_sqlite_3_35_but_migrating_an_old_one_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))  # Ubuntu 20.04's
+    SqliteStorage(tmp_path / "new.db").close()
+    old = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "fixtures" / "schema-v1.db", old)
+    before = old.read_bytes()
+    with pytest.raises(DatabaseFileError, match=r"SQLite 3\.31\.1 is too old to bring .*old\.db.* to schema version 2"):
+        SqliteStorage(old)
+    assert old.read_bytes() == before  # refused before anything was written
