@@ -181,3 +181,62 @@ def test_a_candidate_stopped_early_keeps_its_batch_norm_statistics_while_the_oth
     assert alone.status == batched[0].status == "aborted" and batched[0].steps == 5
     assert_same_as_alone(batched[0], alone)
     assert batched[1].steps == 15
+
+
+def test_evaluate_is_a_population_of_one_with_the_same_compiled_step_and_result(evaluator):
+    """One training loop: ``evaluate`` runs ``evaluate_many``'s loop and steps, not a loop of its own."""
+    task = DIGITS.replace(steps=20)
+    [loss] = taylor_losses([PAPER_THETA * 0.9])
+    alone = evaluator.evaluate(loss, task)
+    traces = evaluator.trace_count()
+    [many] = evaluator.evaluate_many([loss], task)
+    assert evaluator.trace_count() == traces
+    assert many == dataclasses.replace(alone, wall_time_s=many.wall_time_s)
+
+
+class CheckedScaledCrossEntropy:
+    """Cross-entropy times ``theta[0]`` with a numerics check on its gradient: a theta of inf makes the
+    train step raise (scoring takes no gradient). Theta-settable (``theta``, ``set_theta``), so losses
+    of different theta share one compiled step."""
+
+    @staticmethod
+    def make(theta):
+        import keras
+        import tensorflow as tf
+
+        class Checked(keras.losses.Loss):
+            def __init__(self, theta=(1.0,), name="checked_scaled_cross_entropy", **kwargs):
+                super().__init__(name=name, **kwargs)
+                self._theta = tf.Variable(np.asarray(theta, np.float32), trainable=False)
+
+            @property
+            def theta(self):
+                return self._theta.numpy()
+
+            def set_theta(self, theta):
+                self._theta.assign(np.asarray(theta, np.float32))
+
+            def call(self, y_true, y_pred):
+                @tf.custom_gradient
+                def checked(predictions):
+                    return tf.identity(predictions), lambda up: tf.debugging.check_numerics(up, "checked gradient")
+
+                return keras.losses.categorical_crossentropy(y_true, checked(y_pred)) * self._theta[0]
+
+            def get_config(self):
+                return {**super().get_config(), "theta": self.theta.tolist()}
+
+        return Checked(theta)
+
+
+def test_a_step_that_raises_diverges_its_own_candidate_only(evaluator):
+    """A numerics check failing inside the batched step cannot tell whose it is: the batch trains
+    again one candidate at a time, so only the candidate that raises is ``diverged``."""
+    task = DIGITS.replace(steps=20)
+    thetas = [[1.0], [float("inf")], [0.5]]
+    alone = [evaluator.evaluate(CheckedScaledCrossEntropy.make(theta), task) for theta in thetas]
+    assert (alone[1].status, alone[1].steps, alone[1].fitness) == ("diverged", 1, 0.0)
+    batched = evaluator.evaluate_many([CheckedScaledCrossEntropy.make(theta) for theta in thetas], task)
+    assert [r.status for r in batched] == ["ok", "diverged", "ok"]
+    for one_batched, one_alone in zip(batched, alone):
+        assert_same_as_alone(one_batched, one_alone)

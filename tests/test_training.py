@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from taylorglo_tf import taylor
+from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.training import EvaluationResult, Task
 
 # Appendix C's best MNIST theta (paper form): a loss that trains.
@@ -33,7 +34,7 @@ def test_task_round_trips_through_a_plain_dict():
         lr_scale=0.3,
         abort_threshold=0.2,
         abort_check_epoch=5.0,
-        max_attempts=2,
+        abort_attempts=2,
         data_dir="/data",
     )
     assert Task.from_dict(task.to_dict()) == task
@@ -41,8 +42,69 @@ def test_task_round_trips_through_a_plain_dict():
 
 def test_task_defaults_follow_the_paper_abort_rule():
     task = Task()
-    assert (task.abort_threshold, task.abort_check_epoch, task.max_attempts) == (0.15, 10.0, 3)
+    assert (task.abort_threshold, task.abort_check_epoch, task.abort_attempts) == (0.15, 10.0, 3)
     assert task.batch_size == 0 and task.augmentation is None  # 0 / None: the recipe's
+
+
+def test_the_old_name_max_attempts_is_read_as_abort_attempts_with_a_deprecation_warning():
+    """``max_attempts`` read like the spec's search.max_attempts (leases per candidate): it was renamed."""
+    with pytest.warns(DeprecationWarning, match="renamed Task.abort_attempts"):
+        assert Task.from_dict({"max_attempts": 2}).abort_attempts == 2
+    with pytest.warns(DeprecationWarning):
+        assert Task().replace(max_attempts=4).abort_attempts == 4
+    assert Task(abort_attempts=5).max_attempts == 5  # the old name still reads
+    with pytest.raises(ValueError, match="give only abort_attempts"):
+        Task.from_dict({"max_attempts": 2, "abort_attempts": 3})
+
+
+FULL_AUGMENTATION = {"flip": True, "crop_padding": 2, "cutout": 16, "cutmix_prob": 0.5, "cutmix_alpha": 0.7}
+NO_AUGMENTATION = {"flip": False, "crop_padding": 0, "cutout": 0, "cutmix_prob": 0.0, "cutmix_alpha": 1.0}
+
+
+@pytest.mark.parametrize("augmentation", [None, FULL_AUGMENTATION, NO_AUGMENTATION], ids=["recipe", "full", "off"])
+def test_a_task_round_trips_through_its_proto(augmentation):
+    """``augmentation=None`` (the recipe's) stays the recipe's: it once came back from a proto as "off"."""
+    task = Task(
+        dataset="digits",
+        model="basic_cnn",
+        steps=300,
+        batch_size=64,
+        fraction=0.5,
+        augmentation=augmentation,
+        seed=9,
+        lr_scale=0.3,
+        abort_threshold=0.2,
+        abort_check_epoch=5.0,
+    )
+    spec = task.to_proto()
+    assert spec.HasField("augmentation") == (augmentation is not None)
+    assert Task.from_proto(types_pb2.TaskSpec.FromString(spec.SerializeToString())) == task
+
+
+def test_no_augmentation_block_in_a_spec_means_the_recipes_and_an_empty_block_none():
+    from taylorglo_tf import spec as spec_lib
+
+    task = {"dataset": "digits", "model": "tiny", "steps": 10}
+    recipe = spec_lib.load_spec({"task": task}).task
+    off = spec_lib.load_spec({"task": {**task, "augmentation": {}}}).task
+    flips = spec_lib.load_spec({"task": {**task, "augmentation": {"flip_crop": True}}}).task
+    assert Task.from_proto(recipe).augmentation is None and Task(**task).augmentation is None
+    assert Task.from_proto(off).augmentation == NO_AUGMENTATION
+    assert Task.from_proto(flips).augmentation == {**NO_AUGMENTATION, "flip": True, "crop_padding": 4}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"steps": 0}, "needs > 0 steps"),
+        ({"abort_check_epoch": 2.5}, "whole epochs"),
+        ({"augmentation": {"crop_padding": 2}}, "crops only with flips"),
+        ({"augmentation": {"mixup": 1}}, r"unknown option\(s\) \['mixup'\]"),
+    ],
+)
+def test_what_a_task_spec_cannot_carry_is_refused_naming_it(changes, message):
+    with pytest.raises(ValueError, match=message):
+        Task().replace(**changes).to_proto()
 
 
 def test_task_from_dict_names_unknown_fields():
@@ -71,7 +133,7 @@ def test_task_names_an_unknown_model_when_it_is_made_not_when_it_is_evaluated():
         ("lr_scale", "2"),
         ("abort_threshold", float("nan")),
         ("abort_check_epoch", 0),
-        ("max_attempts", 0),
+        ("abort_attempts", 0),
         ("dataset", ""),
         ("model", None),
         ("augmentation", ["flip"]),
@@ -141,7 +203,7 @@ def test_exploding_theta_is_diverged_with_zero_fitness_and_no_exception(evaluato
 
 def test_abort_rule_retries_then_gives_up(evaluator, cross_entropy):
     # A threshold no model reaches after one epoch: every attempt is aborted at the check.
-    task = DIGITS.replace(abort_threshold=1.0, abort_check_epoch=1.0, max_attempts=3)
+    task = DIGITS.replace(abort_threshold=1.0, abort_check_epoch=1.0, abort_attempts=3)
     progress_calls = []
     result = evaluator.evaluate(cross_entropy, task, progress=lambda done, total: progress_calls.append(done))
     from taylorglo_tf import data
@@ -275,14 +337,14 @@ def test_an_evaluator_keeps_at_most_max_sessions_tasks_warm(cross_entropy):
 
 
 def test_initial_weights_kept_per_task_are_bounded_and_a_dropped_seed_reproduces(evaluator, cross_entropy):
-    from taylorglo_tf.training import evaluator as evaluator_module
+    from taylorglo_tf.training.session import KEPT_INITIAL_STATES
 
     task = DIGITS.replace(steps=5, batch_size=8)  # a session of its own
     first = evaluator.evaluate(cross_entropy, task)
-    for seed in range(1, evaluator_module._KEPT_INITIAL_STATES + 1):
+    for seed in range(1, KEPT_INITIAL_STATES + 1):
         evaluator.evaluate(cross_entropy, task.replace(seed=seed))
     session = evaluator._sessions[next(reversed(evaluator._sessions))]
-    assert len(session.initial_states) == evaluator_module._KEPT_INITIAL_STATES
+    assert len(session.initial_states) == KEPT_INITIAL_STATES
     assert task.seed not in session.initial_states
     again = evaluator.evaluate(cross_entropy, task)  # seed 0's weights rebuilt
     assert again.val_accuracy == first.val_accuracy

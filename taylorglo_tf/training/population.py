@@ -14,7 +14,8 @@ applied: a candidate that diverged, was stopped or waits for another attempt
 keeps its weights. Its forward and backward passes still run: inside a
 ``tf.cond`` branch TensorFlow's graph rewrites round the Taylor loss's gradient
 differently (1e-8 after one step), and this layout keeps every candidate's
-arithmetic bit-for-bit that of ``Evaluator.evaluate``. Those forward passes
+arithmetic bit-for-bit the same at any width, beside any others (K = 1 is
+``Evaluator.evaluate``; it matched the former single-model step bit for bit). Those forward passes
 still move a stopped copy's non-trainable variables (batch-norm statistics,
 dropout seed state), so the evaluator saves them when a candidate stops and
 puts them back before scoring it.
@@ -30,6 +31,7 @@ seed's initial state like its weights).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,17 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
+
+def loss_signature(loss: Any) -> tuple[str, str, bool]:
+    """(class, config without theta, theta-settable): losses with one signature share compiled steps."""
+    config = dict(loss.get_config())
+    settable = hasattr(loss, "set_theta") and hasattr(loss, "theta")
+    if settable:
+        config.pop("theta", None)
+    config.pop("name", None)
+    cls = type(loss)
+    return f"{cls.__module__}.{cls.__qualname__}", json.dumps(config, sort_keys=True, default=str), settable
 
 
 @dataclass
@@ -62,6 +75,16 @@ class PopulationLoss:
     def eval_step(self, x, y, active: np.ndarray):
         """Per copy of ``active``, (correct predictions, loss x batch size) of one batch; zeros where not active."""
         return self.eval_fn(x, y, *self._widened(active))[: len(active)]
+
+    def score(self, images: tf.Tensor, labels: tf.Tensor, active: np.ndarray, batch: int):
+        """Per copy of ``active``, (accuracy, mean loss) on ``images`` (not empty) in slices of ``batch``;
+        copies not ``active`` score 0. The sums stay tensors, read once at the end."""
+        count = int(labels.shape[0])
+        sums = tf.zeros((len(active), 2))
+        for start in range(0, count, batch):
+            sums += self.eval_step(images[start : start + batch], labels[start : start + batch], active)
+        sums = sums.numpy().astype(np.float64) / count
+        return sums[:, 0], sums[:, 1]
 
     def _widened(self, active: np.ndarray) -> tuple[tf.Tensor, int]:
         """The mask padded to the step's width: the next power of two, at most every copy.
@@ -89,9 +112,45 @@ class Population:
     jit_compile: bool
     losses: dict[tuple, PopulationLoss] = field(default_factory=dict)
 
+    @classmethod
+    def build(
+        cls,
+        size: int,
+        build_model: Callable[[], keras.Model],
+        build_optimizer: Callable[[], keras.optimizers.Optimizer],
+        jit_compile: bool,
+    ) -> Population:
+        """``size`` fresh copies (their values are set by :meth:`reset`), each with its own optimizer."""
+        models = [build_model() for _ in range(size)]
+        optimizers = [build_optimizer() for _ in models]
+        for model, optimizer in zip(models, optimizers):
+            optimizer.build(model.trainable_variables)
+        return cls(
+            models=models,
+            optimizers=optimizers,
+            optimizer_initial=[[v.numpy() for v in optimizer.variables] for optimizer in optimizers],
+            finite=[tf.Variable(True, trainable=False) for _ in models],
+            jit_compile=jit_compile,
+        )
+
     @property
     def size(self) -> int:
         return len(self.models)
+
+    def loss(self, group: Sequence[Any], labels_for: Callable, batch_loss: Callable) -> PopulationLoss:
+        """The steps for the form of the losses ``group`` (one signature), copy k's loss set to ``group[k]``'s
+        theta. Compiled on the form's first use, over copies of the loss (the steps must not depend on the
+        caller's objects; a new theta needs no retracing); ``labels_for(loss)`` encodes labels for ``loss``."""
+        signature = loss_signature(group[0])
+        compiled = self.losses.get(signature)
+        if compiled is None:
+            held = [type(group[0]).from_config(group[0].get_config()) for _ in range(self.size)]
+            compiled = self.compile_loss(held, signature[2], labels_for(held[0]), batch_loss)
+            self.losses[signature] = compiled
+        if compiled.settable:
+            for slot_loss, loss in zip(compiled.losses, group):
+                slot_loss.set_theta(loss.theta)
+        return compiled
 
     def reset(self, slots: Sequence[int], initial: list[np.ndarray]) -> None:
         """The seed's initial variables (weights, dropout state) and a fresh optimizer in ``slots``."""
