@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"before": tree_of(args.before, tmp), "after": tree_of(args.after, tmp)}
-        rounds = []
+        rounds: list[dict[str, Any]] = []
         for index in range(args.rounds):
             order = ("before", "after") if index % 2 == 0 else ("after", "before")
             rows = {side: run_tree(trees[side], args, tmp) for side in order}
