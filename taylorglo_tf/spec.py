@@ -159,6 +159,8 @@ def _fill(message: Any, data: Any, path: str) -> None:
         if value is None:
             continue  # YAML "key:" with no value: leave the default
         if field.type == _descriptor.FieldDescriptor.TYPE_MESSAGE:
+            # Present even when empty: ``augmentation: {}`` is "no augmentation", its absence "the recipe's".
+            getattr(message, field.name).SetInParent()
             _fill(getattr(message, field.name), value, field_path)
         elif is_repeated(field):
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):

@@ -68,7 +68,7 @@ def test_minimal_task_spec_gets_the_documented_defaults():
         steps=25,
         batch_size=0,
         fraction=1.0,
-        augmentation={"flip": False, "crop_padding": 0, "cutout": 0, "cutmix_prob": 0.0, "cutmix_alpha": 1.0},
+        augmentation=None,  # no block: the recipe's, as in Python
         seed=7,
         abort_threshold=0.15,
         abort_check_epoch=10.0,

@@ -36,7 +36,7 @@ _TASK_FLAGS = {
     "seed": "seed",
     "lr_scale": "lr_scale",
     "data_dir": "data_dir",
-    "attempts": "max_attempts",
+    "attempts": "abort_attempts",
 }
 
 

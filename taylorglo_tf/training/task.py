@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,9 +21,28 @@ Status = Literal["ok", "diverged", "aborted"]
 STATUSES: tuple[str, ...] = ("ok", "diverged", "aborted")
 
 # The paper's abort rule: an attempt below 15% validation accuracy after 10 epochs
-# is retried (the spec's task.abort_accuracy and task.abort_epochs default to these).
+# is retried, 3 attempts in all (the spec's task.abort_accuracy and task.abort_epochs
+# default to these).
 ABORT_THRESHOLD = 0.15
 ABORT_CHECK_EPOCH = 10.0
+ABORT_ATTEMPTS = 3
+
+# Old spelling -> field: ``max_attempts`` read like the spec's search.max_attempts, which
+# counts leases per candidate, not the abort rule's attempts inside one evaluation.
+_RENAMED = {"max_attempts": "abort_attempts"}
+
+
+def _renamed(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with old field names replaced by the new ones (DeprecationWarning); both given is an error."""
+    out = dict(values)
+    for old, new in _RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"Task.{old} is the old name of Task.{new}; give only {new}")
+            message = f"Task.{old} is renamed Task.{new} (search.max_attempts counts leases)"
+            warnings.warn(message, DeprecationWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -63,7 +83,10 @@ class Task:
             schedule. 0 means the recipe's full length.
         batch_size: training batch size; 0 means the recipe's.
         fraction: fraction of the training split used (seeded), in (0, 1].
-        augmentation: ``data.Augmentation`` dict; ``None`` means the recipe's.
+        augmentation: ``data.Augmentation`` dict, the whole augmentation (options it
+            leaves out are off; ``{}`` is none at all); ``None`` means the model
+            recipe's (``models.recipe(model).augmentation``). A ``TaskSpec`` means
+            the same: no ``augmentation`` block is ``None``, a block (even empty) a dict.
         seed: seeds the model's initial weights, dropout and the data order.
         lr_scale: multiplier of the recipe's learning rate, applied to every step
             of its schedule (1 = the recipe's rate); a positive, finite number.
@@ -74,7 +97,11 @@ class Task:
         abort_check_epoch: epoch at which the rule is checked (paper: 10), in
             epochs of ``training examples // batch_size`` steps; only runs at least
             that long are checked.
-        max_attempts: attempts before giving up with status ``aborted`` (paper: 3).
+        abort_attempts: attempts the abort rule allows in one evaluation: an attempt it
+            aborts is retried with a fresh start until this many, then the evaluation
+            reports ``aborted`` (paper: 3). Not the spec's ``search.max_attempts``,
+            which counts leases of a candidate (whole evaluations, e.g. after a lost
+            trainer). ``max_attempts`` is its old name, still read.
         data_dir: where datasets live (TFDS ``data_dir``; base of relative paths).
     """
 
@@ -88,7 +115,7 @@ class Task:
     lr_scale: float = 1.0
     abort_threshold: float = ABORT_THRESHOLD
     abort_check_epoch: float = ABORT_CHECK_EPOCH
-    max_attempts: int = 3
+    abort_attempts: int = ABORT_ATTEMPTS
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -113,9 +140,14 @@ class Task:
         _check_positive("lr_scale", self.lr_scale)
         _check_real("abort_threshold", self.abort_threshold, 0.0, 1.0)
         _check_real("abort_check_epoch", self.abort_check_epoch, 0.0, 1e9, low_open=True)
-        _check_int("max_attempts", self.max_attempts, 1)
+        _check_int("abort_attempts", self.abort_attempts, 1)
         if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
             raise ValueError(f"Task.data_dir must be a non-empty string or null, got {self.data_dir!r}")
+
+    @property
+    def max_attempts(self) -> int:
+        """The old name of :attr:`abort_attempts`."""
+        return self.abort_attempts
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-compatible form; ``Task.from_dict(t.to_dict()) == t``."""
@@ -126,14 +158,17 @@ class Task:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Task:
-        """Build a task from a mapping; unknown keys and bad values raise ValueError naming them."""
+        """Build a task from a mapping; unknown keys and bad values raise ValueError naming them.
+
+        The old name ``max_attempts`` is read as ``abort_attempts``, with a DeprecationWarning.
+        """
         if not isinstance(d, Mapping):
             raise ValueError(f"a task must be a mapping of fields, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known, key=repr)  # keys may be of any type
+        unknown = sorted(set(d) - known - set(_RENAMED), key=repr)  # keys may be of any type
         if unknown:
             raise ValueError(f"unknown Task field(s) {unknown}; known fields: {sorted(known)}")
-        values = dict(d)
+        values = _renamed(d)
         # YAML writes 10 for 10.0; accept integral numbers for the real-valued fields.
         for name in ("fraction", "lr_scale", "abort_threshold", "abort_check_epoch"):
             if isinstance(values.get(name), int) and not isinstance(values[name], bool) and _finite(values[name]):
@@ -144,7 +179,9 @@ class Task:
     def from_proto(cls, task_spec: types_pb2.TaskSpec, data_dir: str | os.PathLike[str] | None = None) -> Task:
         """The task a ``TaskSpec`` describes, for a trainer whose data lives in ``data_dir``.
 
-        Unset fields take the proto's documented defaults. ``abort_accuracy <= 0``
+        Unset fields take the proto's documented defaults; no ``augmentation`` block
+        means the model recipe's augmentation (``augmentation=None``), a block (even
+        empty) exactly what it sets. ``abort_accuracy <= 0``
         disables the abort rule. ``idx:DIR``/``npz:FILE`` become absolute paths under
         ``data_dir``; ValueError names the dataset when it is invalid, leaves
         ``data_dir``, or needs a data directory the trainer was not given.
@@ -158,21 +195,23 @@ class Task:
         dataset = _resolve_dataset(full.dataset, data_dir)
         if full.steps <= 0:
             raise ValueError(f"task.steps must be > 0, got {full.steps}")
-        augmentation = full.augmentation
+        augmentation = None  # no block: the recipe's
+        if full.HasField("augmentation"):  # a block is the whole augmentation: what it leaves unset is off
+            aug = full.augmentation
+            augmentation = {
+                "flip": bool(aug.flip_crop),
+                "crop_padding": int(aug.crop_padding) if aug.flip_crop else 0,
+                "cutout": int(aug.cutout_length),
+                "cutmix_prob": float(aug.cutmix_probability),
+                "cutmix_alpha": float(aug.cutmix_alpha) or spec_module.DEFAULT_CUTMIX_ALPHA,
+            }
         return cls(
             dataset=dataset,
             model=full.model,
             steps=int(full.steps),
             batch_size=int(full.batch_size),
             fraction=float(full.train_fraction),
-            # The proto's augmentation is explicit: everything off unless set.
-            augmentation={
-                "flip": bool(augmentation.flip_crop),
-                "crop_padding": int(augmentation.crop_padding) if augmentation.flip_crop else 0,
-                "cutout": int(augmentation.cutout_length),
-                "cutmix_prob": float(augmentation.cutmix_probability),
-                "cutmix_alpha": float(augmentation.cutmix_alpha) or spec_module.DEFAULT_CUTMIX_ALPHA,
-            },
+            augmentation=augmentation,
             seed=int(full.seed),
             lr_scale=float(full.lr_scale),
             abort_threshold=max(0.0, float(full.abort_accuracy)),  # accuracy < 0 never happens: rule off
@@ -180,9 +219,53 @@ class Task:
             data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
         )
 
+    def to_proto(self) -> types_pb2.TaskSpec:
+        """The ``TaskSpec`` of this task, :meth:`from_proto`'s inverse.
+
+        ``data_dir`` stays behind (each trainer has its own), and so does
+        ``abort_attempts`` (a trainer's setting, not the spec's). ValueError names a
+        value a ``TaskSpec`` cannot carry: a crop without flips, an
+        ``abort_check_epoch`` that is no whole number, ``steps`` = 0 (a spec's
+        steps are > 0).
+        """
+        from taylorglo_tf.rpc import types_pb2
+
+        if self.steps <= 0:
+            raise ValueError(f"Task.steps {self.steps}: a TaskSpec needs > 0 steps (0, the full recipe, is Python's)")
+        if not float(self.abort_check_epoch).is_integer():
+            raise ValueError(f"Task.abort_check_epoch {self.abort_check_epoch!r}: a TaskSpec counts whole epochs")
+        spec = types_pb2.TaskSpec(
+            dataset=self.dataset,
+            model=self.model,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            train_fraction=self.fraction,
+            seed=self.seed,
+            abort_accuracy=self.abort_threshold,
+            abort_epochs=int(self.abort_check_epoch),
+            lr_scale=self.lr_scale,
+        )
+        if self.augmentation is not None:
+            aug = dict(self.augmentation)
+            unknown = sorted(set(aug) - {"flip", "crop_padding", "cutout", "cutmix_prob", "cutmix_alpha"})
+            if unknown:
+                raise ValueError(f"Task.augmentation: unknown option(s) {unknown}")
+            flip, crop = bool(aug.get("flip", False)), int(aug.get("crop_padding", 0))
+            if crop and not flip:
+                raise ValueError(f"Task.augmentation {aug}: a TaskSpec crops only with flips (flip_crop)")
+            spec.augmentation.SetInParent()  # a block, even an empty one: not the recipe's
+            spec.augmentation.flip_crop = flip
+            if flip:
+                spec.augmentation.crop_padding = crop
+            spec.augmentation.cutout_length = int(aug.get("cutout", 0))
+            spec.augmentation.cutmix_probability = float(aug.get("cutmix_prob", 0.0))
+            if "cutmix_alpha" in aug:
+                spec.augmentation.cutmix_alpha = float(aug["cutmix_alpha"])
+        return spec
+
     def replace(self, **changes: Any) -> Task:
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated); ``max_attempts`` is read as ``abort_attempts``."""
+        return dataclasses.replace(self, **_renamed(changes))
 
 
 def _resolve_dataset(uri: str, data_dir: str | os.PathLike[str] | None) -> str:
@@ -211,7 +294,7 @@ class EvaluationResult:
         val_loss: mean of the evaluated loss over the validation split (may be NaN/inf).
         steps: optimizer steps done in the reported (last) attempt.
         wall_time_s: seconds for the whole evaluation, all attempts included.
-        attempts: attempts used (1 .. ``task.max_attempts``).
+        attempts: attempts used (1 .. ``task.abort_attempts``).
         status: ``ok``, ``diverged`` (NaN/inf loss or weights) or ``aborted``
             (abort rule exhausted, or stopped by the progress callback).
         test_accuracy, test_loss: on the test split, only when asked for (comparisons).
