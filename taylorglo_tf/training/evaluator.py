@@ -377,12 +377,13 @@ class Evaluator:
             try:
                 batches = [indices]
                 trained = [self._train_together(session, losses, indices, task, progress, test)]
-            except _BatchFailed:
+            except _BatchFailed:  # alone, a step that raises is its candidate's divergence
                 batches = [[i] for i in indices]
                 trained = [self._train_together(session, losses, [i], task, progress, test) for i in indices]
-            for batch, (group, seconds, validation_started) in zip(batches, trained):  # noqa: B007
+            for batch, (results, seconds, scoring_started) in zip(batches, trained):
                 train_time += seconds
-                outcomes.update(zip(batch, group))
+                outcomes.update(zip(batch, results))
+                validation_started = scoring_started
         self._record_timings(started, train_time, _clock() if validation_started is None else validation_started)
         wall_time_s = self.last_timings["total_s"]
         return [dataclasses.replace(outcomes[index], wall_time_s=wall_time_s) for index in range(len(losses))]
