@@ -107,12 +107,12 @@ def test_no_manifest_holds_a_secret_value(rendered):
     # Nor do the kustomizations generate one.
     for kustomization in KUBERNETES.rglob("kustomization.yaml"):
         assert "secretGenerator" not in yaml.safe_load(kustomization.read_text()), kustomization
-    # The Secret keys that users create are the ones the README tells them to.
+    # The Secret keys that users create are the ones the Kubernetes guide tells them to.
     references = {ref for _, obj in every_object(rendered) for ref in secret_key_refs(obj)}
     assert {key for _, key in references} == {"trainer-token", "client-token"}
-    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "how-to" / "kubernetes.md").read_text()
     for name, key in references:
-        assert f"--from-literal={key}=" in readme and name in readme
+        assert f"--from-literal={key}=" in guide and name in guide
 
 
 def secret_key_refs(node):
@@ -360,9 +360,9 @@ def test_the_submit_example_runs_the_documented_search_and_cannot_submit_twice()
     assert command[:3] == ["taylorglo", "submit", "/etc/taylorglo/search.yaml"] and "--watch" in command
 
 
-def test_the_readme_gives_the_commands_for_every_overlay():
-    readme = (ROOT / "README.md").read_text()
+def test_the_kubernetes_guide_gives_the_commands_for_every_overlay():
+    guide = (ROOT / "docs" / "how-to" / "kubernetes.md").read_text()
     for path in OVERLAYS.values():
-        assert f"kubectl apply -k {path.relative_to(ROOT)}" in readme
-    assert f"kubectl apply -f {SUBMIT_EXAMPLE.relative_to(ROOT)}" in readme
+        assert f"kubectl apply -k {path.relative_to(ROOT)}" in guide
+    assert f"kubectl apply -f {SUBMIT_EXAMPLE.relative_to(ROOT)}" in guide
     assert (KUBERNETES / "components" / "tls" / "kustomization.yaml").is_file()

@@ -38,7 +38,7 @@ from tests.certificates import self_signed
 from tests.kube_manifests import SUBMIT_EXAMPLE, find, flag, load, plain_base, render
 from tests.local_deploy import Host, Processes, client, free_port, wait_until
 
-# The Secrets of the README's `kubectl create secret` commands, per namespace.
+# The Secrets of the Kubernetes guide's `kubectl create secret` commands (docs/how-to/kubernetes.md), per namespace.
 SECRETS = {
     ("taylorglo", "taylorglo-tokens"): {
         "trainer-token": "kube-trainer-token-0123456789",
