@@ -412,3 +412,49 @@ def test_the_options_are_built_once_from_the_arguments_without_changing_them(tmp
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.trainers = 1
+
+
+class _TrainersStarted(Exception):
+    pass
+
+
+def test_the_coordinator_binds_a_port_the_os_picks_and_its_trainers_dial_the_port_it_got(tmp_path, monkeypatch):
+    """A port probed free and bound later can be taken in between by any process on the machine:
+    the coordinator binds port 0 itself, and the trainers are given the port it reports."""
+    from taylorglo_tf.coordinator import server as server_module
+
+    real_serve, listened, servers, dialed = server_module.serve, [], [], []
+
+    def serve(db_path, listen, **kwargs):
+        listened.append(listen)
+        servers.append(real_serve(db_path, listen, **kwargs))
+        return servers[-1]
+
+    def start(trainers):
+        dialed.append(trainers.address)
+        raise _TrainersStarted
+
+    monkeypatch.setattr(server_module, "serve", serve)
+    monkeypatch.setattr(run_command.LocalTrainers, "start", start)
+    options = run_command.RunOptions(data_dir=str(tmp_path), trainers=1, evaluator="synthetic")
+    search = run_command.LocalSearch(run_command.load_run_spec(None), options, tmp_path / "out", io.StringIO())
+    with pytest.raises(_TrainersStarted):
+        search.run()
+    assert listened == ["127.0.0.1:0"]
+    [server] = servers
+    assert server.port > 0 and dialed == [f"127.0.0.1:{server.port}"]
+
+
+def test_trainers_started_beside_a_serving_coordinator_do_not_fork_under_grpc(tmp_path, capfd):
+    """The trainers start after the coordinator's gRPC threads: a fork then (a ``preexec_fn``)
+    runs gRPC's fork handlers, which log warnings and errors into the user's terminal."""
+    from taylorglo_tf.coordinator.server import serve
+
+    server = serve(tmp_path / "search.db")
+    trainers = run_command.LocalTrainers(2, server.address, "t" * 32, tmp_path / "logs", evaluator="synthetic")
+    try:
+        trainers.start()
+    finally:
+        trainers.stop()
+        server.stop(0)
+    assert "fork" not in capfd.readouterr().err

@@ -2,10 +2,13 @@
 
     taylorglo run [SPEC] [--trainers N] [--out DIR] [--compare-runs R] [--db PATH]
 
-1. starts a coordinator in this process on a free loopback port, with a
-   temporary database (or ``--db``) and fresh random tokens for both roles;
-2. starts N trainer processes (``python -m taylorglo_tf trainer``), logging to
-   ``DIR/logs/``;
+1. starts a coordinator in this process on loopback, on a port the OS picks
+   when it binds (port 0, read back: no other process can take it between a
+   probe and the bind), with a temporary database (or ``--db``) and fresh
+   random tokens for both roles;
+2. starts N trainer processes (``taylorglo trainer``, through
+   ``python -m taylorglo_tf.commands.run``: see :func:`_local_trainer_main`),
+   logging to ``DIR/logs/``;
 3. submits the spec (no SPEC: :data:`DEFAULT_SPEC`, a search on the embedded
    ``digits`` data with the ``tiny`` model that takes a few minutes on 2 cores)
    and follows it with the same progress bar as ``taylorglo watch``;
@@ -35,7 +38,6 @@ import datetime
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -193,10 +195,11 @@ def default_out_dir(name: str, now: datetime.datetime | None = None) -> Path:
 # ----------------------------------------------------------------------------- trainers
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies (None elsewhere).
+def _parent_death_signal(parent: int | None = None) -> Callable[[], None] | None:
+    """A function asking Linux to SIGTERM the calling process when ``parent`` (default: this
+    process, for a child forked from it) dies; None elsewhere.
 
-    The libc function is looked up here, before the fork; the child only calls it.
+    The libc function is looked up here, before any fork; the function only calls it.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -205,7 +208,7 @@ def _parent_death_signal() -> Callable[[], None] | None:
     except (OSError, AttributeError):
         return None
     pr_set_pdeathsig = 1
-    parent = os.getpid()
+    parent = os.getpid() if parent is None else parent
 
     def set_signal() -> None:
         prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
@@ -242,7 +245,8 @@ class LocalTrainers:
         argv = [
             sys.executable,
             "-m",
-            "taylorglo_tf",
+            "taylorglo_tf.commands.run",  # taylorglo, dying with this process: see _local_trainer_main
+            str(os.getpid()),
             "trainer",
             "--coordinator",
             self.address,
@@ -264,9 +268,10 @@ class LocalTrainers:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, TAYLORGLO_TOKEN=self._token, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-        preexec = _parent_death_signal()
         for index in range(self.count):
             with open(self.log_dir / f"trainer-{index}.log", "ab") as log:
+                # No preexec_fn: the coordinator's gRPC threads run already, and a
+                # fork (not vfork) would run gRPC's fork handlers and log warnings.
                 self.processes.append(
                     subprocess.Popen(
                         self.command(index),
@@ -274,7 +279,6 @@ class LocalTrainers:
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         env=env,
-                        preexec_fn=preexec,  # noqa: PLW1509 (only prctl, looked up before the fork)
                     )
                 )
 
@@ -293,13 +297,6 @@ class LocalTrainers:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _watch_trainers(
@@ -406,25 +403,22 @@ class LocalSearch:
     def run(self) -> int:
         started = time.monotonic()
         with contextlib.ExitStack() as stack:
-            # Trainers first: forking before this process runs gRPC threads is clean.
-            # They retry with backoff until the coordinator listens on the port.
-            port = _free_loopback_port()
             count, per_step = self._layout()
+            # The coordinator binds port 0 and reports the port it got; the trainers dial that.
+            server, stub = self._start_coordinator(stack)
             self.trainers = LocalTrainers(
                 count,
-                f"127.0.0.1:{port}",
+                server.address,
                 self._trainer_token,
                 self.out_dir / "logs",
                 evaluator=self.options.evaluator,
                 data_dir=self.options.data_dir,
                 candidates_per_step=per_step,
             )
+            # Stopped while the coordinator still serves (callbacks run last first),
+            # so that interrupted trainers can hand their leases back.
             stack.callback(self.trainers.stop)
             self.trainers.start()
-            server, stub = self._start_coordinator(stack, port)
-            # Stop trainers again (a no-op when done) while the coordinator still
-            # serves, so that interrupted trainers can hand their leases back.
-            stack.callback(self.trainers.stop)
             self._print(
                 f"coordinator on {server.address}, {count} trainer(s), {per_step} candidate(s) per step "
                 f"(logs in {self.out_dir / 'logs'})"
@@ -473,7 +467,7 @@ class LocalSearch:
 
     # -- steps --------------------------------------------------------------------------
 
-    def _start_coordinator(self, stack: contextlib.ExitStack, port: int):
+    def _start_coordinator(self, stack: contextlib.ExitStack):
         from taylorglo_tf import connection
         from taylorglo_tf.coordinator.server import serve
         from taylorglo_tf.coordinator.storage import DatabaseFileError
@@ -487,7 +481,7 @@ class LocalSearch:
         options: dict[str, Any] = {} if self.options.lease_ttl is None else {"lease_ttl_s": self.options.lease_ttl}
         try:
             server = serve(
-                db_path, f"127.0.0.1:{port}", trainer_token=self._trainer_token, client_token=client_token, **options
+                db_path, "127.0.0.1:0", trainer_token=self._trainer_token, client_token=client_token, **options
             )
         except DatabaseFileError as error:  # a bad --db is bad input, like a bad spec file
             raise RunError(str(error), EXIT_BAD_INPUT) from None
@@ -635,3 +629,22 @@ def compare_with_cross_entropy(
         baseline_name="cross_entropy",
         console=Console(file=out or sys.stdout),
     )
+
+
+def _local_trainer_main(argv: list[str]) -> int:
+    """``python -m taylorglo_tf.commands.run PARENT_PID ARGS...``: ``taylorglo ARGS...`` in a
+    process that gets SIGTERM when PARENT_PID dies (Linux), or exits at once if it is gone already.
+
+    The death signal is set here rather than between fork and exec (``preexec_fn``),
+    so that the trainers can be started by vfork after the coordinator's gRPC threads.
+    """
+    set_signal = _parent_death_signal(int(argv[0]))
+    if set_signal is not None:
+        set_signal()
+    from taylorglo_tf.cli import main
+
+    return main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(_local_trainer_main(sys.argv[1:]))
