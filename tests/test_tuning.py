@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -151,3 +153,37 @@ def test_when_one_parallel_probe_fails_the_others_are_killed_and_the_layout_repo
     with pytest.raises(RuntimeError, match="exit 3"):
         tuning.local_layout(Task(dataset="digits", model="tiny", steps=10), 2, onednn=("1",))
     assert all(process.poll() is not None for process in started)
+
+
+def test_two_writers_of_the_cache_at_once_keep_both_entries(tmp_path, monkeypatch):
+    """Read, change and write are one step under a lock: with a slow read (the widest window),
+    two threads storing different keys at the same time both find their entry afterwards."""
+    path = tmp_path / "tuning.json"
+    read = tuning._read
+
+    def slow_read(p):
+        value = read(p)
+        time.sleep(0.2)
+        return value
+
+    monkeypatch.setattr(tuning, "_read", slow_read)
+    writers = [threading.Thread(target=tuning._store, args=(path, key, {"k": key})) for key in ("a", "b")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert json.loads(path.read_text()) == {"a": {"k": "a"}, "b": {"k": "b"}}
+
+
+def test_two_processes_storing_measurements_at_once_keep_every_entry(tmp_path):
+    """As two ``taylorglo run``s started together do, in fresh processes."""
+    path = tmp_path / "tuning.json"
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom taylorglo_tf.training import tuning\n"
+        "for i in range(40):\n"
+        "    tuning._store(Path(sys.argv[1]), f'{sys.argv[2]}-{i}', {'i': i})\n"
+    )
+    names = ("one", "two", "three")
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in names]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0, 0]
+    assert sorted(json.loads(path.read_text())) == sorted(f"{n}-{i}" for n in names for i in range(40))

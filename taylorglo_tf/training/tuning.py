@@ -13,13 +13,14 @@ processes, K, and oneDNN off or on, measured in probe processes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +119,30 @@ def choose(
 
 
 def _store(path: Path, key: str, value: dict) -> None:
-    """Add one measurement to the cache file, re-read first so entries written meanwhile are kept."""
-    cached = _read(path)
-    cached[key] = value
+    """Add one measurement to the cache file: re-read, changed and written under an exclusive lock,
+    so that entries other processes (two ``taylorglo run``s, one trainer per GPU) store meanwhile are kept."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(path, json.dumps(cached, indent=1))  # concurrent writers (one per GPU) never tear it
+        with _locked(path):
+            cached = _read(path)
+            cached[key] = value
+            atomic.write_text(path, json.dumps(cached, indent=1))  # a reader never sees it torn
     except OSError as error:  # a read-only home costs a re-measurement, nothing else
         log.warning("cannot cache the measurement in %s: %s", path, error)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<path>.lock`` (the cache file itself is replaced on each write,
+    so it cannot carry the lock); waits for the holder, whose read and write take milliseconds."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def _read(path: Path) -> dict:
