@@ -2,10 +2,14 @@
 
 import json
 import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
 from taylorglo_tf import spec
+from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.spec import SpecError
 
 MINIMAL = {"task": {"dataset": "digits", "model": "tiny", "steps": 100}}
@@ -292,3 +296,98 @@ def test_what_one_experiment_may_cost_is_bounded_with_an_error_naming_the_values
     }
     assert spec.theta_length(spec.load_spec({**at_limit, "search": {}}).loss) * 6_000 <= MAX_SEARCH_SIZE
     assert spec.load_spec(at_limit).search.population == 6_000
+
+
+# ----------------------------------------------------------------------------- the proto's stated defaults
+
+TYPES_PROTO = Path(__file__).resolve().parent.parent / "protos" / "taylorglo" / "v1" / "types.proto"
+# Spec message -> its place in an ExperimentSpec.
+SPEC_MESSAGES = {"TaskSpec": "task", "AugmentationSpec": "task.augmentation", "LossSpec": "loss", "SearchSpec": "search"}
+# Defaults that apply only when another field is set: that field, set.
+CONDITIONS = {
+    "AugmentationSpec.crop_padding": {"flip_crop": True},
+    "AugmentationSpec.cutmix_alpha": {"cutmix_probability": 0.5},
+}
+_STATED = re.compile(r'(?:unset|empty|"") = (\[[^\]]*\]|"[^"]*"|-?[0-9][0-9.e+-]*)')
+
+
+def proto_comments() -> dict[str, str]:
+    """``"Message.field"`` -> the comment lines right above the field's declaration in types.proto."""
+    comments: dict[str, str] = {}
+    message, pending = None, []
+    for line in TYPES_PROTO.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("message "):
+            message, pending = stripped.split()[1], []
+        elif stripped.startswith("//"):
+            pending.append(stripped[2:].strip())
+        elif match := re.match(r"(?:optional |repeated )?[\w.]+ (\w+) = \d+;", stripped):
+            comments[f"{message}.{match.group(1)}"] = " ".join(pending)
+            pending = []
+        else:
+            pending = []
+    return comments
+
+
+def stated_default(comment: str):
+    """The default a field's comment states (``unset = 20``, ``empty = ["x", "y"]``, ``"" = "cmaes"``), or None."""
+    match = _STATED.search(comment)
+    return None if match is None else json.loads(match.group(1).rstrip("."))
+
+
+def defaulted(message: str, field: str, *, apply: bool = True):
+    """What :func:`spec.apply_defaults` gives ``field`` of ``message`` when a minimal spec leaves it unset
+    (``apply=False``: the value before the defaults)."""
+    data = json.loads(json.dumps(MINIMAL))
+    section = data
+    for key in SPEC_MESSAGES[message].split("."):
+        section = section.setdefault(key, {})
+    section.update(CONDITIONS.get(f"{message}.{field}", {}))
+    proto = spec.from_dict(data)
+    if apply:
+        proto = spec.apply_defaults(proto)
+    for key in SPEC_MESSAGES[message].split("."):
+        proto = getattr(proto, key)
+    value = getattr(proto, field)
+    return list(value) if isinstance(value, Iterable) and not isinstance(value, str) else value
+
+
+STATED_DEFAULTS = {
+    name: stated_default(comment)
+    for name, comment in proto_comments().items()
+    if name.split(".")[0] in SPEC_MESSAGES and stated_default(comment) is not None
+}
+
+
+def test_the_proto_states_the_spec_defaults():
+    assert len(STATED_DEFAULTS) >= 14, sorted(STATED_DEFAULTS)
+
+
+@pytest.mark.parametrize("name", sorted(STATED_DEFAULTS))
+def test_each_default_the_proto_states_is_the_one_the_spec_module_applies(name):
+    assert defaulted(*name.split(".")) == pytest.approx(STATED_DEFAULTS[name])
+
+
+def test_every_default_the_spec_module_applies_is_stated_in_the_proto():
+    """A default added in spec.py without a word in the proto's comments fails here."""
+    applied = {
+        f"{message}.{field.name}"
+        for message in SPEC_MESSAGES
+        for field in getattr(types_pb2, message).DESCRIPTOR.fields
+        if field.message_type is None
+        and defaulted(message, field.name) != defaulted(message, field.name, apply=False)
+    }
+    applied.discard("SearchSpec.num_classes")  # inferred from the dataset (next test)
+    assert sorted(applied) == sorted(STATED_DEFAULTS)
+
+
+def test_the_class_counts_the_proto_states_per_dataset_are_those_the_spec_infers():
+    comment = proto_comments()["SearchSpec.num_classes"]
+    listed = re.search(r"when known \((.*?)\)", comment).group(1)
+    stated = {
+        name.strip(): int(count)
+        for group in listed.split(";")
+        for names, count in [group.rsplit(":", 1)]
+        for name in names.split(",")
+    }
+    assert stated == {dataset.removeprefix("tfds:"): n for dataset, n in spec.KNOWN_NUM_CLASSES.items()}
