@@ -302,7 +302,12 @@ def test_what_one_experiment_may_cost_is_bounded_with_an_error_naming_the_values
 
 TYPES_PROTO = Path(__file__).resolve().parent.parent / "protos" / "taylorglo" / "v1" / "types.proto"
 # Spec message -> its place in an ExperimentSpec.
-SPEC_MESSAGES = {"TaskSpec": "task", "AugmentationSpec": "task.augmentation", "LossSpec": "loss", "SearchSpec": "search"}
+SPEC_MESSAGES = {
+    "TaskSpec": "task",
+    "AugmentationSpec": "task.augmentation",
+    "LossSpec": "loss",
+    "SearchSpec": "search",
+}
 # Defaults that apply only when another field is set: that field, set.
 CONDITIONS = {
     "AugmentationSpec.crop_padding": {"flip_crop": True},
@@ -374,8 +379,7 @@ def test_every_default_the_spec_module_applies_is_stated_in_the_proto():
         f"{message}.{field.name}"
         for message in SPEC_MESSAGES
         for field in getattr(types_pb2, message).DESCRIPTOR.fields
-        if field.message_type is None
-        and defaulted(message, field.name) != defaulted(message, field.name, apply=False)
+        if field.message_type is None and defaulted(message, field.name) != defaulted(message, field.name, apply=False)
     }
     applied.discard("SearchSpec.num_classes")  # inferred from the dataset (next test)
     assert sorted(applied) == sorted(STATED_DEFAULTS)
