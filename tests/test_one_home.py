@@ -7,6 +7,7 @@ packages. Other modules import the value from its home.
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -152,3 +153,17 @@ def test_no_module_falls_back_to_a_ttl_of_its_own():
             if ttl_or_constant:
                 fallbacks.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert fallbacks == []
+
+
+@pytest.mark.parametrize(
+    "message, default, maximum",
+    [
+        ("ListExperimentsRequest", limits.DEFAULT_LIST_PAGE_SIZE, limits.MAX_LIST_PAGE_SIZE),
+        ("GetResultRequest", limits.DEFAULT_RESULT_PAGE_SIZE, limits.MAX_RESULT_PAGE_SIZE),
+    ],
+)
+def test_the_page_sizes_the_proto_states_are_those_of_limits(message, default, maximum):
+    text = (ROOT / "protos" / "taylorglo" / "v1" / "experiment_service.proto").read_text(encoding="utf-8")
+    block = re.search(r"\nmessage " + message + r" \{\n(.*?)\n\}", text, re.S).group(1)
+    stated = re.search(r"0\.\.(\d+); 0 = (\d+)\.", " ".join(line.strip("/ ") for line in block.splitlines()))
+    assert (int(stated.group(2)), int(stated.group(1))) == (default, maximum)
