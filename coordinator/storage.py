@@ -284,7 +284,10 @@ class _Claim:
                         f"(opened as {_CLAIMED[st.st_dev, st.st_ino]!r})"
                     )
             # read-only: claiming an existing file never changes it; a missing one is a new database
-            self._fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                self._fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise DatabaseFileError(f"cannot open database {str(path)!r}: {exc.strerror}") from None
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

@@ -1,8 +1,9 @@
-"""Bad database files: a coordinator database damaged mid-file, or another application's SQLite file.
+"""Bad database files: a coordinator database damaged mid-file, another application's SQLite
+file, a newer schema's, or one in use by another coordinator (under any of its names).
 
-Both must be refused before anything is written, with one line naming the file
-and exit status 2 from ``taylorglo coordinator`` and ``taylorglo run --db``,
-like the other bad-file cases.
+Each must be refused before anything is written (the file left byte-identical, nothing
+left beside it), with one line naming the file and exit status 2 from ``taylorglo
+coordinator`` and ``taylorglo run --db``, like the other bad-file cases.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def another_applications_database(path: Path) -> Path:
     return path
 
 
+def newer_schema_database(path: Path, *, wal: bool = False) -> Path:
+    db = sqlite3.connect(path)
+    if wal:
+        db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE experiments (id TEXT)")
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    return path
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -88,7 +100,9 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    "make", [coordinator_database_damaged_mid_file, another_applications_database], ids=["damaged", "foreign"]
+    "make",
+    [coordinator_database_damaged_mid_file, another_applications_database, newer_schema_database],
+    ids=["damaged", "foreign", "schema-99"],
 )
 def test_the_coordinator_command_refuses_a_bad_database_in_one_line_with_exit_2(tmp_path, make):
     path = make(tmp_path / "bad.db")
@@ -99,7 +113,9 @@ def test_the_coordinator_command_refuses_a_bad_database_in_one_line_with_exit_2(
 
 
 @pytest.mark.parametrize(
-    "make", [coordinator_database_damaged_mid_file, another_applications_database], ids=["damaged", "foreign"]
+    "make",
+    [coordinator_database_damaged_mid_file, another_applications_database, newer_schema_database],
+    ids=["damaged", "foreign", "schema-99"],
 )
 def test_run_refuses_a_bad_database_in_one_line_with_exit_2(tmp_path, make):
     path = make(tmp_path / "bad.db")
@@ -186,17 +202,6 @@ def test_a_coordinator_holding_a_database_lets_other_processes_read_it(tmp_path)
 # -- a refused file is left exactly as it was
 
 
-def newer_schema_database(path: Path, *, wal: bool = False) -> Path:
-    db = sqlite3.connect(path)
-    if wal:
-        db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE experiments (id TEXT)")
-    db.execute("PRAGMA user_version=99")
-    db.commit()
-    db.close()
-    return path
-
-
 def not_a_database(path: Path) -> Path:
     path.write_text("not a database, just text " * 100)
     return path
@@ -222,14 +227,13 @@ def test_a_refused_file_is_byte_identical_after_and_nothing_is_left_beside_it(tm
     assert sorted(os.listdir(tmp_path)) == listing  # no .lock, -wal or -shm
 
 
-def test_a_newer_schema_file_is_refused_by_the_coordinator_command_in_one_line_with_exit_2(tmp_path):
-    path = newer_schema_database(tmp_path / "future.db")
-    done = run_cli("coordinator", "--db", str(path), "--listen", "127.0.0.1:0", cwd=tmp_path)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and "schema version 99" in done.stderr, done.stderr
-
-
 def test_a_storage_dropped_without_closing_frees_its_database_once_collected(tmp_path):
     SqliteStorage(tmp_path / "search.db")  # never closed
     gc.collect()
     SqliteStorage(tmp_path / "search.db").close()
+
+
+def test_a_directory_given_as_the_database_is_refused_naming_it(tmp_path):
+    (tmp_path / "search.db").mkdir()
+    with pytest.raises(DatabaseFileError, match=r"search\.db.*[Ii]s a directory"):
+        SqliteStorage(tmp_path / "search.db")
