@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -98,7 +99,14 @@ def run_page(page: Path, folder: Path, *, slow: bool) -> list[str]:
     """Run the page's blocks in ``folder``; returns what each runnable block printed."""
     for name in CHECKOUT:
         (folder / name).symlink_to(ROOT / name)
-    env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
+    # `make` never rebuilds the environment from here: the tests use the one they run in (its
+    # stamp may be older than pyproject.toml in a working tree, and the folder holds no package).
+    tools = folder / ".test-bin"
+    tools.mkdir()
+    (tools / "make").write_text(f'#!/bin/sh\nexec {shutil.which("make")} -o .venv/.installed "$@"\n')
+    (tools / "make").chmod(0o755)
+    path = os.pathsep.join([str(tools), str(ROOT / ".venv" / "bin"), os.environ["PATH"]])
+    env = {**os.environ, "PATH": path, "MPLBACKEND": "Agg"}
     outputs = []
     pending: list[Block] = []  # consecutive python blocks: one process
 
