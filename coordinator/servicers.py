@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from taylorglo_tf import spec as spec_lib
-from taylorglo_tf.limits import MAX_ID_CHARS, int_out_of_range, overlong_string
+from taylorglo_tf.limits import MAX_ID_CHARS, MAX_LEASE_CANDIDATES, int_out_of_range, overlong_string
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -196,12 +196,38 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
 
     @handler
     async def Heartbeat(self, request, context):
-        lease_id = _identifier(request.lease_id, "lease_id")
+        """Batched (``leases``: every lease of the trainer) or single (``lease_id``, older trainers)."""
         trainer_id = _identifier(request.trainer_id, "trainer_id")
-        if request.steps_done < 0:
-            raise InvalidArgument("steps_done", f"{request.steps_done} is negative")
-        keep_going, ttl = await self._long_polls.call(self._scheduler.heartbeat, lease_id, trainer_id)
-        return ws_pb2.HeartbeatResponse(keep_going=keep_going, ttl_s=ttl)
+        if not request.leases:
+            beats = [(_identifier(request.lease_id, "lease_id"), request.steps_done, "steps_done")]
+        elif request.lease_id or request.steps_done:
+            raise InvalidArgument("lease_id", "must be unset when leases are given (each lease goes in leases)")
+        elif len(request.leases) > MAX_LEASE_CANDIDATES:
+            raise InvalidArgument("leases", f"holds {len(request.leases)} leases; at most {MAX_LEASE_CANDIDATES}")
+        else:
+            beats = [
+                (_identifier(lease.lease_id, f"leases[{i}].lease_id"), lease.steps_done, f"leases[{i}].steps_done")
+                for i, lease in enumerate(request.leases)
+            ]
+            if len({lease_id for lease_id, _, _ in beats}) < len(beats):
+                raise InvalidArgument("leases", "names a lease more than once")
+        for _, steps_done, field in beats:
+            if steps_done < 0:
+                raise InvalidArgument(field, f"{steps_done} is negative")
+
+        def heartbeat_each() -> list[tuple[bool, float]]:  # one trip to the scheduler's pool for them all
+            return [self._scheduler.heartbeat(lease_id, trainer_id) for lease_id, _, _ in beats]
+
+        answers = await self._long_polls.call(heartbeat_each)
+        if not request.leases:
+            keep_going, ttl = answers[0]
+            return ws_pb2.HeartbeatResponse(keep_going=keep_going, ttl_s=ttl)
+        return ws_pb2.HeartbeatResponse(
+            leases=[
+                ws_pb2.LeaseHeartbeat(lease_id=lease_id, keep_going=keep_going, ttl_s=ttl)
+                for (lease_id, _, _), (keep_going, ttl) in zip(beats, answers)
+            ]
+        )
 
     @handler
     async def ReportResult(self, request, context):

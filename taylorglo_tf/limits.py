@@ -66,6 +66,7 @@ _ID_FIELDS = (
     "LeaseCandidateRequest.trainer_id",
     "HeartbeatRequest.lease_id",
     "HeartbeatRequest.trainer_id",
+    "LeaseProgress.lease_id",  # HeartbeatRequest.leases[i]
     "ReportResultRequest.lease_id",
     "ReportResultRequest.trainer_id",
     "ReturnLeaseRequest.lease_id",

@@ -30,16 +30,19 @@ def spec(population: int, name: str = "batched") -> types_pb2.ExperimentSpec:
 
 
 class Calls(grpc.UnaryUnaryClientInterceptor):
-    """Records each granted LeaseCandidate call as (max_candidates asked, leases granted) and fails the
-    Heartbeats of the leases in ``silenced`` with UNAVAILABLE (as if they were lost on the way)."""
+    """Records each granted LeaseCandidate call as (max_candidates asked, leases granted) and drops the
+    leases in ``silenced`` from each Heartbeat (as if lost on the way; UNAVAILABLE when none is left)."""
 
     def __init__(self):
         self.lease_calls: list[tuple[int, int]] = []
         self.silenced: set[str] = set()
 
     def intercept_unary_unary(self, continuation, details, request):
-        if details.method.endswith("/Heartbeat") and request.lease_id in self.silenced:
-            return _Unavailable()
+        if details.method.endswith("/Heartbeat") and self.silenced:
+            kept = [lease for lease in request.leases if lease.lease_id not in self.silenced]
+            if not kept:
+                return _Unavailable()
+            request = ws.HeartbeatRequest(trainer_id=request.trainer_id, leases=kept)
         call = continuation(details, request)
         if details.method.endswith("/LeaseCandidate"):
 
@@ -207,10 +210,10 @@ def test_a_trainer_with_four_per_step_leases_each_batch_in_one_call_and_reports_
     a = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(6, "a")), timeout=10)
     b = experiments.SubmitExperiment(es.SubmitExperimentRequest(spec=spec(3, "b")), timeout=10)
     batch = SimulatedBatch()
-    worker = batched_worker(channel, batch, 4, max_candidates=9)
+    worker = batched_worker(channel, batch, 4, max_reports=9)
     assert worker.run() == 9
     # One LeaseCandidate call per trained batch, of one experiment, the experiments taking turns;
-    # the last call asks for only the 2 that max_candidates=9 still allows.
+    # the last call asks for only the 2 that max_reports=9 still allows.
     assert [[lease.experiment_id for lease in leases] for leases in batch.batches] == [
         [a.id] * 4,
         [b.id] * 3,
@@ -236,7 +239,7 @@ def test_an_expired_lease_stops_only_its_own_candidate_of_the_batch(coordinator)
             calls.silenced.clear()
 
     batch = SimulatedBatch(step_s=0.1, on_step=lose_one_lease)
-    worker = batched_worker(channel, batch, 4, max_candidates=4)
+    worker = batched_worker(channel, batch, 4, max_reports=4)
     assert worker.run() == 4
     first = batch.batches[0]
     assert len(first) == 4 and list(batch.stopped_at) == [first[1].lease_id]
@@ -257,7 +260,7 @@ def test_cancelling_an_experiment_stops_its_batch_and_the_trainer_goes_on_with_t
             experiments.CancelExperiment(es.CancelExperimentRequest(experiment_id=a.id), timeout=10)
 
     batch = SimulatedBatch(step_s=0.05, on_step=cancel_a)
-    worker = batched_worker(channel, batch, 4, max_candidates=3)
+    worker = batched_worker(channel, batch, 4, max_reports=3)
     assert worker.run() == 3
     assert [lease.experiment_id for lease in batch.batches[0]] == [a.id] * 3
     assert sorted(batch.stopped_at) == sorted(lease.lease_id for lease in batch.batches[0])

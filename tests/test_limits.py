@@ -112,6 +112,8 @@ def request_with(full_name: str, text: str):
     if full_name in spec_fields:
         spec_fields[full_name]()
         return "SubmitExperiment", es.SubmitExperimentRequest(spec=spec)
+    if full_name == "taylorglo.v1.LeaseProgress.lease_id":  # a lease of a batched heartbeat
+        return "Heartbeat", ws.HeartbeatRequest(trainer_id="t", leases=[ws.LeaseProgress(lease_id=text)])
     _, message, field = full_name.rsplit(".", 2)
     valid = {
         "GetExperimentRequest": {},
@@ -150,6 +152,8 @@ def test_a_string_over_its_bound_is_invalid_argument_naming_the_field(stubs, ful
     expected = f"{path}: is {bound + 1} characters long; at most {bound}"
     if full_name == "taylorglo.v1.LossSpec.inputs":
         expected = f"spec.loss.inputs[2]: is {bound + 1} characters long; at most {bound}"
+    if full_name == "taylorglo.v1.LeaseProgress.lease_id":
+        expected = f"leases[0].lease_id: is {bound + 1} characters long; at most {bound}"
     assert err.value.details() == expected
 
 

@@ -1,41 +1,46 @@
 """The trainer's protocol loop: lease a batch of candidates, evaluate them, report each, repeat.
 
-The loop is generic over the evaluation, so the same code drives the Keras
-evaluator, the synthetic evaluator of the tests and the benchmark's sleeping
-trainers. No TensorFlow here.
+Generic over the evaluation (the Keras evaluator, the synthetic one of the tests,
+the benchmark's sleeping trainers); no TensorFlow here.
 
-A worker with ``candidates_per_step = K`` leases up to K candidates in one
-LeaseCandidate call (``max_candidates``; all of one experiment), heartbeats
-each lease on its own, and reports each one. Contract for an evaluation
-function, one of::
+One control loop, in the thread that calls :meth:`Worker.run`, owns the leases:
+it alone moves a lease from training to reporting to done, sends the RPCs and
+keeps the deadlines. Each call goes out as a future whose completion arrives in
+the loop's inbox, beside the evaluation's results and stop requests, so the loop
+never waits on the coordinator (but to give leases back: bounded, best effort).
+The evaluation is blocking (TensorFlow): the worker's one evaluation thread runs
+it, a batch at a time, and shares with the loop only each lease's progress (it
+writes) and whether to stop (it reads). An evaluation function is one of::
 
     evaluate_fn(lease: worker_service_pb2.Lease, heartbeat: Heartbeat) -> Outcome
     evaluate_fn.evaluate_many(leases, heartbeats) -> list[Outcome | BaseException]
 
-- It runs in a background thread of the worker (one batch at a time). A plain
-  function evaluates a batch's leases one after another; a shutdown request
-  leaves the ones not yet started unstarted, and their leases go back. An
-  ``evaluate_many`` trains the whole batch together; its i-th entry belongs to
-  ``leases[i]`` (an exception entry: that candidate failed or stopped).
-- It calls a candidate's ``heartbeat(steps_done)`` as often as it likes (cheap:
-  no RPC; a background thread per lease sends the actual Heartbeat RPCs every
-  ``ttl_s / 3``). ``heartbeat`` returns False when that candidate should stop:
-  the coordinator answered ``keep_going = false`` for its lease (lease lost or
-  experiment cancelled), or a shutdown's grace period ran out. The evaluation
-  then stops that candidate only and returns anything for it or raises
-  :class:`EvaluationStopped`; its outcome is not reported.
-- It returns an :class:`Outcome` per candidate; an exception is reported as
-  status ERROR with its traceback (the coordinator retries the candidate while
-  attempts remain).
+- A plain function evaluates a batch's leases one after another (after a stop
+  request, the ones not started go back); ``evaluate_many`` trains the batch
+  together, its i-th entry for ``leases[i]``.
+- ``heartbeat(steps_done)`` is cheap (no RPC) and returns False when that
+  candidate must stop: its lease is lost, its experiment cancelled, or the
+  shutdown's grace period is over. The evaluation then stops that candidate
+  only, and returns anything for it or raises :class:`EvaluationStopped`; it is
+  not reported.
+- An exception for a candidate is reported as status ERROR with its traceback
+  (the coordinator retries the candidate while attempts remain).
+
+Heartbeats: one Heartbeat call every ``ttl_s / 3`` carries every lease held,
+each with its ``steps_done`` (``HeartbeatRequest.leases``); a failed one is
+retried after 0.5-1 s, then at most once per interval, with jitter.
 
 Reports: a finished training is not thrown away. ReportResult is retried on
 UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED until the lease's
-TTL is spent, heartbeats going on meanwhile (see :meth:`Worker._report`).
+TTL is spent, heartbeats going on meanwhile (a coordinator that answers them but
+cannot store results, a full disk, keeps the lease alive). Reports are idempotent.
 
-Shutdown (``request_stop(grace_s)``, which the CLI wires to SIGTERM/SIGINT): no
-new lease is taken; the batch in progress is finished and reported if that
-happens within the grace period, otherwise its leases are given back
-(ReturnLease, which costs a candidate no attempt) and ``run`` returns.
+Shutdown (``request_stop(grace_s)``; SIGTERM/SIGINT in the CLI): no new lease,
+waits between report retries end at once, and the batch in progress is finished
+and reported if that happens within the grace period. At its deadline, leases
+still training go back (ReturnLease costs no attempt; the evaluation is told to
+stop and left behind), reports still going are dropped, and ``run`` returns.
+Every ReturnLease says why in its ``reason``.
 """
 
 from __future__ import annotations
@@ -43,12 +48,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import queue
 import random
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 import grpc
@@ -59,6 +64,7 @@ from taylorglo_tf.limits import (
     MAX_ERROR_CHARS,
     MAX_ID_CHARS,
     MAX_LEASE_CANDIDATES,
+    MAX_REASON_CHARS,
     MAX_WAIT_MS,
 )
 from taylorglo_tf.retry import Backoff, call_with_retries
@@ -69,6 +75,8 @@ __all__ = ["Backoff", "EvaluationStopped", "Heartbeat", "Outcome", "Worker", "Wo
 log = logging.getLogger(__name__)
 
 DEFAULT_WAIT_MS = 10_000  # lease long-poll time (at most limits.MAX_WAIT_MS)
+RETURN_TIMEOUT_S = 5.0  # giving leases back is best effort: they expire anyway
+_MAX_IDLE_S = 1.0  # the control loop looks at the clock at least this often
 
 Heartbeat = Callable[[int], bool]
 """``heartbeat(steps_done) -> keep_going``."""
@@ -98,17 +106,10 @@ LEASE_RETRYABLE_CODES = (
     frozenset(grpc.StatusCode) - FATAL_CODES - {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
 )
 
-RETURN_TIMEOUT_S = 5.0  # giving a lease back is best effort: it expires anyway
-
-
-class _ShutdownDeadline(grpc.RpcError):
-    """A call that a shutdown's grace deadline cut short (see ``Worker._until_shutdown``)."""
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-
-    def details(self) -> str:
-        return "the shutdown's grace period ended first"
+# ReturnLease.reason: why a lease goes back (the coordinator logs it).
+SHUTTING_DOWN = "trainer shutting down"
+GRACE_OVER = f"{SHUTTING_DOWN}: the grace period ended before the evaluation"
+NOT_STARTED = "not started"
 
 
 class EvaluationStopped(Exception):
@@ -197,89 +198,51 @@ def error_outcome(error: BaseException) -> Outcome:
     return Outcome(status="error", error="".join(traceback.format_exception(type(error), error, error.__traceback__)))
 
 
-class _Heartbeater:
-    """Sends Heartbeat RPCs for one lease from a background thread, until the lease is reported."""
-
-    def __init__(self, worker: Worker, lease: worker_service_pb2.Lease) -> None:
-        self._worker = worker
-        self._lease = lease
-        self.steps_done = 0
-        self.lost = False  # the coordinator said keep_going = false
-        # time.monotonic() at which the coordinator drops the lease unless it hears from us
-        self.expires_at = time.monotonic() + (lease.ttl_s if lease.ttl_s > 0 else ASSUMED_LEASE_TTL_S)
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{lease.lease_id}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-
-    def _interval(self, ttl_s: float) -> float:
-        if self._worker.heartbeat_interval_s is not None:
-            return self._worker.heartbeat_interval_s
-        return max(0.05, (ttl_s if ttl_s > 0 else ASSUMED_LEASE_TTL_S) / 3.0)
-
-    def _loop(self) -> None:
-        interval = self._interval(self._lease.ttl_s)
-        while not self._done.wait(interval):
-            try:
-                response = self._beat(interval)
-            except grpc.RpcError as error:
-                if self._done.is_set():
-                    return  # reported or given back while the coordinator was away
-                log.warning(
-                    "heartbeat for %s rejected (%s: %s); stopping",
-                    self._lease.lease_id,
-                    error.code().name,
-                    error.details(),
-                )
-                self._mark_lost()
-                return
-            if not response.keep_going:
-                log.info("coordinator stopped lease %s (keep_going=false)", self._lease.lease_id)
-                self._mark_lost()
-                return
-            self.expires_at = time.monotonic() + response.ttl_s
-            interval = self._interval(response.ttl_s)
-
-    def _beat(self, interval: float) -> worker_service_pb2.HeartbeatResponse:
-        """One heartbeat, retried through the one retry helper while the coordinator is away (it may be
-        restarting; training goes on): the first retry after 0.5-1 s, at most one per ``interval`` after
-        that, with jitter, so a cluster's trainers do not all retry at once; until the lease is done."""
-        request = worker_service_pb2.HeartbeatRequest(
-            lease_id=self._lease.lease_id, trainer_id=self._worker.trainer_id, steps_done=int(self.steps_done)
-        )
-
-        def send(_time_left_s: float) -> worker_service_pb2.HeartbeatResponse:
-            request.steps_done = int(self.steps_done)
-            return self._worker._stub.Heartbeat(request, timeout=max(1.0, interval), metadata=self._worker.metadata)
-
-        def on_retry(error: Exception, delay: float) -> None:
-            log.warning(
-                "heartbeat for %s failed (%s); retrying in %.2f s", self._lease.lease_id, _failure(error), delay
-            )
-
-        return call_with_retries(
-            send,
-            retryable=RETRYABLE_CODES,
-            backoff=Backoff(min(1.0, interval), interval),
-            wait=self._done.wait,
-            give_up_at=lambda: -math.inf if self._done.is_set() else math.inf,
-            on_retry=on_retry,
-        )
-
-    def _mark_lost(self) -> None:
-        self.lost = True
-        self._worker._wake.set()
-
-
 def check_candidates_per_step(value: Any) -> int:
     """``value`` if it is a whole number of candidates one lease call may ask for, else ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LEASE_CANDIDATES:
         raise ValueError(f"candidates_per_step must be an integer in 1..{MAX_LEASE_CANDIDATES}, got {value!r}")
     return value
+
+
+_TRAINING, _REPORTING, _DONE = "training", "reporting", "done"
+
+
+@dataclasses.dataclass(eq=False)
+class _Held:
+    """One lease from grant to end. The control loop owns it; the evaluation thread only writes
+    ``steps_done`` and reads whether to stop (``Worker._heartbeat_fn``)."""
+
+    lease: worker_service_pb2.Lease
+    expires_at: float  # time.monotonic() when the coordinator drops it unless it hears from us
+    steps_done: int = 0
+    lost: bool = False  # the coordinator said keep_going = false or refused its heartbeat
+    phase: str = _TRAINING
+    outcome: Outcome = dataclasses.field(default_factory=Outcome)  # while reporting, with:
+    backoff: Backoff = dataclasses.field(default_factory=Backoff)
+    retry_at: float = math.inf  # the next try, when no call is in flight
+    call: Any = None  # the ReportResult call in flight
+    reporting_since: float = 0.0
+
+
+class _Batch:
+    """The leases of one LeaseCandidate call, evaluated together, and their heartbeat schedule."""
+
+    def __init__(self, leases: list[worker_service_pb2.Lease], interval: float) -> None:
+        self.started = time.monotonic()
+        self.held = [_Held(lease, self.started + _ttl(lease.ttl_s)) for lease in leases]
+        self.evaluating = True  # until the evaluation thread hands over its results
+        self.interval = interval
+        self.next_beat = self.started + interval
+        self.beat: Any = None  # the Heartbeat call in flight
+        self.beat_backoff = Backoff(min(1.0, interval), interval)  # first retry after 0.5-1 s
+
+    def open(self) -> list[_Held]:
+        return [held for held in self.held if held.phase != _DONE]
+
+
+def _ttl(ttl_s: float) -> float:
+    return ttl_s if ttl_s > 0 else ASSUMED_LEASE_TTL_S
 
 
 class Worker:
@@ -288,11 +251,11 @@ class Worker:
     ``channel`` is a ``grpc.Channel`` (see ``taylorglo_tf.connection.connect``);
     ``trainer_id`` names this trainer in the coordinator's records (<= ``limits.MAX_ID_CHARS``).
     ``wait_ms`` is the lease long-poll time. ``heartbeat_interval_s`` overrides
-    the default ``ttl_s / 3``. ``max_candidates`` makes ``run`` return after that
-    many reported evaluations. ``grace_s`` is the default shutdown grace period.
-    ``candidates_per_step`` is how many candidates one LeaseCandidate call asks
-    for (and one evaluation batch holds); it may be raised while running (a
-    measured K: ``--candidates-per-step auto``).
+    the default ``ttl_s / 3``. ``max_reports`` makes ``run`` return after that
+    many reported evaluations (None: run until stopped). ``grace_s`` is the
+    default shutdown grace period. ``candidates_per_step`` is how many candidates
+    one LeaseCandidate call asks for (and one evaluation batch holds); it may be
+    raised while running (a measured K: ``--candidates-per-step auto``).
     """
 
     def __init__(
@@ -303,7 +266,7 @@ class Worker:
         *,
         wait_ms: int = DEFAULT_WAIT_MS,
         heartbeat_interval_s: float | None = None,
-        max_candidates: int | None = None,
+        max_reports: int | None = None,
         grace_s: float = DEFAULT_TRAINER_GRACE_S,
         backoff: Backoff | None = None,
         rpc_timeout_s: float = 30.0,
@@ -315,8 +278,8 @@ class Worker:
         if not 0 <= wait_ms <= MAX_WAIT_MS:
             raise ValueError(f"wait_ms must be in 0..{MAX_WAIT_MS}, got {wait_ms}")
         check_candidates_per_step(candidates_per_step)
-        if max_candidates is not None and max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
+        if max_reports is not None and (isinstance(max_reports, bool) or max_reports < 1):
+            raise ValueError(f"max_reports must be None or an integer >= 1, got {max_reports!r}")
         if grace_s < 0:
             raise ValueError(f"grace_s must be >= 0, got {grace_s}")
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
@@ -324,20 +287,22 @@ class Worker:
         self.trainer_id = trainer_id
         self.wait_ms = wait_ms
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.max_candidates = max_candidates
+        self.max_reports = max_reports
         self.candidates_per_step = candidates_per_step
         self.grace_s = grace_s
         self.rpc_timeout_s = rpc_timeout_s
         self.metadata = tuple(metadata)
         self._backoff = backoff or Backoff()
-        self._stop_requested = threading.Event()
-        self._stop_changed = threading.Event()  # set by every request_stop (wakes report retries)
-        self._stop_deadline = math.inf  # time.monotonic() after which the current lease is given back
-        self._wake = threading.Event()  # set by anything the main loop waits for
+        # (kind, payload) from call callbacks, the evaluation thread and request_stop;
+        # a SimpleQueue, whose put() is safe in a signal handler.
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._stopping = False
+        self._stop_deadline = math.inf  # time.monotonic() when a shutdown's grace period ends
+        self._jobs: queue.SimpleQueue[_Batch | None] | None = None  # the evaluation thread's, while it runs
         self.reported = 0  # evaluations reported (accepted or not)
         self.returned = 0  # leases given back unfinished
         self.lease_calls = 0  # LeaseCandidate calls that granted leases
-        # True when run() gave a lease back while its evaluation thread still ran
+        # True when run() gave a lease back while its evaluation still ran
         # (the caller may then exit the process without waiting for that thread).
         self.abandoned_evaluation = False
         # Round trips of granted leases and time spent evaluating, in seconds (for the benchmark).
@@ -345,60 +310,52 @@ class Worker:
         self.report_s: list[float] = []  # ReportResult round trips, seconds
         self.busy_s = 0.0
 
-    # -- control ---------------------------------------------------------------
-
     def request_stop(self, grace_s: float | None = None) -> None:
         """Starts a graceful shutdown (safe to call from a signal handler or another thread)."""
         grace = self.grace_s if grace_s is None else grace_s
         self._stop_deadline = min(self._stop_deadline, time.monotonic() + grace)
-        self._stop_requested.set()
-        self._stop_changed.set()
-        self._wake.set()
+        self._stopping = True
+        self._inbox.put(("stop", None))
 
     @property
     def stopping(self) -> bool:
-        return self._stop_requested.is_set()
+        return self._stopping
 
-    def _past_deadline(self) -> bool:
-        return time.monotonic() >= self._stop_deadline
+    def _next_event(self, until: float) -> tuple[str, Any] | None:
+        """The inbox's next event, or None when none came by ``until`` (time.monotonic())."""
+        try:
+            return self._inbox.get(timeout=min(max(0.0, until - time.monotonic()), _MAX_IDLE_S))
+        except queue.Empty:
+            return None
 
     def _sleep(self, seconds: float) -> None:
-        """Sleeps, waking early on a stop request."""
-        self._wake.clear()
-        if not self.stopping:
-            self._wake.wait(seconds)
-
-    def _wait_for_stop(self, seconds: float) -> None:
-        """Sleeps; any request_stop ends the sleep at once (its grace deadline is read after)."""
-        if self._stop_changed.wait(seconds):
-            self._stop_changed.clear()
-
-    # -- main loop -------------------------------------------------------------
+        """Waits ``seconds``; a stop request ends the wait at once (events of calls that ended are stale)."""
+        until = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < until:
+            self._next_event(until)
 
     def run(self) -> int:
-        """Runs until stopped or ``max_candidates`` are reported; returns the number reported.
+        """Runs until stopped or ``max_reports`` are reported; returns the number reported.
 
         Raises :class:`WorkerError` when the coordinator rejects this trainer
         (bad token, wrong role) or does not implement the worker API.
         """
-        while not self.stopping:
-            if self.max_candidates is not None and self.reported >= self.max_candidates:
-                break
-            leases = self._lease()
-            if leases:
-                self._process(leases)
+        try:
+            while not self.stopping and (self.max_reports is None or self.reported < self.max_reports):
+                leases = self._lease()
+                if leases:
+                    self._process(leases)
+        finally:
+            if self._jobs is not None:
+                self._jobs.put(None)  # the evaluation thread ends after its evaluation
+                self._jobs = None
         return self.reported
 
     def _check_fatal(self, error: grpc.RpcError, what: str) -> None:
         if error.code() in FATAL_CODES:
             raise WorkerError(f"{what} rejected by the coordinator: {error.code().name}: {error.details()}") from None
 
-    def _batch_size(self) -> int:
-        """Candidates to ask for: a step's worth, but no more than ``max_candidates`` still allows."""
-        size = self.candidates_per_step
-        if self.max_candidates is not None:
-            size = min(size, self.max_candidates - self.reported)
-        return max(1, size)
+    # -- leasing ---------------------------------------------------------------
 
     def _lease(self) -> list[worker_service_pb2.Lease]:
         """Up to a step's worth of leases from one long-poll, retried through the one retry helper while the
@@ -434,8 +391,7 @@ class Worker:
             return []
         if self.stopping:
             # Granted in the instant a stop was requested: hand them straight back.
-            for lease in leases:
-                self._return(lease, "trainer shutting down")
+            self._give_back(leases, f"{SHUTTING_DOWN}: leased as the shutdown began")
             return []
         # Counted once kept: a stop requested after this finishes them within its grace period.
         self.lease_calls += 1
@@ -446,78 +402,115 @@ class Worker:
         """One LeaseCandidate long-poll and its round trip in seconds; None when a stop request cancelled it."""
         if self.stopping:
             return None
+        size = self.candidates_per_step  # a step's worth, but no more than max_reports still allows
+        if self.max_reports is not None:
+            size = max(1, min(size, self.max_reports - self.reported))
         request = worker_service_pb2.LeaseCandidateRequest(
-            trainer_id=self.trainer_id, wait_ms=self.wait_ms, max_candidates=self._batch_size()
+            trainer_id=self.trainer_id, wait_ms=self.wait_ms, max_candidates=size
         )
         started = time.monotonic()
-        self._wake.clear()
-        future = self._stub.LeaseCandidate.future(
+        call = self._stub.LeaseCandidate.future(
             request, timeout=self.wait_ms / 1000 + self.rpc_timeout_s, metadata=self.metadata
         )
-        future.add_done_callback(lambda _: self._wake.set())
-        while not future.done():
-            if self.stopping and future.cancel():
+        call.add_done_callback(lambda done: self._inbox.put(("leased", done)))
+        while not call.done():
+            if self.stopping and call.cancel():
                 return None
-            self._wake.wait(0.5)  # bounded, so signal handlers run promptly
+            self._next_event(math.inf)  # its completion or a stop request
         try:
-            return future.result(), time.monotonic() - started
+            return call.result(), time.monotonic() - started
         except grpc.FutureCancelledError:
             return None
 
+    # -- one batch: the control loop ---------------------------------------------
+
     def _process(self, leases: list[worker_service_pb2.Lease]) -> None:
         """Evaluates a batch of leases with heartbeats, then reports or returns each."""
-        if len(leases) > 1:
-            log.info("leased %d candidates of experiment %s in one call", len(leases), leases[0].experiment_id)
         for lease in leases:
             log.info(
-                "leased %s: experiment %s generation %d candidate %d (attempt %d)",
-                lease.lease_id,
-                lease.experiment_id,
-                lease.generation,
-                lease.index,
-                lease.attempt,
+                "leased %s: experiment %s generation %d candidate %d (attempt %d, %d in this call)",
+                *(lease.lease_id, lease.experiment_id, lease.generation, lease.index, lease.attempt, len(leases)),
             )
-        heartbeaters = [_Heartbeater(self, lease) for lease in leases]
-        started = time.monotonic()
-        for heartbeater in heartbeaters:
-            heartbeater.start()
-        try:  # heartbeats go on until each outcome is delivered: they keep the leases alive meanwhile
-            results = self._start_evaluation(leases, [self._heartbeat_fn(h) for h in heartbeaters])
-            if self._await_outcome(leases, heartbeaters, results, started):
-                for lease, heartbeater, result in zip(leases, heartbeaters, results.result()):
-                    self._deliver(lease, heartbeater, result)
+        batch = _Batch(leases, self._interval(min(_ttl(lease.ttl_s) for lease in leases)))
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._evaluation_thread, args=(self._jobs,), name="evaluate", daemon=True).start()
+        self._jobs.put(batch)
+        try:
+            self._tend(batch)
+        except BaseException as error:  # WorkerError (this trainer is rejected) or a bug: the leases go back
+            self._end(batch, f"trainer error: {error}", reporting_too=True)
+            raise
         finally:
-            for heartbeater in heartbeaters:
-                heartbeater.stop()
+            if batch.beat is not None:
+                batch.beat.cancel()
 
-    def _heartbeat_fn(self, heartbeater: _Heartbeater) -> Heartbeat:
-        """One candidate's ``heartbeat(steps_done) -> keep_going``: False once its lease is lost or the
-        shutdown deadline has passed."""
+    def _tend(self, batch: _Batch) -> None:
+        """Heartbeats, results, reports and the grace deadline of one batch, until each lease is done."""
+        while batch.open():
+            now = time.monotonic()
+            if now >= self._stop_deadline:
+                self._end(batch, GRACE_OVER)
+                return
+            if batch.beat is None and now >= batch.next_beat:
+                self._send_heartbeat(batch)
+            reporting = [held for held in batch.open() if held.phase == _REPORTING and held.call is None]
+            for held in reporting:
+                if now >= held.retry_at:
+                    self._send_report(held)
+            beat_at = [batch.next_beat] if batch.beat is None else []  # else its answer wakes the loop
+            event = self._next_event(min([self._stop_deadline, *beat_at] + [held.retry_at for held in reporting]))
+            if event is None:
+                continue
+            kind, payload = event
+            if kind == "evaluated" and payload[0] is batch:
+                self._on_evaluated(batch, payload[1])
+            elif kind == "beat" and payload[1] is batch.beat:
+                self._on_heartbeat(*payload)
+            elif kind == "report" and payload[1] is payload[0].call:
+                self._on_report(*payload)
+            elif kind == "stop":  # waits between report retries end at once
+                for held in batch.open():
+                    if held.phase == _REPORTING:
+                        held.retry_at = min(held.retry_at, time.monotonic())
+
+    def _end(self, batch: _Batch, reason: str, *, reporting_too: bool = False) -> None:
+        """Ends a batch early: leases still training go back (their evaluation is told to stop and left
+        behind); reports still going are dropped, and their leases go back too when ``reporting_too``
+        (at a shutdown's deadline they are left to expire: the coordinator may be gone)."""
+        back = [h.lease for h in batch.open() if not h.lost and (reporting_too or h.phase == _TRAINING)]
+        for held in batch.open():
+            if held.call is not None:
+                held.call.cancel()
+            if held.phase == _REPORTING:
+                log.error("report for %s not delivered: %s", held.lease.lease_id, reason)
+            held.phase = _DONE
+        if batch.evaluating:
+            self.busy_s += time.monotonic() - batch.started
+            self.abandoned_evaluation = True
+        self._give_back(back, reason)
+
+    # -- the evaluation thread -------------------------------------------------
+
+    def _evaluation_thread(self, jobs: queue.SimpleQueue[_Batch | None]) -> None:
+        """Evaluates one batch after another; each batch's results go to the control loop's inbox."""
+        for batch in iter(jobs.get, None):
+            leases = [held.lease for held in batch.held]
+            try:
+                results = self._evaluate(leases, [self._heartbeat_fn(held) for held in batch.held])
+            except BaseException as error:  # a bug in this module: still one result per lease
+                results = [error] * len(leases)
+            self._inbox.put(("evaluated", (batch, results)))
+
+    def _heartbeat_fn(self, held: _Held) -> Heartbeat:
+        """One candidate's ``heartbeat(steps_done) -> keep_going``: False once its lease is lost or ended,
+        or the shutdown's grace period is over."""
 
         def heartbeat(steps_done: int) -> bool:
-            heartbeater.steps_done = int(steps_done)
-            return not (heartbeater.lost or (self.stopping and self._past_deadline()))
+            held.steps_done = int(steps_done)
+            return not (held.lost or held.phase == _DONE or time.monotonic() >= self._stop_deadline)
 
         return heartbeat
-
-    def _start_evaluation(
-        self, leases: list[worker_service_pb2.Lease], heartbeats: list[Heartbeat]
-    ) -> Future[list[Result]]:
-        """Runs the evaluation of ``leases`` in a background thread; the future holds one result per lease."""
-        results: Future = Future()
-        results.set_running_or_notify_cancel()
-        # Done (and visible as done) before the wake-up, so the waiting loop never misses it.
-        results.add_done_callback(lambda _: self._wake.set())
-
-        def target() -> None:
-            try:
-                results.set_result(self._evaluate(leases, heartbeats))
-            except BaseException as error:  # a bug in this module: still one result per lease
-                results.set_result([error] * len(leases))
-
-        thread_name = f"evaluate-{leases[0].lease_id}" + (f"+{len(leases) - 1}" if len(leases) > 1 else "")
-        threading.Thread(target=target, name=thread_name, daemon=True).start()
-        return results
 
     def _evaluate(self, leases: list[worker_service_pb2.Lease], heartbeats: list[Heartbeat]) -> list[Result]:
         """One result per lease: the batch trained together (``evaluate_many``), or one after another."""
@@ -526,9 +519,9 @@ class Worker:
             results: list[Result] = []
             for index, (lease, heartbeat) in enumerate(zip(leases, heartbeats)):
                 # No new training once a shutdown began: the lease goes back. The first was
-                # kept before this thread started, so a stop in between finishes it (grace period).
+                # kept before the stop could matter, so it trains within the grace period.
                 if index > 0 and self.stopping:
-                    results.append(EvaluationStopped(f"lease {lease.lease_id} not started: shutting down"))
+                    results.append(EvaluationStopped(NOT_STARTED))
                     continue
                 try:
                     results.append(self._evaluate_fn(lease, heartbeat))
@@ -540,166 +533,159 @@ class Worker:
             except BaseException as error:  # the whole batch failed: each candidate reports it
                 results = [error] * len(leases)
             if len(results) != len(leases):
-                results = [
-                    Outcome(
-                        status="error", error=f"evaluate_many returned {len(results)} results for {len(leases)} leases"
-                    )
-                ] * len(leases)
+                why = f"evaluate_many returned {len(results)} results for {len(leases)} leases"
+                results = [Outcome(status="error", error=why)] * len(leases)
         for lease, result in zip(leases, results):
             if isinstance(result, BaseException) and not isinstance(result, EvaluationStopped):
                 # The traceback goes to the coordinator; the trainer's own log says why too.
-                log.warning(
-                    "evaluation of %s failed: %s",
-                    lease.lease_id,
-                    "".join(traceback.format_exception_only(type(result), result)).strip(),
-                )
+                why = "".join(traceback.format_exception_only(type(result), result)).strip()
+                log.warning("evaluation of %s failed: %s", lease.lease_id, why)
         return results
 
-    def _await_outcome(
-        self,
-        leases: list[worker_service_pb2.Lease],
-        heartbeaters: list[_Heartbeater],
-        results: Future[list[Result]],
-        started: float,
-    ) -> bool:
-        """Waits for the evaluation thread: True when it finished; False when, past the shutdown
-        deadline, the leases were given back instead."""
-        try:
-            while True:
-                # Clear, then check, then wait: a wake-up between the check and the
-                # wait is kept. (Waiting on the thread's liveness instead would race
-                # with its exit and could sleep a whole wait out after the result.)
-                self._wake.clear()
-                if results.done():
-                    return True
-                if self.stopping and self._past_deadline():
-                    # The evaluation would not finish within the grace period.
-                    for lease, heartbeater in zip(leases, heartbeaters):
-                        if not heartbeater.lost:
-                            self._return(lease, "trainer shutting down")
-                    self.abandoned_evaluation = True
-                    return False
-                # Bounded waits keep signal handlers prompt; after a stop request,
-                # wake at the deadline at the latest.
-                self._wake.wait(min(0.5, max(0.0, self._stop_deadline - time.monotonic())))
-        finally:
-            self.busy_s += time.monotonic() - started
-
-    def _deliver(self, lease: worker_service_pb2.Lease, heartbeater: _Heartbeater, result: Result) -> None:
-        """Reports one candidate's outcome, or gives its lease back when its evaluation stopped (or never started)."""
-        if heartbeater.lost:
-            log.info("lease %s stopped before finishing; not reported", lease.lease_id)
-            return
-        if isinstance(result, EvaluationStopped):
-            # The evaluation saw the shutdown first (its heartbeat said stop, or it was never
-            # started): the lease is still ours, so give it back all the same.
-            self._return(lease, "trainer shutting down")
-            return
-        if isinstance(result, BaseException):
-            result = error_outcome(result)
-        elif not isinstance(result, Outcome):
-            result = Outcome(status="error", error=f"evaluate_fn returned {type(result).__name__}, expected Outcome")
-        self._report(lease, result, heartbeater)
-
-    def _report(self, lease: worker_service_pb2.Lease, outcome: Outcome, heartbeater: _Heartbeater) -> None:
-        """Reports an outcome, retrying until the lease's TTL is spent: a finished training is not thrown away.
-
-        UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are
-        retried with backoff: the coordinator (or its database) may recover, and
-        reports are idempotent (one that did land is acknowledged again with
-        accepted = false). The heartbeats go on meanwhile, so a coordinator that
-        still answers them (a full disk) keeps the lease, and the retries, alive;
-        the last TTL it granted bounds them. A stop request ends the waits at once;
-        retries then end at its grace deadline.
-        """
-        request = outcome.to_request(lease.lease_id, self.trainer_id)
-        started = time.monotonic()
-        backoff = self._backoff.fresh()
-
-        def give_up_at() -> float:
-            return min(heartbeater.expires_at, self._stop_deadline if self.stopping else math.inf)
-
-        def send(time_left_s: float) -> worker_service_pb2.ReportResultResponse:
-            timeout = max(1.0, min(self.rpc_timeout_s, time_left_s))
-            return self._until_shutdown(self._stub.ReportResult, request, timeout)
-
-        def on_retry(error: Exception, delay: float) -> None:
-            log.warning("report for %s failed (%s); retrying in %.2f s", lease.lease_id, _failure(error), delay)
-
-        while True:
-            try:
-                response = call_with_retries(
-                    send,
-                    retryable=REPORT_RETRYABLE_CODES,
-                    give_up_at=give_up_at,
-                    backoff=backoff,
-                    wait=self._wait_for_stop,
-                    on_retry=on_retry,
-                )
-            except grpc.RpcError as error:
-                self._check_fatal(error, "ReportResult")
-                code = error.code()
-                if code == grpc.StatusCode.INVALID_ARGUMENT and request.status != _STATUS_CODES["error"]:
-                    # Our result was malformed: report it as a trainer error so the
-                    # attempt counts instead of the candidate hanging until expiry.
-                    log.error("report for %s rejected: %s", lease.lease_id, error.details())
-                    request = Outcome(status="error", error=f"invalid report: {error.details()}").to_request(
-                        lease.lease_id, self.trainer_id
-                    )
-                    continue
-                if code in REPORT_RETRYABLE_CODES:
-                    why = "before shutdown" if self.stopping and self._past_deadline() else "within the lease's TTL"
-                    log.error(
-                        "report for %s not delivered %s (%s: %s); the coordinator will lease the candidate again",
-                        lease.lease_id,
-                        why,
-                        code.name,
-                        error.details(),
-                    )
-                else:
-                    log.error("report for %s failed (%s: %s); dropped", lease.lease_id, code.name, error.details())
-                return
-            self.reported += 1
-            self.report_s.append(time.monotonic() - started)
-            if response.accepted:
-                log.info("reported %s: %s fitness %.4f", lease.lease_id, outcome.status, outcome.fitness)
+    def _on_evaluated(self, batch: _Batch, results: list[Result]) -> None:
+        """Each candidate's result is to be reported, or its lease given back when its evaluation stopped."""
+        batch.evaluating = False
+        now = time.monotonic()
+        self.busy_s += now - batch.started
+        for held, result in zip(batch.held, results):
+            if held.lost:
+                log.info("lease %s stopped before finishing; not reported", held.lease.lease_id)
+            elif isinstance(result, EvaluationStopped):  # it stopped or never started: the lease is still ours
+                why = SHUTTING_DOWN if self.stopping else "stopped by its evaluation"
+                self._give_back([held.lease], f"{why}: {result}" if str(result) else why)
             else:
-                log.info("report for %s not accepted (%s)", lease.lease_id, response.reason)
+                if isinstance(result, BaseException):
+                    outcome = error_outcome(result)
+                elif isinstance(result, Outcome):
+                    outcome = result
+                else:
+                    outcome = Outcome(status="error", error=f"evaluate_fn returned {type(result).__name__}")
+                held.outcome, held.backoff = outcome, self._backoff.fresh()
+                held.reporting_since = held.retry_at = now
+                held.phase = _REPORTING
+                continue
+            held.phase = _DONE
+
+    # -- heartbeats ------------------------------------------------------------
+
+    def _interval(self, ttl_s: float) -> float:
+        return self.heartbeat_interval_s if self.heartbeat_interval_s is not None else max(0.05, _ttl(ttl_s) / 3)
+
+    def _send_heartbeat(self, batch: _Batch) -> None:
+        """One Heartbeat call for every lease still held, each with its progress."""
+        live = [held for held in batch.open() if not held.lost]
+        if not live:
+            batch.next_beat = math.inf
             return
-
-    def _until_shutdown(self, method: Any, request: Any, timeout: float) -> Any:
-        """``method(request)``, cut short once a stop request's grace deadline passes.
-
-        A call sent before the stop (the channel waits for a coordinator that is
-        gone, up to ``timeout``) would otherwise hold the shutdown for its whole
-        timeout; cut short, it fails as DEADLINE_EXCEEDED, which it then is.
-        """
-        future = method.future(request, timeout=timeout, metadata=self.metadata)
-        while True:
-            slice_s = 0.5 if not self.stopping else max(0.0, min(0.5, self._stop_deadline - time.monotonic()))
-            try:
-                return future.result(timeout=slice_s)
-            except grpc.FutureTimeoutError:
-                if self.stopping and self._past_deadline() and future.cancel():
-                    raise _ShutdownDeadline() from None
-
-    def _return(self, lease: worker_service_pb2.Lease, reason: str) -> None:
-        """Gives a lease back unfinished (best effort: an unreturned lease expires anyway)."""
-        request = worker_service_pb2.ReturnLeaseRequest(
-            lease_id=lease.lease_id, trainer_id=self.trainer_id, reason=reason
+        request = worker_service_pb2.HeartbeatRequest(
+            trainer_id=self.trainer_id,
+            leases=[worker_service_pb2.LeaseProgress(lease_id=h.lease.lease_id, steps_done=h.steps_done) for h in live],
         )
-        give_up_at = time.monotonic() + RETURN_TIMEOUT_S
+        batch.beat = call = self._stub.Heartbeat.future(
+            request, timeout=max(1.0, batch.interval), metadata=self.metadata
+        )
+        call.add_done_callback(lambda done: self._inbox.put(("beat", (batch, done, live))))
+
+    def _on_heartbeat(self, batch: _Batch, call: Any, live: list[_Held]) -> None:
+        now, batch.beat = time.monotonic(), None
         try:
-            call_with_retries(
-                lambda time_left_s: self._stub.ReturnLease(
-                    request, timeout=max(0.5, time_left_s), metadata=self.metadata
-                ),
-                retryable=RETRYABLE_CODES,
-                give_up_at=lambda: give_up_at,
-                backoff=Backoff(0.2, 1.0),
-            )
-        except grpc.RpcError:
-            log.warning("could not return lease %s; it will expire on the coordinator", lease.lease_id)
+            response = call.result()
+        except grpc.FutureCancelledError:
             return
-        self.returned += 1
-        log.info("returned lease %s (%s)", lease.lease_id, reason)
+        except grpc.RpcError as error:
+            names = ", ".join(held.lease.lease_id for held in live)
+            if error.code() in RETRYABLE_CODES:  # the coordinator may be restarting: training goes on
+                delay = batch.beat_backoff.next_delay()
+                log.warning("heartbeat for %s failed (%s); retrying in %.2f s", names, _failure(error), delay)
+                batch.next_beat = now + delay
+            else:
+                log.warning("heartbeat for %s rejected (%s); stopping", names, _failure(error))
+                for held in live:
+                    held.lost = True
+            return
+        batch.beat_backoff.reset()
+        answers = {answer.lease_id: answer for answer in response.leases}
+        for held in live:
+            answer = answers.get(held.lease.lease_id)
+            if answer is None:  # no news (lost on the way): the lease is not extended
+                continue
+            if answer.keep_going:
+                held.expires_at = now + answer.ttl_s
+                batch.interval = self._interval(answer.ttl_s)
+            elif not held.lost:
+                log.info("coordinator stopped lease %s (keep_going=false)", held.lease.lease_id)
+                held.lost = True
+        batch.next_beat = now + batch.interval
+
+    # -- reports and returns ---------------------------------------------------
+
+    def _report_deadline(self, held: _Held) -> float:
+        """Report retries end when the lease's last granted TTL is spent, or at a shutdown's deadline."""
+        return min(held.expires_at, self._stop_deadline)
+
+    def _send_report(self, held: _Held) -> None:
+        request = held.outcome.to_request(held.lease.lease_id, self.trainer_id)
+        timeout = max(1.0, min(self.rpc_timeout_s, self._report_deadline(held) - time.monotonic()))
+        held.retry_at = math.inf
+        held.call = call = self._stub.ReportResult.future(request, timeout=timeout, metadata=self.metadata)
+        call.add_done_callback(lambda done: self._inbox.put(("report", (held, done))))
+
+    def _on_report(self, held: _Held, call: Any) -> None:
+        """A ReportResult call ended: the lease is done, or the report is tried again later."""
+        held.call, lease_id, now = None, held.lease.lease_id, time.monotonic()
+        try:
+            response = call.result()
+        except grpc.FutureCancelledError:
+            return
+        except grpc.RpcError as error:
+            self._check_fatal(error, "ReportResult")
+            code = error.code()
+            if code == grpc.StatusCode.INVALID_ARGUMENT and held.outcome.status != "error":
+                # Our result was malformed: report it as a trainer error so the
+                # attempt counts instead of the candidate hanging until expiry.
+                log.error("report for %s rejected: %s", lease_id, error.details())
+                held.outcome, held.retry_at = Outcome(status="error", error=f"invalid report: {error.details()}"), now
+                return
+            time_left = self._report_deadline(held) - now
+            if code in REPORT_RETRYABLE_CODES and time_left > 0:
+                delay = min(held.backoff.next_delay(), time_left)
+                log.warning("report for %s failed (%s); retrying in %.2f s", lease_id, _failure(error), delay)
+                held.retry_at = now + delay
+                return
+            held.phase = _DONE
+            if code not in REPORT_RETRYABLE_CODES:
+                log.error("report for %s failed (%s); dropped", lease_id, _failure(error))
+            else:
+                why = "before shutdown" if now >= self._stop_deadline else "within the lease's TTL"
+                log.error(
+                    "report for %s not delivered %s (%s); it will be leased again", lease_id, why, _failure(error)
+                )
+            return
+        held.phase = _DONE
+        self.reported += 1
+        self.report_s.append(now - held.reporting_since)
+        if response.accepted:
+            log.info("reported %s: %s fitness %.4f", lease_id, held.outcome.status, held.outcome.fitness)
+        else:
+            log.info("report for %s not accepted (%s)", lease_id, response.reason)
+
+    def _give_back(self, leases: list[worker_service_pb2.Lease], reason: str) -> None:
+        """ReturnLease for each, saying why: best effort, RETURN_TIMEOUT_S for them all (a lease expires anyway)."""
+        give_up_at = time.monotonic() + RETURN_TIMEOUT_S
+        for lease in leases:
+            request = worker_service_pb2.ReturnLeaseRequest(
+                lease_id=lease.lease_id, trainer_id=self.trainer_id, reason=reason[:MAX_REASON_CHARS]
+            )
+
+            def send(time_left_s: float, request: Any = request) -> Any:
+                return self._stub.ReturnLease(request, timeout=max(0.5, time_left_s), metadata=self.metadata)
+
+            try:
+                call_with_retries(
+                    send, retryable=RETRYABLE_CODES, give_up_at=lambda: give_up_at, backoff=Backoff(0.2, 1.0)
+                )
+            except grpc.RpcError:
+                log.warning("could not return lease %s; it will expire on the coordinator", lease.lease_id)
+                continue
+            self.returned += 1
+            log.info("returned lease %s (%s)", lease.lease_id, reason)

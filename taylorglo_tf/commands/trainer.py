@@ -57,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how candidates are scored (default: keras)",
     )
     parser.add_argument("--trainer-id", metavar="ID", help="name in the coordinator's records (default: HOST-PID)")
-    parser.add_argument("--max-candidates", type=positive_int, metavar="N", help="exit after reporting N evaluations")
+    parser.add_argument("--max-reports", type=positive_int, metavar="N", help="exit after reporting N evaluations")
+    # The flag's old name, still accepted (LeaseCandidateRequest.max_candidates is a batch size instead).
+    parser.add_argument("--max-candidates", type=positive_int, dest="max_reports", help=argparse.SUPPRESS)
     parser.add_argument(
         "--grace",
         type=non_negative_float,
@@ -189,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             evaluate_fn,
             trainer_id,
             wait_ms=args.wait_ms,
-            max_candidates=args.max_candidates,
+            max_reports=args.max_reports,
             grace_s=args.grace,
             candidates_per_step=chosen if isinstance(chosen, int) else 1,
         )

@@ -62,22 +62,44 @@ class LeaseCandidateResponse(_message.Message):
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("lease_id", "trainer_id", "steps_done")
+    __slots__ = ("lease_id", "trainer_id", "steps_done", "leases")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_DONE_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     trainer_id: str
     steps_done: int
-    def __init__(self, lease_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., steps_done: _Optional[int] = ...) -> None: ...
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseProgress]
+    def __init__(self, lease_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., steps_done: _Optional[int] = ..., leases: _Optional[_Iterable[_Union[LeaseProgress, _Mapping]]] = ...) -> None: ...
+
+class LeaseProgress(_message.Message):
+    __slots__ = ("lease_id", "steps_done")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEPS_DONE_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    steps_done: int
+    def __init__(self, lease_id: _Optional[str] = ..., steps_done: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("keep_going", "ttl_s")
+    __slots__ = ("keep_going", "ttl_s", "leases")
     KEEP_GOING_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
     keep_going: bool
     ttl_s: float
-    def __init__(self, keep_going: _Optional[bool] = ..., ttl_s: _Optional[float] = ...) -> None: ...
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseHeartbeat]
+    def __init__(self, keep_going: _Optional[bool] = ..., ttl_s: _Optional[float] = ..., leases: _Optional[_Iterable[_Union[LeaseHeartbeat, _Mapping]]] = ...) -> None: ...
+
+class LeaseHeartbeat(_message.Message):
+    __slots__ = ("lease_id", "keep_going", "ttl_s")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_GOING_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    keep_going: bool
+    ttl_s: float
+    def __init__(self, lease_id: _Optional[str] = ..., keep_going: _Optional[bool] = ..., ttl_s: _Optional[float] = ...) -> None: ...
 
 class ReportResultRequest(_message.Message):
     __slots__ = ("lease_id", "trainer_id", "status", "fitness", "metrics", "error")

@@ -71,7 +71,9 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
-        """Extends a lease. `keep_going` false means stop: the lease expired and was
+        """Extends leases, each with its progress: every lease a trainer holds in one
+        call (`leases`), or one lease per call (`lease_id`, the form of trainers that
+        predate `leases`). `keep_going` false means stop: the lease expired and was
         granted elsewhere, or the experiment was cancelled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
