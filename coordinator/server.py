@@ -58,7 +58,7 @@ from .grpc_util import DecodeGuardInterceptor
 from .longpoll import LongPolls
 from .scheduler import Scheduler
 from .servicers import ExperimentServicer, WorkerServicer
-from .storage import SqliteStorage, open_storage
+from .storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class CoordinatorServer:
         loop: _EventLoop,
         server: grpc.aio.Server,
         scheduler: Scheduler,
-        storage: SqliteStorage,
+        storage: Storage,
         health_servicer: health_aio.HealthServicer,
         pools: list[futures.ThreadPoolExecutor],
         host: str,
@@ -278,7 +278,7 @@ def _server_credentials(
 
 def _resume(
     db_path: str | os.PathLike[str], lease_ttl_s: float, scheduler_options: dict | None
-) -> tuple[SqliteStorage, Scheduler]:
+) -> tuple[Storage, Scheduler]:
     """The database opened (or created) and a started scheduler over it, its experiments resumed."""
     storage = open_storage(db_path)
     try:

@@ -2,8 +2,9 @@
 
 :class:`Storage` is the interface the scheduler relies on (every backend passes
 ``tests/test_storage_contract.py``); :func:`open_storage` picks a backend by URL:
-``sqlite:///path/to/file.db`` (or a plain path) and ``:memory:`` (SQLite in
-memory: nothing survives the process, for tests and dry runs).
+``sqlite:///path/to/file.db`` (or a plain path), ``:memory:`` (SQLite in
+memory) and ``memory://`` (:class:`~taylorglo_tf.coordinator.memory_storage.MemoryStorage`,
+Python dictionaries); in memory nothing survives the process (tests, notebooks, dry runs).
 :class:`SqliteStorage` implements it on one SQLite file in WAL mode. Every method is one transaction, so
 what the scheduler does in one call (e.g. "record generation g's summary, insert
 generation g+1's candidates, save the CMA-ES state") is all-or-nothing: a
@@ -190,8 +191,16 @@ class DatabaseFileError(OSError):
     """
 
 
+class StorageConflict(ValueError):
+    """A write that breaks a uniqueness rule (a lease id granted twice): refused whole, nothing written."""
+
+
 class Storage(Protocol):
-    """What the scheduler needs from persistence (each call is atomic)."""
+    """What the scheduler needs from persistence (each call is atomic).
+
+    A call that fails changes nothing: :class:`StorageConflict` for a uniqueness rule,
+    ``StorageUnavailable`` for a fault a retry may cure (disk full, locked).
+    """
 
     def insert_experiment(self, experiment: ExperimentRecord, candidates: Sequence[CandidateRecord]) -> None:
         """A new experiment together with its first generation's candidates."""
@@ -239,10 +248,17 @@ class SqliteUnavailable(StorageUnavailable, sqlite3.OperationalError):
     """A retryable SQLite error (still an OperationalError for callers that know SQLite)."""
 
 
-def open_storage(url: str | os.PathLike[str], **options) -> SqliteStorage:
+def open_storage(url: str | os.PathLike[str], **options) -> Storage:
     """The storage a URL names: ``sqlite:///relative/path.db`` (``sqlite:////abs/path.db`` is
-    absolute), a plain file path, or ``:memory:``. ``options`` go to the backend."""
+    absolute), a plain file path, ``:memory:`` (SQLite) or ``memory://`` (no SQLite).
+    ``options`` go to the SQLite backend."""
     text = str(url)
+    if text == "memory://":
+        from .memory_storage import MemoryStorage
+
+        if options:
+            raise ValueError(f"memory:// takes no storage options, got {sorted(options)}")
+        return MemoryStorage()
     if text in (":memory:", "sqlite://", "sqlite:///:memory:"):
         return SqliteStorage(":memory:", **options)
     if text.startswith("sqlite:///"):
@@ -441,9 +457,11 @@ class SqliteStorage:
             try:
                 yield self._db
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if self._db.in_transaction:  # a failed COMMIT (disk full) may leave it open
                     self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise StorageConflict(f"database {str(self.path)!r}: {exc}") from exc
                 raise
 
     # -- writes
