@@ -46,9 +46,9 @@ def test_task_defaults_follow_the_paper_abort_rule():
     assert task.batch_size == 0 and task.augmentation is None  # 0 / None: the recipe's
 
 
-def test_the_old_name_max_attempts_is_read_as_abort_attempts_with_a_deprecation_warning():
+def test_the_old_name_max_attempts_is_read_as_abort_attempts_with_a_warning():
     """``max_attempts`` read like the spec's search.max_attempts (leases per candidate): it was renamed."""
-    with pytest.warns(DeprecationWarning, match="renamed Task.abort_attempts"):
+    with pytest.warns(FutureWarning, match="renamed Task.abort_attempts"):  # a task file: shown to its user
         assert Task.from_dict({"max_attempts": 2}).abort_attempts == 2
     with pytest.warns(DeprecationWarning):
         assert Task().replace(max_attempts=4).abort_attempts == 4

@@ -32,15 +32,15 @@ ABORT_ATTEMPTS = 3
 _RENAMED = {"max_attempts": "abort_attempts"}
 
 
-def _renamed(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` with old field names replaced by the new ones (DeprecationWarning); both given is an error."""
+def _renamed(values: Mapping[str, Any], category: type[Warning] = DeprecationWarning) -> dict[str, Any]:
+    """``values`` with old field names replaced by the new ones (a ``category`` warning); both given is an error."""
     out = dict(values)
     for old, new in _RENAMED.items():
         if old in out:
             if new in out:
                 raise ValueError(f"Task.{old} is the old name of Task.{new}; give only {new}")
             message = f"Task.{old} is renamed Task.{new} (search.max_attempts counts leases)"
-            warnings.warn(message, DeprecationWarning, stacklevel=3)
+            warnings.warn(message, category, stacklevel=3)
             out[new] = out.pop(old)
     return out
 
@@ -160,7 +160,8 @@ class Task:
     def from_dict(cls, d: Mapping[str, Any]) -> Task:
         """Build a task from a mapping; unknown keys and bad values raise ValueError naming them.
 
-        The old name ``max_attempts`` is read as ``abort_attempts``, with a DeprecationWarning.
+        The old name ``max_attempts`` is read as ``abort_attempts``, with a FutureWarning
+        (shown by default: a task file is the user's, e.g. ``taylorglo compare --task``).
         """
         if not isinstance(d, Mapping):
             raise ValueError(f"a task must be a mapping of fields, got {type(d).__name__}")
@@ -168,7 +169,7 @@ class Task:
         unknown = sorted(set(d) - known - set(_RENAMED), key=repr)  # keys may be of any type
         if unknown:
             raise ValueError(f"unknown Task field(s) {unknown}; known fields: {sorted(known)}")
-        values = _renamed(d)
+        values = _renamed(d, FutureWarning)
         # YAML writes 10 for 10.0; accept integral numbers for the real-valued fields.
         for name in ("fraction", "lr_scale", "abort_threshold", "abort_check_epoch"):
             if isinstance(values.get(name), int) and not isinstance(values[name], bool) and _finite(values[name]):
