@@ -97,17 +97,25 @@ def test_names_in_any_script_with_emoji_and_brackets_are_accepted():
     assert spec_lib.load_spec({"name": name, "task": TASK}).name == name
 
 
-def test_the_coordinator_refuses_a_name_with_esc_as_invalid_argument(tmp_path):
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("x\x1b[31m", "'x\\\\x1b[31m' contains control characters (\\x1b)"),
+        ("x\u200fy", "'x\\\\u200fy' contains control characters (\\u200f)"),
+    ],
+    ids=["esc", "rtl-mark"],
+)
+def test_the_coordinator_refuses_a_name_with_esc_or_a_bidi_mark_as_invalid_argument(tmp_path, name, shown):
     server = serve(tmp_path / "c.db")
     try:
         with connect(server.address) as channel:
-            spec = types_pb2.ExperimentSpec(name="x\x1b[31m", task=types_pb2.TaskSpec(**TASK))
+            spec = types_pb2.ExperimentSpec(name=name, task=types_pb2.TaskSpec(**TASK))
             with pytest.raises(grpc.RpcError) as err:
                 es_grpc.ExperimentServiceStub(channel).SubmitExperiment(
                     es.SubmitExperimentRequest(spec=spec), timeout=10
                 )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert err.value.details().startswith("spec.name: 'x\\\\x1b[31m' contains control characters (\\x1b)")
+        assert err.value.details().startswith(f"spec.name: {shown}")
     finally:
         server.stop(grace=0)
 
