@@ -61,6 +61,7 @@ from taylorglo_tf.limits import MAX_ERROR_CHARS
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
+from taylorglo_tf.text import escape_controls
 
 from . import optimizers, runner
 from .defaults import DEFAULT_LEASE_TTL_S
@@ -400,11 +401,17 @@ class Scheduler:
             self._leases.extend(lease, self._clock() + self.lease_ttl_s)
             return True, self.lease_ttl_s
 
-    def return_lease(self, lease_id: str, trainer_id: str) -> bool:
-        """Queue a leased candidate again without spending its attempt."""
+    def return_lease(self, lease_id: str, trainer_id: str, reason: str = "") -> bool:
+        """Queue a leased candidate again without spending its attempt; ``reason`` goes to the log."""
         with self._cond:
             lease = self._leases.live(lease_id, trainer_id)
             if lease is None:
+                log.info(
+                    "lease %s not returned by trainer %s: not live (%s)",
+                    escape_controls(lease_id),
+                    escape_controls(trainer_id),
+                    escape_controls(reason) or "no reason given",
+                )
                 return False
             run = self._running[lease.experiment_id]
             c = run.candidates[lease.index]
@@ -412,6 +419,16 @@ class Scheduler:
             self._storage.update_candidate(updated)
             self._leases.end(lease_id)
             run.requeue(updated)
+            # escaped: the reason is the trainer's text, and a log line must stay one line
+            log.info(
+                "lease %s of %s/%d/%d returned by trainer %s: %s",
+                lease_id,
+                run.id,
+                c.generation,
+                c.index,
+                escape_controls(trainer_id),
+                escape_controls(reason) or "no reason given",
+            )
             self._work_available()
             return True
 

@@ -238,5 +238,5 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
     async def ReturnLease(self, request, context):
         lease_id = _identifier(request.lease_id, "lease_id")
         trainer_id = _identifier(request.trainer_id, "trainer_id")
-        returned = await self._long_polls.call(self._scheduler.return_lease, lease_id, trainer_id)
+        returned = await self._long_polls.call(self._scheduler.return_lease, lease_id, trainer_id, request.reason)
         return ws_pb2.ReturnLeaseResponse(returned=returned)
