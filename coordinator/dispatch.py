@@ -46,10 +46,12 @@ class LeaseTicket:
     is_active: Callable[[], bool]
     _dispatcher: Dispatcher = field(repr=False)
     done: bool = False
+    withdrawn: bool = False
 
     def cancel(self) -> bool:
         """Withdraw the request: True if it was still waiting (nothing will be granted to it),
-        False if ``on_granted`` was already called (the caller owns those leases)."""
+        False if ``on_granted`` was already called (the caller owns those leases). Idempotent:
+        a second call answers as the first did."""
         return self._dispatcher.withdraw(self)
 
 
@@ -117,9 +119,9 @@ class Dispatcher:
     def withdraw(self, ticket: LeaseTicket) -> bool:
         with self._lock:
             if ticket.done:
-                return False
+                return ticket.withdrawn
             self.waiting.remove(ticket)
-            ticket.done = True
+            ticket.done = ticket.withdrawn = True
             return True
 
     def resolve(self, ticket: LeaseTicket, leases: list[ws_pb2.Lease]) -> None:
