@@ -119,3 +119,11 @@ def test_a_lease_ttl_that_is_not_a_bounded_number_of_seconds_is_refused_naming_i
 def test_lease_ttls_at_the_bounds_are_accepted(command):
     for value in (limits.MIN_LEASE_TTL_S, limits.MAX_LEASE_TTL_S):
         assert cli.build_parser().parse_args([command, "--lease-ttl", f"{value:g}"]).lease_ttl == value
+
+
+@pytest.mark.parametrize("value", ["-1", str(limits.MAX_WAIT_MS + 1)])
+def test_a_lease_wait_outside_what_the_coordinator_allows_is_refused_by_the_parser(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["trainer", f"--wait-ms={value}"])
+    assert exit_info.value.code == arguments.EXIT_BAD_INPUT
+    assert "taylorglo trainer: error: argument --wait-ms: must be " in capsys.readouterr().err

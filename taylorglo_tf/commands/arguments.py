@@ -58,6 +58,8 @@ def _bounded(convert: Callable[[str], float], minimum: float, maximum: float | N
 positive_int = _bounded(int, 1)
 non_negative_int = _bounded(int, 0)
 non_negative_float = _bounded(float, 0.0)
+# --wait-ms: a lease call's long poll, as the coordinator bounds it.
+wait_ms = _bounded(int, 0, limits.MAX_WAIT_MS)
 # --lease-ttl: NaN, infinities, 0 and negative TTLs are refused by the parser.
 lease_ttl = _bounded(float, limits.MIN_LEASE_TTL_S, limits.MAX_LEASE_TTL_S)
 

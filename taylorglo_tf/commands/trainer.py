@@ -33,6 +33,7 @@ from taylorglo_tf.commands.arguments import (
     open_channel,
     positive_int,
     print_error,
+    wait_ms,
 )
 from taylorglo_tf.limits import DEFAULT_TRAINER_GRACE_S, MAX_LEASE_CANDIDATES, MAX_WAIT_MS
 
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wait-ms",
-        type=int,
+        type=wait_ms,
         default=DEFAULT_WAIT_MS,
         metavar="MS",
         help=f"lease long-poll time in milliseconds, 0..{MAX_WAIT_MS} (default: {DEFAULT_WAIT_MS})",
