@@ -47,6 +47,9 @@ class LeaseTicket:
     _dispatcher: Dispatcher = field(repr=False)
     done: bool = False
     withdrawn: bool = False
+    # why the last grant planned for it could not be stored (disk full, locked): a wait that
+    # ends without leases then ends with this error (UNAVAILABLE), not with "no work"
+    error: StorageUnavailable | None = None
 
     def cancel(self) -> bool:
         """Withdraw the request: True if it was still waiting (nothing will be granted to it),
@@ -85,9 +88,17 @@ class Dispatcher:
         return LeaseTicket(trainer_id, max_candidates, on_granted, is_active, self)
 
     def wait(self, ticket: LeaseTicket) -> None:
-        """Queue a ticket and grant it (and any older ones) at once if there is work."""
+        """Queue a ticket and grant it (and any older ones) at once if there is work.
+
+        Raises :class:`StorageUnavailable` (the ticket withdrawn) if there is work but the
+        database refused the grant: the caller hears UNAVAILABLE now rather than "no work" later.
+        """
         self.waiting.append(ticket)
         self.dispatch()
+        if ticket.error is not None and not ticket.done:
+            self.waiting.remove(ticket)
+            ticket.done = ticket.withdrawn = True
+            raise ticket.error
 
     def dispatch(self) -> None:
         """Grant every waiting call that can be served, in one transaction, first come first served."""
@@ -108,10 +119,14 @@ class Dispatcher:
                 # change that made work available is committed already: it must not fail with this.
                 if isinstance(exc, StorageUnavailable):
                     storage_log.warning(f"granting waiting lease calls postponed: {exc}")
+                    for ticket in tickets:
+                        ticket.error = exc
                 else:
                     log.exception("granting waiting lease calls failed")
             else:
                 self.waiting = deque(t for t, leases in zip(tickets, granted) if not leases)
+                for ticket in self.waiting:
+                    ticket.error = None  # the database works again; there is just no work for it
                 for ticket, leases in zip(tickets, granted):
                     if leases:
                         self.resolve(ticket, leases)

@@ -81,6 +81,8 @@ class LongPolls:
                 return await asyncio.wait_for(asyncio.shield(granted), wait_s)
             except asyncio.TimeoutError:
                 if await self.call(ticket.cancel):
+                    if ticket.error is not None:  # there was work, but the database refused to grant it
+                        raise ticket.error from None
                     return []
                 return await granted  # granted just as the wait ran out: the leases are ours
         except asyncio.CancelledError:

@@ -349,6 +349,10 @@ class Scheduler:
         caller cancels the ticket when it stops waiting (timeout); if
         ``cancel()`` returns False the leases were granted and are the caller's
         to use or give back (:meth:`return_lease`).
+
+        Raises :class:`~taylorglo_tf.coordinator.errors.StorageUnavailable` if there is work but
+        the database refused to record the grant; a ticket still waiting when a grant failed keeps
+        the error in ``ticket.error`` (its wait should end UNAVAILABLE, not "no work").
         """
         if max_candidates < 1:
             raise ValueError(f"max_candidates={max_candidates} must be at least 1")

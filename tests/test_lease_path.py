@@ -22,6 +22,7 @@ import pytest
 
 from taylorglo_tf.coordinator.longpoll import LongPolls
 from taylorglo_tf.coordinator.server import serve
+from taylorglo_tf.coordinator.storage import SqliteUnavailable
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
@@ -199,3 +200,34 @@ def test_two_hundred_trainers_hanging_up_mid_poll_leave_no_ticket_and_no_lease_b
         hanging_up.clear()
         training.clear()
         server.stop(grace=0)
+
+
+def full_disk_for_grants(server, monkeypatch):
+    storage = server.scheduler._storage
+
+    def full(grants):
+        raise SqliteUnavailable(f"database {str(storage.path)!r}: database or disk is full")
+
+    monkeypatch.setattr(storage, "grant_leases", full)
+
+
+def test_a_lease_call_during_a_full_disk_is_unavailable_not_no_work(coordinator, monkeypatch):
+    client = Client(coordinator.address)
+    client.submit()
+    full_disk_for_grants(coordinator, monkeypatch)
+    with pytest.raises(grpc.RpcError) as raised:
+        client.worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t", wait_ms=5_000), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "disk is full" in raised.value.details()
+    assert not coordinator.scheduler._dispatcher.waiting  # the refused call left no ticket behind
+
+
+def test_a_waiting_lease_call_whose_grant_the_full_disk_refused_ends_unavailable(coordinator, monkeypatch):
+    client = Client(coordinator.address)
+    poll = client.worker.LeaseCandidate.future(ws.LeaseCandidateRequest(trainer_id="t", wait_ms=1_500), timeout=10)
+    wait_until(lambda: len(coordinator.scheduler._dispatcher.waiting) == 1)
+    full_disk_for_grants(coordinator, monkeypatch)
+    client.submit()  # work arrives, but its grant cannot be stored
+    with pytest.raises(grpc.RpcError) as raised:
+        poll.result()
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
