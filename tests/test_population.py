@@ -84,7 +84,7 @@ def test_a_stopped_candidate_stops_alone_and_the_others_train_on(evaluator):
 
 
 def test_the_abort_rule_retries_only_the_candidate_that_hit_it(evaluator):
-    task = DIGITS.replace(abort_threshold=0.5, abort_check_epoch=1.0, max_attempts=3)
+    task = DIGITS.replace(abort_threshold=0.5, abort_check_epoch=1.0, abort_attempts=3)
     thetas = [PAPER_THETA, FLAT_THETA]
     alone = [evaluator.evaluate(loss, task) for loss in taylor_losses(thetas)]
     batched = evaluator.evaluate_many(taylor_losses(thetas), task)

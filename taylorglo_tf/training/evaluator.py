@@ -317,7 +317,7 @@ class Evaluator:
         the weights ends the attempt with status ``diverged`` (fitness 0). The
         abort rule (accuracy below ``task.abort_threshold`` at epoch
         ``task.abort_check_epoch``) retries with a fresh seed up to
-        ``task.max_attempts`` attempts, then reports ``aborted``.
+        ``task.abort_attempts`` attempts, then reports ``aborted``.
 
         ``progress(steps_done, total_steps)`` is called every ``progress_every``
         steps and at the end of training; returning ``False`` stops the evaluation
@@ -475,7 +475,7 @@ class Evaluator:
         attempts = [0] * count
         pending = list(range(count))
         train_time = np.zeros(2)
-        for number in range(1, task.max_attempts + 1):
+        for number in range(1, task.abort_attempts + 1):
             seed = _initial_seed(task.seed, number)
             population.reset(pending, session.initial_state(seed))
             attempt = _Attempt(session, population, compiled, pending, task, slot_progress, self.progress_every)
