@@ -1,11 +1,10 @@
 """A trainer with K candidates per step: a leased batch trained together by the one adapter,
-``KerasEvaluator.evaluate_many`` (the older ``trainer.batching.BatchingEvaluator`` spelling configures it)."""
+``KerasEvaluator.evaluate_many``."""
 
 from __future__ import annotations
 
 import pytest
 
-from taylorglo_tf.trainer.batching import BatchingEvaluator
 from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator
 from taylorglo_tf.trainer.worker import EvaluationStopped
 from tests.test_keras_evaluator import APPENDIX_C_THETA, RecordingHeartbeat, lease
@@ -82,13 +81,6 @@ def test_bad_settings_are_refused_naming_them():
             KerasEvaluator(candidates_per_step=bad)
     with pytest.raises(ValueError, match="xla must be one of .*, got 'maybe'"):
         KerasEvaluator(candidates_per_step=2, xla="maybe")
-
-
-def test_the_older_batching_spelling_configures_the_one_adapter(keras_evaluator):
-    batching = BatchingEvaluator(keras_evaluator, 4, xla="off")
-    assert batching is keras_evaluator and batching.candidates_per_step == 4
-    with pytest.raises(ValueError, match="got 0"):
-        BatchingEvaluator(keras_evaluator, 0)
 
 
 def test_heartbeats_of_another_count_than_the_leases_are_refused(keras_evaluator):

@@ -134,7 +134,6 @@ def make_evaluator(args: argparse.Namespace):
     import tensorflow as tf
 
     from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator  # imports TensorFlow
-    from taylorglo_tf.training import Evaluator
 
     if args.mixed_precision:
         import keras
@@ -146,14 +145,7 @@ def make_evaluator(args: argparse.Namespace):
     xla = args.xla
     if xla == "auto" and not tf.config.list_physical_devices("GPU"):
         xla = "off"  # on CPU XLA measured 3-4x slower for these convnets (docs/BENCHMARKS.md)
-    keras_evaluator = KerasEvaluator(data_dir=args.data_dir)
-    if xla != "auto":
-        keras_evaluator.evaluator = Evaluator(jit_compile=xla == "on")
-        if args.candidates_per_step == 1:
-            return keras_evaluator
-    from taylorglo_tf.trainer.batching import BatchingEvaluator
-
-    return BatchingEvaluator(keras_evaluator, args.candidates_per_step, xla=xla)
+    return KerasEvaluator(data_dir=args.data_dir, candidates_per_step=args.candidates_per_step, xla=xla)
 
 
 def run(args: argparse.Namespace) -> int:
