@@ -14,3 +14,9 @@ LEASE_THREADS = 4
 # Calls that may wait for the event loop to take them up (a burst of reports when a
 # generation ends on thousands of trainers); grpc's default of 1,000 cancels the rest.
 MAX_PENDING_CALLS = 20_000
+# How long a database write waits for a lock another process holds (a backup, someone's sqlite3
+# shell) before it fails UNAVAILABLE: short, because the write waits holding the scheduler's lock.
+DB_BUSY_TIMEOUT_S = 0.25
+# After a write found the database locked, writes fail at once for this long rather than each
+# waiting out the busy timeout again; the first write after it tries the database again.
+DB_LOCKED_RETRY_S = 1.0

@@ -132,18 +132,24 @@ class Scheduler:
     ):
         if not (math.isfinite(lease_ttl_s) and lease_ttl_s > 0):
             raise ValueError(f"lease_ttl_s={lease_ttl_s!r} must be a positive number of seconds")
-        self._storage = storage
+        self._storage = _WriteWatch(storage, self._storage_refused, self._storage_wrote)
         self.lease_ttl_s = float(lease_ttl_s)
         self._prescreen = prescreen
         self._clock = clock
         self._wall = wall
         self._cond = threading.RLock()  # guards all state (re-entrant: the leasing API builds on itself)
         self._experiments: dict[str, ExperimentRecord] = {}
+        # Guards _experiments alone, never held across I/O: reads of records (GetExperiment,
+        # ListExperiments) take only it, so they never wait behind a write that holds _cond.
+        self._records_lock = threading.Lock()
+        # Monotonic time of the first write the database refused since the last one it took
+        # (None: no fault). Leases do not age meanwhile; see _storage_wrote.
+        self._storage_fault_since: float | None = None
         self._running: dict[str, ExperimentRun] = {}
         self._leases = LeaseTable()
         self._events = EventHub()
         self._dispatcher = Dispatcher(
-            storage, self._leases, self._running, self._cond, lease_ttl_s=self.lease_ttl_s, clock=clock, wall=wall
+            self._storage, self._leases, self._running, self._cond, lease_ttl_s=self.lease_ttl_s, clock=clock, wall=wall
         )
         self._pending: list[ExperimentRun] = []  # runs whose optimizer step is due
         self._stopping = False
@@ -157,7 +163,8 @@ class Scheduler:
         with self._cond:
             now = self._clock()
             for record in self._storage.load_experiments():
-                self._experiments[record.id] = record
+                with self._records_lock:
+                    self._experiments[record.id] = record
                 if record.final:
                     continue
                 run = ExperimentRun(record, self._storage.load_candidates(record.id, record.generation))
@@ -228,7 +235,8 @@ class Scheduler:
             record = runner.with_results(replace(record, es_state=optimizer.state()), candidates)
             self._storage.insert_experiment(record, candidates)
             run = ExperimentRun(record, candidates)
-            self._experiments[exp_id] = record
+            with self._records_lock:
+                self._experiments[exp_id] = record
             self._running[exp_id] = run
             log.info(
                 "experiment %s submitted: %d generations x %d", exp_id, spec.search.generations, spec.search.population
@@ -239,8 +247,11 @@ class Scheduler:
         return self.get(exp_id)
 
     def get(self, experiment_id: str) -> types_pb2.Experiment:
-        with self._cond:
-            return self._record(experiment_id).to_proto()
+        with self._records_lock:  # not _cond: a read never waits behind a write
+            record = self._experiments.get(experiment_id)
+        if record is None:
+            raise NotFound(f"experiment {experiment_id!r} not found")
+        return record.to_proto()
 
     def list(self) -> list[types_pb2.Experiment]:
         """Every experiment, newest first."""
@@ -248,7 +259,7 @@ class Scheduler:
 
     def records(self) -> builtins.list[ExperimentRecord]:
         """Every experiment's record (immutable), newest first."""
-        with self._cond:
+        with self._records_lock:
             return list(reversed(self._experiments.values()))
 
     def delete(self, experiment_id: str) -> types_pb2.Experiment:
@@ -261,7 +272,8 @@ class Scheduler:
                     "cancel it before deleting it"
                 )
             self._storage.delete_experiment(experiment_id)
-            del self._experiments[experiment_id]
+            with self._records_lock:
+                del self._experiments[experiment_id]
             log.info("experiment %s deleted", experiment_id)
             return record.to_proto()
 
@@ -487,6 +499,10 @@ class Scheduler:
         next pass tries again.
         """
         with self._cond:
+            if self._storage_fault_since is not None:
+                # Nothing can be requeued while the database refuses writes, and the leases'
+                # time does not run meanwhile: try it (this raises while the fault lasts).
+                self._probe_storage()
             expired = self._leases.expired(self._clock())
             for lease in expired:
                 run = self._running[lease.experiment_id]
@@ -499,6 +515,41 @@ class Scheduler:
         self._step_pending()
         return len(expired)
 
+    # ------------------------------------------------------------------ internals: storage faults
+
+    def _probe_storage(self) -> None:
+        """One write that changes nothing (a running experiment's row, rewritten as it is stored),
+        to learn whether the database takes writes again; raises StorageUnavailable if not."""
+        run = next(iter(self._running.values()), None)
+        if run is None:  # no experiment, no lease to protect
+            self._storage_fault_since = None
+            return
+        self._storage.update_experiment(run.record)
+
+    def _storage_refused(self) -> None:
+        """A write failed with StorageUnavailable (lock held)."""
+        if self._storage_fault_since is None:
+            self._storage_fault_since = self._clock()
+
+    def _storage_wrote(self) -> None:
+        """A write succeeded (lock held): time spent in a storage fault does not count against a lease.
+
+        A trainer cannot report while the database refuses writes (it retries, often without
+        heartbeating), so each live lease gets back the time it had left when the fault began,
+        counted from now; one heartbeated during the fault gets its full TTL from now.
+        """
+        since = self._storage_fault_since
+        if since is None:
+            return
+        self._storage_fault_since = None
+        now = self._clock()
+        for lease in self._leases:
+            if lease.expires is None or lease.expires <= since:
+                continue  # ended, or overdue before the fault began
+            paused_at = max(since, lease.expires - self.lease_ttl_s)  # the fault's start or its last heartbeat
+            self._leases.extend(lease, now + (lease.expires - paused_at))
+        log.info("the database takes writes again after %.1f s; leases were given that time back", now - since)
+
     # ------------------------------------------------------------------ internals: leases
 
     def _work_available(self) -> None:
@@ -508,7 +559,8 @@ class Scheduler:
     # ------------------------------------------------------------------ internals: candidates
 
     def _record(self, experiment_id: str) -> ExperimentRecord:
-        record = self._experiments.get(experiment_id)
+        with self._records_lock:
+            record = self._experiments.get(experiment_id)
         if record is None:
             raise NotFound(f"experiment {experiment_id!r} not found")
         return record
@@ -669,4 +721,42 @@ class Scheduler:
 
     def _set_record(self, run: ExperimentRun, record: ExperimentRecord) -> None:
         run.record = record
-        self._experiments[record.id] = record
+        with self._records_lock:
+            self._experiments[record.id] = record
+
+
+class _WriteWatch:
+    """A storage whose writes report their outcome to the scheduler (called under its lock):
+    ``refused()`` after a write failed with StorageUnavailable, ``wrote()`` after one succeeded."""
+
+    WRITES = frozenset(
+        {
+            "insert_experiment",
+            "advance_generation",
+            "update_experiment",
+            "grant_leases",
+            "update_candidate",
+            "delete_experiment",
+        }
+    )
+
+    def __init__(self, storage: Storage, refused: Callable[[], None], wrote: Callable[[], None]):
+        self._inner = storage
+        self._refused = refused
+        self._wrote = wrote
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._inner, name)  # looked up per call: tests may replace a method
+        if name not in self.WRITES:
+            return attribute
+
+        def write(*args, **kwargs):
+            try:
+                result = attribute(*args, **kwargs)
+            except StorageUnavailable:
+                self._refused()
+                raise
+            self._wrote()
+            return result
+
+        return write

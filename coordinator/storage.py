@@ -21,6 +21,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 
 from taylorglo_tf.rpc import types_pb2
 
+from .defaults import DB_BUSY_TIMEOUT_S, DB_LOCKED_RETRY_S
 from .errors import StorageUnavailable
 from .model import (
     FINAL_EXPERIMENT_STATES,
@@ -404,7 +406,14 @@ def _blob(values: np.ndarray) -> bytes:
 class SqliteStorage:
     """:class:`Storage` on one SQLite file (WAL). Thread-safe: calls are serialised by a lock."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = DB_BUSY_TIMEOUT_S,
+        locked_retry_s: float = DB_LOCKED_RETRY_S,
+    ):
         if synchronous not in ("OFF", "NORMAL", "FULL"):
             raise ValueError(f"synchronous={synchronous!r} is not OFF, NORMAL or FULL")
         _check_sqlite_version(MIN_SQLITE_VERSION, "for a coordinator database")  # before any file is touched
@@ -414,6 +423,8 @@ class SqliteStorage:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._owner = None if memory or os.name != "posix" else _Claim(self.path)
         self._lock = threading.Lock()
+        self._locked_retry_s = locked_retry_s
+        self._locked: tuple[float, str] | None = None  # (monotonic time to try again, the error)
         db = None
         try:
             # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in _tx
@@ -453,7 +464,7 @@ class SqliteStorage:
     def _tx(self):
         """One write transaction: committed when the block ends, rolled back (nothing kept) if it raises."""
         with self._lock, self._unavailable():
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -463,6 +474,22 @@ class SqliteStorage:
                 if isinstance(exc, sqlite3.IntegrityError):
                     raise StorageConflict(f"database {str(self.path)!r}: {exc}") from exc
                 raise
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, failing fast while another process holds the write lock: the first
+        write to find it locked waits out the (short) busy timeout, the writes after it fail at
+        once until ``locked_retry_s`` has passed, so a stuck lock never queues writes up."""
+        if self._locked is not None:
+            retry_at, error = self._locked
+            if time.monotonic() < retry_at:
+                raise sqlite3.OperationalError(f"{error} (by another process; trying again shortly)")
+            self._locked = None
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                self._locked = (time.monotonic() + self._locked_retry_s, str(exc))
+            raise
 
     # -- writes
 

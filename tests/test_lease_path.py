@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -20,14 +21,18 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 import grpc
 import pytest
 
+from taylorglo_tf.coordinator.errors import StorageUnavailable
 from taylorglo_tf.coordinator.longpoll import LongPolls
+from taylorglo_tf.coordinator.scheduler import Scheduler
 from taylorglo_tf.coordinator.server import serve
-from taylorglo_tf.coordinator.storage import SqliteUnavailable
+from taylorglo_tf.coordinator.storage import SqliteStorage, SqliteUnavailable
+from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
-from tests.test_coordinator_scheduler import make_spec, open_scheduler
+from tests.test_coordinator_scheduler import Clock, make_spec, open_scheduler, report
 from tests.test_coordinator_service import Client
+from tests.test_storage_faults import FaultyStorage
 
 QUEUED, LEASED = types_pb2.CANDIDATE_STATUS_QUEUED, types_pb2.CANDIDATE_STATUS_LEASED
 
@@ -231,3 +236,75 @@ def test_a_waiting_lease_call_whose_grant_the_full_disk_refused_ends_unavailable
     with pytest.raises(grpc.RpcError) as raised:
         poll.result()
     assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_database_locked_by_another_process_stalls_no_read_and_expires_no_lease(tmp_path, caplog):
+    """Another process holds the write lock for three TTLs. Writes fail at once with UNAVAILABLE
+    (not after a busy timeout, not DEADLINE_EXCEEDED), reads are answered meanwhile, and the
+    lease of the trainer whose report keeps failing does not expire: its retry counts."""
+    ttl = 1.0
+    server = serve(tmp_path / "c.db", "127.0.0.1:0", lease_ttl_s=ttl)
+    caplog.set_level(logging.INFO, logger="taylorglo_tf.coordinator")
+    try:
+        client = Client(server.address)
+        # a channel without the client's retry policy: each call shows the coordinator's own answer
+        client.worker = ws_grpc.WorkerServiceStub(grpc.insecure_channel(server.address))
+        exp = client.submit(population=2, generations=1)
+        lease = client.worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t"), timeout=10).lease
+        report = ws.ReportResultRequest(
+            lease_id=lease.lease_id, trainer_id="t", status=ws.EVALUATION_STATUS_OK, fitness=0.5
+        )
+        other = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        slowest = 0.0
+        locked_until = time.monotonic() + 3 * ttl
+        while time.monotonic() < locked_until:  # the trainer retries its report, without heartbeats
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as raised:
+                client.worker.ReportResult(report, timeout=5)
+            assert raised.value.code() is grpc.StatusCode.UNAVAILABLE, raised.value.details()
+            assert "locked" in raised.value.details()
+            assert client.experiments.GetExperiment(es.GetExperimentRequest(experiment_id=exp.id), timeout=5).id
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+        other.execute("ROLLBACK")
+        deadline = time.monotonic() + 10
+        while True:  # the first retry after the lock lifts counts
+            try:
+                ack = client.worker.ReportResult(report, timeout=5)
+                break
+            except grpc.RpcError as error:
+                assert error.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert ack.accepted, ack.reason
+        [reported] = [c for c in server.scheduler._storage.load_candidates(exp.id) if c.index == lease.index]
+        assert reported.status == types_pb2.CANDIDATE_STATUS_SUCCEEDED and reported.attempts == 1
+        assert not [r for r in caplog.records if "expired" in r.getMessage()]
+        assert slowest < 1.0  # a report and a read, while the database is locked
+    finally:
+        server.stop(grace=0)
+
+
+def test_time_in_a_storage_fault_is_given_back_to_every_live_lease(tmp_path):
+    clock = Clock()
+    storage = FaultyStorage(SqliteStorage(tmp_path / "c.db"))
+    s = Scheduler(storage, lease_ttl_s=10, prescreen=lambda theta, n: True, clock=clock)
+    s.start(reaper=False)
+    s.submit(make_spec(population=3, generations=1))
+    quiet, beating, reporting = s.lease("quiet"), s.lease("beating"), s.lease("reporting")
+    clock.now += 4  # 6 s left on each
+    storage.full = True
+    with pytest.raises(StorageUnavailable):
+        report(s, reporting, trainer="reporting")  # the fault begins
+    clock.now += 100  # ten TTLs of failing writes
+    with pytest.raises(StorageUnavailable):
+        s.expire_leases()  # nothing can be requeued, and no lease ages
+    assert s.heartbeat(beating.lease_id, "beating")[0]  # heartbeats need no write
+    storage.full = False
+    assert s.expire_leases() == 0  # the database takes writes again: the leases get their time back
+    clock.now += 5.9
+    assert s.expire_leases() == 0
+    assert report(s, reporting, trainer="reporting") == (True, "")
+    clock.now += 0.2  # past the 6 s the quiet lease had left; the heartbeated one has its full 10 s
+    assert s.expire_leases() == 1
+    assert s.heartbeat(beating.lease_id, "beating")[0] and not s.heartbeat(quiet.lease_id, "quiet")[0]

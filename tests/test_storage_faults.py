@@ -95,7 +95,7 @@ def test_a_report_refused_by_a_full_disk_changes_nothing_and_counts_when_retried
 
 def test_a_locked_database_is_a_retryable_storage_error_naming_the_file(tmp_path):
     path = tmp_path / "locked.db"
-    storage = SqliteStorage(path, busy_timeout_s=0.05)
+    storage = SqliteStorage(path, busy_timeout_s=0.05, locked_retry_s=0)
     s = Scheduler(storage, prescreen=lambda theta, n: True)
     s.start(reaper=False)
     other = sqlite3.connect(path, isolation_level=None)
