@@ -22,7 +22,7 @@ import pytest
 
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
 from taylorglo_tf.trainer.synthetic import SyntheticEvaluator, default_target, synthetic_fitness
-from taylorglo_tf.trainer.worker import Backoff, EvaluationStopped, Outcome, Worker, WorkerError
+from taylorglo_tf.trainer.worker import Backoff, EvaluationStopped, Outcome, Worker, WorkerError, _Batch
 
 OK = worker_service_pb2.EVALUATION_STATUS_OK
 
@@ -473,6 +473,18 @@ def test_leases_a_shutdown_leaves_unstarted_go_back_saying_so(coordinator):
     assert fake.return_reasons == ["trainer shutting down: not started"] * 2
 
 
+def test_an_evaluation_stopped_by_the_grace_deadline_goes_back_saying_the_grace_period_ended(coordinator):
+    """The evaluation's heartbeat and the control loop see the deadline at about the same time; whichever
+    acts first, the lease goes back for the same reason (the 200-times loop once caught the evaluation first)."""
+    fake = ScriptedCoordinator()
+    worker = _fast_worker(coordinator(fake), SyntheticEvaluator())
+    worker.request_stop(grace_s=0.0)
+    batch = _Batch([worker_service_pb2.Lease(lease_id="lease-0", ttl_s=30.0)], interval=10.0)
+    worker._on_evaluated(batch, [EvaluationStopped()])  # the evaluation's answer is handled before the deadline
+    assert fake.returned == ["lease-0"]
+    assert fake.return_reasons == ["trainer shutting down: the grace period ended before the evaluation"]
+
+
 def test_an_evaluation_that_stops_on_its_own_gives_its_lease_back_with_its_reason(coordinator):
     fake = ScriptedCoordinator([[0.0] * 8])
 
@@ -487,7 +499,7 @@ def test_an_evaluation_that_stops_on_its_own_gives_its_lease_back_with_its_reaso
         time.sleep(0.01)
     worker.request_stop(0)
     thread.join(10)
-    assert fake.return_reasons == ["stopped by its evaluation: the device is gone"] and fake.reports == []
+    assert fake.return_reasons == ["stopped: the device is gone"] and fake.reports == []
 
 
 def test_a_trainer_rejected_in_the_middle_of_a_batch_gives_its_leases_back_saying_why(coordinator):

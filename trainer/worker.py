@@ -551,7 +551,8 @@ class Worker:
             if held.lost:
                 log.info("lease %s stopped before finishing; not reported", held.lease.lease_id)
             elif isinstance(result, EvaluationStopped):  # it stopped or never started: the lease is still ours
-                why = SHUTTING_DOWN if self.stopping else "stopped by its evaluation"
+                # (Past the deadline, it is what told the evaluation to stop.)
+                why = GRACE_OVER if now >= self._stop_deadline else SHUTTING_DOWN if self.stopping else "stopped"
                 self._give_back([held.lease], f"{why}: {result}" if str(result) else why)
             else:
                 if isinstance(result, BaseException):
