@@ -5,6 +5,11 @@ from taylorglo_tf.connection import DEFAULT_ADDRESS
 DEFAULT_LISTEN = DEFAULT_ADDRESS  # where clients look for a coordinator by default
 # Seconds a lease lives without a heartbeat; trainers heartbeat well within it.
 DEFAULT_LEASE_TTL_S = 60.0
+# A lease whose heartbeats report no new training step (HeartbeatRequest.steps_done) for this
+# many TTLs (10 min at the default TTL) ends like a silent one: its trainer is stuck. Until the
+# first step the allowance is twice that, for loading data and compiling (XLA) before training.
+PROGRESS_DEADLINE_TTLS = 10.0
+STARTUP_PROGRESS_FACTOR = 2.0
 # Threads for calls other than LeaseCandidate (whose long polls hold none); a watch
 # stream holds one while it lasts. Threads start lazily.
 DEFAULT_MAX_WORKERS = 512

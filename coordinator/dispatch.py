@@ -74,11 +74,13 @@ class Dispatcher:
         lock: threading.RLock,
         *,
         lease_ttl_s: float,
+        startup_progress_s: float,
         clock: Callable[[], float],
         wall: Callable[[], float],
     ) -> None:
         self._storage, self._leases, self._running, self._lock = storage, leases, running, lock
         self._ttl, self._clock, self._wall = lease_ttl_s, clock, wall
+        self._startup_progress_s = startup_progress_s  # until the first training step is reported
         self.waiting: deque[LeaseTicket] = deque()
         self._rr_next = 0
 
@@ -187,13 +189,20 @@ class Dispatcher:
             return [[] for _ in requests]
         self._storage.grant_leases([(g.lease, g.candidate) for g in flat])
         self._rr_next = rr
-        expires = self._clock() + self._ttl
+        now = self._clock()
+        expires, progress_by = now + self._ttl, now + self._startup_progress_s
         for g in flat:
             g.run.queue.popleft()
             g.run.candidates[g.candidate.index] = g.candidate
             self._leases.add(
                 Lease(
-                    g.lease.lease_id, g.lease.trainer_id, g.run.id, g.candidate.generation, g.candidate.index, expires
+                    g.lease.lease_id,
+                    g.lease.trainer_id,
+                    g.run.id,
+                    g.candidate.generation,
+                    g.candidate.index,
+                    expires,
+                    progress_by=progress_by,
                 )
             )
         return [[self._lease_proto(g) for g in grants] for grants in plan]

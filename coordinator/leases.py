@@ -25,6 +25,10 @@ class Lease:
     index: int
     # monotonic seconds at which it expires without a heartbeat; None once ended
     expires: float | None
+    # training steps its trainer last reported, and the monotonic seconds by which it must
+    # report more (the progress deadline; None: not enforced)
+    steps_done: int = 0
+    progress_by: float | None = None
 
     @property
     def live(self) -> bool:
@@ -50,6 +54,11 @@ class LeaseTable:
     def extend(self, lease: Lease, expires: float) -> None:
         lease.expires = expires
 
+    def progressed(self, lease: Lease, steps_done: int, progress_by: float) -> None:
+        """The trainer reported more steps than before: a new progress deadline."""
+        lease.steps_done = steps_done
+        lease.progress_by = progress_by
+
     def end(self, lease_id: str) -> None:
         """No more heartbeats for it; a report from it is still matched to its candidate."""
         lease = self._leases.get(lease_id)
@@ -57,8 +66,20 @@ class LeaseTable:
             lease.expires = None
 
     def expired(self, now: float) -> list[Lease]:
-        """Live leases whose expiry time has passed."""
-        return [lease for lease in self._leases.values() if lease.expires is not None and lease.expires <= now]
+        """Live leases whose expiry time or progress deadline has passed."""
+        return [
+            lease
+            for lease in self._leases.values()
+            if lease.live and (self.silent(lease, now) or self.stalled(lease, now))
+        ]
+
+    @staticmethod
+    def silent(lease: Lease, now: float) -> bool:
+        return lease.expires is not None and lease.expires <= now
+
+    @staticmethod
+    def stalled(lease: Lease, now: float) -> bool:
+        return lease.progress_by is not None and lease.progress_by <= now
 
     def forget(self, experiment_id: str) -> None:
         """Drop an experiment's leases: its generation is over, or the experiment is."""

@@ -64,7 +64,7 @@ from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 from taylorglo_tf.text import escape_controls
 
 from . import optimizers, runner
-from .defaults import DEFAULT_LEASE_TTL_S
+from .defaults import DEFAULT_LEASE_TTL_S, PROGRESS_DEADLINE_TTLS, STARTUP_PROGRESS_FACTOR
 from .dispatch import Dispatcher, LeaseTicket, OnGranted
 from .errors import FailedPrecondition, NotFound, StorageUnavailable, Unavailable
 from .events import CLOSED, EventHub, ProgressEvent
@@ -115,7 +115,10 @@ class Report:
 class Scheduler:
     """Experiments, optimizers and leases over a :class:`~taylorglo_tf.coordinator.storage.Storage`.
 
-    ``lease_ttl_s``: seconds a lease lives without a heartbeat. ``prescreen``:
+    ``lease_ttl_s``: seconds a lease lives without a heartbeat. ``progress_deadline_s``:
+    seconds a lease lives while its heartbeats report no new training step (default
+    :data:`~taylorglo_tf.coordinator.defaults.PROGRESS_DEADLINE_TTLS` TTLs; twice that before
+    the first step, for data loading and compilation). ``prescreen``:
     ``(theta, num_classes) -> valid`` for specs that ask for the invariant
     pre-screen. ``clock`` (monotonic seconds, for expiry) and ``wall`` (epoch
     seconds, for records) are injectable for tests.
@@ -126,14 +129,20 @@ class Scheduler:
         storage: Storage,
         *,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        progress_deadline_s: float | None = None,
         prescreen: Prescreen = invariant_prescreen,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ):
         if not (math.isfinite(lease_ttl_s) and lease_ttl_s > 0):
             raise ValueError(f"lease_ttl_s={lease_ttl_s!r} must be a positive number of seconds")
+        if progress_deadline_s is None:
+            progress_deadline_s = PROGRESS_DEADLINE_TTLS * lease_ttl_s
+        if not (math.isfinite(progress_deadline_s) and progress_deadline_s > 0):
+            raise ValueError(f"progress_deadline_s={progress_deadline_s!r} must be a positive number of seconds")
         self._storage = _WriteWatch(storage, self._storage_refused, self._storage_wrote)
         self.lease_ttl_s = float(lease_ttl_s)
+        self.progress_deadline_s = float(progress_deadline_s)
         self._prescreen = prescreen
         self._clock = clock
         self._wall = wall
@@ -149,7 +158,14 @@ class Scheduler:
         self._leases = LeaseTable()
         self._events = EventHub()
         self._dispatcher = Dispatcher(
-            self._storage, self._leases, self._running, self._cond, lease_ttl_s=self.lease_ttl_s, clock=clock, wall=wall
+            self._storage,
+            self._leases,
+            self._running,
+            self._cond,
+            lease_ttl_s=self.lease_ttl_s,
+            startup_progress_s=STARTUP_PROGRESS_FACTOR * self.progress_deadline_s,
+            clock=clock,
+            wall=wall,
         )
         self._pending: list[ExperimentRun] = []  # runs whose optimizer step is due
         self._stopping = False
@@ -175,8 +191,10 @@ class Scheduler:
                         continue
                     lease = self._leases.get(c.lease_id)
                     if lease is not None:
-                        # trainers may still be working: give them a full TTL to heartbeat again
+                        # trainers may still be working: give them a full TTL to heartbeat again,
+                        # and the start-up allowance to report a step (their count is unknown)
                         self._leases.extend(lease, now + self.lease_ttl_s)
+                        self._leases.progressed(lease, 0, now + STARTUP_PROGRESS_FACTOR * self.progress_deadline_s)
                     else:
                         run.queue.append(c.index)  # lease row missing: cannot happen with one transaction
                 self._running[record.id] = run
@@ -408,13 +426,21 @@ class Scheduler:
                 break  # granted just now: on_granted has run (both happen under the lock)
         return got[0][0] if got[0] else None
 
-    def heartbeat(self, lease_id: str, trainer_id: str) -> tuple[bool, float]:
-        """Extend a live lease: ``(keep_going, ttl_s)``; ``(False, 0)`` when it is gone."""
+    def heartbeat(self, lease_id: str, trainer_id: str, steps_done: int | None = None) -> tuple[bool, float]:
+        """Extend a live lease: ``(keep_going, ttl_s)``; ``(False, 0)`` when it is gone.
+
+        ``steps_done`` (training steps so far) above the last count reported restarts the
+        lease's progress deadline; a lease heartbeated without progress for
+        ``progress_deadline_s`` ends like a silent one. None: no count this time.
+        """
         with self._cond:
             lease = self._leases.live(lease_id, trainer_id)
             if lease is None:
                 return False, 0.0
-            self._leases.extend(lease, self._clock() + self.lease_ttl_s)
+            now = self._clock()
+            self._leases.extend(lease, now + self.lease_ttl_s)
+            if steps_done is not None and steps_done > lease.steps_done:
+                self._leases.progressed(lease, steps_done, now + self.progress_deadline_s)
             return True, self.lease_ttl_s
 
     def return_lease(self, lease_id: str, trainer_id: str, reason: str = "") -> bool:
@@ -503,13 +529,21 @@ class Scheduler:
                 # Nothing can be requeued while the database refuses writes, and the leases'
                 # time does not run meanwhile: try it (this raises while the fault lasts).
                 self._probe_storage()
-            expired = self._leases.expired(self._clock())
+            now = self._clock()
+            expired = self._leases.expired(now)
             for lease in expired:
                 run = self._running[lease.experiment_id]
                 c = run.candidates[lease.index]
                 if c.lease_id == lease.lease_id and not c.final:
-                    log.info("lease %s of %s/%d/%d expired", lease.lease_id, run.id, c.generation, c.index)
-                    self._retry_or_fail(run, c, f"lease expired after {self.lease_ttl_s:g} s without a heartbeat")
+                    if self._leases.silent(lease, now):
+                        why = f"lease expired after {self.lease_ttl_s:g} s without a heartbeat"
+                    else:
+                        why = (
+                            f"lease expired: no training progress (steps_done stayed at {lease.steps_done}) "
+                            f"within its {self.progress_deadline_s:g} s progress deadline"
+                        )
+                    log.info("lease %s of %s/%d/%d: %s", lease.lease_id, run.id, c.generation, c.index, why)
+                    self._retry_or_fail(run, c, why)
                 else:
                     self._leases.end(lease.lease_id)
         self._step_pending()

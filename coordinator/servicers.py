@@ -216,7 +216,7 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
                 raise InvalidArgument(field, f"{steps_done} is negative")
 
         def heartbeat_each() -> list[tuple[bool, float]]:  # one trip to the scheduler's pool for them all
-            return [self._scheduler.heartbeat(lease_id, trainer_id) for lease_id, _, _ in beats]
+            return [self._scheduler.heartbeat(lease_id, trainer_id, steps_done) for lease_id, steps_done, _ in beats]
 
         answers = await self._long_polls.call(heartbeat_each)
         if not request.leases:

@@ -308,3 +308,61 @@ def test_time_in_a_storage_fault_is_given_back_to_every_live_lease(tmp_path):
     clock.now += 0.2  # past the 6 s the quiet lease had left; the heartbeated one has its full 10 s
     assert s.expire_leases() == 1
     assert s.heartbeat(beating.lease_id, "beating")[0] and not s.heartbeat(quiet.lease_id, "quiet")[0]
+
+
+def test_a_lease_heartbeated_without_progress_ends_after_its_progress_deadline(tmp_path):
+    clock = Clock()
+    s = open_scheduler(tmp_path / "c.db", clock=clock, ttl=10)  # progress deadline: 10 TTLs = 100 s
+    assert s.progress_deadline_s == 100
+    exp = s.submit(make_spec(population=2, generations=1, max_attempts=3))
+    stuck, working = s.lease("stuck"), s.lease("working")
+    for step in range(1, 40):  # 195 s of heartbeats every 5 s
+        clock.now += 5
+        s.heartbeat(stuck.lease_id, "stuck", 7 if step >= 2 else step)  # stops at step 7 after 10 s
+        s.heartbeat(working.lease_id, "working", step)
+        s.expire_leases()
+        if step * 5 < 10 + 100:
+            assert s.heartbeat(stuck.lease_id, "stuck")[0], f"ended early, at {step * 5} s"
+    assert not s.heartbeat(stuck.lease_id, "stuck", 7)[0]
+    assert s.heartbeat(working.lease_id, "working", 40)[0]  # progress keeps a lease however long it runs
+    [requeued] = [c for c in s._storage.load_candidates(exp.id) if c.index == stuck.index]
+    assert requeued.status == QUEUED and requeued.attempts == 1  # the attempt is spent, as for a silent lease
+    assert "no training progress (steps_done stayed at 7)" in requeued.error
+
+
+def test_before_its_first_step_a_lease_has_twice_the_progress_deadline(tmp_path):
+    """Loading data and compiling (XLA) come before the first step and may take minutes."""
+    clock = Clock()
+    s = open_scheduler(tmp_path / "c.db", clock=clock, ttl=10)
+    s.submit(make_spec(population=2, generations=1))
+    lease = s.lease("t")
+    while clock.now < 1000 + 195:  # heartbeats at step 0, every 5 s
+        clock.now += 5
+        assert s.heartbeat(lease.lease_id, "t", 0)[0]
+        assert s.expire_leases() == 0
+    clock.now = 1000 + 199.9
+    assert s.heartbeat(lease.lease_id, "t", 0)[0] and s.expire_leases() == 0
+    clock.now = 1000 + 200  # twice the 100 s progress deadline
+    assert s.expire_leases() == 1 and not s.heartbeat(lease.lease_id, "t", 0)[0]
+
+
+@pytest.mark.parametrize("deadline", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_progress_deadline_that_is_not_a_positive_time_is_refused_naming_it(tmp_path, deadline):
+    with pytest.raises(ValueError, match="progress_deadline_s="):
+        Scheduler(SqliteStorage(tmp_path / "c.db"), progress_deadline_s=deadline)
+
+
+def test_over_grpc_heartbeats_without_new_steps_end_the_lease(tmp_path):
+    server = serve(tmp_path / "c.db", "127.0.0.1:0", lease_ttl_s=30, scheduler_options={"progress_deadline_s": 0.5})
+    try:
+        client = Client(server.address)
+        client.submit()
+        lease = client.worker.LeaseCandidate(ws.LeaseCandidateRequest(trainer_id="t"), timeout=10).lease
+        beat = ws.HeartbeatRequest(lease_id=lease.lease_id, trainer_id="t", steps_done=3)
+        deadline = time.monotonic() + 20
+        while client.worker.Heartbeat(beat, timeout=10).keep_going:  # step 3, over and over
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert time.monotonic() < deadline
+    finally:
+        server.stop(grace=0)
