@@ -239,18 +239,24 @@ class Scheduler:
     # ------------------------------------------------------------------ experiments
 
     def submit(self, spec: types_pb2.ExperimentSpec) -> types_pb2.Experiment:
-        """Store a validated spec (see :func:`taylorglo_tf.spec.load_spec`) with its first generation."""
+        """Store a validated spec (see :func:`taylorglo_tf.spec.load_spec`) with its first generation.
+
+        The optimizer and the first generation (``ask``, the pre-screen) are built before the
+        scheduler's lock is taken: only the commit and the publication in memory happen under it.
+        """
+        if self._stopping:
+            raise Unavailable("the coordinator is shutting down")
+        exp_id = secrets.token_hex(8)
+        now = self._wall()
+        optimizer = optimizers.create(spec)
+        record = ExperimentRecord(
+            id=exp_id, spec=spec, state=types_pb2.EXPERIMENT_STATE_RUNNING, create_time=now, update_time=now
+        )
+        candidates = runner.ask(optimizer, record, 0, now, self._prescreen)
+        record = runner.with_results(replace(record, es_state=optimizer.state()), candidates)
         with self._cond:
-            if self._stopping:
+            if self._stopping:  # it may have begun meanwhile
                 raise Unavailable("the coordinator is shutting down")
-            exp_id = secrets.token_hex(8)
-            now = self._wall()
-            optimizer = optimizers.create(spec)
-            record = ExperimentRecord(
-                id=exp_id, spec=spec, state=types_pb2.EXPERIMENT_STATE_RUNNING, create_time=now, update_time=now
-            )
-            candidates = runner.ask(optimizer, record, 0, now, self._prescreen)
-            record = runner.with_results(replace(record, es_state=optimizer.state()), candidates)
             self._storage.insert_experiment(record, candidates)
             run = ExperimentRun(record, candidates)
             with self._records_lock:

@@ -21,6 +21,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 import grpc
 import pytest
 
+from taylorglo_tf.coordinator import optimizers
 from taylorglo_tf.coordinator.errors import StorageUnavailable
 from taylorglo_tf.coordinator.longpoll import LongPolls
 from taylorglo_tf.coordinator.scheduler import Scheduler
@@ -366,3 +367,37 @@ def test_over_grpc_heartbeats_without_new_steps_end_the_lease(tmp_path):
         assert time.monotonic() < deadline
     finally:
         server.stop(grace=0)
+
+
+def test_a_submit_builds_its_optimizer_and_first_generation_outside_the_scheduler_lock(tmp_path, monkeypatch):
+    """Creating CMA-ES and sampling a large first generation take a while; trainers of other
+    experiments must not wait for it (only the commit and the publication take the lock)."""
+    s = open_scheduler(tmp_path / "c.db")
+    first = s.submit(make_spec(population=2, generations=1))
+    lease = s.lease("t")
+    building, release = threading.Event(), threading.Event()
+    create = optimizers.create
+
+    def slow_create(spec):
+        building.set()
+        assert release.wait(30)
+        return create(spec)
+
+    monkeypatch.setattr(optimizers, "create", slow_create)
+    submitting = threading.Thread(target=s.submit, args=(make_spec(population=4, generations=1),))
+    submitting.start()
+    try:
+        assert building.wait(10)
+        answered = []
+        trainer = threading.Thread(
+            target=lambda: answered.append((s.heartbeat(lease.lease_id, "t")[0], s.lease("t2"), s.get(first.id)))
+        )
+        trainer.start()
+        trainer.join(timeout=5)
+        assert not trainer.is_alive(), "the lease path waited for a submit's optimizer"
+        [(kept, second_lease, record)] = answered
+        assert kept and second_lease.experiment_id == first.id and record.id == first.id
+    finally:
+        release.set()
+        submitting.join(timeout=30)
+    assert len(s.list()) == 2
