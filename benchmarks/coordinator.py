@@ -443,6 +443,15 @@ def burst(trainers: int, workdir: Path, checkout: Path = REPO, label: str = "", 
     }
 
 
+def _lease_now(scheduler, trainer_id: str):
+    """One lease or None, as a LeaseCandidate call that does not wait gets it (a ticket, cancelled at once)."""
+    granted: list = []
+    ticket = scheduler.wait_for_leases(trainer_id, granted.append)
+    if ticket.cancel() or not granted[0]:
+        return None
+    return granted[0][0]
+
+
 class _NoStorage:
     """A Storage that keeps nothing (for the scheduler's cost without SQLite)."""
 
@@ -451,7 +460,7 @@ class _NoStorage:
 
 
 def scheduler_cost(evaluations: int = 4000, population: int = 128) -> list[dict]:
-    """Time of ``Scheduler.lease`` and ``Scheduler.report`` in-process (no gRPC), the time the
+    """Time of a lease (``Scheduler.wait_for_leases``) and ``Scheduler.report`` in-process (no gRPC), the time the
     scheduler lock is held per call, with SQLite and with no storage at all: what batching
     commits could save at most. Four experiments; reports include the CMA-ES steps."""
     from taylorglo_tf.coordinator.scheduler import Report, Scheduler
@@ -479,7 +488,7 @@ def scheduler_cost(evaluations: int = 4000, population: int = 128) -> list[dict]
             times: dict[str, list[float]] = {"lease": [], "report": []}
             for _ in range(evaluations):
                 started = time.perf_counter()
-                lease = scheduler.lease("bench")
+                lease = _lease_now(scheduler, "bench")
                 times["lease"].append(time.perf_counter() - started)
                 started = time.perf_counter()
                 scheduler.report(Report(lease.lease_id, "bench", worker_service_pb2.EVALUATION_STATUS_OK, 0.5, metrics))
@@ -538,7 +547,7 @@ def simulate_barrier(
 
         def try_lease(trainer: str) -> None:
             nonlocal busy
-            lease = scheduler.lease(trainer)
+            lease = _lease_now(scheduler, trainer)
             if lease is None:
                 waiting.append(trainer)
                 return
@@ -703,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scheduler-only",
         action="store_true",
-        help="only time Scheduler.lease/report in-process, with SQLite and without storage",
+        help="only time a lease and Scheduler.report in-process, with SQLite and without storage",
     )
     parser.add_argument(
         "--simulate",

@@ -1,7 +1,7 @@
 """Lease burst: how fast N waiting LeaseCandidate calls are served when a generation of N appears.
 
-In process, no gRPC: N threads wait in ``Scheduler.lease(wait_s=...)`` (the
-threaded server's long poll), then one experiment of population N is
+In process, no gRPC: N threads each wait on a ``Scheduler.wait_for_leases``
+ticket (the long poll LeaseCandidate awaits), then one experiment of population N is
 submitted; we measure, per call, the time from the submission's return to its
 lease, and count the database transactions that granted them. Run it for this
 checkout and, side by side in one run, for another (``--other-checkout DIR``,
@@ -59,8 +59,13 @@ def burst(waiting: int) -> dict:
         lock = threading.Lock()
 
         def wait(i: int) -> None:
-            lease = scheduler.lease(f"t{i}", wait_s=60)
-            if lease is not None:
+            got: list = []
+            arrived = threading.Event()
+            ticket = scheduler.wait_for_leases(f"t{i}", lambda leases: (got.append(leases), arrived.set()))
+            if not arrived.wait(60) and ticket.cancel():
+                return
+            arrived.wait()
+            if got[0]:
                 with lock:
                     granted.append(time.perf_counter())
 

@@ -29,14 +29,13 @@ Its rules:
   it comes from the current lease or an expired one; later ones change nothing.
 - Fairness: leases go round-robin over running experiments with queued work.
 
-Leasing, for servers with or without a thread per call:
-
-- :meth:`Scheduler.try_lease` grants now or returns ``[]`` (never waits);
-- :meth:`Scheduler.wait_for_leases` registers a waiting call and returns a
-  :class:`LeaseTicket`; when work appears (a new generation, a requeued
-  candidate), every waiting call is granted in one transaction, first come
-  first served, and each ticket's ``on_granted(leases)`` is called;
-- :meth:`Scheduler.lease` is the blocking form (one thread per call) built on it.
+Leasing has one form: :meth:`Scheduler.wait_for_leases` registers a call and
+returns a :class:`LeaseTicket`, granted at once if there is work; otherwise, when
+work appears (a new generation, a requeued candidate), every waiting call is
+granted in one transaction, first come first served, and each ticket's
+``on_granted(leases)`` is called. :class:`~taylorglo_tf.coordinator.longpoll.LongPolls`
+awaits tickets on the server's event loop (a call that must not wait cancels its
+ticket at once).
 
 All state is guarded by one lock. The optimizer step between
 generations is computed outside it (see :meth:`Scheduler._step_pending`), so one
@@ -146,7 +145,9 @@ class Scheduler:
         self._prescreen = prescreen
         self._clock = clock
         self._wall = wall
-        self._cond = threading.RLock()  # guards all state (re-entrant: the leasing API builds on itself)
+        self._cond = (
+            threading.RLock()
+        )  # guards all state (re-entrant: shared with the dispatcher, which may take it again)
         self._experiments: dict[str, ExperimentRecord] = {}
         # Guards _experiments alone, never held across I/O: reads of records (GetExperiment,
         # ListExperiments) take only it, so they never wait behind a write that holds _cond.
@@ -358,14 +359,6 @@ class Scheduler:
 
     # ------------------------------------------------------------------ leasing
 
-    def try_lease(self, trainer_id: str, max_candidates: int = 1) -> builtins.list[ws_pb2.Lease]:
-        """Up to ``max_candidates`` queued candidates of one experiment (round-robin over
-        experiments), granted in one transaction; ``[]`` when there is no work. Never waits."""
-        with self._cond:
-            if self._stopping:
-                return []
-            return self._dispatcher.grant([(trainer_id, max_candidates)])[0]
-
     def wait_for_leases(
         self,
         trainer_id: str,
@@ -399,38 +392,6 @@ class Scheduler:
             else:
                 self._dispatcher.wait(ticket)
             return ticket
-
-    def lease(
-        self, trainer_id: str, wait_s: float = 0.0, is_active: Callable[[], bool] = lambda: True
-    ) -> ws_pb2.Lease | None:
-        """The next queued candidate (round-robin over experiments), waiting up to ``wait_s`` for one.
-
-        The blocking form, holding the calling thread: for thread-per-call servers.
-        """
-        deadline = self._clock() + wait_s
-        with self._cond:
-            if self._stopping or not is_active():
-                return None
-            if wait_s <= 0:
-                granted = self.try_lease(trainer_id)
-                return granted[0] if granted else None
-            got: builtins.list[builtins.list[ws_pb2.Lease]] = []
-            arrived = threading.Event()
-
-            def on_granted(leases: builtins.list[ws_pb2.Lease]) -> None:
-                got.append(leases)
-                arrived.set()
-
-            ticket = self.wait_for_leases(trainer_id, on_granted, is_active=is_active)
-        # Wait outside the scheduler's lock, on this call's own event: a grant wakes only its callers.
-        while not arrived.wait(min(max(deadline - self._clock(), 0.0), 1.0)):
-            # A caller that hung up (a trainer shutting down mid long-poll) gets
-            # nothing: a lease granted to it would only expire, spending an attempt.
-            if deadline - self._clock() <= 0 or not is_active():
-                if ticket.cancel():
-                    return None
-                break  # granted just now: on_granted has run (both happen under the lock)
-        return got[0][0] if got[0] else None
 
     def heartbeat(self, lease_id: str, trainer_id: str, steps_done: int | None = None) -> tuple[bool, float]:
         """Extend a live lease: ``(keep_going, ttl_s)``; ``(False, 0)`` when it is gone.

@@ -15,6 +15,7 @@ from taylorglo_tf.coordinator.scheduler import Report, Scheduler
 from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
+from tests.leasing import hang_up_while_waiting, take_lease
 
 OK = ws.EVALUATION_STATUS_OK
 
@@ -59,7 +60,7 @@ def report(scheduler, lease, status=OK, fitness=None, trainer="t", error=""):
 def drain(scheduler, trainer="t", limit=10_000):
     """Lease and report until no work is left; returns the number of reports."""
     n = 0
-    while (lease := scheduler.lease(trainer)) is not None:
+    while (lease := take_lease(scheduler, trainer)) is not None:
         assert report(scheduler, lease) == (True, "")
         n += 1
         assert n < limit
@@ -95,7 +96,7 @@ def test_a_search_runs_generations_times_population_evaluations_and_succeeds(db)
 def test_the_first_generation_starts_at_theta_zero_with_the_spec_sigma(db):
     s = open_scheduler(db)
     exp = s.submit(make_spec(population=6, generations=1, sigma0=0.5))
-    thetas = np.array([s.lease("t").theta for _ in range(6)])
+    thetas = np.array([take_lease(s, "t").theta for _ in range(6)])
     # x0 = 0: the sample mean of a symmetric Gaussian population is near 0 at scale sigma0
     assert np.all(np.abs(thetas) < 0.5 * 6)
     es = cmaes.loads(s._storage.load_experiments()[0].es_state)
@@ -134,7 +135,7 @@ def test_candidates_and_strategy_are_stored_before_any_lease(db):
     s = Scheduler(storage, prescreen=lambda t, n: True)
     s.start(reaper=False)
     s.submit(make_spec(population=3, generations=1))
-    s.lease("t")
+    take_lease(s, "t")
     assert events == [("insert", 3, True), ("grant", True)]
 
 
@@ -144,7 +145,7 @@ def test_cma_es_is_told_exactly_once_per_generation_despite_duplicate_reports(db
     monkeypatch.setattr(cmaes, "tell", lambda es, thetas, fit: (told.append(len(thetas)), real_tell(es, thetas, fit)))
     s = open_scheduler(db)
     exp = s.submit(make_spec(population=3, generations=2))
-    leases = [s.lease("t") for _ in range(3)]
+    leases = [take_lease(s, "t") for _ in range(3)]
     for lease in leases:
         assert report(s, lease) == (True, "")
     for lease in leases:  # duplicates, including one with a different fitness
@@ -159,11 +160,11 @@ def test_an_expired_lease_is_released_to_another_trainer_and_spends_an_attempt(d
     clock = Clock()
     s = open_scheduler(db, clock=clock, ttl=10)
     s.submit(make_spec(population=2, generations=1))
-    first = s.lease("lost")
+    first = take_lease(s, "lost")
     clock.now += 11
     assert s.expire_leases() == 1
     assert s.heartbeat(first.lease_id, "lost") == (False, 0.0)
-    again = [s.lease("b"), s.lease("b")]
+    again = [take_lease(s, "b"), take_lease(s, "b")]
     retry = next(l for l in again if l.index == first.index)
     assert retry.attempt == 2 and retry.lease_id != first.lease_id and list(retry.theta) == list(first.theta)
 
@@ -172,7 +173,7 @@ def test_heartbeats_keep_a_lease_alive_past_its_ttl(db):
     clock = Clock()
     s = open_scheduler(db, clock=clock, ttl=10)
     s.submit(make_spec(population=2, generations=1))
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     for _ in range(5):
         clock.now += 8
         assert s.heartbeat(lease.lease_id, "t") == (True, 10)
@@ -185,16 +186,16 @@ def test_after_max_attempts_a_candidate_fails_with_fitness_zero_and_the_generati
     clock = Clock()
     s = open_scheduler(db, clock=clock, ttl=5)
     exp = s.submit(make_spec(population=2, generations=1, max_attempts=2))
-    doomed = s.lease("t")
-    other = s.lease("t")
+    doomed = take_lease(s, "t")
+    other = take_lease(s, "t")
     assert report(s, other) == (True, "")
     for attempt in (1, 2):
         clock.now += 6
         s.expire_leases()
         if attempt == 1:
-            doomed = s.lease("t")
+            doomed = take_lease(s, "t")
             assert doomed.attempt == 2
-    assert s.lease("t") is None
+    assert take_lease(s, "t") is None
     result = s.result(exp.id)
     failed = result.candidates[doomed.index]
     assert failed.status == types_pb2.CANDIDATE_STATUS_FAILED and failed.fitness == 0.0 and failed.attempts == 2
@@ -206,10 +207,10 @@ def test_a_stale_report_from_an_expired_lease_counts_if_it_is_the_first(db):
     clock = Clock()
     s = open_scheduler(db, clock=clock, ttl=5)
     exp = s.submit(make_spec(population=2, generations=1))
-    slow = s.lease("slow")
+    slow = take_lease(s, "slow")
     clock.now += 6
     s.expire_leases()
-    fresh = s.lease("fast")
+    fresh = take_lease(s, "fast")
     assert fresh.index == slow.index
     assert report(s, slow, trainer="slow") == (True, "")
     assert s.heartbeat(fresh.lease_id, "fast") == (False, 0.0)  # told to stop: work already done
@@ -221,9 +222,9 @@ def test_a_stale_report_from_an_expired_lease_counts_if_it_is_the_first(db):
 def test_an_error_report_retries_the_candidate_then_fails_it(db):
     s = open_scheduler(db)
     exp = s.submit(make_spec(population=2, generations=1, max_attempts=2))
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     assert report(s, lease, status=ws.EVALUATION_STATUS_ERROR, error="disk on fire") == (True, "")
-    retry = s.lease("t")
+    retry = take_lease(s, "t")
     assert retry.index == lease.index and retry.attempt == 2
     assert report(s, retry, status=ws.EVALUATION_STATUS_ERROR, error="still on fire") == (True, "")
     candidate = s.result(exp.id).candidates[lease.index]
@@ -233,7 +234,7 @@ def test_an_error_report_retries_the_candidate_then_fails_it(db):
 def test_diverged_and_aborted_candidates_get_fitness_zero_whatever_the_report_says(db):
     s = open_scheduler(db)
     exp = s.submit(make_spec(population=2, generations=1))
-    a, b = s.lease("t"), s.lease("t")
+    a, b = take_lease(s, "t"), take_lease(s, "t")
     report(s, a, status=ws.EVALUATION_STATUS_DIVERGED, fitness=0.9)
     report(s, b, status=ws.EVALUATION_STATUS_ABORTED, fitness=0.8)
     by_index = {c.index: c for c in s.result(exp.id).candidates}
@@ -244,10 +245,10 @@ def test_diverged_and_aborted_candidates_get_fitness_zero_whatever_the_report_sa
 def test_returning_a_lease_requeues_without_spending_an_attempt(db):
     s = open_scheduler(db)
     s.submit(make_spec(population=2, generations=1, max_attempts=1))
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     assert s.return_lease(lease.lease_id, "t")
     assert not s.return_lease(lease.lease_id, "t")  # already returned
-    again = s.lease("t")
+    again = take_lease(s, "t")
     assert again.index == lease.index and again.attempt == 1
 
 
@@ -286,17 +287,17 @@ def test_two_experiments_share_trainers_round_robin(db):
     s = open_scheduler(db)
     a = s.submit(make_spec(population=6, generations=1))
     b = s.submit(make_spec(population=6, generations=1))
-    owners = [s.lease("t").experiment_id for _ in range(6)]
+    owners = [take_lease(s, "t").experiment_id for _ in range(6)]
     assert owners == [a.id, b.id] * 3
 
 
 def test_cancel_stops_dispatch_and_discards_late_reports(db):
     s = open_scheduler(db)
     exp = s.submit(make_spec(population=3, generations=2))
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     cancelled = s.cancel(exp.id)
     assert cancelled.state == types_pb2.EXPERIMENT_STATE_CANCELLED
-    assert s.lease("t") is None
+    assert take_lease(s, "t") is None
     assert s.heartbeat(lease.lease_id, "t") == (False, 0.0)
     accepted, reason = report(s, lease)
     assert not accepted and "CANCELLED" in reason
@@ -309,7 +310,7 @@ def test_cancel_stops_dispatch_and_discards_late_reports(db):
 def test_unknown_and_foreign_leases_change_nothing(db):
     s = open_scheduler(db)
     s.submit(make_spec(population=2, generations=1))
-    lease = s.lease("owner")
+    lease = take_lease(s, "owner")
     assert s.report(Report("no-such-lease", "t", OK, 0.5, None)) == (False, "unknown lease")
     accepted, reason = report(s, lease, trainer="intruder")
     assert not accepted and "owner" in reason
@@ -319,7 +320,7 @@ def test_unknown_and_foreign_leases_change_nothing(db):
 def test_long_poll_returns_as_soon_as_work_is_submitted(db):
     s = open_scheduler(db)
     got = []
-    waiter = threading.Thread(target=lambda: got.append((s.lease("t", wait_s=10), time.monotonic())))
+    waiter = threading.Thread(target=lambda: got.append((take_lease(s, "t", wait_s=10), time.monotonic())))
     waiter.start()
     time.sleep(0.2)
     submitted = time.monotonic()
@@ -331,18 +332,10 @@ def test_long_poll_returns_as_soon_as_work_is_submitted(db):
 
 def test_a_long_poll_whose_caller_hung_up_is_granted_nothing_when_work_arrives(db):
     s = open_scheduler(db)
-    active = threading.Event()
-    active.set()
-    got = []
-    waiter = threading.Thread(target=lambda: got.append(s.lease("gone", wait_s=10, is_active=active.is_set)))
-    waiter.start()
-    time.sleep(0.2)
-    active.clear()  # the trainer cancelled its call (shutting down)
+    hang_up_while_waiting(s, "gone")  # the trainer cancelled its call (shutting down)
     exp = s.submit(make_spec(population=2, generations=1))
-    waiter.join(5)
-    assert got == [None]
     assert [c.status for c in s.result(exp.id).candidates] == [types_pb2.CANDIDATE_STATUS_QUEUED] * 2
-    assert s.lease("t") is not None
+    assert take_lease(s, "t") is not None
 
 
 def test_building_a_result_does_not_hold_up_leases(db, monkeypatch):
@@ -361,7 +354,7 @@ def test_building_a_result_does_not_hold_up_leases(db, monkeypatch):
     reader.start()
     assert building.wait(10)
     leases = []
-    leaser = threading.Thread(target=lambda: leases.append(s.lease("t")))
+    leaser = threading.Thread(target=lambda: leases.append(take_lease(s, "t")))
     leaser.start()
     leaser.join(5)
     release.set()
@@ -373,7 +366,7 @@ def test_building_a_result_does_not_hold_up_leases(db, monkeypatch):
 def test_a_long_poll_without_work_times_out_empty(db):
     s = open_scheduler(db)
     start = time.monotonic()
-    assert s.lease("t", wait_s=0.3) is None
+    assert take_lease(s, "t", wait_s=0.3) is None
     assert 0.25 < time.monotonic() - start < 2.0
 
 
@@ -412,8 +405,8 @@ def test_restart_mid_generation_resumes_with_the_uninterrupted_trajectory(tmp_pa
     s = open_scheduler(tmp_path / "run.db")
     exp = s.submit(make_spec(population=4, generations=3, seed=3))
     for _ in range(5):  # generation 0 complete, generation 1 started
-        report(s, s.lease("t"))
-    in_flight = s.lease("t")  # leased when the coordinator dies
+        report(s, take_lease(s, "t"))
+    in_flight = take_lease(s, "t")  # leased when the coordinator dies
     s._storage.close()  # "kill": no orderly stop
     np.random.seed(999)  # a new process would not share NumPy's global RNG state either
 
@@ -433,7 +426,7 @@ def test_a_crash_between_the_last_report_and_the_next_generation_is_repaired_on_
 
     s = open_scheduler(tmp_path / "run.db")
     exp = s.submit(make_spec(population=3, generations=2, seed=5))
-    leases = [s.lease("t") for _ in range(3)]
+    leases = [take_lease(s, "t") for _ in range(3)]
     for lease in leases[:2]:
         report(s, lease)
 
@@ -456,7 +449,7 @@ def test_open_leases_get_a_fresh_ttl_after_restart(tmp_path):
     clock = Clock()
     s = open_scheduler(tmp_path / "run.db", clock=clock, ttl=10)
     s.submit(make_spec(population=2, generations=1))
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     s._storage.close()
     clock.now += 9
     resumed = open_scheduler(tmp_path / "run.db", clock=clock, ttl=10)
@@ -495,13 +488,13 @@ def test_interleaved_experiments_follow_the_same_trajectories_as_alone(tmp_path)
 def test_a_failed_generation_commit_is_retried_without_losing_the_results(db, monkeypatch):
     s = open_scheduler(db)
     exp = s.submit(make_spec(population=2, generations=2))
-    leases = [s.lease("t"), s.lease("t")]
+    leases = [take_lease(s, "t"), take_lease(s, "t")]
     report(s, leases[0])
     real = s._storage.advance_generation
     monkeypatch.setattr(s._storage, "advance_generation", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         report(s, leases[1])
-    assert s.lease("t") is None  # nothing to hand out while the step is pending
+    assert take_lease(s, "t") is None  # nothing to hand out while the step is pending
     monkeypatch.setattr(s._storage, "advance_generation", real)
     s.retry_stalled()  # the reaper's periodic pass
     assert s.get(exp.id).generation == 1

@@ -23,6 +23,7 @@ from taylorglo_tf.coordinator.servicers import validate_report
 from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
+from tests.leasing import take_lease
 
 TTL = 30.0
 POPULATION, GENERATIONS, MAX_ATTEMPTS = 3, 2, 2
@@ -82,7 +83,7 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
 
     @rule(target=leases, trainer=st.sampled_from(TRAINERS))
     def lease(self, trainer):
-        lease = self.scheduler.lease(trainer)
+        lease = take_lease(self.scheduler, trainer)
         return (lease.lease_id, trainer) if lease is not None else ("none", trainer)
 
     @rule(
@@ -185,7 +186,7 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
     def teardown(self):
         try:
             for _ in range(100):
-                lease = self.scheduler.lease("drain")
+                lease = take_lease(self.scheduler, "drain")
                 if lease is None:
                     break
                 fitness = float(np.exp(-np.sum(np.square(lease.theta)) / 8))
@@ -194,7 +195,7 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
                 # leases still held by a or b: let them expire, then drain again
                 self.clock.now += TTL + 1
                 self.scheduler.expire_leases()
-                while (lease := self.scheduler.lease("drain")) is not None:
+                while (lease := take_lease(self.scheduler, "drain")) is not None:
                     assert self._report(lease.lease_id, "drain", ws.EVALUATION_STATUS_OK, 0.5)[0]
             result = self.scheduler.result(self.exp_id)
             event(f"ended {types_pb2.ExperimentState.Name(result.experiment.state)}")

@@ -1,4 +1,4 @@
-"""Leasing without a thread per waiting call: try_lease, wait_for_leases tickets, batch grants."""
+"""Leasing without a thread per waiting call: wait_for_leases tickets, long polls, batch grants."""
 
 import threading
 
@@ -7,6 +7,7 @@ import pytest
 from taylorglo_tf.coordinator.scheduler import Scheduler
 from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf.rpc import types_pb2
+from tests.leasing import take_lease, take_leases
 from tests.test_coordinator_scheduler import make_spec, open_scheduler, report
 
 
@@ -29,22 +30,22 @@ def counting_scheduler(path):
     return scheduler, storage
 
 
-def test_try_lease_never_waits_and_returns_nothing_without_work(tmp_path):
+def test_a_lease_call_that_does_not_wait_returns_nothing_without_work(tmp_path):
     s = open_scheduler(tmp_path / "c.db")
-    assert s.try_lease("t") == []
+    assert take_leases(s, "t") == []
     exp = s.submit(make_spec(population=3, generations=1))
-    [lease] = s.try_lease("t")
+    [lease] = take_leases(s, "t")
     assert lease.experiment_id == exp.id and lease.attempt == 1
 
 
-def test_try_lease_grants_up_to_max_candidates_of_one_experiment_in_one_transaction(tmp_path):
+def test_a_lease_call_is_granted_up_to_max_candidates_of_one_experiment_in_one_transaction(tmp_path):
     s, storage = counting_scheduler(tmp_path / "c.db")
     a = s.submit(make_spec(population=3, generations=1, seed=1))
     b = s.submit(make_spec(population=3, generations=1, seed=2))
-    first = s.try_lease("t", max_candidates=5)
+    first = take_leases(s, "t", max_candidates=5)
     assert [l.experiment_id for l in first] == [a.id] * 3  # one experiment's candidates, all it has
     assert len({l.lease_id for l in first}) == 3
-    second = s.try_lease("t", max_candidates=2)
+    second = take_leases(s, "t", max_candidates=2)
     assert [l.experiment_id for l in second] == [b.id] * 2  # round-robin: the other experiment next
     assert storage.grant_batches == [3, 2]
 
@@ -66,11 +67,11 @@ def test_a_new_generation_is_granted_to_every_waiting_call_in_one_transaction(tm
     assert s.get(exp.id).generation == 1
 
 
-def test_blocking_long_polls_waiting_together_are_granted_in_one_transaction(tmp_path):
+def test_long_polls_waiting_together_are_granted_in_one_transaction(tmp_path):
     s, storage = counting_scheduler(tmp_path / "c.db")
     got, threads = [], []
     for i in range(6):
-        threads.append(threading.Thread(target=lambda i=i: got.append(s.lease(f"t{i}", wait_s=10))))
+        threads.append(threading.Thread(target=lambda i=i: got.append(take_lease(s, f"t{i}", wait_s=10))))
         threads[-1].start()
     while len(s._dispatcher.waiting) < 6:  # every call is waiting
         threading.Event().wait(0.01)

@@ -31,6 +31,7 @@ from taylorglo_tf.rpc import experiment_service_pb2 as es
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
+from tests.leasing import take_lease
 from tests.test_coordinator_scheduler import Clock, make_spec, open_scheduler, report
 from tests.test_coordinator_service import Client
 from tests.test_storage_faults import FaultyStorage
@@ -292,7 +293,7 @@ def test_time_in_a_storage_fault_is_given_back_to_every_live_lease(tmp_path):
     s = Scheduler(storage, lease_ttl_s=10, prescreen=lambda theta, n: True, clock=clock)
     s.start(reaper=False)
     s.submit(make_spec(population=3, generations=1))
-    quiet, beating, reporting = s.lease("quiet"), s.lease("beating"), s.lease("reporting")
+    quiet, beating, reporting = take_lease(s, "quiet"), take_lease(s, "beating"), take_lease(s, "reporting")
     clock.now += 4  # 6 s left on each
     storage.full = True
     with pytest.raises(StorageUnavailable):
@@ -316,7 +317,7 @@ def test_a_lease_heartbeated_without_progress_ends_after_its_progress_deadline(t
     s = open_scheduler(tmp_path / "c.db", clock=clock, ttl=10)  # progress deadline: 10 TTLs = 100 s
     assert s.progress_deadline_s == 100
     exp = s.submit(make_spec(population=2, generations=1, max_attempts=3))
-    stuck, working = s.lease("stuck"), s.lease("working")
+    stuck, working = take_lease(s, "stuck"), take_lease(s, "working")
     for step in range(1, 40):  # 195 s of heartbeats every 5 s
         clock.now += 5
         s.heartbeat(stuck.lease_id, "stuck", 7 if step >= 2 else step)  # stops at step 7 after 10 s
@@ -336,7 +337,7 @@ def test_before_its_first_step_a_lease_has_twice_the_progress_deadline(tmp_path)
     clock = Clock()
     s = open_scheduler(tmp_path / "c.db", clock=clock, ttl=10)
     s.submit(make_spec(population=2, generations=1))
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     while clock.now < 1000 + 195:  # heartbeats at step 0, every 5 s
         clock.now += 5
         assert s.heartbeat(lease.lease_id, "t", 0)[0]
@@ -374,7 +375,7 @@ def test_a_submit_builds_its_optimizer_and_first_generation_outside_the_schedule
     experiments must not wait for it (only the commit and the publication take the lock)."""
     s = open_scheduler(tmp_path / "c.db")
     first = s.submit(make_spec(population=2, generations=1))
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     building, release = threading.Event(), threading.Event()
     create = optimizers.create
 
@@ -390,7 +391,7 @@ def test_a_submit_builds_its_optimizer_and_first_generation_outside_the_schedule
         assert building.wait(10)
         answered = []
         trainer = threading.Thread(
-            target=lambda: answered.append((s.heartbeat(lease.lease_id, "t")[0], s.lease("t2"), s.get(first.id)))
+            target=lambda: answered.append((s.heartbeat(lease.lease_id, "t")[0], take_lease(s, "t2"), s.get(first.id)))
         )
         trainer.start()
         trainer.join(timeout=5)

@@ -29,6 +29,7 @@ from taylorglo_tf.coordinator.scheduler import Report, Scheduler
 from taylorglo_tf.coordinator.storage import SqliteStorage
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import worker_service_pb2 as ws
+from tests.leasing import take_lease
 
 path, reports, carried = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 spec = json.loads(sys.argv[4])
@@ -43,11 +44,11 @@ if not s.list():
 if carried:
     assert s.report(Report(carried["lease_id"], "t", ws.EVALUATION_STATUS_OK, fitness(carried["theta"]), None))[0]
 for _ in range(reports):
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     if lease is None:
         break
     assert s.report(Report(lease.lease_id, "t", ws.EVALUATION_STATUS_OK, fitness(lease.theta), None))[0]
-lease = s.lease("t")
+lease = take_lease(s, "t")
 exp = s.list()[0]
 print(json.dumps({"state": exp.state, "generation": exp.generation,
                   "lease": {"lease_id": lease.lease_id, "theta": list(lease.theta)} if lease else None}), flush=True)

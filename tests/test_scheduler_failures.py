@@ -2,6 +2,7 @@
 
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
+from tests.leasing import take_lease
 from tests.test_coordinator_scheduler import make_spec, open_scheduler, report
 
 ERROR = ws.EVALUATION_STATUS_ERROR
@@ -14,7 +15,7 @@ TRACEBACK = (
 
 
 def fail_every_lease(scheduler, error=TRACEBACK):
-    while (lease := scheduler.lease("t")) is not None:
+    while (lease := take_lease(scheduler, "t")) is not None:
         assert report(scheduler, lease, status=ERROR, error=error) == (True, "")
 
 
@@ -45,7 +46,7 @@ def test_a_failed_experiment_has_no_best_theta_and_its_status_survives_a_restart
 def test_one_trained_candidate_keeps_the_search_going_and_only_it_can_be_the_best(tmp_path):
     s = open_scheduler(tmp_path / "c.db")
     exp = s.submit(make_spec(population=3, generations=1, max_attempts=1))
-    leases = [s.lease("t") for _ in range(3)]
+    leases = [take_lease(s, "t") for _ in range(3)]
     report(s, leases[0], status=ERROR, error=TRACEBACK)
     report(s, leases[1], fitness=0.0)  # trained, scored 0: still a real result
     report(s, leases[2], status=ws.EVALUATION_STATUS_DIVERGED)
@@ -57,7 +58,7 @@ def test_one_trained_candidate_keeps_the_search_going_and_only_it_can_be_the_bes
 def test_a_search_whose_every_candidate_failed_the_prescreen_fails_as_nothing_was_trained(tmp_path):
     s = open_scheduler(tmp_path / "c.db", prescreen=lambda theta, n: False)
     exp = s.submit(make_spec(population=4, generations=2, invariant_prescreen=True))
-    assert s.lease("t") is None
+    assert take_lease(s, "t") is None
     record = s.get(exp.id)
     assert record.state == types_pb2.EXPERIMENT_STATE_FAILED
     assert record.error == (
@@ -76,7 +77,7 @@ def test_a_generation_all_rejected_by_the_prescreen_among_trained_ones_is_a_sear
 
     s = open_scheduler(tmp_path / "c.db", prescreen=reject_generation_0)
     exp = s.submit(make_spec(population=4, generations=2, invariant_prescreen=True))
-    leases = [s.lease("t") for _ in range(4)]
+    leases = [take_lease(s, "t") for _ in range(4)]
     assert {lease.generation for lease in leases} == {1}  # generation 0 was told its worst fitness at once
     for k, lease in enumerate(leases):
         report(s, lease, fitness=0.1 * (k + 1))

@@ -21,6 +21,7 @@ from taylorglo_tf.coordinator.server import serve
 from taylorglo_tf.coordinator.storage import SqliteStorage, SqliteUnavailable
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws
+from tests.leasing import take_lease
 from tests.test_coordinator_scheduler import Clock, drain, make_spec, report
 from tests.test_coordinator_service import Client, synthetic_fitness
 
@@ -59,7 +60,7 @@ def test_leases_that_expire_while_the_disk_is_full_are_requeued_once_it_has_spac
     s = Scheduler(storage, lease_ttl_s=3, prescreen=lambda theta, n: True, clock=clock)
     s.start(reaper=False)
     exp = s.submit(make_spec(population=3, generations=2))
-    lost = [s.lease("gone"), s.lease("gone")]  # trainers that die with their leases
+    lost = [take_lease(s, "gone"), take_lease(s, "gone")]  # trainers that die with their leases
     storage.full = True
     for _ in range(4):  # a 12 s disk-full at a 3 s TTL: every reaper pass fails
         clock.now += 3
@@ -82,7 +83,7 @@ def test_a_report_refused_by_a_full_disk_changes_nothing_and_counts_when_retried
     s = Scheduler(storage, prescreen=lambda theta, n: True)
     s.start(reaper=False)
     exp = s.submit(make_spec(population=2, generations=1))
-    lease = s.lease("t")
+    lease = take_lease(s, "t")
     storage.full = True
     with pytest.raises(StorageUnavailable):
         report(s, lease)
@@ -165,7 +166,7 @@ def test_the_lease_reaper_logs_a_full_disk_once_not_every_pass(tmp_path, caplog)
     s.start(reaper=True)  # a pass every 0.25 s
     try:
         s.submit(make_spec(population=2, generations=1))
-        s.lease("gone"), s.lease("gone")
+        take_lease(s, "gone"), take_lease(s, "gone")
         storage.full = True  # before the leases expire
         caplog.set_level(logging.INFO, logger="taylorglo_tf.coordinator")
         deadline = time.monotonic() + 60
@@ -175,7 +176,7 @@ def test_the_lease_reaper_logs_a_full_disk_once_not_every_pass(tmp_path, caplog)
         lines = [r for r in caplog.records if "disk is full" in r.getMessage()]
         assert len(lines) == 1 and lines[0].exc_info is None  # eight passes failed, one line said so
         storage.full = False
-        while (requeued := s.lease("t")) is None:  # the next pass requeues the lost candidates
+        while (requeued := take_lease(s, "t")) is None:  # the next pass requeues the lost candidates
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert requeued.attempt == 2
