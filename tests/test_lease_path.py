@@ -130,6 +130,7 @@ def test_the_reason_a_lease_is_given_back_is_logged_on_one_line_with_controls_es
     assert "\n" not in line and "\x1b" not in line and "\u202e" not in line
 
 
+@pytest.mark.slow  # 15 s of two hundred calls; the two tests above pin the same race down deterministically
 def test_two_hundred_trainers_hanging_up_mid_poll_leave_no_ticket_and_no_lease_behind(tmp_path, monkeypatch):
     """Proxies that cut idle calls, at scale: 200 calls cancelled 10-500 ms into their long
     poll, over and over, while two trainers run a search. Every lease the coordinator granted
