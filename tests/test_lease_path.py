@@ -403,3 +403,26 @@ def test_a_submit_builds_its_optimizer_and_first_generation_outside_the_schedule
         release.set()
         submitting.join(timeout=30)
     assert len(s.list()) == 2
+
+
+def test_the_coordinator_command_passes_its_progress_deadline_to_the_scheduler(tmp_path, monkeypatch):
+    from taylorglo_tf import cli
+    from taylorglo_tf.coordinator import server as server_module
+
+    given = {}
+
+    def fake_serve(*args, **kwargs):
+        given.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(server_module, "serve", fake_serve)
+    assert cli.main(["coordinator", "--db", str(tmp_path / "c.db"), "--progress-deadline", "900"]) != 0
+    assert given["scheduler_options"] == {"progress_deadline_s": 900.0}
+
+
+def test_a_progress_deadline_under_a_second_is_refused_by_the_command_naming_it(capsys):
+    from taylorglo_tf import cli
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["coordinator", "--progress-deadline", "0.5"])
+    assert "--progress-deadline" in capsys.readouterr().err

@@ -22,7 +22,7 @@ CLIENT_TOKEN_ENV = "TAYLORGLO_CLIENT_TOKEN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from taylorglo_tf.coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN
+    from taylorglo_tf.coordinator.defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, PROGRESS_DEADLINE_TTLS
 
     parser.add_argument(
         "--listen",
@@ -69,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_LEASE_TTL_S:g})",
     )
     parser.add_argument(
+        "--progress-deadline",
+        type=lease_ttl,
+        metavar="S",
+        help="seconds a lease lives while its heartbeats report no new training step "
+        f"(default {PROGRESS_DEADLINE_TTLS:g} lease TTLs; twice that before the first step)",
+    )
+    parser.add_argument(
         "--grace",
         type=non_negative_float,
         default=DEFAULT_COORDINATOR_GRACE_S,
@@ -101,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             lease_ttl_s=args.lease_ttl,
             health_listen=args.health_listen,
+            scheduler_options={"progress_deadline_s": args.progress_deadline},
         )
     except (ValueError, OSError, RuntimeError) as exc:  # bad settings, port or database
         print_error("coordinator", exc)
