@@ -537,7 +537,9 @@ class Scheduler:
 
         A trainer cannot report while the database refuses writes (it retries, often without
         heartbeating), so each live lease gets back the time it had left when the fault began,
-        counted from now; one heartbeated during the fault gets its full TTL from now.
+        counted from now; one heartbeated during the fault gets its full TTL from now. Its
+        progress deadline moves by the fault's length too (the report of a finished
+        evaluation may have been what waited).
         """
         since = self._storage_fault_since
         if since is None:
@@ -549,6 +551,8 @@ class Scheduler:
                 continue  # ended, or overdue before the fault began
             paused_at = max(since, lease.expires - self.lease_ttl_s)  # the fault's start or its last heartbeat
             self._leases.extend(lease, now + (lease.expires - paused_at))
+            if lease.progress_by is not None and lease.progress_by > since:
+                self._leases.progressed(lease, lease.steps_done, lease.progress_by + (now - since))
         log.info("the database takes writes again after %.1f s; leases were given that time back", now - since)
 
     # ------------------------------------------------------------------ internals: leases

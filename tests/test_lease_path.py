@@ -426,3 +426,28 @@ def test_a_progress_deadline_under_a_second_is_refused_by_the_command_naming_it(
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["coordinator", "--progress-deadline", "0.5"])
     assert "--progress-deadline" in capsys.readouterr().err
+
+
+def test_a_storage_fault_does_not_count_against_a_lease_s_progress_deadline(tmp_path):
+    """A finished evaluation's report may be what waited out the fault: its lease keeps its progress time."""
+    clock = Clock()
+    storage = FaultyStorage(SqliteStorage(tmp_path / "c.db"))
+    s = Scheduler(storage, lease_ttl_s=10, progress_deadline_s=50, prescreen=lambda theta, n: True, clock=clock)
+    s.start(reaper=False)
+    s.submit(make_spec(population=2, generations=1))
+    lease = take_lease(s, "t")
+    clock.now += 5
+    s.heartbeat(lease.lease_id, "t", 100)  # the last step: progress due by 55 s
+    clock.now += 5
+    storage.full = True
+    with pytest.raises(StorageUnavailable):
+        report(s, lease)  # at 10 s, 45 s of progress time left
+    for _ in range(30):  # a 60 s fault; the trainer heartbeats its last step count meanwhile
+        clock.now += 2
+        s.heartbeat(lease.lease_id, "t", 100)
+    storage.full = False
+    assert s.expire_leases() == 0
+    clock.now += 44
+    s.heartbeat(lease.lease_id, "t", 100)
+    assert s.expire_leases() == 0
+    assert report(s, lease) == (True, "")
