@@ -22,9 +22,12 @@ Its rules:
   nothing, is answered UNAVAILABLE and can simply be retried; a restart sees
   what clients were told.
 - Leases expire on the coordinator (heartbeats extend them in memory only; a
-  restart gives every open lease a fresh TTL). An expired lease spends its
-  attempt; after ``max_attempts`` the candidate is FAILED with fitness 0 and the
-  generation still completes. ReturnLease requeues without spending an attempt.
+  restart gives every open lease a fresh TTL): after the TTL without a
+  heartbeat, or after the progress deadline without a new training step. An
+  expired lease spends its attempt; after ``max_attempts`` the candidate is
+  FAILED with fitness 0 and the generation still completes. ReturnLease requeues
+  without spending an attempt. Time in which the database refuses writes does
+  not count against a lease (its trainer may be retrying its report).
 - Reports are idempotent: the first final report for a candidate counts, whether
   it comes from the current lease or an expired one; later ones change nothing.
 - Fairness: leases go round-robin over running experiments with queued work.
@@ -37,9 +40,13 @@ granted in one transaction, first come first served, and each ticket's
 awaits tickets on the server's event loop (a call that must not wait cancels its
 ticket at once).
 
-All state is guarded by one lock. The optimizer step between
-generations is computed outside it (see :meth:`Scheduler._step_pending`), so one
-experiment's step does not stall the lease path of the others.
+All state is guarded by one lock, held for a write's transaction (a locked
+database fails it fast) but never for the optimizer: a new experiment's first
+generation is built before it is taken (:meth:`Scheduler.submit`) and the step
+between generations outside it (:meth:`Scheduler._step_pending`), so one
+experiment's optimizer does not stall the lease path of the others. Experiment
+records are also kept under a small lock of their own, so reading them never
+waits behind a write.
 """
 
 from __future__ import annotations
