@@ -403,9 +403,11 @@ class Scheduler:
     def heartbeat(self, lease_id: str, trainer_id: str, steps_done: int | None = None) -> tuple[bool, float]:
         """Extend a live lease: ``(keep_going, ttl_s)``; ``(False, 0)`` when it is gone.
 
-        ``steps_done`` (training steps so far) above the last count reported restarts the
-        lease's progress deadline; a lease heartbeated without progress for
-        ``progress_deadline_s`` ends like a silent one. None: no count this time.
+        ``steps_done`` (training steps so far) other than the last count reported restarts
+        the lease's progress deadline: it goes up as training goes on, and back to 1 when the
+        abort rule retries a candidate with a fresh seed (a retry is progress too); a lease
+        heartbeated with the same count for ``progress_deadline_s`` ends like a silent one.
+        None: no count this time.
         """
         with self._cond:
             lease = self._leases.live(lease_id, trainer_id)
@@ -413,7 +415,7 @@ class Scheduler:
                 return False, 0.0
             now = self._clock()
             self._leases.extend(lease, now + self.lease_ttl_s)
-            if steps_done is not None and steps_done > lease.steps_done:
+            if steps_done is not None and steps_done != lease.steps_done:
                 self._leases.progressed(lease, steps_done, now + self.progress_deadline_s)
             return True, self.lease_ttl_s
 

@@ -452,3 +452,17 @@ def test_a_storage_fault_does_not_count_against_a_lease_s_progress_deadline(tmp_
     s.heartbeat(lease.lease_id, "t", 100)
     assert s.expire_leases() == 0
     assert report(s, lease) == (True, "")
+
+
+def test_a_retry_that_starts_its_steps_again_is_progress(tmp_path):
+    """The abort rule retries a candidate from step 1: the lease lives on while the retry trains."""
+    clock = Clock()
+    s = open_scheduler(tmp_path / "c.db", clock=clock, ttl=10)  # progress deadline: 10 TTLs = 100 s
+    s.submit(make_spec(population=2, generations=1))
+    lease = take_lease(s, "t")
+    counts = [*range(1, 41), *range(1, 41)]  # 40 steps, the abort rule fires, 40 steps of the retry
+    for steps_done in counts:  # a step every 5 s: 400 s in all, four progress deadlines
+        clock.now += 5
+        assert s.heartbeat(lease.lease_id, "t", steps_done)[0], f"ended at steps_done={steps_done}"
+        s.expire_leases()
+    assert s.heartbeat(lease.lease_id, "t", 40)[0]
