@@ -1,7 +1,7 @@
 """Persistence of experiments, generations, candidates, leases and optimizer state.
 
 :class:`Storage` is the interface the scheduler relies on (every backend passes
-``tests/test_storage_contract.py``); :func:`open_storage` picks a backend by URL:
+``tests/coordinator/test_storage_contract.py``); :func:`open_storage` picks a backend by URL:
 ``sqlite:///path/to/file.db`` (or a plain path), ``:memory:`` (SQLite in
 memory) and ``memory://`` (:class:`~taylorglo_tf.coordinator.memory_storage.MemoryStorage`,
 Python dictionaries); in memory nothing survives the process (tests, notebooks, dry runs).

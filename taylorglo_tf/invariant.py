@@ -22,7 +22,7 @@ step raises the true class's logit at the uniform prediction iff
 ``g(1, 1/n) > g(0, 1/n)``. The order-3 Taylor approximation of cross-entropy at
 (0.5, 0.5) (theta ``<0.5, 0.5, 1, -2, 8, 2, -4, 0>``) has ``g(1, y) = 5 - 8y + 4y^2``
 and ``g(0, y) = (1 - 2y)^2``; it passes for up to 8 classes and fails from 9 on
-(10 classes: 4.24 < 9 * 0.64), yet it trains (tests/test_loss_training.py).
+(10 classes: 4.24 < 9 * 0.64), yet it trains (tests/losses/test_loss_training.py).
 """
 
 from __future__ import annotations

@@ -342,7 +342,7 @@ def test_ten_times_cross_entropy_wins_the_plain_comparison_but_not_the_tuned_one
 
     from taylorglo_tf.training import Evaluator
     from taylorglo_tf.training.session import Session
-    from tests.scaled_loss import ScaledCrossEntropy
+    from tests.helpers.scaled_loss import ScaledCrossEntropy
 
     class SplitRecorder(Evaluator):
         """The real evaluator, recording which data splits each evaluation scored."""

@@ -135,6 +135,7 @@ TASK_FIELDS = [
     "seed",
     "abort_threshold",
     "abort_check_epoch",
+    "abort_attempts",
     "max_attempts",
     "data_dir",
 ]

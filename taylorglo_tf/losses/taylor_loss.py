@@ -249,7 +249,7 @@ class TaylorGLOLoss(keras.losses.Loss):
         are 1/n of cross-entropy's, which acts like a learning rate n times smaller.
         Pass ``scale=n`` to approximate ``CCE`` itself (``f = scale * x log y``).
         The paper does not say which of the two its Appendix F study used; on the
-        digits test (tests/test_loss_training.py) the choice matters more than the order.
+        digits test (tests/losses/test_loss_training.py) the choice matters more than the order.
 
         Args:
             loss_fn: either a per-class function ``f(x, y)`` (``f(x, y, t)`` when

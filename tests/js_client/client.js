@@ -1,5 +1,5 @@
 // A TaylorGLO client in Node.js built from protos/ alone (no generated code, no Python):
-// proves the gRPC contract is usable from another language (tests/test_js_client.py).
+// proves the gRPC contract is usable from another language (tests/rpc/test_js_client.py).
 //
 //   node client.js PROTOS_DIR HOST:PORT < spec.json
 //
