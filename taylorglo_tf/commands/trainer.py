@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--synthetic-diverge-above",
-        type=float,
+        type=non_negative_float,
         metavar="X",
         help="synthetic evaluator: report divergence when max |theta_i| > X",
     )

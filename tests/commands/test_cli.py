@@ -127,3 +127,24 @@ def test_a_lease_wait_outside_what_the_coordinator_allows_is_refused_by_the_pars
         cli.build_parser().parse_args(["trainer", f"--wait-ms={value}"])
     assert exit_info.value.code == arguments.EXIT_BAD_INPUT
     assert "taylorglo trainer: error: argument --wait-ms: must be " in capsys.readouterr().err
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from _subparsers(sub)
+
+
+def test_no_numeric_option_of_any_command_accepts_nan(capsys):
+    """A NaN compares False with every bound, so an option typed as a bare float would let it through."""
+    for name, sub in _subparsers(cli.build_parser()):
+        for action in sub._actions:
+            if not action.option_strings or not callable(action.type) or action.type in (str, Path):
+                continue
+            try:
+                action.type("nan")
+            except (argparse.ArgumentTypeError, ValueError, TypeError):
+                continue
+            pytest.fail(f"taylorglo {name} {action.option_strings[0]} accepts nan")
