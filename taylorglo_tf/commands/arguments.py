@@ -14,6 +14,7 @@ form argparse uses), written by :func:`print_error`.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -54,6 +55,16 @@ def _bounded(convert: Callable[[str], float], minimum: float, maximum: float | N
     parse.__name__ = convert.__name__  # argparse names the type in "invalid int value" messages
     return parse
 
+
+def finite_float(text: str) -> float:
+    """A float option whose range the value's own check states (``Task``'s): NaN and infinities are refused here."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+finite_float.__name__ = "float"  # argparse names the type in "invalid float value" messages
 
 positive_int = _bounded(int, 1)
 non_negative_int = _bounded(int, 0)

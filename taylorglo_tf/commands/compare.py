@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK, print_error
+from taylorglo_tf.commands.arguments import EXIT_BAD_INPUT, EXIT_OK, finite_float, print_error
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS, check_lr_multipliers
 
@@ -53,12 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model-zoo name (default tiny)")
     parser.add_argument("--steps", type=int, help="training steps per run; 0 = the recipe's full length (default)")
     parser.add_argument("--batch-size", type=int, help="batch size; 0 = the recipe's")
-    parser.add_argument("--fraction", type=float, help="fraction of the training split (0, 1]")
+    parser.add_argument("--fraction", type=finite_float, help="fraction of the training split (0, 1]")
     parser.add_argument("--seed", type=int, help="seed of run 0 (run i uses seed + i on both sides)")
     parser.add_argument("--data-dir", help="dataset directory (TFDS data_dir)")
     parser.add_argument("--attempts", type=int, help="attempts per run under the abort rule")
     parser.add_argument(
-        "--lr-scale", type=float, help="multiplier of the recipe's learning rate for both sides (default 1)"
+        "--lr-scale", type=finite_float, help="multiplier of the recipe's learning rate for both sides (default 1)"
     )
     parser.add_argument(
         "--tune-baseline-lr",
