@@ -7,6 +7,12 @@ round-robin), commits all of them in one transaction, then applies them in
 memory and calls each ticket's ``on_granted``. A failed commit changes nothing:
 the tickets keep waiting.
 
+Who may be granted what: a ticket that names an experiment (a trainer inside a
+user's script, which has that experiment's model and data only) is granted that
+experiment's candidates only. An experiment whose ``task.model`` starts with
+:data:`SCRIPT_MODEL_PREFIX` (a model registered in a script) is granted only to
+tickets that name it: a generic ``taylorglo trainer`` never sees it.
+
 The dispatcher shares the scheduler's lock and its running experiments; every
 method but :meth:`LeaseTicket.cancel` is called with that lock held.
 """
@@ -20,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from taylorglo_tf.limits import SCRIPT_MODEL_PREFIX
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
@@ -36,6 +43,13 @@ storage_log = RateLimitedLog(log)
 OnGranted = Callable[[list[ws_pb2.Lease]], None]
 
 
+def serves(experiment_id: str, run: ExperimentRun) -> bool:
+    """Whether a lease call naming ``experiment_id`` ("": none, a generic trainer) may get ``run``'s candidates."""
+    if experiment_id:
+        return run.id == experiment_id
+    return not run.record.spec.task.model.startswith(SCRIPT_MODEL_PREFIX)
+
+
 @dataclass(eq=False)
 class LeaseTicket:
     """A waiting lease request (see :meth:`taylorglo_tf.coordinator.scheduler.Scheduler.wait_for_leases`)."""
@@ -45,6 +59,7 @@ class LeaseTicket:
     on_granted: OnGranted
     is_active: Callable[[], bool]
     _dispatcher: Dispatcher = field(repr=False)
+    experiment_id: str = ""  # serve only this experiment; "": any a generic trainer can serve (:func:`serves`)
     done: bool = False
     withdrawn: bool = False
     # why the last grant planned for it could not be stored (disk full, locked): a wait that
@@ -85,9 +100,14 @@ class Dispatcher:
         self._rr_next = 0
 
     def ticket(
-        self, trainer_id: str, max_candidates: int, on_granted: OnGranted, is_active: Callable[[], bool]
+        self,
+        trainer_id: str,
+        max_candidates: int,
+        on_granted: OnGranted,
+        is_active: Callable[[], bool],
+        experiment_id: str = "",
     ) -> LeaseTicket:
-        return LeaseTicket(trainer_id, max_candidates, on_granted, is_active, self)
+        return LeaseTicket(trainer_id, max_candidates, on_granted, is_active, self, experiment_id=experiment_id)
 
     def wait(self, ticket: LeaseTicket) -> None:
         """Queue a ticket and grant it (and any older ones) at once if there is work.
@@ -115,7 +135,7 @@ class Dispatcher:
             self.resolve(ticket, [])
         if tickets:
             try:
-                granted = self.grant([(t.trainer_id, t.max_candidates) for t in tickets])
+                granted = self.grant([(t.trainer_id, t.max_candidates, t.experiment_id) for t in tickets])
             except Exception as exc:
                 # Nothing changed; the tickets keep waiting and the reaper's next pass retries. The
                 # change that made work available is committed already: it must not fail with this.
@@ -153,19 +173,19 @@ class Dispatcher:
         while self.waiting:
             self.resolve(self.waiting.popleft(), [])
 
-    def grant(self, requests: Sequence[tuple[str, int]]) -> list[list[ws_pb2.Lease]]:
-        """Grant ``(trainer_id, max_candidates)`` requests in order, in one transaction.
+    def grant(self, requests: Sequence[tuple[str, int, str]]) -> list[list[ws_pb2.Lease]]:
+        """Grant ``(trainer_id, max_candidates, experiment_id)`` requests in order, in one transaction.
 
-        Each request gets up to ``max_candidates`` candidates of one experiment,
-        the experiments taken round-robin. Planned first without changing
+        Each request gets up to ``max_candidates`` candidates of one experiment it may
+        be served (:func:`serves`), the experiments taken round-robin. Planned first without changing
         anything, then committed, then applied: a failed commit changes nothing.
         """
         taken: dict[str, int] = {}
         rr = self._rr_next
         plan: list[list[_Grant]] = []
         now = self._wall()
-        for trainer_id, max_candidates in requests:
-            run, rr = self._pick(rr, taken)
+        for trainer_id, max_candidates, experiment_id in requests:
+            run, rr = self._pick(rr, taken, experiment_id)
             grants: list[_Grant] = []
             while run is not None and len(grants) < max_candidates and taken.get(run.id, 0) < len(run.queue):
                 c = run.candidates[run.queue[taken.get(run.id, 0)]]
@@ -207,13 +227,20 @@ class Dispatcher:
             )
         return [[self._lease_proto(g) for g in grants] for grants in plan]
 
-    def _pick(self, rr: int, taken: dict[str, int]) -> tuple[ExperimentRun | None, int]:
-        """The next experiment with queued work not yet planned, round-robin from ``rr``."""
+    def _pick(self, rr: int, taken: dict[str, int], experiment_id: str) -> tuple[ExperimentRun | None, int]:
+        """The next experiment the request may be served with queued work not yet planned, round-robin from ``rr``.
+
+        A request naming its experiment leaves the round-robin position alone."""
+        if experiment_id:
+            run = self._running.get(experiment_id)
+            if run is not None and len(run.queue) > taken.get(run.id, 0):
+                return run, rr
+            return None, rr
         ids = list(self._running)
         for k in range(len(ids)):
             i = (rr + k) % len(ids)
             run = self._running[ids[i]]
-            if len(run.queue) > taken.get(run.id, 0):
+            if len(run.queue) > taken.get(run.id, 0) and serves("", run):
                 return run, i + 1
         return None, rr
 

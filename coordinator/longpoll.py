@@ -47,9 +47,11 @@ class LongPolls:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
 
-    async def lease(self, trainer_id: str, wait_s: float, *, max_candidates: int = 1) -> list[ws_pb2.Lease]:
+    async def lease(
+        self, trainer_id: str, wait_s: float, *, max_candidates: int = 1, experiment_id: str = ""
+    ) -> list[ws_pb2.Lease]:
         """The leases granted to ``trainer_id`` within ``wait_s`` seconds (``[]``: none came):
-        up to ``max_candidates``, all of one experiment.
+        up to ``max_candidates``, all of one experiment (``experiment_id`` if given).
 
         A caller that hangs up (the task is cancelled) at any point, even while its
         ticket is still being taken in the pool, withdraws its request; leases
@@ -73,6 +75,7 @@ class LongPolls:
                 on_granted,
                 max_candidates=max_candidates,
                 is_active=lambda: caller["active"],
+                experiment_id=experiment_id,
             ),
         )
         try:

@@ -373,6 +373,7 @@ class Scheduler:
         *,
         max_candidates: int = 1,
         is_active: Callable[[], bool] = lambda: True,
+        experiment_id: str = "",
     ) -> LeaseTicket:
         """Grant now if there is work, else wait for it without a thread.
 
@@ -386,6 +387,10 @@ class Scheduler:
         ``cancel()`` returns False the leases were granted and are the caller's
         to use or give back (:meth:`return_lease`).
 
+        ``experiment_id`` (a trainer inside a user's script) limits the grant to that
+        experiment; "" (a generic trainer) to experiments whose model is not a
+        script's (:func:`~taylorglo_tf.coordinator.dispatch.serves`).
+
         Raises :class:`~taylorglo_tf.coordinator.errors.StorageUnavailable` if there is work but
         the database refused to record the grant; a ticket still waiting when a grant failed keeps
         the error in ``ticket.error`` (its wait should end UNAVAILABLE, not "no work").
@@ -393,7 +398,7 @@ class Scheduler:
         if max_candidates < 1:
             raise ValueError(f"max_candidates={max_candidates} must be at least 1")
         with self._cond:
-            ticket = self._dispatcher.ticket(trainer_id, max_candidates, on_granted, is_active)
+            ticket = self._dispatcher.ticket(trainer_id, max_candidates, on_granted, is_active, experiment_id)
             if self._stopping or not is_active():
                 self._dispatcher.resolve(ticket, [])
             else:

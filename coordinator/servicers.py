@@ -188,9 +188,13 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
     @handler
     async def LeaseCandidate(self, request, context):
         trainer_id = _identifier(request.trainer_id, "trainer_id")
+        experiment_id = _identifier(request.experiment_id, "experiment_id") if request.experiment_id else ""
         leases = await self._long_polls.lease(
-            trainer_id, request.wait_ms / 1000.0, max_candidates=request.max_candidates or 1
-        )  # 0: a client of one lease
+            trainer_id,
+            request.wait_ms / 1000.0,
+            max_candidates=request.max_candidates or 1,  # 0: a client of one lease
+            experiment_id=experiment_id,
+        )
         # `lease` too: clients that predate `leases` read the first one there.
         return ws_pb2.LeaseCandidateResponse(lease=leases[0] if leases else None, leases=leases)
 

@@ -57,6 +57,11 @@ DEFAULT_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE = 100, 1000
 DEFAULT_RESULT_PAGE_SIZE, MAX_RESULT_PAGE_SIZE = 1000, 10_000
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 
+# A TaskSpec.model with this prefix names a model registered inside a user's script
+# (taylorglo_tf.LossSearch): only trainers in that script, which name its experiment
+# in LeaseCandidateRequest.experiment_id, are granted its candidates.
+SCRIPT_MODEL_PREFIX = "script:"
+
 _ID_FIELDS = (
     "GetExperimentRequest.experiment_id",
     "WatchExperimentRequest.experiment_id",
@@ -64,6 +69,7 @@ _ID_FIELDS = (
     "GetResultRequest.experiment_id",
     "DeleteExperimentRequest.experiment_id",
     "LeaseCandidateRequest.trainer_id",
+    "LeaseCandidateRequest.experiment_id",
     "HeartbeatRequest.lease_id",
     "HeartbeatRequest.trainer_id",
     "LeaseProgress.lease_id",  # HeartbeatRequest.leases[i]

@@ -22,14 +22,16 @@ EVALUATION_STATUS_ABORTED: EvaluationStatus
 EVALUATION_STATUS_ERROR: EvaluationStatus
 
 class LeaseCandidateRequest(_message.Message):
-    __slots__ = ("trainer_id", "wait_ms", "max_candidates")
+    __slots__ = ("trainer_id", "wait_ms", "max_candidates", "experiment_id")
     TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     trainer_id: str
     wait_ms: int
     max_candidates: int
-    def __init__(self, trainer_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+    experiment_id: str
+    def __init__(self, trainer_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., max_candidates: _Optional[int] = ..., experiment_id: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "experiment_id", "generation", "index", "theta", "task", "loss", "attempt", "ttl_s")

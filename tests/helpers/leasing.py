@@ -20,12 +20,17 @@ _POOL = ThreadPoolExecutor(max_workers=LEASE_THREADS, thread_name_prefix="test-l
 
 
 def take_leases(
-    scheduler: Scheduler, trainer_id: str = "t", *, max_candidates: int = 1, wait_s: float = 0.0
+    scheduler: Scheduler,
+    trainer_id: str = "t",
+    *,
+    max_candidates: int = 1,
+    wait_s: float = 0.0,
+    experiment_id: str = "",
 ) -> list[ws_pb2.Lease]:
     """What a LeaseCandidate call (``wait_ms = wait_s * 1000``) is granted: up to ``max_candidates``
-    of one experiment; ``[]`` when no work came within ``wait_s``."""
+    of one experiment (``experiment_id`` if given); ``[]`` when no work came within ``wait_s``."""
     polls = LongPolls(scheduler, _POOL)
-    return asyncio.run(polls.lease(trainer_id, wait_s, max_candidates=max_candidates))
+    return asyncio.run(polls.lease(trainer_id, wait_s, max_candidates=max_candidates, experiment_id=experiment_id))
 
 
 def take_lease(scheduler: Scheduler, trainer_id: str = "t", *, wait_s: float = 0.0) -> ws_pb2.Lease | None:
