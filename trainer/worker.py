@@ -66,6 +66,7 @@ from taylorglo_tf.limits import (
     MAX_LEASE_CANDIDATES,
     MAX_REASON_CHARS,
     MAX_WAIT_MS,
+    SCRIPT_MODEL_PREFIX,
 )
 from taylorglo_tf.retry import Backoff, call_with_retries
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
@@ -110,6 +111,7 @@ LEASE_RETRYABLE_CODES = (
 SHUTTING_DOWN = "trainer shutting down"
 GRACE_OVER = f"{SHUTTING_DOWN}: the grace period ended before the evaluation"
 NOT_STARTED = "not started"
+CANNOT_SERVE = "this trainer cannot serve the lease"
 
 
 class EvaluationStopped(Exception):
@@ -256,6 +258,11 @@ class Worker:
     default shutdown grace period. ``candidates_per_step`` is how many candidates
     one LeaseCandidate call asks for (and one evaluation batch holds); it may be
     raised while running (a measured K: ``--candidates-per-step auto``).
+    ``experiment_id`` makes this a trainer of that one experiment (inside a user's
+    script: ``taylorglo_tf.LossSearch``); unset, a generic trainer. Either way a
+    lease this trainer cannot serve (another experiment's, or, for a generic
+    trainer, one whose model is a script's: an older coordinator grants them
+    unasked) goes straight back, which costs the candidate no attempt.
     """
 
     def __init__(
@@ -272,7 +279,10 @@ class Worker:
         rpc_timeout_s: float = 30.0,
         metadata: Sequence[tuple[str, str]] = (),
         candidates_per_step: int = 1,
+        experiment_id: str = "",
     ) -> None:
+        if len(experiment_id) > MAX_ID_CHARS:
+            raise ValueError(f"experiment_id must be at most {MAX_ID_CHARS} characters, got {experiment_id!r}")
         if not trainer_id or len(trainer_id) > MAX_ID_CHARS:
             raise ValueError(f"trainer_id must be 1..{MAX_ID_CHARS} characters, got {trainer_id!r}")
         if not 0 <= wait_ms <= MAX_WAIT_MS:
@@ -285,6 +295,7 @@ class Worker:
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
         self._evaluate_fn = evaluate_fn
         self.trainer_id = trainer_id
+        self.experiment_id = experiment_id
         self.wait_ms = wait_ms
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_reports = max_reports
@@ -393,10 +404,28 @@ class Worker:
             # Granted in the instant a stop was requested: hand them straight back.
             self._give_back(leases, f"{SHUTTING_DOWN}: leased as the shutdown began")
             return []
+        unserved = [lease for lease in leases if not self._serves(lease)]
+        if unserved:
+            self._give_back(unserved, self._cannot_serve(unserved[0]))
+            leases = [lease for lease in leases if self._serves(lease)]
+            if not leases:  # the same coordinator would grant them again at once: do not spin
+                self._sleep(min(1.0, self.wait_ms / 1000) * random.uniform(0.5, 1.0))
+                return []
         # Counted once kept: a stop requested after this finishes them within its grace period.
         self.lease_calls += 1
         self.lease_wait_s.append(waited)
         return leases
+
+    def _serves(self, lease: worker_service_pb2.Lease) -> bool:
+        """Whether this trainer can train ``lease`` (the coordinator's rule, checked again here)."""
+        if self.experiment_id:
+            return lease.experiment_id == self.experiment_id
+        return not lease.task.model.startswith(SCRIPT_MODEL_PREFIX)
+
+    def _cannot_serve(self, lease: worker_service_pb2.Lease) -> str:
+        if self.experiment_id:
+            return f"{CANNOT_SERVE}: it trains experiment {self.experiment_id} only, not {lease.experiment_id}"
+        return f"{CANNOT_SERVE}: model {lease.task.model!r} is registered only inside the script that runs it"
 
     def _poll_lease(self, _time_left_s: float) -> tuple[worker_service_pb2.LeaseCandidateResponse, float] | None:
         """One LeaseCandidate long-poll and its round trip in seconds; None when a stop request cancelled it."""
@@ -406,7 +435,7 @@ class Worker:
         if self.max_reports is not None:
             size = max(1, min(size, self.max_reports - self.reported))
         request = worker_service_pb2.LeaseCandidateRequest(
-            trainer_id=self.trainer_id, wait_ms=self.wait_ms, max_candidates=size
+            trainer_id=self.trainer_id, wait_ms=self.wait_ms, max_candidates=size, experiment_id=self.experiment_id
         )
         started = time.monotonic()
         call = self._stub.LeaseCandidate.future(
