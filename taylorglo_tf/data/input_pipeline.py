@@ -32,12 +32,14 @@ def _options() -> tf.data.Options:
 
 
 def as_tensors(x: Any, y: Any) -> tuple[tf.Tensor, tf.Tensor]:
-    """Images as float32 and labels as int32 tensors; tensors of those types are used as they are.
+    """Images as float32 and labels as int32 tensors; tensors of those types (and int32 inputs) are used as they are.
 
     A caller that builds many pipelines over the same arrays (a trainer, one per
     attempt) converts them once with this and passes the tensors: nothing is copied again.
     """
-    images = x if isinstance(x, tf.Tensor) and x.dtype == tf.float32 else tf.constant(np.asarray(x, np.float32))
+    # int32 input tensors (token ids of a registered model) are used as they are too
+    ready = isinstance(x, tf.Tensor) and x.dtype in (tf.float32, tf.int32)
+    images = x if ready else tf.constant(np.asarray(x, np.float32))
     labels = y if isinstance(y, tf.Tensor) and y.dtype == tf.int32 else tf.constant(np.asarray(y, np.int32))
     return images, labels
 

@@ -373,7 +373,10 @@ class Evaluator:
         outcomes: dict[int, EvaluationResult] = {}
         train_time = np.zeros(2)
         validation_started = None
-        for indices in groups.values():
+        # A source that gives fewer copies than candidates (a model that cannot be cloned) trains them in turns.
+        width = session.max_copies or len(losses)
+        chunks = [group[i : i + width] for group in groups.values() for i in range(0, len(group), width)]
+        for indices in chunks:
             try:
                 batches = [indices]
                 trained = [self._train_together(session, losses, indices, task, progress, test)]

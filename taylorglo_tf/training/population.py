@@ -123,6 +123,11 @@ class Population:
         """``size`` fresh copies (their values are set by :meth:`reset`), each with its own optimizer."""
         models = [build_model() for _ in range(size)]
         optimizers = [build_optimizer() for _ in models]
+        if len({id(optimizer) for optimizer in optimizers}) < len(optimizers):
+            raise ValueError(
+                f"the optimizer factory returned the same instance twice ({optimizers[0]!r:.80}); "
+                "each model copy needs its own, or optimizer state would leak between candidates"
+            )
         for model, optimizer in zip(models, optimizers):
             optimizer.build(model.trainable_variables)
         return cls(

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from taylorglo_tf.data.augmentation import Augmentation
 from taylorglo_tf.models.recipe import Recipe
+from taylorglo_tf.training import sources, user_data
 from taylorglo_tf.training.population import Population, PopulationLoss
 from taylorglo_tf.training.task import Task
 
@@ -34,8 +35,14 @@ KEPT_INITIAL_STATES = 4
 
 
 def key(task: Task) -> tuple:
-    """What makes two tasks one session (not ``steps``, the abort rule or ``lr_scale``: those change per call)."""
+    """What makes two tasks one session (not ``steps``, the abort rule or ``lr_scale``: those change per call).
+
+    A ``script:`` model's registration version is part of it: registering the name
+    again (new data or builder) opens a new session.
+    """
     return (
+        sources.version(task.model),
+        json.dumps(task.recipe, sort_keys=True, default=list),
         task.dataset,
         task.data_dir,
         task.fraction,
@@ -75,11 +82,12 @@ class Session:
     """What one task's evaluations share."""
 
     model_name: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     num_classes: int
-    # split name -> (images, labels) tensors, converted once
+    # split name -> (inputs, labels) tensors, converted once
     tensors: dict[str, tuple[tf.Tensor, tf.Tensor]]
-    recipe: Recipe
+    # the schedule's length and milestones (a script: model's length is Task.steps: recipe None)
+    recipe: Recipe | None
     batch_size: int
     steps_per_epoch: int
     augmentation: Augmentation
@@ -90,13 +98,39 @@ class Session:
     initial_states: collections.OrderedDict[int, list[np.ndarray]] = field(default_factory=collections.OrderedDict)
     # the model copies (the largest K asked for so far)
     population: Population | None = None
+    # the model source: a zero-argument builder and optimizer factory (see training.sources)
+    builder: Callable[[], keras.Model] | None = None
+    optimizer_factory: Callable[[], Any] | None = None
+    # most copies the source can give (1: a model that cannot be cloned); None: any number
+    max_copies: int | None = None
+    # initial values for every seed where the model cannot be rebuilt
+    fixed_initial: list[np.ndarray] | None = None
 
     @classmethod
     def open(cls, task: Task, jit_compile: bool) -> Session:
-        """Loads ``task``'s data (``data.load`` names a bad dataset; an unknown model raises, naming it)."""
+        """Loads ``task``'s data and model source (a ValueError names a bad dataset, model or builder;
+        ``sources.UnknownSource`` a ``script:`` model this process has not registered)."""
+        if sources.kind(task.model) == "script":
+            return cls._open_script(task, jit_compile)
         from taylorglo_tf import data, models
 
-        recipe = models.recipe(task.model, task.dataset)
+        python = sources.kind(task.model) == "python"
+        if python:
+            r = sources.check_recipe(task.recipe, task.model)
+            recipe = Recipe(
+                task.model,
+                lr=r["learning_rate"],
+                momentum=r["momentum"],
+                nesterov=r["nesterov"],
+                weight_decay=r["weight_decay"],
+                batch_size=r["batch_size"],
+                steps=r["steps"],
+                milestones=tuple(r["milestones"]),
+                gamma=r["gamma"],
+            )
+            user_builder = sources.import_builder(task.model)
+        else:
+            recipe = models.recipe(task.model, task.dataset)
         splits = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed)
         batch_size = task.batch_size or recipe.batch_size
         n_train = len(splits.y_train)
@@ -105,7 +139,7 @@ class Session:
                 f"task batch_size {batch_size} exceeds the {n_train} training examples of {task.dataset!r}"
             )
         augmentation_options = recipe.augmentation if task.augmentation is None else task.augmentation
-        return cls(
+        session = cls(
             model_name=task.model,
             input_shape=splits.input_shape,
             num_classes=splits.num_classes,
@@ -120,10 +154,54 @@ class Session:
             jit_compile=jit_compile,
             lr_scale=tf.Variable(task.lr_scale, dtype=tf.float32, trainable=False),
         )
+        if python:
+            session.builder = user_data.python_builder(task.model, user_builder, splits)
+            weight_decay = recipe.weight_decay
+
+            def python_optimizer() -> Any:
+                optimizer = recipe.optimizer(session.steps_per_epoch, lr_scale=session.lr_scale)
+                if weight_decay:  # decoupled: the builder is the user's, no regulariser of ours in it
+                    optimizer.weight_decay = weight_decay
+                return optimizer
+
+            session.optimizer_factory = python_optimizer
+        return session
+
+    @classmethod
+    def _open_script(cls, task: Task, jit_compile: bool) -> Session:
+        """A registered ``script:`` source: its arrays, builder and optimizer factory; no augmentation."""
+        from taylorglo_tf.data.splits import subsample
+
+        registration = sources.lookup(task.model)
+        batch_size = task.batch_size or sources.DEFAULT_BATCH_SIZE
+        x_train, y_train = registration.splits["train"]
+        x_train, y_train = subsample(x_train, y_train, task.fraction, task.seed)
+        if len(y_train) < batch_size:
+            raise ValueError(
+                f"task batch_size {batch_size} exceeds the {len(y_train)} training examples of {task.model!r}"
+            )
+        arrays = {"train": (x_train, y_train), **{k: v for k, v in registration.splits.items() if k != "train"}}
+        lr_scale = tf.Variable(task.lr_scale, dtype=tf.float32, trainable=False)
+        return cls(
+            model_name=task.model,
+            input_shape=registration.input_shape,
+            num_classes=registration.num_classes,
+            tensors={split: (tf.constant(x), tf.constant(y)) for split, (x, y) in arrays.items()},
+            recipe=None,
+            batch_size=batch_size,
+            steps_per_epoch=Recipe.steps_per_epoch(len(y_train), batch_size),
+            augmentation=Augmentation(),
+            jit_compile=jit_compile,
+            lr_scale=lr_scale,
+            builder=registration.build_model,
+            optimizer_factory=lambda: user_data.scaled_optimizer(registration.optimizer, lr_scale, task.model),
+            max_copies=registration.max_copies,
+            fixed_initial=registration.fixed_initial,
+        )
 
     def schedule(self, task: Task) -> Schedule:
         """``task``'s schedule on this data: ``task.steps`` (0: the whole recipe), the abort check's step."""
-        full_length = self.recipe.total_steps(self.steps_per_epoch)
+        full_length = task.steps if self.recipe is None else self.recipe.total_steps(self.steps_per_epoch)
         return Schedule(
             total=task.steps or full_length,
             full_length=full_length,
@@ -131,7 +209,11 @@ class Session:
         )
 
     def build_model(self) -> keras.Model:
+        if self.builder is not None:
+            return self.builder()
         from taylorglo_tf import models
+
+        assert self.recipe is not None  # the zoo's
 
         return models.build(
             self.model_name,
@@ -143,13 +225,15 @@ class Session:
     def copies(self, size: int) -> Population:
         """The model copies, at least ``size`` of them (a larger batch replaces a smaller one)."""
         if self.population is None or self.population.size < size:
-            self.population = Population.build(
-                size,
-                self.build_model,
-                lambda: self.recipe.optimizer(self.steps_per_epoch, lr_scale=self.lr_scale),
-                self.jit_compile,
-            )
+            self.population = Population.build(size, self.build_model, self.build_optimizer, self.jit_compile)
         return self.population
+
+    def build_optimizer(self) -> Any:
+        """A fresh optimizer of the source, reading ``lr_scale`` at every step."""
+        if self.optimizer_factory is not None:
+            return self.optimizer_factory()
+        assert self.recipe is not None  # the zoo's
+        return self.recipe.optimizer(self.steps_per_epoch, lr_scale=self.lr_scale)
 
     def steps_for(self, losses: Sequence[Any], batch_loss: Callable) -> PopulationLoss:
         """The compiled steps for ``losses`` (one form), in copies 0..len(losses)-1."""
@@ -158,6 +242,8 @@ class Session:
     def initial_state(self, seed: int) -> list[np.ndarray]:
         """The model's initial variable values for ``seed`` (kept, LRU-bounded)."""
         states = self.initial_states
+        if self.fixed_initial is not None:
+            return self.fixed_initial  # one instance that cannot be rebuilt: its own weights for every seed
         if seed in states:
             states.move_to_end(seed)
         else:

@@ -77,8 +77,10 @@ class Task:
 
     Attributes:
         dataset: data URI for ``taylorglo_tf.data.load`` (``digits``, ``tfds:mnist``,
-            ``idx:DIR``, ``npz:FILE``).
-        model: model-zoo name (``taylorglo_tf.models.names()``).
+            ``idx:DIR``, ``npz:FILE``), or the ``script:`` name of a registered model.
+        model: model-zoo name (``taylorglo_tf.models.names()``), a ``python:PACKAGE.MODULE:FUNCTION``
+            builder or a ``script:`` name registered with ``training.sources.register``
+            (see ``training.sources``).
         steps: optimizer steps to train; the first ``steps`` of the recipe's
             schedule. 0 means the recipe's full length.
         batch_size: training batch size; 0 means the recipe's.
@@ -103,6 +105,8 @@ class Task:
             which counts leases of a candidate (whole evaluations, e.g. after a lost
             trainer). ``max_attempts`` is its old name, still read.
         data_dir: where datasets live (TFDS ``data_dir``; base of relative paths).
+        recipe: the optimizer recipe of a ``python:`` model (required there, refused
+            elsewhere): ``training.sources.check_recipe``'s fields, defaults filled in.
     """
 
     dataset: str = "digits"
@@ -117,18 +121,22 @@ class Task:
     abort_check_epoch: float = ABORT_CHECK_EPOCH
     abort_attempts: int = ABORT_ATTEMPTS
     data_dir: str | None = None
+    recipe: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"Task.{name} must be a non-empty string, got {value!r}")
-        from taylorglo_tf import models  # the registry imports no TensorFlow
+        from taylorglo_tf.training import sources  # imports no TensorFlow (nor a python: builder)
 
-        if self.model not in models.names():
-            raise ValueError(f"Task.model: unknown model {self.model!r}; valid names: {', '.join(models.names())}")
+        sources.check_model_name(self.model, self.dataset)
+        if self.recipe is not None or sources.kind(self.model) == "python":
+            object.__setattr__(self, "recipe", sources.check_recipe(self.recipe, self.model))
         _check_int("steps", self.steps, 0)
         _check_int("batch_size", self.batch_size, 0)
+        if self.steps == 0 and sources.kind(self.model) == "script":
+            raise ValueError(f"Task.steps must be > 0 for {self.model!r}: a registered model has no recipe length")
         _check_real("fraction", self.fraction, 0.0, 1.0, low_open=True)
         if self.augmentation is not None:
             if not isinstance(self.augmentation, Mapping) or not all(isinstance(k, str) for k in self.augmentation):
@@ -154,6 +162,8 @@ class Task:
         d = dataclasses.asdict(self)
         if self.augmentation is not None:
             d["augmentation"] = dict(self.augmentation)
+        if self.recipe is not None:
+            d["recipe"] = {**self.recipe, "milestones": list(self.recipe["milestones"])}
         return d
 
     @classmethod
