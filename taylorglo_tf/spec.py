@@ -289,10 +289,8 @@ def validate(spec: ExperimentSpec) -> None:
 
 
 def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
-    check_dataset_uri(task.dataset, f"{path}.dataset")
     _require(bool(task.model), f"{path}.model", "is required (a name from taylorglo_tf.models.names())")
-    known = _model_names()
-    _require(task.model in known, f"{path}.model", f"unknown model {task.model!r}; known: {', '.join(known)}")
+    _validate_model(task, path)
     _check_range(task.steps, 1, MAX_STEPS, f"{path}.steps", "steps")
     _check_range(task.batch_size, 0, MAX_BATCH_SIZE, f"{path}.batch_size", "batch size")
     _check_range(task.seed, 0, MAX_SEED, f"{path}.seed", "seed")  # trainers seed NumPy/Keras with it
@@ -321,6 +319,40 @@ def _validate_task(task: types_pb2.TaskSpec, path: str) -> None:
     _require(
         aug.cutmix_probability == 0 or aug.cutmix_alpha > 0, f"{apath}.cutmix_alpha", "must be > 0 when CutMix is on"
     )
+
+
+def _validate_model(task: types_pb2.TaskSpec, path: str) -> None:
+    """The model (zoo, ``python:`` builder or ``script:`` name), its dataset and its recipe block."""
+    from taylorglo_tf.training import sources  # no TensorFlow, no builder import
+
+    kind = sources.kind(task.model)
+    if kind == "script":  # a script's own data, registered in each process under the model's name
+        _require(
+            task.dataset == task.model,
+            f"{path}.dataset",
+            f"{task.dataset!r}: a script model's dataset is its own name, {task.model!r}",
+        )
+    else:
+        check_dataset_uri(task.dataset, f"{path}.dataset")
+    if kind == "zoo":
+        known = _model_names()
+        _require(task.model in known, f"{path}.model", f"unknown model {task.model!r}; known: {', '.join(known)}")
+    try:
+        sources.check_model_name(task.model, task.dataset, f"{path}.model")
+    except ValueError as error:
+        raise SpecError(f"{path}.model", str(error)) from None
+    recipe = sources.recipe_from_proto(task.recipe) if task.HasField("recipe") else None
+    try:
+        sources.check_recipe(recipe, task.model, f"{path}.recipe")
+    except ValueError as error:
+        raise SpecError(f"{path}.recipe", str(error)) from None
+    if recipe is not None:
+        milestones = list(task.recipe.milestones)
+        _require(
+            all(0 < m < task.recipe.steps for m in milestones),
+            f"{path}.recipe.milestones",
+            f"{milestones} must lie within (0, {task.recipe.steps}) steps",
+        )
 
 
 def _model_names() -> list[str]:

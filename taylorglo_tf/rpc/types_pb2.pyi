@@ -59,7 +59,7 @@ class AugmentationSpec(_message.Message):
     def __init__(self, flip_crop: _Optional[bool] = ..., crop_padding: _Optional[int] = ..., cutout_length: _Optional[int] = ..., cutmix_probability: _Optional[float] = ..., cutmix_alpha: _Optional[float] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("dataset", "model", "steps", "batch_size", "train_fraction", "augmentation", "seed", "abort_accuracy", "abort_epochs", "lr_scale")
+    __slots__ = ("dataset", "model", "steps", "batch_size", "train_fraction", "augmentation", "seed", "abort_accuracy", "abort_epochs", "lr_scale", "recipe")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class TaskSpec(_message.Message):
     ABORT_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ABORT_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LR_SCALE_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     model: str
     steps: int
@@ -80,7 +81,30 @@ class TaskSpec(_message.Message):
     abort_accuracy: float
     abort_epochs: int
     lr_scale: float
-    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., train_fraction: _Optional[float] = ..., augmentation: _Optional[_Union[AugmentationSpec, _Mapping]] = ..., seed: _Optional[int] = ..., abort_accuracy: _Optional[float] = ..., abort_epochs: _Optional[int] = ..., lr_scale: _Optional[float] = ...) -> None: ...
+    recipe: RecipeSpec
+    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., train_fraction: _Optional[float] = ..., augmentation: _Optional[_Union[AugmentationSpec, _Mapping]] = ..., seed: _Optional[int] = ..., abort_accuracy: _Optional[float] = ..., abort_epochs: _Optional[int] = ..., lr_scale: _Optional[float] = ..., recipe: _Optional[_Union[RecipeSpec, _Mapping]] = ...) -> None: ...
+
+class RecipeSpec(_message.Message):
+    __slots__ = ("optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "batch_size", "steps", "milestones", "gamma")
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    NESTEROV_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    MILESTONES_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    batch_size: int
+    steps: int
+    milestones: _containers.RepeatedScalarFieldContainer[int]
+    gamma: float
+    def __init__(self, optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., nesterov: _Optional[bool] = ..., weight_decay: _Optional[float] = ..., batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., milestones: _Optional[_Iterable[int]] = ..., gamma: _Optional[float] = ...) -> None: ...
 
 class LossSpec(_message.Message):
     __slots__ = ("order", "inputs")

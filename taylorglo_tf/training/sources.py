@@ -85,10 +85,10 @@ SCRIPT_PREFIX = "script:"
 PYTHON_PREFIX = "python:"
 # Batch size of a script: task that gives none (Task.batch_size = 0).
 DEFAULT_BATCH_SIZE = 32
-# Recipe fields of a python: model (Task.recipe) and their defaults; "steps" is required.
+# Recipe fields of a python: model (Task.recipe) and their defaults; learning_rate and steps are required.
 RECIPE_DEFAULTS: dict[str, Any] = {
     "optimizer": "sgd",
-    "learning_rate": 0.01,
+    "learning_rate": None,
     "momentum": 0.0,
     "nesterov": False,
     "weight_decay": 0.0,
@@ -162,6 +162,28 @@ def import_builder(model: str) -> Callable[..., Any]:
     if not callable(builder):
         raise SourceError(f"model {model!r}: module {module_name!r} has no function {function!r}")
     return builder
+
+
+def recipe_from_proto(recipe: Any) -> dict[str, Any]:
+    """The fields a ``RecipeSpec`` sets, as a ``Task.recipe`` mapping (unset fields take the defaults)."""
+    out: dict[str, Any] = {}
+    for name in ("optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "batch_size", "steps"):
+        value = getattr(recipe, name)
+        if value:  # proto3 zero = unset
+            out[name] = value
+    if recipe.milestones:
+        out["milestones"] = list(recipe.milestones)
+    if recipe.HasField("gamma"):
+        out["gamma"] = recipe.gamma
+    return out
+
+
+def recipe_to_proto(recipe: Mapping[str, Any], message: Any) -> None:
+    """Writes a checked ``Task.recipe`` into the ``RecipeSpec`` ``message``."""
+    message.SetInParent()
+    for name in ("optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "batch_size", "steps", "gamma"):
+        setattr(message, name, recipe[name])
+    message.milestones.extend(recipe["milestones"])
 
 
 def check_recipe(recipe: Mapping[str, Any] | None, model: str = "", field: str = "Task.recipe") -> dict[str, Any]:

@@ -203,7 +203,10 @@ class Task:
         if not isinstance(task_spec, types_pb2.TaskSpec):
             raise TypeError(f"task_spec must be a taylorglo.v1.TaskSpec, got {type(task_spec).__name__}")
         full = spec_module.apply_defaults(types_pb2.ExperimentSpec(task=task_spec)).task
-        dataset = _resolve_dataset(full.dataset, data_dir)
+        from taylorglo_tf.training import sources
+
+        script = sources.kind(full.model) == "script"
+        dataset = full.dataset if script else _resolve_dataset(full.dataset, data_dir)
         if full.steps <= 0:
             raise ValueError(f"task.steps must be > 0, got {full.steps}")
         augmentation = None  # no block: the recipe's
@@ -228,6 +231,7 @@ class Task:
             abort_threshold=max(0.0, float(full.abort_accuracy)),  # accuracy < 0 never happens: rule off
             abort_check_epoch=float(full.abort_epochs),
             data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
+            recipe=sources.recipe_from_proto(full.recipe) if full.HasField("recipe") else None,
         )
 
     def to_proto(self) -> types_pb2.TaskSpec:
@@ -256,6 +260,10 @@ class Task:
             abort_epochs=int(self.abort_check_epoch),
             lr_scale=self.lr_scale,
         )
+        if self.recipe is not None:
+            from taylorglo_tf.training import sources
+
+            sources.recipe_to_proto(self.recipe, spec.recipe)
         if self.augmentation is not None:
             aug = dict(self.augmentation)
             unknown = sorted(set(aug) - {"flip", "crop_padding", "cutout", "cutmix_prob", "cutmix_alpha"})
