@@ -25,3 +25,5 @@ DB_BUSY_TIMEOUT_S = 0.25
 # After a write found the database locked, writes fail at once for this long rather than each
 # waiting out the busy timeout again; the first write after it tries the database again.
 DB_LOCKED_RETRY_S = 1.0
+# Seconds of recent history a trainer's candidate-steps/s and an experiment's rate (and ETA) are measured over.
+RATE_WINDOW_S = 120.0

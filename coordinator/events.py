@@ -20,6 +20,12 @@ CLOSED = None
 class EventHub:
     def __init__(self) -> None:
         self._watchers: dict[str, list[queue.SimpleQueue]] = defaultdict(list)
+        # called with every event of every experiment (the fleet's rates, live TensorBoard): each must
+        # only hand the event on, as it runs under the scheduler's lock
+        self._listeners: list[Callable[[ProgressEvent], None]] = []
+
+    def listen(self, callback: Callable[[ProgressEvent], None]) -> None:
+        self._listeners.append(callback)
 
     def subscribe(self, experiment_id: str) -> queue.SimpleQueue:
         events: queue.SimpleQueue = queue.SimpleQueue()
@@ -34,10 +40,12 @@ class EventHub:
     def publish(self, experiment_id: str, make_event: Callable[[], ProgressEvent]) -> None:
         """Send an event to the experiment's watchers (built only when someone watches)."""
         queues = self._watchers.get(experiment_id)
-        if queues:
+        if queues or self._listeners:
             event = make_event()
-            for q in queues:
+            for q in queues or ():
                 q.put(event)
+            for callback in self._listeners:
+                callback(event)
 
     def close_experiment(self, experiment_id: str) -> None:
         """Forget a finished experiment's watchers (they got its final event)."""

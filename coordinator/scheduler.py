@@ -176,6 +176,7 @@ class Scheduler:
             wall=wall,
         )
         self._pending: list[ExperimentRun] = []  # runs whose optimizer step is due
+        self.expired_leases = 0  # leases ended for silence or no progress (the metrics' counter)
         self._stopping = False
         self._reaper: threading.Thread | None = None
         self._reaper_stop = threading.Event()
@@ -214,6 +215,16 @@ class Scheduler:
             interval = min(1.0, self.lease_ttl_s / 4)
             self._reaper = threading.Thread(target=self._reap, args=(interval,), name="lease-reaper", daemon=True)
             self._reaper.start()
+
+    def listen(self, callback: Callable[[ProgressEvent], None]) -> None:
+        """Call ``callback`` with every progress event of every experiment (under the lock: it must be quick)."""
+        with self._cond:
+            self._events.listen(callback)
+
+    def load(self) -> tuple[int, int]:
+        """(queued candidates, running experiments), read without the lock for metrics (approximate)."""
+        runs = list(self._running.values())  # one C-level copy: safe against concurrent changes
+        return sum(len(run.queue) for run in runs), len(runs)
 
     def stop(self) -> None:
         """Stop dispatching, end waiting lease calls and watch streams; leases stay in the database."""
@@ -525,6 +536,7 @@ class Scheduler:
                         )
                     log.info("lease %s of %s/%d/%d: %s", lease.lease_id, run.id, c.generation, c.index, why)
                     self._retry_or_fail(run, c, why)
+                    self.expired_leases += 1
                 else:
                     self._leases.end(lease.lease_id)
         self._step_pending()

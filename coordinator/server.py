@@ -43,6 +43,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from taylorglo_tf import extras
 from taylorglo_tf.connection import parse_address
 from taylorglo_tf.limits import DEFAULT_COORDINATOR_GRACE_S, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from taylorglo_tf.rpc import (
@@ -54,6 +55,7 @@ from taylorglo_tf.rpc import (
 
 from .auth import TokenAuthInterceptor, check_token
 from .defaults import DEFAULT_LEASE_TTL_S, DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, LEASE_THREADS, MAX_PENDING_CALLS  # noqa: F401
+from .fleet import Fleet
 from .grpc_util import DecodeGuardInterceptor
 from .longpoll import LongPolls
 from .scheduler import Scheduler
@@ -124,6 +126,9 @@ class CoordinatorServer:
         port: int,
         health_server: grpc.aio.Server | None = None,
         health_port: int | None = None,
+        fleet: Fleet | None = None,
+        metrics: Any = None,
+        tensorboard: Any = None,
     ):
         self._loop = loop
         self._server = server
@@ -135,6 +140,10 @@ class CoordinatorServer:
         self._pools = pools
         self.port = port
         self.address = f"{'[' + host + ']' if ':' in host else host}:{port}"
+        self.fleet = fleet
+        self._metrics = metrics
+        self.metrics_port: int | None = metrics.port if metrics is not None else None
+        self._tensorboard = tensorboard
         self._stopped = False
         self._terminated = threading.Event()
 
@@ -156,6 +165,10 @@ class CoordinatorServer:
         else:
             log.warning("calls still running after the shutdown grace; leaving them the event loop")
         self._storage.close()
+        if self._metrics is not None:
+            self._metrics.stop()
+        if self._tensorboard is not None:
+            self._tensorboard.close()  # writes what the last events brought, then closes the files
         self._terminated.set()
         log.info("coordinator on %s stopped", self.address)
 
@@ -184,6 +197,8 @@ def serve(
     max_workers: int = DEFAULT_MAX_WORKERS,
     scheduler_options: dict | None = None,
     health_listen: str | None = None,
+    metrics_listen: str | None = None,
+    tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> CoordinatorServer:
     """Open (or create) the database at ``db_path``, resume its experiments and start serving.
 
@@ -191,12 +206,39 @@ def serve(
     ValueError for a non-loopback address without tokens (unless ``insecure``),
     half a TLS pair, or a weak token; OSError when the address cannot be bound.
     ``health_listen``: ``HOST:PORT`` of an extra plaintext port with the health
-    service only (see ``.health_port``).
+    service only (see ``.health_port``). ``metrics_listen``: ``HOST:PORT`` of Prometheus'
+    ``/metrics`` (off when None; see ``.metrics_port``). ``tensorboard_dir``: a folder that
+    gets each experiment's TensorBoard run as results arrive.
     """
     host, port = parse_address(listen)
     _check_exposure(listen, host, trainer_token, client_token, insecure, tls_cert, tls_key, health_listen)
+    if metrics_listen is not None:
+        parse_address(metrics_listen)
     credentials = _server_credentials(tls_cert, tls_key)
-    storage, scheduler = _resume(db_path, lease_ttl_s, scheduler_options)
+    fleet = Fleet(lease_ttl_s)
+    metrics = None
+    if metrics_listen is not None:
+        with extras.needs("--metrics-listen"):  # prometheus-client only when asked for
+            from .metrics import Metrics
+
+        metrics = Metrics(fleet)
+    storage, scheduler = _resume(db_path, lease_ttl_s, scheduler_options, metrics)
+    scheduler.listen(_fleet_listener(fleet))
+    tensorboard = None
+    try:
+        if tensorboard_dir is not None:
+            from .live_tensorboard import LiveTensorBoard
+
+            tensorboard = LiveTensorBoard(tensorboard_dir, scheduler)
+        if metrics is not None:
+            metrics.attach(scheduler)
+            metrics.serve(metrics_listen)  # type: ignore[arg-type]
+    except BaseException:
+        if tensorboard is not None:
+            tensorboard.close()
+        scheduler.stop()
+        storage.close()
+        raise
     # Plain servicer methods (everything but LeaseCandidate) run in this pool; scheduler
     # calls of the event loop's coroutines in a small one of their own, so neither waits for the other.
     rpc_pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc")
@@ -208,15 +250,20 @@ def serve(
                 scheduler,
                 rpc_pool,
                 lease_pool,
-                _interceptors(trainer_token, client_token),
+                _interceptors(trainer_token, client_token, metrics),
                 credentials,
                 listen,
                 host,
                 port,
                 health_listen,
+                fleet,
             )
         )
     except BaseException:
+        if metrics is not None:
+            metrics.stop()
+        if tensorboard is not None:
+            tensorboard.close()
         scheduler.stop()
         loop.close()
         for pool in (rpc_pool, lease_pool):
@@ -234,6 +281,9 @@ def serve(
         started.port,
         started.health_server,
         started.health_port,
+        fleet,
+        metrics,
+        tensorboard,
     )
 
 
@@ -276,13 +326,25 @@ def _server_credentials(
     return grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
 
 
+def _fleet_listener(fleet: Fleet) -> Any:
+    finished = experiment_service_pb2.ProgressEvent.KIND_CANDIDATE_FINISHED
+
+    def listener(event: experiment_service_pb2.ProgressEvent) -> None:
+        if event.kind == finished:
+            fleet.candidate_finished(event.experiment.id)
+
+    return listener
+
+
 def _resume(
-    db_path: str | os.PathLike[str], lease_ttl_s: float, scheduler_options: dict | None
+    db_path: str | os.PathLike[str], lease_ttl_s: float, scheduler_options: dict | None, metrics: Any = None
 ) -> tuple[Storage, Scheduler]:
-    """The database opened (or created) and a started scheduler over it, its experiments resumed."""
+    """The database opened (or created) and a started scheduler over it, its experiments resumed
+    (its writes timed when ``metrics`` is given)."""
     storage = open_storage(db_path)
     try:
-        scheduler = Scheduler(storage, lease_ttl_s=lease_ttl_s, **(scheduler_options or {}))
+        watched = storage if metrics is None else metrics.timed_storage(storage)
+        scheduler = Scheduler(watched, lease_ttl_s=lease_ttl_s, **(scheduler_options or {}))
         scheduler.start()
     except BaseException:
         storage.close()
@@ -290,9 +352,12 @@ def _resume(
     return storage, scheduler
 
 
-def _interceptors(trainer_token: str | None, client_token: str | None) -> list[grpc.aio.ServerInterceptor]:
-    """Token auth when any token is set, then the decode guard: unauthenticated bytes are never parsed."""
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+def _interceptors(
+    trainer_token: str | None, client_token: str | None, metrics: Any = None
+) -> list[grpc.aio.ServerInterceptor]:
+    """The error counter (metrics on), token auth when any token is set, then the decode guard:
+    unauthenticated bytes are never parsed."""
+    interceptors: list[grpc.aio.ServerInterceptor] = [] if metrics is None else [metrics.interceptor()]
     if trainer_token or client_token:
         interceptors.append(TokenAuthInterceptor(trainer_token=trainer_token, client_token=client_token))
     interceptors.append(DecodeGuardInterceptor())
@@ -318,6 +383,7 @@ async def _start_grpc(
     host: str,
     port: int,
     health_listen: str | None,
+    fleet: Fleet,
 ) -> _Started:
     """The gRPC server with the two services, health and reflection, bound and started; health SERVING."""
     server = grpc.aio.server(
@@ -333,9 +399,11 @@ async def _start_grpc(
             ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
         ],
     )
-    experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(scheduler, rpc_pool), server)
+    experiment_service_pb2_grpc.add_ExperimentServiceServicer_to_server(
+        ExperimentServicer(scheduler, rpc_pool, fleet), server
+    )
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(scheduler, LongPolls(scheduler, lease_pool)), server
+        WorkerServicer(scheduler, LongPolls(scheduler, lease_pool), fleet), server
     )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -26,6 +26,7 @@ from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 from taylorglo_tf.rpc import worker_service_pb2_grpc as ws_grpc
 
 from . import paging
+from .fleet import Fleet, fleet_response
 from .grpc_util import InvalidArgument, rpc
 from .longpoll import LongPolls
 from .scheduler import Report, Scheduler
@@ -130,9 +131,10 @@ class ExperimentServicer(es_grpc.ExperimentServiceServicer):
     """Plain methods (run in the server's thread pool), but WatchExperiment: an async generator
     on the event loop whose blocking reads of the event queue run in ``watch_pool``."""
 
-    def __init__(self, scheduler: Scheduler, watch_pool: Executor):
+    def __init__(self, scheduler: Scheduler, watch_pool: Executor, fleet: Fleet | None = None):
         self._scheduler = scheduler
         self._watch_pool = watch_pool
+        self._fleet = fleet if fleet is not None else Fleet(scheduler.lease_ttl_s)
 
     @handler
     def SubmitExperiment(self, request, context):
@@ -176,14 +178,19 @@ class ExperimentServicer(es_grpc.ExperimentServiceServicer):
         experiment = self._scheduler.delete(_identifier(request.experiment_id, "experiment_id"))
         return es_pb2.DeleteExperimentResponse(experiment=experiment)
 
+    @handler
+    def GetFleet(self, request, context):
+        return fleet_response(self._fleet, self._scheduler.records())
+
 
 class WorkerServicer(ws_grpc.WorkerServiceServicer):
     """Coroutines on the server's event loop: a waiting trainer holds no thread, and the
     scheduler calls run in the small pool of :class:`LongPolls`, never on the loop."""
 
-    def __init__(self, scheduler: Scheduler, long_polls: LongPolls):
+    def __init__(self, scheduler: Scheduler, long_polls: LongPolls, fleet: Fleet | None = None):
         self._scheduler = scheduler
         self._long_polls = long_polls
+        self._fleet = fleet if fleet is not None else Fleet(scheduler.lease_ttl_s)
 
     @handler
     async def LeaseCandidate(self, request, context):
@@ -195,6 +202,7 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
             max_candidates=request.max_candidates or 1,  # 0: a client of one lease
             experiment_id=experiment_id,
         )
+        self._fleet.leased(trainer_id, [lease.lease_id for lease in leases])
         # `lease` too: clients that predate `leases` read the first one there.
         return ws_pb2.LeaseCandidateResponse(lease=leases[0] if leases else None, leases=leases)
 
@@ -223,6 +231,7 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
             return [self._scheduler.heartbeat(lease_id, trainer_id, steps_done) for lease_id, steps_done, _ in beats]
 
         answers = await self._long_polls.call(heartbeat_each)
+        self._fleet.heartbeat(trainer_id, [(lease_id, steps_done) for lease_id, steps_done, _ in beats])
         if not request.leases:
             keep_going, ttl = answers[0]
             return ws_pb2.HeartbeatResponse(keep_going=keep_going, ttl_s=ttl)
@@ -235,7 +244,11 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
 
     @handler
     async def ReportResult(self, request, context):
-        accepted, reason = await self._long_polls.call(self._scheduler.report, validate_report(request))
+        report = validate_report(request)
+        accepted, reason = await self._long_polls.call(self._scheduler.report, report)
+        steps = report.metrics.steps if report.metrics is not None else 0
+        status = ws_pb2.EvaluationStatus.Name(report.status).removeprefix("EVALUATION_STATUS_")
+        self._fleet.reported(report.trainer_id, report.lease_id, status, steps)
         return ws_pb2.ReportResultResponse(accepted=accepted, reason=reason)
 
     @handler
@@ -243,4 +256,5 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
         lease_id = _identifier(request.lease_id, "lease_id")
         trainer_id = _identifier(request.trainer_id, "trainer_id")
         returned = await self._long_polls.call(self._scheduler.return_lease, lease_id, trainer_id, request.reason)
+        self._fleet.returned(trainer_id, lease_id)
         return ws_pb2.ReturnLeaseResponse(returned=returned)

@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "trainer": Command("trainer", "start a trainer that leases candidates from a coordinator"),
     "submit": Command("client", "submit an experiment spec (YAML or JSON)", shared=True),
     "status": Command("client", "show one experiment or list all", shared=True),
+    "trainers": Command("client", "list the trainers a coordinator has seen, and each search's pace", shared=True),
     "watch": Command("client", "follow an experiment's progress live", shared=True),
     "result": Command("client", "download an experiment's result folder", shared=True),
     "cancel": Command("client", "cancel an experiment", shared=True),

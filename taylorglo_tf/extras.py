@@ -19,6 +19,7 @@ TRAIN = "train"
 EXTRA_OF = {
     "cma": COORDINATOR,
     "grpc_reflection": COORDINATOR,
+    "prometheus_client": COORDINATOR,
     "tensorflow": TRAIN,
     "keras": TRAIN,
     "tensorboard": TRAIN,

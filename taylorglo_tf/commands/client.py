@@ -214,12 +214,82 @@ def cmd_status(args: argparse.Namespace, stub, out: TextIO) -> int:
             experiment_service_pb2.GetExperimentRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
         )
         print(format_experiment(experiment), file=out)
+        fleet = fetch_fleet(stub)
+        for pace in fleet.experiments if fleet is not None else ():
+            if pace.experiment_id == experiment.id:
+                print(f"pace:        {pace_text(pace)}", file=out)
         return EXIT_OK
     experiments = list_experiments(stub)
     if not experiments:
         print("no experiments", file=out)
     else:
         _print_table(experiments, out)
+    fleet = fetch_fleet(stub)
+    if fleet is not None and fleet.trainers:
+        lost = sum(t.lost for t in fleet.trainers)
+        print(f"\ntrainers: {len(fleet.trainers) - lost} active, {lost} lost", file=out)
+        print_fleet(fleet, out)
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    """``"42s"``, ``"7m05s"``, ``"3h12m"``."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def fetch_fleet(stub) -> experiment_service_pb2.GetFleetResponse | None:
+    """The coordinator's fleet view, or None from a coordinator that predates it."""
+    try:
+        return stub.GetFleet(experiment_service_pb2.GetFleetRequest(), timeout=RPC_TIMEOUT_S)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return None
+        raise
+
+
+def pace_text(pace: experiment_service_pb2.ExperimentPace) -> str:
+    """``"12.0 candidates/min, 40 left, ETA 3m20s"`` (ETA unknown until a rate is measured)."""
+    eta = _duration(pace.eta_s) if pace.HasField("eta_s") else "unknown"
+    return f"{60 * pace.candidates_per_s:.1f} candidates/min, {pace.remaining_candidates} left, ETA {eta}"
+
+
+def print_fleet(fleet: experiment_service_pb2.GetFleetResponse, out: TextIO) -> None:
+    """The trainers as a table (a lost one marked), then each running experiment's pace."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=out, width=max(100, Console(file=out).width))
+    if not fleet.trainers:
+        print("no trainers seen since the coordinator started", file=out)
+    else:
+        table = Table("trainer", "state", "last contact", "leases", "evaluations", "failures", "steps/s", "seen for")
+        for t in fleet.trainers:
+            table.add_row(
+                Text(shown(t.trainer_id)),
+                "LOST" if t.lost else "active",
+                f"{_duration(t.idle_s)} ago",
+                str(t.leases_held),
+                str(t.evaluations),
+                str(t.failures),
+                f"{t.candidate_steps_per_s:.1f}",
+                _duration(t.seen_for_s),
+            )
+        console.print(table)
+    for pace in fleet.experiments:
+        print(f"{shown(pace.experiment_id)}: {pace_text(pace)}", file=out)
+
+
+def cmd_trainers(args: argparse.Namespace, stub, out: TextIO) -> int:
+    fleet = fetch_fleet(stub)
+    if fleet is None:
+        raise CommandError("the coordinator predates the fleet view (GetFleet); upgrade it")
+    print_fleet(fleet, out)
     return EXIT_OK
 
 
@@ -429,6 +499,7 @@ _COMMANDS = {
     "result": cmd_result,
     "cancel": cmd_cancel,
     "delete": cmd_delete,
+    "trainers": cmd_trainers,
 }
 
 
@@ -439,6 +510,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name == "submit":
         parser.add_argument("spec", metavar="SPEC", help="experiment spec file (YAML or JSON)")
         parser.add_argument("--watch", action="store_true", help="follow the experiment after submitting it")
+    elif name == "trainers":
+        pass
     elif name == "status":
         parser.add_argument("experiment_id", nargs="?", metavar="ID", help="experiment id (default: list all)")
     else:

@@ -61,6 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(for probes that cannot speak TLS, e.g. Kubernetes' gRPC probes)",
     )
     parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (counts only) at http://HOST:PORT/metrics; off by default. "
+        "Use 127.0.0.1:PORT unless a scraper on another host needs it (the endpoint has no auth)",
+    )
+    parser.add_argument(
+        "--tensorboard-dir",
+        metavar="DIR",
+        help="write each experiment's TensorBoard run (generation scalars, every candidate as an "
+        "HParams trial, the best loss shape) here as results arrive",
+    )
+    parser.add_argument(
         "--lease-ttl",
         type=lease_ttl,
         default=DEFAULT_LEASE_TTL_S,
@@ -108,9 +120,11 @@ def run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             lease_ttl_s=args.lease_ttl,
             health_listen=args.health_listen,
+            metrics_listen=args.metrics_listen,
+            tensorboard_dir=args.tensorboard_dir,
             scheduler_options={"progress_deadline_s": args.progress_deadline},
         )
-    except (ValueError, OSError, RuntimeError) as exc:  # bad settings, port or database
+    except (ValueError, OSError, RuntimeError, ModuleNotFoundError) as exc:  # bad settings, port, database, extra
         print_error("coordinator", exc)
         return EXIT_BAD_INPUT
 
@@ -119,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     # The one announcement of the address (serve() does not log it): on stdout, whatever --log-level.
     print(f"coordinator listening on {server.address} (database {args.db})", flush=True)
+    if server.metrics_port is not None:
+        host = args.metrics_listen.rpartition(":")[0]
+        print(f"metrics on http://{host}:{server.metrics_port}/metrics", flush=True)
     while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
         pass
     server.stop(grace=args.grace)

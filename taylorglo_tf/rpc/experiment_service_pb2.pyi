@@ -109,3 +109,47 @@ class DeleteExperimentResponse(_message.Message):
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     experiment: _types_pb2.Experiment
     def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class GetFleetRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrainerInfo(_message.Message):
+    __slots__ = ("trainer_id", "idle_s", "lost", "leases_held", "evaluations", "failures", "candidate_steps_per_s", "seen_for_s")
+    TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    LEASES_HELD_FIELD_NUMBER: _ClassVar[int]
+    EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_STEPS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SEEN_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    trainer_id: str
+    idle_s: float
+    lost: bool
+    leases_held: int
+    evaluations: int
+    failures: int
+    candidate_steps_per_s: float
+    seen_for_s: float
+    def __init__(self, trainer_id: _Optional[str] = ..., idle_s: _Optional[float] = ..., lost: _Optional[bool] = ..., leases_held: _Optional[int] = ..., evaluations: _Optional[int] = ..., failures: _Optional[int] = ..., candidate_steps_per_s: _Optional[float] = ..., seen_for_s: _Optional[float] = ...) -> None: ...
+
+class ExperimentPace(_message.Message):
+    __slots__ = ("experiment_id", "candidates_per_s", "remaining_candidates", "eta_s")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    candidates_per_s: float
+    remaining_candidates: int
+    eta_s: float
+    def __init__(self, experiment_id: _Optional[str] = ..., candidates_per_s: _Optional[float] = ..., remaining_candidates: _Optional[int] = ..., eta_s: _Optional[float] = ...) -> None: ...
+
+class GetFleetResponse(_message.Message):
+    __slots__ = ("trainers", "experiments")
+    TRAINERS_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    trainers: _containers.RepeatedCompositeFieldContainer[TrainerInfo]
+    experiments: _containers.RepeatedCompositeFieldContainer[ExperimentPace]
+    def __init__(self, trainers: _Optional[_Iterable[_Union[TrainerInfo, _Mapping]]] = ..., experiments: _Optional[_Iterable[_Union[ExperimentPace, _Mapping]]] = ...) -> None: ...

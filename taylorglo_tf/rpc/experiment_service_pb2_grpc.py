@@ -70,6 +70,11 @@ class ExperimentServiceStub:
                 request_serializer=taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentRequest.SerializeToString,
                 response_deserializer=taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentResponse.FromString,
                 _registered_method=True)
+        self.GetFleet = channel.unary_unary(
+                '/taylorglo.v1.ExperimentService/GetFleet',
+                request_serializer=taylorglo_dot_v1_dot_experiment__service__pb2.GetFleetRequest.SerializeToString,
+                response_deserializer=taylorglo_dot_v1_dot_experiment__service__pb2.GetFleetResponse.FromString,
+                _registered_method=True)
 
 
 class ExperimentServiceServicer:
@@ -131,6 +136,15 @@ class ExperimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleet(self, request, context):
+        """The trainers this coordinator has seen since it started (a trainer silent
+        past the lease TTL is `lost`, not forgotten) and each running experiment's
+        measured pace. Read from the coordinator's memory: a restart starts afresh.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +182,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.DeleteExperiment,
                     request_deserializer=taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentRequest.FromString,
                     response_serializer=taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentResponse.SerializeToString,
+            ),
+            'GetFleet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleet,
+                    request_deserializer=taylorglo_dot_v1_dot_experiment__service__pb2.GetFleetRequest.FromString,
+                    response_serializer=taylorglo_dot_v1_dot_experiment__service__pb2.GetFleetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +378,33 @@ class ExperimentService:
             '/taylorglo.v1.ExperimentService/DeleteExperiment',
             taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentRequest.SerializeToString,
             taylorglo_dot_v1_dot_experiment__service__pb2.DeleteExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taylorglo.v1.ExperimentService/GetFleet',
+            taylorglo_dot_v1_dot_experiment__service__pb2.GetFleetRequest.SerializeToString,
+            taylorglo_dot_v1_dot_experiment__service__pb2.GetFleetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,7 @@ BAD_INPUT = {
     "trainer": ["trainer", "--token-file", "{tmp}/missing", "--evaluator", "synthetic"],
     "submit": ["submit", "{tmp}/missing.yaml"],
     "status": ["status", "--token-file", "{tmp}/missing"],
+    "trainers": ["trainers", "--token-file", "{tmp}/missing"],
     "watch": ["watch", "e1", "--token-file", "{tmp}/missing"],
     "result": ["result", "e1", "--out", "{tmp}/out", "--token-file", "{tmp}/missing"],
     "cancel": ["cancel", "e1", "--token-file", "{tmp}/missing"],

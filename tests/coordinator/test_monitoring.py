@@ -1,0 +1,240 @@
+"""Watching a running search: live TensorBoard, the fleet view (GetFleet) and Prometheus metrics.
+
+The searches run a coordinator in this process (``serve``) and trainers as real
+``taylorglo trainer --evaluator synthetic`` processes, so a trainer can be killed with
+SIGKILL. The TensorBoard files are read with a small TFRecord reader of this module
+(TensorBoard's own loaders import TensorFlow when it is installed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from taylorglo_tf import connection
+from taylorglo_tf import spec as spec_module
+from taylorglo_tf.coordinator.fleet import Fleet
+from taylorglo_tf.coordinator.live_tensorboard import run_name
+from taylorglo_tf.coordinator.server import serve
+from taylorglo_tf.rpc import experiment_service_pb2 as es
+from taylorglo_tf.rpc import experiment_service_pb2_grpc, types_pb2
+
+REPO = Path(__file__).resolve().parents[2]
+RUNNING = types_pb2.EXPERIMENT_STATE_RUNNING
+
+
+def read_events(path: Path) -> list[event_pb2.Event]:
+    """Every complete record of a TFRecord event file (a record still being written is left out)."""
+    data, events, at = path.read_bytes(), [], 0
+    while at + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[at : at + 8])
+        end = at + 12 + length + 4
+        if end > len(data):
+            break
+        events.append(event_pb2.Event.FromString(data[at + 12 : at + 12 + length]))
+        at = end
+    return events
+
+
+def folder_events(folder: Path) -> list[event_pb2.Event]:
+    return [e for f in sorted(folder.glob("events.out.tfevents.*")) for e in read_events(f)]
+
+
+class Trainers:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, address: str, trainer_id: str, sleep_s: float) -> subprocess.Popen:
+        log = open(self.workdir / f"{trainer_id}.log", "ab")  # noqa: SIM115 (the process writes it until it ends)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("TAYLORGLO_TOKEN", None)
+        argv = [sys.executable, "-m", "taylorglo_tf", "trainer", "--coordinator", address]
+        argv += ["--evaluator", "synthetic", "--synthetic-sleep", str(sleep_s), "--trainer-id", trainer_id]
+        argv += ["--wait-ms", "500", "--grace", "0", "--log-level", "WARNING"]
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes[trainer_id] = process
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.workdir.glob("*.log")))
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+
+
+@pytest.fixture
+def trainers(tmp_path):
+    t = Trainers(tmp_path)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def coordinator(tmp_path):
+    servers = []
+
+    def start(**options):
+        server = serve(str(tmp_path / "search.db"), **options)
+        servers.append(server)
+        channel = connection.connect(server.address)
+        return server, experiment_service_pb2_grpc.ExperimentServiceStub(channel)
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)
+
+
+def submit(stub, population: int, generations: int, name: str = "monitored") -> str:
+    spec = spec_module.load_spec(
+        {
+            "name": name,
+            "task": {"dataset": "digits", "model": "tiny", "steps": 10},
+            "search": {"population": population, "generations": generations, "seed": 7},
+        }
+    )
+    return stub.SubmitExperiment(es.SubmitExperimentRequest(spec=spec), timeout=10).id
+
+
+def wait_until(predicate, timeout: float, what: str, trainers: Trainers, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{trainers.logs()}"
+        time.sleep(interval)
+
+
+def test_tensorboard_shows_finished_generations_while_the_search_still_runs(coordinator, trainers, tmp_path):
+    """Scalars of each done generation and an HParams trial per finished candidate are on disk
+    while the experiment is RUNNING (not only in the result folder at the end)."""
+    log_dir = tmp_path / "tb"
+    server, stub = coordinator(tensorboard_dir=log_dir, lease_ttl_s=10.0)
+    experiment_id = submit(stub, population=4, generations=200)  # far more than the test waits for
+    for name in ("trainer-a", "trainer-b"):
+        trainers.start(server.address, name, sleep_s=0.05)
+    get = lambda: stub.GetExperiment(es.GetExperimentRequest(experiment_id=experiment_id), timeout=5)  # noqa: E731
+    wait_until(lambda: get().generation >= 2, 120, "two generations", trainers)
+    run = log_dir / run_name(experiment_id)
+
+    def generations_on_disk():
+        steps = {e.step for e in folder_events(run) for v in e.summary.value if v.tag == "generation/best_fitness"}
+        return steps >= {0, 1} and steps
+
+    steps = wait_until(generations_on_disk, 10, "the generation scalars", trainers)
+    trials = sorted(p for p in run.iterdir() if p.is_dir())
+    assert get().state == RUNNING, "the files were read after the search ended"
+    assert {0, 1} <= steps
+    main_tags = {v.tag for e in folder_events(run) for v in e.summary.value}
+    assert hparams_metadata.EXPERIMENT_TAG in main_tags
+    assert "loss_shape/best" in main_tags  # matplotlib is installed here
+    done = {f"g{g:04d}_c{i:03d}" for g in (0, 1) for i in range(4)}
+    assert done <= {p.name for p in trials}
+    trial = folder_events(run / "g0001_c002")
+    tags = [v.tag for e in trial for v in e.summary.value]
+    assert tags[0] == hparams_metadata.SESSION_START_INFO_TAG and tags[-1] == hparams_metadata.SESSION_END_INFO_TAG
+    start = hparams_metadata.parse_session_start_info_plugin_data(
+        trial[1].summary.value[0].metadata.plugin_data.content
+    )
+    assert len([k for k in start.hparams if k.startswith("theta_")]) == 8
+    assert {"candidate/fitness", "candidate/val_loss", "candidate/steps", "candidate/status"} <= set(tags)
+    stub.CancelExperiment(es.CancelExperimentRequest(experiment_id=experiment_id), timeout=5)
+
+
+def test_a_trainer_killed_with_sigkill_shows_as_lost_and_its_candidate_goes_to_the_other(coordinator, trainers):
+    server, stub = coordinator(lease_ttl_s=1.5)
+    experiment_id = submit(stub, population=4, generations=2)
+    doomed = trainers.start(server.address, "doomed", sleep_s=60.0)  # holds its lease until killed
+
+    def fleet():
+        return {t.trainer_id: t for t in stub.GetFleet(es.GetFleetRequest(), timeout=5).trainers}
+
+    wait_until(lambda: fleet().get("doomed") and fleet()["doomed"].leases_held > 0, 60, "a lease", trainers)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(10)
+    trainers.start(server.address, "survivor", sleep_s=0.02)
+    get = lambda: stub.GetExperiment(es.GetExperimentRequest(experiment_id=experiment_id), timeout=5)  # noqa: E731
+    wait_until(lambda: get().state == types_pb2.EXPERIMENT_STATE_SUCCEEDED, 120, "the search to finish", trainers)
+    view = fleet()
+    assert view["doomed"].lost and view["doomed"].leases_held == 0 and view["doomed"].evaluations == 0
+    assert not view["survivor"].lost and view["survivor"].evaluations == 8
+    result = stub.GetResult(es.GetResultRequest(experiment_id=experiment_id), timeout=5)
+    assert {c.trainer_id for c in result.candidates} == {"survivor"}
+    assert any(c.attempts == 2 for c in result.candidates)  # the one the killed trainer held, leased again
+
+
+def test_an_experiment_shows_its_rate_and_eta():
+    now = [100.0]
+    fleet = Fleet(lost_after_s=5.0, clock=lambda: now[0], window_s=60.0)
+    assert fleet.pace("e", remaining=10).eta_s is None  # nothing measured yet
+    for _ in range(4):
+        now[0] += 1.0
+        fleet.candidate_finished("e")
+    pace = fleet.pace("e", remaining=10)
+    assert pace.candidates_per_s == pytest.approx(4 / 3)
+    assert pace.eta_s == pytest.approx(7.5)
+
+
+def test_a_silent_trainer_is_lost_but_not_forgotten():
+    now = [0.0]
+    fleet = Fleet(lost_after_s=5.0, clock=lambda: now[0])
+    fleet.leased("t1", ["lease-1"])
+    fleet.heartbeat("t1", [("lease-1", 30)])
+    (t1,) = fleet.trainers()
+    assert not t1.lost and t1.leases_held == 1
+    now[0] = 5.5
+    (t1,) = fleet.trainers()
+    assert t1.lost and t1.leases_held == 0 and t1.trainer_id == "t1"
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_metrics_are_off_by_default(coordinator):
+    server, _ = coordinator()
+    assert server.metrics_port is None
+
+
+def test_metrics_parse_with_prometheus_own_parser_and_hold_counts_only(coordinator, trainers, tmp_path):
+    token = "c" * 40
+    server, _ = coordinator(metrics_listen="127.0.0.1:0", client_token=token, trainer_token="t" * 40)
+    stub = experiment_service_pb2_grpc.ExperimentServiceStub(connection.connect(server.address, token=token))
+    secret_name = "secret-name {}\\n"
+    experiment_id = submit(stub, population=2, generations=1, name=secret_name)
+    with pytest.raises(grpc.RpcError):  # an error counted by code
+        stub.GetExperiment(es.GetExperimentRequest(experiment_id="missing"), timeout=5)
+    text = _scrape(server.metrics_port)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["taylorglo_experiments_running"].samples[0].value == 1
+    assert families["taylorglo_candidates_queued"].samples[0].value == 2
+    assert families["taylorglo_leases_granted"].type == "counter"
+    errors = [s for s in families["taylorglo_rpc_errors"].samples if s.name == "taylorglo_rpc_errors_total"]
+    assert [(s.labels, s.value) for s in errors] == [({"method": "GetExperiment", "code": "NOT_FOUND"}, 1.0)]
+    writes = families["taylorglo_storage_write_seconds"].samples
+    assert any(s.labels.get("operation") == "insert_experiment" and s.name.endswith("_count") for s in writes)
+    result = stub.GetResult(es.GetResultRequest(experiment_id=experiment_id), timeout=5)
+    for secret in (token, "t" * 40, experiment_id, "secret-name", *(f"{x:.6g}" for x in result.candidates[0].theta)):
+        assert secret not in text
+
+
+def test_metrics_listen_names_a_bad_address(tmp_path):
+    with pytest.raises(ValueError, match="nonsense"):
+        serve(str(tmp_path / "x.db"), metrics_listen="nonsense")
