@@ -14,8 +14,12 @@ Its interface with the worker is all here:
       fitness = validation accuracy, metrics): report it;
     - :class:`~taylorglo_tf.trainer.worker.EvaluationStopped`: its heartbeat asked
       it to stop; do not report it (give the lease back or let it go);
-    - any other exception (bad task, missing data, theta of the wrong length,
-      training failure): report it as status ERROR.
+    - :class:`taylorglo_tf.training.sources.UnknownSource`: a ``script:`` model this
+      process has not registered (another script's experiment): give the lease back
+      unspent;
+    - any other exception (bad task, missing data, a ``python:`` builder that does not
+      import, theta of the wrong length, training failure): report it as status ERROR
+      (a model source's error is also logged once per trainer).
 
     It never raises for a candidate's failure; an exception out of the call is a bug.
 
@@ -60,7 +64,7 @@ from typing import Any
 from taylorglo_tf import spec as spec_module
 from taylorglo_tf import taylor
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2
-from taylorglo_tf.training import Task
+from taylorglo_tf.training import Task, sources
 
 from .worker import EvaluationStopped, Heartbeat, Outcome, Result, check_candidates_per_step
 
@@ -120,6 +124,7 @@ class KerasEvaluator:
         self._lock = threading.Lock()
         self.evaluations = 0  # candidates trained (tests, logs)
         self.batch_sizes: list[int] = []  # candidates per trained batch (tests, logs)
+        self._source_errors: set[str] = set()  # model source errors already logged
 
     def configure(self, candidates_per_step: int | str, xla: str = "off") -> None:
         """Sets K (or ``"auto"``) and the XLA setting (ValueError names a bad one)."""
@@ -221,6 +226,10 @@ class KerasEvaluator:
                 )
                 self.evaluations += len(candidates)
         except Exception as error:  # each candidate of the batch reports it
+            if isinstance(error, sources.SourceError) and str(error) not in self._source_errors:
+                # e.g. a python: builder that does not import: said once here, reported per lease
+                self._source_errors.add(str(error))
+                log.error("cannot train %s: %s", task.model, error)
             for j, _ in batch:
                 results[j] = error
             return results

@@ -91,7 +91,7 @@ def sparse_labels(y: np.ndarray, n: int, num_classes: int, what: str) -> np.ndar
     if y.dtype.kind not in "biuf" or not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
         raise SourceError(f"{what}: labels must be integer class indices, got dtype {y.dtype}")
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        bad = y[(y < 0) | (y >= num_classes)][0]
+        bad = y[(y < 0) | (y >= num_classes)][0].item()
         raise SourceError(f"{what}: label {bad!r} is out of range for a model with {num_classes} classes")
     return y.astype(np.int32)
 

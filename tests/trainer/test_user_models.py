@@ -35,15 +35,15 @@ def test_the_recipe_block_reaches_the_task_and_back():
     assert Task.from_proto(task.to_proto()) == task
 
 
-def test_a_python_reference_that_does_not_import_is_each_leases_error_naming_it():
-    leases = [
-        _python_lease("python:no_such_package.models:build"),
-        _python_lease("python:no_such_package.models:build"),
-    ]
-    results = KerasEvaluator().evaluate_many(leases, [RecordingHeartbeat(), RecordingHeartbeat()])
-    for result in results:
-        assert isinstance(result, sources.SourceError)
-        assert "no_such_package.models" in str(result) and "does not import" in str(result)
+def test_a_python_reference_that_does_not_import_is_each_leases_error_naming_it_logged_once(caplog):
+    evaluator = KerasEvaluator()
+    for _ in range(2):
+        leases = [_python_lease("python:no_such_package.models:build") for _ in range(2)]
+        results = evaluator.evaluate_many(leases, [RecordingHeartbeat(), RecordingHeartbeat()])
+        for result in results:
+            assert isinstance(result, sources.SourceError)
+            assert "no_such_package.models" in str(result) and "does not import" in str(result)
+    assert caplog.text.count("does not import") == 1
 
 
 def test_a_python_builder_that_returns_no_model_is_refused_naming_what_it_returned():
