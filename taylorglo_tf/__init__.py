@@ -14,6 +14,7 @@ from taylorglo_tf import extras  # a missing training stack names the extra that
 if TYPE_CHECKING:  # the lazy names below, as type checkers and IDEs should see them
     from taylorglo_tf import data, invariant, losses, models, plotting, taylor, training
     from taylorglo_tf.losses import BaikalLoss, Poly1Loss, TaylorGLOLoss, TrainingProgress
+    from taylorglo_tf.search import LossSearch
 
 __version__ = "0.1.0"
 
@@ -23,11 +24,13 @@ _LAZY = {
     "BaikalLoss": "taylorglo_tf.losses",
     "Poly1Loss": "taylorglo_tf.losses",
     "TrainingProgress": "taylorglo_tf.losses",
+    "LossSearch": "taylorglo_tf.search",
 }
 _SUBMODULES = {"models", "data", "training", "losses", "taylor", "invariant", "plotting"}
 
 __all__ = [
     "BaikalLoss",
+    "LossSearch",
     "Poly1Loss",
     "TaylorGLOLoss",
     "TrainingProgress",

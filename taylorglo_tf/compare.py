@@ -206,9 +206,19 @@ class TunedComparison:
 
 
 def base_learning_rate(task: Task) -> float:
-    """The task's initial learning rate: the model recipe's, times ``task.lr_scale``."""
+    """The task's initial learning rate, times ``task.lr_scale``: the zoo recipe's, a ``python:`` model's
+    recipe block's, or what a ``script:`` model's optimizer factory starts at."""
     from taylorglo_tf import models  # the registry only: no TensorFlow
+    from taylorglo_tf.training import sources
 
+    which = sources.kind(task.model)
+    if which == "python":
+        return float(sources.check_recipe(task.recipe, task.model)["learning_rate"]) * task.lr_scale
+    if which == "script":
+        import numpy as np
+
+        rate = sources.lookup(task.model).optimizer().learning_rate  # a schedule reads as its first value
+        return float(np.asarray(rate)) * task.lr_scale
     return models.recipe(task.model, task.dataset).lr * task.lr_scale
 
 
@@ -513,9 +523,13 @@ def _new_evaluator() -> Evaluator:
     return Evaluator()
 
 
-def _loss_scale(loss: Any, task: Task) -> LossScale:
-    from taylorglo_tf.training import loss_scale
+def _loss_scale(loss: Any, task: Task) -> LossScale | None:
+    from taylorglo_tf.training import loss_scale, sources
 
+    if sources.kind(task.model) != "zoo":
+        # The measure builds the zoo model without its softmax to get logits; a user's model
+        # ends in its own output layer, so there is none to measure against: not reported.
+        return None
     return loss_scale(loss, task)
 
 
