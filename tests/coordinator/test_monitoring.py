@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -238,3 +239,65 @@ def test_metrics_parse_with_prometheus_own_parser_and_hold_counts_only(coordinat
 def test_metrics_listen_names_a_bad_address(tmp_path):
     with pytest.raises(ValueError, match="nonsense"):
         serve(str(tmp_path / "x.db"), metrics_listen="nonsense")
+
+
+TF_FREE_WRITER = r"""
+import sys, time
+from taylorglo_tf import spec as spec_module
+from taylorglo_tf.coordinator.live_tensorboard import LiveTensorBoard
+from taylorglo_tf.rpc import experiment_service_pb2 as es, types_pb2
+
+class Scheduler:  # the one method LiveTensorBoard uses
+    def listen(self, callback):
+        self.callback = callback
+
+scheduler = Scheduler()
+writer = LiveTensorBoard(sys.argv[1], scheduler)
+spec = spec_module.load_spec({"task": {"dataset": "digits", "model": "tiny", "steps": 5}, "search": {"population": 2}})
+experiment = types_pb2.Experiment(id="e/1", spec=spec)
+theta = [0.1 * i for i in range(8)]
+candidate = types_pb2.Candidate(theta=theta, status=types_pb2.CANDIDATE_STATUS_SUCCEEDED, fitness=0.5)
+scheduler.callback(es.ProgressEvent(kind=es.ProgressEvent.KIND_CANDIDATE_FINISHED, experiment=experiment, candidate=candidate))
+summary = types_pb2.GenerationSummary(generation=0, best_fitness=0.5, best_theta=theta)
+scheduler.callback(es.ProgressEvent(kind=es.ProgressEvent.KIND_GENERATION_FINISHED, experiment=experiment, generation=summary))
+writer.close()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))
+"""
+
+
+def test_live_tensorboard_writes_without_importing_tensorflow(tmp_path):
+    """The coordinator stays free of TensorFlow with --tensorboard-dir too (TensorFlow is installed here)."""
+    done = subprocess.run(
+        [sys.executable, "-c", TF_FREE_WRITER, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    run = tmp_path / run_name("e/1")
+    assert run.name == "e_1"
+    tags = {v.tag for e in folder_events(run) for v in e.summary.value}
+    assert {"generation/best_fitness", "loss_shape/best", hparams_metadata.EXPERIMENT_TAG} <= tags
+    (image,) = [v.image for e in folder_events(run) for v in e.summary.value if v.tag == "loss_shape/best"]
+    assert image.encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_a_scrape_never_waits_for_the_schedulers_lock(coordinator):
+    """While another thread holds the scheduler's lock (a long commit), /metrics still answers."""
+    server, stub = coordinator(metrics_listen="127.0.0.1:0")
+    submit(stub, population=3, generations=1)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        with server.scheduler._cond:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert held.wait(5)
+        text = _scrape(server.metrics_port)  # urlopen's 5 s timeout: it would fail while the lock is held
+    finally:
+        release.set()
+        holder.join()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["taylorglo_candidates_queued"].samples[0].value == 3
