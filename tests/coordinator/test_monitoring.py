@@ -257,9 +257,10 @@ spec = spec_module.load_spec({"task": {"dataset": "digits", "model": "tiny", "st
 experiment = types_pb2.Experiment(id="e/1", spec=spec)
 theta = [0.1 * i for i in range(8)]
 candidate = types_pb2.Candidate(theta=theta, status=types_pb2.CANDIDATE_STATUS_SUCCEEDED, fitness=0.5)
-scheduler.callback(es.ProgressEvent(kind=es.ProgressEvent.KIND_CANDIDATE_FINISHED, experiment=experiment, candidate=candidate))
+Event = es.ProgressEvent
+scheduler.callback(Event(kind=Event.KIND_CANDIDATE_FINISHED, experiment=experiment, candidate=candidate))
 summary = types_pb2.GenerationSummary(generation=0, best_fitness=0.5, best_theta=theta)
-scheduler.callback(es.ProgressEvent(kind=es.ProgressEvent.KIND_GENERATION_FINISHED, experiment=experiment, generation=summary))
+scheduler.callback(Event(kind=Event.KIND_GENERATION_FINISHED, experiment=experiment, generation=summary))
 writer.close()
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))
 """
