@@ -281,6 +281,9 @@ class Scheduler:
             with self._records_lock:
                 self._experiments[exp_id] = record
             self._running[exp_id] = run
+            for c in candidates:
+                if c.final:  # pre-screened out, as later generations' are (live TensorBoard shows them)
+                    self._events.publish(exp_id, _candidate_finished(record, c))
             log.info(
                 "experiment %s submitted: %d generations x %d", exp_id, spec.search.generations, spec.search.population
             )

@@ -35,6 +35,7 @@ import contextlib
 import ctypes
 import dataclasses
 import datetime
+import importlib.util
 import os
 import secrets
 import signal
@@ -479,6 +480,11 @@ class LocalSearch:
         else:
             db_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taylorglo-run-"))) / "search.db"
         options: dict[str, Any] = {} if self.options.lease_ttl is None else {"lease_ttl_s": self.options.lease_ttl}
+        if importlib.util.find_spec("tensorboard") is not None:
+            from taylorglo_tf.results import TENSORBOARD_DIR
+
+            # live while the search runs: one run per experiment beside the final history's
+            options["tensorboard_dir"] = self.out_dir / TENSORBOARD_DIR
         try:
             server = serve(
                 db_path, "127.0.0.1:0", trainer_token=self._trainer_token, client_token=client_token, **options

@@ -225,6 +225,9 @@ def test_run_with_the_synthetic_evaluator_accounts_for_every_candidate_of_the_de
     ]
     assert {r["trainer_id"] for r in candidates if r["status"] == "succeeded"} <= {"local-0", "local-1"}
     assert len(read_csv(out / "history.csv")) == spec.search.generations
+    # the live TensorBoard run (written while the search ran): one HParams trial per candidate
+    [live] = [p for p in (out / "tensorboard").iterdir() if p.is_dir()]
+    assert len([p for p in live.iterdir() if p.is_dir()]) == total
     assert not (out / "comparison.json").exists()
     assert processes_dialing(coordinator_address(stdout)) == []
 
