@@ -187,3 +187,25 @@ def test_two_processes_storing_measurements_at_once_keep_every_entry(tmp_path):
     writers = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in names]
     assert [writer.wait(timeout=120) for writer in writers] == [0, 0, 0]
     assert sorted(json.loads(path.read_text())) == sorted(f"{n}-{i}" for n in names for i in range(40))
+
+
+def test_a_registered_models_setting_is_measured_on_its_own_data_and_never_cached(tmp_path, monkeypatch):
+    """A script: name does not pin an architecture from run to run; it has no data URI to load either."""
+    import keras
+    import numpy as np
+
+    from taylorglo_tf.training import sources
+
+    monkeypatch.setenv("TAYLORGLO_CACHE_DIR", str(tmp_path))
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    y = np.arange(64) % 2
+    build = lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])  # noqa: E731
+    sources.register("script:tune", build, lambda: keras.optimizers.SGD(0.1), train=(x, y), validation=(x, y))
+    try:
+        choice = tuning.choose(
+            Task(dataset="script:tune", model="script:tune", steps=5), candidates=(1, 2), jit=(False,), steps=2
+        )
+    finally:
+        sources.unregister("script:tune")
+    assert set(choice.rates) == {"1/off", "2/off"}
+    assert not (tmp_path / "tuning.json").exists()
