@@ -85,12 +85,13 @@ def choose(
     from taylorglo_tf import data, models
     from taylorglo_tf.training import sources
 
+    shape: tuple[int, ...] = ()
     if sources.kind(task.model) == "zoo":
         batch_size = task.batch_size or models.recipe(task.model, task.dataset).batch_size
         shape = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed).input_shape
     else:  # a user's model: its name does not pin its architecture from run to run, so nothing is cached
         use_cache = False
-        shape, batch_size = (), task.batch_size
+        batch_size = task.batch_size
     device = device_name()
     # On a CPU the kernels (oneDNN or not) change the answer; the variable is read when TensorFlow loads.
     kernels = os.environ.get(runtime.ONEDNN_ENV, "") if device.startswith("CPU") else ""
