@@ -109,14 +109,18 @@ class LossSearch:
         optimizer: a zero-argument factory returning a *new* Keras optimizer per call.
         steps: training steps of each candidate (partial training).
         batch_size: training batch size.
-        population, generations: CMA-ES population size (>= 2) and generations.
+        population: CMA-ES population size (>= 2): candidates per generation.
+        generations: how many generations the search runs.
         directory: the result folder (and, on one machine, the search's database).
         overwrite: start again rather than resume the search found in ``directory``.
         name: the experiment's name, the same in every copy of the script
             (default: the directory's name).
-        seed: the training seed of every candidate; ``search_seed``: CMA-ES's.
-        order, inputs, sigma0: the loss's Taylor order and inputs, CMA-ES's step size
-            (unset: the spec defaults).
+        from_logits: the model outputs logits, not probabilities.
+        seed: the training seed of every candidate.
+        search_seed: CMA-ES's seed.
+        order: the loss's Taylor order (None: the spec default, 3).
+        inputs: the loss's inputs (None: the spec default, ``("x", "y")``).
+        sigma0: CMA-ES's initial step size (None: the spec default).
         candidates_per_step: candidates trained together per step (population batching).
         compare_steps: training steps of each comparison run (default ``steps``).
         out: where the progress bar and messages go (default stdout).
