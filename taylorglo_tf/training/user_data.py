@@ -193,11 +193,19 @@ def prepare(
         def build() -> Any:
             return ClassProbabilities(_checked_model(name, user_build), from_logits, binary)
 
+    probe = xs["train"][:PROBE_ROWS]
+    unbuilt = build
+
+    def build() -> Any:
+        model = unbuilt()
+        if not model.built:  # a model without an Input creates its weights on its first call
+            model(probe, training=False)
+        return model
+
     fixed_initial = None
     if max_copies == 1:
         log.warning("%s: the model trains one candidate at a time (K = 1): %s", name, reason)
         wrapped = build()
-        wrapped(xs["train"][:PROBE_ROWS])  # builds the wrapper around the instance
         fixed_initial = [v.numpy() for v in wrapped.variables]
         build = lambda: wrapped  # noqa: E731 (one copy: the instance itself)
     return Registration(

@@ -98,6 +98,18 @@ def test_a_tabular_mlp_on_wine_learns(registry):
     assert results[0].val_accuracy == pytest.approx(results[1].val_accuracy, abs=1e-6)
 
 
+def test_a_model_without_an_input_layer_gets_its_weights_before_training(registry):
+    """Keras creates a lazy model's weights on its first call; every copy must have them before the first step."""
+
+    def build():
+        return keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax")])
+
+    x, y = _blobs(120)
+    registry("script:lazy", build, _sgd, train=(x, y), validation=(x, y))
+    results = Evaluator().evaluate_many([_loss(), _loss()], Task(dataset="script:lazy", model="script:lazy", steps=20))
+    assert [r.status for r in results] == ["ok", "ok"] and results[0].val_accuracy > 0.6
+
+
 class Scale(keras.layers.Layer):
     """A user's custom layer: a learned per-feature scale."""
 
