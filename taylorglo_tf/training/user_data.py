@@ -187,30 +187,29 @@ def prepare(
         split: (xs[split], sparse_labels(y, len(xs[split]), num_classes, f"{name} {split}"))
         for split, (_, y) in arrays.items()
     }
-    if binary or from_logits:
-        user_build = build
-
-        def build() -> Any:
-            return ClassProbabilities(_checked_model(name, user_build), from_logits, binary)
-
     probe = xs["train"][:PROBE_ROWS]
-    unbuilt = build
+    user_build = build
+    wrap = binary or from_logits
 
-    def build() -> Any:
-        model = unbuilt()
+    def ready() -> Any:
+        """A fresh copy, wrapped into class probabilities where needed, with its weights created."""
+        model = _checked_model(name, user_build)
+        if wrap:
+            model = ClassProbabilities(model, from_logits, binary)
         if not model.built:  # a model without an Input creates its weights on its first call
             model(probe, training=False)
         return model
 
+    copies: Any = ready
     fixed_initial = None
     if max_copies == 1:
         log.warning("%s: the model trains one candidate at a time (K = 1): %s", name, reason)
-        wrapped = build()
-        fixed_initial = [v.numpy() for v in wrapped.variables]
-        build = lambda: wrapped  # noqa: E731 (one copy: the instance itself)
+        instance = ready()
+        fixed_initial = [v.numpy() for v in instance.variables]
+        copies = lambda: instance  # noqa: E731 (one copy: the instance itself)
     return Registration(
         name=name,
-        build_model=build,
+        build_model=copies,
         optimizer=optimizer,
         splits=splits,
         num_classes=num_classes,
