@@ -56,16 +56,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from taylorglo_tf.commands.arguments import ADDRESS_ENV
+from taylorglo_tf.commands.coordinator import TRAINER_TOKEN_ENV  # the trainer role's token, where it differs
+from taylorglo_tf.commands.run import TRAINER_GRACE_S  # at the end, a candidate finishes within it, else goes back
 from taylorglo_tf.compare import DEFAULT_TUNING_SEEDS
+from taylorglo_tf.connection import TOKEN_ENV
 from taylorglo_tf.limits import MAX_LEASE_CANDIDATES, MAX_NAME_CHARS, SCRIPT_MODEL_PREFIX
 
 __all__ = ["LossSearch"]
 
 log = logging.getLogger(__name__)
 
-ADDRESS_ENV = "TAYLORGLO_COORDINATOR"
-TOKEN_ENV = "TAYLORGLO_TOKEN"
-TRAINER_TOKEN_ENV = "TAYLORGLO_TRAINER_TOKEN"  # the trainer role's token where it differs from the client's
 TLS_CA_ENV = "TAYLORGLO_TLS_CA"
 TLS_SERVER_NAME_ENV = "TAYLORGLO_TLS_SERVER_NAME"
 ROLE_ENV = "TAYLORGLO_ROLE"
@@ -76,7 +77,6 @@ DB_NAME = "search.db"
 # re-run (its trainer is gone); the in-process trainer heartbeats at a third of it.
 LOCAL_LEASE_TTL_S = 10.0
 TRAINER_WAIT_MS = 2000  # the in-process trainer's lease long poll
-TRAINER_GRACE_S = 5.0  # at the end, a candidate still training finishes within this, else goes back
 FIND_TIMEOUT_S = 600.0  # how long a copy that is not the chief waits for the chief's experiment
 FIND_POLL_S = 1.0
 # The results of `taylorglo run` a fresh search (overwrite=True) removes from the directory.

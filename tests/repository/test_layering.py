@@ -27,7 +27,8 @@ PACKAGES = {
 #: the units (a tuple's prefixes) are separate: coordinator and trainer never
 #: import each other, nor do data, models and the protos.
 LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
-    ("command line", (("taylorglo_tf.cli", "taylorglo_tf.__main__", "taylorglo_tf.commands"),)),
+    # LossSearch (taylorglo_tf.search) is an entry point like `taylorglo run`: a coordinator and a trainer in a script
+    ("command line", (("taylorglo_tf.cli", "taylorglo_tf.__main__", "taylorglo_tf.commands", "taylorglo_tf.search"),)),
     ("services", (("taylorglo_tf.coordinator",), ("taylorglo_tf.trainer",))),
     ("library", (("taylorglo_tf",),)),
     ("data, models, protos", (("taylorglo_tf.data",), ("taylorglo_tf.models",), ("taylorglo_tf.rpc",))),
@@ -101,6 +102,11 @@ def imports_of(module: str, source: str, *, is_package: bool = False) -> set[tup
     return found
 
 
+#: (module, target) imports allowed upward: the package's lazy export of ``LossSearch``
+#: (``taylorglo_tf.LossSearch``, the public name), loaded only when a script uses it.
+LAZY_ENTRY_POINTS = {("taylorglo_tf", "taylorglo_tf.search")}
+
+
 def _parents(module: str) -> set[str]:
     parts = module.split(".")
     return {".".join(parts[:i]) for i in range(1, len(parts))}
@@ -111,7 +117,7 @@ def upward_imports(module: str, source: str, where: str, *, is_package: bool = F
     layer, unit = place(module)
     wrong = []
     for target, line in sorted(imports_of(module, source, is_package=is_package)):
-        if target in _parents(module):  # a package's __init__ runs before its modules anyway
+        if target in _parents(module) or (module, target) in LAZY_ENTRY_POINTS:  # __init__ runs first anyway
             continue
         target_layer, target_unit = place(target)
         if target_layer < layer:
