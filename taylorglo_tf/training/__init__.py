@@ -1,7 +1,9 @@
 """Candidate evaluation: train a model with a loss for N steps, score it by validation accuracy.
 
 ``Task`` and ``EvaluationResult`` are plain data (no TensorFlow); ``Evaluator``,
-``evaluate`` and ``loss_scale`` import TensorFlow on first use.
+``evaluate`` and ``loss_scale`` import TensorFlow on first use. Where a task's
+model and data come from (the zoo, a ``python:`` builder, a model registered in
+this process under ``script:NAME``) is ``training.sources``.
 """
 
 from __future__ import annotations

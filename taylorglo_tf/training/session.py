@@ -269,4 +269,6 @@ class Session:
 
     def score(self, compiled: PopulationLoss, split: str, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per copy of ``active``, (accuracy, mean loss) on ``split``; copies not ``active`` score 0."""
+        if split not in self.tensors:  # a registered model's test split is optional
+            raise ValueError(f"{self.model_name!r} has no {split} split; register it with {split}=(x, y)")
         return compiled.score(*self.tensors[split], active, EVAL_BATCH)

@@ -9,7 +9,7 @@ import pytest
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator
 from taylorglo_tf.training import Task, sources
-from tests.helpers.leases import RecordingHeartbeat, lease
+from tests.helpers.leases import APPENDIX_C_THETA, RecordingHeartbeat, lease
 
 PYTHON_MODEL = "python:tests.helpers.user_models:small_mlp"
 
@@ -100,3 +100,18 @@ def test_spec_validation_names_the_bad_model_field(changes, field):
     with pytest.raises(spec.SpecError) as raised:
         spec.validate(spec.apply_defaults(spec.from_dict(data)))
     assert raised.value.field == field
+
+
+def test_the_recipe_blocks_weight_decay_and_milestones_change_the_training():
+    from taylorglo_tf.losses import TaylorGLOLoss
+    from taylorglo_tf.training import Evaluator
+
+    def result(**recipe):
+        fields = {"learning_rate": 0.05, "steps": 100, "batch_size": 32, **recipe}
+        task = Task(dataset="digits", model=PYTHON_MODEL, steps=12, seed=1, recipe=fields)
+        return Evaluator().evaluate(TaylorGLOLoss(APPENDIX_C_THETA), task).val_loss
+
+    plain = result()
+    assert result(weight_decay=0.3) != pytest.approx(plain, rel=1e-6)
+    assert result(milestones=[5], gamma=0.1) != pytest.approx(plain, rel=1e-6)
+    assert result(milestones=[50]) == pytest.approx(plain, rel=1e-6)  # after the 12 steps: no change

@@ -309,3 +309,11 @@ def test_a_registered_task_needs_its_steps():
 def test_a_registered_model_and_another_dataset_are_refused():
     with pytest.raises(ValueError, match="dataset must be the same name"):
         Task(dataset="digits", model="script:x", steps=3)
+
+
+def test_asking_for_a_test_split_that_was_not_registered_names_it(registry):
+    x, y = _blobs(60)
+    registry("script:no-test", _mlp(4, 3), _sgd, train=(x, y), validation=(x, y))
+    task = Task(dataset="script:no-test", model="script:no-test", steps=2)
+    with pytest.raises(ValueError, match="'script:no-test' has no test split; register it with test="):
+        Evaluator().evaluate(_loss(), task, test=True)
