@@ -149,7 +149,7 @@ class Fleet:
                         evaluations=state.evaluations,
                         failures=state.failures,
                         lost=lost,
-                        steps_per_s=_rate(state._progress, now, self._window_s),
+                        steps_per_s=0.0 if lost else _rate(state._progress, now, self._window_s),
                     )
                 )
             return out

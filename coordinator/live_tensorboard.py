@@ -250,6 +250,7 @@ class LiveTensorBoard:
         plotting.plot_losses(
             ax, {f"best of generation {generation}": taylor.keras_config(theta, order, inputs)}, legend=True
         )
+        figure.tight_layout()  # the axis labels inside the 320x240 image
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
         return buffer.getvalue()

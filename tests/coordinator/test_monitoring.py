@@ -198,10 +198,11 @@ def test_a_silent_trainer_is_lost_but_not_forgotten():
     fleet.leased("t1", ["lease-1"])
     fleet.heartbeat("t1", [("lease-1", 30)])
     (t1,) = fleet.trainers()
-    assert not t1.lost and t1.leases_held == 1
+    assert not t1.lost and t1.leases_held == 1 and t1.steps_per_s > 0
     now[0] = 5.5
     (t1,) = fleet.trainers()
     assert t1.lost and t1.leases_held == 0 and t1.trainer_id == "t1"
+    assert t1.steps_per_s == 0.0  # a lost trainer is not working, whatever it did before
 
 
 def _scrape(port: int) -> str:
