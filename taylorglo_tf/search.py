@@ -172,7 +172,8 @@ class LossSearch:
         self._data: dict[str, Any] | None = None  # train/validation as given to search()
         self.spec = self._make_spec()  # validated now: a bad value fails before any training
         self.experiment_id: str | None = None
-        self.is_chief = True  # False in a copy that joined another's experiment
+        # The chief: on one machine, or with TAYLORGLO_ROLE=chief; without roles, the copy that submitted
+        self.is_chief = True
 
     # -- public ------------------------------------------------------------------------
 
@@ -368,6 +369,7 @@ class LossSearch:
         found = self._ours(stub)
         # overwrite on many machines: only the chief starts again (copies without a role join)
         if found and not (remote and role == CHIEF and self.overwrite):
+            self.is_chief = role == CHIEF  # without roles, the copy that submitted it
             return self._announce(found[-1], "resumed" if role == CHIEF and not remote else "joined")
         submitted = stub.SubmitExperiment(
             experiment_service_pb2.SubmitExperimentRequest(spec=self.spec), timeout=client.RPC_TIMEOUT_S
