@@ -115,3 +115,26 @@ def test_the_recipe_blocks_weight_decay_and_milestones_change_the_training():
     assert result(weight_decay=0.3) != pytest.approx(plain, rel=1e-6)
     assert result(milestones=[5], gamma=0.1) != pytest.approx(plain, rel=1e-6)
     assert result(milestones=[50]) == pytest.approx(plain, rel=1e-6)  # after the 12 steps: no change
+
+
+def test_a_python_tasks_recipe_survives_the_dict_form():
+    task = Task(
+        dataset="digits", model=PYTHON_MODEL, steps=5, recipe={"learning_rate": 0.1, "steps": 50, "milestones": [10]}
+    )
+    assert task.recipe["momentum"] == 0.0 and task.recipe["milestones"] == (10,)  # defaults filled in
+    assert Task.from_dict(task.to_dict()) == task
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ({"steps": 50}, "learning_rate must be a number"),
+        ({"learning_rate": 0.1}, "steps must be an integer >= 1"),
+        ({"learning_rate": 0.1, "steps": 50, "optimizer": "adam"}, "optimizer must be one of"),
+        ({"learning_rate": 0.1, "steps": 50, "milestones": [20, 10]}, "milestones must be increasing"),
+        ({"learning_rate": 0.1, "steps": 50, "momentun": 0.9}, r"unknown field\(s\) \['momentun'\]"),
+    ],
+)
+def test_a_bad_recipe_block_is_refused_naming_the_field(recipe, message):
+    with pytest.raises(ValueError, match=message):
+        Task(dataset="digits", model=PYTHON_MODEL, steps=5, recipe=recipe)
