@@ -164,7 +164,7 @@ def invoke(argv: list[str], monkeypatch=None) -> tuple[int, str]:
     """Parses ``argv`` the way ``taylorglo`` does and runs it; returns (exit code, stdout)."""
     parser = argparse.ArgumentParser(prog="taylorglo")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("submit", "status", "watch", "result", "cancel"):
+    for name in ("submit", "status", "watch", "result", "cancel", "trainers"):
         client.add_arguments(sub.add_parser(name), name)
     out = io.StringIO()
     code = client.run(parser.parse_args(argv), out=out)
@@ -390,3 +390,40 @@ def test_result_into_a_folder_that_cannot_be_made_is_an_error_naming_it(service,
     code, _ = invoke(["result", "exp-1", "--out", str(out), "--coordinator", service(ScriptedExperiments())])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot write the result folder {str(out)!r}" in err and "Traceback" not in err
+
+
+class ScriptedFleet(ScriptedExperiments):
+    """A coordinator with a fleet view: one active trainer, one lost, and exp-1's pace."""
+
+    def GetFleet(self, request, context):
+        return es.GetFleetResponse(
+            trainers=[
+                es.TrainerInfo(trainer_id="gpu-a", idle_s=1.2, leases_held=2, evaluations=40, candidate_steps_per_s=90),
+                es.TrainerInfo(trainer_id="gpu-b\x1b[2J", idle_s=75, lost=True, evaluations=12, failures=3),
+            ],
+            experiments=[
+                es.ExperimentPace(experiment_id="exp-1", candidates_per_s=0.5, remaining_candidates=5, eta_s=10)
+            ],
+        )
+
+
+def test_trainers_lists_each_trainer_marking_the_lost_one_and_each_searchs_eta(service):
+    code, out = invoke(["trainers", "--coordinator", service(ScriptedFleet())])
+    assert code == 0
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert "active" in rows["gpu-a"] and "1s ago" in rows["gpu-a"] and "90.0" in rows["gpu-a"]
+    assert "LOST" in rows["gpu-b\\x1b[2J"] and "1m15s ago" in rows["gpu-b\\x1b[2J"]  # escaped, not raw
+    assert "exp-1: 30.0 candidates/min, 5 left, ETA 10s" in out
+
+
+def test_status_shows_the_pace_of_an_experiment_and_the_fleet_below_the_list(service):
+    _, described = invoke(["status", "exp-1", "--coordinator", service(ScriptedFleet())])
+    assert "pace:        30.0 candidates/min, 5 left, ETA 10s" in described
+    _, listed = invoke(["status", "--coordinator", service(ScriptedFleet())])
+    assert "trainers: 1 active, 1 lost" in listed and "gpu-a" in listed
+
+
+def test_trainers_against_a_coordinator_without_the_fleet_view_says_so(service, capsys):
+    code, _ = invoke(["trainers", "--coordinator", service(ScriptedExperiments())])
+    assert code == 1
+    assert "predates the fleet view" in capsys.readouterr().err

@@ -303,3 +303,22 @@ def test_a_scrape_never_waits_for_the_schedulers_lock(coordinator):
         holder.join()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["taylorglo_candidates_queued"].samples[0].value == 3
+
+
+def test_the_coordinator_command_serves_no_metrics_and_writes_no_tensorboard_unless_asked():
+    from taylorglo_tf import cli
+
+    args = cli.build_parser().parse_args(["coordinator"])
+    assert args.metrics_listen is None and args.tensorboard_dir is None
+
+
+def test_failed_reports_count_against_their_trainer_and_by_status():
+    fleet = Fleet(lost_after_s=60.0)
+    fleet.leased("t1", ["l1", "l2", "l3"])
+    fleet.reported("t1", "l1", "OK", steps=10)
+    fleet.reported("t1", "l2", "ERROR")
+    fleet.reported("t1", "l3", "DIVERGED", steps=4)  # a diverged loss is a result, not a trainer failure
+    (t1,) = fleet.trainers()
+    assert (t1.evaluations, t1.failures, t1.leases_held) == (3, 1, 0)
+    assert fleet.leases_granted == 3
+    assert dict(fleet.reports) == {"OK": 1, "ERROR": 1, "DIVERGED": 1}
