@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taylorglo_tf import extras
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import types_pb2
@@ -118,8 +117,14 @@ class LiveTensorBoard:
     """Subscribes to ``scheduler``'s events and writes them under ``log_dir`` in a thread of its own."""
 
     def __init__(self, log_dir: str | os.PathLike[str], scheduler: Scheduler):
-        with extras.needs("--tensorboard-dir"):  # the event protos: a missing package is named before anything starts
+        try:  # the event protos: a missing package is named before anything starts
             import tensorboard.compat.proto.event_pb2  # noqa: F401
+        except ModuleNotFoundError as error:
+            # the [train] extra would bring TensorFlow too; the package alone is enough here
+            raise ModuleNotFoundError(
+                "--tensorboard-dir needs the tensorboard package (no TensorFlow): pip install tensorboard",
+                name=error.name,
+            ) from error
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._runs: dict[str, _Run] = {}

@@ -400,3 +400,39 @@ def test_coordinator_serves_a_search_with_only_the_coordinator_extra_installed(t
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--listen" in result.stdout
     assert result.stdout.splitlines()[-1] == "served True True"
+
+
+def _coordinator_image_program(body: str) -> str:
+    """``body`` run with what the coordinator image leaves out made unimportable."""
+    absent = ["tensorflow", "keras", "tensorflow_datasets", "scipy", "matplotlib", "sklearn", "tensorboard"]
+    return (
+        "import importlib.abc, sys\n"
+        f"ABSENT = {absent!r}\n"
+        "class Absent(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ABSENT:\n"
+        "            raise ModuleNotFoundError(f'{name} is not in the coordinator image', name=name)\n"
+        "sys.meta_path.insert(0, Absent())\n" + body
+    )
+
+
+def test_the_coordinator_image_serves_metrics_and_names_the_package_tensorboard_dir_needs(tmp_path):
+    """prometheus-client comes with the coordinator extra; --tensorboard-dir needs the tensorboard
+    package, which the image leaves out: refused at start (exit 2) saying what to install."""
+    body = (
+        "import urllib.request\n"
+        "from taylorglo_tf.cli import main\n"
+        "from taylorglo_tf.coordinator.server import serve\n"
+        f"server = serve({str(tmp_path / 'm.db')!r}, metrics_listen='127.0.0.1:0')\n"
+        "text = urllib.request.urlopen(f'http://127.0.0.1:{server.metrics_port}/metrics').read().decode()\n"
+        "server.stop(grace=0)\n"
+        "print('metrics', 'taylorglo_trainers_active' in text)\n"
+        f"code = main(['coordinator', '--db', {str(tmp_path / 't.db')!r}, '--tensorboard-dir', {str(tmp_path)!r}])\n"
+        "print('exit', code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _coordinator_image_program(body)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-2:] == ["metrics True", "exit 2"]
+    assert "--tensorboard-dir needs the tensorboard package (no TensorFlow): pip install tensorboard" in result.stderr
