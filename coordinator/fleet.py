@@ -125,6 +125,11 @@ class Fleet:
             state.leases.discard(lease_id)
             state._steps.pop(lease_id, None)
 
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """(leases granted, reports by status), read together under the fleet's lock."""
+        with self._lock:
+            return self.leases_granted, dict(self.reports)
+
     def candidate_finished(self, experiment_id: str) -> None:
         """One candidate of the experiment reached a final state (the scheduler's event)."""
         with self._lock:

@@ -54,11 +54,12 @@ class _Snapshot(Collector):
     def collect(self) -> Iterator[Any]:
         trainers = self._fleet.trainers()
         queued, running = self._scheduler.load()
+        leases_granted, reports_by_status = self._fleet.counts()
         granted = CounterMetricFamily("taylorglo_leases_granted", "Leases granted to trainers.")
-        granted.add_metric([], self._fleet.leases_granted)
+        granted.add_metric([], leases_granted)
         yield granted
         reports = CounterMetricFamily("taylorglo_reports", "Evaluation reports by status.", labels=["status"])
-        for status, count in sorted(self._fleet.reports.copy().items()):
+        for status, count in sorted(reports_by_status.items()):
             reports.add_metric([status], count)
         yield reports
         expired = CounterMetricFamily("taylorglo_leases_expired", "Leases ended without a heartbeat or progress.")
