@@ -27,3 +27,6 @@ DB_BUSY_TIMEOUT_S = 0.25
 DB_LOCKED_RETRY_S = 1.0
 # Seconds of recent history a trainer's candidate-steps/s and an experiment's rate (and ETA) are measured over.
 RATE_WINDOW_S = 120.0
+# A lost trainer stays in the fleet view this long after its last call, then is forgotten (trainers
+# restarted under new ids would otherwise grow the view, and GetFleet's answer, without end).
+FORGET_LOST_TRAINER_S = 24 * 3600.0

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 
-from .defaults import RATE_WINDOW_S
+from .defaults import FORGET_LOST_TRAINER_S, RATE_WINDOW_S
 from .model import ExperimentRecord
 
 
@@ -53,10 +53,14 @@ class ExperimentPace:
     eta_s: float | None  # None until a rate is measured
 
 
-def _rate(samples: collections.deque, now: float, window: float) -> float:
-    """Sum of the amounts in ``samples`` ((time, amount) pairs) per second over the last ``window``."""
+def _trim(samples: collections.deque, now: float, window: float) -> None:
     while samples and samples[0][0] < now - window:
         samples.popleft()
+
+
+def _rate(samples: collections.deque, now: float, window: float) -> float:
+    """Sum of the amounts in ``samples`` ((time, amount) pairs) per second over the last ``window``."""
+    _trim(samples, now, window)
     if not samples:
         return 0.0
     span = max(now - samples[0][0], 1.0)  # one burst of results is not an infinite rate
@@ -104,6 +108,7 @@ class Fleet:
                 state._steps[lease_id] = steps_done
             if new_steps:
                 state._progress.append((now, new_steps))
+                _trim(state._progress, now, self._window_s)  # bounded whether or not anyone reads it
 
     def reported(self, trainer_id: str, lease_id: str, status: str, steps: int = 0) -> None:
         """A ReportResult: ``status`` is the evaluation status's name (``OK``, ``ERROR``, ...)."""
@@ -114,6 +119,7 @@ class Fleet:
             before = state._steps.pop(lease_id, 0)
             if steps > before:
                 state._progress.append((now, steps - before))
+                _trim(state._progress, now, self._window_s)
             state.evaluations += 1
             if status in ("ERROR", "ABORTED"):
                 state.failures += 1
@@ -133,14 +139,21 @@ class Fleet:
     def candidate_finished(self, experiment_id: str) -> None:
         """One candidate of the experiment reached a final state (the scheduler's event)."""
         with self._lock:
-            self._finished[experiment_id].append((self._clock(), 1))
+            now = self._clock()
+            finished = self._finished[experiment_id]
+            finished.append((now, 1))
+            _trim(finished, now, self._window_s)
 
     def trainers(self) -> list[TrainerState]:
-        """Snapshots, oldest first; a trainer silent past the TTL is ``lost`` and holds no lease."""
+        """Snapshots, oldest first; a trainer silent past the TTL is ``lost`` and holds no lease, and
+        one silent for :data:`~.defaults.FORGET_LOST_TRAINER_S` is forgotten."""
         with self._lock:
             now = self._clock()
             out = []
-            for state in self._trainers.values():
+            for trainer_id, state in list(self._trainers.items()):
+                if now - state.last_contact > FORGET_LOST_TRAINER_S:
+                    del self._trainers[trainer_id]
+                    continue
                 lost = now - state.last_contact > self._lost_after_s
                 if lost:
                     state.leases.clear()  # its leases expire with the same TTL

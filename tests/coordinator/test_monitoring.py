@@ -322,3 +322,20 @@ def test_failed_reports_count_against_their_trainer_and_by_status():
     assert (t1.evaluations, t1.failures, t1.leases_held) == (3, 1, 0)
     assert fleet.leases_granted == 3
     assert dict(fleet.reports) == {"OK": 1, "ERROR": 1, "DIVERGED": 1}
+
+
+def test_the_fleet_keeps_only_its_rate_window_and_forgets_a_trainer_lost_for_a_day():
+    """Nobody may read the fleet for days: what it keeps must stay bounded anyway."""
+    from taylorglo_tf.coordinator.defaults import FORGET_LOST_TRAINER_S
+
+    now = [0.0]
+    fleet = Fleet(lost_after_s=60.0, clock=lambda: now[0], window_s=10.0)
+    for step in range(1, 1001):
+        now[0] = float(step)
+        fleet.heartbeat("busy", [("lease", step)])
+        fleet.candidate_finished("e")
+    assert len(fleet._trainers["busy"]._progress) <= 11 and len(fleet._finished["e"]) <= 11
+    fleet.leased("gone", [])
+    now[0] += FORGET_LOST_TRAINER_S + 1
+    fleet.leased("busy", [])
+    assert [t.trainer_id for t in fleet.trainers()] == ["busy"]
