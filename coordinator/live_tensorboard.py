@@ -67,7 +67,7 @@ class _Run:
         self.folder = folder
         self.theta_length = len(experiment.best_theta) or _theta_length(experiment)
         self.file = EventFile(open(folder / _event_file_name(), "wb"), wall_time=time.time())  # noqa: SIM115
-        self.file._write(_event(_hparams_experiment(self.theta_length)))
+        self.file.write(_event(_hparams_experiment(self.theta_length)))
 
 
 def _theta_length(experiment: types_pb2.Experiment) -> int:
@@ -196,7 +196,7 @@ class LiveTensorBoard:
             for i, value in enumerate(c.theta):
                 start.hparams[f"theta_{i:02d}"].number_value = value
             start.hparams["generation"].number_value = c.generation
-            trial._write(
+            trial.write(
                 _event(
                     _hparams_summary(
                         metadata.SESSION_START_INFO_TAG,
@@ -213,12 +213,12 @@ class LiveTensorBoard:
                 "candidate/steps": float(c.metrics.steps),
                 "candidate/status": float(c.status),
             }
-            trial._write(_event(_scalars(values), step=c.generation))
+            trial.write(_event(_scalars(values), step=c.generation))
             ok = c.status == types_pb2.CANDIDATE_STATUS_SUCCEEDED
             end = plugin_data_pb2.SessionEndInfo(
                 status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE, end_time_secs=time.time()
             )
-            trial._write(
+            trial.write(
                 _event(
                     _hparams_summary(
                         metadata.SESSION_END_INFO_TAG,
@@ -233,11 +233,11 @@ class LiveTensorBoard:
         values = {"generation/best_fitness": g.best_fitness, "generation/mean_fitness": g.mean_fitness}
         values["generation/sigma"] = g.sigma
         values["experiment/best_fitness"] = experiment.best_fitness
-        run.file._write(_event(_scalars(values), step=g.generation))
+        run.file.write(_event(_scalars(values), step=g.generation))
         if self._images and len(g.best_theta):
             png = self._loss_png(experiment, list(g.best_theta), g.generation)
             if png is not None:
-                run.file._write(_event(_image("loss_shape/best", png), step=g.generation))
+                run.file.write(_event(_image("loss_shape/best", png), step=g.generation))
 
     def _loss_png(self, experiment: types_pb2.Experiment, theta: list[float], generation: int) -> bytes | None:
         """The binary view of ``theta`` as a PNG, or None without matplotlib (the coordinator image)."""

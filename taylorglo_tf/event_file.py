@@ -49,6 +49,10 @@ class EventFile(Output):
             value.metadata.summary_description = description
         self._write(event_pb2.Event(wall_time=wall_time, step=int(step), summary=summary_pb2.Summary(value=[value])))
 
+    def write(self, event: event_pb2.Event) -> None:
+        """Any event as it is: HParams and image summaries, which ``Writer`` does not make."""
+        self._write(event)
+
     def flush(self) -> None:
         self._records.flush()
 
