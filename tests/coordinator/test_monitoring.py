@@ -267,6 +267,19 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"
 """
 
 
+TENSORBOARD_READER = r"""
+import sys
+from pathlib import Path
+from tensorboard.backend.event_processing import event_accumulator as ea
+run = Path(sys.argv[1])
+main = ea.EventAccumulator(str(run), size_guidance={ea.IMAGES: 0}); main.Reload()
+print(sorted(main.PluginTagToContent("hparams")), main.Tags()["images"], len(main.Tags()["scalars"]))
+[trial_dir] = [p for p in run.iterdir() if p.is_dir()]
+trial = ea.EventAccumulator(str(trial_dir)); trial.Reload()
+print(sorted(trial.PluginTagToContent("hparams")), len(trial.Tags()["scalars"]))
+"""
+
+
 def test_live_tensorboard_writes_without_importing_tensorflow(tmp_path):
     """The coordinator stays free of TensorFlow with --tensorboard-dir too (TensorFlow is installed here)."""
     done = subprocess.run(
@@ -280,6 +293,15 @@ def test_live_tensorboard_writes_without_importing_tensorflow(tmp_path):
     assert {"generation/best_fitness", "loss_shape/best", hparams_metadata.EXPERIMENT_TAG} <= tags
     (image,) = [v.image for e in folder_events(run) for v in e.summary.value if v.tag == "loss_shape/best"]
     assert image.encoded_image_string.startswith(b"\x89PNG")
+    # TensorBoard's own loader (it imports TensorFlow, so in a process of its own) sees each plugin's data
+    read = subprocess.run(
+        [sys.executable, "-c", TENSORBOARD_READER, str(run)], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert read.returncode == 0, read.stderr[-3000:]
+    assert read.stdout.strip().splitlines()[-2:] == [
+        "['_hparams_/experiment'] ['loss_shape/best'] 4",
+        "['_hparams_/session_end_info', '_hparams_/session_start_info'] 4",
+    ]
 
 
 def test_a_scrape_never_waits_for_the_schedulers_lock(coordinator):
