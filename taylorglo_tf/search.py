@@ -79,8 +79,6 @@ LOCAL_LEASE_TTL_S = 10.0
 TRAINER_WAIT_MS = 2000  # the in-process trainer's lease long poll
 FIND_TIMEOUT_S = 600.0  # how long a copy that is not the chief waits for the chief's experiment
 FIND_POLL_S = 1.0
-# The results of `taylorglo run` a fresh search (overwrite=True) removes from the directory.
-_RESULT_FILES = ("candidates.csv", "best_loss.json", "comparison.json", "comparison.txt", "experiment.json")
 
 _LIVE_OR_DONE = ("EXPERIMENT_STATE_PENDING", "EXPERIMENT_STATE_RUNNING", "EXPERIMENT_STATE_SUCCEEDED")
 
@@ -291,12 +289,17 @@ class LossSearch:
         )
 
     def _clear_directory(self) -> None:
+        """overwrite=True: the database (and its -wal/-shm/.lock files) and the result folder's files go."""
+        from taylorglo_tf import results
+
         for path in self.directory.glob(DB_NAME + "*"):
             path.unlink()
-        for name in _RESULT_FILES:
+        for name in (
+            *(results.BEST_THETA, results.BEST_LOSS, results.CANDIDATES, results.HISTORY, results.EXPERIMENT),
+            *(results.FITNESS_PLOT, results.LOSS_SHAPES_PLOT, results.COMPARISON_JSON, results.COMPARISON_TEXT),
+        ):
             (self.directory / name).unlink(missing_ok=True)
-        for folder in ("plots", "tensorboard"):
-            shutil.rmtree(self.directory / folder, ignore_errors=True)
+        shutil.rmtree(self.directory / results.TENSORBOARD_DIR, ignore_errors=True)
 
     @contextlib.contextmanager
     def _coordinator(self, address: str) -> Iterator[tuple[Any, Any]]:

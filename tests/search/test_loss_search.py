@@ -148,9 +148,11 @@ def test_running_the_script_again_resumes_and_overwrite_starts_again(tmp_path):
     assert again.experiment_id == first.experiment_id and "resumed experiment" in out.getvalue()
     assert _thetas(tmp_path / "wine") == before  # nothing trained twice
 
+    (tmp_path / "wine" / "comparison.txt").write_text("a comparison of the old search")
     fresh = wine_search(tmp_path / "wine", overwrite=True, out=io.StringIO())
     fresh.search(x, y, validation_data=validation)
     assert fresh.experiment_id != first.experiment_id
+    assert not (tmp_path / "wine" / "comparison.txt").exists()  # nothing of the old search is left
     assert [row[:3] for row in _thetas(tmp_path / "wine")] == [row[:3] for row in before]  # same seeds, same search
 
 
