@@ -30,7 +30,8 @@ PURPOSE = {
     "fitness.png": "best and mean fitness per generation (the paper's Figure 2)",
     "loss_shapes.png": "each generation's best loss in the binary-classification view (the paper's Figure 3a)",
     "tensorboard/": "the history's scalars, each generation's at its finish time "
-    "(`tensorboard --logdir RESULT/tensorboard`)",
+    "(`tensorboard --logdir RESULT/tensorboard`); from `taylorglo run`, also the live run written while "
+    "it searched (`<experiment id>/`: scalars, HParams trials, loss shapes)",
 }
 RUN_ONLY = {
     "comparison.json": "(`taylorglo run` only) the runs, means and one-tailed Welch t-test of the best loss "

@@ -7,7 +7,7 @@ container provides is mapped: the service name ``coordinator`` and the
 container's ``0.0.0.0`` become 127.0.0.1 with a free port, named volumes become
 temporary folders, files the Dockerfiles copy (``/opt/taylorglo/healthcheck.py``)
 their source in the repository. Then a client submits a small search with the
-client token, as the README says, and sees it complete on the Keras trainer.
+client token, as the Compose guide (docs/how-to/compose.md) says, and sees it complete on the Keras trainer.
 The TLS override (compose.tls.yaml, merged by docker-compose itself) is run the
 same way with a certificate in docker/certs/: health checks and clients over TLS.
 """
@@ -219,7 +219,7 @@ def test_compose_trainer_on_a_three_gpu_host_runs_one_pinned_worker_per_gpu(comp
 
 
 def _make_certificate(certs: Path) -> None:
-    """A self-signed server certificate that is also the CA, for the names the README lists."""
+    """A self-signed server certificate that is also the CA, for the names the several-machines guide lists."""
     self_signed(certs / "server.crt", certs / "server.key", ["coordinator"])
     shutil.copy(certs / "server.crt", certs / "ca.crt")
 

@@ -32,7 +32,7 @@ from tests.helpers.kube_manifests import (
 )
 from tests.helpers.local_deploy import ROOT
 
-# The newest schema kubernetes-validate ships, and the oldest version the README promises.
+# The newest schema kubernetes-validate ships, and the oldest version the Kubernetes guide promises.
 KUBERNETES_VERSIONS = ("1.37.0", "1.30.0")
 GPU = "nvidia.com/gpu"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
