@@ -3,7 +3,7 @@
 TensorFlow 2.21 uses its oneDNN CPU kernels by default only on CPUs with
 AVX-512 VNNI/BF16 or AMX; elsewhere (AVX2 machines, most laptops and many cloud
 VMs) it falls back to Eigen's. For the paper's convnets oneDNN trains about
-twice as fast there (``benchmarks/cpu_kernels.py``, docs/explanation/benchmarks.md), so the
+twice as fast there (``benchmarks/cpu_kernels.py``, docs/BENCHMARKS.md), so the
 ``taylorglo`` command turns it on unless ``TF_ENABLE_ONEDNN_OPTS`` is already
 set (the ``tiny`` test model is about 20% slower with it: ``taylorglo run``
 measures both settings). The variable is inherited by the trainers and probes it starts.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-# Measured on a 2-core AVX2 VM: basic_cnn steps 1.8x (K=1) to 2.1x (K=8) faster (docs/explanation/benchmarks.md).
+# Measured on a 2-core AVX2 VM: basic_cnn steps 1.8x (K=1) to 2.1x (K=8) faster (docs/BENCHMARKS.md).
 ONEDNN_DEFAULT = "1"
 # The variables above that hold our default rather than the user's choice (comma-separated),
 # so that a measurement may still replace them (``taylorglo run``'s layout).

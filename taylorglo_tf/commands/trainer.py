@@ -144,7 +144,7 @@ def make_evaluator(args: argparse.Namespace):
         tf.config.experimental.set_memory_growth(gpu, True)
     xla = args.xla
     if xla == "auto" and not tf.config.list_physical_devices("GPU"):
-        xla = "off"  # on CPU XLA measured 3-4x slower for these convnets (docs/explanation/benchmarks.md)
+        xla = "off"  # on CPU XLA measured 3-4x slower for these convnets (docs/BENCHMARKS.md)
     return KerasEvaluator(data_dir=args.data_dir, candidates_per_step=args.candidates_per_step, xla=xla)
 
 

@@ -42,7 +42,7 @@ ProgressFn = Callable[[int, int], "bool | None"]
 # How a training attempt ends for one candidate: a result's status, or "retry" when the abort rule fired.
 AttemptStatus = Literal["ok", "diverged", "aborted", "retry"]
 
-# XLA on/off was measured with benchmarks/evaluation.py (docs/explanation/benchmarks.md): on CPU
+# XLA on/off was measured with benchmarks/evaluation.py (docs/BENCHMARKS.md): on CPU
 # XLA is slower for these convnets, so it is off by default; GPUs may differ.
 DEFAULT_JIT_COMPILE = False
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = (1, 2, 4, 8, 16, 32)
 # On a CPU a K above this only adds memory: batched K=8 already fills the cores
-# (docs/explanation/benchmarks.md, "Many candidates per step"), so ``auto`` measures no more.
+# (docs/BENCHMARKS.md, "Many candidates per step"), so ``auto`` measures no more.
 CPU_MAX_CANDIDATES = 8
 PROBE_STEPS = 3
 # A probe process (TensorFlow start-up, data, tracing, timing) that takes longer is stuck.
@@ -173,7 +173,7 @@ def local_layout(
 
     Two TensorFlow processes on two cores fight over the threads, one process
     may not fill the cores either, and oneDNN trains the paper's convnets much
-    faster but tiny ones slower (docs/explanation/benchmarks.md), so each is measured as it
+    faster but tiny ones slower (docs/BENCHMARKS.md), so each is measured as it
     would run: per oneDNN setting, one probe process timing K = 1, 2, 4, 8
     (:data:`CPU_MAX_CANDIDATES`), and ``cores`` probe processes timing one
     candidate each at the same time (they start the clock together). Returns

@@ -4,7 +4,7 @@ Read statically (``ast``) from every module of the three packages: ``import``
 and ``from ... import`` anywhere in a module (inside functions and
 ``if TYPE_CHECKING:`` blocks too), and the module names a module passes to
 ``importlib`` (the lazy exports' tables and f-string prefixes). The rule is
-:data:`LAYERS` below; docs/explanation/architecture.md describes the same layers.
+:data:`LAYERS` below; docs/ARCHITECTURE.md describes the same layers.
 """
 
 from __future__ import annotations
