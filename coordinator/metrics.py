@@ -29,19 +29,10 @@ from taylorglo_tf.connection import parse_address
 
 from .fleet import Fleet
 from .scheduler import Scheduler
+from .storage import WRITE_METHODS
 
 # Storage writes take milliseconds; a locked or slow disk shows in the upper buckets.
 STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_WRITES = frozenset(
-    {
-        "insert_experiment",
-        "advance_generation",
-        "update_experiment",
-        "grant_leases",
-        "update_candidate",
-        "delete_experiment",
-    }
-)
 
 
 class _Snapshot(Collector):
@@ -131,7 +122,7 @@ class _TimedStorage:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
-        if name not in _WRITES:
+        if name not in WRITE_METHODS:
             return attribute
         observe = self._histogram.labels(name).observe
 

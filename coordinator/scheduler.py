@@ -78,7 +78,7 @@ from .leases import Lease, LeaseTable
 from .model import CandidateRecord, ExperimentRecord, GenerationRecord, result_proto
 from .ratelog import RateLimitedLog
 from .runner import ExperimentRun, Prescreen, Step
-from .storage import Storage
+from .storage import WRITE_METHODS, Storage
 
 log = logging.getLogger(__name__)
 storage_log = RateLimitedLog(log)  # a full disk fails every pass: one line per distinct error
@@ -763,16 +763,7 @@ class _WriteWatch:
     """A storage whose writes report their outcome to the scheduler (called under its lock):
     ``refused()`` after a write failed with StorageUnavailable, ``wrote()`` after one succeeded."""
 
-    WRITES = frozenset(
-        {
-            "insert_experiment",
-            "advance_generation",
-            "update_experiment",
-            "grant_leases",
-            "update_candidate",
-            "delete_experiment",
-        }
-    )
+    WRITES = WRITE_METHODS
 
     def __init__(self, storage: Storage, refused: Callable[[], None], wrote: Callable[[], None]):
         self._inner = storage

@@ -250,6 +250,19 @@ class SqliteUnavailable(StorageUnavailable, sqlite3.OperationalError):
     """A retryable SQLite error (still an OperationalError for callers that know SQLite)."""
 
 
+# The Storage methods that write (what a fault or a timing wrapper of a storage watches).
+WRITE_METHODS = frozenset(
+    {
+        "insert_experiment",
+        "advance_generation",
+        "update_experiment",
+        "grant_leases",
+        "update_candidate",
+        "delete_experiment",
+    }
+)
+
+
 def open_storage(url: str | os.PathLike[str], **options) -> Storage:
     """The storage a URL names: ``sqlite:///relative/path.db`` (``sqlite:////abs/path.db`` is
     absolute), a plain file path, ``:memory:`` (SQLite) or ``memory://`` (no SQLite).

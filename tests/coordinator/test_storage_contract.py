@@ -197,3 +197,11 @@ def test_a_whole_search_runs_on_the_backend(storage):
     assert drain(scheduler) == 8
     assert scheduler.get(exp.id).state == types_pb2.EXPERIMENT_STATE_SUCCEEDED
     assert [g.generation for g in storage.load_generations(exp.id)] == [0, 1]
+
+
+def test_the_write_methods_are_the_contract_s_every_method_but_reads_and_close():
+    """What wraps a storage to watch its writes (fault injection, timings) reads this one list."""
+    from taylorglo_tf.coordinator.storage import WRITE_METHODS, Storage
+
+    methods = {name for name in vars(Storage) if not name.startswith("_") and callable(getattr(Storage, name))}
+    assert methods - {"close"} - {m for m in methods if m.startswith(("load_", "find_"))} == WRITE_METHODS
