@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WAIT_MS = 10_000  # lease long-poll time (at most limits.MAX_WAIT_MS)
 RETURN_TIMEOUT_S = 5.0  # giving leases back is best effort: they expire anyway
 _MAX_IDLE_S = 1.0  # the control loop looks at the clock at least this often
+_DISTINCT_FAILURES_KEPT = 100  # failure texts remembered so that each is logged in full once
 
 Heartbeat = Callable[[int], bool]
 """``heartbeat(steps_done) -> keep_going``."""
@@ -310,6 +311,8 @@ class Worker:
         self._stopping = False
         self._stop_deadline = math.inf  # time.monotonic() when a shutdown's grace period ends
         self._jobs: queue.SimpleQueue[_Batch | None] | None = None  # the evaluation thread's, while it runs
+        # a failure's text -> the lease that logged it first (the evaluation thread's alone)
+        self._failures_logged: dict[str, str] = {}
         self.reported = 0  # evaluations reported (accepted or not)
         self.returned = 0  # leases given back unfinished
         self.lease_calls = 0  # LeaseCandidate calls that granted leases
@@ -568,7 +571,13 @@ class Worker:
             if isinstance(result, BaseException) and not isinstance(result, EvaluationStopped):
                 # The traceback goes to the coordinator; the trainer's own log says why too.
                 why = "".join(traceback.format_exception_only(type(result), result)).strip()
-                log.warning("evaluation of %s failed: %s", lease.lease_id, why)
+                first = self._failures_logged.setdefault(why, lease.lease_id)
+                if first == lease.lease_id:
+                    log.warning("evaluation of %s failed: %s", lease.lease_id, why)
+                else:  # a trainer that cannot run a task says so once, not once per lease
+                    log.info("evaluation of %s failed as %s did", lease.lease_id, first)
+                if len(self._failures_logged) > _DISTINCT_FAILURES_KEPT:
+                    self._failures_logged.pop(next(iter(self._failures_logged)))
         return results
 
     def _on_evaluated(self, batch: _Batch, results: list[Result]) -> None:
