@@ -63,6 +63,7 @@ def test_every_module_of_an_extra_has_its_distribution_in_that_extra():
         "sklearn": "scikit-learn",
         "tensorflow_datasets": "tensorflow-datasets",
         "grpc_reflection": "grpcio-reflection",
+        "prometheus_client": "prometheus-client",
     }
     for module, extra in extras.EXTRA_OF.items():
         assert distribution.get(module, module) in {_name(r) for r in extras_[extra]}, module
