@@ -1,8 +1,7 @@
 """A storage whose writes fail on demand, as a full disk's do."""
 
+from taylorglo_tf.coordinator.storage import WRITE_METHODS as WRITES
 from taylorglo_tf.coordinator.storage import SqliteUnavailable
-
-WRITES = ("insert_experiment", "advance_generation", "update_experiment", "grant_leases", "update_candidate")
 
 
 class FaultyStorage:
