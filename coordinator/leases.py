@@ -55,7 +55,7 @@ class LeaseTable:
         lease.expires = expires
 
     def progressed(self, lease: Lease, steps_done: int, progress_by: float) -> None:
-        """The trainer reported more steps than before: a new progress deadline."""
+        """The trainer reported a new step count (more steps, or a retry from step 1): a new progress deadline."""
         lease.steps_done = steps_done
         lease.progress_by = progress_by
 

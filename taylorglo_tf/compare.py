@@ -208,18 +208,14 @@ class TunedComparison:
 def base_learning_rate(task: Task) -> float:
     """The task's initial learning rate, times ``task.lr_scale``: the zoo recipe's, a ``python:`` model's
     recipe block's, or what a ``script:`` model's optimizer factory starts at."""
-    from taylorglo_tf import models  # the registry only: no TensorFlow
     from taylorglo_tf.training import sources
 
-    which = sources.kind(task.model)
-    if which == "python":
-        return float(sources.check_recipe(task.recipe, task.model)["learning_rate"]) * task.lr_scale
-    if which == "script":
+    if sources.kind(task.model) == "script":
         import numpy as np
 
         rate = sources.lookup(task.model).optimizer().learning_rate  # a schedule reads as its first value
         return float(np.asarray(rate)) * task.lr_scale
-    return models.recipe(task.model, task.dataset).lr * task.lr_scale
+    return sources.recipe(task).lr * task.lr_scale
 
 
 def check_lr_multipliers(values: Sequence[float]) -> tuple[float, ...]:

@@ -112,25 +112,12 @@ class Session:
         ``sources.UnknownSource`` a ``script:`` model this process has not registered)."""
         if sources.kind(task.model) == "script":
             return cls._open_script(task, jit_compile)
-        from taylorglo_tf import data, models
+        from taylorglo_tf import data
 
         python = sources.kind(task.model) == "python"
+        recipe = sources.recipe(task)
         if python:
-            r = sources.check_recipe(task.recipe, task.model)
-            recipe = Recipe(
-                task.model,
-                lr=r["learning_rate"],
-                momentum=r["momentum"],
-                nesterov=r["nesterov"],
-                weight_decay=r["weight_decay"],
-                batch_size=r["batch_size"],
-                steps=r["steps"],
-                milestones=tuple(r["milestones"]),
-                gamma=r["gamma"],
-            )
             user_builder = sources.import_builder(task.model)
-        else:
-            recipe = models.recipe(task.model, task.dataset)
         splits = data.load(task.dataset, data_dir=task.data_dir, fraction=task.fraction, seed=task.seed)
         batch_size = task.batch_size or recipe.batch_size
         n_train = len(splits.y_train)

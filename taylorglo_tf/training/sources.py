@@ -261,6 +261,28 @@ _lock = threading.Lock()
 _versions = itertools.count(1)
 
 
+def recipe(task: Any) -> Any:
+    """The training recipe (a ``models.recipe.Recipe``) of a zoo task, or of a ``python:`` task's
+    ``task.recipe`` block (a ``script:`` model's recipe is its optimizer factory: none here)."""
+    from taylorglo_tf import models
+    from taylorglo_tf.models.recipe import Recipe
+
+    if kind(task.model) != "python":
+        return models.recipe(task.model, task.dataset)
+    r = check_recipe(task.recipe, task.model)
+    return Recipe(
+        task.model,
+        lr=r["learning_rate"],
+        momentum=r["momentum"],
+        nesterov=r["nesterov"],
+        weight_decay=r["weight_decay"],
+        batch_size=r["batch_size"],
+        steps=r["steps"],
+        milestones=tuple(r["milestones"]),
+        gamma=r["gamma"],
+    )
+
+
 def register(
     name: str,
     build_model: Any,
