@@ -79,8 +79,13 @@ class MemoryStorage:
             self._put_candidates([candidate for _, candidate in grants])
 
     def update_candidate(self, candidate: CandidateRecord, experiment: ExperimentRecord | None = None) -> None:
+        self.update_candidates([candidate], experiment)
+
+    def update_candidates(
+        self, candidates: Sequence[CandidateRecord], experiment: ExperimentRecord | None = None
+    ) -> None:
         with self._lock:
-            self._put_candidates([candidate])
+            self._put_candidates(candidates)
             stored = self._experiments.get(experiment.id) if experiment is not None else None
             if experiment is not None and stored is not None:
                 # counters only, as the SQLite backend: the state and the rest of the row stay

@@ -32,8 +32,12 @@ FINAL_CANDIDATE_STATUSES = frozenset(
         types_pb2.CANDIDATE_STATUS_ABORTED,
         types_pb2.CANDIDATE_STATUS_FAILED,
         types_pb2.CANDIDATE_STATUS_INVALID,
+        types_pb2.CANDIDATE_STATUS_STOPPED,
     }
 )
+
+# A candidate's value at one early-stopping checkpoint: (checkpoint index, steps, validation accuracy).
+Checkpoint = tuple[int, int, float]
 
 
 def timestamp(seconds: float) -> Timestamp | None:
@@ -100,6 +104,16 @@ class CandidateRecord:
     error: str = ""
     # the lease currently granted for it ("" when none)
     lease_id: str = ""
+    # early stopping: the first value reported at each checkpoint reached, by index
+    checkpoints: tuple[Checkpoint, ...] = ()
+    # the checkpoint (1-based) at which the rule stopped it; 0: not stopped
+    stopped_at: int = 0
+    # while WAITING: the final status it reported (it gets it unless the rule stops it)
+    held_status: int = 0
+
+    def value_at(self, index: int) -> float | None:
+        """Its validation accuracy at checkpoint ``index`` (0-based), None if not reported."""
+        return next((value for i, _, value in self.checkpoints if i == index), None)
 
     @property
     def final(self) -> bool:
@@ -119,7 +133,13 @@ class CandidateRecord:
             create_time=timestamp(self.create_time),
             finish_time=timestamp(self.finish_time),
             error=self.error,
+            checkpoints=checkpoint_protos(self.checkpoints),
+            stopped_at=self.stopped_at,
         )
+
+
+def checkpoint_protos(checkpoints: tuple[Checkpoint, ...]) -> list[types_pb2.CheckpointValue]:
+    return [types_pb2.CheckpointValue(index=i, steps=steps, val_accuracy=value) for i, steps, value in checkpoints]
 
 
 @dataclass

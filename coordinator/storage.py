@@ -122,6 +122,17 @@ INSERT INTO optimizer_states (experiment_id, state) SELECT id, es_state FROM exp
 ALTER TABLE experiments DROP COLUMN es_state;
 """,
     ),
+    # Early stopping: each candidate's checkpoint values, the rule's decision and, while it
+    # waits for one, the status it reported.
+    (
+        3,
+        MIN_SQLITE_VERSION,
+        """
+ALTER TABLE candidates ADD COLUMN checkpoints BLOB;
+ALTER TABLE candidates ADD COLUMN stopped_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE candidates ADD COLUMN held_status INTEGER NOT NULL DEFAULT 0;
+""",
+    ),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -155,6 +166,9 @@ CREATE TABLE candidates (
     finish_time REAL NOT NULL,
     error TEXT NOT NULL,
     lease_id TEXT NOT NULL,
+    checkpoints BLOB,
+    stopped_at INTEGER NOT NULL DEFAULT 0,
+    held_status INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (experiment_id, generation, idx)
 );
 CREATE TABLE generations (
@@ -223,6 +237,11 @@ class Storage(Protocol):
     def update_candidate(self, candidate: CandidateRecord, experiment: ExperimentRecord | None = None) -> None:
         """Rewrite a candidate; with ``experiment``, also its progress counters and best so far."""
 
+    def update_candidates(
+        self, candidates: Sequence[CandidateRecord], experiment: ExperimentRecord | None = None
+    ) -> None:
+        """:meth:`update_candidate` for several candidates at once (one transaction)."""
+
     def delete_experiment(self, experiment_id: str) -> None:
         """An experiment with its candidates, generations, leases and optimizer state."""
 
@@ -258,6 +277,7 @@ WRITE_METHODS = frozenset(
         "update_experiment",
         "grant_leases",
         "update_candidate",
+        "update_candidates",
         "delete_experiment",
     }
 )
@@ -412,6 +432,14 @@ def _array(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f8").copy()
 
 
+def _checkpoints(blob: bytes | None) -> tuple:
+    """A candidate's stored checkpoint values: rows of (index, steps, validation accuracy)."""
+    if blob is None:
+        return ()
+    rows = _array(blob).reshape(-1, 3)
+    return tuple((int(i), int(steps), float(value)) for i, steps, value in rows)
+
+
 def _blob(values: np.ndarray) -> bytes:
     return np.asarray(values, dtype="<f8").tobytes()
 
@@ -548,12 +576,16 @@ class SqliteStorage:
             c.finish_time,
             c.error,
             c.lease_id,
+            _blob(np.array(c.checkpoints, dtype=np.float64).reshape(-1)) if c.checkpoints else None,
+            c.stopped_at,
+            c.held_status,
         )
 
     def _put_candidates(self, db: sqlite3.Connection, candidates: Sequence[CandidateRecord]) -> None:
         db.executemany(
             "INSERT OR REPLACE INTO candidates (experiment_id, generation, idx, theta, status, fitness, attempts,"
-            " trainer_id, metrics, create_time, finish_time, error, lease_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " trainer_id, metrics, create_time, finish_time, error, lease_id, checkpoints, stopped_at, held_status)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [self._candidate_row(c) for c in candidates],
         )
 
@@ -610,8 +642,13 @@ class SqliteStorage:
             self._put_candidates(db, [candidate for _, candidate in grants])
 
     def update_candidate(self, candidate: CandidateRecord, experiment: ExperimentRecord | None = None) -> None:
+        self.update_candidates([candidate], experiment)
+
+    def update_candidates(
+        self, candidates: Sequence[CandidateRecord], experiment: ExperimentRecord | None = None
+    ) -> None:
         with self._tx() as db:
-            self._put_candidates(db, [candidate])
+            self._put_candidates(db, candidates)
             if experiment is not None:
                 # counters only; the optimizer state lives in its own table
                 db.execute(
@@ -695,6 +732,9 @@ class SqliteStorage:
                 finish_time=r["finish_time"],
                 error=r["error"],
                 lease_id=r["lease_id"],
+                checkpoints=_checkpoints(r["checkpoints"]),
+                stopped_at=r["stopped_at"],
+                held_status=r["held_status"],
             )
             for r in rows
         ]

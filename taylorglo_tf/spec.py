@@ -42,6 +42,14 @@ DEFAULT_MAX_ATTEMPTS = 3
 # Search algorithms by spec name (search.algorithm); the coordinator implements each (coordinator/optimizers.py).
 SEARCH_ALGORITHMS = ("cmaes", "random")
 DEFAULT_ALGORITHM = "cmaes"
+# Early-stopping rules by spec name (search.early_stopping); coordinator/early_stopping.py
+# implements each. "" in a stored experiment (one that predates the field) means "none".
+EARLY_STOPPING_RULES = ("none", "successive_halving", "median")
+# The rules that decide only from values every candidate of the generation reached:
+# the same spec gives the same search.
+DETERMINISTIC_EARLY_STOPPING = ("none", "successive_halving")
+# What a new spec without search.early_stopping gets (docs/BENCHMARKS.md, "Early stopping").
+DEFAULT_EARLY_STOPPING = "none"
 DEFAULT_ORDER = taylor.DEFAULT_ORDER
 DEFAULT_INPUTS = taylor.DEFAULT_INPUTS
 DEFAULT_TRAIN_FRACTION = 1.0  # all of the training split
@@ -243,6 +251,8 @@ def apply_defaults(spec: ExperimentSpec) -> ExperimentSpec:
     _default(search, "max_attempts", DEFAULT_MAX_ATTEMPTS)
     if not search.algorithm:
         search.algorithm = DEFAULT_ALGORITHM
+    if not search.early_stopping:
+        search.early_stopping = DEFAULT_EARLY_STOPPING
     if task.dataset in KNOWN_NUM_CLASSES:  # otherwise unset: the number of classes is not known
         _default(search, "num_classes", KNOWN_NUM_CLASSES[task.dataset])
     return out
@@ -386,6 +396,11 @@ def _validate_search(search: types_pb2.SearchSpec, dataset: str, loss: types_pb2
         search.algorithm in SEARCH_ALGORITHMS,
         f"{path}.algorithm",
         f"{search.algorithm!r} is not one of {', '.join(SEARCH_ALGORITHMS)}",
+    )
+    _require(
+        search.early_stopping in EARLY_STOPPING_RULES,
+        f"{path}.early_stopping",
+        f"{search.early_stopping!r} is not one of {', '.join(EARLY_STOPPING_RULES)}",
     )
     size = search.population * theta_length(loss)
     _require(

@@ -29,6 +29,8 @@ class CandidateStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANDIDATE_STATUS_ABORTED: _ClassVar[CandidateStatus]
     CANDIDATE_STATUS_FAILED: _ClassVar[CandidateStatus]
     CANDIDATE_STATUS_INVALID: _ClassVar[CandidateStatus]
+    CANDIDATE_STATUS_STOPPED: _ClassVar[CandidateStatus]
+    CANDIDATE_STATUS_WAITING: _ClassVar[CandidateStatus]
 EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
 EXPERIMENT_STATE_PENDING: ExperimentState
 EXPERIMENT_STATE_RUNNING: ExperimentState
@@ -43,6 +45,8 @@ CANDIDATE_STATUS_DIVERGED: CandidateStatus
 CANDIDATE_STATUS_ABORTED: CandidateStatus
 CANDIDATE_STATUS_FAILED: CandidateStatus
 CANDIDATE_STATUS_INVALID: CandidateStatus
+CANDIDATE_STATUS_STOPPED: CandidateStatus
+CANDIDATE_STATUS_WAITING: CandidateStatus
 
 class AugmentationSpec(_message.Message):
     __slots__ = ("flip_crop", "crop_padding", "cutout_length", "cutmix_probability", "cutmix_alpha")
@@ -115,7 +119,7 @@ class LossSpec(_message.Message):
     def __init__(self, order: _Optional[int] = ..., inputs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchSpec(_message.Message):
-    __slots__ = ("population", "generations", "sigma0", "seed", "max_attempts", "invariant_prescreen", "num_classes", "algorithm")
+    __slots__ = ("population", "generations", "sigma0", "seed", "max_attempts", "invariant_prescreen", "num_classes", "algorithm", "early_stopping")
     POPULATION_FIELD_NUMBER: _ClassVar[int]
     GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     SIGMA0_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +128,7 @@ class SearchSpec(_message.Message):
     INVARIANT_PRESCREEN_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_FIELD_NUMBER: _ClassVar[int]
     population: int
     generations: int
     sigma0: float
@@ -132,7 +137,8 @@ class SearchSpec(_message.Message):
     invariant_prescreen: bool
     num_classes: int
     algorithm: str
-    def __init__(self, population: _Optional[int] = ..., generations: _Optional[int] = ..., sigma0: _Optional[float] = ..., seed: _Optional[int] = ..., max_attempts: _Optional[int] = ..., invariant_prescreen: _Optional[bool] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[str] = ...) -> None: ...
+    early_stopping: str
+    def __init__(self, population: _Optional[int] = ..., generations: _Optional[int] = ..., sigma0: _Optional[float] = ..., seed: _Optional[int] = ..., max_attempts: _Optional[int] = ..., invariant_prescreen: _Optional[bool] = ..., num_classes: _Optional[int] = ..., algorithm: _Optional[str] = ..., early_stopping: _Optional[str] = ...) -> None: ...
 
 class PaperResult(_message.Message):
     __slots__ = ("table", "taylorglo", "taylorglo_std", "baseline", "baseline_std", "p_value", "note")
@@ -192,22 +198,34 @@ class Experiment(_message.Message):
     error: str
     def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., generation: _Optional[int] = ..., evaluations_done: _Optional[int] = ..., evaluations_total: _Optional[int] = ..., best_fitness: _Optional[float] = ..., best_theta: _Optional[_Iterable[float]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
+class CheckpointValue(_message.Message):
+    __slots__ = ("index", "steps", "val_accuracy")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    steps: int
+    val_accuracy: float
+    def __init__(self, index: _Optional[int] = ..., steps: _Optional[int] = ..., val_accuracy: _Optional[float] = ...) -> None: ...
+
 class EvaluationMetrics(_message.Message):
-    __slots__ = ("val_accuracy", "val_loss", "steps", "wall_time_s", "attempts")
+    __slots__ = ("val_accuracy", "val_loss", "steps", "wall_time_s", "attempts", "checkpoints")
     VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     VAL_LOSS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     WALL_TIME_S_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     val_accuracy: float
     val_loss: float
     steps: int
     wall_time_s: float
     attempts: int
-    def __init__(self, val_accuracy: _Optional[float] = ..., val_loss: _Optional[float] = ..., steps: _Optional[int] = ..., wall_time_s: _Optional[float] = ..., attempts: _Optional[int] = ...) -> None: ...
+    checkpoints: _containers.RepeatedCompositeFieldContainer[CheckpointValue]
+    def __init__(self, val_accuracy: _Optional[float] = ..., val_loss: _Optional[float] = ..., steps: _Optional[int] = ..., wall_time_s: _Optional[float] = ..., attempts: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[CheckpointValue, _Mapping]]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("experiment_id", "generation", "index", "theta", "status", "fitness", "attempts", "trainer_id", "metrics", "create_time", "finish_time", "error")
+    __slots__ = ("experiment_id", "generation", "index", "theta", "status", "fitness", "attempts", "trainer_id", "metrics", "create_time", "finish_time", "error", "checkpoints", "stopped_at")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +238,8 @@ class Candidate(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     generation: int
     index: int
@@ -232,7 +252,9 @@ class Candidate(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     finish_time: _timestamp_pb2.Timestamp
     error: str
-    def __init__(self, experiment_id: _Optional[str] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., theta: _Optional[_Iterable[float]] = ..., status: _Optional[_Union[CandidateStatus, str]] = ..., fitness: _Optional[float] = ..., attempts: _Optional[int] = ..., trainer_id: _Optional[str] = ..., metrics: _Optional[_Union[EvaluationMetrics, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    checkpoints: _containers.RepeatedCompositeFieldContainer[CheckpointValue]
+    stopped_at: int
+    def __init__(self, experiment_id: _Optional[str] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., theta: _Optional[_Iterable[float]] = ..., status: _Optional[_Union[CandidateStatus, str]] = ..., fitness: _Optional[float] = ..., attempts: _Optional[int] = ..., trainer_id: _Optional[str] = ..., metrics: _Optional[_Union[EvaluationMetrics, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., checkpoints: _Optional[_Iterable[_Union[CheckpointValue, _Mapping]]] = ..., stopped_at: _Optional[int] = ...) -> None: ...
 
 class GenerationSummary(_message.Message):
     __slots__ = ("generation", "best_fitness", "mean_fitness", "best_theta", "mean_theta", "sigma", "finish_time")

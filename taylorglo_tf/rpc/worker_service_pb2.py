@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from taylorglo_tf.rpc import types_pb2 as taylorglo_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taylorglo/v1/worker_service.proto\x12\x0ctaylorglo.v1\x1a\x18taylorglo/v1/types.proto\"k\n\x15LeaseCandidateRequest\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\x05\x12\x16\n\x0emax_candidates\x18\x03 \x01(\x05\x12\x15\n\rexperiment_id\x18\x04 \x01(\t\"\xce\x01\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x05\x12\r\n\x05index\x18\x04 \x01(\x05\x12\r\n\x05theta\x18\x05 \x03(\x01\x12$\n\x04task\x18\x06 \x01(\x0b\x32\x16.taylorglo.v1.TaskSpec\x12$\n\x04loss\x18\x07 \x01(\x0b\x32\x16.taylorglo.v1.LossSpec\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\r\n\x05ttl_s\x18\t \x01(\x01\"a\n\x16LeaseCandidateResponse\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.taylorglo.v1.Lease\x12#\n\x06leases\x18\x02 \x03(\x0b\x32\x13.taylorglo.v1.Lease\"y\n\x10HeartbeatRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\ntrainer_id\x18\x02 \x01(\t\x12\x12\n\nsteps_done\x18\x03 \x01(\x05\x12+\n\x06leases\x18\x04 \x03(\x0b\x32\x1b.taylorglo.v1.LeaseProgress\"5\n\rLeaseProgress\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\nsteps_done\x18\x02 \x01(\x05\"d\n\x11HeartbeatResponse\x12\x12\n\nkeep_going\x18\x01 \x01(\x08\x12\r\n\x05ttl_s\x18\x02 \x01(\x01\x12,\n\x06leases\x18\x03 \x03(\x0b\x32\x1c.taylorglo.v1.LeaseHeartbeat\"E\n\x0eLeaseHeartbeat\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\nkeep_going\x18\x02 \x01(\x08\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\"\xbd\x01\n\x13ReportResultRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\ntrainer_id\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.taylorglo.v1.EvaluationStatus\x12\x0f\n\x07\x66itness\x18\x04 \x01(\x01\x12\x30\n\x07metrics\x18\x05 \x01(\x0b\x32\x1f.taylorglo.v1.EvaluationMetrics\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"8\n\x14ReportResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"J\n\x12ReturnLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\ntrainer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x13ReturnLeaseResponse\x12\x10\n\x08returned\x18\x01 \x01(\x08*\xab\x01\n\x10\x45valuationStatus\x12!\n\x1d\x45VALUATION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VALUATION_STATUS_OK\x10\x01\x12\x1e\n\x1a\x45VALUATION_STATUS_DIVERGED\x10\x02\x12\x1d\n\x19\x45VALUATION_STATUS_ABORTED\x10\x03\x12\x1b\n\x17\x45VALUATION_STATUS_ERROR\x10\x04\x32\xe5\x02\n\rWorkerService\x12[\n\x0eLeaseCandidate\x12#.taylorglo.v1.LeaseCandidateRequest\x1a$.taylorglo.v1.LeaseCandidateResponse\x12L\n\tHeartbeat\x12\x1e.taylorglo.v1.HeartbeatRequest\x1a\x1f.taylorglo.v1.HeartbeatResponse\x12U\n\x0cReportResult\x12!.taylorglo.v1.ReportResultRequest\x1a\".taylorglo.v1.ReportResultResponse\x12R\n\x0bReturnLease\x12 .taylorglo.v1.ReturnLeaseRequest\x1a!.taylorglo.v1.ReturnLeaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taylorglo/v1/worker_service.proto\x12\x0ctaylorglo.v1\x1a\x18taylorglo/v1/types.proto\"k\n\x15LeaseCandidateRequest\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\x05\x12\x16\n\x0emax_candidates\x18\x03 \x01(\x05\x12\x15\n\rexperiment_id\x18\x04 \x01(\t\"\xe3\x01\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x05\x12\r\n\x05index\x18\x04 \x01(\x05\x12\r\n\x05theta\x18\x05 \x03(\x01\x12$\n\x04task\x18\x06 \x01(\x0b\x32\x16.taylorglo.v1.TaskSpec\x12$\n\x04loss\x18\x07 \x01(\x0b\x32\x16.taylorglo.v1.LossSpec\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\r\n\x05ttl_s\x18\t \x01(\x01\x12\x13\n\x0b\x63heckpoints\x18\n \x03(\x01\"a\n\x16LeaseCandidateResponse\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.taylorglo.v1.Lease\x12#\n\x06leases\x18\x02 \x03(\x0b\x32\x13.taylorglo.v1.Lease\"y\n\x10HeartbeatRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\ntrainer_id\x18\x02 \x01(\t\x12\x12\n\nsteps_done\x18\x03 \x01(\x05\x12+\n\x06leases\x18\x04 \x03(\x0b\x32\x1b.taylorglo.v1.LeaseProgress\"i\n\rLeaseProgress\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\nsteps_done\x18\x02 \x01(\x05\x12\x32\n\x0b\x63heckpoints\x18\x03 \x03(\x0b\x32\x1d.taylorglo.v1.CheckpointValue\"d\n\x11HeartbeatResponse\x12\x12\n\nkeep_going\x18\x01 \x01(\x08\x12\r\n\x05ttl_s\x18\x02 \x01(\x01\x12,\n\x06leases\x18\x03 \x03(\x0b\x32\x1c.taylorglo.v1.LeaseHeartbeat\"a\n\x0eLeaseHeartbeat\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\nkeep_going\x18\x02 \x01(\x08\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\x12\x0c\n\x04stop\x18\x04 \x01(\x08\x12\x0c\n\x04hold\x18\x05 \x01(\x08\"\xbd\x01\n\x13ReportResultRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\ntrainer_id\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.taylorglo.v1.EvaluationStatus\x12\x0f\n\x07\x66itness\x18\x04 \x01(\x01\x12\x30\n\x07metrics\x18\x05 \x01(\x0b\x32\x1f.taylorglo.v1.EvaluationMetrics\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"8\n\x14ReportResultResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"J\n\x12ReturnLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\ntrainer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x13ReturnLeaseResponse\x12\x10\n\x08returned\x18\x01 \x01(\x08*\xca\x01\n\x10\x45valuationStatus\x12!\n\x1d\x45VALUATION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VALUATION_STATUS_OK\x10\x01\x12\x1e\n\x1a\x45VALUATION_STATUS_DIVERGED\x10\x02\x12\x1d\n\x19\x45VALUATION_STATUS_ABORTED\x10\x03\x12\x1b\n\x17\x45VALUATION_STATUS_ERROR\x10\x04\x12\x1d\n\x19\x45VALUATION_STATUS_STOPPED\x10\x05\x32\xe5\x02\n\rWorkerService\x12[\n\x0eLeaseCandidate\x12#.taylorglo.v1.LeaseCandidateRequest\x1a$.taylorglo.v1.LeaseCandidateResponse\x12L\n\tHeartbeat\x12\x1e.taylorglo.v1.HeartbeatRequest\x1a\x1f.taylorglo.v1.HeartbeatResponse\x12U\n\x0cReportResult\x12!.taylorglo.v1.ReportResultRequest\x1a\".taylorglo.v1.ReportResultResponse\x12R\n\x0bReturnLease\x12 .taylorglo.v1.ReturnLeaseRequest\x1a!.taylorglo.v1.ReturnLeaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taylorglo.v1.worker_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVALUATIONSTATUS']._serialized_start=1213
-  _globals['_EVALUATIONSTATUS']._serialized_end=1384
+  _globals['_EVALUATIONSTATUS']._serialized_start=1314
+  _globals['_EVALUATIONSTATUS']._serialized_end=1516
   _globals['_LEASECANDIDATEREQUEST']._serialized_start=77
   _globals['_LEASECANDIDATEREQUEST']._serialized_end=184
   _globals['_LEASE']._serialized_start=187
-  _globals['_LEASE']._serialized_end=393
-  _globals['_LEASECANDIDATERESPONSE']._serialized_start=395
-  _globals['_LEASECANDIDATERESPONSE']._serialized_end=492
-  _globals['_HEARTBEATREQUEST']._serialized_start=494
-  _globals['_HEARTBEATREQUEST']._serialized_end=615
-  _globals['_LEASEPROGRESS']._serialized_start=617
-  _globals['_LEASEPROGRESS']._serialized_end=670
-  _globals['_HEARTBEATRESPONSE']._serialized_start=672
-  _globals['_HEARTBEATRESPONSE']._serialized_end=772
-  _globals['_LEASEHEARTBEAT']._serialized_start=774
-  _globals['_LEASEHEARTBEAT']._serialized_end=843
-  _globals['_REPORTRESULTREQUEST']._serialized_start=846
-  _globals['_REPORTRESULTREQUEST']._serialized_end=1035
-  _globals['_REPORTRESULTRESPONSE']._serialized_start=1037
-  _globals['_REPORTRESULTRESPONSE']._serialized_end=1093
-  _globals['_RETURNLEASEREQUEST']._serialized_start=1095
-  _globals['_RETURNLEASEREQUEST']._serialized_end=1169
-  _globals['_RETURNLEASERESPONSE']._serialized_start=1171
-  _globals['_RETURNLEASERESPONSE']._serialized_end=1210
-  _globals['_WORKERSERVICE']._serialized_start=1387
-  _globals['_WORKERSERVICE']._serialized_end=1744
+  _globals['_LEASE']._serialized_end=414
+  _globals['_LEASECANDIDATERESPONSE']._serialized_start=416
+  _globals['_LEASECANDIDATERESPONSE']._serialized_end=513
+  _globals['_HEARTBEATREQUEST']._serialized_start=515
+  _globals['_HEARTBEATREQUEST']._serialized_end=636
+  _globals['_LEASEPROGRESS']._serialized_start=638
+  _globals['_LEASEPROGRESS']._serialized_end=743
+  _globals['_HEARTBEATRESPONSE']._serialized_start=745
+  _globals['_HEARTBEATRESPONSE']._serialized_end=845
+  _globals['_LEASEHEARTBEAT']._serialized_start=847
+  _globals['_LEASEHEARTBEAT']._serialized_end=944
+  _globals['_REPORTRESULTREQUEST']._serialized_start=947
+  _globals['_REPORTRESULTREQUEST']._serialized_end=1136
+  _globals['_REPORTRESULTRESPONSE']._serialized_start=1138
+  _globals['_REPORTRESULTRESPONSE']._serialized_end=1194
+  _globals['_RETURNLEASEREQUEST']._serialized_start=1196
+  _globals['_RETURNLEASEREQUEST']._serialized_end=1270
+  _globals['_RETURNLEASERESPONSE']._serialized_start=1272
+  _globals['_RETURNLEASERESPONSE']._serialized_end=1311
+  _globals['_WORKERSERVICE']._serialized_start=1519
+  _globals['_WORKERSERVICE']._serialized_end=1876
 # @@protoc_insertion_point(module_scope)

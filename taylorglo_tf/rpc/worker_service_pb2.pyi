@@ -15,11 +15,13 @@ class EvaluationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVALUATION_STATUS_DIVERGED: _ClassVar[EvaluationStatus]
     EVALUATION_STATUS_ABORTED: _ClassVar[EvaluationStatus]
     EVALUATION_STATUS_ERROR: _ClassVar[EvaluationStatus]
+    EVALUATION_STATUS_STOPPED: _ClassVar[EvaluationStatus]
 EVALUATION_STATUS_UNSPECIFIED: EvaluationStatus
 EVALUATION_STATUS_OK: EvaluationStatus
 EVALUATION_STATUS_DIVERGED: EvaluationStatus
 EVALUATION_STATUS_ABORTED: EvaluationStatus
 EVALUATION_STATUS_ERROR: EvaluationStatus
+EVALUATION_STATUS_STOPPED: EvaluationStatus
 
 class LeaseCandidateRequest(_message.Message):
     __slots__ = ("trainer_id", "wait_ms", "max_candidates", "experiment_id")
@@ -34,7 +36,7 @@ class LeaseCandidateRequest(_message.Message):
     def __init__(self, trainer_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., max_candidates: _Optional[int] = ..., experiment_id: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("lease_id", "experiment_id", "generation", "index", "theta", "task", "loss", "attempt", "ttl_s")
+    __slots__ = ("lease_id", "experiment_id", "generation", "index", "theta", "task", "loss", "attempt", "ttl_s", "checkpoints")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +46,7 @@ class Lease(_message.Message):
     LOSS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     experiment_id: str
     generation: int
@@ -53,7 +56,8 @@ class Lease(_message.Message):
     loss: _types_pb2.LossSpec
     attempt: int
     ttl_s: float
-    def __init__(self, lease_id: _Optional[str] = ..., experiment_id: _Optional[str] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., theta: _Optional[_Iterable[float]] = ..., task: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ..., loss: _Optional[_Union[_types_pb2.LossSpec, _Mapping]] = ..., attempt: _Optional[int] = ..., ttl_s: _Optional[float] = ...) -> None: ...
+    checkpoints: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, lease_id: _Optional[str] = ..., experiment_id: _Optional[str] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., theta: _Optional[_Iterable[float]] = ..., task: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ..., loss: _Optional[_Union[_types_pb2.LossSpec, _Mapping]] = ..., attempt: _Optional[int] = ..., ttl_s: _Optional[float] = ..., checkpoints: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class LeaseCandidateResponse(_message.Message):
     __slots__ = ("lease", "leases")
@@ -76,12 +80,14 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., steps_done: _Optional[int] = ..., leases: _Optional[_Iterable[_Union[LeaseProgress, _Mapping]]] = ...) -> None: ...
 
 class LeaseProgress(_message.Message):
-    __slots__ = ("lease_id", "steps_done")
+    __slots__ = ("lease_id", "steps_done", "checkpoints")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_DONE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     steps_done: int
-    def __init__(self, lease_id: _Optional[str] = ..., steps_done: _Optional[int] = ...) -> None: ...
+    checkpoints: _containers.RepeatedCompositeFieldContainer[_types_pb2.CheckpointValue]
+    def __init__(self, lease_id: _Optional[str] = ..., steps_done: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[_types_pb2.CheckpointValue, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("keep_going", "ttl_s", "leases")
@@ -94,14 +100,18 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, keep_going: _Optional[bool] = ..., ttl_s: _Optional[float] = ..., leases: _Optional[_Iterable[_Union[LeaseHeartbeat, _Mapping]]] = ...) -> None: ...
 
 class LeaseHeartbeat(_message.Message):
-    __slots__ = ("lease_id", "keep_going", "ttl_s")
+    __slots__ = ("lease_id", "keep_going", "ttl_s", "stop", "hold")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     KEEP_GOING_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     keep_going: bool
     ttl_s: float
-    def __init__(self, lease_id: _Optional[str] = ..., keep_going: _Optional[bool] = ..., ttl_s: _Optional[float] = ...) -> None: ...
+    stop: bool
+    hold: bool
+    def __init__(self, lease_id: _Optional[str] = ..., keep_going: _Optional[bool] = ..., ttl_s: _Optional[float] = ..., stop: _Optional[bool] = ..., hold: _Optional[bool] = ...) -> None: ...
 
 class ReportResultRequest(_message.Message):
     __slots__ = ("lease_id", "trainer_id", "status", "fitness", "metrics", "error")
