@@ -6,8 +6,10 @@ From a ``taylorglo.v1.ExperimentResult`` (``GetResult``) :func:`write_result_fol
     best_theta.json      the best candidate's theta (paper convention) and its form
     best_loss.json       that loss as a Keras serialization: ``losses.load_json`` /
                          ``TaylorGLOLoss.from_config(json["config"])`` rebuild it
-    candidates.csv       every candidate: generation, index, status, fitness, metrics, theta
-    history.csv          per generation: best and mean fitness, best so far, CMA-ES sigma
+    candidates.csv       every candidate: generation, index, status, fitness, metrics, theta,
+                         and where early stopping stopped it with its checkpoint accuracies
+    history.csv          per generation: best and mean fitness, best so far, CMA-ES sigma,
+                         candidates stopped early and training steps spent
     fitness.png          best and mean fitness per generation (the paper's Figure 2)
     loss_shapes.png      each generation's best loss in the binary view (Figure 3a)
     tensorboard/         an event file with the history's scalars (step = generation)
@@ -51,7 +53,36 @@ TENSORBOARD_SCALARS = {
     "fitness/mean": "mean_fitness",
     "fitness/best_so_far": "best_so_far",
     "cmaes/sigma": "sigma",
+    "candidates/stopped": "stopped",
+    "training/steps": "training_steps",
 }
+STOPPED = types_pb2.CANDIDATE_STATUS_STOPPED
+
+
+def status_name(status: int) -> str:
+    """``CANDIDATE_STATUS_STOPPED`` -> ``"stopped"`` (the number, as text, for a status this build does not know)."""
+    try:
+        return types_pb2.CandidateStatus.Name(status).removeprefix("CANDIDATE_STATUS_").lower()
+    except ValueError:
+        return str(status)
+
+
+def status_counts(candidates: Iterable[types_pb2.Candidate]) -> dict[str, int]:
+    """How many candidates have each status, by :func:`status_name`, in the enum's order."""
+    counts: dict[int, int] = {}
+    for c in candidates:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    return {status_name(status): counts[status] for status in sorted(counts)}
+
+
+def training_steps(candidates: Iterable[types_pb2.Candidate]) -> int:
+    """Training steps spent on ``candidates``: a stopped candidate counts the steps it actually trained."""
+    return sum(c.metrics.steps for c in candidates)
+
+
+def early_stopping_rule(spec: types_pb2.ExperimentSpec) -> str:
+    """The spec's early-stopping rule; ``"none"`` for a stored experiment that predates the field."""
+    return spec.search.early_stopping or "none"
 
 
 def loss_form(spec: types_pb2.ExperimentSpec) -> tuple[int, tuple[str, ...]]:
@@ -105,7 +136,7 @@ def write_result_folder(
             f"result.best_theta has {len(best_theta)} entries; the spec's loss "
             f"(order={order}, inputs={list(inputs)}) has {theta_length}"
         )
-    history = history_rows(result.generations)
+    history = history_rows(result.generations, result.candidates)
 
     _write_text(out / EXPERIMENT, _json(_experiment_record(result)))
     _write_text(out / BEST_THETA, _json(_best_theta_record(result, order, inputs)))
@@ -149,6 +180,10 @@ def _experiment_record(result: experiment_service_pb2.ExperimentResult) -> dict[
         "evaluations_done": experiment.evaluations_done,
         "evaluations_total": experiment.evaluations_total,
         "best_fitness": result.best_fitness,
+        "early_stopping": early_stopping_rule(experiment.spec),
+        "candidates": status_counts(result.candidates),
+        "stopped": sum(c.status == STOPPED for c in result.candidates),
+        "training_steps": training_steps(result.candidates),
         "create_time": _timestamp(experiment.create_time),
         "update_time": _timestamp(experiment.update_time),
         "error": experiment.error,
@@ -188,15 +223,37 @@ CANDIDATE_COLUMNS = (
     "finish_time",
     "error",
 )
+# After the theta columns (new columns go last, so older readers by position still work): the
+# checkpoint (1-based) at which early stopping stopped the candidate, empty when it did not; then
+# its validation accuracy at each checkpoint reached (checkpoint_1_accuracy, ...), one column per
+# checkpoint any candidate reached.
+EARLY_STOPPING_COLUMNS = ("stopped_at",)
+
+
+def checkpoint_column(index: int) -> str:
+    """The candidates.csv column of checkpoint ``index`` (0-based, as ``CheckpointValue.index``)."""
+    return f"checkpoint_{index + 1}_accuracy"
 
 
 def candidate_table(candidates: Iterable[types_pb2.Candidate], theta_length: int) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of candidates.csv; ``status`` without its ``CANDIDATE_STATUS_`` prefix, lower case."""
-    header = [*CANDIDATE_COLUMNS, *(f"theta_{i}" for i in range(theta_length))]
+    """Header and rows of candidates.csv; ``status`` without its ``CANDIDATE_STATUS_`` prefix, lower case.
+
+    A stopped candidate's ``steps`` are the steps it actually trained and its ``val_accuracy`` its
+    partial accuracy at the checkpoint where it stopped (``stopped_at``).
+    """
+    candidates = list(candidates)
+    checkpoints = max((v.index + 1 for c in candidates for v in c.checkpoints), default=0)
+    header = [
+        *CANDIDATE_COLUMNS,
+        *(f"theta_{i}" for i in range(theta_length)),
+        *EARLY_STOPPING_COLUMNS,
+        *(checkpoint_column(i) for i in range(checkpoints)),
+    ]
     rows = []
     for c in candidates:
-        status = types_pb2.CandidateStatus.Name(c.status).removeprefix("CANDIDATE_STATUS_").lower()
+        status = status_name(c.status)
         theta = _padded(c.theta, theta_length)
+        reached = {v.index: v.val_accuracy for v in c.checkpoints}
         rows.append(
             [
                 c.generation,
@@ -214,21 +271,35 @@ def candidate_table(candidates: Iterable[types_pb2.Candidate], theta_length: int
                 _timestamp(c.finish_time),
                 c.error,
                 *theta,
+                c.stopped_at or "",
+                *(reached.get(i, "") for i in range(checkpoints)),
             ]
         )
     return header, rows
 
 
-def history_rows(generations: Iterable[types_pb2.GenerationSummary]) -> list[dict[str, Any]]:
-    """Per-generation scalars: generation, best_fitness, mean_fitness, best_so_far, sigma, finish_time.
+def history_rows(
+    generations: Iterable[types_pb2.GenerationSummary], candidates: Iterable[types_pb2.Candidate] = ()
+) -> list[dict[str, Any]]:
+    """Per-generation scalars: generation, best_fitness, mean_fitness, best_so_far, sigma, finish_time,
+    and from ``candidates``: stopped (how many early stopping stopped), training_steps (steps spent)
+    and trained_mean_fitness (the mean fitness of the generation's candidates that were not stopped,
+    whose fitness is not the negative ranking score of a stopped one; the generation's mean when none
+    was stopped).
 
     ``finish_time`` is ISO 8601 text (empty when unset); ``finish_seconds`` the same
     time in seconds since the epoch (0.0 when unset).
     """
+    by_generation: dict[int, list[types_pb2.Candidate]] = {}
+    for c in candidates:
+        by_generation.setdefault(c.generation, []).append(c)
     rows = []
     best_so_far = -math.inf
     for g in sorted(generations, key=lambda g: g.generation):
         best_so_far = max(best_so_far, g.best_fitness)
+        members = by_generation.get(g.generation, [])
+        trained = [c.fitness for c in members if c.status != STOPPED]
+        stopped = len(members) - len(trained)
         rows.append(
             {
                 "generation": g.generation,
@@ -238,6 +309,9 @@ def history_rows(generations: Iterable[types_pb2.GenerationSummary]) -> list[dic
                 "sigma": g.sigma,
                 "finish_time": _timestamp(g.finish_time),
                 "finish_seconds": g.finish_time.seconds + g.finish_time.nanos / 1e9,
+                "stopped": stopped,
+                "training_steps": training_steps(members),
+                "trained_mean_fitness": sum(trained) / len(trained) if stopped and trained else g.mean_fitness,
             }
         )
     return rows
@@ -248,16 +322,22 @@ def _history_table(
 ) -> tuple[list[str], list[list[Any]]]:
     by_generation = {g.generation: g for g in generations}
     scalar_columns = ["generation", "best_fitness", "mean_fitness", "best_so_far", "sigma", "finish_time"]
+    # after the thetas, as candidates.csv's early-stopping columns: older readers by position still work
+    early_stopping_columns = ["stopped", "training_steps", "trained_mean_fitness"]
     header = [
         *scalar_columns,
         *(f"best_theta_{i}" for i in range(theta_length)),
         *(f"mean_theta_{i}" for i in range(theta_length)),
+        *early_stopping_columns,
     ]
     rows = []
     for row in history:
         g = by_generation[row["generation"]]
         rows.append(
-            [row[c] for c in scalar_columns] + _padded(g.best_theta, theta_length) + _padded(g.mean_theta, theta_length)
+            [row[c] for c in scalar_columns]
+            + _padded(g.best_theta, theta_length)
+            + _padded(g.mean_theta, theta_length)
+            + [row[c] for c in early_stopping_columns]
         )
     return header, rows
 
@@ -357,15 +437,23 @@ def _number(value: Any) -> str:
 
 
 def plot_fitness(history: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    """Best and mean validation accuracy per generation, and the best so far (Figure 2)."""
+    """Best and mean validation accuracy per generation, and the best so far (Figure 2).
+
+    Candidates stopped early are left out of the mean (``trained_mean_fitness``): their fitness is
+    a ranking score in [-1, 0], not an accuracy, and would drag the mean below every candidate that
+    trained in full. The best is never a stopped one while any candidate of the generation finished.
+    """
     from matplotlib.figure import Figure  # no pyplot: no global backend, nothing to close
     from matplotlib.ticker import MaxNLocator
 
     generations = [row["generation"] for row in history]
+    stopped = any(row.get("stopped") for row in history)
+    means = [row.get("trained_mean_fitness", row["mean_fitness"]) for row in history]
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
     axes.plot(generations, [row["best_fitness"] for row in history], marker="o", label="best of generation")
-    axes.plot(generations, [row["mean_fitness"] for row in history], marker=".", label="mean of generation")
+    mean_label = "mean of generation (stopped early left out)" if stopped else "mean of generation"
+    axes.plot(generations, means, marker=".", label=mean_label)
     axes.plot(generations, [row["best_so_far"] for row in history], linestyle="--", label="best so far")
     axes.set_xlabel("generation")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -366,3 +366,119 @@ def test_plots_of_two_generations_label_whole_generations_only(tmp_path, monkeyp
     history = [{"generation": g, "best_fitness": 0.5, "mean_fitness": 0.2, "best_so_far": 0.5} for g in (0, 1)]
     (axes,) = _drawn_figure(monkeypatch, lambda: results.plot_fitness(history, tmp_path / "f.png")).axes
     assert _whole(axes.get_xticks()), axes.get_xticks()
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+
+def stop(candidate: types_pb2.Candidate, at: int, steps: int, accuracies: list[float], checkpoints: int = 2) -> None:
+    """Make ``candidate`` one that early stopping stopped at checkpoint ``at`` (1-based) of ``checkpoints``."""
+    candidate.status = S.CANDIDATE_STATUS_STOPPED
+    candidate.stopped_at = at
+    candidate.fitness = (at - 1 + accuracies[-1]) / checkpoints - 1
+    candidate.metrics.steps = steps
+    candidate.metrics.val_accuracy = accuracies[-1]
+    for index, accuracy in enumerate(accuracies):
+        candidate.checkpoints.add(index=index, steps=steps * (index + 1) // len(accuracies), val_accuracy=accuracy)
+
+
+def early_stopped_result() -> experiment_service_pb2.ExperimentResult:
+    """Three generations of four (50 steps each); in generation 1, two stopped: one at the first
+    checkpoint (12 steps), one at the second (25 steps); the two that went on reached both."""
+    result = make_result()
+    result.experiment.spec.search.early_stopping = "successive_halving"
+    first, second, *finished = [c for c in result.candidates if c.generation == 1]
+    stop(first, at=1, steps=12, accuracies=[0.2])
+    stop(second, at=2, steps=25, accuracies=[0.4, 0.5])
+    for c in finished:
+        c.checkpoints.add(index=0, steps=12, val_accuracy=0.45)
+        c.checkpoints.add(index=1, steps=25, val_accuracy=0.55)
+    g1 = result.generations[1]
+    g1.mean_fitness = sum(c.fitness for c in result.candidates if c.generation == 1) / 4  # as the optimizer saw it
+    return result
+
+
+def test_a_stopped_candidate_s_row_says_stopped_with_the_steps_it_trained_its_partial_accuracy_and_checkpoints(
+    tmp_path,
+):
+    result = early_stopped_result()
+    out = results.write_result_folder(result, tmp_path, plots=False, tensorboard=False)
+    rows = read_csv(out / "candidates.csv")
+    with open(out / "candidates.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    # the new columns come last: a reader by position of the old ones still works
+    assert header[: len(results.CANDIDATE_COLUMNS)] == list(results.CANDIDATE_COLUMNS)
+    assert header[-3:] == ["stopped_at", "checkpoint_1_accuracy", "checkpoint_2_accuracy"]
+    first, second, went_on = rows[4], rows[5], rows[6]
+    assert (first["status"], first["steps"], first["val_accuracy"], first["stopped_at"]) == (
+        "stopped",
+        "12",
+        "0.2",
+        "1",
+    )
+    assert float(first["fitness"]) == pytest.approx(-0.9)
+    assert (first["checkpoint_1_accuracy"], first["checkpoint_2_accuracy"]) == ("0.2", "")
+    assert (second["status"], second["steps"], second["stopped_at"]) == ("stopped", "25", "2")
+    assert (second["checkpoint_1_accuracy"], second["checkpoint_2_accuracy"]) == ("0.4", "0.5")
+    assert float(second["fitness"]) == pytest.approx(-0.25)
+    assert (went_on["status"], went_on["steps"], went_on["stopped_at"]) == ("succeeded", "50", "")
+    assert (went_on["checkpoint_1_accuracy"], went_on["checkpoint_2_accuracy"]) == ("0.45", "0.55")
+
+
+def test_without_early_stopping_candidates_csv_has_an_empty_stopped_at_column_and_no_checkpoint_columns(folder):
+    _, out = folder
+    rows = read_csv(out / "candidates.csv")
+    assert {r["stopped_at"] for r in rows} == {""}
+    assert not [column for column in rows[0] if column.startswith("checkpoint_")]
+
+
+def test_experiment_json_counts_stopped_candidates_and_training_steps_and_names_the_rule(tmp_path):
+    out = results.write_result_folder(early_stopped_result(), tmp_path, plots=False, tensorboard=False)
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["early_stopping"] == "successive_halving"
+    assert record["spec"]["search"]["early_stopping"] == "successive_halving"
+    assert record["candidates"] == {"succeeded": 7, "diverged": 3, "stopped": 2}
+    assert record["stopped"] == 2
+    assert record["training_steps"] == 10 * 50 + 12 + 25
+
+
+def test_a_stored_experiment_without_the_field_says_its_rule_is_none(folder):
+    _, out = folder
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["early_stopping"] == "none"
+    assert record["stopped"] == 0 and record["training_steps"] == 12 * 50
+
+
+def test_history_counts_each_generation_s_stopped_candidates_steps_and_the_mean_of_those_trained_in_full(tmp_path):
+    result = early_stopped_result()
+    out = results.write_result_folder(result, tmp_path, plots=False, tensorboard=False)
+    rows = read_csv(out / "history.csv")
+    assert [int(r["stopped"]) for r in rows] == [0, 2, 0]
+    assert [int(r["training_steps"]) for r in rows] == [200, 12 + 25 + 100, 200]
+    trained = [c.fitness for c in result.candidates if c.generation == 1][2:]
+    assert float(rows[1]["trained_mean_fitness"]) == pytest.approx(np.mean(trained))
+    assert float(rows[1]["mean_fitness"]) < 0.3 < float(rows[1]["trained_mean_fitness"])
+    assert float(rows[0]["trained_mean_fitness"]) == pytest.approx(result.generations[0].mean_fitness)
+
+
+def test_the_fitness_plot_leaves_stopped_candidates_out_of_the_generation_mean(tmp_path, monkeypatch):
+    """A stopped candidate's fitness is a ranking score in [-1, 0]: in the mean it would pull the
+    curve below every candidate that trained; the plot draws the mean of those that trained in full."""
+    result = early_stopped_result()
+    history = results.history_rows(result.generations, result.candidates)
+    (axes,) = _drawn_figure(monkeypatch, lambda: results.plot_fitness(history, tmp_path / "f.png")).axes
+    mean = next(line for line in axes.get_lines() if line.get_label().startswith("mean of generation"))
+    assert mean.get_label() == "mean of generation (stopped early left out)"
+    assert list(mean.get_ydata()) == pytest.approx([r["trained_mean_fitness"] for r in history])
+    assert min(mean.get_ydata()) > 0
+
+
+def test_tensorboard_events_count_stopped_candidates_and_training_steps(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = early_stopped_result()
+    results.write_tensorboard(results.history_rows(result.generations, result.candidates), tmp_path)
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    assert [e.value for e in accumulator.Scalars("candidates/stopped")] == [0, 2, 0]
+    assert [e.value for e in accumulator.Scalars("training/steps")] == [200, 137, 200]

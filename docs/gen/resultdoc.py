@@ -27,7 +27,8 @@ PURPOSE = {
     "`taylorglo compare --loss` and `taylorglo plot` take it",
     "candidates.csv": "every candidate, one row each, in (generation, index) order",
     "history.csv": "one row per completed generation",
-    "fitness.png": "best and mean fitness per generation (the paper's Figure 2)",
+    "fitness.png": "best and mean fitness per generation (the paper's Figure 2); the mean leaves out candidates "
+    "stopped early, whose fitness is a ranking score in [-1, 0], not an accuracy",
     "loss_shapes.png": "each generation's best loss in the binary-classification view (the paper's Figure 3a)",
     "tensorboard/": "the history's scalars, each generation's at its finish time "
     "(`tensorboard --logdir RESULT/tensorboard`); from `taylorglo run`, also the live run written while "
@@ -43,12 +44,38 @@ RUN_ONLY = {
 }
 # What a candidates.csv column holds, where its name does not say it.
 COLUMNS = {
-    "status": "`succeeded`, `diverged`, `aborted`, `failed` (no result after `max_attempts` leases) "
-    "or `invalid` (refused by the pre-screen, never trained)",
+    "status": "`succeeded`, `diverged`, `aborted`, `failed` (no result after `max_attempts` leases), "
+    "`invalid` (refused by the pre-screen, never trained) or `stopped` (stopped by `search.early_stopping` "
+    "at checkpoint `stopped_at`; its fitness, `(c - 1 + a) / C - 1` in [-1, 0], ranks it below every "
+    "candidate that trained in full); an unfinished search also shows `queued`, `leased` and `waiting` "
+    "(trained, waiting for its generation's early-stopping decision)",
+    "fitness": "validation accuracy (0 when diverged, aborted, failed or invalid); a stopped candidate's "
+    "ranking score in [-1, 0]",
+    "val_accuracy": "a stopped candidate's is its partial accuracy where it stopped",
+    "steps": "training steps actually done (a stopped candidate's are fewer than the task's)",
     "attempts": "leases granted",
     "trainer_attempts": "tries inside the trainer under the abort rule",
     "error": "a failed candidate's last error (a traceback)",
     "theta_0": "theta, one column per parameter (`theta_0`, `theta_1`, ...)",
+    "stopped_at": "the early-stopping checkpoint (1-based) at which it was stopped; empty when it was not",
+    "checkpoint_1_accuracy": "its validation accuracy at each early-stopping checkpoint it reached, one column "
+    "per checkpoint (`checkpoint_1_accuracy`, `checkpoint_2_accuracy`, ...; none without early stopping); "
+    "empty where it did not reach one",
+}
+# What a history.csv column holds, where its name does not say it.
+HISTORY_COLUMNS = {
+    "mean_fitness": "the mean fitness the search algorithm was told, stopped candidates' negative scores included",
+    "stopped": "candidates of the generation stopped early",
+    "training_steps": "training steps spent on the generation's candidates",
+    "trained_mean_fitness": "the mean fitness of the candidates that were not stopped (what `fitness.png` "
+    "draws as the mean)",
+}
+# What an experiment.json key holds, where its name does not say it.
+EXPERIMENT_KEYS = {
+    "early_stopping": "the spec's `search.early_stopping` rule (`none` without early stopping)",
+    "candidates": "how many candidates have each status (`succeeded`, `stopped`, ...)",
+    "stopped": "candidates stopped early",
+    "training_steps": "training steps spent on every candidate (the steps a stopped one actually trained)",
 }
 
 
@@ -79,6 +106,11 @@ def sample_result():
                 fitness=0.5,
             )
             candidate.theta.extend(theta)
+    # the last candidate stopped early at its first checkpoint: the early-stopping columns show
+    stopped = result.candidates[-1]
+    stopped.status, stopped.stopped_at, stopped.fitness = types_pb2.CANDIDATE_STATUS_STOPPED, 1, -0.8
+    stopped.checkpoints.add(index=0, steps=3, val_accuracy=0.4)
+    stopped.metrics.steps, stopped.metrics.val_accuracy = 3, 0.4
     result.best_theta.extend(theta)
     result.best_fitness = 0.5
     return result
@@ -141,8 +173,9 @@ def page() -> str:
         shown = [f for f in fields if not f.startswith("theta_") or f == "theta_0"]
         shown = [f for f in shown if not (f.startswith(("best_theta_", "mean_theta_")) and not f.endswith("_0"))]
         lines += [f"## `{name}`", "", f"Its {kind}, in order:", ""]
+        notes = {"candidates.csv": COLUMNS, "history.csv": HISTORY_COLUMNS, "experiment.json": EXPERIMENT_KEYS}
         for f in shown:
-            note = COLUMNS.get(f, "") if name == "candidates.csv" else ""
+            note = notes.get(name, {}).get(f, "")
             if f.endswith("theta_0") and name == "history.csv":
                 note = f"the generation's {f.removesuffix('_0').replace('_', ' ')}, one column per parameter"
             lines.append(f"- `{f}`" + (f": {note}" if note else ""))
