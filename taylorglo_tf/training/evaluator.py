@@ -6,6 +6,9 @@ model copies (``training.population``), and applies the stop rules per
 candidate, all in :class:`_Attempt`: NaN/inf (``diverged``), the caller's
 ``progress`` answering False (``aborted``), the abort rule (retried with the next
 seed, then ``aborted``); a candidate that stops leaves the others training on.
+At early-stopping checkpoints (``checkpoints``, fractions of the steps) one
+validation pass tells each running candidate's ``on_checkpoint`` hook its
+accuracy, right before its ``progress`` call, which may stop it on that value.
 What a task's evaluations share (data as tensors, the copies, initial weights)
 is its session (``training.session``), kept between calls: a candidate that
 differs from the previous one only in theta runs without retracing.
@@ -24,6 +27,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,12 +38,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from taylorglo_tf.limits import MAX_CHECKPOINT_VALUES
 from taylorglo_tf.training import session as sessions
 from taylorglo_tf.training.population import Population, PopulationLoss, loss_signature
 from taylorglo_tf.training.session import Session
 from taylorglo_tf.training.task import EvaluationResult, Status, Task
 
 ProgressFn = Callable[[int, int], "bool | None"]
+CheckpointFn = Callable[[int, int, float], None]
+"""``on_checkpoint(index, steps, val_accuracy)``: a candidate's validation accuracy at early-stopping checkpoint
+``index`` (0-based), measured after ``steps`` optimizer steps of its attempt."""
 # How a training attempt ends for one candidate: a result's status, or "retry" when the abort rule fired.
 AttemptStatus = Literal["ok", "diverged", "aborted", "retry"]
 
@@ -88,6 +97,53 @@ def _initial_seed(seed: int, attempt: int) -> int:
     return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
 
 
+def checkpoint_steps(checkpoints: Sequence[float], total: int) -> list[int]:
+    """The step of each early-stopping checkpoint of a ``total``-step attempt.
+
+    Formula:
+
+    ```python
+    step_i = min(total, max(1, round(checkpoints[i] * total)))
+    ```
+
+    Args:
+        checkpoints: fractions in (0, 1] of the attempt's steps, ascending
+            (``Lease.checkpoints``).
+        total: the schedule's training steps, >= 1.
+
+    Returns:
+        One step per fraction, in their order (neighbours may share a step in a short run).
+
+    Raises:
+        ValueError: naming a fraction outside (0, 1], not a finite number, or out of order.
+
+    Example:
+
+    >>> checkpoint_steps([0.25, 0.5], 300)
+    [75, 150]
+    >>> checkpoint_steps([0.001, 1.0], 10)
+    [1, 10]
+    """
+    fractions = check_checkpoints(checkpoints)
+    return [min(total, max(1, round(f * total))) for f in fractions]
+
+
+def check_checkpoints(checkpoints: Sequence[float]) -> tuple[float, ...]:
+    """``checkpoints`` as a tuple of floats if they are fractions in (0, 1], ascending; else ValueError naming them."""
+    try:
+        fractions = tuple(float(f) for f in checkpoints)
+    except (TypeError, ValueError):
+        raise ValueError(f"checkpoints must be fractions in (0, 1], got {checkpoints!r}") from None
+    bad = [f for f in fractions if not (math.isfinite(f) and 0.0 < f <= 1.0)]
+    if bad:
+        raise ValueError(f"checkpoints must be fractions in (0, 1], got {bad[0]!r} in {list(fractions)}")
+    if any(later < earlier for earlier, later in itertools.pairwise(fractions)):
+        raise ValueError(f"checkpoints must be in ascending order, got {list(fractions)}")
+    if len(fractions) > MAX_CHECKPOINT_VALUES:
+        raise ValueError(f"at most {MAX_CHECKPOINT_VALUES} checkpoints, got {len(fractions)}")
+    return fractions
+
+
 @dataclass(frozen=True)
 class _Ended:
     """How one training attempt of one candidate ended."""
@@ -127,6 +183,33 @@ class _LoopClock:
         return np.zeros(2) if self._started is None else _clock() - self._started - self._excluded
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every chunk of one ``evaluate_many`` call trains with (indexed by loss)."""
+
+    task: Task
+    progress: list[ProgressFn | None]
+    checkpoints: tuple[float, ...]
+    on_checkpoint: list[CheckpointFn | None]
+    test: bool
+
+
+@dataclass
+class _Times:
+    """(wall, CPU) seconds of one ``evaluate_many`` call's phases, over its attempts and chunks."""
+
+    train: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    checkpoint: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    wait: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    passes: int = 0
+
+    def add(self, train: np.ndarray, attempt: _Attempt) -> None:
+        self.train += train
+        self.checkpoint += attempt.checkpoint_time
+        self.wait += attempt.wait_time
+        self.passes += attempt.checkpoint_passes
+
+
 class _BatchFailed(Exception):
     """The train step of several candidates raised (e.g. a numerics check): the one to blame is unknown."""
 
@@ -136,12 +219,18 @@ class _Attempt:
 
     After each step, in this order (every candidate stops exactly where it would alone):
 
-    1. at a report step (every ``progress_every`` steps and the last), NaN/inf in a
-       candidate's training loss since the reset: ``diverged``;
-    2. at a report step, its ``progress(steps_done, total)`` answering False
-       (cancelled, lease lost): ``aborted``;
-    3. at ``schedule.check_step``, its validation accuracy below
-       ``task.abort_threshold``: ``retry`` (the abort rule; not counted as training time).
+    1. at a report step (every ``progress_every`` steps, the last, and each
+       early-stopping checkpoint's), NaN/inf in a candidate's training loss since
+       the reset: ``diverged``;
+    2. at a checkpoint's step, one validation pass over the candidates still
+       running, then ``on_checkpoint[slot](index, step, accuracy)`` for each (not
+       counted as training time; ``checkpoint_time`` has its seconds);
+    3. at a report step, its ``progress(steps_done, total)`` answering False
+       (cancelled, lease lost, stopped by the early-stopping rule: a progress
+       callback may block here on the coordinator's decision): ``aborted``;
+    4. at ``schedule.check_step``, its validation accuracy below
+       ``task.abort_threshold``: ``retry`` (the abort rule; not counted as training
+       time; a checkpoint's pass at the same step is reused).
 
     A train step that raises stops its candidate as ``diverged`` when it trains
     alone, else raises :class:`_BatchFailed`. A candidate still training after the
@@ -157,10 +246,22 @@ class _Attempt:
         task: Task,
         progress: Sequence[ProgressFn | None],
         every: int,
+        checkpoints: Sequence[float] = (),
+        on_checkpoint: Sequence[CheckpointFn | None] = (),
     ) -> None:
         self.session, self.population, self.compiled = session, population, compiled
         self.schedule = session.schedule(task)
         self.task, self.progress, self.every = task, progress, every
+        # step -> the checkpoints measured there (a short run may put several at one step)
+        self.checkpoints: dict[int, list[int]] = collections.defaultdict(list)
+        for index, step in enumerate(checkpoint_steps(checkpoints, self.schedule.total)):
+            self.checkpoints[step].append(index)
+        self.on_checkpoint = on_checkpoint
+        # per slot, (index, steps, val_accuracy) of each checkpoint it reached in this attempt
+        self.values: dict[int, list[tuple[int, int, float]]] = collections.defaultdict(list)
+        self.checkpoint_time = np.zeros(2)  # (wall, CPU) seconds of the checkpoint passes
+        self.wait_time = np.zeros(2)  # (wall, CPU) seconds in progress callbacks at checkpoints
+        self.checkpoint_passes = 0
         self.active = np.zeros(max(slots) + 1, dtype=bool)  # the step runs this many copies, no more
         self.active[list(slots)] = True
         self.ended: dict[int, _Ended] = {}
@@ -208,20 +309,47 @@ class _Attempt:
         return self.ended, self.clock.elapsed()
 
     def apply_stop_rules(self, step: int) -> None:
-        if self.schedule.reports_at(step, self.every):
+        checkpoints = self.checkpoints.get(step, ())
+        accuracy: np.ndarray | None = None  # of this step's validation pass, when there is one
+        if checkpoints or self.schedule.reports_at(step, self.every):
             finite = self.population.finite_flags()
             for slot in self.running():
-                report = self.progress[slot]
                 if not finite[slot]:
                     self.stop(slot, "diverged", step)
-                elif report is not None and report(step, self.schedule.total) is False:
-                    self.stop(slot, "aborted", step)
+            if checkpoints and self.active.any():
+                accuracy = self.measure_checkpoints(step, checkpoints)
+            # At a checkpoint, progress may wait for the coordinator's decision: not training time.
+            paused = _clock()
+            with self.clock.excluded() if checkpoints else contextlib.nullcontext():
+                for slot in self.running():
+                    report = self.progress[slot]
+                    if report is not None and report(step, self.schedule.total) is False:
+                        self.stop(slot, "aborted", step)
+            if checkpoints:
+                self.wait_time += _clock() - paused
         if step == self.schedule.check_step and self.active.any():
-            with self.clock.excluded():
-                accuracy, _ = self.session.score(self.compiled, "val", self.active)
+            if accuracy is None:  # the weights have not moved since a checkpoint's pass at this step
+                with self.clock.excluded():
+                    accuracy, _ = self.session.score(self.compiled, "val", self.active)
             for slot in self.running():
                 if accuracy[slot] < self.task.abort_threshold:
                     self.stop(slot, "retry", step)
+
+    def measure_checkpoints(self, step: int, indices: Sequence[int]) -> np.ndarray:
+        """One validation pass over the running candidates at ``step``, given to each one's hook per checkpoint."""
+        paused = _clock()
+        with self.clock.excluded():
+            accuracy, _ = self.session.score(self.compiled, "val", self.active)
+        self.checkpoint_time += _clock() - paused
+        self.checkpoint_passes += 1
+        for slot in self.running():
+            value = float(accuracy[slot])
+            hook = self.on_checkpoint[slot] if self.on_checkpoint else None
+            for index in indices:
+                self.values[slot].append((index, step, value))
+                if hook is not None:
+                    hook(index, step, value)
+        return accuracy
 
 
 class Evaluator:
@@ -308,6 +436,8 @@ class Evaluator:
         progress: ProgressFn | None = None,
         *,
         test: bool = False,
+        checkpoints: Sequence[float] = (),
+        on_checkpoint: CheckpointFn | None = None,
     ) -> EvaluationResult:
         """Train ``task.model`` on ``task.dataset`` with ``loss`` and score it.
 
@@ -321,11 +451,33 @@ class Evaluator:
 
         ``progress(steps_done, total_steps)`` is called every ``progress_every``
         steps and at the end of training; returning ``False`` stops the evaluation
-        with status ``aborted``. This is :meth:`evaluate_many` of one loss.
+        with status ``aborted``.
+
+        ``checkpoints`` (fractions in (0, 1] of the steps, ascending) are where
+        ``on_checkpoint(index, steps, val_accuracy)`` hears the validation accuracy
+        (see :meth:`evaluate_many`); the result's ``checkpoints`` repeat them. This
+        is :meth:`evaluate_many` of one loss.
+
+        Example:
+
+        >>> from taylorglo_tf import taylor
+        >>> from taylorglo_tf.losses import TaylorGLOLoss
+        >>> from taylorglo_tf.training import Evaluator, Task
+        >>> heard = []
+        >>> result = Evaluator().evaluate(
+        ...     TaylorGLOLoss(taylor.PAPER_MNIST_THETA),
+        ...     Task(dataset="digits", model="tiny", steps=20),
+        ...     checkpoints=[0.25, 0.5],
+        ...     on_checkpoint=lambda index, steps, accuracy: heard.append((index, steps)),
+        ... )
+        >>> heard, [steps for _, steps, _ in result.checkpoints]
+        ([(0, 5), (1, 10)], [5, 10])
         """
         _check_task(task)
         _check_loss(loss)
-        return self.evaluate_many([loss], task, [progress], test=test)[0]
+        return self.evaluate_many(
+            [loss], task, [progress], test=test, checkpoints=checkpoints, on_checkpoint=[on_checkpoint]
+        )[0]
 
     def evaluate_many(
         self,
@@ -334,6 +486,8 @@ class Evaluator:
         progress: Sequence[ProgressFn | None] | None = None,
         *,
         test: bool = False,
+        checkpoints: Sequence[float] = (),
+        on_checkpoint: Sequence[CheckpointFn | None] | None = None,
     ) -> list[EvaluationResult]:
         """Train ``task.model`` once per loss, all at once, and score each: one result per loss.
 
@@ -353,6 +507,37 @@ class Evaluator:
         call's. If the step of several candidates raises (a numerics check inside
         a loss), they are trained again one at a time, so the failure lands on its
         own candidate.
+
+        Early-stopping checkpoints: checkpoint ``i`` of an attempt is at step
+
+        ```python
+        step_i = min(total, max(1, round(checkpoints[i] * total)))  # total: the schedule's steps
+        ```
+
+        where, after the train step, one validation pass scores the candidates
+        still running and ``on_checkpoint[k](i, step_i, val_accuracy)`` hears
+        candidate ``k``'s accuracy; the step is a report step, so ``progress[k]``
+        is called right after and may wait for a decision on that value and answer
+        False to stop the candidate (``aborted``, with the steps it trained). The
+        passes and those waits are not training time: ``last_timings`` has them as
+        ``checkpoint_s``/``checkpoint_cpu_s`` (``checkpoint_passes`` of them) and
+        ``checkpoint_wait_s``. A candidate's result does not depend on the
+        checkpoints (equal to rounding to a run without them), and each result's
+        ``checkpoints`` lists ``(index, steps, val_accuracy)`` of its last attempt.
+
+        Args:
+            losses: the candidate losses (``keras.losses.Loss``).
+            task: the ``training.Task`` they all train on.
+            progress: one ``progress(steps_done, total_steps)`` or None per loss.
+            test: also score the test split (``test_accuracy``, ``test_loss``).
+            checkpoints: fractions in (0, 1] of the steps, ascending (at most
+                ``limits.MAX_CHECKPOINT_VALUES``); empty: none.
+            on_checkpoint: one ``on_checkpoint(index, steps, val_accuracy)`` or
+                None per loss; None: no hooks.
+
+        Raises:
+            ValueError: naming bad ``checkpoints``, or ``progress`` or
+                ``on_checkpoint`` of another length than ``losses``.
         """
         _check_task(task)
         losses = list(losses)
@@ -363,6 +548,12 @@ class Evaluator:
             raise ValueError(
                 f"progress has {len(progress)} callbacks for {len(losses)} losses; give one per loss or None"
             )
+        fractions = check_checkpoints(checkpoints)
+        hooks: list[CheckpointFn | None] = [None] * len(losses) if on_checkpoint is None else list(on_checkpoint)
+        if len(hooks) != len(losses):
+            raise ValueError(
+                f"on_checkpoint has {len(hooks)} hooks for {len(losses)} losses; give one per loss or None"
+            )
         if not losses:
             return []
         started = _clock()
@@ -371,23 +562,23 @@ class Evaluator:
         for index, loss in enumerate(losses):
             groups[loss_signature(loss)].append(index)
         outcomes: dict[int, EvaluationResult] = {}
-        train_time = np.zeros(2)
+        times = _Times()
         validation_started = None
         # A source that gives fewer copies than candidates (a model that cannot be cloned) trains them in turns.
         width = session.max_copies or len(losses)
         chunks = [group[i : i + width] for group in groups.values() for i in range(0, len(group), width)]
         for indices in chunks:
+            plan = _Plan(task, progress, fractions, hooks, test)
             try:
                 batches = [indices]
-                trained = [self._train_together(session, losses, indices, task, progress, test)]
+                trained = [self._train_together(session, losses, indices, plan, times)]
             except _BatchFailed:  # alone, a step that raises is its candidate's divergence
                 batches = [[i] for i in indices]
-                trained = [self._train_together(session, losses, [i], task, progress, test) for i in indices]
-            for batch, (results, seconds, scoring_started) in zip(batches, trained):
-                train_time += seconds
+                trained = [self._train_together(session, losses, [i], plan, times) for i in indices]
+            for batch, (results, scoring_started) in zip(batches, trained):
                 outcomes.update(zip(batch, results))
                 validation_started = scoring_started
-        self._record_timings(started, train_time, _clock() if validation_started is None else validation_started)
+        self._record_timings(started, times, _clock() if validation_started is None else validation_started)
         wall_time_s = self.last_timings["total_s"]
         return [dataclasses.replace(outcomes[index], wall_time_s=wall_time_s) for index in range(len(losses))]
 
@@ -434,14 +625,21 @@ class Evaluator:
         """Total traces of all compiled steps so far (tests check for retracing)."""
         return sum(s.population.trace_count() for s in self._sessions.values() if s.population)
 
-    def _record_timings(self, started: np.ndarray, train_time: np.ndarray, validation_started: np.ndarray) -> None:
+    def _record_timings(self, started: np.ndarray, times: _Times, validation_started: np.ndarray) -> None:
         finished = _clock()
-        phases = {"total": finished - started, "train_steps": train_time, "validation": finished - validation_started}
+        phases = {
+            "total": finished - started,
+            "train_steps": times.train,
+            "validation": finished - validation_started,
+            "checkpoint": times.checkpoint,
+            "checkpoint_wait": times.wait,
+        }
         self.last_timings = {
             f"{phase}_{kind}": float(seconds[i])
             for phase, seconds in phases.items()
             for i, kind in enumerate(("s", "cpu_s"))
         }
+        self.last_timings["checkpoint_passes"] = float(times.passes)
 
     # ---------------------------------------------------------------- sessions
 
@@ -464,29 +662,41 @@ class Evaluator:
         session: Session,
         losses: list[Any],
         indices: list[int],
-        task: Task,
-        progress: list[ProgressFn | None],
-        test: bool,
-    ) -> tuple[list[EvaluationResult], np.ndarray, np.ndarray]:
+        plan: _Plan,
+        times: _Times,
+    ) -> tuple[list[EvaluationResult], np.ndarray]:
         """Train ``losses[indices]`` (of one form) in population slots 0..len(indices)-1, all attempts,
-        and score them: the outcome per loss, the (wall, CPU) training seconds, when validation started."""
+        and score them: the outcome per loss and when validation started; ``times`` adds up the phases."""
+        task, test = plan.task, plan.test
         count = len(indices)
         compiled = session.steps_for([losses[i] for i in indices], batch_loss)
         population = session.copies(count)
-        slot_progress = [progress[i] for i in indices]
+        slot_progress = [plan.progress[i] for i in indices]
+        slot_hooks = [plan.on_checkpoint[i] for i in indices]
         ended: dict[int, _Ended] = {}
+        values: dict[int, list[tuple[int, int, float]]] = {}
         attempts = [0] * count
         pending = list(range(count))
-        train_time = np.zeros(2)
         for number in range(1, task.abort_attempts + 1):
             seed = _initial_seed(task.seed, number)
             population.reset(pending, session.initial_state(seed))
-            attempt = _Attempt(session, population, compiled, pending, task, slot_progress, self.progress_every)
+            attempt = _Attempt(
+                session,
+                population,
+                compiled,
+                pending,
+                task,
+                slot_progress,
+                self.progress_every,
+                plan.checkpoints,
+                slot_hooks,
+            )
             this_attempt, seconds = attempt.run(session.train_batches(seed))
-            train_time += seconds
+            times.add(seconds, attempt)
             ended.update(this_attempt)
             for slot in this_attempt:
                 attempts[slot] = number
+                values[slot] = attempt.values.get(slot, [])
             pending = [slot for slot in pending if ended[slot].status == "retry"]
             if not pending:
                 break
@@ -510,9 +720,10 @@ class Evaluator:
                     status=status,
                     test_accuracy=None if tested is None else float(tested[0][k]),
                     test_loss=None if tested is None else float(tested[1][k]),
+                    checkpoints=tuple(values.get(k, ())),
                 )
             )
-        return outcomes, train_time, validation_started
+        return outcomes, validation_started
 
 
 def evaluate(loss: Any, task: Task, progress: ProgressFn | None = None) -> EvaluationResult:

@@ -317,6 +317,9 @@ class EvaluationResult:
         status: ``ok``, ``diverged`` (NaN/inf loss or weights) or ``aborted``
             (abort rule exhausted, or stopped by the progress callback).
         test_accuracy, test_loss: on the test split, only when asked for (comparisons).
+        checkpoints: ``(index, steps, val_accuracy)`` at each early-stopping
+            checkpoint the last attempt reached (``Evaluator.evaluate_many``'s
+            ``checkpoints``); empty without them.
     """
 
     fitness: float
@@ -328,6 +331,7 @@ class EvaluationResult:
     status: Status
     test_accuracy: float | None = None
     test_loss: float | None = None
+    checkpoints: tuple[tuple[int, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
