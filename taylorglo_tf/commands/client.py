@@ -108,6 +108,17 @@ def _generations_done(experiment: types_pb2.Experiment) -> str:
     return f"{experiment.generation}/{experiment.spec.search.generations}"
 
 
+def early_stopping_text(spec: types_pb2.ExperimentSpec) -> str:
+    """The spec's early-stopping rule as shown (``"median (timing-dependent)"``), or ``""`` for none."""
+    from taylorglo_tf.spec import DETERMINISTIC_EARLY_STOPPING
+
+    rule = spec.search.early_stopping or "none"  # "" in an experiment stored before the field
+    if rule == "none":
+        return ""
+    kind = "deterministic" if rule in DETERMINISTIC_EARLY_STOPPING else "timing-dependent"
+    return f"{shown(rule)} ({kind})"
+
+
 def format_experiment(experiment: types_pb2.Experiment) -> str:
     """A multi-line description of one experiment."""
     spec = experiment.spec
@@ -116,6 +127,11 @@ def format_experiment(experiment: types_pb2.Experiment) -> str:
         f"name:        {shown(spec.name)}",
         f"state:       {state_name(experiment.state)}",
         f"task:        {shown(spec.task.dataset)} / {shown(spec.task.model)}, {spec.task.steps} steps",
+    ]
+    rule = early_stopping_text(spec)
+    if rule:
+        lines.append(f"early stop:  {rule}")
+    lines += [
         f"generations: {_generations_done(experiment)} done",
         f"evaluations: {experiment.evaluations_done} of {experiment.evaluations_total}",
         f"best:        {experiment.best_fitness:.4f}",
@@ -189,6 +205,16 @@ def fetch_result(stub, experiment_id: str) -> experiment_service_pb2.ExperimentR
             return merged
 
 
+def candidates_text(result: experiment_service_pb2.ExperimentResult) -> str:
+    """Two lines: how many candidates have each status (``stopped`` and ``waiting`` among them) and the
+    training steps spent, a stopped candidate counting the steps it actually trained."""
+    from taylorglo_tf.results import status_counts, training_steps
+
+    counts = status_counts(result.candidates)
+    listed = ", ".join(f"{count} {status}" for status, count in counts.items()) or "none yet"
+    return f"candidates:  {listed}\nsteps:       {training_steps(result.candidates):,} trained"
+
+
 def cmd_submit(args: argparse.Namespace, stub, out: TextIO) -> int:
     from taylorglo_tf import spec as spec_module
 
@@ -214,6 +240,7 @@ def cmd_status(args: argparse.Namespace, stub, out: TextIO) -> int:
             experiment_service_pb2.GetExperimentRequest(experiment_id=args.experiment_id), timeout=RPC_TIMEOUT_S
         )
         print(format_experiment(experiment), file=out)
+        print(candidates_text(fetch_result(stub, experiment.id)), file=out)
         fleet = fetch_fleet(stub)
         for pace in fleet.experiments if fleet is not None else ():
             if pace.experiment_id == experiment.id:
@@ -303,7 +330,10 @@ def watch(
     """Follows an experiment with a rich progress bar until it reaches a final state.
 
     The bar shows evaluations and generations done/total and the best fitness so
-    far; a line is printed as each generation finishes. Returns 0 when the experiment
+    far; a line is printed as each generation finishes. With early stopping, the rule
+    is named once, each stopped candidate gets a line (the checkpoint where it stopped,
+    its partial accuracy, the steps it trained), and the bar and the generation lines
+    count the stopped candidates this watch saw finish. Returns 0 when the experiment
     succeeded, 3 when it was cancelled or failed.
 
     A coordinator restart does not end the watch: when the stream breaks with
@@ -326,11 +356,19 @@ class _ProgressView:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._experiment_id = experiment_id
+        # candidates stopped early, as this watch saw them finish: (generation, index) -> fitness,
+        # and the fitness of the others, per generation (for the mean of those that trained in full)
+        self._stopped: dict[tuple[int, int], float] = {}
+        self._trained: dict[tuple[int, int], float] = {}
+        self._rule_said = False
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("evaluations  generations {task.fields[generations]} done  best {task.fields[best]:.4f}"),
+            TextColumn(
+                "evaluations  generations {task.fields[generations]} done  best {task.fields[best]:.4f}"
+                "{task.fields[stopped]}"
+            ),
             TimeElapsedColumn(),
             console=Console(file=out),
             transient=False,
@@ -339,7 +377,7 @@ class _ProgressView:
     def __enter__(self) -> _ProgressView:
         self._progress.__enter__()
         self._task = self._progress.add_task(
-            _markup_text(shown(self._experiment_id)), total=None, generations="-", best=0.0
+            _markup_text(shown(self._experiment_id)), total=None, generations="-", best=0.0, stopped=""
         )
         return self
 
@@ -349,6 +387,10 @@ class _ProgressView:
         self._progress.__exit__(exc_type, exc, traceback)
 
     def show(self, experiment: types_pb2.Experiment) -> None:
+        rule = early_stopping_text(experiment.spec)
+        if rule and not self._rule_said:
+            self._rule_said = True
+            self.say(f"early stopping: {rule}")
         self._progress.update(
             self._task,
             description=_markup_text(shown(experiment.spec.name or self._experiment_id)),
@@ -356,13 +398,33 @@ class _ProgressView:
             completed=experiment.evaluations_done,
             generations=_generations_done(experiment),
             best=experiment.best_fitness,
+            stopped=f"  stopped {len(self._stopped)}" if early_stopping_text(experiment.spec) else "",
+        )
+
+    def candidate_finished(self, c: types_pb2.Candidate) -> None:
+        """A line for a candidate stopped early: where, its partial accuracy and the steps it trained."""
+        key = (c.generation, c.index)
+        if c.status != types_pb2.CANDIDATE_STATUS_STOPPED:
+            self._trained[key] = c.fitness
+            return
+        self._stopped[key] = c.fitness
+        self.say(
+            f"generation {c.generation} candidate {c.index} stopped at checkpoint {c.stopped_at}: "
+            f"accuracy {c.metrics.val_accuracy:.4f} after {c.metrics.steps} steps"
         )
 
     def generation_finished(self, g: types_pb2.GenerationSummary) -> None:
-        self.say(f"generation {g.generation}: best {g.best_fitness:.4f}  mean {g.mean_fitness:.4f}")
+        line = f"generation {g.generation}: best {g.best_fitness:.4f}  mean {g.mean_fitness:.4f}"
+        stopped = sum(generation == g.generation for generation, _ in self._stopped)
+        if stopped:
+            # the mean above counts the stopped candidates' negative ranking scores
+            rest = [f for (generation, _), f in self._trained.items() if generation == g.generation]
+            line += f"  stopped {stopped}"
+            line += f" (mean of the rest {sum(rest) / len(rest):.4f})" if rest else ""
+        self.say(line)
 
     def say(self, line: str) -> None:
-        self._progress.console.print(line)
+        self._progress.console.print(line, soft_wrap=True)  # one line, whatever the width: greppable
 
 
 def _markup_text(value: str) -> str:
@@ -399,6 +461,8 @@ def _follow(
                     broke_at = None
                     backoff.reset()
                 latest = event.experiment
+                if event.kind == experiment_service_pb2.ProgressEvent.KIND_CANDIDATE_FINISHED:
+                    view.candidate_finished(event.candidate)  # before the bar, which counts the stopped
                 view.show(latest)
                 if on_event is not None:
                     on_event(event)

@@ -427,3 +427,80 @@ def test_trainers_against_a_coordinator_without_the_fleet_view_says_so(service, 
     code, _ = invoke(["trainers", "--coordinator", service(ScriptedExperiments())])
     assert code == 1
     assert "predates the fleet view" in capsys.readouterr().err
+
+
+class EarlyStopped(ScriptedExperiments):
+    """The scripted search with an early-stopping rule: in each generation, candidates 0 and 1 are
+    stopped (at checkpoints 1 and 2 of 2, after 12 and 25 of the 50 steps); the result also holds
+    a candidate waiting for its generation's decision."""
+
+    def __init__(self, rule="successive_halving"):
+        super().__init__()
+        self.rule = rule
+
+    def _ruled(self, experiment):
+        experiment.spec.search.early_stopping = self.rule
+        return experiment
+
+    @staticmethod
+    def _stop(candidate):
+        at = candidate.index + 1
+        candidate.status = types_pb2.CANDIDATE_STATUS_STOPPED
+        candidate.stopped_at = at
+        candidate.metrics.steps = (12, 25)[candidate.index]
+        candidate.metrics.val_accuracy = (0.25, 0.5)[candidate.index]
+        candidate.fitness = (at - 1 + candidate.metrics.val_accuracy) / 2 - 1
+
+    def GetExperiment(self, request, context):
+        return self._ruled(super().GetExperiment(request, context))
+
+    def WatchExperiment(self, request, context):
+        for event in super().WatchExperiment(request, context):
+            self._ruled(event.experiment)
+            if event.kind == Event.KIND_CANDIDATE_FINISHED:
+                event.candidate.generation = event.experiment.evaluations_done // 4 - (event.candidate.index == 3)
+                if event.candidate.index < 2:
+                    self._stop(event.candidate)
+            yield event
+
+    def GetResult(self, request, context):
+        result = super().GetResult(request, context)
+        self._ruled(result.experiment)
+        for candidate in result.candidates:
+            candidate.metrics.steps = 50
+            if candidate.index < 2:
+                self._stop(candidate)
+        result.candidates[-1].status = types_pb2.CANDIDATE_STATUS_WAITING
+        return result
+
+
+def test_status_names_the_early_stopping_rule_and_counts_stopped_and_waiting_candidates(service):
+    code, out = invoke(["status", "exp-1", "--coordinator", service(EarlyStopped())])
+    assert code == 0
+    assert "early stop:  successive_halving (deterministic)" in out
+    assert "candidates:  3 succeeded, 4 stopped, 1 waiting" in out
+    assert f"steps:       {4 * 50 + 2 * (12 + 25):,} trained" in out
+    _, median = invoke(["status", "exp-1", "--coordinator", service(EarlyStopped("median"))])
+    assert "early stop:  median (timing-dependent)" in median
+
+
+def test_status_of_a_search_without_early_stopping_shows_no_rule_but_counts_its_candidates(service):
+    code, out = invoke(["status", "exp-1", "--coordinator", service(ScriptedExperiments())])
+    assert code == 0 and "early stop" not in out
+    assert "candidates:  8 succeeded" in out and "steps:       0 trained" in out
+
+
+def test_watch_prints_each_stopped_candidate_with_its_checkpoint_partial_accuracy_and_steps(service):
+    code, out = invoke(["watch", "exp-1", "--coordinator", service(EarlyStopped("median"))])
+    assert code == 0
+    assert "early stopping: median (timing-dependent)" in out
+    assert "generation 0 candidate 0 stopped at checkpoint 1: accuracy 0.2500 after 12 steps" in out
+    assert "generation 1 candidate 1 stopped at checkpoint 2: accuracy 0.5000 after 25 steps" in out
+    # the generation's mean counts the stopped candidates' negative scores; the line adds the rest's
+    assert "generation 0: best 0.4000  mean 0.2000  stopped 2 (mean of the rest 0.3500)" in out
+    assert "stopped 4" in out
+
+
+def test_watch_without_early_stopping_prints_no_stopped_lines(service):
+    _, out = invoke(["watch", "exp-1", "--coordinator", service(ScriptedExperiments())])
+    assert "stopped" not in out and "early stopping" not in out
