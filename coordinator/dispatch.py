@@ -30,6 +30,7 @@ from taylorglo_tf.limits import SCRIPT_MODEL_PREFIX
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 
+from . import early_stopping
 from .errors import StorageUnavailable
 from .leases import Lease, LeaseTable
 from .model import CandidateRecord, LeaseRecord
@@ -256,4 +257,5 @@ class Dispatcher:
             loss=spec.loss,
             attempt=c.attempts,
             ttl_s=self._ttl,
+            checkpoints=early_stopping.checkpoints(early_stopping.rule_of(spec)),
         )

@@ -2,13 +2,24 @@
 
 Layout under the directory, one folder per experiment (its id, made safe as a name)::
 
-    <experiment>/events.out.tfevents.*            generation/best_fitness, mean_fitness, sigma
+    <experiment>/events.out.tfevents.*            generation/best_fitness, mean_fitness, sigma,
+                                                  stopped, training_steps, trained_mean_fitness
                                                   (step = generation), the HParams experiment,
                                                   and loss_shape/best: each generation's best loss
                                                   in the paper's binary view (a PNG; needs matplotlib)
     <experiment>/g0003_c007/events.out.tfevents.* one HParams trial per finished candidate:
-                                                  theta_00.. as hyperparameters; candidate/fitness,
-                                                  val_loss, steps and status as metrics
+                                                  theta_00.., generation and status (its name:
+                                                  succeeded, stopped, ...) as hyperparameters;
+                                                  candidate/fitness, val_accuracy, val_loss, steps,
+                                                  status and stopped_at as metrics
+
+Early stopping: a stopped candidate's trial has status ``stopped`` and its metrics where it
+stopped (its partial val_accuracy, the steps it trained, stopped_at: the 1-based checkpoint).
+A generation's ``stopped`` and ``training_steps`` count the candidates finished while this
+writer ran (a coordinator restarted mid-generation counts those after the restart); its
+best_fitness is never a stopped candidate's (a generation whose candidates all stopped has none)
+and trained_mean_fitness leaves the stopped out: their fitness is a ranking score in [-1, 0],
+not an accuracy. mean_fitness stays the mean the search algorithm was told.
 
 No TensorFlow: the events are the ``tensorboard`` package's protos written with
 its ``RecordWriter`` (:class:`taylorglo_tf.event_file.EventFile`), and the HParams
@@ -41,7 +52,23 @@ log = logging.getLogger(__name__)
 
 ProgressEvent = es_pb2.ProgressEvent
 # the metrics of each candidate trial, as the HParams dashboard lists them
-CANDIDATE_METRICS = ("candidate/fitness", "candidate/val_loss", "candidate/steps", "candidate/status")
+CANDIDATE_METRICS = (
+    "candidate/fitness",
+    "candidate/val_accuracy",
+    "candidate/val_loss",
+    "candidate/steps",
+    "candidate/status",
+    "candidate/stopped_at",
+)
+# the candidate statuses by name ("stopped"), the trials' status hyperparameter
+STATUS_NAMES = {
+    value: name.removeprefix("CANDIDATE_STATUS_").lower()
+    for name, value in types_pb2.CandidateStatus.items()
+    if value != types_pb2.CANDIDATE_STATUS_UNSPECIFIED
+}
+# a trial ends SUCCESS when the candidate has a value the search ranks it by: trained in full, or
+# stopped early by the rule with its partial accuracy (not a failure: the search chose to stop it)
+_SUCCESS = frozenset({types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_STOPPED})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _STOP = object()
 
@@ -68,6 +95,23 @@ class _Run:
         self.theta_length = len(experiment.best_theta) or _theta_length(experiment)
         self.file = EventFile(open(folder / _event_file_name(), "wb"), wall_time=time.time())  # noqa: SIM115
         self.file.write(_event(_hparams_experiment(self.theta_length)))
+        # per generation, from its candidates' events: the stopped count, steps trained, and the
+        # fitness of those not stopped (for a best and mean that leave the stopped out)
+        self.generations: dict[int, _GenerationCounts] = {}
+
+
+class _GenerationCounts:
+    def __init__(self) -> None:
+        self.stopped = 0
+        self.steps = 0
+        self.trained: list[float] = []
+
+    def add(self, c: types_pb2.Candidate) -> None:
+        self.steps += c.metrics.steps
+        if c.status == types_pb2.CANDIDATE_STATUS_STOPPED:
+            self.stopped += 1
+        else:
+            self.trained.append(c.fitness)
 
 
 def _theta_length(experiment: types_pb2.Experiment) -> int:
@@ -96,13 +140,23 @@ def _hparams_experiment(theta_length: int) -> Any:
         hparam_infos=[
             api_pb2.HParamInfo(name=f"theta_{i:02d}", type=api_pb2.DATA_TYPE_FLOAT64) for i in range(theta_length)
         ]
-        + [api_pb2.HParamInfo(name="generation", type=api_pb2.DATA_TYPE_FLOAT64)],
+        + [api_pb2.HParamInfo(name="generation", type=api_pb2.DATA_TYPE_FLOAT64)]
+        + [_status_info()],
         metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in CANDIDATE_METRICS],
     )
     return _hparams_summary(
         metadata.EXPERIMENT_TAG,
         plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, experiment=experiment),
     )
+
+
+def _status_info() -> Any:
+    """The ``status`` hyperparameter: a string from the candidate statuses' names."""
+    from google.protobuf import struct_pb2
+    from tensorboard.plugins.hparams import api_pb2
+
+    domain = struct_pb2.ListValue(values=[struct_pb2.Value(string_value=name) for name in STATUS_NAMES.values()])
+    return api_pb2.HParamInfo(name="status", type=api_pb2.DATA_TYPE_STRING, domain_discrete=domain)
 
 
 def _scalars(values: dict[str, float]) -> Any:
@@ -196,6 +250,7 @@ class LiveTensorBoard:
             for i, value in enumerate(c.theta):
                 start.hparams[f"theta_{i:02d}"].number_value = value
             start.hparams["generation"].number_value = c.generation
+            start.hparams["status"].string_value = STATUS_NAMES.get(c.status, str(c.status))
             trial.write(
                 _event(
                     _hparams_summary(
@@ -209,14 +264,18 @@ class LiveTensorBoard:
             val_loss = c.metrics.val_loss if c.HasField("metrics") else math.nan
             values = {
                 "candidate/fitness": c.fitness,
+                # a stopped candidate's: its partial accuracy where it stopped
+                "candidate/val_accuracy": c.metrics.val_accuracy if c.HasField("metrics") else math.nan,
                 "candidate/val_loss": val_loss,
-                "candidate/steps": float(c.metrics.steps),
+                "candidate/steps": float(c.metrics.steps),  # a stopped candidate's: the steps it trained
                 "candidate/status": float(c.status),
+                "candidate/stopped_at": float(c.stopped_at),
             }
             trial.write(_event(_scalars(values), step=c.generation))
-            ok = c.status == types_pb2.CANDIDATE_STATUS_SUCCEEDED
+            run.generations.setdefault(c.generation, _GenerationCounts()).add(c)
             end = plugin_data_pb2.SessionEndInfo(
-                status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE, end_time_secs=time.time()
+                status=api_pb2.STATUS_SUCCESS if c.status in _SUCCESS else api_pb2.STATUS_FAILURE,
+                end_time_secs=time.time(),
             )
             trial.write(
                 _event(
@@ -230,9 +289,18 @@ class LiveTensorBoard:
             trial.close()
 
     def _generation(self, run: _Run, experiment: types_pb2.Experiment, g: types_pb2.GenerationSummary) -> None:
-        values = {"generation/best_fitness": g.best_fitness, "generation/mean_fitness": g.mean_fitness}
+        counts = run.generations.pop(g.generation, _GenerationCounts())
+        mean = sum(counts.trained) / len(counts.trained) if counts.stopped and counts.trained else g.mean_fitness
+        values = {"generation/mean_fitness": g.mean_fitness}
+        # Every candidate not stopped has a fitness >= 0 and every stopped one <= 0: the generation's
+        # best is a stopped one's only when all were stopped, and then there is no best to show.
+        if g.best_fitness >= 0 or not counts.stopped:
+            values["generation/best_fitness"] = g.best_fitness
         values["generation/sigma"] = g.sigma
-        values["experiment/best_fitness"] = experiment.best_fitness
+        values["generation/stopped"] = float(counts.stopped)
+        values["generation/training_steps"] = float(counts.steps)
+        values["generation/trained_mean_fitness"] = mean
+        values["experiment/best_fitness"] = experiment.best_fitness  # from succeeded candidates only
         run.file.write(_event(_scalars(values), step=g.generation))
         if self._images and len(g.best_theta):
             png = self._loss_png(experiment, list(g.best_theta), g.generation)

@@ -109,7 +109,7 @@ class CandidateRecord:
     # the checkpoint (1-based) at which the rule stopped it; 0: not stopped
     stopped_at: int = 0
     # while WAITING: the final status it reported (it gets it unless the rule stops it)
-    held_status: int = 0
+    held_status: types_pb2.CandidateStatus = types_pb2.CANDIDATE_STATUS_UNSPECIFIED
 
     def value_at(self, index: int) -> float | None:
         """Its validation accuracy at checkpoint ``index`` (0-based), None if not reported."""

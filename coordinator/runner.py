@@ -34,6 +34,8 @@ class ExperimentRun:
         self.queue: deque[int] = deque(c.index for c in self.candidates if queued(c))
         # its step to the next generation is queued or being computed
         self.advancing = False
+        # (generation, checkpoint values of earlier generations): the median rule's, read once per generation
+        self.checkpoint_history: tuple[int, dict[int, list[float]]] | None = None
 
     @property
     def id(self) -> str:
@@ -100,11 +102,13 @@ def compute_step(
     fitness = np.array([c.fitness for c in candidates])
     optimizer.tell(thetas, fitness)
     best = int(np.argmax(fitness))
+    # The mean of what trained in full: a stopped candidate's fitness is a rank, not an accuracy.
+    full = [c.fitness for c in candidates if c.status != types_pb2.CANDIDATE_STATUS_STOPPED]
     summary = GenerationRecord(
         record.id,
         record.generation,
         float(fitness[best]),
-        float(fitness.mean()),
+        float(np.mean(full)) if full else float(fitness.mean()),
         thetas[best],
         optimizer.mean,
         optimizer.sigma,
@@ -120,7 +124,12 @@ def queued(c: CandidateRecord) -> bool:
 
 
 _TRAINED = frozenset(
-    {types_pb2.CANDIDATE_STATUS_SUCCEEDED, types_pb2.CANDIDATE_STATUS_DIVERGED, types_pb2.CANDIDATE_STATUS_ABORTED}
+    {
+        types_pb2.CANDIDATE_STATUS_SUCCEEDED,
+        types_pb2.CANDIDATE_STATUS_DIVERGED,
+        types_pb2.CANDIDATE_STATUS_ABORTED,
+        types_pb2.CANDIDATE_STATUS_STOPPED,
+    }
 )
 
 

@@ -69,13 +69,13 @@ from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.rpc import worker_service_pb2 as ws_pb2
 from taylorglo_tf.text import escape_controls
 
-from . import optimizers, runner
+from . import early_stopping, optimizers, runner
 from .defaults import DEFAULT_LEASE_TTL_S, PROGRESS_DEADLINE_TTLS, STARTUP_PROGRESS_FACTOR
 from .dispatch import Dispatcher, LeaseTicket, OnGranted
 from .errors import FailedPrecondition, NotFound, StorageUnavailable, Unavailable
 from .events import CLOSED, EventHub, ProgressEvent
 from .leases import Lease, LeaseTable
-from .model import CandidateRecord, ExperimentRecord, GenerationRecord, result_proto
+from .model import CandidateRecord, Checkpoint, ExperimentRecord, GenerationRecord, result_proto
 from .ratelog import RateLimitedLog
 from .runner import ExperimentRun, Prescreen, Step
 from .storage import WRITE_METHODS, Storage
@@ -104,6 +104,28 @@ def _candidate_finished(record: ExperimentRecord, candidate: CandidateRecord) ->
     return lambda: ProgressEvent(
         kind=ProgressEvent.KIND_CANDIDATE_FINISHED, experiment=record.to_proto(), candidate=candidate.to_proto()
     )
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One lease's part of a heartbeat, validated by the servicer."""
+
+    lease_id: str
+    steps_done: int | None = None  # None: no count this time
+    checkpoints: tuple[Checkpoint, ...] = ()  # early-stopping values reached so far
+
+
+@dataclass(frozen=True)
+class BeatAnswer:
+    """The answer for one lease: go on (for ``ttl_s`` more seconds), or stop; early stopping's word."""
+
+    keep_going: bool
+    ttl_s: float
+    stop: bool = False  # the early-stopping rule stopped it: report it STOPPED
+    hold: bool = False  # wait at the checkpoint: the rest of the generation is training towards it
+
+
+_GONE = BeatAnswer(False, 0.0)
 
 
 @dataclass
@@ -426,17 +448,45 @@ class Scheduler:
         the lease's progress deadline: it goes up as training goes on, and back to 1 when the
         abort rule retries a candidate with a fresh seed (a retry is progress too); a lease
         heartbeated with the same count for ``progress_deadline_s`` ends like a silent one.
-        None: no count this time.
+        None: no count this time. :meth:`heartbeat_many` is the whole form.
+        """
+        [answer] = self.heartbeat_many(trainer_id, [Beat(lease_id, steps_done)])
+        return answer.keep_going, answer.ttl_s
+
+    def heartbeat_many(self, trainer_id: str, beats: builtins.list[Beat]) -> builtins.list[BeatAnswer]:
+        """Every lease of one heartbeat: record checkpoint values, let the early-stopping rule decide, answer each.
+
+        New checkpoint values (the first for each checkpoint of a candidate) are stored,
+        with the rule's decisions, before the answers are made: so a generation whose
+        last values arrive in this call is decided in it. A lease whose candidate the rule
+        stopped answers ``stop``; one that waits for a decision the rest of the
+        generation (all in training) will bring answers ``hold``, which also counts as
+        progress.
         """
         with self._cond:
-            lease = self._leases.live(lease_id, trainer_id)
-            if lease is None:
-                return False, 0.0
-            now = self._clock()
-            self._leases.extend(lease, now + self.lease_ttl_s)
-            if steps_done is not None and steps_done != lease.steps_done:
-                self._leases.progressed(lease, steps_done, now + self.progress_deadline_s)
-            return True, self.lease_ttl_s
+            for beat in beats:
+                lease = self._leases.live(beat.lease_id, trainer_id)
+                if lease is not None and beat.checkpoints:
+                    self._record_checkpoints(self._running[lease.experiment_id], lease.index, beat.checkpoints)
+            answers = [self._answer(beat, trainer_id) for beat in beats]
+        self._step_pending()
+        return answers
+
+    def _answer(self, beat: Beat, trainer_id: str) -> BeatAnswer:
+        lease = self._leases.live(beat.lease_id, trainer_id)
+        if lease is None:
+            return _GONE
+        now = self._clock()
+        self._leases.extend(lease, now + self.lease_ttl_s)
+        run = self._running[lease.experiment_id]
+        c = run.candidates[lease.index]
+        if c.stopped_at:
+            return BeatAnswer(False, self.lease_ttl_s, stop=True)
+        hold = early_stopping.holds(early_stopping.rule_of(run.record.spec), run.candidates, c)
+        if hold or (beat.steps_done is not None and beat.steps_done != lease.steps_done):
+            steps = lease.steps_done if beat.steps_done is None else beat.steps_done
+            self._leases.progressed(lease, steps, now + self.progress_deadline_s)
+        return BeatAnswer(True, self.lease_ttl_s, hold=hold)
 
     def return_lease(self, lease_id: str, trainer_id: str, reason: str = "") -> bool:
         """Queue a leased candidate again without spending its attempt; ``reason`` goes to the log."""
@@ -452,6 +502,10 @@ class Scheduler:
                 return False
             run = self._running[lease.experiment_id]
             c = run.candidates[lease.index]
+            if c.stopped_at:  # stopped early: nothing to train again
+                self._finish_stopped(run, c)
+                self._advance(run)
+                return True
             updated = replace(c, status=types_pb2.CANDIDATE_STATUS_QUEUED, attempts=c.attempts - 1, lease_id="")
             self._storage.update_candidate(updated)
             self._leases.end(lease_id)
@@ -491,15 +545,42 @@ class Scheduler:
                 return False, f"the lease was granted to trainer {lease.trainer_id!r}"
             run = self._running[lease.experiment_id]
             c = run.candidates[lease.index]
-            if c.final:
+            if c.final or c.status == types_pb2.CANDIDATE_STATUS_WAITING:
                 return False, "duplicate: the candidate already has a final result"
             error = report.error[:MAX_ERROR_CHARS]
+            if report.metrics is not None and report.metrics.checkpoints:
+                values = tuple((v.index, v.steps, v.val_accuracy) for v in report.metrics.checkpoints)
+                self._record_checkpoints(run, c.index, values)
+                c = run.candidates[lease.index]
+            if c.stopped_at:  # however its training ended, the rule's decision stands
+                self._finish_stopped(run, c, trainer_id=report.trainer_id, metrics=report.metrics)
+                self._advance(run)
+                return True, ""
+            if report.status == ws_pb2.EVALUATION_STATUS_STOPPED:
+                return False, "no early-stopping decision stopped this candidate"
             if report.status == ws_pb2.EVALUATION_STATUS_ERROR:
                 if c.lease_id != report.lease_id:
                     return False, "stale: the lease expired; the candidate was queued again"
                 self._retry_or_fail(run, c, error or "the trainer reported an error")
                 return True, ""
             fitness = report.fitness if report.status == ws_pb2.EVALUATION_STATUS_OK else 0.0
+            if early_stopping.waits(early_stopping.rule_of(run.record.spec), run.candidates, c):
+                # It ran ahead of a decision the rest of its generation has not reached: the result
+                # waits for it, so that the search does not depend on the trainers' timing.
+                waiting = replace(
+                    c,
+                    status=types_pb2.CANDIDATE_STATUS_WAITING,
+                    held_status=_FINAL_STATUS[report.status],
+                    fitness=fitness,
+                    trainer_id=report.trainer_id,
+                    metrics=report.metrics,
+                    error=error,
+                    lease_id="",
+                )
+                self._storage.update_candidate(waiting)
+                self._leases.end(c.lease_id)
+                run.put(waiting)
+                return True, ""
             self._finish_candidate(
                 run,
                 c,
@@ -600,6 +681,10 @@ class Scheduler:
         return record
 
     def _retry_or_fail(self, run: ExperimentRun, c: CandidateRecord, error: str) -> None:
+        if c.stopped_at:  # stopped early: its lease ending is no reason to train it again
+            self._finish_stopped(run, c)
+            self._advance(run)
+            return
         if c.attempts >= run.record.spec.search.max_attempts:
             self._finish_candidate(
                 run,
@@ -637,6 +722,7 @@ class Scheduler:
             finish_time=now,
             error=error,
             lease_id="",
+            held_status=types_pb2.CANDIDATE_STATUS_UNSPECIFIED,
         )
         record = runner.with_results(replace(run.record, update_time=now), [updated])
         self._storage.update_candidate(updated, record)
@@ -646,10 +732,92 @@ class Scheduler:
         self._set_record(run, record)
         self._events.publish(run.id, _candidate_finished(record, updated))
 
+    # ------------------------------------------------------------------ internals: early stopping
+
+    def _record_checkpoints(self, run: ExperimentRun, index: int, values: tuple[Checkpoint, ...]) -> None:
+        """Store the first value reported at each of the rule's checkpoints for candidate ``index``,
+        then let the rule decide (lock held)."""
+        c = run.candidates[index]
+        count = len(early_stopping.checkpoints(early_stopping.rule_of(run.record.spec)))
+        known = {i for i, _, _ in c.checkpoints}
+        new = [value for value in values if value[0] < count and value[0] not in known]
+        if not new:
+            return
+        updated = replace(c, checkpoints=tuple(sorted(c.checkpoints + tuple(new))))
+        self._storage.update_candidate(updated)
+        run.put(updated)
+        self._settle(run, {(index, i) for i, _, _ in new})
+        self._advance(run)
+
+    def _settle(self, run: ExperimentRun, new: set[tuple[int, int]] | None = None) -> None:
+        """Store the rule's new decisions for ``run``'s generation, then end what they settle (lock held):
+        a stopped candidate that is queued or waiting is STOPPED; a waiting one whose decisions
+        are all made and let it go on gets the status it reported. ``new``: the (candidate,
+        checkpoint) values just recorded (the ``median`` rule decides on those)."""
+        rule = early_stopping.rule_of(run.record.spec)
+        if rule == early_stopping.NONE:
+            return
+        history = self._checkpoint_history(run) if rule == early_stopping.MEDIAN else None
+        decisions = early_stopping.decide(rule, run.candidates, new or (), history)
+        if decisions:
+            stopped = [replace(run.candidates[i], stopped_at=at) for i, at in sorted(decisions.items())]
+            self._storage.update_candidates(stopped)
+            for c in stopped:
+                run.put(c)
+                log.info(
+                    "candidate %s/%d/%d stopped early at checkpoint %d (%s): validation accuracy %.4f",
+                    *(run.id, c.generation, c.index, c.stopped_at, rule, c.value_at(c.stopped_at - 1) or 0.0),
+                )
+        for c in list(run.candidates):
+            if c.stopped_at and c.status in (types_pb2.CANDIDATE_STATUS_QUEUED, types_pb2.CANDIDATE_STATUS_WAITING):
+                self._finish_stopped(run, c)
+            elif c.status == types_pb2.CANDIDATE_STATUS_WAITING and not early_stopping.waits(rule, run.candidates, c):
+                self._finish_candidate(
+                    run, c, c.held_status, c.fitness, trainer_id=c.trainer_id, metrics=c.metrics, error=c.error
+                )
+
+    def _finish_stopped(
+        self,
+        run: ExperimentRun,
+        c: CandidateRecord,
+        *,
+        trainer_id: str = "",
+        metrics: types_pb2.EvaluationMetrics | None = None,
+    ) -> None:
+        """End a candidate the rule stopped: STOPPED, with the fitness of its value at that checkpoint.
+        ``metrics``: what its trainer measured (the steps it trained); else what is known."""
+        index = c.stopped_at - 1
+        value = c.value_at(index) or 0.0
+        if metrics is None:
+            metrics = c.metrics
+        if metrics is None:
+            steps = next(steps for i, steps, _ in c.checkpoints if i == index)
+            metrics = types_pb2.EvaluationMetrics(val_accuracy=value, steps=steps)
+        fitness = early_stopping.stopped_fitness(c.stopped_at, value)
+        self._finish_candidate(
+            run, c, types_pb2.CANDIDATE_STATUS_STOPPED, fitness, trainer_id=trainer_id or c.trainer_id, metrics=metrics
+        )
+
+    def _checkpoint_history(self, run: ExperimentRun) -> dict[int, builtins.list[float]]:
+        """Checkpoint values of the experiment's earlier generations (``median``), read once per generation."""
+        generation = run.record.generation
+        if run.checkpoint_history is None or run.checkpoint_history[0] != generation:
+            earlier = [c for c in self._storage.load_candidates(run.id) if c.generation < generation]
+            run.checkpoint_history = (generation, early_stopping.history_values(earlier))
+        return run.checkpoint_history[1]
+
     # ------------------------------------------------------------------ internals: generations
 
     def _advance(self, run: ExperimentRun) -> None:
-        """Queue an optimizer step for ``run`` if its current generation is complete (lock held)."""
+        """Queue an optimizer step for ``run`` if its current generation is complete (lock held).
+
+        Early stopping's pending decisions come first: they may end candidates. A database
+        that refuses them leaves them to the next pass (:meth:`retry_stalled`)."""
+        if run.id in self._running and not run.advancing and not run.complete():
+            try:
+                self._settle(run)
+            except StorageUnavailable as exc:
+                storage_log.warning(f"early-stopping decisions postponed: {exc}")
         if run.id in self._running and not run.advancing and run.complete():
             run.advancing = True
             self._pending.append(run)

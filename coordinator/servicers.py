@@ -18,7 +18,13 @@ from concurrent.futures import Executor
 from typing import Any
 
 from taylorglo_tf import spec as spec_lib
-from taylorglo_tf.limits import MAX_ID_CHARS, MAX_LEASE_CANDIDATES, int_out_of_range, overlong_string
+from taylorglo_tf.limits import (
+    MAX_CHECKPOINT_VALUES,
+    MAX_ID_CHARS,
+    MAX_LEASE_CANDIDATES,
+    int_out_of_range,
+    overlong_string,
+)
 from taylorglo_tf.rpc import experiment_service_pb2 as es_pb2
 from taylorglo_tf.rpc import experiment_service_pb2_grpc as es_grpc
 from taylorglo_tf.rpc import types_pb2
@@ -29,7 +35,8 @@ from . import paging
 from .fleet import Fleet, fleet_response
 from .grpc_util import InvalidArgument, rpc
 from .longpoll import LongPolls
-from .scheduler import Report, Scheduler
+from .model import Checkpoint
+from .scheduler import Beat, Report, Scheduler
 
 _REPORTABLE = frozenset(
     {
@@ -37,6 +44,7 @@ _REPORTABLE = frozenset(
         ws_pb2.EVALUATION_STATUS_DIVERGED,
         ws_pb2.EVALUATION_STATUS_ABORTED,
         ws_pb2.EVALUATION_STATUS_ERROR,
+        ws_pb2.EVALUATION_STATUS_STOPPED,
     }
 )
 
@@ -104,12 +112,29 @@ def _unit_interval(value: float, field: str) -> None:
         raise InvalidArgument(field, f"{value!r} is not a number in [0, 1]")
 
 
+def checkpoint_values(values: Any, field: str) -> tuple[Checkpoint, ...]:
+    """Early-stopping checkpoint values of a heartbeat or report, checked: ``(index, steps, val_accuracy)``."""
+    if len(values) > MAX_CHECKPOINT_VALUES:
+        raise InvalidArgument(field, f"holds {len(values)} values; at most {MAX_CHECKPOINT_VALUES}")
+    checked = []
+    for i, value in enumerate(values):
+        if value.index < 0:
+            raise InvalidArgument(f"{field}[{i}].index", f"{value.index} is negative")
+        if value.steps < 1:
+            raise InvalidArgument(f"{field}[{i}].steps", f"{value.steps} is not a step count >= 1")
+        _unit_interval(value.val_accuracy, f"{field}[{i}].val_accuracy")
+        checked.append((value.index, value.steps, value.val_accuracy))
+    if len({index for index, _, _ in checked}) < len(checked):
+        raise InvalidArgument(field, "names a checkpoint more than once")
+    return tuple(checked)
+
+
 def validate_report(request: ws_pb2.ReportResultRequest) -> Report:
     """Check a ReportResultRequest field by field and turn it into a :class:`Report`."""
     _identifier(request.lease_id, "lease_id")
     _identifier(request.trainer_id, "trainer_id")
     if request.status not in _REPORTABLE:
-        raise InvalidArgument("status", f"{request.status} is not OK, DIVERGED, ABORTED or ERROR")
+        raise InvalidArgument("status", f"{request.status} is not OK, DIVERGED, ABORTED, ERROR or STOPPED")
     _unit_interval(request.fitness, "fitness")
     metrics = None
     if request.HasField("metrics"):
@@ -121,6 +146,7 @@ def validate_report(request: ws_pb2.ReportResultRequest) -> Report:
             raise InvalidArgument("metrics.attempts", f"{m.attempts} is negative")
         if not (math.isfinite(m.wall_time_s) and m.wall_time_s >= 0):
             raise InvalidArgument("metrics.wall_time_s", f"{m.wall_time_s!r} is not a time >= 0")
+        checkpoint_values(m.checkpoints, "metrics.checkpoints")
         # val_loss may be NaN or inf: that is what a diverged run measures
         metrics = types_pb2.EvaluationMetrics()
         metrics.CopyFrom(m)
@@ -211,34 +237,43 @@ class WorkerServicer(ws_grpc.WorkerServiceServicer):
         """Batched (``leases``: every lease of the trainer) or single (``lease_id``, older trainers)."""
         trainer_id = _identifier(request.trainer_id, "trainer_id")
         if not request.leases:
-            beats = [(_identifier(request.lease_id, "lease_id"), request.steps_done, "steps_done")]
+            beats = [Beat(_identifier(request.lease_id, "lease_id"), request.steps_done)]
+            fields = ["steps_done"]
         elif request.lease_id or request.steps_done:
             raise InvalidArgument("lease_id", "must be unset when leases are given (each lease goes in leases)")
         elif len(request.leases) > MAX_LEASE_CANDIDATES:
             raise InvalidArgument("leases", f"holds {len(request.leases)} leases; at most {MAX_LEASE_CANDIDATES}")
         else:
             beats = [
-                (_identifier(lease.lease_id, f"leases[{i}].lease_id"), lease.steps_done, f"leases[{i}].steps_done")
+                Beat(
+                    _identifier(lease.lease_id, f"leases[{i}].lease_id"),
+                    lease.steps_done,
+                    checkpoint_values(lease.checkpoints, f"leases[{i}].checkpoints"),
+                )
                 for i, lease in enumerate(request.leases)
             ]
-            if len({lease_id for lease_id, _, _ in beats}) < len(beats):
+            fields = [f"leases[{i}].steps_done" for i in range(len(beats))]
+            if len({beat.lease_id for beat in beats}) < len(beats):
                 raise InvalidArgument("leases", "names a lease more than once")
-        for _, steps_done, field in beats:
-            if steps_done < 0:
-                raise InvalidArgument(field, f"{steps_done} is negative")
+        for beat, field in zip(beats, fields):
+            if beat.steps_done < 0:
+                raise InvalidArgument(field, f"{beat.steps_done} is negative")
 
-        def heartbeat_each() -> list[tuple[bool, float]]:  # one trip to the scheduler's pool for them all
-            return [self._scheduler.heartbeat(lease_id, trainer_id, steps_done) for lease_id, steps_done, _ in beats]
-
-        answers = await self._long_polls.call(heartbeat_each)
-        self._fleet.heartbeat(trainer_id, [(lease_id, steps_done) for lease_id, steps_done, _ in beats])
+        # one trip to the scheduler's pool for them all
+        answers = await self._long_polls.call(self._scheduler.heartbeat_many, trainer_id, beats)
+        self._fleet.heartbeat(trainer_id, [(beat.lease_id, beat.steps_done) for beat in beats])
         if not request.leases:
-            keep_going, ttl = answers[0]
-            return ws_pb2.HeartbeatResponse(keep_going=keep_going, ttl_s=ttl)
+            return ws_pb2.HeartbeatResponse(keep_going=answers[0].keep_going, ttl_s=answers[0].ttl_s)
         return ws_pb2.HeartbeatResponse(
             leases=[
-                ws_pb2.LeaseHeartbeat(lease_id=lease_id, keep_going=keep_going, ttl_s=ttl)
-                for (lease_id, _, _), (keep_going, ttl) in zip(beats, answers)
+                ws_pb2.LeaseHeartbeat(
+                    lease_id=beat.lease_id,
+                    keep_going=answer.keep_going,
+                    ttl_s=answer.ttl_s,
+                    stop=answer.stop,
+                    hold=answer.hold,
+                )
+                for beat, answer in zip(beats, answers)
             ]
         )
 

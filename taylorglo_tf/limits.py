@@ -28,6 +28,8 @@ MAX_WAIT_MS = 60_000  # LeaseCandidateRequest.wait_ms: how long one lease call m
 # trains in one step (``--candidates-per-step auto`` measures at most 32); it bounds the
 # work one call holds (and the response's size).
 MAX_LEASE_CANDIDATES = 64
+# Early-stopping checkpoint values one heartbeat or report may carry per lease.
+MAX_CHECKPOINT_VALUES = 16
 
 # Lease TTLs a coordinator may be given (--lease-ttl): below a second a heartbeat can
 # hardly keep a lease; a day without a heartbeat is no lease at all.

@@ -146,7 +146,7 @@ class SchedulerUnderAttack(RuleBasedStateMachine):
     @rule(
         held=leases,
         status=st.one_of(
-            st.integers(min_value=-3, max_value=100).filter(lambda s: s not in (1, 2, 3, 4)),
+            st.integers(min_value=-3, max_value=100).filter(lambda s: s not in (1, 2, 3, 4, 5)),
             st.sampled_from([ws.EVALUATION_STATUS_OK]),
         ),
         fitness=st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, -0.5, 1.5, 1e300])),

@@ -244,7 +244,7 @@ def test_a_report_that_is_garbage_or_not_the_lease_holders_is_refused_and_change
 @given(report_requests())
 def test_a_malformed_report_from_the_lease_holder_is_invalid_argument_and_changes_nothing(session, request):
     request.lease_id, request.trainer_id = session.lease.lease_id, "t"
-    well_formed = request.status in (1, 2, 3, 4) and math.isfinite(request.fitness) and 0 <= request.fitness <= 1
+    well_formed = request.status in (1, 2, 3, 4, 5) and math.isfinite(request.fitness) and 0 <= request.fitness <= 1
     if well_formed and request.HasField("metrics"):
         m = request.metrics
         well_formed = (

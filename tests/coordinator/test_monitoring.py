@@ -299,8 +299,8 @@ def test_live_tensorboard_writes_without_importing_tensorflow(tmp_path):
     )
     assert read.returncode == 0, read.stderr[-3000:]
     assert read.stdout.strip().splitlines()[-2:] == [
-        "['_hparams_/experiment'] ['loss_shape/best'] 4",
-        "['_hparams_/session_end_info', '_hparams_/session_start_info'] 4",
+        "['_hparams_/experiment'] ['loss_shape/best'] 7",
+        "['_hparams_/session_end_info', '_hparams_/session_start_info'] 6",
     ]
 
 
@@ -361,3 +361,143 @@ def test_the_fleet_keeps_only_its_rate_window_and_forgets_a_trainer_lost_for_a_d
     now[0] += FORGET_LOST_TRAINER_S + 1
     fleet.leased("busy", [])
     assert [t.trainer_id for t in fleet.trainers()] == ["busy"]
+
+
+Event = es.ProgressEvent
+
+
+class _Listening:
+    """The one Scheduler method LiveTensorBoard uses."""
+
+    def listen(self, callback):
+        self.callback = callback
+
+
+def _stopped_candidate(generation: int, index: int, at: int, accuracy: float, steps: int) -> types_pb2.Candidate:
+    return types_pb2.Candidate(
+        experiment_id="e1",
+        generation=generation,
+        index=index,
+        theta=[0.1] * 8,
+        status=types_pb2.CANDIDATE_STATUS_STOPPED,
+        fitness=(at - 1 + accuracy) / 2 - 1,
+        stopped_at=at,
+        metrics=types_pb2.EvaluationMetrics(val_accuracy=accuracy, val_loss=1.5, steps=steps),
+        checkpoints=[types_pb2.CheckpointValue(index=i, steps=steps, val_accuracy=accuracy) for i in range(at)],
+    )
+
+
+def _early_stopped_generation(tmp_path: Path) -> Path:
+    """A live run of one generation of four: two trained in full (0.9, 0.7; 40 steps), two stopped
+    (at checkpoint 1 with 0.3 after 10 steps, at checkpoint 2 with 0.5 after 20)."""
+    from taylorglo_tf.coordinator.live_tensorboard import LiveTensorBoard
+
+    scheduler = _Listening()
+    writer = LiveTensorBoard(tmp_path, scheduler)
+    writer._images = False  # no loss shapes: not what these tests look at
+    spec = spec_module.load_spec(
+        {
+            "task": {"dataset": "digits", "model": "tiny", "steps": 40},
+            "search": {"population": 4, "early_stopping": "successive_halving"},
+        }
+    )
+    experiment = types_pb2.Experiment(id="e1", spec=spec, best_fitness=0.9)
+    trained = [
+        types_pb2.Candidate(
+            generation=0,
+            index=i,
+            theta=[0.1] * 8,
+            status=types_pb2.CANDIDATE_STATUS_SUCCEEDED,
+            fitness=value,
+            metrics=types_pb2.EvaluationMetrics(val_accuracy=value, val_loss=0.4, steps=40),
+        )
+        for i, value in ((0, 0.9), (1, 0.7))
+    ]
+    stopped = [_stopped_candidate(0, 2, 1, 0.3, 10), _stopped_candidate(0, 3, 2, 0.5, 20)]
+    for candidate in trained + stopped:
+        scheduler.callback(Event(kind=Event.KIND_CANDIDATE_FINISHED, experiment=experiment, candidate=candidate))
+    fitness = [c.fitness for c in trained + stopped]
+    summary = types_pb2.GenerationSummary(
+        generation=0, best_fitness=max(fitness), mean_fitness=sum(fitness) / 4, best_theta=[0.1] * 8
+    )
+    scheduler.callback(Event(kind=Event.KIND_GENERATION_FINISHED, experiment=experiment, generation=summary))
+    writer.close()
+    return tmp_path / run_name("e1")
+
+
+def _trial(run: Path, folder: str) -> tuple[dict, dict[str, float], int]:
+    """(the trial's hyperparameters, its metrics, its end status) as written."""
+    events = folder_events(run / folder)
+    hparams, metrics, status = {}, {}, None
+    for event in events:
+        for value in event.summary.value:
+            content = value.metadata.plugin_data.content
+            if value.tag == hparams_metadata.SESSION_START_INFO_TAG:
+                start = hparams_metadata.parse_session_start_info_plugin_data(content)
+                hparams = {k: v.string_value or v.number_value for k, v in start.hparams.items()}
+            elif value.tag == hparams_metadata.SESSION_END_INFO_TAG:
+                status = hparams_metadata.parse_session_end_info_plugin_data(content).status
+            elif value.tag.startswith("candidate/"):
+                metrics[value.tag] = value.simple_value
+    return hparams, metrics, status
+
+
+def test_a_stopped_candidate_s_trial_has_status_stopped_and_its_partial_accuracy_and_steps(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+
+    run = _early_stopped_generation(tmp_path)
+    hparams, metrics, end = _trial(run, "g0000_c003")
+    assert hparams["status"] == "stopped"
+    assert metrics["candidate/val_accuracy"] == pytest.approx(0.5)
+    assert metrics["candidate/steps"] == 20 and metrics["candidate/stopped_at"] == 2
+    assert metrics["candidate/status"] == types_pb2.CANDIDATE_STATUS_STOPPED
+    assert metrics["candidate/fitness"] == pytest.approx(-0.25)
+    assert end == api_pb2.STATUS_SUCCESS  # stopped by the search's choice, not a failure
+    hparams, metrics, _ = _trial(run, "g0000_c000")
+    assert hparams["status"] == "succeeded" and metrics["candidate/stopped_at"] == 0
+    (experiment,) = [
+        hparams_metadata.parse_experiment_plugin_data(v.metadata.plugin_data.content)
+        for e in folder_events(run)
+        for v in e.summary.value
+        if v.tag == hparams_metadata.EXPERIMENT_TAG
+    ]
+    status = next(info for info in experiment.hparam_infos if info.name == "status")
+    assert "stopped" in [v.string_value for v in status.domain_discrete.values]
+    assert {"candidate/val_accuracy", "candidate/stopped_at"} <= {m.name.tag for m in experiment.metric_infos}
+
+
+def test_generation_scalars_count_stopped_candidates_and_steps_and_their_best_and_trained_mean_leave_them_out(
+    tmp_path,
+):
+    run = _early_stopped_generation(tmp_path)
+    scalars = {v.tag: v.simple_value for e in folder_events(run) for v in e.summary.value if e.step == 0}
+    assert scalars["generation/stopped"] == 2
+    assert scalars["generation/training_steps"] == 40 + 40 + 10 + 20
+    assert scalars["generation/best_fitness"] == pytest.approx(0.9)
+    assert scalars["generation/trained_mean_fitness"] == pytest.approx(0.8)
+    assert scalars["generation/mean_fitness"] < 0.2  # the optimizer's mean: stopped candidates' scores included
+
+
+def test_the_fleet_counts_a_stopped_evaluation_by_its_status_not_as_a_trainer_failure():
+    fleet = Fleet(lost_after_s=60.0)
+    fleet.leased("t1", ["l1", "l2"])
+    fleet.reported("t1", "l1", "STOPPED", steps=10)
+    fleet.reported("t1", "l2", "OK", steps=40)
+    (t1,) = fleet.trainers()
+    assert (t1.evaluations, t1.failures) == (2, 0)
+    assert dict(fleet.reports) == {"STOPPED": 1, "OK": 1}
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from taylorglo_tf.coordinator.metrics import _Snapshot
+
+    class Idle:  # what a scrape reads of the scheduler
+        expired_leases = 0
+
+        def load(self):
+            return 0, 0
+
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(fleet, Idle()))
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    reports = {s.labels["status"]: s.value for s in families["taylorglo_reports"].samples if s.name.endswith("_total")}
+    assert reports == {"OK": 1, "STOPPED": 1}

@@ -1,0 +1,170 @@
+"""Early stopping: which candidates of a generation stop at a checkpoint, from their validation accuracy there.
+
+A rule (``search.early_stopping``, :data:`taylorglo_tf.spec.EARLY_STOPPING_RULES`) has
+checkpoints, fractions of a task's training steps (:data:`CHECKPOINTS`); trainers
+report each candidate's validation accuracy there, and the rule decides from those
+values which candidates stop. Pure functions over candidate records: the scheduler
+stores what they decide (``CandidateRecord.stopped_at``) before any trainer hears it.
+
+- ``none``: no checkpoint; every candidate trains in full (the paper).
+- ``successive_halving`` (deterministic): once every candidate of the generation has
+  reached checkpoint k (or ended, or stopped, before it), all but the best
+  ``ceil(population / 2**k)`` stop there (ties: lower index first), k = 1, 2: the best
+  half go on from 1/4 of the steps, the best quarter train in full. A candidate that
+  ended before a checkpoint ranks below every one that reached it. The decision uses
+  only values every candidate reached, so the same spec gives the same search,
+  however trainers are timed; a candidate that ran ahead of the decision keeps its
+  result waiting (WAITING) until it is made.
+- ``median`` (depends on timing): a candidate stops at a checkpoint as it reports it,
+  when its value is below the median of the values that other candidates of this and
+  earlier generations reported there, once :data:`MEDIAN_MIN_VALUES` have (Optuna's
+  MedianPruner, Vizier's median automated stopping). Which values have arrived depends
+  on the trainers' timing.
+
+A stopped candidate's fitness (:func:`stopped_fitness`) ranks it below every candidate
+that trained in full and above none of them, higher the further it got.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+
+from taylorglo_tf.rpc import types_pb2
+
+from .model import CandidateRecord
+
+#: The checkpoints of every rule but ``none``: fractions of a task's training steps.
+CHECKPOINTS = (0.25, 0.5)
+#: ``median`` stops nothing at a checkpoint until this many other values were reported there.
+MEDIAN_MIN_VALUES = 5
+
+NONE, HALVING, MEDIAN = "none", "successive_halving", "median"
+
+
+def rule_of(spec: types_pb2.ExperimentSpec) -> str:
+    """The experiment's rule; "" (an experiment stored before the field existed) is ``none``."""
+    return spec.search.early_stopping or NONE
+
+
+def checkpoints(rule: str) -> tuple[float, ...]:
+    """The rule's checkpoints, fractions of the task's steps (what a lease carries)."""
+    return () if rule == NONE else CHECKPOINTS
+
+
+def stopped_fitness(stopped_at: int, value: float, count: int = len(CHECKPOINTS)) -> float:
+    """``(stopped_at - 1 + value) / count - 1``: in [-1, 0], below every fitness of a full training
+    (validation accuracy, >= 0), ordered by the checkpoint reached, then by the value there."""
+    return (stopped_at - 1 + value) / count - 1.0
+
+
+def resolved(c: CandidateRecord, index: int, stopped_at: Mapping[int, int]) -> bool:
+    """Whether checkpoint ``index``'s decision can count ``c``: it has a value there, was stopped before
+    it, or ended (or waits with its result) without one."""
+    if c.value_at(index) is not None:
+        return True
+    stop = stopped_at.get(c.index, c.stopped_at)
+    if 0 < stop <= index:
+        return True
+    return c.final or c.status == types_pb2.CANDIDATE_STATUS_WAITING
+
+
+def decided_through(candidates: Sequence[CandidateRecord]) -> int:
+    """``successive_halving``: how many checkpoints (from the first) every candidate has resolved."""
+    for index in range(len(CHECKPOINTS)):
+        if not all(resolved(c, index, {}) for c in candidates):
+            return index
+    return len(CHECKPOINTS)
+
+
+def halving(candidates: Sequence[CandidateRecord]) -> dict[int, int]:
+    """New ``successive_halving`` decisions for one generation: candidate index -> checkpoint (1-based).
+
+    Recomputed from the stored values each time (decisions already stored come out
+    the same): at each checkpoint whose values are all in, the candidates that
+    reached it rank by value (higher first, then lower index) and all but the best
+    ``ceil(population / 2**k)`` stop there, unless they already ended (a failure
+    keeps its own status).
+    """
+    population = len(candidates)
+    stopped_at = {c.index: c.stopped_at for c in candidates if c.stopped_at}
+    decisions: dict[int, int] = {}
+    for index in range(len(CHECKPOINTS)):
+        if not all(resolved(c, index, stopped_at) for c in candidates):
+            break
+        keep = math.ceil(population / 2 ** (index + 1))
+        reached = [
+            c for c in candidates if c.value_at(index) is not None and not 0 < stopped_at.get(c.index, 0) <= index
+        ]
+        reached.sort(key=lambda c: (-(c.value_at(index) or 0.0), c.index))
+        for c in reached[keep:]:
+            if c.index in stopped_at or (c.final and c.status != types_pb2.CANDIDATE_STATUS_WAITING):
+                continue
+            stopped_at[c.index] = decisions[c.index] = index + 1
+    return decisions
+
+
+def median(
+    candidates: Sequence[CandidateRecord], new: Iterable[tuple[int, int]], history: Mapping[int, Sequence[float]]
+) -> dict[int, int]:
+    """New ``median`` decisions for the values just reported: ``new`` holds (candidate index, checkpoint index)
+    pairs, ``history[checkpoint]`` the values of earlier generations there."""
+    by_index = {c.index: c for c in candidates}
+    decisions: dict[int, int] = {}
+    for candidate_index, checkpoint in sorted(new, key=lambda pair: (pair[1], pair[0])):
+        c = by_index[candidate_index]
+        value = c.value_at(checkpoint)
+        if value is None or c.stopped_at or candidate_index in decisions or c.final:
+            continue
+        others = [
+            other.value_at(checkpoint)
+            for other in candidates
+            if other.index != candidate_index and other.value_at(checkpoint) is not None
+        ]
+        reference = [*history.get(checkpoint, ()), *(v for v in others if v is not None)]
+        if len(reference) >= MEDIAN_MIN_VALUES and value < statistics.median(reference):
+            decisions[candidate_index] = checkpoint + 1
+    return decisions
+
+
+def decide(
+    rule: str,
+    candidates: Sequence[CandidateRecord],
+    new: Iterable[tuple[int, int]] = (),
+    history: Mapping[int, Sequence[float]] | None = None,
+) -> dict[int, int]:
+    """The rule's new decisions for one generation: candidate index -> checkpoint (1-based) where it stops."""
+    if rule == HALVING:
+        return halving(candidates)
+    if rule == MEDIAN:
+        return median(candidates, new, history or {})
+    return {}
+
+
+def waits(rule: str, candidates: Sequence[CandidateRecord], c: CandidateRecord) -> bool:
+    """Whether ``c`` reached a checkpoint whose decision is not made yet (``successive_halving`` only):
+    its result must wait for it."""
+    if rule != HALVING or c.stopped_at:
+        return False
+    through = decided_through(candidates)
+    return any(c.value_at(index) is not None for index in range(through, len(CHECKPOINTS)))
+
+
+def holds(rule: str, candidates: Sequence[CandidateRecord], c: CandidateRecord) -> bool:
+    """Whether ``c``'s trainer should wait at its checkpoint for the decision: it waits for one, and every
+    candidate the decision still needs is in training (so it will come without this trainer's slot)."""
+    if not waits(rule, candidates, c):
+        return False
+    index = decided_through(candidates)
+    missing = [other for other in candidates if not resolved(other, index, {})]
+    return all(other.status == types_pb2.CANDIDATE_STATUS_LEASED for other in missing)
+
+
+def history_values(candidates: Iterable[CandidateRecord]) -> dict[int, list[float]]:
+    """Values by checkpoint index of finished generations' candidates (the ``median`` rule's history)."""
+    values: dict[int, list[float]] = {}
+    for c in candidates:
+        for index, _, value in c.checkpoints:
+            values.setdefault(index, []).append(value)
+    return values
