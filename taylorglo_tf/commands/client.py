@@ -148,7 +148,9 @@ def _print_table(experiments: list[types_pb2.Experiment], out: TextIO) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table("id", "name", "state", "generations", "evaluations", "best")
+    # the rule's column only where some search stops candidates early
+    ruled = any(early_stopping_text(e.spec) for e in experiments)
+    table = Table("id", "name", "state", "generations", "evaluations", "best", *(["early stop"] if ruled else []))
     for e in experiments:
         table.add_row(  # Text, not str: rich would read "[...]" in a name as markup
             Text(shown(e.id)),
@@ -157,6 +159,7 @@ def _print_table(experiments: list[types_pb2.Experiment], out: TextIO) -> None:
             _generations_done(e),
             f"{e.evaluations_done}/{e.evaluations_total}",
             f"{e.best_fitness:.4f}",
+            *([shown(e.spec.search.early_stopping or "none")] if ruled else []),
         )
     Console(file=out, width=max(100, Console(file=out).width)).print(table)
 

@@ -454,6 +454,11 @@ class EarlyStopped(ScriptedExperiments):
     def GetExperiment(self, request, context):
         return self._ruled(super().GetExperiment(request, context))
 
+    def ListExperiments(self, request, context):
+        listed = super().ListExperiments(request, context)
+        self._ruled(listed.experiments[0])  # exp-0 stops nothing early
+        return listed
+
     def WatchExperiment(self, request, context):
         for event in super().WatchExperiment(request, context):
             self._ruled(event.experiment)
@@ -504,3 +509,13 @@ def test_watch_prints_each_stopped_candidate_with_its_checkpoint_partial_accurac
 def test_watch_without_early_stopping_prints_no_stopped_lines(service):
     _, out = invoke(["watch", "exp-1", "--coordinator", service(ScriptedExperiments())])
     assert "stopped" not in out and "early stopping" not in out
+
+
+def test_the_status_list_shows_each_search_s_early_stopping_rule_only_when_one_has_a_rule(service):
+    _, out = invoke(["status", "--coordinator", service(EarlyStopped())])
+    assert "early stop" in out
+    exp_1 = next(line for line in out.splitlines() if "exp-1" in line)
+    exp_0 = next(line for line in out.splitlines() if "exp-0" in line)
+    assert "successive_halving" in exp_1 and "none" in exp_0
+    _, plain = invoke(["status", "--coordinator", service(ScriptedExperiments())])
+    assert "early stop" not in plain
