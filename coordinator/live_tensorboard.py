@@ -3,7 +3,7 @@
 Layout under the directory, one folder per experiment (its id, made safe as a name)::
 
     <experiment>/events.out.tfevents.*            generation/best_fitness, mean_fitness, sigma,
-                                                  stopped, training_steps, trained_mean_fitness
+                                                  stopped, training_steps
                                                   (step = generation), the HParams experiment,
                                                   and loss_shape/best: each generation's best loss
                                                   in the paper's binary view (a PNG; needs matplotlib)
@@ -18,8 +18,8 @@ stopped (its partial val_accuracy, the steps it trained, stopped_at: the 1-based
 A generation's ``stopped`` and ``training_steps`` count the candidates finished while this
 writer ran (a coordinator restarted mid-generation counts those after the restart); its
 best_fitness is never a stopped candidate's (a generation whose candidates all stopped has none)
-and trained_mean_fitness leaves the stopped out: their fitness is a ranking score in [-1, 0],
-not an accuracy. mean_fitness stays the mean the search algorithm was told.
+and mean_fitness (the coordinator's) leaves the stopped out: their fitness is a ranking score in
+[-1, 0], not an accuracy.
 
 No TensorFlow: the events are the ``tensorboard`` package's protos written with
 its ``RecordWriter`` (:class:`taylorglo_tf.event_file.EventFile`), and the HParams
@@ -95,8 +95,7 @@ class _Run:
         self.theta_length = len(experiment.best_theta) or _theta_length(experiment)
         self.file = EventFile(open(folder / _event_file_name(), "wb"), wall_time=time.time())  # noqa: SIM115
         self.file.write(_event(_hparams_experiment(self.theta_length)))
-        # per generation, from its candidates' events: the stopped count, steps trained, and the
-        # fitness of those not stopped (for a best and mean that leave the stopped out)
+        # per generation, from its candidates' events: the stopped count and the steps trained
         self.generations: dict[int, _GenerationCounts] = {}
 
 
@@ -104,14 +103,10 @@ class _GenerationCounts:
     def __init__(self) -> None:
         self.stopped = 0
         self.steps = 0
-        self.trained: list[float] = []
 
     def add(self, c: types_pb2.Candidate) -> None:
         self.steps += c.metrics.steps
-        if c.status == types_pb2.CANDIDATE_STATUS_STOPPED:
-            self.stopped += 1
-        else:
-            self.trained.append(c.fitness)
+        self.stopped += c.status == types_pb2.CANDIDATE_STATUS_STOPPED
 
 
 def _theta_length(experiment: types_pb2.Experiment) -> int:
@@ -290,7 +285,6 @@ class LiveTensorBoard:
 
     def _generation(self, run: _Run, experiment: types_pb2.Experiment, g: types_pb2.GenerationSummary) -> None:
         counts = run.generations.pop(g.generation, _GenerationCounts())
-        mean = sum(counts.trained) / len(counts.trained) if counts.stopped and counts.trained else g.mean_fitness
         values = {"generation/mean_fitness": g.mean_fitness}
         # Every candidate not stopped has a fitness >= 0 and every stopped one <= 0: the generation's
         # best is a stopped one's only when all were stopped, and then there is no best to show.
@@ -299,7 +293,6 @@ class LiveTensorBoard:
         values["generation/sigma"] = g.sigma
         values["generation/stopped"] = float(counts.stopped)
         values["generation/training_steps"] = float(counts.steps)
-        values["generation/trained_mean_fitness"] = mean
         values["experiment/best_fitness"] = experiment.best_fitness  # from succeeded candidates only
         run.file.write(_event(_scalars(values), step=g.generation))
         if self._images and len(g.best_theta):

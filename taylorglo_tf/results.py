@@ -282,10 +282,9 @@ def history_rows(
     generations: Iterable[types_pb2.GenerationSummary], candidates: Iterable[types_pb2.Candidate] = ()
 ) -> list[dict[str, Any]]:
     """Per-generation scalars: generation, best_fitness, mean_fitness, best_so_far, sigma, finish_time,
-    and from ``candidates``: stopped (how many early stopping stopped), training_steps (steps spent)
-    and trained_mean_fitness (the mean fitness of the generation's candidates that were not stopped,
-    whose fitness is not the negative ranking score of a stopped one; the generation's mean when none
-    was stopped).
+    and from ``candidates``: stopped (how many early stopping stopped) and training_steps (steps
+    spent). mean_fitness is the coordinator's: the mean of the candidates that were not stopped
+    (a stopped one's fitness is a ranking score in [-1, 0], not an accuracy).
 
     ``finish_time`` is ISO 8601 text (empty when unset); ``finish_seconds`` the same
     time in seconds since the epoch (0.0 when unset).
@@ -298,8 +297,7 @@ def history_rows(
     for g in sorted(generations, key=lambda g: g.generation):
         best_so_far = max(best_so_far, g.best_fitness)
         members = by_generation.get(g.generation, [])
-        trained = [c.fitness for c in members if c.status != STOPPED]
-        stopped = len(members) - len(trained)
+        stopped = sum(c.status == STOPPED for c in members)
         rows.append(
             {
                 "generation": g.generation,
@@ -311,7 +309,6 @@ def history_rows(
                 "finish_seconds": g.finish_time.seconds + g.finish_time.nanos / 1e9,
                 "stopped": stopped,
                 "training_steps": training_steps(members),
-                "trained_mean_fitness": sum(trained) / len(trained) if stopped and trained else g.mean_fitness,
             }
         )
     return rows
@@ -323,7 +320,7 @@ def _history_table(
     by_generation = {g.generation: g for g in generations}
     scalar_columns = ["generation", "best_fitness", "mean_fitness", "best_so_far", "sigma", "finish_time"]
     # after the thetas, as candidates.csv's early-stopping columns: older readers by position still work
-    early_stopping_columns = ["stopped", "training_steps", "trained_mean_fitness"]
+    early_stopping_columns = ["stopped", "training_steps"]
     header = [
         *scalar_columns,
         *(f"best_theta_{i}" for i in range(theta_length)),
@@ -439,16 +436,16 @@ def _number(value: Any) -> str:
 def plot_fitness(history: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
     """Best and mean validation accuracy per generation, and the best so far (Figure 2).
 
-    Candidates stopped early are left out of the mean (``trained_mean_fitness``): their fitness is
-    a ranking score in [-1, 0], not an accuracy, and would drag the mean below every candidate that
-    trained in full. The best is never a stopped one while any candidate of the generation finished.
+    Candidates stopped early are left out of the mean (the coordinator's ``mean_fitness``): their
+    fitness is a ranking score in [-1, 0], not an accuracy. The best is never a stopped one while any
+    candidate of the generation finished.
     """
     from matplotlib.figure import Figure  # no pyplot: no global backend, nothing to close
     from matplotlib.ticker import MaxNLocator
 
     generations = [row["generation"] for row in history]
     stopped = any(row.get("stopped") for row in history)
-    means = [row.get("trained_mean_fitness", row["mean_fitness"]) for row in history]
+    means = [row["mean_fitness"] for row in history]
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
     axes.plot(generations, [row["best_fitness"] for row in history], marker="o", label="best of generation")

@@ -64,11 +64,10 @@ COLUMNS = {
 }
 # What a history.csv column holds, where its name does not say it.
 HISTORY_COLUMNS = {
-    "mean_fitness": "the mean fitness the search algorithm was told, stopped candidates' negative scores included",
+    "mean_fitness": "the mean fitness of the candidates not stopped early (a stopped one's is a ranking score "
+    "in [-1, 0], not an accuracy)",
     "stopped": "candidates of the generation stopped early",
     "training_steps": "training steps spent on the generation's candidates",
-    "trained_mean_fitness": "the mean fitness of the candidates that were not stopped (what `fitness.png` "
-    "draws as the mean)",
 }
 # What an experiment.json key holds, where its name does not say it.
 EXPERIMENT_KEYS = {
