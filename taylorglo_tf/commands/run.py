@@ -64,6 +64,7 @@ from taylorglo_tf.commands.arguments import (
 )
 from taylorglo_tf.commands.quiet import import_tensorflow_quietly
 from taylorglo_tf.compare import DEFAULT_LR_MULTIPLIERS, DEFAULT_TUNING_SEEDS
+from taylorglo_tf.limits import MAX_LEASE_CANDIDATES
 
 #: The README's main job: a search on the embedded digits data (1,797 8x8 images)
 #: with the tiny CNN, 12 x 12 = 144 partial trainings of 200 steps, measured at
@@ -464,7 +465,22 @@ class LocalSearch:
         self._print(f"candidate-steps/s: {rates}")
         if not user_onednn and "onednn" in layout:
             os.environ[runtime.ONEDNN_ENV] = layout["onednn"]
-        return layout["trainers"], per_step or layout["candidates_per_step"]
+        trainers = layout["trainers"]
+        return trainers, per_step or self._holding_a_generation(trainers, layout["candidates_per_step"])
+
+    def _holding_a_generation(self, trainers: int, per_step: int) -> int:
+        """The measured K, raised so that the trainers hold a whole generation when successive halving
+        decides: the candidates then reach each checkpoint together and the losers stop there
+        (docs/explanation/early-stopping.md)."""
+        population = self.spec.search.population
+        if self.spec.search.early_stopping != "successive_halving" or trainers * per_step >= population:
+            return per_step
+        needed = min(MAX_LEASE_CANDIDATES, -(-population // trainers))
+        self._print(
+            f"{needed} candidates per step (measured best {per_step}): {trainers} trainer(s) then hold a "
+            f"generation of {population}, as successive halving saves most"
+        )
+        return needed
 
     # -- steps --------------------------------------------------------------------------
 

@@ -182,6 +182,28 @@ def test_run_measures_the_trainer_layout_once_and_reuses_it(tmp_path, monkeypatc
     assert one_run._layout() == (3, 1) and len(calls) == 1  # given: not measured
 
 
+def test_with_successive_halving_the_measured_layout_holds_a_whole_generation(tmp_path, monkeypatch):
+    """Candidates that train together reach each checkpoint together: the losers stop right there
+    instead of training on while later candidates wait for a slot."""
+    from taylorglo_tf.training import tuning
+
+    monkeypatch.setenv("TAYLORGLO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        tuning, "local_layout", lambda task, cores, **kw: {"trainers": 2, "candidates_per_step": 4, "rates": {}}
+    )
+    options = run_command.RunOptions.from_args(run_command_args(None, tmp_path))
+    spec = run_command.load_run_spec(None)  # population 12
+    spec.search.early_stopping = "successive_halving"
+    out = io.StringIO()
+    assert run_command.LocalSearch(spec, options, tmp_path / "out", out)._layout() == (2, 6)
+    assert "6 candidates per step (measured best 4)" in out.getvalue()
+    spec.search.early_stopping = "none"
+    assert run_command.LocalSearch(spec, options, tmp_path / "out", io.StringIO())._layout() == (2, 4)
+    given = dataclasses.replace(options, candidates_per_step=3)  # the user's K stands
+    spec.search.early_stopping = "successive_halving"
+    assert run_command.LocalSearch(spec, given, tmp_path / "out", io.StringIO())._layout() == (2, 3)
+
+
 def test_run_gives_its_trainers_the_measured_onednn_setting_unless_the_user_chose_one(tmp_path, monkeypatch):
     from taylorglo_tf import runtime
     from taylorglo_tf.training import tuning
