@@ -10,6 +10,16 @@ with ``target_i = 0.5 * sin(i + 1)`` and ``scale = len(theta)`` by default.
 Optionally a candidate diverges (status ``"diverged"``, fitness 0) when
 ``max_i |theta_i| > diverge_above``, and every evaluation takes ``sleep_s``
 seconds of wall time, heartbeating as it goes.
+
+Early stopping: with ``lease.checkpoints`` (fractions f of the steps), a candidate
+reports at the step ``min(steps, max(1, round(f * steps)))`` of each the value
+
+    checkpoint value(f) = fitness * (0.5 + 0.5 * f)
+
+(deterministic and in the order of the final fitness, as a rule needs) through
+``heartbeat.checkpoint`` when the heartbeat has it, then calls ``heartbeat(step)``.
+Stopped there by the early-stopping rule (``heartbeat.stopped_early``), it ends
+with status ``"stopped"``, ``steps`` that checkpoint's.
 """
 
 from __future__ import annotations
@@ -80,19 +90,32 @@ class SyntheticEvaluator:
         started = time.monotonic()
         steps = max(1, int(lease.task.steps))
         end = started + self.sleep_s
+        theta = list(lease.theta)
+        diverges = self.diverge_above is not None and max(abs(v) for v in theta) > self.diverge_above
+        fitness = 0.0 if diverges else synthetic_fitness(theta, self.target, self.scale)
+        # (step, index, value) still to report, in order; a diverging candidate reaches none
+        pending = [] if diverges else checkpoint_values(fitness, lease.checkpoints, steps)
+        reached: list[tuple[int, int, float]] = []
+        report = getattr(heartbeat, "checkpoint", None)
         while True:
             now = time.monotonic()
             progress = 1.0 if self.sleep_s == 0 else min(1.0, (now - started) / self.sleep_s)
-            if not heartbeat(int(progress * steps)):
-                raise EvaluationStopped()
+            done = int(progress * steps)
+            while pending and pending[0][0] <= done:
+                step, index, value = pending.pop(0)
+                reached.append((index, step, value))
+                if report is not None:
+                    report(index, step, value)
+                if not heartbeat(step):
+                    return self._stopped(heartbeat, reached, started)
+            if not heartbeat(done):
+                return self._stopped(heartbeat, reached, started)
             if now >= end:
                 break
             time.sleep(min(self.heartbeat_every_s, end - now))
-        theta = list(lease.theta)
         wall = time.monotonic() - started
-        if self.diverge_above is not None and max(abs(v) for v in theta) > self.diverge_above:
+        if diverges:
             return Outcome(status="diverged", fitness=0.0, steps=steps, wall_time_s=wall)
-        fitness = synthetic_fitness(theta, self.target, self.scale)
         return Outcome(
             status="ok",
             fitness=fitness,
@@ -100,4 +123,33 @@ class SyntheticEvaluator:
             val_loss=-math.log(max(fitness, 1e-300)),
             steps=steps,
             wall_time_s=wall,
+            checkpoints=tuple(reached),
         )
+
+    @staticmethod
+    def _stopped(heartbeat: Heartbeat, reached: list[tuple[int, int, float]], started: float) -> Outcome:
+        """A stop: status ``"stopped"`` at the last checkpoint when the early-stopping rule said so, else
+        :class:`EvaluationStopped` (lease lost, shutdown: not reported)."""
+        if not (reached and getattr(heartbeat, "stopped_early", False)):
+            raise EvaluationStopped()
+        _, step, value = reached[-1]
+        return Outcome(
+            status="stopped",
+            val_accuracy=value,
+            val_loss=-math.log(max(value, 1e-300)),
+            steps=step,
+            wall_time_s=time.monotonic() - started,
+            checkpoints=tuple(reached),
+        )
+
+
+def checkpoint_values(fitness: float, checkpoints: Sequence[float], steps: int) -> list[tuple[int, int, float]]:
+    """``(step, index, value)`` of each checkpoint fraction f: step ``min(steps, max(1, round(f * steps)))``,
+    value ``fitness * (0.5 + 0.5 * f)``; ValueError names a fraction outside (0, 1]."""
+    values = []
+    for index, fraction in enumerate(checkpoints):
+        if not (math.isfinite(fraction) and 0.0 < fraction <= 1.0):
+            raise ValueError(f"checkpoints must be fractions in (0, 1], got {fraction!r}")
+        step = min(steps, max(1, round(fraction * steps)))
+        values.append((step, index, fitness * (0.5 + 0.5 * fraction)))
+    return values

@@ -22,13 +22,32 @@ writes) and whether to stop (it reads). An evaluation function is one of::
   candidate must stop: its lease is lost, its experiment cancelled, or the
   shutdown's grace period is over. The evaluation then stops that candidate
   only, and returns anything for it or raises :class:`EvaluationStopped`; it is
-  not reported.
+  not reported. The one exception is the early-stopping rule (below): then
+  ``heartbeat.stopped_early`` is True and the candidate IS reported.
 - An exception for a candidate is reported as status ERROR with its traceback
   (the coordinator retries the candidate while attempts remain).
 
 Heartbeats: one Heartbeat call every ``ttl_s / 3`` carries every lease held,
 each with its ``steps_done`` (``HeartbeatRequest.leases``); a failed one is
 retried after 0.5-1 s, then at most once per interval, with jitter.
+
+Early stopping (``Lease.checkpoints``): each heartbeat is a
+:class:`CandidateHeartbeat`, which also has ``checkpoint(index, steps,
+val_accuracy)``, called by the evaluation at each checkpoint it reaches. It only
+records the value on the lease; every Heartbeat call carries all of a lease's
+values (``LeaseProgress.checkpoints``: idempotent, a lost call loses nothing).
+The next ``heartbeat(steps)`` after a new value asks the control loop for a
+Heartbeat now (after the one in flight, if any) and blocks the evaluation until
+an answer that covered the value, at most ``CHECKPOINT_ANSWER_WAIT_S`` (then it
+trains on). While the answers say ``hold`` (the rest of the generation has not
+reached the checkpoint yet) it heartbeats every ``HOLD_POLL_S`` and keeps
+blocking, until an answer without hold, a stop, the lease's loss (or its granted
+TTL running out unanswered) or the shutdown's deadline. An answer with ``stop``
+ends the candidate: ``heartbeat`` returns False, ``stopped_early`` is True, and
+its result is reported as status STOPPED (the steps it trained, its validation
+accuracy, its checkpoint values), never given back. Only answers move these
+flags, and only the control loop reads answers; it wakes a blocked evaluation
+through a ``threading.Condition``.
 
 Reports: a finished training is not thrown away. ReportResult is retried on
 UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED until the lease's
@@ -61,6 +80,7 @@ import grpc
 from taylorglo_tf.limits import (
     ASSUMED_LEASE_TTL_S,
     DEFAULT_TRAINER_GRACE_S,
+    MAX_CHECKPOINT_VALUES,
     MAX_ERROR_CHARS,
     MAX_ID_CHARS,
     MAX_LEASE_CANDIDATES,
@@ -71,7 +91,7 @@ from taylorglo_tf.limits import (
 from taylorglo_tf.retry import Backoff, call_with_retries
 from taylorglo_tf.rpc import types_pb2, worker_service_pb2, worker_service_pb2_grpc
 
-__all__ = ["Backoff", "EvaluationStopped", "Heartbeat", "Outcome", "Worker", "WorkerError"]
+__all__ = ["Backoff", "CandidateHeartbeat", "EvaluationStopped", "Heartbeat", "Outcome", "Worker", "WorkerError"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +99,11 @@ DEFAULT_WAIT_MS = 10_000  # lease long-poll time (at most limits.MAX_WAIT_MS)
 RETURN_TIMEOUT_S = 5.0  # giving leases back is best effort: they expire anyway
 _MAX_IDLE_S = 1.0  # the control loop looks at the clock at least this often
 _DISTINCT_FAILURES_KEPT = 100  # failure texts remembered so that each is logged in full once
+# An evaluation waits at most this long for the answer to a checkpoint's value, then trains on
+# (a coordinator that does not answer must not stall training: without a decision it goes on).
+CHECKPOINT_ANSWER_WAIT_S = 10.0
+# Seconds between heartbeats while the coordinator says hold (its decision comes when others arrive).
+HOLD_POLL_S = 0.1
 
 Heartbeat = Callable[[int], bool]
 """``heartbeat(steps_done) -> keep_going``."""
@@ -88,6 +113,7 @@ _STATUS_CODES = {
     "diverged": worker_service_pb2.EVALUATION_STATUS_DIVERGED,
     "aborted": worker_service_pb2.EVALUATION_STATUS_ABORTED,
     "error": worker_service_pb2.EVALUATION_STATUS_ERROR,
+    "stopped": worker_service_pb2.EVALUATION_STATUS_STOPPED,
 }
 
 # Codes after which the same call may succeed later (coordinator restarting,
@@ -127,10 +153,13 @@ class WorkerError(RuntimeError):
 class Outcome:
     """What one evaluation produced.
 
-    ``status`` is ``"ok"``, ``"diverged"``, ``"aborted"`` or ``"error"``;
-    ``fitness`` is the validation accuracy in [0, 1] (used when ``"ok"``);
-    ``wall_time_s`` in seconds; ``attempts`` counts the abort-and-retry attempts
-    made inside the trainer; ``error`` is the message for ``"error"``.
+    ``status`` is ``"ok"``, ``"diverged"``, ``"aborted"``, ``"error"`` or
+    ``"stopped"`` (the early-stopping rule ended it: ``steps`` says how far it
+    trained); ``fitness`` is the validation accuracy in [0, 1] (used when
+    ``"ok"``); ``wall_time_s`` in seconds; ``attempts`` counts the abort-and-retry
+    attempts made inside the trainer; ``error`` is the message for ``"error"``;
+    ``checkpoints`` are ``(index, steps, val_accuracy)`` at the early-stopping
+    checkpoints it reached.
     """
 
     status: str = "ok"
@@ -141,6 +170,7 @@ class Outcome:
     wall_time_s: float = 0.0
     attempts: int = 1
     error: str = ""
+    checkpoints: tuple[tuple[int, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in _STATUS_CODES:
@@ -159,6 +189,7 @@ class Outcome:
             steps=int(result.steps),
             wall_time_s=float(result.wall_time_s),
             attempts=int(result.attempts),
+            checkpoints=tuple(getattr(result, "checkpoints", ())),
         )
 
     def to_request(self, lease_id: str, trainer_id: str) -> worker_service_pb2.ReportResultRequest:
@@ -178,9 +209,18 @@ class Outcome:
                 steps=int(self.steps),
                 wall_time_s=finite(self.wall_time_s),
                 attempts=int(self.attempts),
+                checkpoints=_checkpoint_values(self.checkpoints),
             ),
             error=self.error[-MAX_ERROR_CHARS:],  # the end of a traceback says most
         )
+
+
+def _checkpoint_values(values: Sequence[tuple[int, int, float]]) -> list[types_pb2.CheckpointValue]:
+    """The wire form of ``(index, steps, val_accuracy)`` values, by index (at most ``MAX_CHECKPOINT_VALUES``)."""
+    return [
+        types_pb2.CheckpointValue(index=int(index), steps=int(steps), val_accuracy=float(accuracy))
+        for index, steps, accuracy in sorted(values)[:MAX_CHECKPOINT_VALUES]
+    ]
 
 
 EvaluateFn = Callable[[worker_service_pb2.Lease, Heartbeat], Outcome]
@@ -214,12 +254,19 @@ _TRAINING, _REPORTING, _DONE = "training", "reporting", "done"
 @dataclasses.dataclass(eq=False)
 class _Held:
     """One lease from grant to end. The control loop owns it; the evaluation thread only writes
-    ``steps_done`` and reads whether to stop (``Worker._heartbeat_fn``)."""
+    ``steps_done`` and the checkpoint values, and reads whether to stop (:class:`CandidateHeartbeat`);
+    the checkpoint fields are read and written under ``Worker._answers``."""
 
     lease: worker_service_pb2.Lease
     expires_at: float  # time.monotonic() when the coordinator drops it unless it hears from us
     steps_done: int = 0
     lost: bool = False  # the coordinator said keep_going = false or refused its heartbeat
+    # checkpoint index -> (steps, val_accuracy), as the evaluation measured them
+    checkpoints: dict[int, tuple[int, float]] = dataclasses.field(default_factory=dict)
+    recorded: int = 0  # checkpoint values recorded so far
+    answered: int = 0  # of them, how many the latest answer covered
+    hold: bool = False  # the latest answer said hold
+    stopped_early: bool = False  # an answer said stop: reported as STOPPED, not given back
     phase: str = _TRAINING
     outcome: Outcome = dataclasses.field(default_factory=Outcome)  # while reporting, with:
     backoff: Backoff = dataclasses.field(default_factory=Backoff)
@@ -238,10 +285,47 @@ class _Batch:
         self.interval = interval
         self.next_beat = self.started + interval
         self.beat: Any = None  # the Heartbeat call in flight
+        self.beat_again = False  # a checkpoint value came while it was in flight: send another at its answer
         self.beat_backoff = Backoff(min(1.0, interval), interval)  # first retry after 0.5-1 s
 
     def open(self) -> list[_Held]:
         return [held for held in self.held if held.phase != _DONE]
+
+
+class CandidateHeartbeat:
+    """One lease's heartbeat, as the worker hands it to the evaluation (see the module's protocol).
+
+    ``heartbeat(steps_done) -> keep_going``: records progress; False when the candidate must
+    stop. Right after a new checkpoint value it blocks until the coordinator answered it (and
+    while it says hold). ``heartbeat.checkpoint(index, steps, val_accuracy)``: records the
+    validation accuracy at early-stopping checkpoint ``index`` (0-based), measured after
+    ``steps`` steps; never blocks. ``stopped_early``: the early-stopping rule stopped the
+    candidate (report it as ``"stopped"``, do not give it back). Thread-safe.
+    """
+
+    def __init__(self, worker: Worker, batch: _Batch, held: _Held) -> None:
+        self._worker, self._batch, self._held = worker, batch, held
+
+    @property
+    def stopped_early(self) -> bool:
+        return self._held.stopped_early
+
+    def checkpoint(self, index: int, steps: int, val_accuracy: float) -> None:
+        held = self._held
+        with self._worker._answers:
+            if len(held.checkpoints) >= MAX_CHECKPOINT_VALUES and int(index) not in held.checkpoints:
+                return  # more than a lease may carry: the coordinator would refuse them
+            held.checkpoints[int(index)] = (int(steps), float(val_accuracy))
+            held.recorded += 1
+
+    def __call__(self, steps_done: int) -> bool:
+        held = self._held
+        held.steps_done = int(steps_done)
+        with self._worker._answers:
+            waiting = held.answered < held.recorded or held.hold
+        if waiting and self._worker._keeps_going(held):
+            self._worker._await_decision(self._batch, held)
+        return self._worker._keeps_going(held)
 
 
 def _ttl(ttl_s: float) -> float:
@@ -308,6 +392,8 @@ class Worker:
         # (kind, payload) from call callbacks, the evaluation thread and request_stop;
         # a SimpleQueue, whose put() is safe in a signal handler.
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        # Guards the leases' checkpoint fields; notified when an answer (or a lease's end) may end a wait.
+        self._answers = threading.Condition()
         self._stopping = False
         self._stop_deadline = math.inf  # time.monotonic() when a shutdown's grace period ends
         self._jobs: queue.SimpleQueue[_Batch | None] | None = None  # the evaluation thread's, while it runs
@@ -499,6 +585,11 @@ class Worker:
                 self._on_evaluated(batch, payload[1])
             elif kind == "beat" and payload[1] is batch.beat:
                 self._on_heartbeat(*payload)
+            elif kind == "checkpoint" and payload is batch:  # an evaluation waits for a decision: beat now
+                if batch.beat is None:
+                    batch.next_beat = time.monotonic()
+                else:
+                    batch.beat_again = True
             elif kind == "report" and payload[1] is payload[0].call:
                 self._on_report(*payload)
             elif kind == "stop":  # waits between report retries end at once
@@ -520,6 +611,7 @@ class Worker:
         if batch.evaluating:
             self.busy_s += time.monotonic() - batch.started
             self.abandoned_evaluation = True
+        self._wake_evaluation()
         self._give_back(back, reason)
 
     # -- the evaluation thread -------------------------------------------------
@@ -529,20 +621,46 @@ class Worker:
         for batch in iter(jobs.get, None):
             leases = [held.lease for held in batch.held]
             try:
-                results = self._evaluate(leases, [self._heartbeat_fn(held) for held in batch.held])
+                results = self._evaluate(leases, [CandidateHeartbeat(self, batch, held) for held in batch.held])
             except BaseException as error:  # a bug in this module: still one result per lease
                 results = [error] * len(leases)
             self._inbox.put(("evaluated", (batch, results)))
 
-    def _heartbeat_fn(self, held: _Held) -> Heartbeat:
-        """One candidate's ``heartbeat(steps_done) -> keep_going``: False once its lease is lost or ended,
+    def _keeps_going(self, held: _Held) -> bool:
+        """Whether ``held``'s evaluation goes on: not once its lease is lost, ended or stopped early,
         or the shutdown's grace period is over."""
+        return not (held.lost or held.stopped_early or held.phase == _DONE or time.monotonic() >= self._stop_deadline)
 
-        def heartbeat(steps_done: int) -> bool:
-            held.steps_done = int(steps_done)
-            return not (held.lost or held.phase == _DONE or time.monotonic() >= self._stop_deadline)
+    def _await_decision(self, batch: _Batch, held: _Held) -> None:
+        """Blocks the evaluation thread until an answer covered ``held``'s checkpoint values (at most
+        ``CHECKPOINT_ANSWER_WAIT_S``) and, while answers say hold, until one does not (see the module)."""
+        self._inbox.put(("checkpoint", batch))
+        give_up_at = time.monotonic() + CHECKPOINT_ANSWER_WAIT_S
+        lease_id = held.lease.lease_id
+        with self._answers:
+            while self._keeps_going(held):
+                now = time.monotonic()
+                if held.answered < held.recorded:
+                    if now >= give_up_at:
+                        log.warning(
+                            "no answer to %s's checkpoint value in %.0f s; training on",
+                            *(lease_id, CHECKPOINT_ANSWER_WAIT_S),
+                        )
+                        return
+                    until = give_up_at
+                elif held.hold:
+                    if now >= held.expires_at:  # unanswered for its whole TTL: the coordinator lost it
+                        log.warning("lease %s held past its TTL without an answer; training on", lease_id)
+                        return
+                    until = held.expires_at
+                else:
+                    return
+                # The answer notifies; the timeout also catches a shutdown's deadline.
+                self._answers.wait(max(0.0, min(until, self._stop_deadline) - now))
 
-        return heartbeat
+    def _wake_evaluation(self) -> None:
+        with self._answers:
+            self._answers.notify_all()
 
     def _evaluate(self, leases: list[worker_service_pb2.Lease], heartbeats: list[Heartbeat]) -> list[Result]:
         """One result per lease: the batch trained together (``evaluate_many``), or one after another."""
@@ -588,22 +706,47 @@ class Worker:
         for held, result in zip(batch.held, results):
             if held.lost:
                 log.info("lease %s stopped before finishing; not reported", held.lease.lease_id)
+                held.phase = _DONE
+                continue
+            if held.stopped_early:  # reported, whatever the evaluation made of the stop
+                outcome = self._stopped_outcome(held, result, now - batch.started)
             elif isinstance(result, EvaluationStopped):  # it stopped or never started: the lease is still ours
                 # (Past the deadline, it is what told the evaluation to stop.)
                 why = GRACE_OVER if now >= self._stop_deadline else SHUTTING_DOWN if self.stopping else "stopped"
                 self._give_back([held.lease], f"{why}: {result}" if str(result) else why)
-            else:
-                if isinstance(result, BaseException):
-                    outcome = error_outcome(result)
-                elif isinstance(result, Outcome):
-                    outcome = result
-                else:
-                    outcome = Outcome(status="error", error=f"evaluate_fn returned {type(result).__name__}")
-                held.outcome, held.backoff = outcome, self._backoff.fresh()
-                held.reporting_since = held.retry_at = now
-                held.phase = _REPORTING
+                held.phase = _DONE
                 continue
-            held.phase = _DONE
+            elif isinstance(result, BaseException):
+                outcome = error_outcome(result)
+            elif isinstance(result, Outcome):
+                outcome = result
+            else:
+                outcome = Outcome(status="error", error=f"evaluate_fn returned {type(result).__name__}")
+            if not outcome.checkpoints and held.checkpoints:  # an evaluation that does not keep them
+                outcome = dataclasses.replace(outcome, checkpoints=self._recorded(held))
+            held.outcome, held.backoff = outcome, self._backoff.fresh()
+            held.reporting_since = held.retry_at = now
+            held.phase = _REPORTING
+
+    def _recorded(self, held: _Held) -> tuple[tuple[int, int, float], ...]:
+        with self._answers:
+            return tuple((index, steps, accuracy) for index, (steps, accuracy) in sorted(held.checkpoints.items()))
+
+    def _stopped_outcome(self, held: _Held, result: Result, wall_time_s: float) -> Outcome:
+        """The STOPPED report of a candidate the early-stopping rule ended: the evaluation's own
+        ``"stopped"`` outcome, else one from what its heartbeat saw (its steps, its last checkpoint's value)."""
+        recorded = self._recorded(held)
+        if isinstance(result, Outcome):
+            return dataclasses.replace(
+                result, status="stopped", fitness=0.0, error="", checkpoints=result.checkpoints or recorded
+            )
+        return Outcome(
+            status="stopped",
+            val_accuracy=recorded[-1][2] if recorded else 0.0,
+            steps=held.steps_done,
+            wall_time_s=wall_time_s,
+            checkpoints=recorded,
+        )
 
     # -- heartbeats ------------------------------------------------------------
 
@@ -616,16 +759,23 @@ class Worker:
         if not live:
             batch.next_beat = math.inf
             return
-        request = worker_service_pb2.HeartbeatRequest(
-            trainer_id=self.trainer_id,
-            leases=[worker_service_pb2.LeaseProgress(lease_id=h.lease.lease_id, steps_done=h.steps_done) for h in live],
-        )
+        with self._answers:  # what this call covers: each lease's values recorded so far
+            covered = [held.recorded for held in live]
+            progress = [
+                worker_service_pb2.LeaseProgress(
+                    lease_id=h.lease.lease_id,
+                    steps_done=h.steps_done,
+                    checkpoints=_checkpoint_values([(i, s, a) for i, (s, a) in h.checkpoints.items()]),
+                )
+                for h in live
+            ]
+        request = worker_service_pb2.HeartbeatRequest(trainer_id=self.trainer_id, leases=progress)
         batch.beat = call = self._stub.Heartbeat.future(
             request, timeout=max(1.0, batch.interval), metadata=self.metadata
         )
-        call.add_done_callback(lambda done: self._inbox.put(("beat", (batch, done, live))))
+        call.add_done_callback(lambda done: self._inbox.put(("beat", (batch, done, live, covered))))
 
-    def _on_heartbeat(self, batch: _Batch, call: Any, live: list[_Held]) -> None:
+    def _on_heartbeat(self, batch: _Batch, call: Any, live: list[_Held], covered: list[int]) -> None:
         now, batch.beat = time.monotonic(), None
         try:
             response = call.result()
@@ -641,20 +791,33 @@ class Worker:
                 log.warning("heartbeat for %s rejected (%s); stopping", names, _failure(error))
                 for held in live:
                     held.lost = True
+                self._wake_evaluation()
             return
         batch.beat_backoff.reset()
         answers = {answer.lease_id: answer for answer in response.leases}
-        for held in live:
-            answer = answers.get(held.lease.lease_id)
-            if answer is None:  # no news (lost on the way): the lease is not extended
-                continue
-            if answer.keep_going:
-                held.expires_at = now + answer.ttl_s
-                batch.interval = self._interval(answer.ttl_s)
-            elif not held.lost:
-                log.info("coordinator stopped lease %s (keep_going=false)", held.lease.lease_id)
-                held.lost = True
+        with self._answers:
+            for held, values in zip(live, covered):
+                answer = answers.get(held.lease.lease_id)
+                if answer is None:  # no news (lost on the way): the lease is not extended
+                    continue
+                held.answered, held.hold = max(held.answered, values), answer.hold
+                if answer.stop:  # the early-stopping rule: reported, not lost
+                    if not held.stopped_early:
+                        log.info("coordinator stopped %s early (early-stopping rule)", held.lease.lease_id)
+                    held.stopped_early = True
+                elif answer.keep_going:
+                    held.expires_at = now + answer.ttl_s
+                    batch.interval = self._interval(answer.ttl_s)
+                elif not held.lost and not held.stopped_early:
+                    log.info("coordinator stopped lease %s (keep_going=false)", held.lease.lease_id)
+                    held.lost = True
+            holding = any(held.hold and not (held.lost or held.stopped_early) for held in live)
+            self._answers.notify_all()
         batch.next_beat = now + batch.interval
+        if batch.beat_again:  # a value recorded after this call went out waits for its answer
+            batch.beat_again, batch.next_beat = False, now
+        elif holding:
+            batch.next_beat = min(batch.next_beat, now + HOLD_POLL_S)
 
     # -- reports and returns ---------------------------------------------------
 
