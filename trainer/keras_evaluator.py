@@ -11,7 +11,10 @@ Its interface with the worker is all here:
     i-th entry of the result belongs to ``leases[i]``:
 
     - an :class:`~taylorglo_tf.trainer.worker.Outcome` (status ok/diverged/aborted,
-      fitness = validation accuracy, metrics): report it;
+      fitness = validation accuracy, metrics, the values at the lease's
+      early-stopping checkpoints): report it; status ``"stopped"`` (fitness 0,
+      the steps it trained) when its heartbeat says the early-stopping rule
+      stopped it (``heartbeat.stopped_early``);
     - :class:`~taylorglo_tf.trainer.worker.EvaluationStopped`: its heartbeat asked
       it to stop; do not report it (give the lease back or let it go);
     - :class:`taylorglo_tf.training.sources.UnknownSource`: a ``script:`` model this
@@ -31,6 +34,12 @@ Its interface with the worker is all here:
     the worker sends the Heartbeat RPCs itself) and thread-safe. Returning False
     stops that candidate only, at once; the others train on.
 
+``heartbeat.checkpoint(index, steps, val_accuracy)`` (when the heartbeat has it)
+    The candidate's validation accuracy at each of ``lease.checkpoints`` (fractions
+    of the steps), measured by the training loop and called just before the
+    ``heartbeat(steps)`` of that step, which may block until the coordinator
+    decides (see :mod:`taylorglo_tf.trainer.worker`).
+
 ``__call__(lease, heartbeat) -> Outcome``
     One lease alone (the older ``evaluate_fn`` form); raises what its entry would hold.
 
@@ -48,11 +57,13 @@ and inputs) and theta; the leases of one task train together in one
 :meth:`taylorglo_tf.training.Evaluator.evaluate_many` of a long-lived
 ``Evaluator`` (the task's data, models and compiled steps stay warm from one batch
 to the next; a new theta needs no retracing), leases of different tasks one task
-after another. TensorFlow is imported when the first lease is trained, not at import.
+after another (leases with other early-stopping checkpoints too). TensorFlow is
+imported when the first lease is trained, not at import.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -86,6 +97,15 @@ class _Candidate:
         if not self.heartbeat(int(steps_done)):
             self.stopped = True
         return not self.stopped
+
+    @property
+    def on_checkpoint(self) -> Callable[[int, int, float], None] | None:
+        return getattr(self.heartbeat, "checkpoint", None)
+
+    @property
+    def stopped_early(self) -> bool:
+        """The early-stopping rule stopped it: reported as ``"stopped"``, not given back."""
+        return self.stopped and bool(getattr(self.heartbeat, "stopped_early", False))
 
 
 class KerasEvaluator:
@@ -181,27 +201,32 @@ class KerasEvaluator:
         if len(leases) != len(heartbeats):
             raise ValueError(f"{len(leases)} leases and {len(heartbeats)} heartbeats; give one heartbeat per lease")
         results: list[Result] = [EvaluationStopped("not trained")] * len(leases)
-        by_task: list[tuple[Task, list[int]]] = []  # a Task holds a dict: not hashable
+        # (task, checkpoints) -> the leases that train together (a Task holds a dict: not hashable)
+        by_task: list[tuple[Task, tuple[float, ...], list[int]]] = []
         for i, lease in enumerate(leases):
             try:
                 task = self.task(lease)
             except Exception as error:  # this candidate reports it
                 results[i] = error
                 continue
-            same = next((indices for known, indices in by_task if known == task), None)
+            checkpoints = tuple(lease.checkpoints)
+            same = next((indices for t, c, indices in by_task if (t, c) == (task, checkpoints)), None)
             if same is None:
-                by_task.append((task, [i]))
+                by_task.append((task, checkpoints, [i]))
             else:
                 same.append(i)
-        for task, indices in by_task:
-            trained = self._train(task, [leases[i] for i in indices], [heartbeats[i] for i in indices])
+        for task, checkpoints, indices in by_task:
+            trained = self._train(task, [leases[i] for i in indices], [heartbeats[i] for i in indices], checkpoints)
             for i, result in zip(indices, trained):
                 results[i] = result
         return results
 
-    def _train(self, task: Task, leases: list[Any], heartbeats: list[Heartbeat]) -> list[Result]:
-        """The leases of one task trained together, one result each. A failure of the whole training
-        (measuring, a missing dataset) is the result of every candidate that was in it."""
+    def _train(
+        self, task: Task, leases: list[Any], heartbeats: list[Heartbeat], checkpoints: tuple[float, ...] = ()
+    ) -> list[Result]:
+        """The leases of one task (and early-stopping checkpoints) trained together, one result each. A
+        failure of the whole training (measuring, a missing dataset, bad checkpoints) is the result of every
+        candidate that was in it."""
         results: list[Result] = [EvaluationStopped("not trained")] * len(leases)
         batch: list[tuple[int, _Candidate]] = []
         for j, (lease, heartbeat) in enumerate(zip(leases, heartbeats)):
@@ -221,8 +246,14 @@ class KerasEvaluator:
             with self._lock:
                 self._tune(task)
                 self.batch_sizes.append(len(candidates))
+                # Only asked for when there are checkpoints: an evaluator without them still serves the rest.
+                extra = (
+                    {"checkpoints": checkpoints, "on_checkpoint": [c.on_checkpoint for c in candidates]}
+                    if checkpoints
+                    else {}
+                )
                 trained = self.evaluator.evaluate_many(
-                    [c.loss for c in candidates], task, [c.progress for c in candidates]
+                    [c.loss for c in candidates], task, [c.progress for c in candidates], **extra
                 )
                 self.evaluations += len(candidates)
         except Exception as error:  # each candidate of the batch reports it
@@ -235,6 +266,13 @@ class KerasEvaluator:
             return results
         for (j, candidate), result in zip(batch, trained):
             lease = candidate.lease
+            if candidate.stopped_early:  # the coordinator's rule, on a checkpoint's value: reported
+                results[j] = dataclasses.replace(Outcome.from_result(result), status="stopped", fitness=0.0)
+                log.info(
+                    "candidate %s/%d/%d: stopped early after %d steps, validation accuracy %.4f",
+                    *(lease.experiment_id, lease.generation, lease.index, result.steps, result.val_accuracy),
+                )
+                continue
             if candidate.stopped:
                 results[j] = EvaluationStopped(f"lease {lease.lease_id} stopped after {result.steps} steps")
                 continue

@@ -19,6 +19,7 @@ from taylorglo_tf.rpc import types_pb2, worker_service_pb2
 from taylorglo_tf.trainer import worker as worker_module
 from taylorglo_tf.trainer.synthetic import SyntheticEvaluator, synthetic_fitness
 from taylorglo_tf.trainer.worker import EvaluationStopped, Outcome
+from tests.helpers.leases import APPENDIX_C_THETA, STEPS, lease
 from tests.trainer.test_worker import (
     ScriptedCoordinator,
     _coordinators,
@@ -52,10 +53,10 @@ class EarlyStoppingCoordinator(ScriptedCoordinator):
 
     def LeaseCandidate(self, request, context):
         response = super().LeaseCandidate(request, context)
-        for lease in [response.lease, *response.leases]:
-            lease.checkpoints[:] = self.checkpoints
-            if lease.lease_id in self.leases:
-                self.leases[lease.lease_id].checkpoints[:] = self.checkpoints
+        for granted in [response.lease, *response.leases]:
+            granted.checkpoints[:] = self.checkpoints
+            if granted.lease_id in self.leases:
+                self.leases[granted.lease_id].checkpoints[:] = self.checkpoints
         return response
 
     def Heartbeat(self, request, context):
@@ -334,3 +335,67 @@ def test_heartbeat_requests_still_work_for_leases_without_checkpoints(coordinato
     assert worker.run() == 1 and seen.is_set()
     assert all(not p.checkpoints for h in fake.heartbeats for p in h.leases)
     assert fake.reports[0].status == OK and not fake.reports[0].metrics.checkpoints
+
+
+# ----------------------------------------------------------------------------- the Keras adapter
+
+
+@pytest.fixture(scope="module")
+def keras_evaluator():
+    from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator
+
+    return KerasEvaluator()
+
+
+def test_the_keras_adapter_reports_a_candidate_stopped_at_a_checkpoint_as_stopped_and_the_other_in_full(
+    keras_evaluator,
+):
+    leases = [lease(index=0), lease(index=1)]
+    for one in leases:
+        one.checkpoints[:] = [0.25, 0.5]  # steps 10 and 20 of 40
+    heartbeats = [ScriptedHeartbeat(stop_at_step=10), ScriptedHeartbeat()]
+    stopped, finished = keras_evaluator.evaluate_many(leases, heartbeats)
+    assert (stopped.status, stopped.steps, stopped.fitness) == ("stopped", 10, 0.0)
+    assert stopped.checkpoints == tuple(heartbeats[0].values) and [i for i, _, _ in stopped.checkpoints] == [0]
+    assert stopped.val_accuracy == pytest.approx(heartbeats[0].values[0][2], abs=1e-6)
+    assert (finished.status, finished.steps) == ("ok", STEPS)
+    assert [(i, s) for i, s, _ in finished.checkpoints] == [(0, 10), (1, 20)]
+    assert finished.checkpoints == tuple(heartbeats[1].values)
+
+
+def test_the_keras_adapter_trains_leases_with_other_checkpoints_apart(keras_evaluator):
+    leases = [lease(index=0), lease(index=1), lease(index=2)]
+    leases[0].checkpoints[:] = [0.5]
+    leases[2].checkpoints[:] = [0.5]
+    before = len(keras_evaluator.batch_sizes)
+    results = keras_evaluator.evaluate_many(leases, [ScriptedHeartbeat() for _ in leases])
+    assert keras_evaluator.batch_sizes[before:] == [2, 1]
+    assert [len(r.checkpoints) for r in results] == [1, 0, 1]
+
+
+def test_bad_checkpoints_of_a_lease_are_its_error_naming_them(keras_evaluator):
+    bad = lease()
+    bad.checkpoints[:] = [0.5, 0.25]
+    [result] = keras_evaluator.evaluate_many([bad], [ScriptedHeartbeat()])
+    assert isinstance(result, ValueError) and "ascending order, got [0.5, 0.25]" in str(result)
+
+
+def test_a_keras_trainer_held_then_stopped_by_the_coordinator_reports_stopped_and_its_partner_ok(coordinator):
+    """The whole trainer side: a worker leasing two candidates at a time, the Keras adapter training them
+    together; the coordinator holds the first at its checkpoint, then stops it."""
+    from taylorglo_tf.trainer.keras_evaluator import KerasEvaluator
+
+    def decide(lease_id, values, calls):
+        if lease_id == "lease-0":
+            return "hold" if calls <= 3 else "stop"
+        return "go"
+
+    fake = EarlyStoppingCoordinator([APPENDIX_C_THETA, APPENDIX_C_THETA], decide, per_call=2)
+    worker = _fast_worker(coordinator(fake), KerasEvaluator(), max_reports=2, candidates_per_step=2)
+    assert worker.run() == 2
+    reports = {r.lease_id: r for r in fake.reports}
+    assert reports["lease-0"].status == STOPPED and reports["lease-0"].metrics.steps == 25  # 0.25 of 100
+    assert [c.steps for c in reports["lease-0"].metrics.checkpoints] == [25]
+    assert reports["lease-1"].status == OK and reports["lease-1"].metrics.steps == 100
+    assert [c.steps for c in reports["lease-1"].metrics.checkpoints] == [25, 50]
+    assert fake.calls_with_values["lease-0"] >= 4 and fake.returned == []  # held 3 times, then stopped
