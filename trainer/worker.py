@@ -42,7 +42,11 @@ an answer that covered the value, at most ``CHECKPOINT_ANSWER_WAIT_S`` (then it
 trains on). While the answers say ``hold`` (the rest of the generation has not
 reached the checkpoint yet) it heartbeats every ``HOLD_POLL_S`` and keeps
 blocking, until an answer without hold, a stop, the lease's loss (or its granted
-TTL running out unanswered) or the shutdown's deadline. An answer with ``stop``
+TTL running out unanswered) or the shutdown's deadline. A hold is not kept while
+a lease of the same batch has yet to start training (an evaluation that trains
+the batch one after another, or in turns): the coordinator counts that one as in
+training, so the wait would never end; the candidate trains on and its result
+waits on the coordinator for the decision. An answer with ``stop``
 ends the candidate: ``heartbeat`` returns False, ``stopped_early`` is True, and
 its result is reported as status STOPPED (the steps it trained, its validation
 accuracy, its checkpoint values), never given back. Only answers move these
@@ -267,6 +271,7 @@ class _Held:
     answered: int = 0  # of them, how many the latest answer covered
     hold: bool = False  # the latest answer said hold
     stopped_early: bool = False  # an answer said stop: reported as STOPPED, not given back
+    waiting: bool = False  # its evaluation is blocked waiting for an answer
     phase: str = _TRAINING
     outcome: Outcome = dataclasses.field(default_factory=Outcome)  # while reporting, with:
     backoff: Backoff = dataclasses.field(default_factory=Backoff)
@@ -648,7 +653,7 @@ class Worker:
                         )
                         return
                     until = give_up_at
-                elif held.hold:
+                elif held.hold and self._may_hold(batch, held):
                     if now >= held.expires_at:  # unanswered for its whole TTL: the coordinator lost it
                         log.warning("lease %s held past its TTL without an answer; training on", lease_id)
                         return
@@ -656,7 +661,22 @@ class Worker:
                 else:
                     return
                 # The answer notifies; the timeout also catches a shutdown's deadline.
-                self._answers.wait(max(0.0, min(until, self._stop_deadline) - now))
+                held.waiting = True
+                try:
+                    self._answers.wait(max(0.0, min(until, self._stop_deadline) - now))
+                finally:
+                    held.waiting = False
+
+    @staticmethod
+    def _may_hold(batch: _Batch, held: _Held) -> bool:
+        """Whether ``held`` may wait at its checkpoint: not while a lease of its own batch has yet to start
+        training (trained after it, one after another or in turns), which the coordinator counts as in
+        training: that wait would never end. Training on is safe: the result waits for the decision."""
+        return all(
+            other.steps_done > 0 or other.checkpoints
+            for other in batch.held
+            if other is not held and other.phase == _TRAINING and not (other.lost or other.stopped_early)
+        )
 
     def _wake_evaluation(self) -> None:
         with self._answers:
@@ -811,7 +831,7 @@ class Worker:
                 elif not held.lost and not held.stopped_early:
                     log.info("coordinator stopped lease %s (keep_going=false)", held.lease.lease_id)
                     held.lost = True
-            holding = any(held.hold and not (held.lost or held.stopped_early) for held in live)
+            holding = any(held.hold and held.waiting for held in live)
             self._answers.notify_all()
         batch.next_beat = now + batch.interval
         if batch.beat_again:  # a value recorded after this call went out waits for its answer

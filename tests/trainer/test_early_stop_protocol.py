@@ -196,6 +196,24 @@ def test_a_shutdown_deadline_ends_a_hold_and_the_lease_goes_back(coordinator):
     assert result["n"] == 0 and fake.reports == [] and fake.returned == ["lease-0"]
 
 
+def test_a_hold_is_not_kept_while_a_lease_of_the_same_batch_waits_to_start_behind_it(coordinator):
+    """A plain evaluate_fn trains a batch one lease after another: the coordinator holds lease-0 until
+    lease-1 (leased, so "in training") reaches the checkpoint, which it only can after lease-0. The
+    worker must not wait on that: lease-0 trains on, and its result waits on the coordinator instead."""
+
+    def decide(lease_id, values, calls):
+        return "hold" if lease_id == "lease-0" else "go"
+
+    fake = EarlyStoppingCoordinator([[0.0] * 8, [0.1] * 8], decide, per_call=2)
+    evaluation = CheckpointingEvaluation()
+    worker = _fast_worker(coordinator(fake), evaluation, max_reports=2, candidates_per_step=2)
+    started = time.monotonic()
+    assert worker.run() == 2
+    assert time.monotonic() - started < 5
+    assert [(step, keep_going) for step, _, keep_going in evaluation.blocked] == [(25, True), (50, True)] * 2
+    assert [r.status for r in fake.reports] == [OK, OK]
+
+
 def test_a_batch_of_two_sends_both_values_in_one_heartbeat_and_stops_only_the_one_told(coordinator):
     """Two candidates trained together reach a checkpoint in the same step: one Heartbeat call carries
     both values, and the stop of one leaves the other to finish."""
