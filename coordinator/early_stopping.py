@@ -8,10 +8,11 @@ stores what they decide (``CandidateRecord.stopped_at``) before any trainer hear
 
 - ``none``: no checkpoint; every candidate trains in full (the paper).
 - ``successive_halving`` (deterministic): once every candidate of the generation has
-  reached checkpoint k (or ended, or stopped, before it), all but the best
-  ``ceil(population / 2**k)`` stop there (ties: lower index first), k = 1, 2: the best
-  half go on from 1/4 of the steps, the best quarter train in full. A candidate that
-  ended before a checkpoint ranks below every one that reached it. The decision uses
+  reached a checkpoint (or ended, or stopped, before it), the best half of those that
+  reached it go on (rounded down, at least one; ties: lower index first) and the rest
+  stop there: about half go on from 1/4 of the steps and a quarter train in full, at
+  most half the training steps of the generation. A candidate that ended before a
+  checkpoint (diverged, rejected by the pre-screen) takes no place among them. The decision uses
   only values every candidate reached, so the same spec gives the same search,
   however trainers are timed; a candidate that ran ahead of the decision keeps its
   result waiting (WAITING) until it is made.
@@ -27,7 +28,6 @@ that trained in full and above none of them, higher the further it got.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -83,22 +83,20 @@ def halving(candidates: Sequence[CandidateRecord]) -> dict[int, int]:
 
     Recomputed from the stored values each time (decisions already stored come out
     the same): at each checkpoint whose values are all in, the candidates that
-    reached it rank by value (higher first, then lower index) and all but the best
-    ``ceil(population / 2**k)`` stop there, unless they already ended (a failure
-    keeps its own status).
+    reached it still in the running rank by value (higher first, then lower index)
+    and all but the best half (rounded down, at least one) stop there, unless they
+    already ended (a failure keeps its own status).
     """
-    population = len(candidates)
     stopped_at = {c.index: c.stopped_at for c in candidates if c.stopped_at}
     decisions: dict[int, int] = {}
     for index in range(len(CHECKPOINTS)):
         if not all(resolved(c, index, stopped_at) for c in candidates):
             break
-        keep = math.ceil(population / 2 ** (index + 1))
         reached = [
             c for c in candidates if c.value_at(index) is not None and not 0 < stopped_at.get(c.index, 0) <= index
         ]
         reached.sort(key=lambda c: (-(c.value_at(index) or 0.0), c.index))
-        for c in reached[keep:]:
+        for c in reached[max(1, len(reached) // 2) :]:
             if c.index in stopped_at or (c.final and c.status != types_pb2.CANDIDATE_STATUS_WAITING):
                 continue
             stopped_at[c.index] = decisions[c.index] = index + 1

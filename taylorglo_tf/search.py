@@ -119,6 +119,9 @@ class LossSearch:
         order: the loss's Taylor order (None: the spec default, 3).
         inputs: the loss's inputs (None: the spec default, ``("x", "y")``).
         sigma0: CMA-ES's initial step size (None: the spec default).
+        early_stopping: ``"none"``, ``"successive_halving"`` or ``"median"``: stop hopeless
+            candidates at 1/4 and 1/2 of their steps (None: the spec default,
+            ``taylorglo_tf.spec.DEFAULT_EARLY_STOPPING``).
         candidates_per_step: candidates trained together per step (population batching).
         compare_steps: training steps of each comparison run (default ``steps``).
         out: where the progress bar and messages go (default stdout).
@@ -142,6 +145,7 @@ class LossSearch:
         order: int | None = None,
         inputs: tuple[str, ...] | None = None,
         sigma0: float | None = None,
+        early_stopping: str | None = None,
         candidates_per_step: int = 4,
         compare_steps: int | None = None,
         out: TextIO | None = None,
@@ -165,7 +169,7 @@ class LossSearch:
         self._optimizer = optimizer
         self._out = out
         self._loss: dict[str, Any] = {"order": order, "inputs": list(inputs) if inputs is not None else None}
-        self._search: dict[str, Any] = {"sigma0": sigma0, "seed": search_seed}
+        self._search: dict[str, Any] = {"sigma0": sigma0, "seed": search_seed, "early_stopping": early_stopping}
         self._seed = seed
         self._data: dict[str, Any] | None = None  # train/validation as given to search()
         self.spec = self._make_spec()  # validated now: a bad value fails before any training

@@ -112,11 +112,16 @@ def test_successive_halving_decides_nothing_until_every_candidate_reached_the_ch
     assert early_stopping.waits(early_stopping.HALVING, candidates, candidates[1])
 
 
-def test_a_candidate_that_ended_before_a_checkpoint_ranks_below_every_one_that_reached_it():
+def test_a_candidate_that_ended_before_a_checkpoint_takes_no_place_among_those_that_reached_it():
     diverged = record(2, [], status=types_pb2.CANDIDATE_STATUS_DIVERGED)
-    candidates = [record(0, [0.2]), record(1, [0.1]), diverged, record(3, [0.05])]
-    # keep ceil(4 / 2) = 2: the diverged one takes no place among those that reached the checkpoint
-    assert early_stopping.halving(candidates) == {3: 1}
+    candidates = [record(0, [0.2]), record(1, [0.1]), diverged, record(3, [0.05]), record(4, [0.3])]
+    # four reached the checkpoint: the best two go on; the diverged one is decided by nobody
+    assert early_stopping.halving(candidates) == {1: 1, 3: 1}
+
+
+def test_half_rounds_down_but_one_always_goes_on():
+    assert early_stopping.halving([record(i, [0.1 * i]) for i in range(5)]) == {0: 1, 1: 1, 2: 1}
+    assert early_stopping.halving([record(0, [0.5])]) == {}
 
 
 def test_ties_go_to_the_lower_index():

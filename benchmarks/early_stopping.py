@@ -1,0 +1,186 @@
+"""Early stopping against none, side by side: training steps, time, and the found loss's quality.
+
+    python benchmarks/early_stopping.py [--tasks default,protocol] [--rules successive_halving,median]
+                                        [--runs 10] [--trainers 2] [--json FILE]
+
+For each task, one ``taylorglo run`` per rule (``none`` first, then each of
+``--rules``) on the same spec and seeds, the same trainer layout (``--trainers``
+trainers of ``population / trainers`` candidates per step: the fleet holds a whole
+generation) and the same machine, one after another. Each run's cost: the training
+steps its candidates trained (``candidates.csv``'s ``steps``, summed), its wall time
+and the CPU seconds of its processes. Its quality: the best validation fitness, and
+the found loss's test accuracy over ``--runs`` full trainings (seeds 0..runs-1),
+against the loss found without early stopping: a one-tailed Welch test of
+H1 "the loss found without early stopping is better" (``p > 0.05``: not significantly
+worse).
+
+Tasks: ``default`` is the README's search (``taylorglo run`` without a spec: digits,
+tiny CNN, 12 x 12 evaluations of 200 steps; full trainings of the recipe's 300 steps);
+``protocol`` is docs/examples/mnist-protocol-digits.yaml (the paper's MNIST protocol
+scaled: lambda 28, 16 generations of 200 steps; full trainings of 2,000 steps), with
+``--protocol-generations`` generations (default 8, to fit the benchmark in ~30 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = Path(__file__).resolve().parents[1]
+PROTOCOL_SPEC = REPO / "docs" / "examples" / "mnist-protocol-digits.yaml"
+
+
+def task_spec(task: str, rule: str, protocol_generations: int) -> tuple[dict[str, Any], int]:
+    """(spec, full-training steps) of a benchmark task with early-stopping rule ``rule``."""
+    import yaml
+
+    from taylorglo_tf.commands.run import DEFAULT_SPEC
+
+    if task == "default":
+        spec = json.loads(json.dumps(DEFAULT_SPEC))
+        full_steps = 300  # the tiny recipe's length: what `taylorglo run` compares at
+    else:
+        spec = yaml.safe_load(PROTOCOL_SPEC.read_text())
+        spec.pop("paper", None)
+        spec["search"]["generations"] = protocol_generations
+        full_steps = 2000  # the protocol's --compare-steps
+    spec["name"] = f"{spec['name']}-{rule}"
+    spec["search"]["early_stopping"] = rule
+    return spec, full_steps
+
+
+def run_search(spec: dict[str, Any], out: Path, trainers: int) -> dict[str, Any]:
+    """One ``taylorglo run`` without the comparison: its cost and what it found."""
+    out.mkdir(parents=True)
+    spec_file = out / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    per_step = max(1, -(-spec["search"]["population"] // trainers))
+    command = [
+        sys.executable,
+        "-m",
+        "taylorglo_tf",
+        "run",
+        str(spec_file),
+        "--out",
+        str(out / "result"),
+        "--trainers",
+        str(trainers),
+        "--candidates-per-step",
+        str(per_step),
+        "--compare-runs",
+        "0",
+        "--db",
+        str(out / "search.db"),
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(out / "result" / "candidates.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    best = json.loads((out / "result" / "best_theta.json").read_text())
+    full_steps = spec["task"]["steps"] * len(rows)
+    return {
+        "training_steps": sum(int(row["steps"] or 0) for row in rows),
+        "steps_without_stopping": full_steps,
+        "stopped": sum(row["status"] == "stopped" for row in rows),
+        "candidates": len(rows),
+        "wall_s": wall,
+        "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "best_fitness": best["fitness"],
+        "best_theta": best["theta"],
+    }
+
+
+def test_accuracies(spec: dict[str, Any], runs: dict[str, dict[str, Any]], full_steps: int, count: int) -> dict:
+    """Each rule's found loss trained ``count`` times in full; Welch test of none's against each other."""
+    from taylorglo_tf import compare, taylor
+    from taylorglo_tf.losses import TaylorGLOLoss
+    from taylorglo_tf.training import Task
+
+    task = Task(dataset=spec["task"]["dataset"], model=spec["task"]["model"], steps=full_steps, seed=0)
+    order, inputs = spec["loss"]["order"], tuple(spec["loss"]["inputs"])
+    assert taylor.expected_theta_length(order, inputs) == len(runs["none"]["best_theta"])
+
+    def loss(rule: str) -> Any:
+        return TaylorGLOLoss(runs[rule]["best_theta"], order=order, inputs=inputs)
+
+    quality = {}
+    for rule in runs:
+        if rule == "none":
+            continue
+        result = compare.compare(loss("none"), loss(rule), task, count, loss_name="none", baseline_name=rule)
+        quality[rule] = {
+            "none_test_accuracy": result.summaries["loss"].mean,
+            "none_test_std": result.summaries["loss"].std,
+            "test_accuracy": result.summaries["baseline"].mean,
+            "test_std": result.summaries["baseline"].std,
+            "p_none_better": result.welch.pvalue,
+            "accuracies": result.accuracies("baseline"),
+            "none_accuracies": result.accuracies("loss"),
+        }
+    return quality
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="default,protocol")
+    parser.add_argument("--rules", default="successive_halving,median")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--trainers", type=int, default=2)
+    parser.add_argument("--protocol-generations", type=int, default=8)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    rules = ["none", *args.rules.split(",")]
+    report: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in args.tasks.split(","):
+            runs = {}
+            for rule in rules:
+                spec, full_steps = task_spec(task, rule, args.protocol_generations)
+                runs[rule] = run_search(spec, Path(tmp) / task / rule, args.trainers)
+                r = runs[rule]
+                print(
+                    f"{task:8} {rule:18} steps {r['training_steps']:7} ({r['training_steps'] / r['steps_without_stopping']:.2f}x)"
+                    f"  stopped {r['stopped']:3}/{r['candidates']}  wall {r['wall_s']:6.1f} s  cpu {r['cpu_s']:6.1f} s"
+                    f"  best val {r['best_fitness']:.4f}",
+                    flush=True,
+                )
+            quality = test_accuracies(spec, runs, full_steps, args.runs) if args.runs >= 2 else {}
+            for rule, q in quality.items():
+                print(
+                    f"{task:8} {rule:18} test {q['test_accuracy']:.4f} +- {q['test_std']:.4f} vs none "
+                    f"{q['none_test_accuracy']:.4f} +- {q['none_test_std']:.4f}  p(none better) {q['p_none_better']:.3f}",
+                    flush=True,
+                )
+            none = runs["none"]
+            report[task] = {
+                rule: {
+                    **run,
+                    "steps_ratio": run["training_steps"] / none["training_steps"],
+                    "wall_ratio": run["wall_s"] / none["wall_s"],
+                    "cpu_ratio": run["cpu_s"] / none["cpu_s"],
+                    **quality.get(rule, {}),
+                }
+                for rule, run in runs.items()
+            }
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
