@@ -15,11 +15,12 @@ protobuf JSON camelCase. No TensorFlow here: the coordinator validates specs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,7 +28,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import json_format
 
 from taylorglo_tf import taylor, text
-from taylorglo_tf.limits import is_repeated, overlong_string
+from taylorglo_tf.limits import MAX_CHECKPOINT_VALUES, is_repeated, overlong_string
 from taylorglo_tf.rpc import types_pb2
 from taylorglo_tf.training import task as task_defaults
 
@@ -492,3 +493,53 @@ def resolve_dataset(uri: str, data_dir: str | os.PathLike[str]) -> str:
         f"path {rest!r} resolves to {str(target)!r}, outside the data directory {str(root)!r}",
     )
     return f"{scheme}:{target}"
+
+
+# --------------------------------------------------------------------------- early-stopping checkpoints
+
+
+def checkpoint_steps(checkpoints: Sequence[float], total: int) -> list[int]:
+    """The step of each early-stopping checkpoint of a ``total``-step attempt.
+
+    Formula:
+
+    ```python
+    step_i = min(total, max(1, round(checkpoints[i] * total)))
+    ```
+
+    Args:
+        checkpoints: fractions in (0, 1] of the attempt's steps, ascending
+            (``Lease.checkpoints``).
+        total: the schedule's training steps, >= 1.
+
+    Returns:
+        One step per fraction, in their order (neighbours may share a step in a short run).
+
+    Raises:
+        ValueError: naming a fraction outside (0, 1], not a finite number, or out of order.
+
+    Example:
+
+    >>> checkpoint_steps([0.25, 0.5], 300)
+    [75, 150]
+    >>> checkpoint_steps([0.001, 1.0], 10)
+    [1, 10]
+    """
+    fractions = check_checkpoints(checkpoints)
+    return [min(total, max(1, round(f * total))) for f in fractions]
+
+
+def check_checkpoints(checkpoints: Sequence[float]) -> tuple[float, ...]:
+    """``checkpoints`` as a tuple of floats if they are fractions in (0, 1], ascending; else ValueError naming them."""
+    try:
+        fractions = tuple(float(f) for f in checkpoints)
+    except (TypeError, ValueError):
+        raise ValueError(f"checkpoints must be fractions in (0, 1], got {checkpoints!r}") from None
+    bad = [f for f in fractions if not (math.isfinite(f) and 0.0 < f <= 1.0)]
+    if bad:
+        raise ValueError(f"checkpoints must be fractions in (0, 1], got {bad[0]!r} in {list(fractions)}")
+    if any(later < earlier for earlier, later in itertools.pairwise(fractions)):
+        raise ValueError(f"checkpoints must be in ascending order, got {list(fractions)}")
+    if len(fractions) > MAX_CHECKPOINT_VALUES:
+        raise ValueError(f"at most {MAX_CHECKPOINT_VALUES} checkpoints, got {len(fractions)}")
+    return fractions

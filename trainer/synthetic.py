@@ -30,6 +30,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from taylorglo_tf import spec
+
 from .worker import EvaluationStopped, Heartbeat, Outcome
 
 
@@ -144,12 +146,10 @@ class SyntheticEvaluator:
 
 
 def checkpoint_values(fitness: float, checkpoints: Sequence[float], steps: int) -> list[tuple[int, int, float]]:
-    """``(step, index, value)`` of each checkpoint fraction f: step ``min(steps, max(1, round(f * steps)))``,
-    value ``fitness * (0.5 + 0.5 * f)``; ValueError names a fraction outside (0, 1]."""
-    values = []
-    for index, fraction in enumerate(checkpoints):
-        if not (math.isfinite(fraction) and 0.0 < fraction <= 1.0):
-            raise ValueError(f"checkpoints must be fractions in (0, 1], got {fraction!r}")
-        step = min(steps, max(1, round(fraction * steps)))
-        values.append((step, index, fitness * (0.5 + 0.5 * fraction)))
-    return values
+    """``(step, index, value)`` of each checkpoint fraction f: its step (:func:`taylorglo_tf.spec.checkpoint_steps`),
+    value ``fitness * (0.5 + 0.5 * f)``; ValueError names a bad fraction."""
+    fractions = spec.check_checkpoints(checkpoints)
+    return [
+        (step, index, fitness * (0.5 + 0.5 * fraction))
+        for index, (step, fraction) in enumerate(zip(spec.checkpoint_steps(fractions, steps), fractions))
+    ]

@@ -27,8 +27,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import itertools
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from taylorglo_tf.limits import MAX_CHECKPOINT_VALUES
+from taylorglo_tf.spec import check_checkpoints, checkpoint_steps
 from taylorglo_tf.training import session as sessions
 from taylorglo_tf.training.population import Population, PopulationLoss, loss_signature
 from taylorglo_tf.training.session import Session
@@ -95,53 +93,6 @@ def _initial_seed(seed: int, attempt: int) -> int:
     if attempt == 1:
         return seed
     return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
-
-
-def checkpoint_steps(checkpoints: Sequence[float], total: int) -> list[int]:
-    """The step of each early-stopping checkpoint of a ``total``-step attempt.
-
-    Formula:
-
-    ```python
-    step_i = min(total, max(1, round(checkpoints[i] * total)))
-    ```
-
-    Args:
-        checkpoints: fractions in (0, 1] of the attempt's steps, ascending
-            (``Lease.checkpoints``).
-        total: the schedule's training steps, >= 1.
-
-    Returns:
-        One step per fraction, in their order (neighbours may share a step in a short run).
-
-    Raises:
-        ValueError: naming a fraction outside (0, 1], not a finite number, or out of order.
-
-    Example:
-
-    >>> checkpoint_steps([0.25, 0.5], 300)
-    [75, 150]
-    >>> checkpoint_steps([0.001, 1.0], 10)
-    [1, 10]
-    """
-    fractions = check_checkpoints(checkpoints)
-    return [min(total, max(1, round(f * total))) for f in fractions]
-
-
-def check_checkpoints(checkpoints: Sequence[float]) -> tuple[float, ...]:
-    """``checkpoints`` as a tuple of floats if they are fractions in (0, 1], ascending; else ValueError naming them."""
-    try:
-        fractions = tuple(float(f) for f in checkpoints)
-    except (TypeError, ValueError):
-        raise ValueError(f"checkpoints must be fractions in (0, 1], got {checkpoints!r}") from None
-    bad = [f for f in fractions if not (math.isfinite(f) and 0.0 < f <= 1.0)]
-    if bad:
-        raise ValueError(f"checkpoints must be fractions in (0, 1], got {bad[0]!r} in {list(fractions)}")
-    if any(later < earlier for earlier, later in itertools.pairwise(fractions)):
-        raise ValueError(f"checkpoints must be in ascending order, got {list(fractions)}")
-    if len(fractions) > MAX_CHECKPOINT_VALUES:
-        raise ValueError(f"at most {MAX_CHECKPOINT_VALUES} checkpoints, got {len(fractions)}")
-    return fractions
 
 
 @dataclass(frozen=True)

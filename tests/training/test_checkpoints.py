@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from taylorglo_tf import taylor
+from taylorglo_tf.spec import checkpoint_steps
 from taylorglo_tf.training import Task
-from taylorglo_tf.training.evaluator import checkpoint_steps
 
 PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
 FLAT_THETA = [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # a constant loss: never learns
