@@ -23,7 +23,8 @@ stores what they decide (``CandidateRecord.stopped_at``) before any trainer hear
   on the trainers' timing.
 
 A stopped candidate's fitness (:func:`stopped_fitness`) ranks it below every candidate
-that trained in full and above none of them, higher the further it got.
+that trained in full, higher the further it got; the search algorithm is told it as it
+is, and a failed candidate below it (:func:`told_fitness`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,28 @@ def stopped_fitness(stopped_at: int, value: float, count: int = len(CHECKPOINTS)
     """``(stopped_at - 1 + value) / count - 1``: in [-1, 0], below every fitness of a full training
     (validation accuracy, >= 0), ordered by the checkpoint reached, then by the value there."""
     return (stopped_at - 1 + value) / count - 1.0
+
+
+#: What the search algorithm is told for a candidate that failed (diverged, aborted, failed, invalid)
+#: when a rule is on: below every stopped candidate's fitness (>= -1), which got further.
+FAILURE_FITNESS = -2.0
+_FAILURES = frozenset(
+    {
+        types_pb2.CANDIDATE_STATUS_DIVERGED,
+        types_pb2.CANDIDATE_STATUS_ABORTED,
+        types_pb2.CANDIDATE_STATUS_FAILED,
+        types_pb2.CANDIDATE_STATUS_INVALID,
+    }
+)
+
+
+def told_fitness(rule: str, c: CandidateRecord) -> float:
+    """What the search algorithm is told for a finished candidate: its fitness, except that with a
+    rule on, a failure (stored with fitness 0) ranks below every stopped candidate (fitness in
+    [-1, 0]): a stopped candidate trained and measured something, a failure did not."""
+    if rule != NONE and c.status in _FAILURES:
+        return FAILURE_FITNESS
+    return c.fitness
 
 
 def resolved(c: CandidateRecord, index: int, stopped_at: Mapping[int, int]) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 from taylorglo_tf import spec as spec_lib
 from taylorglo_tf.rpc import types_pb2
 
-from . import optimizers
+from . import early_stopping, optimizers
 from .model import CandidateRecord, ExperimentRecord, GenerationRecord
 
 Prescreen = Callable[[np.ndarray, int], bool]
@@ -99,8 +99,9 @@ def compute_step(
     """Tell the optimizer the complete generation; ask the next one unless this was the last."""
     optimizer = optimizers.restore(record.spec, record.es_state)
     thetas = [c.theta for c in candidates]
+    rule = early_stopping.rule_of(record.spec)
+    optimizer.tell(thetas, np.array([early_stopping.told_fitness(rule, c) for c in candidates]))
     fitness = np.array([c.fitness for c in candidates])
-    optimizer.tell(thetas, fitness)
     best = int(np.argmax(fitness))
     # The mean of what trained in full: a stopped candidate's fitness is a rank, not an accuracy.
     full = [c.fitness for c in candidates if c.status != types_pb2.CANDIDATE_STATUS_STOPPED]

@@ -314,3 +314,41 @@ def test_bad_checkpoint_values_are_invalid_argument_naming_the_field(values, fie
     with pytest.raises(InvalidArgument) as error:
         checkpoint_values(values, "c")
     assert error.value.field == field
+
+
+def test_with_a_rule_on_a_failed_candidate_is_told_below_every_stopped_one():
+    """A failure (fitness 0) above the stopped candidates (fitness in [-1, 0]) would pull CMA-ES towards
+    thetas that cannot train, such as the ones the pre-screen rejects."""
+    for status in (types_pb2.CANDIDATE_STATUS_INVALID, types_pb2.CANDIDATE_STATUS_DIVERGED):
+        failed = record(0, status=status)
+        assert early_stopping.told_fitness(early_stopping.HALVING, failed) < early_stopping.stopped_fitness(1, 0.0)
+        assert early_stopping.told_fitness(early_stopping.MEDIAN, failed) < early_stopping.stopped_fitness(1, 0.0)
+        assert early_stopping.told_fitness(early_stopping.NONE, failed) == 0.0  # the paper's ranking
+
+
+def test_the_optimizer_is_told_failures_below_stopped_candidates(tmp_path, monkeypatch):
+    from taylorglo_tf.coordinator import optimizers
+
+    told = []
+    real_tell = optimizers.CmaEs.tell
+
+    def tell(self, thetas, fitness):
+        told.append(list(fitness))
+        return real_tell(self, thetas, fitness)
+
+    monkeypatch.setattr(optimizers.CmaEs, "tell", tell)
+    calls = []
+
+    def prescreen(theta, num_classes):  # rejects the first candidate only
+        calls.append(theta)
+        return len(calls) > 1
+
+    scheduler = open_scheduler(tmp_path / "db.sqlite", prescreen=prescreen)
+    spec = make_spec(population=6, generations=1, early_stopping="successive_halving", invariant_prescreen=True)
+    exp = scheduler.submit(spec)
+    run_in_lockstep(scheduler, exp.id, 6)
+    candidates = scheduler.result(exp.id).candidates
+    [invalid] = [c for c in candidates if c.status == types_pb2.CANDIDATE_STATUS_INVALID]
+    assert invalid.fitness == 0.0  # stored as ever
+    assert told[0][invalid.index] == early_stopping.FAILURE_FITNESS
+    assert told[0][invalid.index] < min(told[0][c.index] for c in candidates if c.status == STOPPED)
