@@ -10,8 +10,8 @@ stores what they decide (``CandidateRecord.stopped_at``) before any trainer hear
 - ``successive_halving`` (deterministic): once every candidate of the generation has
   reached a checkpoint (or ended, or stopped, before it), the best half of those that
   reached it go on (rounded down, at least one; ties: lower index first) and the rest
-  stop there: about half go on from 1/4 of the steps and a quarter train in full, at
-  most half the training steps of the generation. A candidate that ended before a
+  stop there: about half go on from 1/5 of the steps and a quarter train in full from
+  2/5, 0.45 of the generation's training steps. A candidate that ended before a
   checkpoint (diverged, rejected by the pre-screen) takes no place among them. The decision uses
   only values every candidate reached, so the same spec gives the same search,
   however trainers are timed; a candidate that ran ahead of the decision keeps its
@@ -36,8 +36,10 @@ from taylorglo_tf.rpc import types_pb2
 
 from .model import CandidateRecord
 
-#: The checkpoints of every rule but ``none``: fractions of a task's training steps.
-CHECKPOINTS = (0.25, 0.5)
+#: The checkpoints of every rule but ``none``: fractions of a task's training steps. With successive
+#: halving a generation trains 0.2 + 0.2 / 2 + 0.6 / 4 = 0.45 of its steps (at 1/4 and 1/2 it would be
+#: 0.5, and rounding and chance put a search's total above the half; docs/BENCHMARKS.md).
+CHECKPOINTS = (0.2, 0.4)
 #: ``median`` stops nothing at a checkpoint until this many other values were reported there.
 MEDIAN_MIN_VALUES = 5
 

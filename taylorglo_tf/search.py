@@ -120,8 +120,10 @@ class LossSearch:
         inputs: the loss's inputs (None: the spec default, ``("x", "y")``).
         sigma0: CMA-ES's initial step size (None: the spec default).
         early_stopping: ``"none"``, ``"successive_halving"`` or ``"median"``: stop hopeless
-            candidates at 1/4 and 1/2 of their steps (None: the spec default,
-            ``taylorglo_tf.spec.DEFAULT_EARLY_STOPPING``).
+            candidates at 1/5 and 2/5 of their steps (None: the spec default,
+            ``taylorglo_tf.spec.DEFAULT_EARLY_STOPPING``). Successive halving saves most
+            with ``candidates_per_step >= population``: a whole generation reaches each
+            checkpoint together.
         candidates_per_step: candidates trained together per step (population batching).
         compare_steps: training steps of each comparison run (default ``steps``).
         out: where the progress bar and messages go (default stdout).

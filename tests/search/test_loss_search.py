@@ -187,3 +187,23 @@ def test_tf_data_datasets_of_batches_are_accepted_for_training_and_validation(tm
     arrays = wine_search(tmp_path / "arrays", generations=1, out=io.StringIO())
     arrays.search(x, y, validation_data=(vx, vy))
     assert _thetas(tmp_path / "wine") == _thetas(tmp_path / "arrays")
+
+
+def test_a_search_with_successive_halving_stops_the_bottom_and_trains_the_rest_in_full(tmp_path):
+    (x, y), validation, _ = wine_splits()
+    search = wine_search(
+        tmp_path / "wine", generations=1, early_stopping="successive_halving", candidates_per_step=4, out=io.StringIO()
+    )
+    assert search.spec.search.early_stopping == "successive_halving"
+    search.search(x, y, validation_data=validation)
+    rows = _candidates(tmp_path / "wine")
+    stopped = [row for row in rows if row["status"] == "stopped"]
+    # four candidates trained together (a whole generation): two stop at the first checkpoint, one at the second
+    assert sorted(row["stopped_at"] for row in stopped) == ["1", "1", "2"]
+    assert all(int(row["steps"]) < 20 for row in stopped)  # the steps they trained, not the task's
+    assert [int(row["steps"]) for row in rows if row["status"] == "succeeded"] == [20]
+
+
+def test_an_unknown_early_stopping_rule_is_refused_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="early_stopping.*'asha'"):
+        wine_search(tmp_path / "w", early_stopping="asha")
