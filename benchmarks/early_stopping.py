@@ -14,6 +14,12 @@ against the loss found without early stopping: a one-tailed Welch test of
 H1 "the loss found without early stopping is better" (``p > 0.05``: not significantly
 worse).
 
+``--narrowing K``: how a batch of K candidates trained together goes on when half of them
+stop: the step narrowed to the K/2 still training (what the population loop does: a
+stopped copy's update is skipped and the step covers copies up to the last one
+training) against the step of K (the freed slots given new candidates), in
+candidate-steps per second, the two taking turns for ``--rounds`` rounds.
+
 Tasks: ``default`` is the README's search (``taylorglo run`` without a spec: digits,
 tiny CNN, 12 x 12 evaluations of 200 steps; full trainings of the recipe's 300 steps);
 ``protocol`` is docs/examples/mnist-protocol-digits.yaml (the paper's MNIST protocol
@@ -136,6 +142,43 @@ def test_accuracies(spec: dict[str, Any], runs: dict[str, dict[str, Any]], full_
     return quality
 
 
+def narrowing(k: int, rounds: int, steps: int = 30) -> dict[str, Any]:
+    """Candidate-steps/s of the tiny digits step with all K copies training, and with the first
+    K/2 (the rest stopped: narrowed) or every other one (stopped in the middle of the batch)."""
+    import numpy as np
+
+    from taylorglo_tf import taylor
+    from taylorglo_tf.losses import TaylorGLOLoss
+    from taylorglo_tf.training import Evaluator, Task
+    from taylorglo_tf.training.evaluator import batch_loss
+
+    task = Task(dataset="digits", model="tiny", steps=200, seed=0)
+    evaluator = Evaluator()
+    session = evaluator._session(task)
+    compiled = session.steps_for([TaylorGLOLoss(taylor.PAPER_MNIST_THETA) for _ in range(k)], batch_loss)
+    batches = session.train_batches(task.seed)
+    masks = {
+        f"all {k}": np.ones(k, dtype=bool),
+        f"first {k // 2} (narrowed)": np.arange(k) < k // 2,
+        f"every other, {k // 2}": np.arange(k) % 2 == 0,
+    }
+    for active in masks.values():  # traces each width once
+        x, y = next(batches)
+        compiled.train_step(x, y, active).numpy()
+    rates: dict[str, list[float]] = {name: [] for name in masks}
+    for round_number in range(rounds):
+        order = list(masks.items()) if round_number % 2 == 0 else list(reversed(masks.items()))
+        for name, active in order:
+            started = time.process_time()
+            for _ in range(steps):
+                x, y = next(batches)
+                compiled.train_step(x, y, active).numpy()
+            rates[name].append(int(active.sum()) * steps / (time.process_time() - started))
+    import statistics
+
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="default,protocol")
@@ -144,7 +187,16 @@ def main() -> None:
     parser.add_argument("--trainers", type=int, default=2)
     parser.add_argument("--protocol-generations", type=int, default=8)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--narrowing", type=int, default=0, metavar="K")
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
+    if args.narrowing:
+        measured = narrowing(args.narrowing, args.rounds)
+        for name, rate in measured.items():
+            print(f"{name:24} {rate:8.0f} candidate-steps per CPU second")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"narrowing": measured}, indent=2) + "\n")
+        return
     rules = ["none", *args.rules.split(",")]
     report: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,17 +206,19 @@ def main() -> None:
                 spec, full_steps = task_spec(task, rule, args.protocol_generations)
                 runs[rule] = run_search(spec, Path(tmp) / task / rule, args.trainers)
                 r = runs[rule]
+                ratio = r["training_steps"] / runs["none"]["training_steps"]
                 print(
-                    f"{task:8} {rule:18} steps {r['training_steps']:7} ({r['training_steps'] / r['steps_without_stopping']:.2f}x)"
-                    f"  stopped {r['stopped']:3}/{r['candidates']}  wall {r['wall_s']:6.1f} s  cpu {r['cpu_s']:6.1f} s"
-                    f"  best val {r['best_fitness']:.4f}",
+                    f"{task:8} {rule:18} steps {r['training_steps']:7} ({ratio:.2f}x none)"
+                    f"  stopped {r['stopped']:3}/{r['candidates']}  wall {r['wall_s']:6.1f} s"
+                    f"  cpu {r['cpu_s']:6.1f} s  best val {r['best_fitness']:.4f}",
                     flush=True,
                 )
             quality = test_accuracies(spec, runs, full_steps, args.runs) if args.runs >= 2 else {}
             for rule, q in quality.items():
                 print(
                     f"{task:8} {rule:18} test {q['test_accuracy']:.4f} +- {q['test_std']:.4f} vs none "
-                    f"{q['none_test_accuracy']:.4f} +- {q['none_test_std']:.4f}  p(none better) {q['p_none_better']:.3f}",
+                    f"{q['none_test_accuracy']:.4f} +- {q['none_test_std']:.4f}"
+                    f"  p(none better) {q['p_none_better']:.3f}",
                     flush=True,
                 )
             none = runs["none"]
