@@ -1,18 +1,24 @@
 """Early stopping against none, side by side: training steps, time, and the found loss's quality.
 
     python benchmarks/early_stopping.py [--tasks default,protocol] [--rules successive_halving,median]
-                                        [--runs 10] [--trainers 2] [--json FILE]
+                                        [--runs 10] [--trainers 2] [--protocol-generations 16]
+                                        [--search-seeds 1,2,3] [--workdir DIR] [--json FILE]
+    python benchmarks/early_stopping.py --narrowing 6 [--rounds 6]
 
 For each task, one ``taylorglo run`` per rule (``none`` first, then each of
 ``--rules``) on the same spec and seeds, the same trainer layout (``--trainers``
 trainers of ``population / trainers`` candidates per step: the fleet holds a whole
 generation) and the same machine, one after another. Each run's cost: the training
-steps its candidates trained (``candidates.csv``'s ``steps``, summed), its wall time
-and the CPU seconds of its processes. Its quality: the best validation fitness, and
+steps its candidates trained (``candidates.csv``'s ``steps``, summed), its wall time,
+its steady time (from generation 0's end to the last one's: without the processes'
+start-up and the first traces of the train step, which early stopping adds: one per
+width of a narrowed step) and the CPU seconds of its processes. Its quality: the best validation fitness, and
 the found loss's test accuracy over ``--runs`` full trainings (seeds 0..runs-1),
 against the loss found without early stopping: a one-tailed Welch test of
 H1 "the loss found without early stopping is better" (``p > 0.05``: not significantly
-worse).
+worse). With ``--search-seeds``, each seed's searches and found losses, then every seed's
+runs pooled per rule, for one more test: one search per rule says which of two losses is
+better, not whether the rule finds worse losses.
 
 ``--narrowing K``: how a batch of K candidates trained together goes on when half of them
 stop: the step narrowed to the K/2 still training (what the population loop does: a
@@ -24,13 +30,14 @@ Tasks: ``default`` is the README's search (``taylorglo run`` without a spec: dig
 tiny CNN, 12 x 12 evaluations of 200 steps; full trainings of the recipe's 300 steps);
 ``protocol`` is docs/examples/mnist-protocol-digits.yaml (the paper's MNIST protocol
 scaled: lambda 28, 16 generations of 200 steps; full trainings of 2,000 steps), with
-``--protocol-generations`` generations (default 8, to fit the benchmark in ~30 min).
+``--protocol-generations`` generations (default 8; docs/BENCHMARKS.md ran 16).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import os
 import platform
@@ -49,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROTOCOL_SPEC = REPO / "docs" / "examples" / "mnist-protocol-digits.yaml"
 
 
-def task_spec(task: str, rule: str, protocol_generations: int) -> tuple[dict[str, Any], int]:
+def task_spec(task: str, rule: str, protocol_generations: int, seed: int | None) -> tuple[dict[str, Any], int]:
     """(spec, full-training steps) of a benchmark task with early-stopping rule ``rule``."""
     import yaml
 
@@ -65,6 +72,8 @@ def task_spec(task: str, rule: str, protocol_generations: int) -> tuple[dict[str
         full_steps = 2000  # the protocol's --compare-steps
     spec["name"] = f"{spec['name']}-{rule}"
     spec["search"]["early_stopping"] = rule
+    if seed is not None:
+        spec["search"]["seed"] = seed
     return spec, full_steps
 
 
@@ -99,6 +108,8 @@ def run_search(spec: dict[str, Any], out: Path, trainers: int) -> dict[str, Any]
     with open(out / "result" / "candidates.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     best = json.loads((out / "result" / "best_theta.json").read_text())
+    with open(out / "result" / "history.csv", newline="") as f:
+        finished = [datetime.datetime.fromisoformat(row["finish_time"]) for row in csv.DictReader(f)]
     full_steps = spec["task"]["steps"] * len(rows)
     return {
         "training_steps": sum(int(row["steps"] or 0) for row in rows),
@@ -106,6 +117,8 @@ def run_search(spec: dict[str, Any], out: Path, trainers: int) -> dict[str, Any]
         "stopped": sum(row["status"] == "stopped" for row in rows),
         "candidates": len(rows),
         "wall_s": wall,
+        # generation 0's end to the last one's: the search without start-up and first traces
+        "steady_s": (finished[-1] - finished[0]).total_seconds(),
         "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
         "best_fitness": best["fitness"],
         "best_theta": best["theta"],
@@ -186,6 +199,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--trainers", type=int, default=2)
     parser.add_argument("--protocol-generations", type=int, default=8)
+    parser.add_argument("--search-seeds", default="", help="comma-separated CMA-ES seeds (default: the spec's)")
+    parser.add_argument("--workdir", default=None, help="keep each run's folder here (default: a temporary one)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--narrowing", type=int, default=0, metavar="K")
     parser.add_argument("--rounds", type=int, default=6)
@@ -198,42 +213,76 @@ def main() -> None:
             Path(args.json).write_text(json.dumps({"narrowing": measured}, indent=2) + "\n")
         return
     rules = ["none", *args.rules.split(",")]
+    seeds: list[int | None] = [int(seed) for seed in args.search_seeds.split(",")] if args.search_seeds else [None]
     report: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir) if args.workdir else Path(tmp)
         for task in args.tasks.split(","):
-            runs = {}
-            for rule in rules:
-                spec, full_steps = task_spec(task, rule, args.protocol_generations)
-                runs[rule] = run_search(spec, Path(tmp) / task / rule, args.trainers)
-                r = runs[rule]
-                ratio = r["training_steps"] / runs["none"]["training_steps"]
-                print(
-                    f"{task:8} {rule:18} steps {r['training_steps']:7} ({ratio:.2f}x none)"
-                    f"  stopped {r['stopped']:3}/{r['candidates']}  wall {r['wall_s']:6.1f} s"
-                    f"  cpu {r['cpu_s']:6.1f} s  best val {r['best_fitness']:.4f}",
-                    flush=True,
-                )
-            quality = test_accuracies(spec, runs, full_steps, args.runs) if args.runs >= 2 else {}
-            for rule, q in quality.items():
-                print(
-                    f"{task:8} {rule:18} test {q['test_accuracy']:.4f} +- {q['test_std']:.4f} vs none "
-                    f"{q['none_test_accuracy']:.4f} +- {q['none_test_std']:.4f}"
-                    f"  p(none better) {q['p_none_better']:.3f}",
-                    flush=True,
-                )
-            none = runs["none"]
-            report[task] = {
-                rule: {
-                    **run,
-                    "steps_ratio": run["training_steps"] / none["training_steps"],
-                    "wall_ratio": run["wall_s"] / none["wall_s"],
-                    "cpu_ratio": run["cpu_s"] / none["cpu_s"],
-                    **quality.get(rule, {}),
+            report[task] = {}
+            pooled: dict[str, list[float]] = {rule: [] for rule in rules}
+            for seed in seeds:
+                runs = {}
+                for rule in rules:
+                    spec, full_steps = task_spec(task, rule, args.protocol_generations, seed)
+                    runs[rule] = run_search(spec, work / task / f"seed-{seed}" / rule, args.trainers)
+                    r, none = runs[rule], runs["none"]
+                    print(
+                        f"{task:8} seed {seed} {rule:18} steps {r['training_steps']:7}"
+                        f" ({r['training_steps'] / none['training_steps']:.2f}x none)"
+                        f"  stopped {r['stopped']:3}/{r['candidates']}  wall {r['wall_s']:6.1f} s"
+                        f" ({r['wall_s'] / none['wall_s']:.2f}x)  steady {r['steady_s']:6.1f} s"
+                        f" ({r['steady_s'] / none['steady_s']:.2f}x)  cpu {r['cpu_s']:6.1f} s"
+                        f"  best val {r['best_fitness']:.4f}",
+                        flush=True,
+                    )
+                quality = test_accuracies(spec, runs, full_steps, args.runs) if args.runs >= 2 else {}
+                if quality:  # none's found loss, trained once per seed: the same runs in every rule's test
+                    pooled["none"] += next(iter(quality.values()))["none_accuracies"]
+                for rule, q in quality.items():
+                    pooled[rule] += q["accuracies"]
+                    print(
+                        f"{task:8} seed {seed} {rule:18} test {q['test_accuracy']:.4f} +- {q['test_std']:.4f}"
+                        f" vs none {q['none_test_accuracy']:.4f} +- {q['none_test_std']:.4f}"
+                        f"  p(none better) {q['p_none_better']:.3f}",
+                        flush=True,
+                    )
+                none = runs["none"]
+                report[task][f"seed-{seed}"] = {
+                    rule: {
+                        **run,
+                        "steps_ratio": run["training_steps"] / none["training_steps"],
+                        "wall_ratio": run["wall_s"] / none["wall_s"],
+                        "steady_ratio": run["steady_s"] / none["steady_s"],
+                        "cpu_ratio": run["cpu_s"] / none["cpu_s"],
+                        **quality.get(rule, {}),
+                    }
+                    for rule, run in runs.items()
                 }
-                for rule, run in runs.items()
-            }
+            if len(seeds) > 1 and args.runs >= 2:
+                report[task]["pooled"] = pooled_tests(task, pooled)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def pooled_tests(task: str, pooled: dict[str, list[float]]) -> dict[str, Any]:
+    """Every seed's found loss, all runs together: Welch test of none's against each rule's."""
+    import statistics
+
+    from taylorglo_tf import stats
+
+    result = {}
+    for rule, accuracies in pooled.items():
+        if rule == "none":
+            continue
+        welch = stats.welch_t_test(pooled["none"], accuracies)
+        result[rule] = {"mean": statistics.mean(accuracies), "none_mean": statistics.mean(pooled["none"])}
+        result[rule]["p_none_better"] = welch.pvalue
+        print(
+            f"{task:8} pooled {rule:18} test {result[rule]['mean']:.4f} vs none {result[rule]['none_mean']:.4f}"
+            f" over {len(accuracies)} runs  p(none better) {welch.pvalue:.3f}",
+            flush=True,
+        )
+    return result
 
 
 if __name__ == "__main__":
