@@ -91,6 +91,7 @@ STRING_LIMITS: dict[str, int] = {
     "taylorglo.v1.TaskSpec.model": MAX_CHOICE_CHARS,
     "taylorglo.v1.LossSpec.inputs": MAX_CHOICE_CHARS,
     "taylorglo.v1.SearchSpec.algorithm": MAX_CHOICE_CHARS,
+    "taylorglo.v1.SearchSpec.early_stopping": MAX_CHOICE_CHARS,
     "taylorglo.v1.RecipeSpec.optimizer": MAX_CHOICE_CHARS,
     "taylorglo.v1.ReportResultRequest.error": MAX_ERROR_CHARS,
     "taylorglo.v1.ReturnLeaseRequest.reason": MAX_REASON_CHARS,

@@ -103,6 +103,7 @@ def request_with(full_name: str, text: str):
         "taylorglo.v1.TaskSpec.model": lambda: setattr(spec.task, "model", text),
         "taylorglo.v1.LossSpec.inputs": lambda: spec.loss.inputs.extend(["x", "y", text]),
         "taylorglo.v1.SearchSpec.algorithm": lambda: setattr(spec.search, "algorithm", text),
+        "taylorglo.v1.SearchSpec.early_stopping": lambda: setattr(spec.search, "early_stopping", text),
         "taylorglo.v1.RecipeSpec.optimizer": lambda: setattr(spec.task.recipe, "optimizer", text),
         "taylorglo.v1.PaperResult.table": lambda: setattr(spec.paper, "table", text),
         "taylorglo.v1.PaperResult.note": lambda: (
