@@ -216,9 +216,6 @@ class _Attempt:
         self.active = np.zeros(max(slots) + 1, dtype=bool)  # the step runs this many copies, no more
         self.active[list(slots)] = True
         self.ended: dict[int, _Ended] = {}
-        # Non-trainable state of candidates stopped before the last step: their copy's
-        # forward pass goes on while others train (see training.population).
-        self.stopped_state: dict[int, list[np.ndarray]] = {}
         self.clock = _LoopClock()
 
     def running(self) -> list[int]:
@@ -226,9 +223,7 @@ class _Attempt:
 
     def stop(self, slot: int, status: AttemptStatus, step: int) -> None:
         self.ended[slot] = _Ended(status, step)
-        self.active[slot] = False
-        if step < self.schedule.total:
-            self.stopped_state[slot] = self.population.non_trainable_state(slot)
+        self.active[slot] = False  # its copy does no more work (training.population)
 
     def run(self, batches: Iterator) -> tuple[dict[int, _Ended], np.ndarray]:
         """Train from the current weights: how each candidate ended, (wall, CPU) seconds of the step loop."""
@@ -255,8 +250,6 @@ class _Attempt:
         finite = self.population.finite_flags()
         for slot in self.running():
             self.stop(slot, "ok" if finite[slot] else "diverged", schedule.total)
-        for slot, state in self.stopped_state.items():
-            self.population.restore_non_trainable(slot, state)
         return self.ended, self.clock.elapsed()
 
     def apply_stop_rules(self, step: int) -> None:
