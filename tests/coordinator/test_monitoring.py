@@ -223,7 +223,10 @@ def test_metrics_parse_with_prometheus_own_parser_and_hold_counts_only(coordinat
     experiment_id = submit(stub, population=2, generations=1, name=secret_name)
     with pytest.raises(grpc.RpcError):  # an error counted by code
         stub.GetExperiment(es.GetExperimentRequest(experiment_id="missing"), timeout=5)
-    text = _scrape(server.metrics_port)
+    # The status may reach the client a moment before the server's handler has counted it.
+    deadline = time.monotonic() + 5
+    while "taylorglo_rpc_errors_total{" not in (text := _scrape(server.metrics_port)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["taylorglo_experiments_running"].samples[0].value == 1
     assert families["taylorglo_candidates_queued"].samples[0].value == 2
