@@ -4,6 +4,7 @@
                                         [--runs 10] [--trainers 2] [--protocol-generations 16]
                                         [--search-seeds 1,2,3] [--workdir DIR] [--json FILE]
     python benchmarks/early_stopping.py --narrowing 6 [--rounds 6]
+    python benchmarks/early_stopping.py --checkpoint-cost 8 [--rounds 6]
 
 For each task, one ``taylorglo run`` per rule (``none`` first, then each of
 ``--rules``) on the same spec and seeds, the same trainer layout (``--trainers``
@@ -25,6 +26,11 @@ stop: the step narrowed to the K/2 still training (what the population loop does
 stopped copy's update is skipped and the step covers copies up to the last one
 training) against the step of K (the freed slots given new candidates), in
 candidate-steps per second, the two taking turns for ``--rounds`` rounds.
+
+``--checkpoint-cost K``: what a checkpoint's validation pass costs against a train step:
+K candidates of the default task (tiny CNN, digits, 200 steps) trained together with the
+rules' checkpoints, CPU seconds per pass and per step (``Evaluator.last_timings``), and
+the passes' share of the training time, medians over ``--rounds`` evaluations.
 
 Tasks: ``default`` is the README's search (``taylorglo run`` without a spec: digits,
 tiny CNN, 12 x 12 evaluations of 200 steps; full trainings of the recipe's 300 steps);
@@ -192,6 +198,37 @@ def narrowing(k: int, rounds: int, steps: int = 30) -> dict[str, Any]:
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+def checkpoint_cost(k: int, rounds: int) -> dict[str, float]:
+    """CPU seconds of a checkpoint's validation pass and of a train step, K candidates together."""
+    import statistics
+
+    from taylorglo_tf import taylor
+    from taylorglo_tf.coordinator import early_stopping
+    from taylorglo_tf.losses import TaylorGLOLoss
+    from taylorglo_tf.training import Evaluator, Task
+
+    task = Task(dataset="digits", model="tiny", steps=200, seed=0)
+    evaluator = Evaluator()
+    losses = [TaylorGLOLoss(taylor.PAPER_MNIST_THETA) for _ in range(k)]
+    hooks = [lambda index, steps, accuracy: None] * k
+    evaluator.evaluate_many(losses, task, checkpoints=early_stopping.CHECKPOINTS, on_checkpoint=hooks)  # traces
+    per_pass, per_step, share = [], [], []
+    for _ in range(rounds):
+        evaluator.evaluate_many(losses, task, checkpoints=early_stopping.CHECKPOINTS, on_checkpoint=hooks)
+        timings = evaluator.last_timings
+        per_pass.append(timings["checkpoint_cpu_s"] / timings["checkpoint_passes"])
+        per_step.append(timings["train_steps_cpu_s"] / task.steps)
+        share.append(timings["checkpoint_cpu_s"] / (timings["checkpoint_cpu_s"] + timings["train_steps_cpu_s"]))
+    result = {
+        "candidates": k,
+        "pass_cpu_ms": 1000 * statistics.median(per_pass),
+        "step_cpu_ms": 1000 * statistics.median(per_step),
+        "share_of_training": statistics.median(share),
+    }
+    result["pass_in_steps"] = result["pass_cpu_ms"] / result["step_cpu_ms"]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="default,protocol")
@@ -203,8 +240,19 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="keep each run's folder here (default: a temporary one)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--narrowing", type=int, default=0, metavar="K")
+    parser.add_argument("--checkpoint-cost", type=int, default=0, metavar="K")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
+    if args.checkpoint_cost:
+        cost = checkpoint_cost(args.checkpoint_cost, args.rounds)
+        print(
+            f"K={cost['candidates']}: a checkpoint pass {cost['pass_cpu_ms']:.1f} ms CPU, a train step"
+            f" {cost['step_cpu_ms']:.1f} ms ({cost['pass_in_steps']:.1f} steps); the passes are"
+            f" {100 * cost['share_of_training']:.1f}% of the training's CPU time"
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps({"checkpoint_cost": cost}, indent=2) + "\n")
+        return
     if args.narrowing:
         measured = narrowing(args.narrowing, args.rounds)
         for name, rate in measured.items():
