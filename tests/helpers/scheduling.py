@@ -16,6 +16,22 @@ def synthetic_fitness(theta) -> float:
     return float(np.exp(-np.sum((np.asarray(theta) - 0.3) ** 2) / 8.0))
 
 
+def checkpoint_metrics(value: float, steps: int = 10):
+    """A full training's metrics with the checkpoint values a trainer reports (the synthetic trainer's:
+    ``value * (0.5 + 0.5 * f)`` at each of the rules' fractions f; ignored without a rule)."""
+    from taylorglo_tf.coordinator import early_stopping
+    from taylorglo_tf.rpc import types_pb2
+
+    return types_pb2.EvaluationMetrics(
+        val_accuracy=value,
+        steps=steps,
+        checkpoints=[
+            types_pb2.CheckpointValue(index=i, steps=max(1, round(f * steps)), val_accuracy=value * (0.5 + 0.5 * f))
+            for i, f in enumerate(early_stopping.CHECKPOINTS)
+        ],
+    )
+
+
 def make_spec(population=4, generations=3, seed=1, **search):
     return spec_lib.load_spec(
         {
