@@ -12,6 +12,7 @@ import pytest
 from taylorglo_tf import taylor
 from taylorglo_tf.spec import checkpoint_steps
 from taylorglo_tf.training import Task
+from tests.helpers.training import taylor_losses
 
 PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
 FLAT_THETA = [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # a constant loss: never learns
@@ -23,12 +24,6 @@ def evaluator():
     from taylorglo_tf.training import Evaluator
 
     return Evaluator(progress_every=10)
-
-
-def taylor_losses(thetas):
-    from taylorglo_tf.losses import TaylorGLOLoss
-
-    return [TaylorGLOLoss(theta) for theta in thetas]
 
 
 def recorder(events, slot):

@@ -7,6 +7,7 @@ import pytest
 
 from taylorglo_tf import taylor
 from taylorglo_tf.training import Task
+from tests.helpers.training import taylor_losses
 
 PAPER_THETA = np.array(taylor.PAPER_MNIST_THETA)
 EXPLODING_THETA = [0.0, 0.0, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30]
@@ -20,12 +21,6 @@ def evaluator():
     from taylorglo_tf.training import Evaluator
 
     return Evaluator(progress_every=10)
-
-
-def taylor_losses(thetas):
-    from taylorglo_tf.losses import TaylorGLOLoss
-
-    return [TaylorGLOLoss(theta) for theta in thetas]
 
 
 def assert_same_as_alone(batched, alone):
