@@ -736,7 +736,7 @@ class Scheduler:
 
     def _record_checkpoints(self, run: ExperimentRun, index: int, values: tuple[Checkpoint, ...]) -> None:
         """Store the first value reported at each of the rule's checkpoints for candidate ``index``,
-        then let the rule decide (lock held)."""
+        with the decisions they bring in the same transaction, then end what those settle (lock held)."""
         c = run.candidates[index]
         count = len(early_stopping.checkpoints(early_stopping.rule_of(run.record.spec)))
         known = {i for i, _, _ in c.checkpoints}
@@ -744,30 +744,42 @@ class Scheduler:
         if not new:
             return
         updated = replace(c, checkpoints=tuple(sorted(c.checkpoints + tuple(new))))
-        self._storage.update_candidate(updated)
-        run.put(updated)
-        self._settle(run, {(index, i) for i, _, _ in new})
+        self._decide(run, updated, {(index, i) for i, _, _ in new})
         self._advance(run)
 
-    def _settle(self, run: ExperimentRun, new: set[tuple[int, int]] | None = None) -> None:
-        """Store the rule's new decisions for ``run``'s generation, then end what they settle (lock held):
-        a stopped candidate that is queued or waiting is STOPPED; a waiting one whose decisions
-        are all made and let it go on gets the status it reported. ``new``: the (candidate,
-        checkpoint) values just recorded (the ``median`` rule decides on those)."""
+    def _decide(
+        self, run: ExperimentRun, recorded: CandidateRecord | None = None, new: set[tuple[int, int]] | None = None
+    ) -> None:
+        """Store ``recorded`` (a candidate with new checkpoint values, ``new`` naming them as (candidate,
+        checkpoint) pairs: the ``median`` rule decides on those) and the rule's new decisions for
+        ``run``'s generation, in one transaction, then apply them (lock held)."""
+        rule = early_stopping.rule_of(run.record.spec)
+        candidates = list(run.candidates)
+        if recorded is not None:
+            candidates[recorded.index] = recorded
+        history = self._checkpoint_history(run) if rule == early_stopping.MEDIAN else None
+        decisions = early_stopping.decide(rule, candidates, new or (), history)
+        stopped = [replace(candidates[i], stopped_at=at) for i, at in sorted(decisions.items())]
+        changed = {c.index: c for c in ([recorded] if recorded is not None else []) + stopped}
+        if not changed:
+            return
+        self._storage.update_candidates(list(changed.values()))
+        for c in changed.values():
+            run.put(c)
+        for c in stopped:
+            log.info(
+                "candidate %s/%d/%d stopped early at checkpoint %d (%s): validation accuracy %.4f",
+                *(run.id, c.generation, c.index, c.stopped_at, rule, c.value_at(c.stopped_at - 1) or 0.0),
+            )
+
+    def _settle(self, run: ExperimentRun) -> None:
+        """Store the rule's pending decisions for ``run``'s generation, then end what they settle (lock
+        held): a stopped candidate that is queued or waiting is STOPPED; a waiting one whose decisions
+        are all made and let it go on gets the status it reported."""
         rule = early_stopping.rule_of(run.record.spec)
         if rule == early_stopping.NONE:
             return
-        history = self._checkpoint_history(run) if rule == early_stopping.MEDIAN else None
-        decisions = early_stopping.decide(rule, run.candidates, new or (), history)
-        if decisions:
-            stopped = [replace(run.candidates[i], stopped_at=at) for i, at in sorted(decisions.items())]
-            self._storage.update_candidates(stopped)
-            for c in stopped:
-                run.put(c)
-                log.info(
-                    "candidate %s/%d/%d stopped early at checkpoint %d (%s): validation accuracy %.4f",
-                    *(run.id, c.generation, c.index, c.stopped_at, rule, c.value_at(c.stopped_at - 1) or 0.0),
-                )
+        self._decide(run)
         for c in list(run.candidates):
             if c.stopped_at and c.status in (types_pb2.CANDIDATE_STATUS_QUEUED, types_pb2.CANDIDATE_STATUS_WAITING):
                 self._finish_stopped(run, c)

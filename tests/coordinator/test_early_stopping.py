@@ -352,3 +352,33 @@ def test_the_optimizer_is_told_failures_below_stopped_candidates(tmp_path, monke
     assert invalid.fitness == 0.0  # stored as ever
     assert told[0][invalid.index] == early_stopping.FAILURE_FITNESS
     assert told[0][invalid.index] < min(told[0][c.index] for c in candidates if c.status == STOPPED)
+
+
+def test_a_value_and_the_decision_it_brings_are_stored_together_or_not_at_all(tmp_path, monkeypatch):
+    """A database that refuses the write leaves no value without its median decision: the trainer's
+    next heartbeat repeats the value, and the decision comes then."""
+    from taylorglo_tf.coordinator.errors import StorageUnavailable
+
+    scheduler = open_scheduler(tmp_path / "db.sqlite")
+    exp = scheduler.submit(make_spec(population=4, generations=3, early_stopping="median"))
+    while scheduler.get(exp.id).generation < 1:  # generation 0 gives the median its history
+        [lease] = take_leases(scheduler, "t")
+        beat(scheduler, [lease], 1)
+        finish(scheduler, lease, False, 2)
+    leases = take_leases(scheduler, "t", max_candidates=4)
+    worst = min(leases, key=lambda lease: value(lease, 0))
+    storage = scheduler._storage._inner
+    real = storage.update_candidates
+
+    def refuse(*args, **kwargs):
+        raise StorageUnavailable("disk full")
+
+    monkeypatch.setattr(storage, "update_candidates", refuse)
+    with pytest.raises(StorageUnavailable):
+        beat(scheduler, [worst], 0)
+    assert scheduler.result(exp.id).candidates[4 + worst.index].checkpoints == []  # nothing stored
+    monkeypatch.setattr(storage, "update_candidates", real)
+    others = [lease for lease in leases if lease is not worst]
+    beat(scheduler, others, 0)
+    [answer] = beat(scheduler, [worst], 0)
+    assert answer.stop  # decided on the repeated value, as if the first write had gone through
